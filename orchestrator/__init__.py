@@ -1,0 +1,3 @@
+"""Multi-cloud deployment orchestrator for ML models: sync, health, failover and cost-aware routing."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,23 @@
+"""Shared output helpers for commands: human text on a terminal, JSON for automation."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import orjson
+from rich.console import Console
+
+__all__ = ["console", "emit_json", "error", "err_console"]
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def error(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+    sys.stdout.flush()

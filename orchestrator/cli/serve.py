@@ -1,0 +1,1 @@
+"""`orchestrator serve` (placeholder until the endpoint lands)."""

@@ -1,0 +1,1 @@
+"""`orchestrator train` (placeholder until the training pipeline lands)."""
