@@ -18,7 +18,6 @@ Layout::
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -139,7 +138,9 @@ def parse_manifest(raw: bytes, *, source: str) -> Manifest:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ArtifactError(f"{source}: manifest field {where!r}: {first['msg']}", path=MANIFEST_NAME) from exc
+        raise ArtifactError(
+            f"{source}: manifest field {where!r}: {first['msg']}", path=MANIFEST_NAME
+        ) from exc
 
 
 def load_manifest(root: Path) -> Manifest:
@@ -147,7 +148,9 @@ def load_manifest(root: Path) -> Manifest:
     try:
         raw = path.read_bytes()
     except FileNotFoundError as exc:
-        raise ArtifactError(f"{path}: no manifest (is this an artifact directory?)", path=MANIFEST_NAME) from exc
+        raise ArtifactError(
+            f"{path}: no manifest (is this an artifact directory?)", path=MANIFEST_NAME
+        ) from exc
     return parse_manifest(raw, source=str(path))
 
 
@@ -183,7 +186,9 @@ def verify_artifact(root: Path) -> Manifest:
             raise ArtifactError(f"{root}: {entry.path} is missing", path=entry.path)
         sha, size = hash_file(path)
         if size != entry.size:
-            raise ArtifactError(f"{root}: {entry.path} is {size} bytes, manifest says {entry.size}", path=entry.path)
+            raise ArtifactError(
+                f"{root}: {entry.path} is {size} bytes, manifest says {entry.size}", path=entry.path
+            )
         if sha != entry.sha256:
             raise ArtifactError(
                 f"{root}: {entry.path} sha256 {sha[:12]}… does not match manifest {entry.sha256[:12]}…",
@@ -212,8 +217,8 @@ def write_artifact(staging: Path, manifest_fields: dict[str, Any], out_dir: Path
     old = None
     if final.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{manifest.version}.old-", dir=final.parent))
-        os.replace(final, old / "a")
-    os.replace(staging, final)
+        final.replace(old / "a")
+    staging.replace(final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return final, manifest

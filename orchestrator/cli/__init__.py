@@ -24,6 +24,23 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from orchestrator import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Train, sync, serve, health-check and route one ML model across AWS, GCP and Azure."""
+
+
 def _register() -> None:
     # Imported for their side effect of adding commands to `app`; each is cheap to import.
     from orchestrator.cli import serve, train  # noqa: F401

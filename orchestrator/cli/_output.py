@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from rich.console import Console
 
-__all__ = ["console", "emit_json", "error", "err_console"]
+__all__ = ["console", "emit_json", "err_console", "error"]
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)

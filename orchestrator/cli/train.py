@@ -1,1 +1,105 @@
-"""`orchestrator train` (placeholder until the training pipeline lands)."""
+"""`orchestrator train`: fit, evaluate, gate and write a model artifact; :mod:`serving.train` does the work.
+
+scikit-learn, skl2onnx and friends are imported inside the command, so registering it costs nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import typer
+
+from orchestrator.cli import app
+from orchestrator.cli._output import console, emit_json
+
+if TYPE_CHECKING:
+    from serving.train import TrainResult
+
+__all__ = ["train"]
+
+
+@app.command()
+def train(
+    *,
+    dataset: Annotated[str, typer.Option(help="iris, wine, digits, or a path to a CSV file.")],
+    target: Annotated[
+        str | None,
+        typer.Option(help="The CSV column holding the labels (default: the column named 'target')."),
+    ] = None,
+    strategy: Annotated[
+        Literal["multinomial", "ovr"], typer.Option(help="One softmax model, or one binary model per class.")
+    ] = "multinomial",
+    out: Annotated[Path, typer.Option(help="The artifact is written to OUT/NAME/VERSION.")] = Path(
+        "artifacts"
+    ),
+    seed: Annotated[
+        int, typer.Option(help="Seed of the train/test split and the cross-validation folds.")
+    ] = 0,
+    min_f1_macro: Annotated[
+        float | None,
+        typer.Option(
+            help="Metric gate: below this test-set macro F1 nothing is written and the exit is non-zero."
+        ),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Artifact name (default: the dataset's name, or the CSV file's stem).")
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print {path, name, version, metrics} as JSON instead.")
+    ] = False,
+) -> None:
+    """Train a classifier and write a verified, versioned artifact; its path is the last line printed."""
+    from serving.train import TrainOptions
+    from serving.train import train as run_training
+
+    options = TrainOptions(
+        dataset=dataset,
+        target=target,
+        strategy=strategy,
+        out=out,
+        seed=seed,
+        min_f1_macro=min_f1_macro,
+        name=name,
+    )
+    result = run_training(options)
+    path = result.path.resolve()
+    manifest = result.manifest
+    if json_output:
+        emit_json(
+            {
+                "path": str(path),
+                "name": manifest.name,
+                "version": manifest.version,
+                "metrics": manifest.metrics,
+            }
+        )
+        return
+    _print_summary(result)
+    # Plain, unwrapped and last, so `path=$(orchestrator train ... | tail -n1)` works.
+    typer.echo(str(path))
+
+
+def _print_summary(result: TrainResult) -> None:
+    manifest = result.manifest
+    metrics, cv, split = manifest.metrics, manifest.metrics["cv"], manifest.split
+    test_scores = " · ".join(
+        f"{label} {metrics[key]:.4f}"
+        for key, label in (
+            ("accuracy", "accuracy"),
+            ("balanced_accuracy", "balanced accuracy"),
+            ("f1_macro", "F1 macro"),
+            ("roc_auc_ovr_macro", "ROC AUC"),
+        )
+    )
+    lines = [
+        f"[bold green]trained[/] {manifest.name} [bold]{manifest.version}[/] "
+        f"({manifest.training['strategy']}, C={cv['best_params']['C']:g}, "
+        f"{split['n_train']} train / {split['n_test']} test rows)",
+        f"  test: {test_scores}",
+        f"  cross-validated F1 macro {cv['f1_macro_mean']:.4f} ± {cv['f1_macro_std']:.4f} · ONNX agrees with "
+        f"scikit-learn (max probability difference {manifest.export['max_probability_diff']:.1e})",
+    ]
+    for line in lines:
+        # soft_wrap: a narrow or absent terminal must not break lines that scripts may grep.
+        console.print(line, soft_wrap=True)

@@ -1,0 +1,77 @@
+"""Dynamic batching: small concurrent requests share one model call.
+
+ONNX Runtime's per-call cost (~50-75 us with the caches cold, as they are between requests) dwarfs
+the arithmetic of a one-row logistic regression (under 1 us). Requests that reach the model in the
+same event-loop tick are concatenated and run as one batch, then split back. There is no timer: the
+flush is scheduled with ``call_soon``, so it runs right after every request already woken in this
+tick has enqueued its rows. An idle endpoint therefore adds no latency, and a busy one amortises the
+call over as many requests as arrived together (the idea of Triton's dynamic batcher and Ray
+Serve's ``@serve.batch``, without their wait window).
+
+Rows are independent in the model, so a row's outputs do not depend on its batch mates beyond
+floating-point summation order (differences ~1e-16, far below the 1e-6 canary tolerance).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+
+from serving.model import Predictor
+
+__all__ = ["MicroBatcher"]
+
+Outputs = tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]
+
+
+class MicroBatcher:
+    """Coalesces ``predict`` calls made in the same event-loop tick. Use from one event loop only."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Predictor, np.ndarray[Any, Any], asyncio.Future[Outputs]]] = []
+        self._scheduled = False
+        self.calls = 0  # model invocations, for tests and metrics
+        self.requests = 0
+
+    async def predict(self, model: Predictor, x: np.ndarray[Any, Any]) -> Outputs:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outputs] = loop.create_future()
+        self._pending.append((model, x, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, []
+        # A model swap can land between two requests of one tick: batch per model object.
+        by_model: dict[int, list[tuple[Predictor, np.ndarray[Any, Any], asyncio.Future[Outputs]]]] = {}
+        for item in pending:
+            by_model.setdefault(id(item[0]), []).append(item)
+        for group in by_model.values():
+            self._run(group)
+
+    def _run(self, group: list[tuple[Predictor, np.ndarray[Any, Any], asyncio.Future[Outputs]]]) -> None:
+        model = group[0][0]
+        self.calls += 1
+        self.requests += len(group)
+        try:
+            if len(group) == 1:
+                outputs = model.predict(group[0][1])
+            else:
+                outputs = model.predict(np.concatenate([x for _, x, _ in group]))
+        except Exception as exc:  # delivered to every waiting request, which turns it into a response
+            for _, _, future in group:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        labels, probabilities = outputs
+        start = 0
+        for _, x, future in group:
+            end = start + len(x)
+            if not future.done():  # the client may have gone away
+                future.set_result((labels[start:end], probabilities[start:end]))
+            start = end

