@@ -129,7 +129,7 @@ def test_v2_protocol_shapes(client: httpx.Client, digits_model: TrainResult) -> 
 BAD_V1 = [
     # (description, raw body, expected status, text the message must contain)
     ("wrong feature count", json.dumps({"instances": [[1.0, 2.0]]}), 422, "expects 64"),
-    ("ragged rows", json.dumps({"instances": [[0.0] * 64, [0.0] * 63]}), 422, "64 numbers"),
+    ("ragged rows", json.dumps({"instances": [[0.0] * 64, [0.0] * 63]}), 422, "row 1 has 63 features"),
     ("strings", json.dumps({"instances": [["a"] * 64]}), 422, "got `str`"),
     ("null value", json.dumps({"instances": [[None] + [0.0] * 63]}), 422, "got `null`"),
     ("boolean", json.dumps({"instances": [[True] + [0.0] * 63]}), 422, "got `bool`"),

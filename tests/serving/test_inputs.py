@@ -59,3 +59,43 @@ def test_v2_bad_tensors(tensor: dict) -> None:
     with pytest.raises(InputError) as err:
         parse_v2_request({"inputs": [{"name": "input", **tensor}]}, 2)
     assert 400 <= err.value.status < 500
+
+
+def big(rows: list) -> bytes:
+    """Pad past the fast path's size threshold with valid rows, keeping the odd row first."""
+    return json.dumps({"instances": rows + [[0.5, 0.25]] * 2000}).encode()
+
+
+def test_the_fast_path_gives_exactly_the_slow_paths_matrix() -> None:
+    rng = np.random.default_rng(1)
+    rows = rng.standard_normal((3000, 2)).tolist()
+    fast = decode_predict_request(json.dumps({"instances": rows}).encode(), 2)
+    np.testing.assert_array_equal(fast, np.array(rows))
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([[1, [2, 3]], [4, 5]], "got `array`"),  # nested value
+        ([[[], 1], [[3, 4], 5]], "got `array`"),  # nesting that keeps the flattened count right
+        ([[1, 2, 3]], "row 0 has 3 features; the model expects 2"),
+        ([[1]], "row 0 has 1 features"),
+        ([["1", 2]], "got `str`"),
+        ([[None, 2]], "got `null`"),
+        ([[True, 2]], "got `bool`"),
+    ],
+)
+def test_large_bodies_with_odd_shapes_are_refused_like_small_ones(rows: list, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        decode_predict_request(big(rows), 2)
+
+
+def test_a_large_body_with_other_keys_still_decodes() -> None:
+    body = json.dumps({"instances": [[1, 2]] * 3000, "note": "[not an array]"}).encode()
+    assert decode_predict_request(body, 2).shape == (3000, 2)
+
+
+def test_a_large_body_with_an_overflowing_number_is_refused() -> None:
+    body = big([[1, 2]]).replace(b"[[1, 2]", b"[[1e400, 2]", 1)
+    with pytest.raises(InputError, match="out of range"):
+        decode_predict_request(body, 2)
