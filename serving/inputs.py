@@ -83,21 +83,20 @@ def _decode_plain_matrix(body: bytes, n_features: int) -> np.ndarray[Any, np.dty
     array of ``n_features`` elements then makes the flattened buffer exactly the row-major matrix.
     """
 
-    def require(condition: bool) -> None:
-        if not condition:
-            raise _NotPlain
-
     try:
         doc = simdjson.Parser().parse(body)
-        require(isinstance(doc, simdjson.Object) and len(doc) == 1)
-        instances = doc.get("instances")
-        require(isinstance(instances, simdjson.Array))
+        instances = doc.get("instances") if isinstance(doc, simdjson.Object) and len(doc) == 1 else None
+        if not isinstance(instances, simdjson.Array):
+            raise _NotPlain
         rows = len(instances)
-        require(rows > 0 and body.count(b"[") == rows + 1)
+        if rows == 0 or body.count(b"[") != rows + 1:
+            raise _NotPlain
         for row in instances:
-            require(isinstance(row, simdjson.Array) and len(row) == n_features)
+            if not isinstance(row, simdjson.Array) or len(row) != n_features:
+                raise _NotPlain
         flat = np.frombuffer(instances.as_buffer(of_type="d"), dtype=np.float64)
-        require(flat.size == rows * n_features)
+        if flat.size != rows * n_features:
+            raise _NotPlain
     except (_NotPlain, ValueError, TypeError, KeyError):  # msgspec's path will say what is wrong
         return None
     return flat.reshape(rows, n_features)
