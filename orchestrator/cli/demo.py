@@ -12,7 +12,7 @@ from orchestrator.cli import app
 
 @app.command()
 def demo(
-    json_out: Path = typer.Option(None, "--json", help="Also write the demo's events and figures to this file."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the demo's figures to this file."),
 ) -> None:
     """Train a model, serve it, send it predictions, print the results and shut everything down."""
     import orjson
