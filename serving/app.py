@@ -38,6 +38,7 @@ from orchestrator.errors import OrchestratorError
 from serving.batching import MicroBatcher
 from serving.inputs import InputError, decode_json, decode_predict_request, parse_v2_request
 from serving.model import Predictor
+from serving.source import Loader
 from serving.telemetry import Metrics, TelemetryMiddleware
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "ModelHolder", "create_app"]
@@ -64,7 +65,7 @@ def _error(message: str, status: int) -> Response:
 class ModelHolder:
     """The model being served, and why there is none (or why the last reload was refused)."""
 
-    loader: Callable[[], Predictor]
+    loader: Loader
     metrics: Metrics
     current: Predictor | None = None
     reason: str = "model is loading"
@@ -75,7 +76,7 @@ class ModelHolder:
         """Load (or reload) through the loader; keep the old model if the new one is refused."""
         with self._lock:
             try:
-                predictor = self.loader()
+                predictor = self.loader(self.current)
             except (OrchestratorError, OSError) as exc:
                 self.metrics.load_failures.inc()
                 self.last_error = str(exc)
@@ -85,11 +86,16 @@ class ModelHolder:
                     "model refused", error=str(exc), serving=self.current.version if self.current else None
                 )
                 return False
-            if self.current is None or predictor.manifest != self.current.manifest:
+            if predictor is not self.current:
+                previous = self.current
                 self.current = predictor  # the swap: requests in flight keep their reference
                 self.metrics.set_model(predictor.name, predictor.version)
                 log.info(
-                    "model loaded", model=predictor.name, version=predictor.version, source=predictor.source
+                    "model loaded",
+                    model=predictor.name,
+                    version=predictor.version,
+                    previous=previous.version if previous else None,
+                    source=predictor.source,
                 )
             self.last_error = None
             return True
@@ -160,7 +166,7 @@ class _Runtime:
 
 
 def create_app(
-    loader: Callable[[], Predictor],
+    loader: Loader,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     reload_interval_s: float | None = None,

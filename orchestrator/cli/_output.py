@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from rich.console import Console
+from rich.markup import escape
 
 __all__ = ["console", "emit_json", "err_console", "error"]
 
@@ -15,7 +16,8 @@ err_console = Console(stderr=True, highlight=False)
 
 
 def error(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    # Messages quote URIs, JSON paths and user input: never let them be read as markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
 
 
 def emit_json(data: Any) -> None:

@@ -74,7 +74,7 @@ def test_a_manifest_that_disagrees_with_the_model_on_features_is_refused(artifac
 
 def test_a_refused_reload_keeps_the_previous_model(digits_model: TrainResult, artifact_copy: Path) -> None:
     sources = [digits_model.path, artifact_copy]
-    holder = ModelHolder(loader=lambda: load_verified(sources[0]), metrics=Metrics())
+    holder = ModelHolder(loader=lambda _current: load_verified(sources[0]), metrics=Metrics())
     assert holder.load()
     good = holder.current
     assert good is not None

@@ -1,0 +1,85 @@
+"""`orchestrator sync` and `orchestrator verify`: publish artifacts to every cloud and check them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from orchestrator.cli import app
+
+CLOUDS_HELP = "Comma-separated clouds from the configuration (default: all configured)."
+TO_HELP = "A target bucket URI (s3://, gs://, az://, file://); repeatable. Replaces --clouds."
+CONFIG_HELP = "Configuration file (default: $ORCHESTRATOR_CONFIG or ./orchestrator.yaml)."
+
+
+@app.command()
+def sync(
+    model: Path = typer.Option(..., "--model", help="The local artifact directory to publish."),
+    clouds: str = typer.Option(None, "--clouds", help=CLOUDS_HELP),
+    to: list[str] = typer.Option(None, "--to", help=TO_HELP),
+    config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be uploaded; change nothing."),
+    force: bool = typer.Option(False, "--force", help="Allow moving LATEST back to an older version."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document for automation."),
+) -> None:
+    """Publish an artifact to every cloud's bucket, verify it landed, then move LATEST."""
+    from orchestrator.cli._output import console, emit_json
+    from orchestrator.cli._render import sync_progress, sync_table
+    from orchestrator.sync import sync_artifact
+    from orchestrator.targets import resolve_targets
+
+    targets, _ = resolve_targets(config_path=config, clouds=clouds, to=to)
+    with sync_progress(model, targets, enabled=console.is_terminal and not json_out) as on_event:
+        results = sync_artifact(model, targets, force=force, dry_run=dry_run, on_event=on_event)
+    if json_out:
+        emit_json(
+            {"ok": all(r.ok for r in results), "dry_run": dry_run, "targets": [r.as_dict() for r in results]}
+        )
+    else:
+        sync_table(results, dry_run=dry_run)
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def verify(
+    model: str = typer.Option(
+        None, "--model", help="NAME or NAME@VERSION (default: the configured model, LATEST)."
+    ),
+    clouds: str = typer.Option(None, "--clouds", help=CLOUDS_HELP),
+    to: list[str] = typer.Option(None, "--to", help=TO_HELP),
+    config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
+    deep: bool = typer.Option(
+        False, "--deep", help="Download and hash every object instead of trusting metadata."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document for automation."),
+) -> None:
+    """Check that every cloud holds exactly the manifest's files and that LATEST agrees everywhere."""
+    from orchestrator.cli._output import emit_json
+    from orchestrator.cli._render import verify_table
+    from orchestrator.errors import ConfigError
+    from orchestrator.targets import resolve_targets
+    from orchestrator.verify import verify_targets
+
+    targets, cfg = resolve_targets(config_path=config, clouds=clouds, to=to)
+    name, _, version = (model or "").partition("@")
+    name = name or (cfg.model.name if cfg else "")
+    if not name:
+        raise ConfigError("no model named: pass --model NAME[@VERSION] or configure model.name")
+    results, disagreements = verify_targets(targets, name, version or None, deep=deep)
+    ok = all(r.ok for r in results) and not disagreements
+    if json_out:
+        emit_json(
+            {
+                "ok": ok,
+                "model": name,
+                "deep": deep,
+                "targets": [r.as_dict() for r in results],
+                "disagreements": [str(d) for d in disagreements],
+            }
+        )
+    else:
+        verify_table(results, disagreements, deep=deep)
+    if not ok:
+        raise typer.Exit(1)

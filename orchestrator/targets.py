@@ -1,0 +1,52 @@
+"""Which buckets a command talks to: clouds named in ``orchestrator.yaml``, or URIs given directly."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from orchestrator.config import CLOUDS, Config, load_config
+from orchestrator.errors import ConfigError
+from orchestrator.storage import open_storage
+from orchestrator.sync import Target
+
+__all__ = ["parse_clouds", "resolve_targets"]
+
+
+def parse_clouds(value: str | None) -> list[str] | None:
+    """``aws,gcp`` → ["aws", "gcp"]; an unknown name is a ConfigError naming it."""
+    if not value:
+        return None
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if unknown := [n for n in names if n not in CLOUDS]:
+        raise ConfigError(f"--clouds: unknown cloud(s) {', '.join(unknown)}; use {', '.join(CLOUDS)}")
+    return names
+
+
+def resolve_targets(
+    *, config_path: Path | None, clouds: str | None, to: Sequence[str] | None
+) -> tuple[list[Target], Config | None]:
+    """Targets from ``--to`` URIs (no config needed) or from the config's clouds (all, or ``--clouds``)."""
+    if to and clouds:
+        raise ConfigError("--to and --clouds are exclusive: name targets one way")
+    if to:
+        config = _maybe_config(config_path)
+        return [Target(name=uri, storage=open_storage(uri)) for uri in to], config
+    config = load_config(config_path)
+    names = parse_clouds(clouds) or list(config.clouds)
+    targets = []
+    for name in names:
+        cloud = config.cloud(name)
+        targets.append(
+            Target(name=name, storage=open_storage(cloud.storage, settings=cloud.storage_settings))
+        )
+    return targets, config
+
+
+def _maybe_config(path: Path | None) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError:
+        if path is not None:  # asked for explicitly: its errors matter
+            raise
+        return None

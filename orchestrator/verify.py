@@ -1,0 +1,161 @@
+"""Checking what the clouds hold against the manifest: every drift named by cloud, object and field.
+
+For each target: resolve the version (the one asked for, or ``LATEST``'s), read the stored manifest
+and check it is the one ``LATEST`` names (sha256), then compare the version directory with the
+manifest: a missing object, an unexpected one, a size or sha256 that differs. The sha256 comes from
+object metadata, or with ``deep`` from downloading and hashing every object (what catches bytes
+changed behind the metadata's back). Finally all targets' ``LATEST`` pointers must agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.errors import NotFound, OrchestratorError
+from orchestrator.registry import read_pointer, version_prefix
+from orchestrator.storage import Storage
+from orchestrator.sync import OBJECT_CONCURRENCY, Target
+from serving.artifact import MANIFEST_NAME, FileEntry, parse_manifest
+
+__all__ = ["Drift", "VerifyResult", "verify_targets"]
+
+
+@dataclass(frozen=True)
+class Drift:
+    target: str
+    key: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.target}: {self.key}: {self.problem}"
+
+
+@dataclass
+class VerifyResult:
+    target: str
+    uri: str
+    version: str | None = None
+    manifest_sha256: str | None = None
+    objects_checked: int = 0
+    drift: list[Drift] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.drift
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "uri": self.uri,
+            "ok": self.ok,
+            "version": self.version,
+            "manifest_sha256": self.manifest_sha256,
+            "objects_checked": self.objects_checked,
+            "drift": [{"key": d.key, "problem": d.problem} for d in self.drift],
+        }
+
+
+def verify_targets(
+    targets: Sequence[Target], name: str, version: str | None = None, *, deep: bool = False
+) -> tuple[list[VerifyResult], list[Drift]]:
+    """Verify every target; return per-target results and the cross-target disagreements."""
+    with ThreadPoolExecutor(max_workers=max(1, len(targets)), thread_name_prefix="verify") as pool:
+        results = list(pool.map(lambda t: _verify_one(t, name, version, deep=deep), targets))
+    return results, _disagreements(results, pinned=version is not None)
+
+
+def _verify_one(target: Target, name: str, version: str | None, *, deep: bool) -> VerifyResult:
+    storage = target.storage
+    result = VerifyResult(target=target.name, uri=storage.uri)
+
+    def drift(key: str, problem: str) -> None:
+        result.drift.append(Drift(target.name, key, problem))
+
+    try:
+        pointer, _ = read_pointer(storage, name)
+        if version is None and pointer is None:
+            drift(f"models/{name}/LATEST", "missing: the model was never published here")
+            return result
+        resolved = version or (pointer.version if pointer else "")
+        result.version = resolved
+        prefix = version_prefix(name, resolved)
+        try:
+            raw_manifest = storage.get(prefix + MANIFEST_NAME)
+        except NotFound:
+            drift(prefix + MANIFEST_NAME, "missing: the version is incomplete")
+            return result
+        result.manifest_sha256 = hashlib.sha256(raw_manifest).hexdigest()
+        if (
+            pointer is not None
+            and pointer.version == result.version
+            and pointer.manifest_sha256 != result.manifest_sha256
+        ):
+            drift(
+                prefix + MANIFEST_NAME,
+                f"sha256 {result.manifest_sha256} but LATEST says {pointer.manifest_sha256}",
+            )
+        manifest = parse_manifest(raw_manifest, source=storage.key_uri(prefix + MANIFEST_NAME))
+        _compare(storage, prefix, manifest.files, deep=deep, result=result, drift=drift)
+    except OrchestratorError as exc:
+        drift(storage.uri, f"could not be checked: {exc}")
+    return result
+
+
+def _compare(
+    storage: Storage,
+    prefix: str,
+    files: list[FileEntry],
+    *,
+    deep: bool,
+    result: VerifyResult,
+    drift: Callable[[str, str], None],
+) -> None:
+    stored = {info.key.removeprefix(prefix): info for info in storage.list(prefix)}
+    expected = {entry.path: entry for entry in files}
+    for key in sorted(stored.keys() - expected.keys() - {MANIFEST_NAME}):
+        drift(prefix + key, "unexpected object: not in the manifest")
+    present = [entry for entry in files if entry.path in stored]
+    for entry in files:
+        if entry.path not in stored:
+            drift(prefix + entry.path, "missing")
+
+    def check(entry: FileEntry) -> str | None:
+        info = stored[entry.path]
+        if info.size != entry.size:
+            return f"size {info.size}, manifest says {entry.size}"
+        actual: str | None
+        if deep:
+            actual = hashlib.sha256(storage.get(prefix + entry.path)).hexdigest()
+            source = "content"
+        else:
+            actual = info.sha256 if info.sha256 is not None else storage.stat(prefix + entry.path).sha256
+            source = "metadata"
+        if actual != entry.sha256:
+            return f"sha256 ({source}) {actual}, manifest says {entry.sha256}"
+        return None
+
+    with ThreadPoolExecutor(max_workers=OBJECT_CONCURRENCY, thread_name_prefix="check") as pool:
+        for entry, problem in zip(present, pool.map(check, present), strict=True):
+            result.objects_checked += 1
+            if problem:
+                drift(prefix + entry.path, problem)
+
+
+def _disagreements(results: list[VerifyResult], *, pinned: bool) -> list[Drift]:
+    """All targets must serve the same version with the same manifest."""
+    seen = {(r.version, r.manifest_sha256) for r in results if r.version is not None}
+    if len(seen) <= 1:
+        return []
+    what = "version" if not pinned else "manifest"
+    return [
+        Drift(
+            r.target,
+            "LATEST" if not pinned else MANIFEST_NAME,
+            f"{what} {r.version} ({(r.manifest_sha256 or '')[:12]}) differs from other clouds",
+        )
+        for r in results
+    ]

@@ -1,0 +1,148 @@
+"""`orchestrator sync` and `verify` as an operator runs them: a config file, exit codes, JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from serving.train import TrainResult
+from tests.emulators import Azurite, GcsEmulator, MotoServer
+
+
+@pytest.fixture
+def config(tmp_path: Path, moto_server: MotoServer, gcs_emulator: GcsEmulator, azurite: Azurite) -> Path:
+    path = tmp_path / "orchestrator.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name": "iris"},
+                "clouds": {
+                    "aws": {
+                        "storage": moto_server.uri(moto_server.create_bucket(), "prod"),
+                        "storage_settings": moto_server.settings,
+                    },
+                    "gcp": {
+                        "storage": gcs_emulator.uri(gcs_emulator.create_bucket()),
+                        "storage_settings": gcs_emulator.settings,
+                    },
+                    # The Azure connection string carries a key: it comes from the environment.
+                    "azure": {"storage": azurite.uri(azurite.create_bucket())},
+                },
+            },
+            sort_keys=False,
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def run(azurite: Azurite):
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        import os
+
+        env = {**os.environ, **azurite.env}
+        return subprocess.run(
+            [sys.executable, "-m", "orchestrator", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+            timeout=120,
+        )
+
+    return run
+
+
+def test_sync_then_verify_then_resync_from_a_config_file(run, config: Path, iris_v1: TrainResult) -> None:
+    first = run("sync", "--model", str(iris_v1.path), "--config", str(config), "--json")
+    assert first.returncode == 0, first.stderr
+    doc = json.loads(first.stdout)
+    assert doc["ok"]
+    assert [t["target"] for t in doc["targets"]] == ["aws", "gcp", "azure"]
+    assert all(t["pointer"] == "moved" for t in doc["targets"])
+
+    checked = run("verify", "--config", str(config), "--deep", "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert json.loads(checked.stdout)["ok"]
+
+    again = json.loads(run("sync", "--model", str(iris_v1.path), "--config", str(config), "--json").stdout)
+    assert all(t["uploaded"] == [] and "put" not in t["requests"] for t in again["targets"])
+
+    text = run("sync", "--model", str(iris_v1.path), "--config", str(config), "--clouds", "aws")
+    assert text.returncode == 0
+    assert "unchanged" in text.stdout
+
+
+def test_verify_exits_nonzero_naming_cloud_and_object(run, config: Path, iris_v1: TrainResult) -> None:
+    run("sync", "--model", str(iris_v1.path), "--config", str(config))
+    gcs_uri = yaml.safe_load(config.read_text())["clouds"]["gcp"]
+    from orchestrator.storage import open_storage
+
+    open_storage(gcs_uri["storage"], settings=gcs_uri["storage_settings"]).delete(
+        f"models/iris/{iris_v1.manifest.version}/report.md"
+    )
+    result = run("verify", "--config", str(config))
+    assert result.returncode == 1
+    assert f"gcp: models/iris/{iris_v1.manifest.version}/report.md: missing" in result.stdout
+
+
+def test_an_older_version_is_refused_with_exit_1(
+    run, config: Path, iris_v1: TrainResult, iris_v2: TrainResult
+) -> None:
+    assert run("sync", "--model", str(iris_v2.path), "--config", str(config)).returncode == 0
+    result = run("sync", "--model", str(iris_v1.path), "--config", str(config), "--clouds", "aws")
+    assert result.returncode == 1
+    assert "--force" in result.stdout
+    assert iris_v2.manifest.version in result.stdout
+
+
+def test_dry_run_changes_nothing(run, config: Path, iris_v1: TrainResult) -> None:
+    result = run("sync", "--model", str(iris_v1.path), "--config", str(config), "--dry-run", "--json")
+    doc = json.loads(result.stdout)
+    assert all(t["pointer"] == "not moved (dry run)" and len(t["uploaded"]) == 5 for t in doc["targets"])
+    verify = run("verify", "--config", str(config), "--json")
+    assert verify.returncode == 1
+    assert "never published" in verify.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"model": {"name": "iris"}, "clouds": {"aws": {"storage": "http://x"}}}, "clouds.aws.storage"),
+        ({"model": {"name": "iris"}, "clouds": {"mars": {"storage": "s3://b"}}}, "clouds.mars"),
+        ({"clouds": {"aws": {"storage": "s3://b"}}}, "model"),
+        (
+            {"model": {"name": "iris"}, "clouds": {"aws": {"storage": "s3://b", "regoin": "x"}}},
+            "clouds.aws.regoin",
+        ),
+        (
+            {
+                "model": {"name": "iris"},
+                "clouds": {"azure": {"storage": "az://c", "storage_settings": {"connection_string": "k"}}},
+            },
+            "must not be written in the configuration file",
+        ),
+    ],
+)
+def test_a_bad_config_names_file_and_key(run, tmp_path: Path, content: dict, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(content))
+    result = run("verify", "--config", str(path))
+    assert result.returncode == 2
+    assert str(path) in result.stderr
+    assert message in result.stderr
+
+
+def test_unknown_cloud_and_missing_config_are_named(run, config: Path, tmp_path: Path) -> None:
+    unknown = run("verify", "--config", str(config), "--clouds", "aws,ibm")
+    assert unknown.returncode == 2
+    assert "ibm" in unknown.stderr
+    missing = run("verify", "--config", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2
+    assert "nope.yaml" in missing.stderr
+    assert "not found" in missing.stderr
