@@ -61,6 +61,8 @@ MIN_PART_SIZE = 5 * 1024 * 1024
 # Connections per client: the sync uploads several objects at once, each with up to
 # max_concurrency parts; botocore's default of 10 would make threads queue for a connection.
 POOL_CONNECTIONS = 32
+_SESSION: Any = None
+_SESSION_LOCK = threading.Lock()
 # https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
 _BUCKET_RE = re.compile(r"(?!xn--)(?!.*-s3alias$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
@@ -138,12 +140,16 @@ class S3Storage(Storage):
             # Emulators and most S3-compatible servers only do path-style.
             s3={"addressing_style": "path" if self._custom_endpoint else "auto"},
         )
-        # A session per storage: boto3's default session is not safe to build clients from in
-        # several threads at once.
-        session = boto3.session.Session()
-        client = session.client(
-            "s3", endpoint_url=self._endpoint_url, region_name=self._region, config=config
-        )
+        # One session for the process, so botocore parses its service models once (~0.1 s of CPU
+        # per client otherwise); building clients from it is serialised because sessions are not
+        # safe for concurrent client creation. The clients themselves are thread-safe.
+        with _SESSION_LOCK:
+            global _SESSION  # noqa: PLW0603  # a process-wide cache, created on first use
+            if _SESSION is None:
+                _SESSION = boto3.session.Session()
+            client = _SESSION.client(
+                "s3", endpoint_url=self._endpoint_url, region_name=self._region, config=config
+            )
         self.endpoint = client.meta.endpoint_url
         return client
 

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
+import signal
 from pathlib import Path
 
 import pytest
 
 from orchestrator.registry import read_pointer
+from orchestrator.storage import NO_WAIT_RETRY, open_storage
 from orchestrator.sync import SyncEvent, Target, sync_artifact
 from orchestrator.verify import verify_targets
 from serving.train import TrainResult
-from tests.emulators import Azurite, GcsEmulator, MotoServer, free_port
+from tests.emulators import Azurite, GcsEmulator, MotoServer, start_azurite, start_moto
 from tests.sync.conftest import bucket_of, rewritten, target
 
 ALL_FILES = {"model.onnx", "report.md", "confusion_matrix.png", "roc_ovr.png", "manifest.json"}
@@ -140,66 +140,84 @@ def test_verify_names_missing_unexpected_and_disagreeing(
     assert {d.target for d in disagreements} == {"aws", "gcp", "azure"}
 
 
-class DiskGcs(GcsEmulator):
-    """gcp-storage-emulator storing on disk (in ``workdir``), so it can be killed and restarted with
-    its objects intact. Azurite cannot serve here: it keeps blob metadata in memory and saves it
-    every few seconds, so a SIGKILL loses the recent writes a resumed sync is about."""
+def kill_after(emulator_name: str, uploads: int, action) -> object:
+    """An on_event hook that runs ``action`` once the given cloud has verified ``uploads`` objects."""
+    seen = 0
 
-    def __init__(self, port: int, log_path: Path, workdir: Path) -> None:
-        super().__init__(port, log_path)
-        self.workdir = workdir
+    def hook(event: SyncEvent) -> None:
+        nonlocal seen
+        if event.target == emulator_name and event.kind == "verified":
+            seen += 1
+            if seen == uploads:
+                action()
 
-    def argv(self) -> list[str]:
-        return [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
-                "--port", str(self.port), "--quiet"]  # fmt: skip
-
-    def start(self) -> DiskGcs:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.argv(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
-            )
-        self._wait_ready()
-        return self
+    return hook
 
 
-def test_one_cloud_killed_mid_sync_does_not_stop_the_others_and_a_rerun_completes(
-    tmp_path: Path, moto_server: MotoServer, azurite: Azurite, iris_v1: TrainResult
+def test_an_emulator_killed_mid_sync_fails_only_its_cloud_and_a_rerun_completes(
+    tmp_path: Path, gcs_emulator: GcsEmulator, azurite: Azurite, iris_v1: TrainResult
 ) -> None:
-    port = free_port()
-    gcs = DiskGcs(port, tmp_path / "gcs.log", tmp_path / "gcs").start()
+    moto = start_moto(tmp_path)
     try:
-        clouds = [target(moto_server, "aws"), target(gcs, "gcp"), target(azurite, "azure")]
-        uploads = 0
-
-        def kill_gcs_midway(event: SyncEvent) -> None:
-            nonlocal uploads
-            if event.target == "gcp" and event.kind == "verified":
-                uploads += 1
-                if uploads == 2:
-                    gcs.kill()
-
-        results = {r.target: r for r in sync_artifact(iris_v1.path, clouds, on_event=kill_gcs_midway)}
-        assert results["aws"].ok
+        clouds = [target(moto, "aws"), target(gcs_emulator, "gcp"), target(azurite, "azure")]
+        results = {
+            r.target: r for r in sync_artifact(iris_v1.path, clouds, on_event=kill_after("aws", 2, moto.kill))
+        }
+        assert results["gcp"].ok
         assert results["azure"].ok
-        assert not results["gcp"].ok
-        assert results["gcp"].pointer == "not moved"
-        assert f"127.0.0.1:{port}" in (results["gcp"].error or ""), results["gcp"].error
+        assert not results["aws"].ok
+        assert results["aws"].pointer == "not moved"
+        assert f"127.0.0.1:{moto.port}" in (results["aws"].error or ""), "the error names the endpoint"
 
-        gcs = DiskGcs(port, tmp_path / "gcs.log", tmp_path / "gcs").start()
-        storage = clouds[1].storage
-        pointer, _ = read_pointer(storage, "iris")
+        # moto keeps its state in memory: the restarted server is empty, and the re-run publishes all.
+        port = moto.port
+        moto = start_moto(tmp_path, port=port)
+        moto.create_bucket(bucket_of(clouds[0]))
+        rerun = sync_artifact(iris_v1.path, [clouds[0]])[0]
+        assert rerun.ok, rerun.error
+        assert rerun.pointer == "moved"
+        checked, disagreements = verify_targets(clouds, "iris", deep=True)
+        assert all(c.ok for c in checked)
+        assert disagreements == []
+    finally:
+        moto.stop()
+
+
+def test_a_frozen_emulator_fails_its_cloud_and_a_rerun_sends_only_what_is_missing(
+    tmp_path: Path, moto_server: MotoServer, iris_v1: TrainResult
+) -> None:
+    """Azurite frozen (SIGSTOP) mid-sync: requests time out. Thawed, it still holds what landed."""
+    azure_emu = start_azurite(tmp_path)
+    try:
+        bucket = azure_emu.create_bucket()
+        frozen = open_storage(
+            azure_emu.uri(bucket),
+            settings={**azure_emu.settings, "read_timeout": "1", "connect_timeout": "1"},
+            retry=NO_WAIT_RETRY,
+        )
+        clouds = [target(moto_server, "aws"), Target("azure", frozen)]
+        hook = kill_after("azure", 2, lambda: azure_emu.process.send_signal(signal.SIGSTOP))
+        results = {r.target: r for r in sync_artifact(iris_v1.path, clouds, on_event=hook)}
+        assert results["aws"].ok
+        assert not results["azure"].ok
+        assert results["azure"].pointer == "not moved"
+
+        azure_emu.process.send_signal(signal.SIGCONT)
+        pointer, _ = read_pointer(frozen, "iris")
         assert pointer is None, "LATEST was never written for the interrupted version"
         rerun = sync_artifact(iris_v1.path, [clouds[1]])[0]
         assert rerun.ok, rerun.error
-        assert len(rerun.skipped) >= 2, "what landed before the crash is not sent again"
-        assert rerun.uploaded
-        assert "manifest.json" in rerun.uploaded
+        # Requests queued in the frozen server may complete after the thaw (even the commit marker,
+        # which is only sent once every file verified); nothing that landed is sent twice.
+        assert len(rerun.skipped) >= 2, "what landed before the freeze is not sent again"
+        assert set(rerun.uploaded).isdisjoint(rerun.skipped)
         assert rerun.pointer == "moved"
-        checked, _ = verify_targets(clouds, "iris", deep=True)
-        assert all(c.ok for c in checked)
+        checked, _ = verify_targets([clouds[1]], "iris", deep=True)
+        assert checked[0].ok
     finally:
-        gcs.stop()
+        if azure_emu.process is not None:
+            azure_emu.process.send_signal(signal.SIGCONT)
+        azure_emu.stop()
 
 
 def test_a_bad_local_artifact_sends_nothing(
