@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orchestrator.errors import ConfigError
+from orchestrator.types import CLOUDS, CloudName
 
 __all__ = ["CLOUDS", "CloudConfig", "Config", "ModelConfig", "find_config", "load_config"]
 
-CLOUDS = ("aws", "gcp", "azure")
-CloudName = Literal["aws", "gcp", "azure"]
 DEFAULT_PATH = Path("orchestrator.yaml")
 # Keys that would put a secret into a file that gets committed; refused with a pointer instead.
 _SECRET_SETTINGS = frozenset(
