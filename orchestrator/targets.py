@@ -37,6 +37,8 @@ def resolve_targets(
     targets = []
     for name in names:
         cloud = config.cloud(name)
+        if cloud.storage is None:
+            raise ConfigError(f"{config.source or 'configuration'}: clouds.{name}.storage is missing")
         targets.append(
             Target(name=name, storage=open_storage(cloud.storage, settings=cloud.storage_settings))
         )
