@@ -58,7 +58,7 @@ class ProbeResult:
         return self.latency_ms.get("predict")
 
 
-def probe(
+def probe(  # noqa: PLR0911  # a flat decision table: one return per verdict
     client: httpx.Client,
     cloud: str,
     base_url: str,

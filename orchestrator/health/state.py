@@ -107,7 +107,9 @@ def _count(m: Machine, obs: Observation) -> Machine:
     )
 
 
-def _next_state(m: Machine, obs: Observation, now: float, cfg: MachineConfig) -> tuple[HealthState, str]:
+def _next_state(  # noqa: PLR0911  # the transition table, one return per edge
+    m: Machine, obs: Observation, now: float, cfg: MachineConfig
+) -> tuple[HealthState, str]:
     if m.state is not HealthState.UNHEALTHY and m.fails >= cfg.unhealthy_threshold:
         return HealthState.UNHEALTHY, f"{m.fails} consecutive failures: {obs.reason}"
     if m.state is HealthState.HEALTHY and m.degraded >= cfg.unhealthy_threshold:
