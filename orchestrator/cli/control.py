@@ -1,0 +1,165 @@
+"""`orchestrator health | failover | failback | route | status | config check`: the control plane."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from orchestrator.cli import app
+
+if TYPE_CHECKING:
+    from orchestrator.control import ControlPlane, RoundReport
+
+CONFIG_HELP = "Configuration file (default: $ORCHESTRATOR_CONFIG or ./orchestrator.yaml)."
+JSON_HELP = "Print one JSON document for automation."
+
+config_app = typer.Typer(help="Validate and inspect orchestrator.yaml.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+def _plane(config: Path | None) -> ControlPlane:
+    from orchestrator.config import load_config
+    from orchestrator.control import ControlPlane
+    from orchestrator.state import StateStore
+
+    cfg = load_config(config)
+    return ControlPlane(cfg, store=StateStore.open(cfg.state.path))
+
+
+@app.command()
+def health(
+    once: bool = typer.Option(False, "--once", help="One round of probes, then exit (the scheduled job)."),
+    watch: bool = typer.Option(False, "--watch", help="Probe continuously and act on every flip."),
+    apply: bool = typer.Option(False, "--apply", help="Update routing from the result."),
+    config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Probe every cloud (readiness, model version, canary, latency) and update their health.
+
+    Exit code with --once: 0 all healthy, 1 degraded but serving, 2 no healthy cloud.
+    """
+    from orchestrator.cli._output import emit_json
+    from orchestrator.cli._render_control import health_table, round_json
+    from orchestrator.errors import ConfigError
+
+    if once == watch:
+        raise ConfigError("choose one of --once (a single round, for schedulers) or --watch (continuous)")
+    plane = _plane(config)
+    if once:
+        report = plane.health_round(apply=apply)
+        emit_json(round_json(report)) if json_out else health_table(report)
+        raise typer.Exit(report.exit_code)
+
+    def on_round(report: RoundReport) -> None:
+        emit_json(round_json(report)) if json_out else health_table(report, compact=True)
+
+    try:
+        plane.watch(apply=apply, stop=lambda: False, on_round=on_round)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@app.command()
+def failover(
+    from_: str = typer.Option(..., "--from", help="The cloud to drain."),
+    to: str = typer.Option(
+        None, "--to", help="Send its share to this cloud (default: the cost-optimal mix)."
+    ),
+    reason: str = typer.Option("manual failover", "--reason", help="Recorded with the flip."),
+    force: bool = typer.Option(False, "--force", help="Drain even the last cloud in rotation."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the new weights; change nothing."),
+    config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Drain a cloud and re-route its traffic to the healthy others. Idempotent."""
+    from orchestrator.cli._output import console, emit_json
+    from orchestrator.cli._render_control import decision_table, operator_json
+    from orchestrator.control import current_user
+
+    result = _plane(config).failover(
+        from_, to=to, reason=reason, actor=current_user(), dry_run=dry_run, force=force
+    )
+    if json_out:
+        emit_json(operator_json("failover", result, dry_run=dry_run))
+        return
+    if not result.flips:
+        console.print(f"{from_} is already drained: nothing changed")
+    decision_table(
+        result.decision, result.weights, title=f"failover from {from_}" + (" (dry run)" if dry_run else "")
+    )
+
+
+@app.command()
+def failback(
+    to: str = typer.Option(..., "--to", help="The drained cloud to return to rotation."),
+    config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Return a drained cloud to rotation, only if it passes health checks now."""
+    from orchestrator.cli._output import console, emit_json
+    from orchestrator.cli._render_control import decision_table, operator_json
+    from orchestrator.control import current_user
+
+    result = _plane(config).failback(to, actor=current_user())
+    if json_out:
+        emit_json(operator_json("failback", result, dry_run=False))
+        return
+    if not result.flips:
+        console.print(f"{to} is not drained: nothing changed")
+    decision_table(result.decision, result.weights, title=f"failback to {to}")
+
+
+@app.command()
+def route(
+    apply: bool = typer.Option(False, "--apply", help="Apply the weights to the routing backend."),
+    config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Compute the cost-optimal traffic weights under the latency SLO, and explain them."""
+    from orchestrator.cli._output import emit_json
+    from orchestrator.cli._render_control import decision_table
+
+    decision, applied = _plane(config).route(apply=apply)
+    if json_out:
+        emit_json({**decision.as_dict(), "applied": applied})
+    else:
+        decision_table(
+            decision, decision.weights, title="routing decision" + (" (applied)" if applied else "")
+        )
+    if decision.weights is None:
+        raise typer.Exit(2)
+
+
+@app.command()
+def status(
+    config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Each cloud's state, last probe, latency, version, weight and cost, and the recent flips."""
+    from orchestrator.cli._output import emit_json
+    from orchestrator.cli._render_control import status_table
+
+    report = _plane(config).status()
+    emit_json(report) if json_out else status_table(report)
+
+
+@config_app.command("check")
+def config_check(
+    config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Validate a configuration file and print the effective configuration (defaults filled in)."""
+    import yaml
+
+    from orchestrator.cli._output import console, emit_json
+    from orchestrator.config import load_config
+
+    cfg = load_config(config)
+    effective = cfg.model_dump(mode="json")
+    if json_out:
+        emit_json(effective)
+    else:
+        console.print(f"[green]✓[/] {cfg.source} is valid. Effective configuration:")
+        console.print(yaml.safe_dump(effective, sort_keys=False), markup=False, highlight=False)

@@ -1,0 +1,151 @@
+"""A fleet of three real endpoints on loopback ports (aws, gcp, azure) and Route 53 on moto.
+
+Each "cloud" has a bucket (a local directory: the health checks read LATEST and the canary from it)
+and an `orchestrator serve` process. The gcp endpoint is reached through a latency proxy so a test
+can make it slow. Configurations use short intervals so faults are detected within a second or two.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+from orchestrator.config import Config, load_config
+from orchestrator.control import ControlPlane
+from orchestrator.processes import Endpoint, start_endpoint
+from orchestrator.state import StateStore
+from orchestrator.storage import open_storage
+from orchestrator.sync import Target, sync_artifact
+from serving.train import TrainOptions, TrainResult, train
+from tests.emulators import MotoServer
+from tests.faults import DelayProxy
+
+CLOUDS = ("aws", "gcp", "azure")
+RECORD = "model.example.com."
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TrainResult]:
+    out = tmp_path_factory.mktemp("fleet-models")
+    return {
+        "v1": train(TrainOptions(dataset="iris", out=out / "v1")),
+        "v2": train(TrainOptions(dataset="iris", seed=1, out=out / "v2")),
+    }
+
+
+@dataclass
+class Fleet:
+    root: Path
+    models: dict[str, TrainResult]
+    moto: MotoServer
+    zone_id: str
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    proxy: DelayProxy | None = None
+    planes: list[ControlPlane] = field(default_factory=list)
+
+    def url(self, cloud: str) -> str:
+        if cloud == "gcp" and self.proxy is not None:
+            return self.proxy.url
+        return self.endpoints[cloud].url
+
+    def start(self, cloud: str, version: str = "v1") -> Endpoint:
+        old = self.endpoints.get(cloud)
+        if old is not None:
+            old.stop()  # reap it (it may have been killed by the test), then reuse its port
+        endpoint = start_endpoint(
+            str(self.models[version].path),
+            port=old.port if old else None,
+            name=cloud,
+            log_path=self.root / f"{cloud}.log",
+        )
+        self.endpoints[cloud] = endpoint
+        return endpoint
+
+    def config(self, **overrides: object) -> Path:
+        data: dict = {
+            "model": {"name": "iris"},
+            "clouds": {
+                cloud: {
+                    "endpoint": self.url(cloud),
+                    "storage": f"file://{self.root / 'buckets' / cloud}",
+                    "capacity_rps": 100,
+                }
+                for cloud in CLOUDS
+            },
+            "health": {
+                "interval_s": 0.25,
+                "timeout_s": 0.5,
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 2,
+                "jitter": 0.0,
+                "startup_grace_s": 0,
+                "hold_down_s": 1.0,
+                "max_hold_down_s": 8.0,
+            },
+            "routing": {
+                "backend": "route53",
+                "route53": {
+                    "hosted_zone_id": self.zone_id,
+                    "record_name": RECORD,
+                    "endpoint_url": self.moto.endpoint,
+                },
+                "latency_slo_ms": 250,
+            },
+            "state": {"path": str(self.root / "state.db")},
+        }
+        for key, value in overrides.items():
+            section, _, name = key.partition("__")
+            if name:
+                data[section][name] = value
+            else:
+                data[section] = value
+        path = self.root / f"orchestrator-{uuid.uuid4().hex[:6]}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    def plane(self, config: Path | None = None) -> ControlPlane:
+        cfg: Config = load_config(config or self.config())
+        plane = ControlPlane(cfg, store=StateStore.open(Path(cfg.state.path)))
+        self.planes.append(plane)
+        return plane
+
+    def route53_weights(self) -> dict[str, int]:
+        client = boto3.client("route53", endpoint_url=self.moto.endpoint, region_name="us-east-1")
+        records = client.list_resource_record_sets(HostedZoneId=self.zone_id)["ResourceRecordSets"]
+        return {r["SetIdentifier"]: r["Weight"] for r in records if r.get("SetIdentifier")}
+
+    def stop(self) -> None:
+        for plane in self.planes:
+            plane.close()
+        for endpoint in self.endpoints.values():
+            endpoint.stop()
+        if self.proxy is not None:
+            self.proxy.stop()
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, models: dict[str, TrainResult], moto_server: MotoServer) -> Iterator[Fleet]:
+    route53 = boto3.client("route53", endpoint_url=moto_server.endpoint, region_name="us-east-1")
+    zone = route53.create_hosted_zone(Name="example.com.", CallerReference=uuid.uuid4().hex)["HostedZone"][
+        "Id"
+    ]
+    fleet = Fleet(root=tmp_path, models=models, moto=moto_server, zone_id=zone.rsplit("/", 1)[-1])
+    for cloud in CLOUDS:
+        bucket = tmp_path / "buckets" / cloud
+        bucket.mkdir(parents=True)
+        assert sync_artifact(models["v1"].path, [Target(cloud, open_storage(f"file://{bucket}"))])[0].ok
+    try:
+        for cloud in CLOUDS:
+            fleet.start(cloud)
+        fleet.proxy = DelayProxy(fleet.endpoints["gcp"].port).start()
+        for endpoint in fleet.endpoints.values():
+            endpoint.wait_ready()
+        yield fleet
+    finally:
+        fleet.stop()

@@ -1,0 +1,112 @@
+"""The control-plane commands as an operator and a scheduler run them: exit codes, messages, JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.control.conftest import Fleet
+
+
+def run(*args: str, user: str = "carol") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ORCHESTRATOR_USER": user}
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=120,
+    )
+
+
+def test_health_once_exit_codes_follow_the_fleet(fleet: Fleet) -> None:
+    config = str(fleet.config())
+    ok = run("health", "--once", "--apply", "--config", config, "--json")
+    assert ok.returncode == 0, ok.stderr
+    doc = json.loads(ok.stdout)
+    assert doc["applied"] is True
+    assert {c["state"] for c in doc["clouds"].values()} == {"healthy"}
+    assert fleet.route53_weights() == doc["weights"]
+
+    fleet.endpoints["gcp"].process.signal(signal.SIGKILL)
+    degraded = run("health", "--once", "--apply", "--config", config)
+    assert degraded.returncode == 1
+    assert "gcp" in degraded.stdout
+    assert "unhealthy" in degraded.stdout
+
+    for cloud in ("aws", "azure"):
+        fleet.endpoints[cloud].process.signal(signal.SIGKILL)
+    none = run("health", "--once", "--apply", "--config", config)
+    assert none.returncode == 2
+    assert "PANIC" in none.stderr
+    assert "last applied weights stay" in none.stderr
+
+
+def test_failover_and_failback_from_the_command_line(fleet: Fleet) -> None:
+    config = str(fleet.config())
+    run("health", "--once", "--apply", "--config", config)
+    dry = run("failover", "--from", "aws", "--dry-run", "--config", config, "--json")
+    assert json.loads(dry.stdout)["applied"] is False
+    assert fleet.route53_weights()["aws"] == 100, "a dry run changes nothing"
+
+    drained = run("failover", "--from", "aws", "--reason", "kernel upgrade", "--config", config, "--json")
+    assert drained.returncode == 0, drained.stderr
+    doc = json.loads(drained.stdout)
+    assert doc["changed"] is True
+    assert doc["flips"][0]["actor"] == "carol"
+    assert doc["flips"][0]["reason"] == "kernel upgrade"
+    assert fleet.route53_weights()["aws"] == 0
+    assert "already drained" in run("failover", "--from", "aws", "--config", config).stdout
+
+    run("failover", "--from", "gcp", "--config", config)
+    refused = run("failover", "--from", "azure", "--config", config)
+    assert refused.returncode == 1
+    assert "last cloud in rotation" in refused.stderr
+    assert "--force" in refused.stderr
+
+    unknown = run("failover", "--from", "ibm", "--config", config)
+    assert unknown.returncode == 1
+    assert "unknown cloud 'ibm'" in unknown.stderr
+
+    back = run("failback", "--to", "aws", "--config", config, "--json")
+    assert back.returncode == 0, back.stderr
+    assert json.loads(back.stdout)["flips"][0]["new"] == "healthy"
+    assert fleet.route53_weights()["aws"] > 0
+
+    status = json.loads(run("status", "--config", config, "--json").stdout)
+    assert status["clouds"]["gcp"]["state"] == "drained"
+    assert [f["new"] for f in status["flips"][:2]] == ["healthy", "drained"]
+
+
+def test_route_explains_its_decision(fleet: Fleet) -> None:
+    config = str(fleet.config())
+    run("health", "--once", "--config", config)
+    text = run("route", "--config", config)
+    assert text.returncode == 0, text.stderr
+    for word in ("aws", "gcp", "azure", "cost / M req", "expected cost"):
+        assert word in text.stdout
+    doc = json.loads(run("route", "--apply", "--config", config, "--json").stdout)
+    assert doc["applied"] is True
+    assert sum(doc["weights"].values()) == 100
+    assert {row["cloud"] for row in doc["clouds"]} == {"aws", "gcp", "azure"}
+
+
+def test_config_check_prints_the_effective_configuration(fleet: Fleet, tmp_path: Path) -> None:
+    ok = run("config", "check", "--config", str(fleet.config()), "--json")
+    assert ok.returncode == 0, ok.stderr
+    effective = json.loads(ok.stdout)
+    assert effective["health"]["unhealthy_threshold"] == 2
+    assert effective["routing"]["traffic"]["requests_per_s"] == 50.0, "defaults are filled in"
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "model: {name: iris}\nclouds:\n  aws: {endpoint: ftp://x, min_weight: 60, max_weight: 40}\n"
+    )
+    result = run("config", "check", "--config", str(bad))
+    assert result.returncode == 2
+    assert "clouds.aws.endpoint" in result.stderr

@@ -1,0 +1,81 @@
+"""Fault injection for real endpoints: a loopback TCP proxy that adds latency (or holds traffic).
+
+Kill and freeze need nothing special (SIGKILL, SIGSTOP on the endpoint's process); slowness is
+injected on the wire, as a congested network or an overloaded load balancer would, so the endpoint
+itself runs unmodified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+
+from orchestrator.processes import free_port
+
+__all__ = ["DelayProxy"]
+
+
+class DelayProxy:
+    """Forwards 127.0.0.1:``port`` to 127.0.0.1:``target_port``, delaying each response chunk."""
+
+    def __init__(self, target_port: int, delay_s: float = 0.0) -> None:
+        self.target_port = target_port
+        self.delay_s = delay_s
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="delay-proxy")
+        self._server: asyncio.base_events.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> DelayProxy:
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._handle, "127.0.0.1", self.port), self._loop
+        )
+        self._server = future.result(timeout=5)
+        return self
+
+    def stop(self) -> None:
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+            current = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not current]
+            for task in tasks:  # connections still open: their pipes end on cancellation
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._server is not None:
+                await self._server.wait_closed()
+
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=5)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+        self._loop.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, delayed: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if delayed and self.delay_s:
+                        await asyncio.sleep(self.delay_s)
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                with contextlib.suppress(Exception):
+                    dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))

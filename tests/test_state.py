@@ -1,0 +1,391 @@
+"""The state store: schema and migrations, round trips, ordering, and above all that concurrent
+commands (real separate processes on one SQLite file) never lose each other's writes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.errors import ConfigError, StorageError, TransientError
+from orchestrator.state import (
+    DEFAULT_STATE_PATH,
+    SCHEMA_VERSION,
+    AppliedWeights,
+    Override,
+    SQLiteStateStore,
+    StateStore,
+    open_state,
+)
+from orchestrator.types import Flip, HealthState
+
+H, D, U, X = HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY, HealthState.DRAINED
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "state.db"
+
+
+@pytest.fixture
+def store(db: Path):
+    with open_state(db, clock=FakeClock()) as state:
+        yield state
+
+
+# --- schema ----------------------------------------------------------------------------------
+
+
+def test_default_path_is_created_with_its_parents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with open_state() as state:
+        assert isinstance(state, SQLiteStateStore)
+        assert state.path == DEFAULT_STATE_PATH
+    assert (tmp_path / ".orchestrator" / "state.db").is_file()
+
+
+def test_fresh_file_has_the_schema_version_table_and_wal(db: Path) -> None:
+    open_state(db).close()
+    with sqlite3.connect(db) as raw:
+        rows = raw.execute("SELECT version, description FROM schema_version").fetchall()
+        mode = raw.execute("PRAGMA journal_mode").fetchone()[0]
+        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    raw.close()
+    assert [r[0] for r in rows] == list(range(1, SCHEMA_VERSION + 1))
+    assert all(r[1] for r in rows)
+    assert mode == "wal"
+    assert {"schema_version", "flips", "overrides", "applied_weights", "health_machines"} <= tables
+
+
+def test_reopening_keeps_data_and_does_not_migrate_twice(db: Path) -> None:
+    with open_state(db) as state:
+        state.set_override("aws", drained=True, reason="r", actor="a")
+    with open_state(db) as state:
+        assert isinstance(state, SQLiteStateStore)
+        assert state.schema_version() == SCHEMA_VERSION
+        assert state.drained() == {"aws"}
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    raw.close()
+
+
+def test_a_newer_schema_is_refused(db: Path) -> None:
+    open_state(db).close()
+    with sqlite3.connect(db) as raw:
+        raw.execute("INSERT INTO schema_version VALUES (?, 0, 'from the future')", (SCHEMA_VERSION + 1,))
+    raw.close()
+    with pytest.raises(StorageError, match=rf"schema version {SCHEMA_VERSION + 1} is newer") as info:
+        open_state(db)
+    assert info.value.uri == str(db)
+
+
+def test_a_foreign_database_is_refused(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    with sqlite3.connect(db) as raw:
+        raw.execute("CREATE TABLE customers (id INTEGER)")
+    raw.close()
+    with pytest.raises(StorageError, match="not an orchestrator state database"):
+        open_state(db)
+
+
+def test_a_file_that_is_not_sqlite_is_refused_naming_it(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"this is not a database, just text long enough to have a header" * 10)
+    with pytest.raises(StorageError) as info:
+        open_state(db)
+    assert str(db) in str(info.value)
+
+
+def test_object_store_locations_are_not_supported_yet(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="only a SQLite file"):
+        open_state("s3://bucket/state")
+    with open_state(f"file://{tmp_path}/x.db") as state:
+        assert state.location == f"{tmp_path}/x.db"
+
+
+def test_state_store_open_is_open_state(db: Path) -> None:
+    with StateStore.open(db) as state:
+        assert isinstance(state, SQLiteStateStore)
+        assert state.location == str(db)
+
+
+# --- round trips -----------------------------------------------------------------------------
+
+
+def test_flips_round_trip(store: StateStore) -> None:
+    flips = [
+        Flip("aws", 100.5, H, U, "3 probes failed", details={"probes": [{"ok": False, "ms": None}]}),
+        Flip("gcp", 101.0, D, H, "latency back under the SLO", actor="health-check"),
+        Flip("azure", 102.25, H, X, "maintenance", actor="alice", details={"ticket": "OPS-1"}),
+    ]
+    store.record_flips(flips)
+    assert store.recent_flips() == flips[::-1]
+    assert store.recent_flips(cloud="azure") == [flips[2]]
+    assert isinstance(store.recent_flips()[0].old, HealthState)
+
+
+def test_recent_flips_newest_first_limited_ties_by_recording_order(store: StateStore) -> None:
+    # Recorded out of time order, and two at the same instant.
+    store.record_flips([Flip("aws", 30.0, H, U, "c"), Flip("aws", 10.0, H, D, "a")])
+    store.record_flips([Flip("gcp", 20.0, H, U, "b"), Flip("aws", 30.0, U, H, "d")])
+    assert [f.reason for f in store.recent_flips()] == ["d", "c", "b", "a"]
+    assert [f.reason for f in store.recent_flips(limit=2)] == ["d", "c"]
+    assert [f.reason for f in store.recent_flips(cloud="aws", limit=None)] == ["d", "c", "a"]
+    assert store.recent_flips(limit=0) == []
+    assert store.recent_flips(cloud="azure") == []
+    with pytest.raises(ValueError, match="negative"):
+        store.recent_flips(limit=-1)
+
+
+def test_overrides_latest_per_cloud(db: Path) -> None:
+    clock = FakeClock(1000.0)
+    with open_state(db, clock=clock) as store:
+        assert store.overrides() == {}
+        assert store.drained() == set()
+        first = store.set_override("aws", drained=True, reason="maintenance", actor="alice")
+        assert first == Override("aws", True, "maintenance", "alice", 1000.0)
+        clock.now = 2000.0
+        store.set_override("gcp", drained=True, reason="bad version", actor="bob")
+        store.set_override("aws", drained=False, reason="failback", actor="carol")
+        assert store.overrides() == {
+            "aws": Override("aws", False, "failback", "carol", 2000.0),
+            "gcp": Override("gcp", True, "bad version", "bob", 2000.0),
+        }
+        assert store.drained() == {"gcp"}
+
+
+def test_weights_round_trip_and_last_wins(db: Path) -> None:
+    clock = FakeClock(5.0)
+    with open_state(db, clock=clock) as store:
+        assert store.last_weights() is None
+        store.save_weights({"aws": 50, "gcp": 50}, "cost")
+        clock.now = 4.0  # a clock that went backwards: commit order still decides what is last
+        saved = store.save_weights({"aws": 0, "gcp": 100, "azure": 0}, "aws unhealthy")
+        assert saved == AppliedWeights({"aws": 0, "gcp": 100, "azure": 0}, 4.0, "aws unhealthy")
+        assert store.last_weights() == saved
+    with open_state(db) as store:
+        assert store.last_weights() == saved
+
+
+def test_machines_round_trip_per_cloud(store: StateStore) -> None:
+    assert store.load_machines() == {}
+    aws = {"state": "unhealthy", "consecutive_ok": 1, "hold_down_until": 12.5, "flaps": [1.0, 2.0]}
+    store.save_machines({"aws": aws, "gcp": {"state": "healthy"}})
+    store.save_machines({"gcp": {"state": "degraded", "nested": {"a": None}}})  # aws kept
+    assert store.load_machines() == {"aws": aws, "gcp": {"state": "degraded", "nested": {"a": None}}}
+
+
+def test_unknown_clouds_and_bad_values_are_refused(store: StateStore) -> None:
+    with pytest.raises(ValueError, match="unknown cloud"):
+        store.set_override("oracle", drained=True, reason="", actor="")
+    with pytest.raises(ValueError, match="unknown cloud"):
+        store.record_flips([Flip("aw", 1.0, H, U, "typo")])
+    with pytest.raises(ValueError, match="integer"):
+        store.save_weights({"aws": 0.5}, "")  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="not a valid HealthState"):
+        store.record_flips([Flip("aws", 1.0, "sick", U, "")])  # type: ignore[arg-type]
+    assert store.recent_flips() == []
+
+
+# --- transactions ----------------------------------------------------------------------------
+
+
+def _drain_then_fail(store: StateStore, cloud: str) -> None:
+    with store.transaction() as tx:
+        tx.set_override(cloud, drained=True, reason="r", actor="a")
+        tx.record_flips([Flip(cloud, 1.0, H, X, "r")])
+        raise RuntimeError("decided not to")
+
+
+def test_a_failed_transaction_writes_nothing(store: StateStore) -> None:
+    with pytest.raises(RuntimeError, match="decided not to"):
+        _drain_then_fail(store, "aws")
+    assert store.overrides() == {}
+    assert store.recent_flips() == []
+
+
+def test_calls_on_the_store_itself_inside_a_transaction_join_it(store: StateStore) -> None:
+    def drain_then_fail() -> None:
+        with store.transaction():
+            store.set_override("aws", drained=True, reason="r", actor="a")
+            store.save_weights({"gcp": 100}, "r")
+            raise RuntimeError("decided not to")
+
+    with pytest.raises(RuntimeError, match="decided not to"):
+        drain_then_fail()
+    assert store.overrides() == {}
+    assert store.last_weights() is None
+
+
+def test_nested_transaction_undoes_only_itself(store: StateStore) -> None:
+    with store.transaction() as tx:
+        tx.set_override("aws", drained=True, reason="outer", actor="a")
+        with pytest.raises(RuntimeError, match="decided not to"):
+            _drain_then_fail(tx, "gcp")
+        assert tx.drained() == {"aws"}
+    assert store.drained() == {"aws"}
+    assert store.recent_flips() == []
+
+
+def test_a_reader_sees_committed_state_only(db: Path) -> None:
+    with open_state(db) as writer, open_state(db) as reader, writer.transaction() as tx:
+        tx.set_override("aws", drained=True, reason="r", actor="a")
+        assert reader.overrides() == {}  # WAL: not blocked, and sees the last commit
+    with open_state(db) as reader:
+        assert reader.drained() == {"aws"}
+
+
+def test_waiting_past_the_busy_timeout_is_a_transient_error(db: Path) -> None:
+    open_state(db).close()
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with open_state(db) as other, other.transaction():
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        with open_state(db, busy_timeout=0.2) as impatient:
+            started = time.monotonic()
+            with pytest.raises(TransientError, match="locked by another orchestrator command"):
+                impatient.set_override("aws", drained=True, reason="r", actor="a")
+            assert time.monotonic() - started < 2
+    finally:
+        release.set()
+        thread.join()
+
+
+def test_a_writer_waits_for_the_other_within_the_busy_timeout(db: Path) -> None:
+    open_state(db).close()
+    holding = threading.Event()
+
+    def hold() -> None:
+        with open_state(db) as other, other.transaction() as tx:
+            tx.save_weights({"aws": 100}, "first")
+            holding.set()
+            time.sleep(0.3)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert holding.wait(10)
+    with open_state(db) as patient:
+        patient.save_weights({"gcp": 100}, "second")  # waits about 0.3 s, then commits after
+        last = patient.last_weights()
+        assert last is not None
+        assert (last.weights, last.reason) == ({"gcp": 100}, "second")
+    thread.join()
+
+
+# --- concurrency across processes ------------------------------------------------------------
+
+WORKERS = 4
+ROUNDS = 25
+
+
+def _worker(path: str, worker: int, start: Any) -> None:  # start: a multiprocessing Event
+    """One command's worth of read-modify-write steps, racing the others on the same file."""
+    start.wait()
+    # Each worker opens the (possibly not yet existing) file itself: the first-open migration
+    # races too.
+    with open_state(path) as state:
+        for n in range(ROUNDS):
+            with state.transaction() as tx:
+                machines = tx.load_machines()
+                count = machines.get("aws", {}).get("count", 0)
+                override = tx.overrides().get("gcp")
+                drains = int(override.reason) if override else 0
+                time.sleep(0.002)  # widen the window between read and write
+                tx.save_machines({"aws": {"count": count + 1}})
+                tx.set_override("gcp", drained=drains % 2 == 0, reason=str(drains + 1), actor=f"w{worker}")
+                tx.record_flips([Flip("azure", time.time(), H, U, "race", details={"w": worker, "n": n})])
+            # And plain appends outside any explicit transaction.
+            state.save_weights({"aws": n, "gcp": worker}, f"w{worker} n{n}")
+
+
+def test_concurrent_processes_lose_no_writes(tmp_path: Path) -> None:
+    path = tmp_path / "fresh" / "state.db"  # does not exist yet
+    context = multiprocessing.get_context("spawn")  # no fork of pytest's threads
+    start = context.Event()
+    workers = [context.Process(target=_worker, args=(str(path), w, start)) for w in range(WORKERS)]
+    for process in workers:
+        process.start()
+    start.set()
+    for process in workers:
+        process.join(60)
+    assert [p.exitcode for p in workers] == [0] * WORKERS
+
+    total = WORKERS * ROUNDS
+    with open_state(path) as state:
+        assert state.load_machines()["aws"] == {"count": total}
+        assert state.overrides()["gcp"].reason == str(total)
+        flips = state.recent_flips(limit=None)
+        assert sorted((f.details["w"], f.details["n"]) for f in flips) == [
+            (w, n) for w in range(WORKERS) for n in range(ROUNDS)
+        ]
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT COUNT(*) FROM applied_weights").fetchone()[0] == total
+        assert raw.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    raw.close()
+
+
+def test_opening_a_new_file_waits_for_a_writer_holding_it(tmp_path: Path) -> None:
+    # Switching a new file to WAL needs an exclusive lock, and SQLite refuses it at once (no busy
+    # wait) while another connection holds a write lock: open_state must wait itself.
+    path = tmp_path / "state.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    timer = threading.Timer(0.3, holder.execute, args=("COMMIT",))
+    timer.start()
+    try:
+        started = time.monotonic()
+        with open_state(path, busy_timeout=10) as state:
+            assert time.monotonic() - started >= 0.25
+            assert state.last_weights() is None
+    finally:
+        timer.join()
+        holder.close()
+
+
+OPENERS = 8
+FRESH_FILES = 5
+
+
+def _open_fresh_files(paths: list[str], barrier: Any) -> None:
+    for path in paths:
+        barrier.wait()  # every process opens the same new file at the same moment
+        with open_state(path) as state:
+            state.save_weights({"aws": 1}, "opened")
+
+
+def test_processes_opening_a_new_file_together_all_succeed(tmp_path: Path) -> None:
+    # The race the test above sets up deliberately, as it happens: every process switching the
+    # file to WAL and migrating it at once.
+    paths = [str(tmp_path / f"new{n}" / "state.db") for n in range(FRESH_FILES)]
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(OPENERS)
+    openers = [context.Process(target=_open_fresh_files, args=(paths, barrier)) for _ in range(OPENERS)]
+    for process in openers:
+        process.start()
+    for process in openers:
+        process.join(60)
+    assert [p.exitcode for p in openers] == [0] * OPENERS
+    for path in paths:
+        with sqlite3.connect(path) as raw:
+            assert raw.execute("SELECT COUNT(*) FROM applied_weights").fetchone()[0] == OPENERS
+        raw.close()
