@@ -138,11 +138,11 @@ def live(trials: int, work: Path) -> dict[str, object]:
             for _ in range(trials):
                 current = weights()
                 victim = max(current, key=current.__getitem__)
-                wait(lambda: weights() == current)
+                wait(lambda c=current: weights() == c)
                 time.sleep(random.uniform(0, INTERVAL_S))  # fall anywhere in the probe cycle
                 started = time.monotonic()
                 endpoints[victim].process.signal(signal.SIGKILL if fault == "kill" else signal.SIGSTOP)
-                detected = wait(lambda: weights().get(victim) == 0)
+                detected = wait(lambda v=victim: weights().get(v) == 0)
                 times[fault].append(detected - started)
                 if fault == "kill":
                     endpoints[victim] = start_endpoint(
@@ -154,7 +154,7 @@ def live(trials: int, work: Path) -> dict[str, object]:
                     endpoints[victim].wait_ready()
                 else:
                     endpoints[victim].process.signal(signal.SIGCONT)
-                wait(lambda: weights().get(victim, 0) > 0)  # readmitted: the next trial starts whole
+                wait(lambda v=victim: weights().get(v, 0) > 0)  # readmitted: the next trial starts whole
     finally:
         stop.set()
         watcher.join(timeout=10)
