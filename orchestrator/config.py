@@ -63,7 +63,9 @@ class CloudConfig(_Strict):
     region: str | None = None
     capacity_rps: float = Field(default=100.0, gt=0, description="requests/s the cloud's deployment carries")
     size: SizeConfig = Field(default_factory=SizeConfig)
-    price: dict[str, float] = Field(default_factory=dict, description="overrides of the packaged price table")
+    price: dict[str, float | str] = Field(
+        default_factory=dict, description="overrides of the packaged price table"
+    )
     min_weight: int = Field(default=0, ge=0, le=100)
     max_weight: int = Field(default=100, ge=0, le=100)
 

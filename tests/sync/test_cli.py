@@ -146,3 +146,23 @@ def test_unknown_cloud_and_missing_config_are_named(run, config: Path, tmp_path:
     assert missing.returncode == 2
     assert "nope.yaml" in missing.stderr
     assert "not found" in missing.stderr
+
+
+def test_price_overrides_take_numbers_and_billing_modes(run, tmp_path: Path) -> None:
+    path = tmp_path / "prices.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name": "iris"},
+                "clouds": {
+                    "aws": {"storage": "s3://b", "price": {"egress_usd_per_gb": 0.05, "billing": "in_flight"}}
+                },
+            }
+        )
+    )
+    result = run("config", "check", "--config", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["clouds"]["aws"]["price"] == {
+        "egress_usd_per_gb": 0.05,
+        "billing": "in_flight",
+    }
