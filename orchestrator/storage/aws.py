@@ -43,6 +43,7 @@ from orchestrator.errors import (
     StorageError,
     TransientError,
 )
+from orchestrator.lazy import LazyClient
 from orchestrator.storage.base import (
     DEFAULT_CONTENT_TYPE,
     SHA256_METADATA_KEY,
@@ -63,6 +64,21 @@ MIN_PART_SIZE = 5 * 1024 * 1024
 POOL_CONNECTIONS = 32
 _SESSION: Any = None
 _SESSION_LOCK = threading.Lock()
+
+
+def boto3_client(service: str, **kwargs: Any) -> Any:
+    """A boto3 client from one process-wide session, so botocore parses its service models once
+    (~0.1 s of CPU per client otherwise). Building clients is serialised because sessions are not
+    safe for concurrent client creation; the clients themselves are thread-safe."""
+    import boto3
+
+    global _SESSION  # noqa: PLW0603  # a process-wide cache, created on first use
+    with _SESSION_LOCK:
+        if _SESSION is None:
+            _SESSION = boto3.session.Session()
+        return _SESSION.client(service, **kwargs)
+
+
 # https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
 _BUCKET_RE = re.compile(r"(?!xn--)(?!.*-s3alias$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
@@ -118,18 +134,13 @@ class S3Storage(Storage):
             self._endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         )
         self.endpoint = self._custom_endpoint or "the AWS S3 endpoint"
-        self._client_lock = threading.Lock()
-        self._client_obj: Any = None
+        self._clients = LazyClient(self._make_client)
 
     @property
     def _client(self) -> Any:
-        with self._client_lock:
-            if self._client_obj is None:
-                self._client_obj = self._make_client()
-            return self._client_obj
+        return self._clients.get()
 
     def _make_client(self) -> Any:
-        import boto3
         from botocore.config import Config
 
         config = Config(
@@ -140,16 +151,7 @@ class S3Storage(Storage):
             # Emulators and most S3-compatible servers only do path-style.
             s3={"addressing_style": "path" if self._custom_endpoint else "auto"},
         )
-        # One session for the process, so botocore parses its service models once (~0.1 s of CPU
-        # per client otherwise); building clients from it is serialised because sessions are not
-        # safe for concurrent client creation. The clients themselves are thread-safe.
-        with _SESSION_LOCK:
-            global _SESSION  # noqa: PLW0603  # a process-wide cache, created on first use
-            if _SESSION is None:
-                _SESSION = boto3.session.Session()
-            client = _SESSION.client(
-                "s3", endpoint_url=self._endpoint_url, region_name=self._region, config=config
-            )
+        client = boto3_client("s3", endpoint_url=self._endpoint_url, region_name=self._region, config=config)
         self.endpoint = client.meta.endpoint_url
         return client
 
@@ -164,10 +166,7 @@ class S3Storage(Storage):
         )
 
     def close(self) -> None:
-        with self._client_lock:
-            if self._client_obj is not None:
-                self._client_obj.close()
-                self._client_obj = None
+        self._clients.close()
 
     # --- hooks ---------------------------------------------------------------------------
 

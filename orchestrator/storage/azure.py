@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from orchestrator.errors import (
     StorageError,
     TransientError,
 )
+from orchestrator.lazy import LazyClient
 from orchestrator.storage.base import (
     DEFAULT_CONTENT_TYPE,
     SHA256_METADATA_KEY,
@@ -106,16 +106,12 @@ class AzureStorage(Storage):
             self.endpoint = self._account_url
         else:
             raise ConfigError(f"{self.uri}: {_NO_ACCOUNT}")
-        self._client_lock = threading.Lock()
-        self._client_obj: Any = None
+        self._clients = LazyClient(self._make_client)
 
     @property
     def _client(self) -> Any:
         """The ContainerClient; blob clients made from it share its connection pool."""
-        with self._client_lock:
-            if self._client_obj is None:
-                self._client_obj = self._make_client()
-            return self._client_obj
+        return self._clients.get()
 
     def _make_client(self) -> Any:
         from azure.storage.blob import ContainerClient
@@ -142,10 +138,7 @@ class AzureStorage(Storage):
         )
 
     def close(self) -> None:
-        with self._client_lock:
-            if self._client_obj is not None:
-                self._client_obj.close()
-                self._client_obj = None
+        self._clients.close()
 
     # --- hooks ---------------------------------------------------------------------------
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from orchestrator.errors import (
     StorageError,
     TransientError,
 )
+from orchestrator.lazy import LazyClient
 from orchestrator.storage.base import (
     DEFAULT_CONTENT_TYPE,
     SHA256_METADATA_KEY,
@@ -90,15 +90,11 @@ class GCSStorage(Storage):
         self.endpoint = emulator or PUBLIC_ENDPOINT
         self._project = settings.get("project") or os.environ.get("GOOGLE_CLOUD_PROJECT") or None
         self._timeout = (self.transfer.connect_timeout, self.transfer.read_timeout)
-        self._client_lock = threading.Lock()
-        self._client_obj: Any = None
+        self._clients = LazyClient(self._make_client)
 
     @property
     def _client(self) -> Any:
-        with self._client_lock:
-            if self._client_obj is None:
-                self._client_obj = self._make_client()
-            return self._client_obj
+        return self._clients.get()
 
     def _make_client(self) -> Any:
         from google.cloud import storage
@@ -123,10 +119,7 @@ class GCSStorage(Storage):
         return client
 
     def close(self) -> None:
-        with self._client_lock:
-            if self._client_obj is not None:
-                self._client_obj.close()
-                self._client_obj = None
+        self._clients.close()
 
     # --- hooks ---------------------------------------------------------------------------
 

@@ -37,7 +37,6 @@ CNAME at the apex, an unknown health check) → ConfigError with Route 53's reas
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -51,7 +50,9 @@ from orchestrator.errors import (
     StorageError,
     TransientError,
 )
+from orchestrator.lazy import LazyClient
 from orchestrator.routing.backends import AppliedRouting, check_settings, checked_weights
+from orchestrator.storage.aws import boto3_client
 from orchestrator.storage.retry import RetryPolicy, call_with_retry
 from orchestrator.types import CLOUDS
 
@@ -104,8 +105,6 @@ _REFUSED_CODES = frozenset({"InvalidChangeBatch", "InvalidInput", "InvalidDomain
 
 # One session for the process, as in orchestrator.storage.aws: botocore parses a service model
 # once per session, and creating clients from one session must be serialised.
-_SESSION: Any = None
-_SESSION_LOCK = threading.Lock()
 
 
 def open_from_settings(settings: Mapping[str, str]) -> Route53Backend:
@@ -180,8 +179,7 @@ class Route53Backend:
         self._retry = retry
         self._clock = clock
         self._endpoint = endpoint_url or "the Route 53 API"
-        self._client_lock = threading.Lock()
-        self._client_obj: Any = None
+        self._clients = LazyClient(self._make_client)
 
     def __repr__(self) -> str:
         return f"Route53Backend({self.location!r})"
@@ -193,10 +191,7 @@ class Route53Backend:
         self.close()
 
     def close(self) -> None:
-        with self._client_lock:
-            if self._client_obj is not None:
-                self._client_obj.close()
-                self._client_obj = None
+        self._clients.close()
 
     def apply(
         self, weights: Mapping[str, int], targets: Mapping[str, str], *, reason: str = ""
@@ -276,13 +271,9 @@ class Route53Backend:
 
     @property
     def _client(self) -> Any:
-        with self._client_lock:
-            if self._client_obj is None:
-                self._client_obj = self._make_client()
-            return self._client_obj
+        return self._clients.get()
 
     def _make_client(self) -> Any:
-        import boto3
         from botocore.config import Config
 
         config = Config(
@@ -291,13 +282,9 @@ class Route53Backend:
             connect_timeout=self._timeouts[0],
             read_timeout=self._timeouts[1],
         )
-        with _SESSION_LOCK:
-            global _SESSION  # noqa: PLW0603  # a process-wide cache, created on first use
-            if _SESSION is None:
-                _SESSION = boto3.session.Session()
-            client = _SESSION.client(
-                "route53", endpoint_url=self._endpoint_url, region_name=self._region, config=config
-            )
+        client = boto3_client(
+            "route53", endpoint_url=self._endpoint_url, region_name=self._region, config=config
+        )
         self._endpoint = client.meta.endpoint_url
         return client
 
