@@ -163,3 +163,22 @@ def config_check(
     else:
         console.print(f"[green]✓[/] {cfg.source} is valid. Effective configuration:")
         console.print(yaml.safe_dump(effective, sort_keys=False), markup=False, highlight=False)
+
+
+@config_app.command("from-stacks")
+def config_from_stacks(
+    outputs: list[Path] = typer.Argument(..., help="`pulumi stack output --json` files, one per stack."),
+    out: Path | None = typer.Option(None, "--out", help="Write the configuration here (default: print it)."),
+) -> None:
+    """Turn Pulumi stack outputs (aws, gcp, azure, and optionally dns) into orchestrator.yaml."""
+    import yaml
+
+    from orchestrator.cli._output import console
+    from orchestrator.stacks import config_from_outputs, load_outputs
+
+    text = yaml.safe_dump(config_from_outputs(load_outputs(outputs)), sort_keys=False)
+    if out is None:
+        console.print(text, markup=False, highlight=False, end="")
+        return
+    out.write_text(text)
+    console.print(f"[green]✓[/] wrote {out}; check it with `orchestrator config check --config {out}`")
