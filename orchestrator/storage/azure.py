@@ -1,9 +1,10 @@
 """The Azure Blob Storage backend (azure-storage-blob): ``az://container/prefix``.
 
 The account comes from the ``connection_string`` setting or ``AZURE_STORAGE_CONNECTION_STRING``
-(Azurite's included). ``account_url`` (or ``AZURE_STORAGE_ACCOUNT``) with DefaultAzureCredential
-needs azure-identity, which the project does not install; asking for it is a ConfigError that
-says what to set instead.
+(Azurite's included), or from ``account_url`` (or ``AZURE_STORAGE_ACCOUNT``) with
+DefaultAzureCredential: that is how the endpoint reads its container in Azure, with its
+user-assigned managed identity (``AZURE_CLIENT_ID`` names it) and no key anywhere. azure-identity
+ships with the ``azure`` extra; without it, asking for an account URL is a ConfigError saying so.
 
 Integrity: our sha256 is blob metadata (``x-ms-meta-sha256``). As transfer checks, single-shot
 uploads carry a Content-MD5 we compute (the service refuses a mismatch and stores it), and every
@@ -100,7 +101,7 @@ class AzureStorage(Storage):
             except ImportError:
                 raise ConfigError(
                     f"{self.uri}: account_url {self._account_url} needs azure-identity for "
-                    "DefaultAzureCredential, which is not installed; "
+                    "DefaultAzureCredential, which is not installed (pip install 'ml-orchestrator[azure]'); "
                     + _NO_ACCOUNT.removeprefix("no Azure storage account configured: ")
                 ) from None
             self.endpoint = self._account_url

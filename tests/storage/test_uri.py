@@ -124,7 +124,7 @@ def test_azure_without_an_account_names_what_to_set() -> None:
 
 
 def test_azure_account_url_without_azure_identity_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "azure.identity", None)  # as if not installed (it is not)
+    monkeypatch.setitem(sys.modules, "azure.identity", None)  # as if not installed
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT", "myaccount")
     with pytest.raises(ConfigError, match="azure-identity") as caught:
         open_storage("az://container")
@@ -199,3 +199,11 @@ def test_azure_connection_string_variable(azurite: Azurite, monkeypatch: pytest.
 def test_str_round_trips(uri: str) -> None:
     assert str(parse_uri(str(parse_uri(uri)))) == uri
     assert parse_uri(str(parse_uri(uri))) == parse_uri(uri)
+
+
+def test_azure_account_from_the_environment_uses_the_managed_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """How the endpoint runs in Azure: an account name and an identity, no key (nothing is sent)."""
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT", "mlartifacts")
+    storage = open_storage("az://models")
+    assert storage.endpoint == "https://mlartifacts.blob.core.windows.net"
