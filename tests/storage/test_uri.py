@@ -201,7 +201,9 @@ def test_str_round_trips(uri: str) -> None:
     assert parse_uri(str(parse_uri(uri))) == parse_uri(uri)
 
 
-def test_azure_account_from_the_environment_uses_the_managed_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_azure_account_from_the_environment_uses_the_managed_identity(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """How the endpoint runs in Azure: an account name and an identity, no key (nothing is sent)."""
     monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT", "mlartifacts")
