@@ -1,8 +1,9 @@
 """From Pulumi stack outputs to ``orchestrator.yaml``: the one contract between infra/ and the rest.
 
 Every endpoint stack exports the same keys (``cloud``, ``region``, ``endpoint_url``, ``model_uri``,
-``registry``, ``image``, ``cpu``, ``memory``, ``min_instances``, ``max_instances``); the DNS stack
-exports the Route 53 ``record_name`` and ``zone_id``. ``pulumi stack output --json`` prints them; this
+``registry``, ``image``, ``cpu``, ``memory``, ``min_instances``, ``max_instances``, and also
+``concurrency`` and the bucket's ``storage_settings``); the DNS stack exports the Route 53
+``record_name`` and ``zone_id``. ``pulumi stack output --json`` prints them; this
 module turns one file per stack into a configuration, validated like a hand-written one. No Pulumi
 CLI is needed to run it.
 """
@@ -79,6 +80,10 @@ def config_from_outputs(outputs: Sequence[tuple[str, Mapping[str, Any]]]) -> dic
             "capacity_rps": REQUESTS_PER_INSTANCE * vcpu * instances,
             "size": {"vcpu": vcpu, "memory_gib": _gib(out["memory"], source)},
         }
+        if out.get("concurrency"):
+            clouds[cloud]["size"]["concurrency"] = int(_number(out["concurrency"], source, "concurrency"))
+        if isinstance(out.get("storage_settings"), dict):
+            clouds[cloud]["storage_settings"] = {k: str(v) for k, v in out["storage_settings"].items()}
     if not clouds:
         raise ConfigError(
             "no endpoint stack among the outputs (each must export 'cloud', 'endpoint_url', ...)"

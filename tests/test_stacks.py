@@ -41,6 +41,8 @@ STACKS = {
         "model_uri": "az://models/models/digits/LATEST",
         "registry": "mlacr.azurecr.io",
         "memory": 2048,
+        "concurrency": 50,
+        "storage_settings": {"account_url": "https://mlartifacts.blob.core.windows.net"},
     },
     "dns": {"record_name": "model.example.com.", "zone_id": "Z123EXAMPLE"},
 }
@@ -73,6 +75,10 @@ def test_four_stacks_make_a_valid_configuration(tmp_path: Path) -> None:
     assert config.clouds["azure"].storage == "az://models"
     assert config.clouds["azure"].size.memory_gib == 2.0, "2048 (MiB) and 2Gi agree"
     assert config.clouds["aws"].capacity_rps == 400
+    assert config.clouds["azure"].size.concurrency == 50
+    assert config.clouds["azure"].storage_settings == {
+        "account_url": "https://mlartifacts.blob.core.windows.net"
+    }
     assert config.routing.backend == "route53"
     assert config.routing.route53 is not None
     assert config.routing.route53.hosted_zone_id == "Z123EXAMPLE"

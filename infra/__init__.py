@@ -1,0 +1,8 @@
+"""The Pulumi programs: one model endpoint per cloud and weighted DNS in front of them.
+
+``Pulumi.yaml`` points at this directory (``main: infra/``), so Pulumi runs ``__main__.py``,
+which only composes. ``spec`` owns the stack configuration (read once, validated, typed);
+``aws``, ``gcp`` and ``azure`` hold one ``pulumi.ComponentResource`` each; ``dns`` owns the
+Route 53 health checks and weighted records. A cloud's provider SDK is imported only by the
+stack that deploys to it.
+"""

@@ -1,0 +1,124 @@
+"""The Pulumi program: composes one stack (aws, gcp, azure or dns) from its configuration.
+
+Every cloud stack exports the same keys (:data:`ENDPOINT_EXPORTS`), which
+``orchestrator config from-stacks`` turns into ``orchestrator.yaml``; the dns stack exports
+the record it manages and its health checks (:data:`DNS_EXPORTS`).
+"""
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+# Pulumi runs this directory with runpy.run_path("infra/"), which puts infra/ itself first on
+# sys.path: `import azure` would then find infra/azure.py instead of the namespace package, and
+# the package `infra` would not be importable. Put the repository root there instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+if str(_HERE.parent) not in sys.path:
+    sys.path.insert(0, str(_HERE.parent))
+
+import pulumi  # noqa: E402
+
+from infra import spec  # noqa: E402
+
+# What every cloud stack exports, in this order; the values' meaning:
+#   cloud, region          the stack's cloud key and region
+#   endpoint_url           the endpoint's base URL (health checks and DNS use its host)
+#   model_uri              the bucket URI of models/<name>/LATEST the endpoint follows
+#   registry, image        where `orchestrator image push` copies the image; what runs (registry@digest)
+#   cpu, memory            vCPU and GiB per instance
+#   min_instances, max_instances, concurrency
+#   readiness_path         what the dns stack's health checks ask
+#   storage_settings       orchestrator.yaml's clouds.<cloud>.storage_settings for model_uri's bucket
+ENDPOINT_EXPORTS = (
+    "cloud",
+    "region",
+    "endpoint_url",
+    "model_uri",
+    "registry",
+    "image",
+    "cpu",
+    "memory",
+    "min_instances",
+    "max_instances",
+    "concurrency",
+    "readiness_path",
+    "storage_settings",
+)
+DNS_EXPORTS = ("record_name", "zone_id", "ttl", "health_check_ids")
+# The component's name prefixes every child's; short, since ALB and target group names
+# (32 characters) carry it plus Pulumi's 8-character suffix.
+COMPONENT_NAME = "ml-endpoint"
+
+
+class _Endpoint(Protocol):
+    """What every cloud's component offers (AwsEndpoint, GcpEndpoint, AzureEndpoint)."""
+
+    @property
+    def endpoint_url(self) -> pulumi.Output[str]: ...
+    @property
+    def model_uri(self) -> pulumi.Output[str]: ...
+    @property
+    def registry(self) -> pulumi.Output[str]: ...
+    @property
+    def image(self) -> pulumi.Output[str]: ...
+    @property
+    def storage_settings(self) -> Mapping[str, pulumi.Input[str]]: ...
+
+
+def _endpoint(cloud: spec.Cloud) -> None:
+    endpoint = spec.load_endpoint_spec(cloud)
+    # Each cloud's SDK is imported only by the stack that deploys there.
+    component: _Endpoint
+    if cloud == "aws":
+        from infra.aws import AwsEndpoint
+
+        component = AwsEndpoint(COMPONENT_NAME, endpoint, spec.load_aws_options(endpoint))
+    elif cloud == "gcp":
+        from infra.gcp import GcpEndpoint
+
+        component = GcpEndpoint(COMPONENT_NAME, endpoint, spec.load_gcp_options())
+    else:
+        from infra.azure import AzureEndpoint
+
+        component = AzureEndpoint(COMPONENT_NAME, endpoint, spec.load_azure_options())
+    values = {
+        "cloud": cloud,
+        "region": endpoint.region,
+        "endpoint_url": component.endpoint_url,
+        "model_uri": component.model_uri,
+        "registry": component.registry,
+        "image": component.image,
+        "cpu": endpoint.cpu,
+        "memory": endpoint.memory_gib,
+        "min_instances": endpoint.min_instances,
+        "max_instances": endpoint.max_instances,
+        "concurrency": endpoint.concurrency,
+        "readiness_path": endpoint.readiness_path,
+        "storage_settings": component.storage_settings,
+    }
+    for key in ENDPOINT_EXPORTS:
+        pulumi.export(key, values[key])
+
+
+def _dns() -> None:
+    from infra.dns import WeightedDns
+
+    dns_spec = spec.load_dns_spec()
+    dns = WeightedDns("weighted", dns_spec)
+    values = {
+        "record_name": dns.record_name,
+        "zone_id": dns.zone_id,
+        "ttl": dns_spec.ttl,
+        "health_check_ids": dns.health_check_ids,
+    }
+    for key in DNS_EXPORTS:
+        pulumi.export(key, values[key])
+
+
+_kind = spec.stack_kind()
+if _kind == "dns":
+    _dns()
+else:
+    _endpoint(_kind)

@@ -1,0 +1,106 @@
+"""Fixtures for the Pulumi program tests: each stack runs once per session, in parallel.
+
+The program runs under ``pulumi.runtime.set_mocks`` in a fresh process per run
+(``tests.infra.harness``, which also holds the ``Mocks`` that answer like the providers), with
+the committed ``Pulumi.<stack>.yaml`` as its configuration, plus overrides for the variants:
+
+- ``aws``, ``gcp``, ``azure``: the committed stack files as they are;
+- ``aws_https``: the AWS stack with a certificate, domain and hosted zone configured;
+- ``gcp_private``: the GCP stack with a list of invokers instead of ``allUsers``;
+- ``dns``: the DNS stack, its StackReferences answered with the three cloud runs' real exports.
+
+No cloud account, CLI or provider plugin is involved; the suite-wide ``_no_real_clouds`` fixture
+(tests/conftest.py) scrubs credentials from the environment the runs inherit.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from tests.infra.harness import StackRun, run_stack
+
+# The variants the tests look at; they all start together on first use.
+CERTIFICATE_ARN = "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+HTTPS_DOMAIN = "aws.model.example.com"
+HOSTED_ZONE_ID = "Z0123456789AWSZONE"
+PRIVATE_INVOKER = "serviceAccount:orchestrator@my-ml-project.iam.gserviceaccount.com"
+VARIANTS: Mapping[str, tuple[str, Mapping[str, Any]]] = {
+    "aws": ("aws", {}),
+    "gcp": ("gcp", {}),
+    "azure": ("azure", {}),
+    "aws_https": (
+        "aws",
+        {
+            "ml-orchestrator:aws.certificate_arn": CERTIFICATE_ARN,
+            "ml-orchestrator:aws.domain": HTTPS_DOMAIN,
+            "ml-orchestrator:aws.hosted_zone_id": HOSTED_ZONE_ID,
+        },
+    ),
+    "gcp_private": ("gcp", {"ml-orchestrator:gcp.invokers": [PRIVATE_INVOKER]}),
+}
+
+
+def run_all(
+    scenarios: Mapping[str, tuple[str, Mapping[str, Any]]],
+    references: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, StackRun]:
+    """Run several scenarios at once, one process each (a run is mostly CPU: one per core)."""
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        futures: dict[str, Future[StackRun]] = {
+            name: pool.submit(run_stack, stack, overrides, references)
+            for name, (stack, overrides) in scenarios.items()
+        }
+        return {name: future.result() for name, future in futures.items()}
+
+
+@pytest.fixture(scope="session")
+def runs() -> dict[str, StackRun]:
+    return run_all(VARIANTS)
+
+
+@pytest.fixture(scope="session")
+def aws_run(runs: dict[str, StackRun]) -> StackRun:
+    return runs["aws"].ok()
+
+
+@pytest.fixture(scope="session")
+def aws_https_run(runs: dict[str, StackRun]) -> StackRun:
+    return runs["aws_https"].ok()
+
+
+@pytest.fixture(scope="session")
+def gcp_run(runs: dict[str, StackRun]) -> StackRun:
+    return runs["gcp"].ok()
+
+
+@pytest.fixture(scope="session")
+def gcp_private_run(runs: dict[str, StackRun]) -> StackRun:
+    return runs["gcp_private"].ok()
+
+
+@pytest.fixture(scope="session")
+def azure_run(runs: dict[str, StackRun]) -> StackRun:
+    return runs["azure"].ok()
+
+
+@pytest.fixture(scope="session")
+def cloud_runs(aws_run: StackRun, gcp_run: StackRun, azure_run: StackRun) -> dict[str, StackRun]:
+    return {"aws": aws_run, "gcp": gcp_run, "azure": azure_run}
+
+
+@pytest.fixture(scope="session")
+def dns_runs(cloud_runs: dict[str, StackRun]) -> dict[str, StackRun]:
+    """The DNS stack over the three clouds, and over two (azure left out of the weights)."""
+    references = {cloud: run.exports for cloud, run in cloud_runs.items()}
+    return run_all(
+        {
+            "dns": ("dns", {}),
+            "dns_two_clouds": ("dns", {"ml-orchestrator:dns.weights": {"aws": 70, "gcp": 30}}),
+        },
+        references,
+    )
