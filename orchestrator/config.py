@@ -60,6 +60,7 @@ class CloudConfig(_Strict):
     storage: str | None = Field(default=None, description="bucket URI holding models/<name>/...")
     storage_settings: dict[str, str] = Field(default_factory=dict)
     endpoint: str | None = Field(default=None, description="the endpoint's base URL")
+    registry: str | None = Field(default=None, description="where `orchestrator image push` puts the image")
     region: str | None = None
     capacity_rps: float = Field(default=100.0, gt=0, description="requests/s the cloud's deployment carries")
     size: SizeConfig = Field(default_factory=SizeConfig)

@@ -80,6 +80,8 @@ def config_from_outputs(outputs: Sequence[tuple[str, Mapping[str, Any]]]) -> dic
             "capacity_rps": REQUESTS_PER_INSTANCE * vcpu * instances,
             "size": {"vcpu": vcpu, "memory_gib": _gib(out["memory"], source)},
         }
+        if out.get("registry"):
+            clouds[cloud]["registry"] = str(out["registry"])
         if out.get("concurrency"):
             clouds[cloud]["size"]["concurrency"] = int(_number(out["concurrency"], source, "concurrency"))
         if isinstance(out.get("storage_settings"), dict):

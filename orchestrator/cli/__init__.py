@@ -43,7 +43,7 @@ def _root(
 
 def _register() -> None:
     # Imported for their side effect of adding commands to `app`; each is cheap to import.
-    from orchestrator.cli import control, demo, publish, serve, train  # noqa: F401
+    from orchestrator.cli import control, demo, image, publish, serve, train  # noqa: F401
 
 
 _register()
