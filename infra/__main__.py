@@ -1,8 +1,10 @@
 """The Pulumi program: composes one stack (aws, gcp, azure or dns) from its configuration.
 
-Every cloud stack exports the same keys (:data:`ENDPOINT_EXPORTS`), which
-``orchestrator config from-stacks`` turns into ``orchestrator.yaml``; the dns stack exports
-the record it manages and its health checks (:data:`DNS_EXPORTS`).
+A cloud stack is the endpoint and, when ``ml-orchestrator:health_job.enabled``, the scheduled
+health job beside it (same image, same bucket). Every cloud stack exports the same keys
+(:data:`ENDPOINT_EXPORTS`), which ``orchestrator config from-stacks`` turns into
+``orchestrator.yaml``; the dns stack exports the record it manages and its health checks
+(:data:`DNS_EXPORTS`).
 """
 
 import sys
@@ -31,6 +33,8 @@ from infra import spec  # noqa: E402
 #   min_instances, max_instances, concurrency
 #   readiness_path         what the dns stack's health checks ask
 #   storage_settings       orchestrator.yaml's clouds.<cloud>.storage_settings for model_uri's bucket
+#   health_job             {enabled, schedule, command, config_uri, state_uri}: what the job runs and
+#                          when (null while disabled), and where its orchestrator.yaml and state live
 ENDPOINT_EXPORTS = (
     "cloud",
     "region",
@@ -45,11 +49,13 @@ ENDPOINT_EXPORTS = (
     "concurrency",
     "readiness_path",
     "storage_settings",
+    "health_job",
 )
 DNS_EXPORTS = ("record_name", "zone_id", "ttl", "health_check_ids")
 # The component's name prefixes every child's; short, since ALB and target group names
 # (32 characters) carry it plus Pulumi's 8-character suffix.
 COMPONENT_NAME = "ml-endpoint"
+HEALTH_JOB_NAME = f"{COMPONENT_NAME}-health"
 
 
 class _Endpoint(Protocol):
@@ -64,25 +70,40 @@ class _Endpoint(Protocol):
     @property
     def image(self) -> pulumi.Output[str]: ...
     @property
+    def storage_root(self) -> pulumi.Output[str]: ...
+    @property
     def storage_settings(self) -> Mapping[str, pulumi.Input[str]]: ...
 
 
 def _endpoint(cloud: spec.Cloud) -> None:
+    # All configuration is read and validated before the first resource exists.
     endpoint = spec.load_endpoint_spec(cloud)
+    job = spec.load_health_job_spec(cloud)
     # Each cloud's SDK is imported only by the stack that deploys there.
     component: _Endpoint
     if cloud == "aws":
-        from infra.aws import AwsEndpoint
+        from infra.aws import AwsEndpoint, AwsHealthJob
 
-        component = AwsEndpoint(COMPONENT_NAME, endpoint, spec.load_aws_options(endpoint))
+        aws_endpoint = AwsEndpoint(COMPONENT_NAME, endpoint, spec.load_aws_options(endpoint))
+        if job.enabled:
+            AwsHealthJob(HEALTH_JOB_NAME, endpoint, job, aws_endpoint)
+        component = aws_endpoint
     elif cloud == "gcp":
-        from infra.gcp import GcpEndpoint
+        from infra.gcp import GcpEndpoint, GcpHealthJob
 
-        component = GcpEndpoint(COMPONENT_NAME, endpoint, spec.load_gcp_options())
+        gcp_options = spec.load_gcp_options()
+        gcp_endpoint = GcpEndpoint(COMPONENT_NAME, endpoint, gcp_options)
+        if job.enabled:
+            GcpHealthJob(HEALTH_JOB_NAME, endpoint, job, gcp_options, gcp_endpoint)
+        component = gcp_endpoint
     else:
-        from infra.azure import AzureEndpoint
+        from infra.azure import AzureEndpoint, AzureHealthJob
 
-        component = AzureEndpoint(COMPONENT_NAME, endpoint, spec.load_azure_options())
+        azure_options = spec.load_azure_options()
+        azure_endpoint = AzureEndpoint(COMPONENT_NAME, endpoint, azure_options)
+        if job.enabled:
+            AzureHealthJob(HEALTH_JOB_NAME, endpoint, job, azure_options, azure_endpoint)
+        component = azure_endpoint
     values = {
         "cloud": cloud,
         "region": endpoint.region,
@@ -97,6 +118,7 @@ def _endpoint(cloud: spec.Cloud) -> None:
         "concurrency": endpoint.concurrency,
         "readiness_path": endpoint.readiness_path,
         "storage_settings": component.storage_settings,
+        "health_job": job.export(component.storage_root),
     }
     for key in ENDPOINT_EXPORTS:
         pulumi.export(key, values[key])

@@ -18,6 +18,10 @@ model is verified), the container health check asks the liveness path (ECS repla
 stops answering), and the service's health-check grace period is the startup budget.
 The container's environment is exactly :meth:`EndpointSpec.container_env`; Fargate itself adds
 ``AWS_REGION`` and the task role's credentials endpoint, which boto3 reads.
+
+:class:`AwsHealthJob` (when ``ml-orchestrator:health_job.enabled``) runs the scheduled
+``orchestrator health --once --apply`` as a Fargate task in the endpoint's cluster, started by
+EventBridge Scheduler; its permissions are in its docstring.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.spec import AwsOptions, EndpointSpec
+from infra.spec import AwsOptions, EndpointSpec, HealthJobSpec
 
-__all__ = ["CONTAINER_NAME", "AwsEndpoint"]
+__all__ = ["CONTAINER_NAME", "JOB_CONTAINER_NAME", "AwsEndpoint", "AwsHealthJob"]
 
 CONTAINER_NAME = "endpoint"
 HTTP_PORT = 80
@@ -52,6 +56,24 @@ def _policy(*statements: dict[str, Any]) -> pulumi.Output[str]:
     return pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": list(statements)})
 
 
+def _ecs_tasks_trust(region: str, opts: pulumi.InvokeOutputOptions) -> pulumi.Output[str]:
+    """A role only ECS tasks of this account and region may assume (confused-deputy guard)."""
+    account_id = aws.get_caller_identity_output(opts=opts).account_id
+    partition = aws.get_partition_output(opts=opts).partition
+    source_arn = pulumi.Output.concat("arn:", partition, ":ecs:", region, ":", account_id, ":*")
+    return _policy(
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": account_id},
+                "ArnLike": {"aws:SourceArn": source_arn},
+            },
+        }
+    )
+
+
 class AwsEndpoint(pulumi.ComponentResource):
     """The model endpoint on ECS Fargate; see the module docstring for what it creates."""
 
@@ -60,13 +82,24 @@ class AwsEndpoint(pulumi.ComponentResource):
     registry: pulumi.Output[str]
     image: pulumi.Output[str]
     bucket: pulumi.Output[str]
+    storage_root: pulumi.Output[str]  # s3://<bucket>
     storage_settings: dict[str, str]
+    # What the health job reuses: the bucket, the cluster, the execution role (pull this image,
+    # write this log group), the log group and the network.
+    bucket_arn: pulumi.Output[str]
+    cluster: aws.ecs.Cluster
+    execution_role: aws.iam.Role
+    log_group: aws.cloudwatch.LogGroup
+    vpc_id: pulumi.Input[str]
+    subnet_ids: pulumi.Input[list[str]]
+    options: AwsOptions
 
     def __init__(
         self, name: str, spec: EndpointSpec, options: AwsOptions, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("ml-orchestrator:infra:AwsEndpoint", name, None, opts)
         self._name, self._spec, self._options = name, spec, options
+        self.options = options
         self._child = pulumi.ResourceOptions(parent=self)
         self._invoke = pulumi.InvokeOutputOptions(parent=self)
 
@@ -84,13 +117,16 @@ class AwsEndpoint(pulumi.ComponentResource):
         )
         execution_role, task_role = self._roles(repository, bucket, log_group)
         vpc_id, subnet_ids = self._network()
+        self.bucket_arn, self.execution_role, self.log_group = bucket.arn, execution_role, log_group
+        self.vpc_id, self.subnet_ids = vpc_id, subnet_ids
         alb_sg, task_sg = self._security_groups(vpc_id)
         target_group, listener = self._load_balancer(vpc_id, subnet_ids, alb_sg)
 
         self.registry = repository.repository_url
         self.image = pulumi.Output.concat(repository.repository_url, "@", spec.digest)
         self.bucket = bucket.bucket
-        self.model_uri = pulumi.Output.concat("s3://", bucket.bucket, "/", spec.model_key)
+        self.storage_root = pulumi.Output.concat("s3://", bucket.bucket)
+        self.model_uri = pulumi.Output.concat(self.storage_root, "/", spec.model_key)
         self.storage_settings = {"region": spec.region}
         task_definition = self._task_definition(execution_role, task_role, log_group)
         self._service(task_definition, target_group, listener, subnet_ids, task_sg)
@@ -157,23 +193,8 @@ class AwsEndpoint(pulumi.ComponentResource):
     ) -> tuple[aws.iam.Role, aws.iam.Role]:
         """The execution role (pull, log) and the task role (read the model bucket, nothing else)."""
         name, child = self._name, self._child
-        account_id = aws.get_caller_identity_output(opts=self._invoke).account_id
-        partition = aws.get_partition_output(opts=self._invoke).partition
-        # Only ECS tasks of this account and region may assume them (confused-deputy guard).
-        source_arn = pulumi.Output.concat(
-            "arn:", partition, ":ecs:", self._spec.region, ":", account_id, ":*"
-        )
-        assume_role = _policy(
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": "ecs-tasks.amazonaws.com"},
-                "Action": "sts:AssumeRole",
-                "Condition": {
-                    "StringEquals": {"aws:SourceAccount": account_id},
-                    "ArnLike": {"aws:SourceArn": source_arn},
-                },
-            }
-        )
+        # Only ECS tasks of this account and region may assume them.
+        assume_role = _ecs_tasks_trust(self._spec.region, self._invoke)
         execution_role = aws.iam.Role(
             f"{name}-execution",
             description="ECS pulls the endpoint image and writes its logs",
@@ -453,6 +474,7 @@ class AwsEndpoint(pulumi.ComponentResource):
         cluster = aws.ecs.Cluster(
             f"{name}-cluster", settings=[{"name": "containerInsights", "value": "enabled"}], opts=self._child
         )
+        self.cluster = cluster
         service = aws.ecs.Service(
             f"{name}-service",
             cluster=cluster.arn,
@@ -508,3 +530,240 @@ class AwsEndpoint(pulumi.ComponentResource):
             },
             opts=self._child,
         )
+
+
+JOB_CONTAINER_NAME = "health"
+# Fargate's smallest size: a health round is a few HTTP probes and a few small object reads.
+JOB_CPU_UNITS = "256"
+JOB_MEMORY_MIB = "512"
+# Invocations are not retried: the next scheduled run (a minute later by default) is the retry,
+# and a late round would only race it. 60 s is the shortest event age EventBridge accepts.
+JOB_MAX_EVENT_AGE_S = 60
+
+
+class AwsHealthJob(pulumi.ComponentResource):
+    """``orchestrator health --once [--apply]`` on a schedule: EventBridge Scheduler runs a Fargate
+    task of the endpoint's image (same repository, same digest) in the endpoint's cluster.
+
+    - task role (the job's identity): list and read the stack's bucket (LATEST, manifests, the
+      job's config, its state), write the state object and nothing else; with ``apply``, change
+      only the weighted CNAME records of the configured name in the configured hosted zone (UPSERT),
+      and list that zone's records. Probing the three endpoints needs no IAM: they are HTTP(S)
+      URLs, reached over the network like any client.
+    - execution role: the endpoint's (pull from this repository, write to this log group; logs
+      go to the stream prefix ``health``).
+    - a security group with no ingress; egress HTTPS (AWS APIs, the GCP and Azure endpoints) and,
+      when the AWS endpoint serves plain HTTP, HTTP.
+    - scheduler role: EventBridge Scheduler may run this task definition (any revision: each
+      image change makes a new one) in this cluster only, and pass exactly the two roles above.
+    """
+
+    task_definition: aws.ecs.TaskDefinition
+    task_role: aws.iam.Role
+    scheduler_role: aws.iam.Role
+    schedule: aws.scheduler.Schedule
+
+    def __init__(
+        self,
+        name: str,
+        spec: EndpointSpec,
+        job: HealthJobSpec,
+        endpoint: AwsEndpoint,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("ml-orchestrator:infra:AwsHealthJob", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        invoke = pulumi.InvokeOutputOptions(parent=self)
+        partition = aws.get_partition_output(opts=invoke).partition
+
+        self.task_role = aws.iam.Role(
+            f"{name}-task",
+            description="The health job: reads its bucket, writes its state object"
+            + (", moves the weighted record's weights" if job.apply else ""),
+            assume_role_policy=_ecs_tasks_trust(spec.region, invoke),
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-task",
+            role=self.task_role.id,
+            policy=_policy(*self._job_statements(job, endpoint.bucket_arn, partition)),
+            opts=child,
+        )
+        security_group = self._security_group(name, endpoint)
+
+        container = {
+            "name": JOB_CONTAINER_NAME,
+            "image": endpoint.image,
+            "essential": True,
+            # The whole argv, whatever the image's ENTRYPOINT (it starts the endpoint).
+            "entryPoint": list(job.command[:1]),
+            "command": list(job.command[1:]),
+            "environment": [
+                {"name": key, "value": value}
+                for key, value in sorted(job.container_env(endpoint.storage_root).items())
+            ],
+            "logConfiguration": {
+                "logDriver": "awslogs",
+                "options": {
+                    "awslogs-group": endpoint.log_group.name,
+                    "awslogs-region": spec.region,
+                    "awslogs-stream-prefix": JOB_CONTAINER_NAME,
+                },
+            },
+        }
+        self.task_definition = aws.ecs.TaskDefinition(
+            f"{name}-task",
+            family=f"{name}-{pulumi.get_stack()}",
+            requires_compatibilities=["FARGATE"],
+            network_mode="awsvpc",
+            cpu=JOB_CPU_UNITS,
+            memory=JOB_MEMORY_MIB,
+            runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
+            execution_role_arn=endpoint.execution_role.arn,
+            task_role_arn=self.task_role.arn,
+            container_definitions=pulumi.Output.json_dumps([container]),
+            opts=child,
+        )
+
+        account_id = aws.get_caller_identity_output(opts=invoke).account_id
+        self.scheduler_role = aws.iam.Role(
+            f"{name}-scheduler",
+            description="EventBridge Scheduler starts the health job's task, nothing else",
+            assume_role_policy=_policy(
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "scheduler.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                    # Only schedules of this account (confused-deputy guard).
+                    "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
+                }
+            ),
+            opts=child,
+        )
+        scheduler_policy = aws.iam.RolePolicy(
+            f"{name}-scheduler",
+            role=self.scheduler_role.id,
+            policy=_policy(
+                {
+                    "Sid": "RunTheHealthTask",
+                    "Effect": "Allow",
+                    "Action": "ecs:RunTask",
+                    # Every revision of this family: a policy pinned to one revision would fail the
+                    # first run after an image change if the schedule were updated first.
+                    "Resource": pulumi.Output.concat(self.task_definition.arn_without_revision, ":*"),
+                    "Condition": {"ArnEquals": {"ecs:cluster": endpoint.cluster.arn}},
+                },
+                {
+                    "Sid": "PassItsRoles",
+                    "Effect": "Allow",
+                    "Action": "iam:PassRole",
+                    "Resource": [endpoint.execution_role.arn, self.task_role.arn],
+                    "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+                },
+            ),
+            opts=child,
+        )
+        self.schedule = aws.scheduler.Schedule(
+            name,
+            description="orchestrator " + " ".join(job.command[1:]),
+            schedule_expression=job.schedule,
+            schedule_expression_timezone="UTC",
+            flexible_time_window={"mode": "OFF"},
+            state="ENABLED",
+            target={
+                "arn": endpoint.cluster.arn,
+                "role_arn": self.scheduler_role.arn,
+                "ecs_parameters": {
+                    "task_definition_arn": self.task_definition.arn,
+                    "launch_type": "FARGATE",
+                    "task_count": 1,
+                    "network_configuration": {
+                        "subnets": endpoint.subnet_ids,
+                        "security_groups": [security_group.id],
+                        # As the endpoint's tasks: public IPs in the default VPC's subnets.
+                        "assign_public_ip": endpoint.options.vpc_id is None,
+                    },
+                },
+                "retry_policy": {
+                    "maximum_retry_attempts": 0,
+                    "maximum_event_age_in_seconds": JOB_MAX_EVENT_AGE_S,
+                },
+            },
+            # The first invocation must find its permissions in place.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[scheduler_policy]),
+        )
+        self.register_outputs({"schedule": self.schedule.arn, "task_definition": self.task_definition.arn})
+
+    @staticmethod
+    def _job_statements(
+        job: HealthJobSpec, bucket_arn: pulumi.Output[str], partition: pulumi.Output[str]
+    ) -> list[dict[str, Any]]:
+        statements: list[dict[str, Any]] = [
+            # ListBucket: a state object that does not exist yet (the first run) then answers
+            # 404, not 403, so "no state yet" is not mistaken for "denied".
+            {"Sid": "ListTheBucket", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn},
+            {
+                "Sid": "ReadTheBucket",
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": pulumi.Output.concat(bucket_arn, "/*"),
+            },
+            # Conditional writes (If-Match / If-None-Match) need nothing beyond PutObject.
+            {
+                "Sid": "WriteTheStateOnly",
+                "Effect": "Allow",
+                "Action": "s3:PutObject",
+                "Resource": pulumi.Output.concat(bucket_arn, "/", job.state_path),
+            },
+        ]
+        if job.apply and job.route53 is not None:
+            zone_arn = pulumi.Output.concat("arn:", partition, ":route53:::hostedzone/", job.route53.zone_id)
+            statements += [
+                {
+                    "Sid": "MoveTheWeightedRecord",
+                    "Effect": "Allow",
+                    "Action": "route53:ChangeResourceRecordSets",
+                    "Resource": zone_arn,
+                    # Only UPSERTs of this name's CNAME records (the orchestrator's route53 backend
+                    # writes nothing else): no other record of the zone can be touched.
+                    "Condition": {
+                        "ForAllValues:StringEquals": {
+                            "route53:ChangeResourceRecordSetsNormalizedRecordNames": [
+                                job.route53.record_name
+                            ],
+                            "route53:ChangeResourceRecordSetsRecordTypes": ["CNAME"],
+                            "route53:ChangeResourceRecordSetsActions": ["UPSERT"],
+                        }
+                    },
+                },
+                {
+                    "Sid": "ReadTheZone",
+                    "Effect": "Allow",
+                    "Action": "route53:ListResourceRecordSets",
+                    "Resource": zone_arn,
+                },
+            ]
+        return statements
+
+    def _security_group(self, name: str, endpoint: AwsEndpoint) -> aws.ec2.SecurityGroup:
+        child = pulumi.ResourceOptions(parent=self)
+        group = aws.ec2.SecurityGroup(
+            name,
+            vpc_id=endpoint.vpc_id,
+            description="Health job tasks: nothing in; out to the endpoints and the AWS APIs",
+            opts=child,
+        )
+        # S3, Route 53, ECR, CloudWatch Logs and the GCP and Azure endpoints are all HTTPS; the
+        # AWS endpoint is plain HTTP until a certificate is configured.
+        ports = (HTTPS_PORT,) if endpoint.options.https else (HTTP_PORT, HTTPS_PORT)
+        for port in ports:
+            aws.vpc.SecurityGroupEgressRule(
+                f"{name}-out-{port}",
+                security_group_id=group.id,
+                ip_protocol="tcp",
+                from_port=port,
+                to_port=port,
+                cidr_ipv4="0.0.0.0/0",
+                opts=child,
+            )
+        return group

@@ -5,6 +5,8 @@
 - :class:`AwsOptions`, :class:`GcpOptions`, :class:`AzureOptions`: what only one cloud needs,
   from ``ml-orchestrator:aws`` / ``:gcp`` / ``:azure``.
 - :class:`DnsSpec`: the weighted record in front of the clouds, from ``ml-orchestrator:dns``.
+- :class:`HealthJobSpec`: the scheduled ``orchestrator health --once`` job a cloud stack may run,
+  from ``ml-orchestrator:health_job`` (schedule in :mod:`infra.schedule`).
 
 The region is the provider's own key (``aws:region``, ``gcp:region``, ``azure-native:location``)
 so the provider and this program cannot disagree about it. The stack's kind comes from
@@ -27,6 +29,8 @@ from typing import Any, Final, Literal, TypeAlias, cast
 
 import pulumi
 
+from infra import schedule
+
 __all__ = [
     "CLOUDS",
     "REGION_KEYS",
@@ -37,17 +41,21 @@ __all__ = [
     "DnsSpec",
     "EndpointSpec",
     "GcpOptions",
+    "HealthJobSpec",
     "Probe",
+    "Route53Target",
     "load_aws_options",
     "load_azure_options",
     "load_dns_spec",
     "load_endpoint_spec",
     "load_gcp_options",
+    "load_health_job_spec",
     "parse_aws_options",
     "parse_azure_options",
     "parse_dns_spec",
     "parse_endpoint_spec",
     "parse_gcp_options",
+    "parse_health_job_spec",
     "stack_kind",
 ]
 
@@ -157,6 +165,40 @@ MAX_DNS_TTL: Final = 300
 DEFAULT_DNS_TTL: Final = 10  # the orchestrator's route53 backend default (DEFAULT_TTL)
 # Route 53 health checks probe every 30 s (standard) or 10 s (fast, billed extra).
 HEALTH_CHECK_INTERVALS: Final = (10, 30)
+
+# The health job. Every minute by default: the finest grain all three schedulers offer, and the
+# orchestrator's thresholds (a few failed probes in one round) then bound detection at about a
+# minute. The same schedule in each cloud's own dialect (infra/schedule.py).
+DEFAULT_JOB_SCHEDULES: Final[Mapping[Cloud, str]] = MappingProxyType(
+    {"aws": "rate(1 minute)", "gcp": "* * * * *", "azure": "* * * * *"}
+)
+HEALTH_COMMAND: Final = ("orchestrator", "health", "--once")
+APPLY_FLAG: Final = "--apply"
+# Where the job's configuration and state live in the stack's own bucket (the job can read
+# the whole bucket and write the state object only). Not under models/: the job must never be
+# able to write where endpoints load models from.
+DEFAULT_JOB_CONFIG_PATH: Final = "orchestrator/orchestrator.yaml"
+DEFAULT_JOB_STATE_PATH: Final = "orchestrator/state.json"
+_MODELS_PREFIX: Final = "models/"
+# A round that has not finished in two minutes is stuck (probes time out in seconds): Cloud Run
+# and Container Apps kill it rather than let runs pile up. ECS has no task timeout; there the
+# orchestrator's own probe timeouts bound a round.
+JOB_TIMEOUT_S: Final = 120
+# What the job's container is told (the orchestrator reads both as URIs; see infra/README.md).
+JOB_ENV_KEYS: Final = ("ORCHESTRATOR_CONFIG", "ORCHESTRATOR_STATE")
+# GCP and Azure jobs that apply routing read AWS credentials for Route 53 from their secret
+# store, mounted as a shared-credentials file (boto3 reads AWS_SHARED_CREDENTIALS_FILE).
+AWS_CREDENTIALS_DIR: Final = "/secrets/aws"
+AWS_CREDENTIALS_NAME: Final = "credentials"
+AWS_CREDENTIALS_FILE: Final = f"{AWS_CREDENTIALS_DIR}/{AWS_CREDENTIALS_NAME}"
+_OBJECT_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
+_GCP_SECRET = re.compile(r"(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/secrets/)?[A-Za-z0-9_-]{1,255}")
+_KEY_VAULT_SECRET = re.compile(
+    r"/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[\w().-]{1,90}"
+    r"/providers/Microsoft\.KeyVault/vaults/(?P<vault>[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9])"
+    r"/secrets/(?P<secret>[A-Za-z0-9-]{1,127})",
+    re.IGNORECASE,
+)
 
 
 class ConfigError(pulumi.RunError):
@@ -297,6 +339,10 @@ class GcpOptions:
     invokers: tuple[str, ...] = ("allUsers",)
     service_account_id: str = "ml-endpoint"
     repository_id: str = "ml-endpoint"
+    # The health job's identities (used only when it is enabled): one runs the job, one only
+    # triggers it, so neither holds the other's rights.
+    health_job_account_id: str = "ml-health-job"
+    health_scheduler_account_id: str = "ml-health-scheduler"
 
 
 @dataclass(frozen=True)
@@ -305,6 +351,68 @@ class AzureOptions:
 
     container: str = "models"
     log_retention_days: int = 30
+
+
+@dataclass(frozen=True)
+class Route53Target:
+    """The weighted record the AWS health job may change: its zone and name, nothing else."""
+
+    zone_id: str
+    record_name: str  # without the trailing dot, lowercase (as Route 53 normalizes it)
+
+
+@dataclass(frozen=True)
+class HealthJobSpec:
+    """The scheduled health job of one cloud stack (``ml-orchestrator:health_job``)."""
+
+    cloud: Cloud
+    enabled: bool = False
+    schedule: str = "* * * * *"  # in this cloud's scheduler's dialect, as deployed
+    # --apply: the job moves Route 53 weights. The AWS job does with its own role; GCP and Azure
+    # jobs need AWS credentials from their secret store (aws_credentials_secret).
+    apply: bool = False
+    config_path: str = DEFAULT_JOB_CONFIG_PATH
+    state_path: str = DEFAULT_JOB_STATE_PATH
+    route53: Route53Target | None = None  # AWS only: what the job role may change
+    # GCP: a Secret Manager secret (NAME or projects/P/secrets/NAME); Azure: a Key Vault secret's
+    # resource id. Holds an AWS shared-credentials file ([default] with a key pair).
+    aws_credentials_secret: str | None = None
+
+    @property
+    def command(self) -> tuple[str, ...]:
+        """The container's full argv (entrypoint and arguments: the image's own are replaced)."""
+        return (*HEALTH_COMMAND, APPLY_FLAG) if self.apply else HEALTH_COMMAND
+
+    @property
+    def key_vault_secret_url(self) -> str | None:
+        """Azure: the versionless Key Vault URL of ``aws_credentials_secret`` (the latest version
+        is read whenever a replica starts), in the public cloud's vault DNS zone."""
+        match = _KEY_VAULT_SECRET.fullmatch(self.aws_credentials_secret or "")
+        if match is None:
+            return None
+        return f"https://{match['vault'].lower()}.vault.azure.net/secrets/{match['secret']}"
+
+    def uris(self, storage_root: pulumi.Input[str]) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+        """``(config URI, state URI)`` under the stack's bucket root (``s3://bucket``)."""
+        return (
+            pulumi.Output.concat(storage_root, "/", self.config_path),
+            pulumi.Output.concat(storage_root, "/", self.state_path),
+        )
+
+    def container_env(self, storage_root: pulumi.Input[str]) -> dict[str, pulumi.Input[str]]:
+        """:data:`JOB_ENV_KEYS`; clouds add only what their identity needs (documented there)."""
+        return dict(zip(JOB_ENV_KEYS, self.uris(storage_root), strict=True))
+
+    def export(self, storage_root: pulumi.Input[str]) -> dict[str, Any]:
+        """The stack's ``health_job`` output: where config and state live, and what runs when."""
+        config_uri, state_uri = self.uris(storage_root)
+        return {
+            "enabled": self.enabled,
+            "schedule": self.schedule if self.enabled else None,
+            "command": list(self.command) if self.enabled else None,
+            "config_uri": config_uri,
+            "state_uri": state_uri,
+        }
 
 
 @dataclass(frozen=True)
@@ -368,6 +476,12 @@ class _Object:
     def string(self, name: str, default: str) -> str:
         value = self.optional(name)
         return default if value is None else value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self._get(name, default)
+        if not isinstance(value, bool):
+            raise ConfigError(self.sub(name), f"must be true or false, not {value!r}")
+        return value
 
     def integer(self, name: str, default: object = _REQUIRED, *, low: int, high: int | None = None) -> int:
         value = self._get(name, default)
@@ -694,6 +808,8 @@ def parse_gcp_options(raw: object, project: str | None, *, namespace: str) -> Gc
     invokers = obj.strings("invokers", ("allUsers",))
     account_id = obj.string("service_account_id", "ml-endpoint")
     repository_id = obj.string("repository_id", "ml-endpoint")
+    job_account_id = obj.string("health_job_account_id", "ml-health-job")
+    scheduler_account_id = obj.string("health_scheduler_account_id", "ml-health-scheduler")
     obj.done()
     if not invokers:
         raise ConfigError(obj.sub("invokers"), 'must name at least one member, or ["allUsers"] for public')
@@ -703,12 +819,27 @@ def parse_gcp_options(raw: object, project: str | None, *, namespace: str) -> Gc
                 obj.sub("invokers"),
                 f"{member!r} is not an IAM member (allUsers, user:, serviceAccount:, group:, domain:...)",
             )
-    if not _GCP_ACCOUNT_ID.fullmatch(account_id):
-        raise ConfigError(obj.sub("service_account_id"), f"{account_id!r} is not 6 to 30 of a-z, 0-9 and -")
+    accounts = {
+        "service_account_id": account_id,
+        "health_job_account_id": job_account_id,
+        "health_scheduler_account_id": scheduler_account_id,
+    }
+    for name, value in accounts.items():
+        if not _GCP_ACCOUNT_ID.fullmatch(value):
+            raise ConfigError(obj.sub(name), f"{value!r} is not 6 to 30 of a-z, 0-9 and -")
+    if len(set(accounts.values())) != len(accounts):
+        raise ConfigError(
+            obj.sub("health_job_account_id"), "the three service account ids must differ: one identity each"
+        )
     if not _GCP_REPOSITORY_ID.fullmatch(repository_id):
         raise ConfigError(obj.sub("repository_id"), f"{repository_id!r} is not a repository id")
     return GcpOptions(
-        project=project, invokers=invokers, service_account_id=account_id, repository_id=repository_id
+        project=project,
+        invokers=invokers,
+        service_account_id=account_id,
+        repository_id=repository_id,
+        health_job_account_id=job_account_id,
+        health_scheduler_account_id=scheduler_account_id,
     )
 
 
@@ -773,6 +904,104 @@ def parse_dns_spec(raw: object, *, namespace: str, organization: str, project: s
     )
 
 
+def _object_key(key: str, value: str) -> str:
+    if not _OBJECT_KEY.fullmatch(value):
+        raise ConfigError(key, f"{value!r} is not an object key such as orchestrator/state.json")
+    if value.startswith(_MODELS_PREFIX):
+        raise ConfigError(
+            key, f"{value!r} is under {_MODELS_PREFIX}: the job must not touch where models live"
+        )
+    return value
+
+
+def _job_schedule(cloud: Cloud, key: str, value: str) -> str:
+    try:
+        if cloud == "aws":
+            return schedule.aws_expression(value)
+        schedule.unix_cron(value)
+    except ValueError as exc:
+        raise ConfigError(key, str(exc)) from None
+    return value
+
+
+def _route53_target(key: str, raw: object) -> Route53Target:
+    obj = _Object(key, raw)
+    zone_id = _zone_id(obj.sub("zone_id"), obj.required("zone_id"))
+    record_name = _hostname(obj.sub("record_name"), obj.required("record_name"))
+    obj.done()
+    return Route53Target(zone_id=zone_id, record_name=record_name)
+
+
+def parse_health_job_spec(cloud: Cloud, raw: object, *, namespace: str) -> HealthJobSpec:
+    """The health job of the ``cloud`` stack from ``ml-orchestrator:health_job``; pure.
+
+    Defaults: disabled; every minute; ``--apply`` on AWS only (the one cloud whose own identity
+    can be granted Route 53 rights), so GCP and Azure jobs apply routing only when given AWS
+    credentials through their secret store.
+    """
+    obj = _Object(f"{namespace}:health_job", raw)
+    enabled = obj.boolean("enabled", False)
+    job_schedule = _job_schedule(
+        cloud, obj.sub("schedule"), obj.string("schedule", DEFAULT_JOB_SCHEDULES[cloud])
+    )
+    apply = obj.boolean("apply", cloud == "aws")
+    config_path = _object_key(obj.sub("config_path"), obj.string("config_path", DEFAULT_JOB_CONFIG_PATH))
+    state_path = _object_key(obj.sub("state_path"), obj.string("state_path", DEFAULT_JOB_STATE_PATH))
+    raw_route53 = obj.mapping("route53")
+    secret = obj.optional("aws_credentials_secret")
+    obj.done()
+    if state_path == config_path:
+        raise ConfigError(
+            obj.sub("state_path"), "must differ from config_path: the job may write its state only"
+        )
+    route53 = None
+    if cloud == "aws":
+        if secret is not None:
+            raise ConfigError(
+                obj.sub("aws_credentials_secret"), "is for gcp and azure: the AWS job uses its task role"
+            )
+        if raw_route53:
+            route53 = _route53_target(obj.sub("route53"), raw_route53)
+        elif enabled and apply:
+            raise ConfigError(
+                obj.sub("route53"),
+                "is required with apply: the zone_id and record_name the job's role may change",
+            )
+    else:
+        if raw_route53:
+            raise ConfigError(
+                obj.sub("route53"),
+                f"is for aws only: a {cloud} job changes Route 53 with the AWS credentials in "
+                "aws_credentials_secret, whose own policy limits them",
+            )
+        if secret is not None and not apply:
+            raise ConfigError(obj.sub("aws_credentials_secret"), "is only used with apply: true")
+        if enabled and apply and secret is None:
+            raise ConfigError(
+                obj.sub("aws_credentials_secret"),
+                f"is required with apply on {cloud}: Route 53 is in AWS, so the job needs AWS "
+                "credentials from the secret store (or leave apply false: probe and record only)",
+            )
+        pattern = _GCP_SECRET if cloud == "gcp" else _KEY_VAULT_SECRET
+        if secret is not None and not pattern.fullmatch(secret):
+            expected = (
+                "a Secret Manager secret (NAME or projects/PROJECT/secrets/NAME)"
+                if cloud == "gcp"
+                else "a Key Vault secret's resource id (/subscriptions/.../vaults/VAULT/secrets/NAME)"
+            )
+            raise ConfigError(obj.sub("aws_credentials_secret"), f"{secret!r} is not {expected}")
+    return HealthJobSpec(
+        cloud=cloud,
+        enabled=enabled,
+        schedule=job_schedule,
+        apply=apply,
+        config_path=config_path,
+        state_path=state_path,
+        route53=route53,
+        aws_credentials_secret=secret,
+    )
+
+
 # --- from the running stack --------------------------------------------------------------------
 
 
@@ -812,6 +1041,12 @@ def load_gcp_options() -> GcpOptions:
 
 def load_azure_options() -> AzureOptions:
     return parse_azure_options(pulumi.Config().get_object("azure"), namespace=pulumi.get_project())
+
+
+def load_health_job_spec(cloud: Cloud) -> HealthJobSpec:
+    return parse_health_job_spec(
+        cloud, pulumi.Config().get_object("health_job"), namespace=pulumi.get_project()
+    )
 
 
 def load_dns_spec() -> DnsSpec:

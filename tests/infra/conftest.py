@@ -7,7 +7,15 @@ the committed ``Pulumi.<stack>.yaml`` as its configuration, plus overrides for t
 - ``aws``, ``gcp``, ``azure``: the committed stack files as they are;
 - ``aws_https``: the AWS stack with a certificate, domain and hosted zone configured;
 - ``gcp_private``: the GCP stack with a list of invokers instead of ``allUsers``;
+- ``aws_job_no_apply``: the AWS health job without ``--apply``;
+- ``gcp_job``, ``azure_job``: their health jobs enabled (probe and record only, the default);
+- ``gcp_job_apply``, ``azure_job_apply``: enabled with ``--apply`` and AWS credentials from the
+  cloud's secret store;
 - ``dns``: the DNS stack, its StackReferences answered with the three cloud runs' real exports.
+
+The endpoint fixtures (``aws_run``, ``gcp_run``, ``azure_run``, ``cloud_runs``...) hold the
+endpoint component's resources only (``StackRun.within``): the AWS stack file also enables the
+health job, whose resources test_health_job.py checks on the full runs (``runs``).
 
 No cloud account, CLI or provider plugin is involved; the suite-wide ``_no_real_clouds`` fixture
 (tests/conftest.py) scrubs credentials from the environment the runs inherit.
@@ -29,6 +37,17 @@ CERTIFICATE_ARN = "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-4e5f-
 HTTPS_DOMAIN = "aws.model.example.com"
 HOSTED_ZONE_ID = "Z0123456789AWSZONE"
 PRIVATE_INVOKER = "serviceAccount:orchestrator@my-ml-project.iam.gserviceaccount.com"
+GCP_AWS_CREDENTIALS = "route53-applier"
+AZURE_AWS_CREDENTIALS = (
+    "/subscriptions/00000000-0000-4000-8000-000000000001/resourceGroups/secrets"
+    "/providers/Microsoft.KeyVault/vaults/ml-secrets/secrets/route53-applier"
+)
+JOB = "ml-orchestrator:health_job"
+ENDPOINT_COMPONENTS = {
+    "aws": "ml-orchestrator:infra:AwsEndpoint",
+    "gcp": "ml-orchestrator:infra:GcpEndpoint",
+    "azure": "ml-orchestrator:infra:AzureEndpoint",
+}
 VARIANTS: Mapping[str, tuple[str, Mapping[str, Any]]] = {
     "aws": ("aws", {}),
     "gcp": ("gcp", {}),
@@ -42,6 +61,21 @@ VARIANTS: Mapping[str, tuple[str, Mapping[str, Any]]] = {
         },
     ),
     "gcp_private": ("gcp", {"ml-orchestrator:gcp.invokers": [PRIVATE_INVOKER]}),
+    "aws_job_no_apply": ("aws", {f"{JOB}.apply": False}),
+    "gcp_job": ("gcp", {f"{JOB}.enabled": True}),
+    "gcp_job_apply": (
+        "gcp",
+        {f"{JOB}.enabled": True, f"{JOB}.apply": True, f"{JOB}.aws_credentials_secret": GCP_AWS_CREDENTIALS},
+    ),
+    "azure_job": ("azure", {f"{JOB}.enabled": True}),
+    "azure_job_apply": (
+        "azure",
+        {
+            f"{JOB}.enabled": True,
+            f"{JOB}.apply": True,
+            f"{JOB}.aws_credentials_secret": AZURE_AWS_CREDENTIALS,
+        },
+    ),
 }
 
 
@@ -65,27 +99,27 @@ def runs() -> dict[str, StackRun]:
 
 @pytest.fixture(scope="session")
 def aws_run(runs: dict[str, StackRun]) -> StackRun:
-    return runs["aws"].ok()
+    return runs["aws"].ok().within(ENDPOINT_COMPONENTS["aws"])
 
 
 @pytest.fixture(scope="session")
 def aws_https_run(runs: dict[str, StackRun]) -> StackRun:
-    return runs["aws_https"].ok()
+    return runs["aws_https"].ok().within(ENDPOINT_COMPONENTS["aws"])
 
 
 @pytest.fixture(scope="session")
 def gcp_run(runs: dict[str, StackRun]) -> StackRun:
-    return runs["gcp"].ok()
+    return runs["gcp"].ok().within(ENDPOINT_COMPONENTS["gcp"])
 
 
 @pytest.fixture(scope="session")
 def gcp_private_run(runs: dict[str, StackRun]) -> StackRun:
-    return runs["gcp_private"].ok()
+    return runs["gcp_private"].ok().within(ENDPOINT_COMPONENTS["gcp"])
 
 
 @pytest.fixture(scope="session")
 def azure_run(runs: dict[str, StackRun]) -> StackRun:
-    return runs["azure"].ok()
+    return runs["azure"].ok().within(ENDPOINT_COMPONENTS["azure"])
 
 
 @pytest.fixture(scope="session")

@@ -98,6 +98,11 @@ class StackRun:
         assert len(found) == 1, f"{self.stack}: no single resource with id {resource_id}"
         return found[0]
 
+    def within(self, component: str) -> StackRun:
+        """The run narrowed to one component (by type) and its children; exports kept."""
+        resources = [r for r in self.resources if r.type == component or f"{component}$" in r.urn]
+        return StackRun(self.stack, self.config, resources, self.calls, self.exports, self.log, self.error)
+
     def warnings(self) -> list[str]:
         return [entry["message"] for entry in self.log if entry["level"] in ("WARNING", "ERROR")]
 
@@ -225,7 +230,7 @@ def _check(rule: re.Pattern[str], value: str, what: str) -> str:
 _AWS_LB_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?")
 _AZURE_STORAGE_ACCOUNT = re.compile(r"[a-z0-9]{3,24}")
 _AZURE_REGISTRY = re.compile(r"[A-Za-z0-9]{5,50}")
-_AZURE_CONTAINER_APP = re.compile(r"[a-z][a-z0-9-]{0,30}[a-z0-9]")
+_AZURE_CONTAINER_APP = re.compile(r"[a-z][a-z0-9-]{0,30}[a-z0-9]")  # apps and jobs alike
 _AZURE_ENVIRONMENT = re.compile(r"[a-z][a-z0-9-]{0,58}[a-z0-9]")
 _GCP_ACCOUNT_ID = re.compile(r"[a-z]([-a-z0-9]{4,28}[a-z0-9])")
 _GCS_BUCKET = re.compile(r"[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]")
@@ -242,6 +247,8 @@ _AZURE_NAME_INPUT = {
     "azure-native:operationalinsights:Workspace": "workspaceName",
     "azure-native:app:ManagedEnvironment": "environmentName",
     "azure-native:app:ContainerApp": "containerAppName",
+    "azure-native:app:Job": "jobName",
+    "azure-native:authorization:RoleDefinition": "roleDefinitionId",
 }
 _AZURE_PROVIDER_PATH = {
     "azure-native:storage:StorageAccount": "Microsoft.Storage/storageAccounts",
@@ -250,6 +257,7 @@ _AZURE_PROVIDER_PATH = {
     "azure-native:operationalinsights:Workspace": "Microsoft.OperationalInsights/workspaces",
     "azure-native:app:ManagedEnvironment": "Microsoft.App/managedEnvironments",
     "azure-native:app:ContainerApp": "Microsoft.App/containerApps",
+    "azure-native:app:Job": "Microsoft.App/jobs",
 }
 
 
@@ -380,11 +388,16 @@ class ProviderMocks:
             out["arn"] = arn
             return arn
         if typ == "aws:ecs/taskDefinition:TaskDefinition":
-            out.update(arn=f"arn:aws:ecs:{region}:{account}:task-definition/{out['family']}:1", revision=1)
+            family_arn = f"arn:aws:ecs:{region}:{account}:task-definition/{out['family']}"
+            out.update(arn=f"{family_arn}:1", arnWithoutRevision=family_arn, revision=1)
             return str(out["family"])
         if typ == "aws:ecs/service:Service":
             service = out.setdefault("name", auto)
             return f"arn:aws:ecs:{region}:{account}:service/{service}"
+        if typ == "aws:scheduler/schedule:Schedule":
+            schedule = out.setdefault("name", auto)
+            out["arn"] = f"arn:aws:scheduler:{region}:{account}:schedule/default/{schedule}"
+            return str(schedule)
         if typ == "aws:route53/healthCheck:HealthCheck":
             return _uuid(name)
         if typ == "aws:route53/record:Record":
@@ -420,6 +433,13 @@ class ProviderMocks:
             service = out.setdefault("name", auto)
             out.update(uri=f"https://{service}-{_hex(name, 10)}-uc.a.run.app", uid=_uuid(name))
             return f"projects/{project}/locations/{out['location']}/services/{service}"
+        if typ == "gcp:cloudrunv2/job:Job":
+            job = out.setdefault("name", auto)
+            out["uid"] = _uuid(name)
+            return f"projects/{project}/locations/{out['location']}/jobs/{job}"
+        if typ == "gcp:cloudscheduler/job:Job":
+            scheduler_job = out.setdefault("name", auto)
+            return f"projects/{project}/locations/{out['region']}/jobs/{scheduler_job}"
         return f"{name}-{_hex(name, 8)}"
 
     def _azure(self, typ: str, name: str, out: dict[str, Any]) -> str:
@@ -444,6 +464,8 @@ class ProviderMocks:
             )
         if typ == "azure-native:authorization:RoleAssignment":
             return f"{out['scope']}/providers/Microsoft.Authorization/roleAssignments/{resource_name}"
+        if typ == "azure-native:authorization:RoleDefinition":
+            return f"{out['scope']}/providers/Microsoft.Authorization/roleDefinitions/{resource_name}"
         if typ == "azure-native:storage:StorageAccount":
             _check(_AZURE_STORAGE_ACCOUNT, resource_name, "storage account name")
             out["primaryEndpoints"] = {
@@ -462,6 +484,8 @@ class ProviderMocks:
         elif typ == "azure-native:app:ManagedEnvironment":
             _check(_AZURE_ENVIRONMENT, resource_name, "Container Apps environment name")
             out["defaultDomain"] = f"{_hex(name, 10)}.{location}.azurecontainerapps.io"
+        elif typ == "azure-native:app:Job":
+            _check(_AZURE_CONTAINER_APP, resource_name, "container apps job name")
         elif typ == "azure-native:app:ContainerApp":
             _check(_AZURE_CONTAINER_APP, resource_name, "container app name")
             fqdn = f"{resource_name}.{_hex(name, 10)}.{location}.azurecontainerapps.io"

@@ -80,6 +80,13 @@ BAD: dict[str, tuple[str, dict[str, Any], str, str]] = {
     ),
     "dns_weight_range": ("dns", {f"{NS}:dns.weights": {"aws": 300}}, f"{NS}:dns.weights.aws", "0 to 255"),
     "unknown_cloud": ("aws", {f"{NS}:cloud": "oracle"}, f"{NS}:cloud", "not one of aws, gcp, azure, dns"),
+    # The committed AWS job applies routing: without the record it may change, nothing is created.
+    "health_job_without_route53": (
+        "aws",
+        {f"{NS}:health_job.route53": DELETE},
+        f"{NS}:health_job.route53",
+        "is required with apply",
+    ),
 }
 
 

@@ -29,6 +29,7 @@ EXPORTED_KEYS = {
     "concurrency",
     "readiness_path",
     "storage_settings",
+    "health_job",
 }
 # Exports whose value must be the same everywhere (the others name the cloud's own resources).
 NEUTRAL_EXPORTS = ("cpu", "memory", "min_instances", "max_instances", "concurrency", "readiness_path")
@@ -155,6 +156,17 @@ def test_the_three_clouds_deploy_the_same_endpoint(cloud_runs: dict[str, StackRu
         contract["exported_scaling"] = (run.exports["min_instances"], run.exports["max_instances"])
         contract["exported_readiness"] = run.exports["readiness_path"]
         contract.setdefault("concurrency", run.exports["concurrency"])  # AWS has no per-task limit
+        # The health job's config and state sit at the same keys of each cloud's own bucket,
+        # whether or not the job runs there (the AWS stack file enables it, the others do not).
+        root = run.exports["model_uri"].removesuffix("/models/digits/LATEST")
+        job = run.exports["health_job"]
+        assert job["config_uri"].startswith(f"{root}/")
+        assert job["state_uri"].startswith(f"{root}/")
+        contract["job_keys"] = (
+            sorted(job),
+            job["config_uri"].removeprefix(root),
+            job["state_uri"].removeprefix(root),
+        )
         assert run.exports["cloud"] == cloud
         contracts[cloud] = contract
 
@@ -175,6 +187,11 @@ def test_the_three_clouds_deploy_the_same_endpoint(cloud_runs: dict[str, StackRu
     assert reference["startup"] == ("/readyz", 120)
     assert reference["exported_size"] == (1.0, 2.0)
     assert reference["exported_scaling"] == (1, 3)
+    assert reference["job_keys"] == (
+        ["command", "config_uri", "enabled", "schedule", "state_uri"],
+        "/orchestrator/orchestrator.yaml",
+        "/orchestrator/state.json",
+    )
     assert reference["env"] == {
         "PORT": "8080",
         "HOST": "0.0.0.0",

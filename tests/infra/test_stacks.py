@@ -43,12 +43,20 @@ def test_project_file_runs_infra_with_the_repository_virtualenv() -> None:
         assert (ROOT / f"Pulumi.{stack}.yaml").is_file()
 
 
-def test_every_resource_belongs_to_the_stacks_component(cloud_runs: dict[str, StackRun]) -> None:
-    for cloud, run in cloud_runs.items():
-        component = f"ml-orchestrator:infra:{cloud.capitalize()}Endpoint"
-        assert [r.type for r in run.resources if not r.custom] == [component]
-        orphans = [r.name for r in run.resources if r.custom and f"{component}$" not in r.urn]
-        assert not orphans, f"{cloud}: not parented to the component: {orphans}"
+def test_every_resource_belongs_to_the_stacks_components(runs: dict[str, StackRun]) -> None:
+    """The endpoint's component, and the health job's beside it when the job is enabled."""
+    for name, run in runs.items():
+        cloud = run.stack.capitalize()
+        endpoint, job = f"ml-orchestrator:infra:{cloud}Endpoint", f"ml-orchestrator:infra:{cloud}HealthJob"
+        expected = [endpoint, job] if run.exports["health_job"]["enabled"] else [endpoint]
+        # Sorted: components register through concurrent RPCs, in no fixed order.
+        assert sorted(r.type for r in run.resources if not r.custom) == sorted(expected), name
+        orphans = [
+            r.name
+            for r in run.resources
+            if r.custom and not any(f"{component}$" in r.urn for component in expected)
+        ]
+        assert not orphans, f"{name}: not parented to a component: {orphans}"
 
 
 def test_no_deprecated_resource_or_argument_is_used(runs: dict[str, StackRun]) -> None:
