@@ -184,29 +184,53 @@ class Config(_Strict):
         return self.clouds[name]
 
 
-def find_config(path: Path | None) -> Path:
+def find_config(path: str | Path | None) -> str:
+    """``--config``, else ``$ORCHESTRATOR_CONFIG``, else ``./orchestrator.yaml``: a path or an object URI."""
     if path is not None:
-        return path
-    env = os.environ.get("ORCHESTRATOR_CONFIG")
-    return Path(env) if env else DEFAULT_PATH
+        return str(path)
+    return os.environ.get("ORCHESTRATOR_CONFIG") or str(DEFAULT_PATH)
 
 
-def load_config(path: Path | None = None) -> Config:
-    """Read and validate the configuration; raise ConfigError naming the file and the key."""
-    path = find_config(path)
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate the configuration; raise ConfigError naming the file and the key.
+
+    The file may be an object (``s3://bucket/orchestrator/orchestrator.yaml``, ``gs://``, ``az://``):
+    that is how the scheduled job reads it in the cloud, with the cloud's own credentials and no
+    local disk.
+    """
+    source = find_config(path)
+    raw_text = _read(source)
     try:
-        raw: Any = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: configuration file not found (pass --config or set ORCHESTRATOR_CONFIG)"
-        ) from None
+        raw: Any = yaml.safe_load(raw_text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+        raise ConfigError(f"{source}: expected a mapping at the top level")
     try:
-        return Config.model_validate({**raw, "source": str(path)})
+        config = Config.model_validate({**raw, "source": source})
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: {key}: {first['msg']}") from None
+        raise ConfigError(f"{source}: {key}: {first['msg']}") from None
+    if state := os.environ.get("ORCHESTRATOR_STATE"):
+        # One file serves every cloud's job; each job keeps its state where its stack says.
+        config = config.model_copy(update={"state": StateConfig(path=state)})
+    return config
+
+
+def _read(source: str) -> str:
+    if source.startswith(("s3://", "gs://", "az://")):
+        from orchestrator.errors import NotFound
+        from orchestrator.storage import open_storage
+
+        root, _, key = source.rpartition("/")
+        try:
+            return open_storage(root).get(key).decode()
+        except NotFound:
+            raise ConfigError(f"{source}: configuration object not found") from None
+    try:
+        return Path(source).read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{source}: configuration file not found (pass --config or set ORCHESTRATOR_CONFIG)"
+        ) from None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 from orchestrator.config import CLOUDS, Config, load_config
 from orchestrator.errors import ConfigError
@@ -24,7 +23,7 @@ def parse_clouds(value: str | None) -> list[str] | None:
 
 
 def resolve_targets(
-    *, config_path: Path | None, clouds: str | None, to: Sequence[str] | None
+    *, config_path: str | None, clouds: str | None, to: Sequence[str] | None
 ) -> tuple[list[Target], Config | None]:
     """Targets from ``--to`` URIs (no config needed) or from the config's clouds (all, or ``--clouds``)."""
     if to and clouds:
@@ -45,7 +44,7 @@ def resolve_targets(
     return targets, config
 
 
-def _maybe_config(path: Path | None) -> Config | None:
+def _maybe_config(path: str | None) -> Config | None:
     try:
         return load_config(path)
     except ConfigError:

@@ -19,7 +19,7 @@ config_app = typer.Typer(help="Validate and inspect orchestrator.yaml.", no_args
 app.add_typer(config_app, name="config")
 
 
-def _plane(config: Path | None) -> ControlPlane:
+def _plane(config: str | None) -> ControlPlane:
     from orchestrator.config import load_config
     from orchestrator.control import ControlPlane
     from orchestrator.state import StateStore
@@ -33,7 +33,7 @@ def health(
     once: bool = typer.Option(False, "--once", help="One round of probes, then exit (the scheduled job)."),
     watch: bool = typer.Option(False, "--watch", help="Probe continuously and act on every flip."),
     apply: bool = typer.Option(False, "--apply", help="Update routing from the result."),
-    config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
+    config: str = typer.Option(None, "--config", help=CONFIG_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Probe every cloud (readiness, model version, canary, latency) and update their health.
@@ -70,7 +70,7 @@ def failover(
     reason: str = typer.Option("manual failover", "--reason", help="Recorded with the flip."),
     force: bool = typer.Option(False, "--force", help="Drain even the last cloud in rotation."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the new weights; change nothing."),
-    config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
+    config: str = typer.Option(None, "--config", help=CONFIG_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Drain a cloud and re-route its traffic to the healthy others. Idempotent."""
@@ -94,7 +94,7 @@ def failover(
 @app.command()
 def failback(
     to: str = typer.Option(..., "--to", help="The drained cloud to return to rotation."),
-    config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
+    config: str = typer.Option(None, "--config", help=CONFIG_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Return a drained cloud to rotation, only if it passes health checks now."""
@@ -114,7 +114,7 @@ def failback(
 @app.command()
 def route(
     apply: bool = typer.Option(False, "--apply", help="Apply the weights to the routing backend."),
-    config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
+    config: str = typer.Option(None, "--config", help=CONFIG_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Compute the cost-optimal traffic weights under the latency SLO, and explain them."""
@@ -134,7 +134,7 @@ def route(
 
 @app.command()
 def status(
-    config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
+    config: str = typer.Option(None, "--config", help=CONFIG_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Each cloud's state, last probe, latency, version, weight and cost, and the recent flips."""
@@ -147,7 +147,7 @@ def status(
 
 @config_app.command("check")
 def config_check(
-    config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
+    config: str = typer.Option(None, "--config", help=CONFIG_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Validate a configuration file and print the effective configuration (defaults filled in)."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from orchestrator.cli import app
@@ -39,7 +37,7 @@ def image_push(
         help="Clouds (aws,gcp,azure: registries from the config) or CLOUD=REGISTRY/REPO; repeatable.",
     ),
     image: str = typer.Option(None, "--image", help="Local image to push (default: ml-endpoint:<version>)."),
-    config: Path = typer.Option(None, "--config", help="Configuration file with clouds.<cloud>.registry."),
+    config: str = typer.Option(None, "--config", help="Configuration file with clouds.<cloud>.registry."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document for automation."),
 ) -> None:
     """Push the image to each registry and check every registry stored the same digest."""
@@ -57,7 +55,7 @@ def image_push(
     console.print(f"digest {result.digest} (pin it as ml-orchestrator:endpoint.image in each stack)")
 
 
-def _registries(to: list[str], config: Path | None) -> dict[str, str]:
+def _registries(to: list[str], config: str | None) -> dict[str, str]:
     from orchestrator.config import load_config
     from orchestrator.errors import ConfigError
     from orchestrator.targets import parse_clouds

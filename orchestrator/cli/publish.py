@@ -18,7 +18,7 @@ def sync(
     model: Path = typer.Option(..., "--model", help="The local artifact directory to publish."),
     clouds: str = typer.Option(None, "--clouds", help=CLOUDS_HELP),
     to: list[str] = typer.Option(None, "--to", help=TO_HELP),
-    config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
+    config: str = typer.Option(None, "--config", help=CONFIG_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be uploaded; change nothing."),
     force: bool = typer.Option(False, "--force", help="Allow moving LATEST back to an older version."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document for automation."),
@@ -49,7 +49,7 @@ def verify(
     ),
     clouds: str = typer.Option(None, "--clouds", help=CLOUDS_HELP),
     to: list[str] = typer.Option(None, "--to", help=TO_HELP),
-    config: Path = typer.Option(None, "--config", help=CONFIG_HELP),
+    config: str = typer.Option(None, "--config", help=CONFIG_HELP),
     deep: bool = typer.Option(
         False, "--deep", help="Download and hash every object instead of trusting metadata."
     ),

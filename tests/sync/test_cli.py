@@ -166,3 +166,37 @@ def test_price_overrides_take_numbers_and_billing_modes(run, tmp_path: Path) -> 
         "egress_usd_per_gb": 0.05,
         "billing": "in_flight",
     }
+
+
+def test_the_configuration_can_live_in_a_bucket(moto_server: MotoServer) -> None:
+    """How the scheduled job reads it in the cloud: ORCHESTRATOR_CONFIG names an object."""
+    import hashlib
+    import os
+
+    from orchestrator.storage import open_storage
+
+    bucket = moto_server.create_bucket()
+    text = yaml.safe_dump(
+        {"model": {"name": "iris"}, "clouds": {"aws": {"storage": f"s3://{bucket}"}}}
+    ).encode()
+    storage = open_storage(f"s3://{bucket}/orchestrator", settings=moto_server.settings)
+    storage.put("orchestrator.yaml", text, sha256=hashlib.sha256(text).hexdigest())
+
+    def check(uri: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            **moto_server.env,
+            "ORCHESTRATOR_CONFIG": uri,
+            "ORCHESTRATOR_STATE": "s3://b/state.json",
+        }
+        return subprocess.run(
+            [sys.executable, "-m", "orchestrator", "config", "check", "--json"],
+            capture_output=True, text=True, env=env, check=False, timeout=60,
+        )  # fmt: skip
+
+    found = check(f"s3://{bucket}/orchestrator/orchestrator.yaml")
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)["state"]["path"] == "s3://b/state.json", "ORCHESTRATOR_STATE wins"
+    missing = check(f"s3://{bucket}/orchestrator/nope.yaml")
+    assert missing.returncode == 2
+    assert "configuration object not found" in missing.stderr
