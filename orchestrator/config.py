@@ -154,7 +154,16 @@ class RoutingConfig(_Strict):
 
 
 class StateConfig(_Strict):
-    path: str = Field(default=".orchestrator/state.db", description="SQLite file (object storage: later)")
+    path: str = Field(
+        default=".orchestrator/state.db",
+        description="a SQLite file, or an object store document (s3://, gs://, az://; conditional writes)",
+    )
+    settings: dict[str, str] = Field(default_factory=dict, description="storage settings for an object store")
+
+    @field_validator("settings")
+    @classmethod
+    def _no_secrets(cls, value: dict[str, str]) -> dict[str, str]:
+        return CloudConfig._no_secrets(value)
 
 
 class Config(_Strict):

@@ -8,9 +8,12 @@ injected, so rounds are reproducible in tests.
 
 State between runs lives in the store: each cloud's machine (counters, hold-down, flaps), its recent
 canary latencies and last probe, the operator's drains, the flips, and the last applied weights.
-Each round holds the store's transaction from reading the machines to writing them back, so two
-jobs running at once (cron overlap, two clouds' schedulers) serialise instead of losing each other's
-updates; given the same probes and state, the decision is deterministic.
+Each round is one atomic step of the store (``StateStore.atomically``), from reading the machines
+to writing them back. Two jobs running at once (cron overlap, two clouds' schedulers) never lose
+each other's updates: with SQLite the second waits for the first; with an object store a job whose
+reads went stale re-runs its whole step (probes included) on the fresh state. Re-running is safe
+because applying a set of weights is idempotent, and given the same probes and state the decision
+is deterministic.
 """
 
 from __future__ import annotations
@@ -290,18 +293,20 @@ class ControlPlane:
         """``health --once``: enough samples to apply the thresholds, then (optionally) re-route."""
         h = self.config.health
         samples = samples or max(h.unhealthy_threshold, h.healthy_threshold)
-        with self.store.transaction():
-            records = self._records()
-            probes: dict[str, list[ProbeResult]] = {name: [] for name in records}
-            flips: list[Flip] = []
-            for i in range(samples):
-                if i:
-                    self.sleep(self._spacing(MAX_ONCE_SPACING_S))
-                results = self.probe_all()
-                for name, result in results.items():
-                    probes[name].append(result)
-                flips += self._observe(records, results)
-            return self._finish(records, probes, flips, apply=apply, reason="health check")
+        return self.store.atomically(lambda _: self._health_round(apply=apply, samples=samples))
+
+    def _health_round(self, *, apply: bool, samples: int) -> RoundReport:
+        records = self._records()
+        probes: dict[str, list[ProbeResult]] = {name: [] for name in records}
+        flips: list[Flip] = []
+        for i in range(samples):
+            if i:
+                self.sleep(self._spacing(MAX_ONCE_SPACING_S))
+            results = self.probe_all()
+            for name, result in results.items():
+                probes[name].append(result)
+            flips += self._observe(records, results)
+        return self._finish(records, probes, flips, apply=apply, reason="health check")
 
     def _finish(
         self,
@@ -326,18 +331,28 @@ class ControlPlane:
         """``health --watch``: one probe per cloud every interval (with jitter), acting on every flip."""
         while not stop():
             started = self.clock()
-            with self.store.transaction():
-                records = self._records()
-                results = self.probe_all()
-                flips = self._observe(records, results)
-                # apply() calls the backend only when the weights change, so this is cheap per round.
-                report = self._finish(
-                    records, {n: [r] for n, r in results.items()}, flips, apply=apply, reason="health watch"
-                )
+            report = self.store.atomically(lambda _: self._watch_round(apply=apply))
             on_round(report)
             self.sleep(max(0.0, self._spacing() - (self.clock() - started)))
 
+    def _watch_round(self, *, apply: bool) -> RoundReport:
+        records = self._records()
+        results = self.probe_all()
+        flips = self._observe(records, results)
+        # apply() calls the backend only when the weights change, so this is cheap per round.
+        return self._finish(
+            records, {n: [r] for n, r in results.items()}, flips, apply=apply, reason="health watch"
+        )
+
     def failover(
+        self, cloud: str, *, to: str | None, reason: str, actor: str, dry_run: bool, force: bool
+    ) -> OperatorResult:
+        """Drain ``cloud`` (see :meth:`_failover`), as one atomic step of the state."""
+        return self.store.atomically(
+            lambda _: self._failover(cloud, to=to, reason=reason, actor=actor, dry_run=dry_run, force=force)
+        )
+
+    def _failover(
         self, cloud: str, *, to: str | None, reason: str, actor: str, dry_run: bool, force: bool
     ) -> OperatorResult:
         """Drain ``cloud``; refuse to drain the last cloud in rotation unless forced. Idempotent.
@@ -376,6 +391,10 @@ class ControlPlane:
             return OperatorResult(flips, decision, weights, applied)
 
     def failback(self, cloud: str, *, actor: str, reason: str = "failback") -> OperatorResult:
+        """Return a drained cloud to rotation (see :meth:`_failback`), as one atomic step of the state."""
+        return self.store.atomically(lambda _: self._failback(cloud, actor=actor, reason=reason))
+
+    def _failback(self, cloud: str, *, actor: str, reason: str) -> OperatorResult:
         """Return a drained cloud to rotation only if it passes ``healthy_threshold`` probes now."""
         self._known(cloud)
         h = self.config.health
@@ -401,13 +420,14 @@ class ControlPlane:
             return OperatorResult(flips, decision, decision.weights, applied)
 
     def route(self, *, apply: bool) -> tuple[Decision, bool]:
-        records = self._records()
-        decision = self.decide(records)
-        if not apply:
-            return decision, False
-        with self.store.transaction():
-            applied, _ = self.apply(decision.weights, "orchestrator route")
-        return decision, applied
+        def step(_: StateStore) -> tuple[Decision, bool]:
+            decision = self.decide(self._records())
+            if not apply:
+                return decision, False
+            applied, _weights = self.apply(decision.weights, "orchestrator route")
+            return decision, applied
+
+        return self.store.atomically(step)
 
     def status(self) -> dict[str, Any]:
         records = self._records()

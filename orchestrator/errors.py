@@ -9,6 +9,7 @@
         ├── NotFound             object or bucket does not exist           (never retried)
         ├── PermissionDenied     credentials lack access                   (never retried)
         ├── PreconditionFailed   a conditional write lost a race           (never retried)
+        │   └── StateConflict    a state transaction could not commit      (re-run the whole step)
         └── TransientError       timeouts, throttling, 5xx                 (retried with backoff)
 
 The CLI maps them to a message on stderr and a non-zero exit code; nothing else catches ``Exception``.
@@ -25,6 +26,7 @@ __all__ = [
     "OrchestratorError",
     "PermissionDenied",
     "PreconditionFailed",
+    "StateConflict",
     "StorageError",
     "TransientError",
 ]
@@ -83,6 +85,20 @@ class PermissionDenied(StorageError):
 
 class PreconditionFailed(StorageError):
     """A conditional write or read found a different version than expected."""
+
+
+class StateConflict(PreconditionFailed):
+    """An optimistic state transaction could not commit, and nothing of it was written: another
+    command changed what it had read (``stale`` names those parts of the state), or other writers
+    kept winning for ``attempts`` attempts. Repeat the whole step on the fresh state
+    (:meth:`orchestrator.state.StateStore.atomically` does)."""
+
+    def __init__(
+        self, message: str, *, uri: str | None = None, stale: tuple[str, ...] = (), attempts: int
+    ) -> None:
+        self.stale = stale
+        self.attempts = attempts
+        super().__init__(message, uri=uri)
 
 
 class TransientError(StorageError):

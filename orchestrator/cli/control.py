@@ -25,7 +25,7 @@ def _plane(config: str | None) -> ControlPlane:
     from orchestrator.state import StateStore
 
     cfg = load_config(config)
-    return ControlPlane(cfg, store=StateStore.open(cfg.state.path))
+    return ControlPlane(cfg, store=StateStore.open(cfg.state.path, settings=cfg.state.settings or None))
 
 
 @app.command()

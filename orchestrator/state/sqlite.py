@@ -1,15 +1,10 @@
-"""The control plane's memory between commands, behind :class:`StateStore`; SQLite keeps it.
+"""The state in one SQLite file: the default backend, for a control plane run from one machine.
 
     with open_state() as state:                         # .orchestrator/state.db by default
         with state.transaction() as tx:                 # read, decide, write: one atomic step
             if "aws" not in tx.drained():
                 tx.set_override("aws", drained=True, reason="maintenance", actor="alice")
                 tx.record_flips([Flip("aws", now, HealthState.HEALTHY, HealthState.DRAINED, ...)])
-
-What it holds: the history of flips (:class:`~orchestrator.types.Flip`), operator overrides
-(cloud → drained or not, why, who, when), every applied set of weights (the last one is what
-the panic rule falls back to), and each cloud's health state machine memory as an opaque JSON
-object, so that ``orchestrator health --once`` runs continue where the previous one stopped.
 
 Concurrency. Two commands (separate processes, e.g. a cron run of ``health --once --apply`` and
 an operator's ``failover``) must not lose each other's writes. Every write happens inside
@@ -20,13 +15,8 @@ deferred ``BEGIN`` would not do: in WAL mode a transaction that read an older sn
 tries to write fails with SQLITE_BUSY at once, without waiting. WAL lets readers (``status``)
 proceed while a writer holds the lock. Each method outside an explicit transaction is its own
 transaction. Waiting longer than the busy timeout raises TransientError; another SQLite failure,
-StorageError naming the file. WAL needs a local filesystem (not NFS or SMB).
-
-The interface is small and cloud-neutral on purpose: a later object-store implementation (S3,
-GCS or Azure, with conditional writes) can hold the same state in one object and run
-``transaction()`` optimistically, reading with the object's version and committing with a
-conditional write. There, a lost race raises PreconditionFailed when the block exits and the
-caller repeats its step; in SQLite the second writer simply waits. Either way no write is lost.
+StorageError naming the file. WAL needs a local filesystem (not NFS or SMB); state shared by jobs
+in the cloud lives in object storage instead (:mod:`.objectstore`).
 
 Schema (version :data:`SCHEMA_VERSION`, recorded in ``schema_version``): see :data:`MIGRATIONS`,
 applied in order by whichever process opens the file first; a file written by a newer
@@ -36,167 +26,36 @@ text.
 
 from __future__ import annotations
 
-import abc
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
-from urllib.parse import urlsplit
+from typing import Any
 
 import orjson
 
 from orchestrator.errors import ConfigError, StorageError, TransientError
-from orchestrator.types import CLOUDS, Flip, HealthState
+from orchestrator.state.base import (
+    BUSY_TIMEOUT,
+    DEFAULT_FLIP_LIMIT,
+    AppliedWeights,
+    Override,
+    StateStore,
+    check_cloud,
+    check_weights,
+)
+from orchestrator.types import Flip, HealthState
 
-__all__ = [
-    "BUSY_TIMEOUT",
-    "DEFAULT_STATE_PATH",
-    "MIGRATIONS",
-    "SCHEMA_VERSION",
-    "AppliedWeights",
-    "Migration",
-    "Override",
-    "SQLiteStateStore",
-    "StateStore",
-    "open_state",
-]
+__all__ = ["DEFAULT_STATE_PATH", "MIGRATIONS", "SCHEMA_VERSION", "Migration", "SQLiteStateStore"]
 
 DEFAULT_STATE_PATH = Path(".orchestrator") / "state.db"
-# How long a command waits for another one's write transaction. Transactions are short, but a
-# caller may apply routing inside one (one Route 53 change, bounded by its retry budget of a
-# few seconds); 30 s covers that with room, and still ends a wait behind a hung process.
-BUSY_TIMEOUT = 30.0
 # Poll interval while another process holds the lock needed to switch a new file to WAL: the
 # holder is another opener doing the same switch, which takes well under a millisecond.
 WAL_SWITCH_POLL = 0.005
-# What `orchestrator status` shows by default.
-DEFAULT_FLIP_LIMIT = 20
-
-
-@dataclass(frozen=True, slots=True)
-class Override:
-    """An operator's decision about one cloud: drained (out of rotation) or returned to it."""
-
-    cloud: str
-    drained: bool
-    reason: str
-    actor: str
-    at: float  # unix seconds
-
-
-@dataclass(frozen=True, slots=True)
-class AppliedWeights:
-    """Weights that were put into effect, when and why."""
-
-    weights: dict[str, int]
-    at: float  # unix seconds
-    reason: str
-
-
-class StateStore(abc.ABC):
-    """The control plane's persistent state. Use as a context manager, or call :meth:`close`.
-
-    Every method is atomic on its own. :meth:`transaction` makes several calls one atomic step;
-    use the object it yields inside the block.
-    """
-
-    location: str  # for messages
-
-    @classmethod
-    def open(
-        cls,
-        location: str | os.PathLike[str] | None = None,
-        *,
-        busy_timeout: float = BUSY_TIMEOUT,
-        clock: Callable[[], float] = time.time,
-    ) -> StateStore:
-        """Open the state at ``location`` (see :func:`open_state`)."""
-        return open_state(location, busy_timeout=busy_timeout, clock=clock)
-
-    @abc.abstractmethod
-    def transaction(self) -> AbstractContextManager[StateStore]:
-        """Everything done inside the block, through the yielded store or (from the same thread)
-        the store itself, commits together when the block exits normally, and not at all if it
-        raises. Concurrent transactions never see each other's partial writes and never
-        overwrite each other's reads: one waits for the other, or (optimistic backends) raises
-        PreconditionFailed at exit, to be retried by the caller. Transactions nest: an inner
-        block that raises undoes only its own writes."""
-
-    @abc.abstractmethod
-    def record_flips(self, flips: Iterable[Flip]) -> None:
-        """Append flips to the history."""
-
-    @abc.abstractmethod
-    def recent_flips(self, limit: int | None = DEFAULT_FLIP_LIMIT, cloud: str | None = None) -> list[Flip]:
-        """The newest ``limit`` flips (all if None), newest first, of one cloud or all; ties in
-        time go to the one recorded later."""
-
-    @abc.abstractmethod
-    def set_override(self, cloud: str, *, drained: bool, reason: str, actor: str) -> Override:
-        """Record an operator's drain (``drained=True``) or return to rotation (False)."""
-
-    @abc.abstractmethod
-    def overrides(self) -> dict[str, Override]:
-        """The latest override of every cloud that has one, drained or not."""
-
-    def drained(self) -> set[str]:
-        """The clouds an operator has drained and not returned to rotation."""
-        return {cloud for cloud, override in self.overrides().items() if override.drained}
-
-    @abc.abstractmethod
-    def save_weights(self, weights: Mapping[str, int], reason: str) -> AppliedWeights:
-        """Record weights that were just applied."""
-
-    @abc.abstractmethod
-    def last_weights(self) -> AppliedWeights | None:
-        """The most recently saved weights, or None if none were ever saved."""
-
-    @abc.abstractmethod
-    def load_machines(self) -> dict[str, dict[str, Any]]:
-        """Each cloud's saved health state machine memory, as saved."""
-
-    @abc.abstractmethod
-    def save_machines(self, machines: Mapping[str, Mapping[str, Any]]) -> None:
-        """Save the memory of the given clouds' machines (others are kept as they are)."""
-
-    @abc.abstractmethod
-    def close(self) -> None:
-        """Release the store; it may not be used afterwards."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-def open_state(
-    location: str | os.PathLike[str] | None = None,
-    *,
-    busy_timeout: float = BUSY_TIMEOUT,
-    clock: Callable[[], float] = time.time,
-) -> StateStore:
-    """Open the state at ``location``: a SQLite file path or ``file://`` URI (default
-    ``.orchestrator/state.db``), created with its parent directories if missing."""
-    if location is None:
-        return SQLiteStateStore.open(DEFAULT_STATE_PATH, busy_timeout=busy_timeout, clock=clock)
-    text = os.fspath(location)
-    if text.startswith("file://"):
-        text = urlsplit(text).path
-    elif "://" in text:
-        raise ConfigError(
-            f"state location {text!r}: only a SQLite file (a path or file:// URI) is supported; "
-            "object-store state is not implemented yet"
-        )
-    return SQLiteStateStore.open(Path(text), busy_timeout=busy_timeout, clock=clock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,12 +139,19 @@ class SQLiteStateStore(StateStore):
         cls,
         location: str | os.PathLike[str] | None = None,
         *,
+        settings: Mapping[str, str] | None = None,
         busy_timeout: float = BUSY_TIMEOUT,
         clock: Callable[[], float] = time.time,
     ) -> SQLiteStateStore:
         """Open (creating it and its parent directories if missing) the SQLite file at
-        ``location``, by default ``.orchestrator/state.db``."""
+        ``location``, by default ``.orchestrator/state.db``. ``settings`` are for object
+        storage: a SQLite file takes none, and is refused any rather than ignore them."""
         path = DEFAULT_STATE_PATH if location is None else Path(location)
+        if settings:
+            raise ConfigError(
+                f"state {path}: settings ({', '.join(sorted(settings))}) apply only to object-storage "
+                "state (s3://, gs://, az://), not to a SQLite file"
+            )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -344,7 +210,7 @@ class SQLiteStateStore(StateStore):
     def record_flips(self, flips: Iterable[Flip]) -> None:
         rows = [
             (
-                _cloud(flip.cloud),
+                check_cloud(flip.cloud),
                 float(flip.at),
                 HealthState(flip.old).value,
                 HealthState(flip.new).value,
@@ -387,7 +253,7 @@ class SQLiteStateStore(StateStore):
 
     def set_override(self, cloud: str, *, drained: bool, reason: str, actor: str) -> Override:
         override = Override(
-            cloud=_cloud(cloud), drained=bool(drained), reason=reason, actor=actor, at=self._clock()
+            cloud=check_cloud(cloud), drained=bool(drained), reason=reason, actor=actor, at=self._clock()
         )
         with self.transaction():
             self._run(
@@ -408,12 +274,7 @@ class SQLiteStateStore(StateStore):
     # --- weights -------------------------------------------------------------------------
 
     def save_weights(self, weights: Mapping[str, int], reason: str) -> AppliedWeights:
-        checked: dict[str, int] = {}
-        for cloud, weight in weights.items():
-            if isinstance(weight, bool) or not isinstance(weight, int):
-                raise ValueError(f"weight of {cloud} must be an integer, not {weight!r}")
-            checked[_cloud(cloud)] = weight
-        applied = AppliedWeights(weights=checked, at=self._clock(), reason=reason)
+        applied = AppliedWeights(weights=check_weights(weights), at=self._clock(), reason=reason)
         with self.transaction():
             self._run(
                 "INSERT INTO applied_weights (at, weights, reason) VALUES (?, ?, ?)",
@@ -436,7 +297,7 @@ class SQLiteStateStore(StateStore):
 
     def save_machines(self, machines: Mapping[str, Mapping[str, Any]]) -> None:
         now = self._clock()
-        rows = [(_cloud(cloud), _dumps(dict(state)), now) for cloud, state in machines.items()]
+        rows = [(check_cloud(cloud), _dumps(dict(state)), now) for cloud, state in machines.items()]
         with self.transaction(), self._errors():
             self._db.executemany(
                 "INSERT INTO health_machines (cloud, state, updated_at) VALUES (?, ?, ?) "
@@ -546,12 +407,6 @@ def _translate(exc: sqlite3.Error, where: str, busy_timeout: float) -> StorageEr
             uri=where,
         )
     return StorageError(f"state database error: {exc}", uri=where)
-
-
-def _cloud(cloud: str) -> str:
-    if cloud not in CLOUDS:
-        raise ValueError(f"unknown cloud {cloud!r} (clouds: {', '.join(CLOUDS)})")
-    return cloud
 
 
 def _dumps(value: Mapping[str, Any]) -> str:

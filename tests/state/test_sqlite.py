@@ -1,5 +1,6 @@
-"""The state store: schema and migrations, round trips, ordering, and above all that concurrent
-commands (real separate processes on one SQLite file) never lose each other's writes."""
+"""The SQLite state store: schema and migrations, WAL, the busy timeout, and above all that
+concurrent commands (real separate processes on one SQLite file) never lose each other's writes.
+What every backend must do (round trips, ordering, transactions) is in test_contract.py."""
 
 from __future__ import annotations
 
@@ -16,34 +17,18 @@ from orchestrator.errors import ConfigError, StorageError, TransientError
 from orchestrator.state import (
     DEFAULT_STATE_PATH,
     SCHEMA_VERSION,
-    AppliedWeights,
-    Override,
     SQLiteStateStore,
     StateStore,
     open_state,
 )
 from orchestrator.types import Flip, HealthState
 
-H, D, U, X = HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY, HealthState.DRAINED
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+H, U = HealthState.HEALTHY, HealthState.UNHEALTHY
 
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "state" / "state.db"
-
-
-@pytest.fixture
-def store(db: Path):
-    with open_state(db, clock=FakeClock()) as state:
-        yield state
 
 
 # --- schema ----------------------------------------------------------------------------------
@@ -109,11 +94,14 @@ def test_a_file_that_is_not_sqlite_is_refused_naming_it(db: Path) -> None:
     assert str(db) in str(info.value)
 
 
-def test_object_store_locations_are_not_supported_yet(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="only a SQLite file"):
-        open_state("s3://bucket/state")
+def test_file_uris_are_sqlite_files_and_take_no_settings(tmp_path: Path) -> None:
     with open_state(f"file://{tmp_path}/x.db") as state:
+        assert isinstance(state, SQLiteStateStore)
         assert state.location == f"{tmp_path}/x.db"
+    with pytest.raises(ConfigError, match="apply only to object-storage state"):
+        open_state(tmp_path / "y.db", settings={"endpoint_url": "http://127.0.0.1:1"})
+    with open_state(tmp_path / "z.db", settings={}) as state:  # what a config without settings passes
+        assert isinstance(state, SQLiteStateStore)
 
 
 def test_state_store_open_is_open_state(db: Path) -> None:
@@ -122,130 +110,7 @@ def test_state_store_open_is_open_state(db: Path) -> None:
         assert state.location == str(db)
 
 
-# --- round trips -----------------------------------------------------------------------------
-
-
-def test_flips_round_trip(store: StateStore) -> None:
-    flips = [
-        Flip("aws", 100.5, H, U, "3 probes failed", details={"probes": [{"ok": False, "ms": None}]}),
-        Flip("gcp", 101.0, D, H, "latency back under the SLO", actor="health-check"),
-        Flip("azure", 102.25, H, X, "maintenance", actor="alice", details={"ticket": "OPS-1"}),
-    ]
-    store.record_flips(flips)
-    assert store.recent_flips() == flips[::-1]
-    assert store.recent_flips(cloud="azure") == [flips[2]]
-    assert isinstance(store.recent_flips()[0].old, HealthState)
-
-
-def test_recent_flips_newest_first_limited_ties_by_recording_order(store: StateStore) -> None:
-    # Recorded out of time order, and two at the same instant.
-    store.record_flips([Flip("aws", 30.0, H, U, "c"), Flip("aws", 10.0, H, D, "a")])
-    store.record_flips([Flip("gcp", 20.0, H, U, "b"), Flip("aws", 30.0, U, H, "d")])
-    assert [f.reason for f in store.recent_flips()] == ["d", "c", "b", "a"]
-    assert [f.reason for f in store.recent_flips(limit=2)] == ["d", "c"]
-    assert [f.reason for f in store.recent_flips(cloud="aws", limit=None)] == ["d", "c", "a"]
-    assert store.recent_flips(limit=0) == []
-    assert store.recent_flips(cloud="azure") == []
-    with pytest.raises(ValueError, match="negative"):
-        store.recent_flips(limit=-1)
-
-
-def test_overrides_latest_per_cloud(db: Path) -> None:
-    clock = FakeClock(1000.0)
-    with open_state(db, clock=clock) as store:
-        assert store.overrides() == {}
-        assert store.drained() == set()
-        first = store.set_override("aws", drained=True, reason="maintenance", actor="alice")
-        assert first == Override("aws", True, "maintenance", "alice", 1000.0)
-        clock.now = 2000.0
-        store.set_override("gcp", drained=True, reason="bad version", actor="bob")
-        store.set_override("aws", drained=False, reason="failback", actor="carol")
-        assert store.overrides() == {
-            "aws": Override("aws", False, "failback", "carol", 2000.0),
-            "gcp": Override("gcp", True, "bad version", "bob", 2000.0),
-        }
-        assert store.drained() == {"gcp"}
-
-
-def test_weights_round_trip_and_last_wins(db: Path) -> None:
-    clock = FakeClock(5.0)
-    with open_state(db, clock=clock) as store:
-        assert store.last_weights() is None
-        store.save_weights({"aws": 50, "gcp": 50}, "cost")
-        clock.now = 4.0  # a clock that went backwards: commit order still decides what is last
-        saved = store.save_weights({"aws": 0, "gcp": 100, "azure": 0}, "aws unhealthy")
-        assert saved == AppliedWeights({"aws": 0, "gcp": 100, "azure": 0}, 4.0, "aws unhealthy")
-        assert store.last_weights() == saved
-    with open_state(db) as store:
-        assert store.last_weights() == saved
-
-
-def test_machines_round_trip_per_cloud(store: StateStore) -> None:
-    assert store.load_machines() == {}
-    aws = {"state": "unhealthy", "consecutive_ok": 1, "hold_down_until": 12.5, "flaps": [1.0, 2.0]}
-    store.save_machines({"aws": aws, "gcp": {"state": "healthy"}})
-    store.save_machines({"gcp": {"state": "degraded", "nested": {"a": None}}})  # aws kept
-    assert store.load_machines() == {"aws": aws, "gcp": {"state": "degraded", "nested": {"a": None}}}
-
-
-def test_unknown_clouds_and_bad_values_are_refused(store: StateStore) -> None:
-    with pytest.raises(ValueError, match="unknown cloud"):
-        store.set_override("oracle", drained=True, reason="", actor="")
-    with pytest.raises(ValueError, match="unknown cloud"):
-        store.record_flips([Flip("aw", 1.0, H, U, "typo")])
-    with pytest.raises(ValueError, match="integer"):
-        store.save_weights({"aws": 0.5}, "")  # type: ignore[dict-item]
-    with pytest.raises(ValueError, match="not a valid HealthState"):
-        store.record_flips([Flip("aws", 1.0, "sick", U, "")])  # type: ignore[arg-type]
-    assert store.recent_flips() == []
-
-
 # --- transactions ----------------------------------------------------------------------------
-
-
-def _drain_then_fail(store: StateStore, cloud: str) -> None:
-    with store.transaction() as tx:
-        tx.set_override(cloud, drained=True, reason="r", actor="a")
-        tx.record_flips([Flip(cloud, 1.0, H, X, "r")])
-        raise RuntimeError("decided not to")
-
-
-def test_a_failed_transaction_writes_nothing(store: StateStore) -> None:
-    with pytest.raises(RuntimeError, match="decided not to"):
-        _drain_then_fail(store, "aws")
-    assert store.overrides() == {}
-    assert store.recent_flips() == []
-
-
-def test_calls_on_the_store_itself_inside_a_transaction_join_it(store: StateStore) -> None:
-    def drain_then_fail() -> None:
-        with store.transaction():
-            store.set_override("aws", drained=True, reason="r", actor="a")
-            store.save_weights({"gcp": 100}, "r")
-            raise RuntimeError("decided not to")
-
-    with pytest.raises(RuntimeError, match="decided not to"):
-        drain_then_fail()
-    assert store.overrides() == {}
-    assert store.last_weights() is None
-
-
-def test_nested_transaction_undoes_only_itself(store: StateStore) -> None:
-    with store.transaction() as tx:
-        tx.set_override("aws", drained=True, reason="outer", actor="a")
-        with pytest.raises(RuntimeError, match="decided not to"):
-            _drain_then_fail(tx, "gcp")
-        assert tx.drained() == {"aws"}
-    assert store.drained() == {"aws"}
-    assert store.recent_flips() == []
-
-
-def test_a_reader_sees_committed_state_only(db: Path) -> None:
-    with open_state(db) as writer, open_state(db) as reader, writer.transaction() as tx:
-        tx.set_override("aws", drained=True, reason="r", actor="a")
-        assert reader.overrides() == {}  # WAL: not blocked, and sees the last commit
-    with open_state(db) as reader:
-        assert reader.drained() == {"aws"}
 
 
 def test_waiting_past_the_busy_timeout_is_a_transient_error(db: Path) -> None:

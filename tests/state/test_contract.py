@@ -1,0 +1,211 @@
+"""The state store contract: every test here runs unchanged against SQLite and the object-store
+backend (on a local directory, moto, gcp-storage-emulator and Azurite).
+
+What the control plane relies on: round trips of flips, overrides, weights and machines; ordering
+of flips; validation before anything is written; transactions that commit together or not at all,
+nest, see their own writes, and that calls on the store itself join; and a second store (another
+command) seeing exactly what was committed.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.state import AppliedWeights, Override, StateStore
+from orchestrator.types import Flip, HealthState
+from tests.state.conftest import FakeClock, StateBackend
+
+H, D, U, X = HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY, HealthState.DRAINED
+
+
+# --- round trips -----------------------------------------------------------------------------
+
+
+def test_a_new_state_is_empty(store: StateStore) -> None:
+    assert store.recent_flips(limit=None) == []
+    assert store.overrides() == {}
+    assert store.drained() == set()
+    assert store.last_weights() is None
+    assert store.load_machines() == {}
+
+
+def test_flips_round_trip(store: StateStore) -> None:
+    flips = [
+        Flip("aws", 100.5, H, U, "3 probes failed", details={"probes": [{"ok": False, "ms": None}]}),
+        Flip("gcp", 101.0, D, H, "latency back under the SLO", actor="health-check"),
+        Flip("azure", 102.25, H, X, "maintenance", actor="alice", details={"ticket": "OPS-1"}),
+    ]
+    store.record_flips(flips)
+    assert store.recent_flips() == flips[::-1]
+    assert store.recent_flips(cloud="azure") == [flips[2]]
+    assert isinstance(store.recent_flips()[0].old, HealthState)
+
+
+def test_recent_flips_newest_first_limited_ties_by_recording_order(store: StateStore) -> None:
+    # Recorded out of time order, and two at the same instant.
+    store.record_flips([Flip("aws", 30.0, H, U, "c"), Flip("aws", 10.0, H, D, "a")])
+    store.record_flips([Flip("gcp", 20.0, H, U, "b"), Flip("aws", 30.0, U, H, "d")])
+    assert [f.reason for f in store.recent_flips()] == ["d", "c", "b", "a"]
+    assert [f.reason for f in store.recent_flips(limit=2)] == ["d", "c"]
+    assert [f.reason for f in store.recent_flips(cloud="aws", limit=None)] == ["d", "c", "a"]
+    assert store.recent_flips(limit=0) == []
+    assert store.recent_flips(cloud="azure") == []
+    with pytest.raises(ValueError, match="negative"):
+        store.recent_flips(limit=-1)
+
+
+def test_overrides_latest_per_cloud(state_backend: StateBackend) -> None:
+    clock = FakeClock(1000.0)
+    store = state_backend.open(clock=clock)
+    first = store.set_override("aws", drained=True, reason="maintenance", actor="alice")
+    assert first == Override("aws", True, "maintenance", "alice", 1000.0)
+    clock.now = 2000.0
+    store.set_override("gcp", drained=True, reason="bad version", actor="bob")
+    store.set_override("aws", drained=False, reason="failback", actor="carol")
+    assert store.overrides() == {
+        "aws": Override("aws", False, "failback", "carol", 2000.0),
+        "gcp": Override("gcp", True, "bad version", "bob", 2000.0),
+    }
+    assert store.drained() == {"gcp"}
+
+
+def test_weights_round_trip_and_last_wins(state_backend: StateBackend) -> None:
+    clock = FakeClock(5.0)
+    store = state_backend.open(clock=clock)
+    store.save_weights({"aws": 50, "gcp": 50}, "cost")
+    clock.now = 4.0  # a clock that went backwards: commit order still decides what is last
+    saved = store.save_weights({"aws": 0, "gcp": 100, "azure": 0}, "aws unhealthy")
+    assert saved == AppliedWeights({"aws": 0, "gcp": 100, "azure": 0}, 4.0, "aws unhealthy")
+    assert store.last_weights() == saved
+    store.close()
+    assert state_backend.open().last_weights() == saved
+
+
+def test_machines_round_trip_per_cloud(store: StateStore) -> None:
+    aws = {"state": "unhealthy", "consecutive_ok": 1, "hold_down_until": 12.5, "flaps": [1.0, 2.0]}
+    store.save_machines({"aws": aws, "gcp": {"state": "healthy"}})
+    store.save_machines({"gcp": {"state": "degraded", "nested": {"a": None}}})  # aws kept
+    assert store.load_machines() == {"aws": aws, "gcp": {"state": "degraded", "nested": {"a": None}}}
+
+
+def test_what_a_read_returns_is_a_copy(store: StateStore) -> None:
+    store.save_machines({"aws": {"flaps": [1.0]}})
+    store.record_flips([Flip("aws", 1.0, H, U, "r", details={"n": [1]})])
+    with store.transaction() as tx:
+        tx.load_machines()["aws"]["flaps"].append(2.0)
+        tx.recent_flips()[0].details["n"].append(2)
+        assert tx.load_machines() == {"aws": {"flaps": [1.0]}}
+        assert tx.recent_flips()[0].details == {"n": [1]}
+
+
+def test_unknown_clouds_and_bad_values_are_refused(store: StateStore) -> None:
+    with pytest.raises(ValueError, match="unknown cloud"):
+        store.set_override("oracle", drained=True, reason="", actor="")
+    with pytest.raises(ValueError, match="unknown cloud"):
+        store.record_flips([Flip("aw", 1.0, H, U, "typo")])
+    with pytest.raises(ValueError, match="integer"):
+        store.save_weights({"aws": 0.5}, "")  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="not a valid HealthState"):
+        store.record_flips([Flip("aws", 1.0, "sick", U, "")])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown cloud"):
+        store.save_machines({"oracle": {}})
+    with pytest.raises(TypeError):
+        store.record_flips([Flip("aws", 1.0, H, U, "", details={"when": object()})])
+    assert store.recent_flips() == []
+    assert store.load_machines() == {}
+
+
+def test_empty_writes_are_accepted(store: StateStore) -> None:
+    store.record_flips([])
+    store.save_machines({})
+    assert store.recent_flips() == []
+    assert store.load_machines() == {}
+
+
+# --- transactions ----------------------------------------------------------------------------
+
+
+def _drain_then_fail(store: StateStore, cloud: str) -> None:
+    with store.transaction() as tx:
+        tx.set_override(cloud, drained=True, reason="r", actor="a")
+        tx.record_flips([Flip(cloud, 1.0, H, X, "r")])
+        raise RuntimeError("decided not to")
+
+
+def test_a_failed_transaction_writes_nothing(store: StateStore) -> None:
+    with pytest.raises(RuntimeError, match="decided not to"):
+        _drain_then_fail(store, "aws")
+    assert store.overrides() == {}
+    assert store.recent_flips() == []
+
+
+def test_calls_on_the_store_itself_inside_a_transaction_join_it(store: StateStore) -> None:
+    def drain_then_fail() -> None:
+        with store.transaction():
+            store.set_override("aws", drained=True, reason="r", actor="a")
+            store.save_weights({"gcp": 100}, "r")
+            raise RuntimeError("decided not to")
+
+    with pytest.raises(RuntimeError, match="decided not to"):
+        drain_then_fail()
+    assert store.overrides() == {}
+    assert store.last_weights() is None
+
+
+def test_nested_transaction_undoes_only_itself(store: StateStore) -> None:
+    with store.transaction() as tx:
+        tx.set_override("aws", drained=True, reason="outer", actor="a")
+        with pytest.raises(RuntimeError, match="decided not to"):
+            _drain_then_fail(tx, "gcp")
+        assert tx.drained() == {"aws"}
+    assert store.drained() == {"aws"}
+    assert store.recent_flips() == []
+
+
+def test_reads_inside_a_transaction_see_its_own_writes(store: StateStore) -> None:
+    with store.transaction() as tx:
+        tx.save_weights({"aws": 100}, "first")
+        tx.set_override("gcp", drained=True, reason="r", actor="a")
+        tx.save_machines({"azure": {"n": 1}})
+        tx.record_flips([Flip("gcp", 1.0, H, X, "r")])
+        last = tx.last_weights()
+        assert last is not None
+        assert last.reason == "first"
+        assert tx.drained() == {"gcp"}
+        assert tx.load_machines() == {"azure": {"n": 1}}
+        assert [f.reason for f in tx.recent_flips()] == ["r"]
+
+
+def test_a_second_store_sees_commits_only(state_backend: StateBackend) -> None:
+    writer, reader = state_backend.open(), state_backend.open()
+    with writer.transaction() as tx:
+        tx.set_override("aws", drained=True, reason="r", actor="a")
+        assert reader.overrides() == {}  # not blocked, and sees the last commit only
+    assert reader.drained() == {"aws"}
+
+
+def test_atomically_returns_what_the_step_returns_and_commits_it(store: StateStore) -> None:
+    def step(tx: StateStore) -> int:
+        tx.save_weights({"aws": 100}, "step")
+        return 7
+
+    assert store.atomically(step) == 7
+    last = store.last_weights()
+    assert last is not None
+    assert last.reason == "step"
+    with pytest.raises(ValueError, match="at least 1"):
+        store.atomically(step, attempts=0)
+
+
+def test_atomically_does_not_repeat_a_step_that_raises(store: StateStore) -> None:
+    runs = []
+
+    def step(tx: StateStore) -> None:
+        runs.append(1)
+        tx.save_weights({"aws": 100}, "step")
+        raise RuntimeError("decided not to")
+
+    with pytest.raises(RuntimeError, match="decided not to"):
+        store.atomically(step)
+    assert runs == [1]
+    assert store.last_weights() is None
