@@ -109,10 +109,7 @@ class _NotPlain(Exception):
 def _check_matrix(
     rows: list[list[float]], n_features: int, what: str
 ) -> np.ndarray[Any, np.dtype[np.float64]]:
-    if not rows:
-        raise InputError(f"{what} is empty; send 1 to {MAX_ROWS} rows")
-    if len(rows) > MAX_ROWS:
-        raise InputError(f"{what} has {len(rows)} rows; at most {MAX_ROWS} per request", 413)
+    _check_row_count(len(rows), what)
     try:
         matrix = np.array(rows, dtype=np.float64)
     except ValueError:  # ragged rows: numpy refuses inhomogeneous shapes
@@ -121,6 +118,19 @@ def _check_matrix(
         # Only on the error path: find the first row at fault so the message can name it.
         row = next((i for i, r in enumerate(rows) if len(r) != n_features), 0)
         raise InputError(f"{what} row {row} has {len(rows[row])} features; the model expects {n_features}")
+    return _require_finite(matrix, what)
+
+
+def _check_row_count(rows: int, what: str) -> None:
+    if not rows:
+        raise InputError(f"{what} is empty; send 1 to {MAX_ROWS} rows")
+    if rows > MAX_ROWS:
+        raise InputError(f"{what} has {rows} rows; at most {MAX_ROWS} per request", 413)
+
+
+def _require_finite(
+    matrix: np.ndarray[Any, np.dtype[np.float64]], what: str
+) -> np.ndarray[Any, np.dtype[np.float64]]:
     if not np.isfinite(matrix).all():
         bad = np.argwhere(~np.isfinite(matrix))[0]
         raise InputError(f"{what} row {bad[0]} column {bad[1]} is not a finite number")
@@ -139,10 +149,7 @@ def decode_json(body: bytes) -> Any:
 def _as_matrix(values: Any, n_features: int, what: str) -> np.ndarray[Any, np.dtype[np.float64]]:
     if not isinstance(values, list):
         raise InputError(f"{what} must be a list of rows, got {type(values).__name__}")
-    if not values:
-        raise InputError(f"{what} is empty; send 1 to {MAX_ROWS} rows")
-    if len(values) > MAX_ROWS:
-        raise InputError(f"{what} has {len(values)} rows; at most {MAX_ROWS} per request", 413)
+    _check_row_count(len(values), what)
     try:
         array = np.asarray(values)
     except ValueError as exc:  # ragged rows: numpy refuses inhomogeneous shapes
@@ -157,11 +164,7 @@ def _as_matrix(values: Any, n_features: int, what: str) -> np.ndarray[Any, np.dt
         raise InputError(f"{what} must be a 2-D list (rows of {n_features} numbers), got {array.ndim}-D")
     if array.shape[1] != n_features:
         raise InputError(f"{what} rows have {array.shape[1]} features; the model expects {n_features}")
-    matrix = array.astype(np.float64, copy=False)
-    if not np.isfinite(matrix).all():
-        bad = np.argwhere(~np.isfinite(matrix))[0]
-        raise InputError(f"{what} row {bad[0]} column {bad[1]} is not a finite number")
-    return matrix
+    return _require_finite(array.astype(np.float64, copy=False), what)
 
 
 def parse_v2_request(

@@ -23,7 +23,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,8 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
+
+from orchestrator.processes import free_port
 
 __all__ = [
     "AZURITE_ACCOUNT",
@@ -65,14 +66,6 @@ _INSTALL_HINT = "run `make test` (or scripts/bootstrap.sh), which installs every
 
 class EmulatorUnavailable(RuntimeError):
     """An emulator is not installed or did not start; the message says what to do."""
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def closed_port() -> int:

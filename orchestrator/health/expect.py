@@ -13,7 +13,7 @@ from __future__ import annotations
 import httpx
 
 from orchestrator.config import Config
-from orchestrator.errors import ConfigError, NotFound, OrchestratorError
+from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.health.probe import Expectation
 from orchestrator.registry import Pointer, read_pointer, version_prefix
 from orchestrator.storage import Storage, open_storage
@@ -63,7 +63,7 @@ def _expected_version(config: Config, buckets: dict[str, Storage]) -> tuple[str,
     for cloud, storage in buckets.items():
         try:
             pointer, _ = read_pointer(storage, name)
-        except (NotFound, OrchestratorError) as exc:
+        except OrchestratorError as exc:
             errors.append(f"{cloud}: {exc}")
             continue
         if pointer is not None:
