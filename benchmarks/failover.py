@@ -53,12 +53,12 @@ def live(trials: int, work: Path) -> dict[str, object]:
 
     from orchestrator.config import load_config
     from orchestrator.control import ControlPlane
+    from orchestrator.emulators import scrubbed_environ, start_moto
     from orchestrator.processes import start_endpoint
     from orchestrator.state import StateStore
     from orchestrator.storage import open_storage
     from orchestrator.sync import Target, sync_artifact
     from serving.train import TrainOptions, train
-    from tests.emulators import scrubbed_environ, start_moto
 
     remove, setting = scrubbed_environ(os.environ)
     for name in remove:

@@ -114,6 +114,12 @@ class HealthConfig(_Strict):
     hold_down_s: float = Field(default=30.0, ge=0, description="wait before readmitting; doubles per flap")
     max_hold_down_s: float = Field(default=600.0, ge=0)
     latency_window: int = Field(default=20, ge=1, description="canary latencies kept per cloud for the p95")
+    rollout_grace_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="after LATEST moves, the previous version still counts as healthy this long "
+        "(endpoints reload on their own interval)",
+    )
 
 
 class Route53Config(_Strict):
@@ -137,16 +143,30 @@ class TrafficConfig(_Strict):
     cpu_ms_per_request: float = Field(default=0.3, ge=0, description="measured: a one-row prediction")
 
 
+BackendKind = Literal["file", "route53"]
+
+
 class RoutingConfig(_Strict):
-    backend: Literal["file", "route53"] = "file"
+    # One backend, or several applied in order (e.g. [route53, file]: DNS for clients, and a
+    # routing table for a proxy); the first one is read back as "the weights in effect".
+    backend: BackendKind | list[BackendKind] = "file"
     file: FileRoutingConfig = Field(default_factory=FileRoutingConfig)
     route53: Route53Config | None = None
     latency_slo_ms: float = Field(default=250.0, gt=0)
     traffic: TrafficConfig = Field(default_factory=TrafficConfig)
 
+    @property
+    def backends(self) -> list[BackendKind]:
+        return [self.backend] if isinstance(self.backend, str) else list(self.backend)
+
     @model_validator(mode="after")
     def _backend_settings(self) -> RoutingConfig:
-        if self.backend == "route53" and self.route53 is None:
+        kinds = self.backends
+        if not kinds:
+            raise ValueError("backend: name at least one of file, route53")
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"backend: {kinds} names a backend twice")
+        if "route53" in kinds and self.route53 is None:
             raise ValueError(
                 "backend is route53 but routing.route53 (hosted_zone_id, record_name) is missing"
             )

@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -36,7 +36,7 @@ from orchestrator.health.probe import Expectation, ProbeResult, probe
 from orchestrator.health.state import Machine, MachineConfig, drain, observe, undrain
 from orchestrator.pricing import CostBreakdown, Traffic, cost_per_request, load_prices
 from orchestrator.routing import CloudInput, Decision, Demand, decide
-from orchestrator.routing.backends import RoutingBackend, open_backend
+from orchestrator.routing.backends import FanOut, RoutingBackend, open_backend
 from orchestrator.state import StateStore
 from orchestrator.types import Flip, HealthState
 
@@ -55,8 +55,10 @@ __all__ = [
 # a cron job with a 30 s interval should still finish its round in seconds.
 MAX_ONCE_SPACING_S = 1.0
 # How long an expectation (LATEST pointer + canary) is reused by the watch loop before re-reading
-# the buckets: a rollout is noticed within this, without three bucket reads per probe.
+# the buckets: a rollout is noticed within this, without three bucket reads per probe. An endpoint
+# serving a version the expectation does not know makes it re-read sooner, at most this often:
 EXPECTATION_TTL_S = 10.0
+EXPECTATION_MIN_AGE_S = 1.0
 
 
 class FailoverRefused(OrchestratorError):
@@ -194,15 +196,38 @@ class ControlPlane:
         self.close()
 
     # -- probing -------------------------------------------------------------------------------
-    def expectation(self) -> Expectation:
+    def expectation(self, *, refresh: bool = False) -> Expectation:
+        """What the endpoints must serve, re-read from the buckets every EXPECTATION_TTL_S (or now,
+        with ``refresh``). When the version changes, the one before stays acceptable for
+        ``health.rollout_grace_s``: endpoints pick up the new pointer at their next reload."""
         now = self.clock()
-        if self._expectation is None or now - self._expectation[0] > EXPECTATION_TTL_S:
-            self._expectation = (now, expected_model(self.config, self.buckets, self.client))
-        return self._expectation[1]
+        cached = self._expectation
+        if cached is not None and not refresh and now - cached[0] <= EXPECTATION_TTL_S:
+            return cached[1]
+        fresh = expected_model(self.config, self.buckets, self.client)
+        if cached is not None:
+            old = cached[1]
+            if old.version is not None and fresh.version != old.version:
+                grace = self.config.health.rollout_grace_s
+                fresh = replace(fresh, previous=replace(old, previous=None), rollout_until=now + grace)
+            elif old.previous is not None and now < old.rollout_until:
+                fresh = replace(fresh, previous=old.previous, rollout_until=old.rollout_until)
+        self._expectation = (now, fresh)
+        return fresh
 
     def probe_all(self, clouds: list[str] | None = None) -> dict[str, ProbeResult]:
-        expect = self.expectation()
         names = clouds or list(self.endpoints)
+        results = self._probe(names, self.expectation())
+        # An endpoint serving a version we do not expect may have followed a pointer that moved
+        # since we last read it: re-read (at most every EXPECTATION_MIN_AGE_S) and probe it again.
+        unknown = [n for n, r in results.items() if _unexpected(r, self.expectation())]
+        if unknown and self._expectation and self.clock() - self._expectation[0] >= EXPECTATION_MIN_AGE_S:
+            before = self.expectation().version
+            if self.expectation(refresh=True).version != before:
+                results.update(self._probe(unknown, self.expectation()))
+        return results
+
+    def _probe(self, names: list[str], expect: Expectation) -> dict[str, ProbeResult]:
         timeout = self.config.health.timeout_s
         with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="probe") as pool:
             results = pool.map(
@@ -466,10 +491,21 @@ class ControlPlane:
 
 def _backend(config: Config) -> RoutingBackend:
     routing = config.routing
-    if routing.backend == "route53" and routing.route53 is not None:
-        settings = {k: str(v) for k, v in routing.route53.model_dump(exclude_none=True).items()}
-        return open_backend("route53", settings)
-    return open_backend("file", {"path": str(routing.file.path)})
+    backends = []
+    for kind in routing.backends:
+        if kind == "route53" and routing.route53 is not None:
+            settings = {k: str(v) for k, v in routing.route53.model_dump(exclude_none=True).items()}
+            backends.append(open_backend("route53", settings))
+        else:
+            backends.append(open_backend("file", {"path": str(routing.file.path)}))
+    return backends[0] if len(backends) == 1 else FanOut(backends)
+
+
+def _unexpected(result: ProbeResult, expect: Expectation) -> bool:
+    """The endpoint answered with a version that ``expect`` neither wants nor tolerates."""
+    served = result.served_version
+    known = {expect.version, expect.previous.version if expect.previous else None}
+    return served is not None and expect.version is not None and served not in known
 
 
 def _why(reason: str, flips: list[Flip]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -32,8 +33,11 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
 
 
-def decision_table(decision: Decision, weights: dict[str, int] | None, *, title: str) -> None:
+def decision_table(
+    decision: Decision, weights: dict[str, int] | None, *, title: str, out: Console | None = None
+) -> None:
     """The routing decision, one row per cloud, with what the router knew and why it chose."""
+    out = out or console
     if decision.panic:
         err_console.print(
             "[bold red]PANIC:[/] no cloud is routable; the last applied weights stay in effect",
@@ -53,13 +57,13 @@ def decision_table(decision: Decision, weights: dict[str, int] | None, *, title:
             "-" if weight is None else str(weight),
             escape(row.why),
         )
-    console.print(table)
+    out.print(table)
     if decision.expected_cost_per_million is not None:
-        console.print(f"expected cost: ${decision.expected_cost_per_million:.4f} per million requests")
+        out.print(f"expected cost: ${decision.expected_cost_per_million:.4f} per million requests")
     if decision.shortfall_rps:
-        console.print(f"[yellow]shortfall:[/] {decision.shortfall_rps:.1f} requests/s beyond capacity")
+        out.print(f"[yellow]shortfall:[/] {decision.shortfall_rps:.1f} requests/s beyond capacity")
     for note in decision.notes:
-        console.print(f"note: {escape(note)}", soft_wrap=True)
+        out.print(f"note: {escape(note)}", soft_wrap=True)
 
 
 def health_table(report: RoundReport, *, compact: bool = False) -> None:

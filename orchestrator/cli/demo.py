@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import typer
@@ -12,16 +11,35 @@ from orchestrator.cli import app
 
 @app.command()
 def demo(
-    json_out: Path = typer.Option(None, "--json", help="Also write the demo's figures to this file."),
+    json_out: str = typer.Option(
+        None, "--json", help="Write the demo's events and figures to this file ('-': standard output)."
+    ),
+    report: Path = typer.Option(
+        Path("demo-report"), "--report", help="Directory for report.md and traffic.png."
+    ),
+    keep_running: bool = typer.Option(
+        False, "--keep-running", help="Leave the clouds up afterwards (Ctrl-C stops them); prints the config."
+    ),
+    workdir: Path = typer.Option(
+        None, "--workdir", help="Keep buckets, logs and state here (default: a temporary directory)."
+    ),
+    rate: float = typer.Option(40.0, "--rate", min=1.0, max=500.0, help="Prediction requests per second."),
 ) -> None:
-    """Train a model, serve it, send it predictions, print the results and shut everything down."""
+    """Three emulated clouds: train, sync, serve, route by cost, fail over and back, roll out v2."""
     import orjson
 
-    from orchestrator.cli._output import err_console
-    from orchestrator.demo import run_demo
+    from orchestrator.cli._output import console, err_console
+    from orchestrator.demo import DemoOptions, run_demo
 
-    result = run_demo(console=err_console)
-    if json_out:
-        json_out.write_bytes(orjson.dumps(dataclasses.asdict(result), option=orjson.OPT_INDENT_2))
-    if result.errors:
+    options = DemoOptions(workdir=workdir, report_dir=report, keep_running=keep_running, rate_per_s=rate)
+    # With the JSON on standard output, the story goes to standard error.
+    result = run_demo(options, err_console if json_out == "-" else console)
+    data = orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n"
+    if json_out == "-":
+        typer.echo(data.decode(), nl=False)
+    elif json_out:
+        Path(json_out).write_bytes(data)
+    if result.get("interrupted"):
+        raise typer.Exit(130)
+    if not result.get("ok"):
         raise typer.Exit(1)

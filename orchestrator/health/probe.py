@@ -6,7 +6,8 @@ probabilities agree within 1e-6). The verdict:
 
 - ``fail``: no answer (refused, timed out), not ready, an error status, or a wrong canary answer;
 - ``degraded``: answers correctly but the wrong version, or the canary took longer than the SLO;
-- ``ok``: everything as expected.
+- ``ok``: everything as expected, or, during a rollout's grace period, still the previous version
+  answering that version's canary right (endpoints pick up a moved pointer at their next reload).
 
 The HTTP client is passed in (httpx, so tests can use a real server or a MockTransport) and so is
 the clock: this module decides nothing about state, it only reports what it saw.
@@ -37,6 +38,19 @@ class Expectation:
     labels: Sequence[str]
     probabilities: Sequence[Sequence[float]]
     latency_slo_ms: float
+    # During a rollout (until ``rollout_until``, a clock time), an endpoint still serving the
+    # version before this one is healthy if it answers that version's canary: endpoints pick up a
+    # moved pointer at their next reload, not at once.
+    previous: Expectation | None = None
+    rollout_until: float = 0.0
+
+    def accepts(self, served: str | None, at: float) -> Expectation | None:
+        """The expectation to check an endpoint serving ``served`` against at ``at``, or None."""
+        if self.version is None or served == self.version:
+            return self
+        if self.previous is not None and served == self.previous.version and at < self.rollout_until:
+            return self.previous
+        return None
 
 
 @dataclass(frozen=True)
@@ -85,7 +99,8 @@ def probe(  # noqa: PLR0911  # a flat decision table: one return per verdict
         info = _timed(latency, "model", lambda: client.get(f"{base_url}/v1/model", timeout=timeout_s))
         version = _json(info).get("version") if info.status_code == 200 else None
         served = version if isinstance(version, str) else None
-        if expect.version is not None and served != expect.version:
+        check = expect.accepts(served, at)
+        if check is None:
             return result(
                 Verdict.DEGRADED, f"serves version {served}, expected {expect.version}", served_version=served
             )
@@ -93,14 +108,14 @@ def probe(  # noqa: PLR0911  # a flat decision table: one return per verdict
             latency,
             "predict",
             lambda: client.post(
-                f"{base_url}/v1/predict", json={"instances": expect.instances}, timeout=timeout_s
+                f"{base_url}/v1/predict", json={"instances": check.instances}, timeout=timeout_s
             ),
         )
     except httpx.TimeoutException:
         return result(Verdict.FAIL, f"timed out after {timeout_s:g} s")
     except httpx.TransportError as exc:
         return result(Verdict.FAIL, f"unreachable: {type(exc).__name__}: {exc}")
-    wrong = _wrong_answer(answer, expect)
+    wrong = _wrong_answer(answer, check)
     if wrong:
         return result(Verdict.FAIL, wrong, served_version=served)
     if latency["predict"] > expect.latency_slo_ms:
@@ -109,6 +124,9 @@ def probe(  # noqa: PLR0911  # a flat decision table: one return per verdict
             f"canary took {latency['predict']:.0f} ms, over the {expect.latency_slo_ms:g} ms SLO",
             served_version=served,
         )
+    if check is not expect:
+        rolling = f"rolling out: still serves {served}, next {expect.version}"
+        return result(Verdict.OK, rolling, served_version=served)
     return result(Verdict.OK, "ok", served_version=served)
 
 

@@ -18,12 +18,12 @@ import yaml
 
 from orchestrator.config import Config, load_config
 from orchestrator.control import ControlPlane
+from orchestrator.emulators import MotoServer
 from orchestrator.processes import Endpoint, start_endpoint
 from orchestrator.state import StateStore
 from orchestrator.storage import open_storage
 from orchestrator.sync import Target, sync_artifact
 from serving.train import TrainOptions, TrainResult, train
-from tests.emulators import MotoServer
 from tests.faults import DelayProxy
 
 CLOUDS = ("aws", "gcp", "azure")
@@ -66,6 +66,12 @@ class Fleet:
         )
         self.endpoints[cloud] = endpoint
         return endpoint
+
+    def publish(self, version: str) -> None:
+        """Sync ``version`` to every cloud's bucket (LATEST moves)."""
+        for cloud in CLOUDS:
+            bucket = open_storage(f"file://{self.root / 'buckets' / cloud}")
+            assert sync_artifact(self.models[version].path, [Target(cloud, bucket)])[0].ok
 
     def config(self, **overrides: object) -> Path:
         data: dict = {
@@ -137,9 +143,8 @@ def fleet(tmp_path: Path, models: dict[str, TrainResult], moto_server: MotoServe
     ]
     fleet = Fleet(root=tmp_path, models=models, moto=moto_server, zone_id=zone.rsplit("/", 1)[-1])
     for cloud in CLOUDS:
-        bucket = tmp_path / "buckets" / cloud
-        bucket.mkdir(parents=True)
-        assert sync_artifact(models["v1"].path, [Target(cloud, open_storage(f"file://{bucket}"))])[0].ok
+        (tmp_path / "buckets" / cloud).mkdir(parents=True)
+    fleet.publish("v1")
     try:
         for cloud in CLOUDS:
             fleet.start(cloud)

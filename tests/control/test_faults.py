@@ -101,6 +101,29 @@ def test_a_wrong_version_or_a_slow_cloud_is_degraded_and_loses_its_share(fleet: 
     assert report.exit_code == 1, "degraded but serving"
 
 
+def test_a_rollout_in_progress_keeps_every_cloud_healthy_until_the_grace_ends(fleet: Fleet) -> None:
+    """LATEST moves to v2 everywhere; aws reloads first, the others still serve v1 for a while."""
+    grace = 3.0
+    plane = fleet.plane(fleet.config(health__rollout_grace_s=grace))
+    assert plane.health_round(apply=True).exit_code == 0
+    v2 = fleet.models["v2"].manifest.version
+    fleet.publish("v2")
+    fleet.start("aws", "v2").wait_ready()
+    time.sleep(1.0)  # the expectation is re-read at most once a second
+    report = plane.health_round(apply=True)
+    assert report.expected_version == v2, "aws serving v2 made the plane re-read LATEST"
+    assert report.exit_code == 0
+    assert report.flips == []
+    for cloud in ("gcp", "azure"):
+        assert report.records[cloud].machine.last_reason.startswith("rolling out: still serves")
+
+    time.sleep(grace)
+    report = plane.health_round(apply=True)
+    degraded = {c for c, r in report.records.items() if r.machine.state is HealthState.DEGRADED}
+    assert degraded == {"gcp", "azure"}, "after the grace, v1 is the wrong version"
+    assert fleet.route53_weights() == {"aws": 100, "azure": 0, "gcp": 0}
+
+
 def test_comeback_waits_for_the_healthy_threshold_and_the_hold_down(fleet: Fleet) -> None:
     plane = fleet.plane()
     h = plane.config.health

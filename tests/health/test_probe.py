@@ -65,6 +65,30 @@ def test_the_wrong_version_is_degraded() -> None:
     assert result.reason == "serves version v1, expected v2"
 
 
+V1 = Expectation("v1", [[1.0, 2.0]], ["versicolor"], [[0.2, 0.8]], 250)
+ROLLING = Expectation(
+    "v2", EXPECT.instances, EXPECT.labels, EXPECT.probabilities, 250, previous=V1, rollout_until=1001.0
+)
+
+
+def test_during_a_rollout_the_previous_version_passes_its_own_canary() -> None:
+    result = run(endpoint(version="v1", labels=("versicolor",), proba=((0.2, 0.8),)), ROLLING)
+    assert result.verdict is Verdict.OK
+    assert result.reason == "rolling out: still serves v1, next v2"
+    assert run(endpoint(version="v2"), ROLLING).reason == "ok"
+
+
+def test_the_previous_version_must_still_answer_right_and_only_until_the_grace_ends() -> None:
+    wrong = run(endpoint(version="v1", labels=("setosa",), proba=((0.2, 0.8),)), ROLLING)
+    assert wrong.verdict is Verdict.FAIL, "v1 checked against v1's canary, not v2's"
+    late = probe(
+        endpoint(version="v1", labels=("versicolor",), proba=((0.2, 0.8),)),
+        "aws", "http://aws.test", ROLLING, timeout_s=1, clock=lambda: 1001.0,
+    )  # fmt: skip
+    assert late.verdict is Verdict.DEGRADED
+    assert run(endpoint(version="v0"), ROLLING).verdict is Verdict.DEGRADED
+
+
 def test_any_version_is_fine_when_none_is_expected() -> None:
     expect = Expectation(None, EXPECT.instances, EXPECT.labels, EXPECT.probabilities, 250)
     assert run(endpoint(version="v9"), expect).verdict is Verdict.OK

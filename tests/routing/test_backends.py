@@ -21,11 +21,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from orchestrator.emulators import HOST, MotoServer, start_moto
 from orchestrator.errors import ConfigError, NotFound, PermissionDenied, StorageError, TransientError
 from orchestrator.routing.backends import AppliedRouting, RoutingBackend, open_backend
 from orchestrator.routing.backends.file import FileBackend
 from orchestrator.routing.backends.route53 import DEFAULT_TTL, Route53Backend, translate_error
-from tests.emulators import HOST, MotoServer, start_moto
 
 TARGETS = {
     "aws": "https://abc123.us-east-1.awsapprunner.example",
@@ -559,3 +559,26 @@ def test_file_concurrent_writers_get_distinct_versions(tmp_path: Path) -> None:
         thread.join()
     assert sorted(map(int, versions)) == list(range(1, 101))
     assert FileBackend(path).read()["version"] == 100
+
+
+def test_fan_out_applies_to_route53_and_the_file_and_reads_back_route53(
+    settings: dict[str, str], r53: Any, tmp_path: Path
+) -> None:
+    from orchestrator.config import RoutingConfig
+    from orchestrator.routing.backends import FanOut
+
+    routing = open_backend("route53", settings)
+    table = open_backend("file", {"path": str(tmp_path / "routing.json")})
+    with FanOut([routing, table]) as both:
+        assert both.kind == "route53+file"
+        both.apply({"aws": 70, "gcp": 30, "azure": 0}, TARGETS, reason="cheapest first")
+        assert table.current() == {"aws": 70, "gcp": 30, "azure": 0}
+        records = our_records(r53, settings["hosted_zone_id"], settings["record_name"])
+        assert {k: r["Weight"] for k, r in records.items()} == {"aws": 70, "gcp": 30, "azure": 0}
+        assert both.current() == {"aws": 70, "gcp": 30, "azure": 0}
+    zone = {"hosted_zone_id": "Z1", "record_name": "m.example.com."}
+    assert RoutingConfig(backend=["route53", "file"], route53=zone).backends == ["route53", "file"]
+    with pytest.raises(ValueError, match="names a backend twice"):
+        RoutingConfig(backend=["file", "file"])
+    with pytest.raises(ValueError, match=r"routing\.route53"):
+        RoutingConfig(backend=["file", "route53"])

@@ -30,6 +30,7 @@ import google_crc32c
 import orjson
 import pytest
 
+from orchestrator.emulators import Azurite, MotoServer, closed_port
 from orchestrator.errors import ConfigError, NotFound, StateConflict, StorageError, TransientError
 from orchestrator.state import (
     DOCUMENT_KEY,
@@ -42,7 +43,6 @@ from orchestrator.state import (
 from orchestrator.state.objectstore import COMMIT_WAIT_INITIAL, COMMIT_WAIT_MAX, split_location
 from orchestrator.storage import NO_RETRY, NO_WAIT_RETRY, open_storage
 from orchestrator.types import Flip, HealthState
-from tests.emulators import Azurite, MotoServer, closed_port
 from tests.state.conftest import GCS_IGNORES_PRECONDITIONS, FakeClock, StateBackend
 
 H, U, X = HealthState.HEALTHY, HealthState.UNHEALTHY, HealthState.DRAINED

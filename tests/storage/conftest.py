@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.emulators import Emulator, unique_bucket_name
 from orchestrator.storage import NO_WAIT_RETRY, RetryPolicy, Storage, open_storage
-from tests.emulators import Emulator, unique_bucket_name
 
 BACKENDS = [
     pytest.param("local", id="local"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.emulators import EmulatorUnavailable, start_azurite, start_moto
+from orchestrator.emulators import EmulatorUnavailable, start_azurite, start_moto
 
 
 def test_a_missing_azurite_says_how_to_install_it(tmp_path: Path) -> None:

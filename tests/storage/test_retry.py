@@ -16,6 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.emulators import (
+    AZURITE_ACCOUNT,
+    AZURITE_KEY,
+    MotoServer,
+    closed_port,
+    start_moto,
+    unique_bucket_name,
+)
 from orchestrator.errors import NotFound, PermissionDenied, PreconditionFailed, StorageError, TransientError
 from orchestrator.storage import (
     DEFAULT_RETRY,
@@ -26,14 +34,6 @@ from orchestrator.storage import (
     Storage,
     StorageURI,
     open_storage,
-)
-from tests.emulators import (
-    AZURITE_ACCOUNT,
-    AZURITE_KEY,
-    MotoServer,
-    closed_port,
-    start_moto,
-    unique_bucket_name,
 )
 
 # --- the fake transport -------------------------------------------------------------------

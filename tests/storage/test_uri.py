@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.emulators import Azurite, GcsEmulator, MotoServer
 from orchestrator.errors import ConfigError
 from orchestrator.storage import NO_WAIT_RETRY, StorageURI, open_storage, parse_uri
 from orchestrator.storage.aws import S3Storage
 from orchestrator.storage.azure import AzureStorage
 from orchestrator.storage.gcp import GCSStorage
 from orchestrator.storage.local import LocalStorage
-from tests.emulators import Azurite, GcsEmulator, MotoServer
 
 
 @pytest.mark.parametrize(

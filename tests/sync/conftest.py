@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.emulators import Azurite, Emulator, GcsEmulator, MotoServer
 from orchestrator.storage import NO_WAIT_RETRY, open_storage
 from orchestrator.sync import Target
 from serving.train import TrainOptions, TrainResult, train
-from tests.emulators import Azurite, Emulator, GcsEmulator, MotoServer
 
 
 @pytest.fixture(scope="session")

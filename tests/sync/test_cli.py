@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from orchestrator.emulators import Azurite, GcsEmulator, MotoServer
 from serving.train import TrainResult
-from tests.emulators import Azurite, GcsEmulator, MotoServer
 
 
 @pytest.fixture

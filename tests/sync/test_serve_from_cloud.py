@@ -8,10 +8,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from orchestrator.emulators import Emulator
 from orchestrator.processes import Endpoint, start_endpoint
 from orchestrator.sync import Target, sync_artifact
 from serving.train import TrainOptions, TrainResult, train
-from tests.emulators import Emulator
 from tests.sync.conftest import bucket_of, target
 
 

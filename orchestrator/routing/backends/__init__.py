@@ -30,6 +30,7 @@ __all__ = [
     "BACKENDS",
     "MAX_WEIGHT",
     "AppliedRouting",
+    "FanOut",
     "RoutingBackend",
     "check_settings",
     "checked_weights",
@@ -87,6 +88,39 @@ class RoutingBackend(Protocol):
 
     def __exit__(self, *exc_info: object) -> None:
         """Calls :meth:`close`."""
+
+
+class FanOut:
+    """Several backends as one (``routing.backend: [route53, file]``): ``apply`` applies to each in
+    order and returns the first one's result; ``current`` reads the first. A failure stops the
+    fan-out and propagates, and the caller does not record the weights as applied, so the next
+    round applies them to every backend again (``apply`` is idempotent)."""
+
+    def __init__(self, backends: list[RoutingBackend]) -> None:
+        if not backends:
+            raise ValueError("FanOut needs at least one backend")
+        self.backends = backends
+        self.kind = "+".join(b.kind for b in backends)
+        self.location = "; ".join(b.location for b in backends)
+
+    def apply(
+        self, weights: Mapping[str, int], targets: Mapping[str, str], *, reason: str = ""
+    ) -> AppliedRouting:
+        results = [backend.apply(weights, targets, reason=reason) for backend in self.backends]
+        return results[0]
+
+    def current(self) -> dict[str, int]:
+        return self.backends[0].current()
+
+    def close(self) -> None:
+        for backend in self.backends:
+            backend.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def open_backend(kind: str, settings: Mapping[str, str]) -> RoutingBackend:

@@ -1,4 +1,4 @@
-"""Storage emulators for tests: real servers on free loopback ports, started and stopped here.
+"""Cloud emulators on free loopback ports, for the demo and the tests: started and stopped here.
 
     with start_moto(log_dir) as s3:                 # moto_server (S3); in_process=True for a thread
         bucket = s3.create_bucket()
@@ -10,9 +10,10 @@ a sync. ``settings`` are explicit ``open_storage`` settings; ``env`` holds the s
 of the code paths that read them. ``client`` is the raw SDK client, independent of the code under
 test: buckets are created with it, and ``tamper()`` changes an object behind our back.
 
-A missing emulator raises :class:`EmulatorUnavailable` saying how to install it; the fixtures in
-``tests/conftest.py`` turn that into a failure, never a skip. The exact commands and known gaps
-of each emulator are in ``../shared/NOTES.md``.
+Servers run in their own session, so a Ctrl-C at the terminal reaches only the caller, which stops
+them in ``finally``. A missing emulator raises :class:`EmulatorUnavailable` saying how to install
+it; the demo prints that, and the fixtures in ``tests/conftest.py`` turn it into a failure, never a
+skip. The exact commands and known gaps of each emulator are in ``../shared/NOTES.md``.
 """
 
 from __future__ import annotations
@@ -53,8 +54,19 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parents[1]
-# Where scripts/bootstrap.sh (run by `make test`) installs Azurite from npm.
-AZURITE_BIN = REPO / ".cache" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
+
+
+def _azurite_bin() -> Path:
+    """$AZURITE_BIN, else where scripts/bootstrap.sh (run by `make demo` and `make test`) installs
+    Azurite from npm, else ``azurite-blob`` on PATH."""
+    if os.environ.get("AZURITE_BIN"):
+        return Path(os.environ["AZURITE_BIN"])
+    local = REPO / ".cache" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
+    on_path = shutil.which("azurite-blob")
+    return local if local.exists() or on_path is None else Path(on_path)
+
+
+AZURITE_BIN = _azurite_bin()
 # Azurite's well-known development account (public, documented by Microsoft; not a secret).
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -132,7 +144,14 @@ class Emulator(abc.ABC):
     def start(self) -> Self:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+            self.process = subprocess.Popen(
+                self.argv(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.log_path.parent,
+                start_new_session=True,
+            )
         self._wait_ready()
         return self
 
@@ -244,7 +263,8 @@ class MotoServer(Emulator):
             region_name="us-east-1",
             aws_access_key_id="testing",
             aws_secret_access_key="testing",  # moto accepts any credentials
-            config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}),
+            # A few retries: this client sets the scene, and a loaded runner may drop a connection.
+            config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 3}),
         )
 
     def create_bucket(self, name: str | None = None) -> str:
@@ -255,6 +275,20 @@ class MotoServer(Emulator):
     def tamper(self, bucket: str, name: str, data: bytes) -> None:
         head = self.client.head_object(Bucket=bucket, Key=name)
         self.client.put_object(Bucket=bucket, Key=name, Body=data, Metadata=head["Metadata"])
+
+    def create_zone(self, domain: str) -> str:
+        """A Route 53 hosted zone for ``domain`` on this server; returns its id (without /hostedzone/)."""
+        import boto3
+
+        route53 = boto3.session.Session().client(
+            "route53",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        zone = route53.create_hosted_zone(Name=domain, CallerReference=uuid.uuid4().hex)["HostedZone"]
+        return str(zone["Id"]).rsplit("/", 1)[-1]
 
     def etag(self, bucket: str, name: str) -> str:
         etag: str = self.client.head_object(Bucket=bucket, Key=name)["ETag"]
@@ -348,7 +382,11 @@ class Azurite(Emulator):
     def _make_client(self) -> Any:
         from azure.storage.blob import BlobServiceClient
 
-        return BlobServiceClient.from_connection_string(self.connection_string, retry_total=0)
+        # A few quick retries (a dropped keep-alive connection on a loaded runner); this client
+        # sets the scene, and the code under test brings its own retry policy.
+        return BlobServiceClient.from_connection_string(
+            self.connection_string, retry_total=3, retry_backoff_factor=0.1
+        )
 
     def create_bucket(self, name: str | None = None) -> str:
         name = name or unique_bucket_name()
