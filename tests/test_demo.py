@@ -90,6 +90,8 @@ def test_failover_within_the_bound_and_no_request_failed_after_it(demo: dict[str
     b = demo["failback"]
     assert b["weights"]["aws"] > 0
     assert b["readmitted_after_s"] > 0
+    assert b["readmitted_at"] >= b["hold_until"], "not back before its hold-down ended"
+    assert b["restarted_at"] < b["hold_until"], "the restart came during the hold-down"
 
 
 def test_the_operator_commands_ran_for_real(demo: dict[str, Any]) -> None:

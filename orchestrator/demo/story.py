@@ -39,7 +39,7 @@ EXPECTED_RPS = 50.0
 LATENCY_SLO_MS = 250.0
 # How long each phase lets traffic flow, so the plot shows it.
 STEADY_S = 4.0
-OUTAGE_S = 2.0
+OUTAGE_S = 1.0  # shorter than the hold-down: the comeback has to wait for it
 DRAINED_S = 3.0
 AFTER_ROLLOUT_S = 3.0
 
@@ -138,6 +138,7 @@ class _Story:
         self.rounds: list[tuple[float, RoundReport]] = []
         self.rounds_lock = threading.Lock()
         self.started_pids: list[int] = []
+        self.hold_until = 0.0  # when aws may come back after its fall (wall clock)
 
     # -- the story -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -274,7 +275,7 @@ class _Story:
         killed_wall = time.time()
         endpoint.process.signal(signal.SIGKILL)
         killed = self.timeline.event("kill", "aws endpoint killed (SIGKILL)", label="aws killed")
-        detected = self.wait_for(
+        detected, self.hold_until = self.wait_for(
             lambda: self._flip_after("aws", HealthState.UNHEALTHY, killed_wall), 20, "aws marked unhealthy"
         )
         applied = self.wait_for(
@@ -327,8 +328,9 @@ class _Story:
         )
         self.timeline.event(
             "failback",
-            f"failback: aws back in rotation after {back[0] - restarted_wall:.2f} s "
-            f"({h.healthy_threshold} good probes, then the hold-down): weights {back[1]}",
+            f"failback: aws back in rotation {back[0] - restarted_wall:.2f} s after its restart, once "
+            f"{h.healthy_threshold} probes passed and its hold-down ended "
+            f"(at {self.timeline.at(self.hold_until):.1f} s): weights {back[1]}",
             at=self.timeline.at(back[0]),
             label="failback",
             weights=back[1],
@@ -339,6 +341,8 @@ class _Story:
             "readmitted_after_s": round(back[0] - restarted_wall, 3),
             "healthy_threshold": h.healthy_threshold,
             "hold_down_s": h.hold_down_s,
+            "hold_until": self.timeline.at(self.hold_until),
+            "readmitted_at": self.timeline.at(back[0]),
             "weights": back[1],
         }
 
@@ -526,12 +530,13 @@ class _Story:
                 at=self.timeline.at(flip.at),
             )
 
-    def _flip_after(self, cloud: str, state: HealthState, since: float) -> float | None:
+    def _flip_after(self, cloud: str, state: HealthState, since: float) -> tuple[float, float] | None:
+        """(when ``cloud`` flipped to ``state`` after ``since``, its hold-down's end), or None."""
         with self.rounds_lock:
             for _, report in self.rounds:
                 for flip in report.flips:
                     if flip.cloud == cloud and flip.new is state and flip.at >= since:
-                        return flip.at
+                        return flip.at, report.records[cloud].machine.hold_until
         return None
 
     def _applied_after(

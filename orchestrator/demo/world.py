@@ -163,7 +163,7 @@ class LocalClouds:
                 "healthy_threshold": 3,
                 "jitter": 0.1,
                 "startup_grace_s": 2.0,
-                "hold_down_s": 2.0,
+                "hold_down_s": 3.0,
                 "max_hold_down_s": 16.0,
                 "rollout_grace_s": 30.0,
             },
