@@ -3,55 +3,100 @@
 Each command lives in its own module and imports its heavy dependencies (scikit-learn, ONNX Runtime,
 cloud SDKs) inside the command function, so ``orchestrator --help`` stays fast. Errors from the
 project's exception tree become one line on stderr and a non-zero exit code.
+
+:data:`app` (the typer application) is built on first use and :func:`main` registers the commands
+on it, only ``serve``'s when that is the command. The container's bare ``orchestrator serve``, with
+its settings in the environment, does not build the CLI at all (see :mod:`orchestrator.cli.serve`):
+its cold start should not pay for typer and the other commands' imports. Code that drives
+:data:`app` itself (e.g. with a ``CliRunner``) calls :func:`register_commands` first.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
-
-import typer
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from orchestrator.errors import OrchestratorError
 
-__all__ = ["app", "main"]
+if TYPE_CHECKING:
+    import typer
 
-app = typer.Typer(
-    name="orchestrator",
-    help="Train, sync, serve, health-check and route one ML model across AWS, GCP and Azure.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+    app: typer.Typer
+
+__all__ = ["app", "main", "register_commands"]
 
 
-def _version(value: bool) -> None:
-    if value:
-        from orchestrator import __version__
+@functools.cache
+def _build_app() -> typer.Typer:
+    import typer
 
-        typer.echo(__version__)
-        raise typer.Exit
+    application = typer.Typer(
+        name="orchestrator",
+        help="Train, sync, serve, health-check and route one ML model across AWS, GCP and Azure.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
+    def _version(value: bool) -> None:
+        if value:
+            from orchestrator import __version__
+
+            typer.echo(__version__)
+            raise typer.Exit
+
+    @application.callback()
+    def _root(
+        version: bool = typer.Option(
+            False, "--version", callback=_version, is_eager=True, help="Print the version."
+        ),
+    ) -> None:
+        """Train, sync, serve, health-check and route one ML model across AWS, GCP and Azure."""
+
+    return application
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version."
-    ),
-) -> None:
-    """Train, sync, serve, health-check and route one ML model across AWS, GCP and Azure."""
+def __getattr__(name: str) -> typer.Typer:
+    # `app` is built on first access (PEP 562): `from orchestrator.cli import app` in the command
+    # modules works as before, and a process that never touches it never imports typer.
+    if name == "app":
+        return _build_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _register() -> None:
-    # Imported for their side effect of adding commands to `app`; each is cheap to import.
-    from orchestrator.cli import control, demo, image, publish, serve, train  # noqa: F401
+def register_commands(argv: Sequence[str] | None = None) -> None:
+    """Add the commands to ``app`` (calling it again adds nothing twice).
 
+    Given the arguments and they name ``serve``, only that command is registered: what ``orchestrator
+    serve`` runs and prints (``--help`` included) is the same, it just starts faster.
+    """
+    from orchestrator.cli import serve
 
-_register()
+    app = _build_app()
+    if next((arg for arg in argv or () if not arg.startswith("-")), None) == "serve":
+        serve.register(app)
+        return
+    # Imported for their side effect of adding commands to `app`, in the order `--help` lists them.
+    from orchestrator.cli import control, demo, image, publish  # noqa: F401
+
+    serve.register(app)
+    from orchestrator.cli import train  # noqa: F401
 
 
 def main() -> None:
+    argv = sys.argv[1:]
     try:
-        app()
+        if argv == ["serve"]:
+            # The container's command: settings from the environment, no CLI to build if they parse.
+            from orchestrator.cli.serve import from_environment, run
+
+            if (settings := from_environment()) is not None:
+                run(**settings)
+                return
+        register_commands(argv)
+        _build_app()()
     except OrchestratorError as err:
         from orchestrator.cli._output import error
 

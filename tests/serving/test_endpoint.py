@@ -287,3 +287,71 @@ def test_serve_without_a_model_names_the_option(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "--model" in result.stderr
     assert "MODEL_URI" in result.stderr
+
+
+def test_serve_configured_by_the_environment_alone_as_in_the_container(
+    digits_model: TrainResult, tmp_path: Path
+) -> None:
+    """The image runs bare `orchestrator serve`; MODEL_URI, HOST and PORT come from the environment."""
+    import sys
+
+    from orchestrator.processes import ManagedProcess, free_port, wait_http
+
+    port = free_port()
+    process = ManagedProcess(
+        "serve",
+        [sys.executable, "-m", "orchestrator", "serve"],
+        env={"MODEL_URI": str(digits_model.path), "HOST": "127.0.0.1", "PORT": str(port), "MAX_BODY_MB": ""},
+        log_path=tmp_path / "serve.log",
+    ).start()
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", timeout=30, process=process)
+        info = httpx.get(f"http://127.0.0.1:{port}/v1/model").json()
+        assert info["version"] == digits_model.manifest.version
+    finally:
+        process.stop()
+
+
+DEFAULTS = {"model": None, "host": "127.0.0.1", "port": 8080, "reload_interval": None, "max_body_mb": 32.0}
+FULL_ENV = {"MODEL_URI": "s3://b/models/m/LATEST", "HOST": "0.0.0.0", "PORT": "9000",
+            "MODEL_RELOAD_INTERVAL_S": "2.5", "MAX_BODY_MB": "8"}  # fmt: skip
+FULL = {"model": "s3://b/models/m/LATEST", "host": "0.0.0.0", "port": 9000, "reload_interval": 2.5,
+        "max_body_mb": 8.0}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, DEFAULTS),
+        (FULL_ENV, FULL),
+        ({"PORT": ""}, DEFAULTS),
+        ({"PORT": "abc"}, None),
+        ({"MODEL_RELOAD_INTERVAL_S": "1e3"}, None),
+        ({"MAX_BODY_MB": "-1"}, None),
+    ],
+)
+def test_the_environment_fast_path_reads_what_typer_would_or_defers(
+    env: dict[str, str], expected: dict[str, object] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.cli.serve import from_environment
+
+    for name in ("MODEL_URI", "HOST", "PORT", "MODEL_RELOAD_INTERVAL_S", "MAX_BODY_MB"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert from_environment() == expected
+
+
+def test_a_bad_port_in_the_environment_gets_typers_message() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "serve"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PORT": "abc", "MODEL_URI": "/nowhere"},
+    )
+    assert result.returncode == 2, "a usage error, as for --port abc"
+    assert "--port" in result.stderr
