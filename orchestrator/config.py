@@ -242,9 +242,17 @@ def load_config(path: str | Path | None = None) -> Config:
         key = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"{source}: {key}: {first['msg']}") from None
     if state := os.environ.get("ORCHESTRATOR_STATE"):
-        # One file serves every cloud's job; each job keeps its state where its stack says.
-        config = config.model_copy(update={"state": StateConfig(path=state)})
+        # One file serves every cloud's job; each job keeps its state where its stack says. The
+        # file's state.settings still apply to a store of the same kind (same URI scheme).
+        same_kind = _scheme(state) == _scheme(config.state.path)
+        settings = config.state.settings if same_kind else {}
+        config = config.model_copy(update={"state": StateConfig(path=state, settings=settings)})
     return config
+
+
+def _scheme(location: str) -> str:
+    scheme, sep, _ = location.partition("://")
+    return scheme if sep else "file"
 
 
 def _read(source: str) -> str:

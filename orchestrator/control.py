@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -197,23 +197,14 @@ class ControlPlane:
 
     # -- probing -------------------------------------------------------------------------------
     def expectation(self, *, refresh: bool = False) -> Expectation:
-        """What the endpoints must serve, re-read from the buckets every EXPECTATION_TTL_S (or now,
-        with ``refresh``). When the version changes, the one before stays acceptable for
-        ``health.rollout_grace_s``: endpoints pick up the new pointer at their next reload."""
+        """What the endpoints must serve (a rollout's previous version included, see
+        :mod:`orchestrator.health.expect`), re-read from the buckets every EXPECTATION_TTL_S, or
+        now with ``refresh``."""
         now = self.clock()
         cached = self._expectation
-        if cached is not None and not refresh and now - cached[0] <= EXPECTATION_TTL_S:
-            return cached[1]
-        fresh = expected_model(self.config, self.buckets, self.client)
-        if cached is not None:
-            old = cached[1]
-            if old.version is not None and fresh.version != old.version:
-                grace = self.config.health.rollout_grace_s
-                fresh = replace(fresh, previous=replace(old, previous=None), rollout_until=now + grace)
-            elif old.previous is not None and now < old.rollout_until:
-                fresh = replace(fresh, previous=old.previous, rollout_until=old.rollout_until)
-        self._expectation = (now, fresh)
-        return fresh
+        if cached is None or refresh or now - cached[0] > EXPECTATION_TTL_S:
+            self._expectation = cached = (now, expected_model(self.config, self.buckets, self.client))
+        return cached[1]
 
     def probe_all(self, clouds: list[str] | None = None) -> dict[str, ProbeResult]:
         names = clouds or list(self.endpoints)

@@ -67,6 +67,8 @@ def _azurite_bin() -> Path:
 
 
 AZURITE_BIN = _azurite_bin()
+AZURITE_VERSION = "3.35.0"  # scripts/bootstrap.sh installs this one
+NODE_MAJOR = 20
 # Azurite's well-known development account (public, documented by Microsoft; not a secret).
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -374,8 +376,16 @@ class Azurite(Emulator):
                 f"Azurite is not installed (no {self.binary}): {_INSTALL_HINT} "
                 "(it runs `npm install --prefix .cache/azurite azurite@3.35.0`; needs Node.js 20+)"
             )
-        if shutil.which("node") is None:
+        node = shutil.which("node")
+        if node is None:
             raise EmulatorUnavailable(f"Azurite needs Node.js 20+ on PATH: install it, then {_INSTALL_HINT}")
+        version = subprocess.run([node, "--version"], capture_output=True, text=True, check=False).stdout
+        major = version.strip().lstrip("v").split(".")[0]
+        if major.isdigit() and int(major) < NODE_MAJOR:
+            raise EmulatorUnavailable(
+                f"Azurite {AZURITE_VERSION} needs Node.js {NODE_MAJOR}+, and {node} is {version.strip()}: "
+                "install a newer Node.js"
+            )
         self.location.mkdir(parents=True, exist_ok=True)
         return super().start()
 

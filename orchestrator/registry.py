@@ -45,15 +45,24 @@ class Pointer(BaseModel):
     manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     created_at: str = Field(description="the model's created_at: versions are ordered by it")
     published_at: str
+    # The version this pointer replaced: during a rollout, endpoints still serving it are expected
+    # (they pick up the new pointer at their next reload). None for a first publication.
+    previous: str | None = None
 
     @classmethod
-    def new(cls, version: str, manifest_sha256: str, created_at: str) -> Pointer:
+    def new(cls, version: str, manifest_sha256: str, created_at: str, previous: str | None = None) -> Pointer:
         return cls(
             version=version,
             manifest_sha256=manifest_sha256,
             created_at=created_at,
-            published_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            published_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+            previous=previous,
         )
+
+    @property
+    def published(self) -> float:
+        """``published_at`` in unix seconds."""
+        return datetime.fromisoformat(self.published_at).timestamp()
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self.model_dump(), option=orjson.OPT_INDENT_2)

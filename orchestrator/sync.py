@@ -226,10 +226,11 @@ def _upload(
 def _move_pointer(
     storage: Storage, manifest: Manifest, manifest_sha: str, result: SyncResult, *, force: bool, dry_run: bool
 ) -> None:
-    new = Pointer.new(manifest.version, manifest_sha, manifest.created_at)
     for _ in range(POINTER_ATTEMPTS):
         current, info = read_pointer(storage, manifest.name)
         result.previous_version = current.version if current else None
+        previous = current.version if current and current.version != manifest.version else None
+        new = Pointer.new(manifest.version, manifest_sha, manifest.created_at, previous=previous)
         if current is not None and current.version == new.version and current.manifest_sha256 == manifest_sha:
             result.pointer = "unchanged"
             return

@@ -450,10 +450,13 @@ class _Story:
         self.console.print("The three clouds stay up. In another shell:\n")
         for name, value in env.items():
             self.console.print(f"  export {name}='{value}'", soft_wrap=True, highlight=False)
+        command = Path(sys.executable).with_name("orchestrator")
+        cli = str(command) if command.exists() else "orchestrator"
         self.console.print(
-            "  orchestrator status\n  orchestrator health --once\n  orchestrator failover --from azure\n"
+            f"  {cli} status\n  {cli} health --once\n  {cli} failover --from azure\n"
             "\nPress Ctrl-C here to stop everything.",
             highlight=False,
+            soft_wrap=True,
         )
         self.watch_stop.clear()
         self.watcher = threading.Thread(target=self._watch, name="health-watch", daemon=True)

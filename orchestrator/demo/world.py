@@ -34,7 +34,7 @@ __all__ = ["CLOUDS", "DOMAIN", "RECORD", "LocalClouds", "emulator_environment"]
 CLOUDS = ("aws", "gcp", "azure")
 DOMAIN = "demo.example."
 RECORD = f"model.{DOMAIN}"
-# Regions only choose the rows of the packaged price table (orchestrator/data/prices.json).
+# Informational, as in a real configuration (the packaged price table has one row per cloud).
 REGIONS = {"aws": "us-east-1", "gcp": "us-central1", "azure": "eastus"}
 # Each deployment carries less than the whole expected load, so the cheapest cloud alone cannot
 # take everything and the router spreads traffic by cost (see ``routing.traffic`` below).

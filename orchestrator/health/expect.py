@@ -6,9 +6,18 @@ lags behind a completed rollout is then seen serving the wrong version, and lose
 it catches up. The canary comes from that version's manifest in a bucket that holds it. Without any
 bucket configured, the endpoints' own ``/v1/model`` is the only source: the version is not checked
 and the canary is the one the first answering endpoint reports.
+
+A rollout: endpoints follow ``LATEST`` at their own reload interval, so for
+``health.rollout_grace_s`` after the pointer moved (its ``published_at``), an endpoint still serving
+the version the pointer replaced (its ``previous``) is expected too, checked with that version's
+canary. The grace comes from the pointer, so a one-shot ``health --once`` knows it as well as the
+watch loop does.
 """
 
 from __future__ import annotations
+
+import time
+from dataclasses import replace
 
 import httpx
 
@@ -34,16 +43,17 @@ def expected_model(config: Config, buckets: dict[str, Storage], client: httpx.Cl
     slo = config.routing.latency_slo_ms
     name = config.model.name
     if buckets:
-        version, holders = _expected_version(config, buckets)
-        for storage in holders:
-            try:
-                key = version_prefix(name, version) + MANIFEST_NAME
-                manifest = parse_manifest(storage.get(key), source=storage.key_uri(key))
-            except OrchestratorError:
-                continue
-            c = manifest.canary
-            return Expectation(version, c.instances, c.labels, c.probabilities, slo)
-        raise ConfigError(f"no bucket holds the manifest of {name} version {version}")
+        version, pointer, holders = _expected_version(config, buckets)
+        expect = _from_manifest(name, version, holders, slo)
+        if expect is None:
+            raise ConfigError(f"no bucket holds the manifest of {name} version {version}")
+        # A rollout: for rollout_grace_s after the pointer moved, the version it replaced is fine too.
+        if pointer is not None and pointer.previous:
+            until = pointer.published + config.health.rollout_grace_s
+            previous = _from_manifest(name, pointer.previous, list(buckets.values()), slo)
+            if previous is not None and time.time() < until:
+                expect = replace(expect, previous=previous, rollout_until=until)
+        return expect
     for endpoint in config.endpoints().values():
         try:
             info = client.get(f"{endpoint}/v1/model", timeout=config.health.timeout_s).json()
@@ -54,10 +64,26 @@ def expected_model(config: Config, buckets: dict[str, Storage], client: httpx.Cl
     raise ConfigError("no bucket configured and no endpoint reports its model: nothing to check against")
 
 
-def _expected_version(config: Config, buckets: dict[str, Storage]) -> tuple[str, list[Storage]]:
+def _from_manifest(name: str, version: str, holders: list[Storage], slo: float) -> Expectation | None:
+    for storage in holders:
+        try:
+            key = version_prefix(name, version) + MANIFEST_NAME
+            manifest = parse_manifest(storage.get(key), source=storage.key_uri(key))
+        except OrchestratorError:
+            continue
+        c = manifest.canary
+        return Expectation(version, c.instances, c.labels, c.probabilities, slo)
+    return None
+
+
+def _expected_version(
+    config: Config, buckets: dict[str, Storage]
+) -> tuple[str, Pointer | None, list[Storage]]:
+    """The expected version, the newest pointer naming it (None when pinned), and the buckets to
+    read its manifest from, those whose pointer names it first."""
     name = config.model.name
     if config.model.version:
-        return config.model.version, list(buckets.values())
+        return config.model.version, None, list(buckets.values())
     pointers: list[tuple[Pointer, Storage]] = []
     errors = []
     for cloud, storage in buckets.items():
@@ -73,4 +99,4 @@ def _expected_version(config: Config, buckets: dict[str, Storage]) -> tuple[str,
         raise ConfigError(f"model {name!r} is not published anywhere ({detail}); run `orchestrator sync`")
     newest = max(pointers, key=lambda p: (p[0].created_at, p[0].version))[0]
     holders = [storage for pointer, storage in pointers if pointer.version == newest.version]
-    return newest.version, holders + [s for s in buckets.values() if s not in holders]
+    return newest.version, newest, holders + [s for s in buckets.values() if s not in holders]

@@ -103,19 +103,23 @@ def test_a_wrong_version_or_a_slow_cloud_is_degraded_and_loses_its_share(fleet: 
 
 def test_a_rollout_in_progress_keeps_every_cloud_healthy_until_the_grace_ends(fleet: Fleet) -> None:
     """LATEST moves to v2 everywhere; aws reloads first, the others still serve v1 for a while."""
-    grace = 3.0
-    plane = fleet.plane(fleet.config(health__rollout_grace_s=grace))
+    grace = 4.0
+    config = fleet.config(health__rollout_grace_s=grace)
+    plane = fleet.plane(config)
     assert plane.health_round(apply=True).exit_code == 0
-    v2 = fleet.models["v2"].manifest.version
+    v1, v2 = (fleet.models[v].manifest.version for v in ("v1", "v2"))
     fleet.publish("v2")
     fleet.start("aws", "v2").wait_ready()
-    time.sleep(1.0)  # the expectation is re-read at most once a second
+    time.sleep(1.0)  # the watch loop's expectation is re-read at most once a second
     report = plane.health_round(apply=True)
     assert report.expected_version == v2, "aws serving v2 made the plane re-read LATEST"
     assert report.exit_code == 0
     assert report.flips == []
     for cloud in ("gcp", "azure"):
-        assert report.records[cloud].machine.last_reason.startswith("rolling out: still serves")
+        assert report.records[cloud].machine.last_reason == f"rolling out: still serves {v1}, next {v2}"
+
+    once = fleet.plane(config).health_round(apply=True)  # a scheduled `health --once`: a new process
+    assert once.exit_code == 0, "the grace comes from the pointer, not from the process's memory"
 
     time.sleep(grace)
     report = plane.health_round(apply=True)

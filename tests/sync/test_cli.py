@@ -200,3 +200,19 @@ def test_the_configuration_can_live_in_a_bucket(moto_server: MotoServer) -> None
     missing = check(f"s3://{bucket}/orchestrator/nope.yaml")
     assert missing.returncode == 2
     assert "configuration object not found" in missing.stderr
+
+
+def test_orchestrator_state_keeps_the_files_settings_for_a_store_of_the_same_kind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.config import load_config
+
+    path = tmp_path / "orchestrator.yaml"
+    state = {"path": "s3://shared/state.json", "settings": {"endpoint_url": "http://127.0.0.1:9"}}
+    path.write_text(yaml.safe_dump({"model": {"name": "iris"}, "clouds": {"aws": {}}, "state": state}))
+    monkeypatch.setenv("ORCHESTRATOR_STATE", "s3://aws-job/state.json")
+    config = load_config(path)
+    assert config.state.path == "s3://aws-job/state.json"
+    assert config.state.settings == {"endpoint_url": "http://127.0.0.1:9"}
+    monkeypatch.setenv("ORCHESTRATOR_STATE", "gs://gcp-job/state.json")
+    assert load_config(path).state.settings == {}, "S3 settings do not apply to GCS"

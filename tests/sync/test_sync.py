@@ -101,6 +101,19 @@ def test_an_older_version_is_refused_unless_forced(
     assert all(r.ok and r.pointer == "moved" for r in forced)
 
 
+def test_the_pointer_names_the_version_it_replaced(
+    three_clouds: list[Target], iris_v1: TrainResult, iris_v2: TrainResult
+) -> None:
+    """What health checks accept during a rollout's grace period (orchestrator.health.expect)."""
+    sync_artifact(iris_v1.path, three_clouds)
+    sync_artifact(iris_v2.path, three_clouds)
+    sync_artifact(iris_v2.path, three_clouds)  # a no-op re-sync keeps the pointer as it is
+    for t in three_clouds:
+        pointer, _ = read_pointer(t.storage, "iris")
+        assert pointer is not None
+        assert (pointer.version, pointer.previous) == (iris_v2.manifest.version, iris_v1.manifest.version)
+
+
 def test_verify_deep_catches_bytes_changed_behind_our_back(
     three_clouds: list[Target], iris_v1: TrainResult, moto_server, gcs_emulator, azurite
 ) -> None:
