@@ -109,12 +109,7 @@ class S3Storage(Storage):
     settings_keys = frozenset({"endpoint_url", "region"})
 
     def __init__(self, location: StorageURI, *, settings: Mapping[str, str], retry: RetryPolicy) -> None:
-        super().__init__(
-            location,
-            settings=settings,
-            retry=retry,
-            name_prefix=f"{location.prefix}/" if location.prefix else "",
-        )
+        super().__init__(location, settings=settings, retry=retry)
         try:
             import boto3  # noqa: F401  # fail at open time, with advice, if the extra is missing
         except ImportError:

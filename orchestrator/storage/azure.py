@@ -71,12 +71,7 @@ class AzureStorage(Storage):
     settings_keys = frozenset({"connection_string", "account_url"})
 
     def __init__(self, location: StorageURI, *, settings: Mapping[str, str], retry: RetryPolicy) -> None:
-        super().__init__(
-            location,
-            settings=settings,
-            retry=retry,
-            name_prefix=f"{location.prefix}/" if location.prefix else "",
-        )
+        super().__init__(location, settings=settings, retry=retry)
         try:
             import azure.storage.blob  # fail at open time, with advice
         except ImportError:

@@ -66,12 +66,7 @@ class GCSStorage(Storage):
     settings_keys = frozenset({"endpoint_url", "project"})
 
     def __init__(self, location: StorageURI, *, settings: Mapping[str, str], retry: RetryPolicy) -> None:
-        super().__init__(
-            location,
-            settings=settings,
-            retry=retry,
-            name_prefix=f"{location.prefix}/" if location.prefix else "",
-        )
+        super().__init__(location, settings=settings, retry=retry)
         try:
             import google.cloud.storage  # noqa: F401  # fail at open time, with advice
         except ImportError:
