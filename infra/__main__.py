@@ -8,9 +8,7 @@ health job beside it (same image, same bucket). Every cloud stack exports the sa
 """
 
 import sys
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
 
 # Pulumi runs this directory with runpy.run_path("infra/"), which puts infra/ itself first on
 # sys.path: `import azure` would then find infra/azure.py instead of the namespace package, and
@@ -23,6 +21,7 @@ if str(_HERE.parent) not in sys.path:
 import pulumi  # noqa: E402
 
 from infra import spec  # noqa: E402
+from infra.endpoint import EndpointComponent  # noqa: E402
 
 # What every cloud stack exports, in this order; the values' meaning:
 #   cloud, region          the stack's cloud key and region
@@ -58,29 +57,12 @@ COMPONENT_NAME = "ml-endpoint"
 HEALTH_JOB_NAME = f"{COMPONENT_NAME}-health"
 
 
-class _Endpoint(Protocol):
-    """What every cloud's component offers (AwsEndpoint, GcpEndpoint, AzureEndpoint)."""
-
-    @property
-    def endpoint_url(self) -> pulumi.Output[str]: ...
-    @property
-    def model_uri(self) -> pulumi.Output[str]: ...
-    @property
-    def registry(self) -> pulumi.Output[str]: ...
-    @property
-    def image(self) -> pulumi.Output[str]: ...
-    @property
-    def storage_root(self) -> pulumi.Output[str]: ...
-    @property
-    def storage_settings(self) -> Mapping[str, pulumi.Input[str]]: ...
-
-
 def _endpoint(cloud: spec.Cloud) -> None:
     # All configuration is read and validated before the first resource exists.
     endpoint = spec.load_endpoint_spec(cloud)
     job = spec.load_health_job_spec(cloud)
     # Each cloud's SDK is imported only by the stack that deploys there.
-    component: _Endpoint
+    component: EndpointComponent
     if cloud == "aws":
         from infra.aws import AwsEndpoint, AwsHealthJob
 

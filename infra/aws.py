@@ -31,6 +31,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from infra.endpoint import EndpointComponent
 from infra.spec import AwsOptions, EndpointSpec, HealthJobSpec
 
 __all__ = ["CONTAINER_NAME", "JOB_CONTAINER_NAME", "AwsEndpoint", "AwsHealthJob"]
@@ -74,16 +75,9 @@ def _ecs_tasks_trust(region: str, opts: pulumi.InvokeOutputOptions) -> pulumi.Ou
     )
 
 
-class AwsEndpoint(pulumi.ComponentResource):
+class AwsEndpoint(EndpointComponent):
     """The model endpoint on ECS Fargate; see the module docstring for what it creates."""
 
-    endpoint_url: pulumi.Output[str]
-    model_uri: pulumi.Output[str]
-    registry: pulumi.Output[str]
-    image: pulumi.Output[str]
-    bucket: pulumi.Output[str]
-    storage_root: pulumi.Output[str]  # s3://<bucket>
-    storage_settings: dict[str, str]
     # What the health job reuses: the bucket, the cluster, the execution role (pull this image,
     # write this log group), the log group and the network.
     bucket_arn: pulumi.Output[str]
@@ -131,15 +125,7 @@ class AwsEndpoint(pulumi.ComponentResource):
         task_definition = self._task_definition(execution_role, task_role, log_group)
         self._service(task_definition, target_group, listener, subnet_ids, task_sg)
 
-        self.register_outputs(
-            {
-                "endpoint_url": self.endpoint_url,
-                "model_uri": self.model_uri,
-                "registry": self.registry,
-                "image": self.image,
-                "bucket": self.bucket,
-            }
-        )
+        self.register_endpoint_outputs()
 
     def _model_bucket(self) -> aws.s3.Bucket:
         """Private (public access blocked, ACLs disabled), versioned, encrypted, TLS only."""

@@ -40,6 +40,7 @@ from pulumi_azure_native import (
     storage,
 )
 
+from infra.endpoint import EndpointComponent
 from infra.spec import (
     AWS_CREDENTIALS_DIR,
     AWS_CREDENTIALS_FILE,
@@ -76,16 +77,9 @@ def _role(subscription_id: pulumi.Input[str], role_id: pulumi.Input[str]) -> pul
     )
 
 
-class AzureEndpoint(pulumi.ComponentResource):
+class AzureEndpoint(EndpointComponent):
     """The model endpoint on Azure Container Apps; see the module docstring for what it creates."""
 
-    endpoint_url: pulumi.Output[str]
-    model_uri: pulumi.Output[str]
-    registry: pulumi.Output[str]
-    image: pulumi.Output[str]
-    bucket: pulumi.Output[str]
-    storage_root: pulumi.Output[str]  # az://<container>
-    storage_settings: dict[str, pulumi.Output[str]]
     # What the health job reuses: the group, environment, registry, models container and account.
     group: resources.ResourceGroup
     environment: app.ManagedEnvironment
@@ -280,15 +274,7 @@ class AzureEndpoint(pulumi.ComponentResource):
             lambda configuration: f"https://{configuration.ingress.fqdn}"  # type: ignore[union-attr]
         )
 
-        self.register_outputs(
-            {
-                "endpoint_url": self.endpoint_url,
-                "model_uri": self.model_uri,
-                "registry": self.registry,
-                "image": self.image,
-                "bucket": self.bucket,
-            }
-        )
+        self.register_endpoint_outputs()
 
 
 JOB_CONTAINER_NAME = "health"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_gcp as gcp
 
+from infra.endpoint import EndpointComponent
 from infra.spec import (
     AWS_CREDENTIALS_DIR,
     AWS_CREDENTIALS_FILE,
@@ -52,16 +53,9 @@ def _memory(mib: int) -> str:
     return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
 
 
-class GcpEndpoint(pulumi.ComponentResource):
+class GcpEndpoint(EndpointComponent):
     """The model endpoint on Cloud Run; see the module docstring for what it creates."""
 
-    endpoint_url: pulumi.Output[str]
-    model_uri: pulumi.Output[str]
-    registry: pulumi.Output[str]
-    image: pulumi.Output[str]
-    bucket: pulumi.Output[str]
-    storage_root: pulumi.Output[str]  # gs://<bucket>
-    storage_settings: dict[str, str]
     apis: list[gcp.projects.Service]  # the health job's Cloud Run job needs them too
 
     def __init__(
@@ -195,15 +189,7 @@ class GcpEndpoint(pulumi.ComponentResource):
         )
         self.endpoint_url = service.uri
 
-        self.register_outputs(
-            {
-                "endpoint_url": self.endpoint_url,
-                "model_uri": self.model_uri,
-                "registry": self.registry,
-                "image": self.image,
-                "bucket": self.bucket,
-            }
-        )
+        self.register_endpoint_outputs()
 
 
 JOB_CONTAINER_NAME = "health"
