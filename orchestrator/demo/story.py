@@ -25,12 +25,13 @@ from orchestrator.config import Config, load_config
 from orchestrator.control import ControlPlane, RoundReport
 from orchestrator.demo.report import Timeline, summary_table, write_report
 from orchestrator.demo.traffic import Traffic, WeightsCache
+from orchestrator.demo.watch import Watch
 from orchestrator.demo.world import CLOUDS, LocalClouds, emulator_environment
 from orchestrator.emulators import EmulatorUnavailable
 from orchestrator.errors import OrchestratorError
 from orchestrator.routing.backends import open_backend
 from orchestrator.state import StateStore
-from orchestrator.types import HealthState
+from orchestrator.types import Flip, HealthState
 
 __all__ = ["DemoError", "DemoOptions", "run_demo"]
 
@@ -133,10 +134,7 @@ class _Story:
         self.config_path: Path | None = None
         self.plane: ControlPlane | None = None
         self.traffic: Traffic | None = None
-        self.watch_stop = threading.Event()
-        self.watcher: threading.Thread | None = None
-        self.rounds: list[tuple[float, RoundReport]] = []
-        self.rounds_lock = threading.Lock()
+        self.watch: Watch | None = None
         self.started_pids: list[int] = []
         self.hold_until = 0.0  # when aws may come back after its fall (wall clock)
 
@@ -258,8 +256,7 @@ class _Story:
             rate_per_s=self.options.rate_per_s,
             clock=self.timeline.now,
         ).start()
-        self.watcher = threading.Thread(target=self._watch, name="health-watch", daemon=True)
-        self.watcher.start()
+        self.watch = Watch(self.config, on_flip=self._on_flip, on_error=self._on_watch_error).start()
         self.timeline.event(
             "traffic",
             f"health --watch --apply running; clients send {self.options.rate_per_s:g} predictions/s "
@@ -268,6 +265,7 @@ class _Story:
         self.pause(STEADY_S, "steady traffic")
 
     def kill_and_fail_over(self) -> None:
+        watch = self._watch()
         assert self.config is not None
         assert self.traffic is not None
         h = self.config.health
@@ -276,10 +274,10 @@ class _Story:
         endpoint.process.signal(signal.SIGKILL)
         killed = self.timeline.event("kill", "aws endpoint killed (SIGKILL)", label="aws killed")
         detected, self.hold_until = self.wait_for(
-            lambda: self._flip_after("aws", HealthState.UNHEALTHY, killed_wall), 20, "aws marked unhealthy"
+            lambda: watch.flip_after("aws", HealthState.UNHEALTHY, killed_wall), 20, "aws marked unhealthy"
         )
         applied = self.wait_for(
-            lambda: self._applied_after(killed_wall, lambda w: w.get("aws") == 0), 20, "aws drained from DNS"
+            lambda: watch.applied_after(killed_wall, lambda w: w.get("aws") == 0), 20, "aws drained from DNS"
         )
         detected_s, applied_s = detected - killed_wall, applied[0] - killed_wall
         self.timeline.event(
@@ -315,6 +313,7 @@ class _Story:
         }
 
     def restart_and_fail_back(self) -> None:
+        watch = self._watch()
         assert self.config is not None
         h = self.config.health
         restarted_wall = time.time()
@@ -324,7 +323,7 @@ class _Story:
             "restart", "aws endpoint restarted (same address)", label="aws restarted"
         )
         back = self.wait_for(
-            lambda: self._applied_after(restarted_wall, lambda w: w.get("aws", 0) > 0), 40, "aws back in DNS"
+            lambda: watch.applied_after(restarted_wall, lambda w: w.get("aws", 0) > 0), 40, "aws back in DNS"
         )
         self.timeline.event(
             "failback",
@@ -364,6 +363,7 @@ class _Story:
         self.result["manual"] = {"failover": out, "failback": back}
 
     def roll_out_v2(self) -> None:
+        watch = self._watch()
         with self.console.status("training version 2 with `orchestrator train` (another seed)"):
             trained = self.cli_json(
                 "train", "--dataset", "digits", "--seed", "1", "--out", str(self.clouds.root / "artifacts")
@@ -392,7 +392,7 @@ class _Story:
 
             self.wait_for(all_swapped, 30, f"every endpoint serving {version}")
         canary = self.wait_for(
-            lambda: self._canary_ok_after(published, version), 20, f"health checks passing on {version}"
+            lambda: watch.canary_ok_after(published, version), 20, f"health checks passing on {version}"
         )
         self.timeline.event(
             "canary", f"health checks pass everywhere on {version} (canary rows answered right)"
@@ -407,15 +407,9 @@ class _Story:
     def summarise(self) -> None:
         assert self.traffic is not None
         self.traffic.stop()
-        self.stop_watch()
+        self._watch().stop()
         requests = self.traffic.snapshot()
         per_cloud = self.traffic.counts()
-        for cloud, row in per_cloud.items():
-            versions: dict[str, int] = {}
-            for r in requests:
-                if r.served_by == cloud and r.version:
-                    versions[r.version] = versions.get(r.version, 0) + 1
-            row["versions"] = versions  # type: ignore[assignment]
         self.result["traffic"] = {
             "rate_per_s": self.options.rate_per_s,
             "total": len(requests),
@@ -458,9 +452,7 @@ class _Story:
             highlight=False,
             soft_wrap=True,
         )
-        self.watch_stop.clear()
-        self.watcher = threading.Thread(target=self._watch, name="health-watch", daemon=True)
-        self.watcher.start()
+        self._watch().start()
         while True:
             time.sleep(3600)
 
@@ -503,79 +495,29 @@ class _Story:
                 value = condition()
                 if value:
                     return value
-                if self.watcher is not None and not self.watcher.is_alive() and not self.watch_stop.is_set():
+                if self.watch is not None and self.watch.died:
                     raise DemoError(f"the health watch stopped while waiting for {what}")
                 time.sleep(0.05)
         raise DemoError(f"timed out after {timeout:g} s waiting for {what}")
 
-    def _watch(self) -> None:
-        """``health --watch --apply`` in a thread, with its own control plane (not thread-safe)."""
-        assert self.config is not None
-        plane = ControlPlane(self.config, store=StateStore.open(Path(self.config.state.path)))
-        try:
-            while not self.watch_stop.is_set():
-                try:
-                    plane.watch(apply=True, stop=self.watch_stop.is_set, on_round=self._on_round)
-                except OrchestratorError as exc:  # a failed round: say so, keep watching
-                    self.timeline.event("watch_error", f"health round failed: {exc}")
-                    self.watch_stop.wait(self.config.health.interval_s)
-        finally:
-            plane.close()
+    def _watch(self) -> Watch:
+        assert self.watch is not None, "the watch starts with the traffic"
+        return self.watch
 
-    def _on_round(self, report: RoundReport) -> None:
-        now = time.time()
-        with self.rounds_lock:
-            self.rounds.append((now, report))
-        for flip in report.flips:
-            self.timeline.event(
-                "flip",
-                f"{flip.cloud}: {flip.old.value} → {flip.new.value} ({flip.reason})",
-                at=self.timeline.at(flip.at),
-            )
+    def _on_flip(self, flip: Flip) -> None:
+        message = f"{flip.cloud}: {flip.old.value} → {flip.new.value} ({flip.reason})"
+        self.timeline.event("flip", message, at=self.timeline.at(flip.at))
 
-    def _flip_after(self, cloud: str, state: HealthState, since: float) -> tuple[float, float] | None:
-        """(when ``cloud`` flipped to ``state`` after ``since``, its hold-down's end), or None."""
-        with self.rounds_lock:
-            for _, report in self.rounds:
-                for flip in report.flips:
-                    if flip.cloud == cloud and flip.new is state and flip.at >= since:
-                        return flip.at, report.records[cloud].machine.hold_until
-        return None
-
-    def _applied_after(
-        self, since: float, accept: Callable[[dict[str, int]], bool]
-    ) -> tuple[float, dict[str, int]] | None:
-        with self.rounds_lock:
-            for at, report in self.rounds:
-                if at >= since and report.applied and report.weights and accept(report.weights):
-                    return at, report.weights
-        return None
-
-    def _canary_ok_after(self, since: float, version: str) -> float | None:
-        with self.rounds_lock:
-            for at, report in self.rounds:
-                probes = [p[-1] for p in report.probes.values() if p]
-                if (
-                    at >= since
-                    and report.expected_version == version
-                    and len(probes) == len(CLOUDS)
-                    and all(p.verdict.value == "ok" and p.served_version == version for p in probes)
-                ):
-                    return at
-        return None
-
-    def stop_watch(self) -> None:
-        self.watch_stop.set()
-        if self.watcher is not None:
-            self.watcher.join(timeout=15)
-            self.watcher = None
+    def _on_watch_error(self, message: str) -> None:
+        self.timeline.event("watch_error", message)
 
     def shutdown(self) -> None:
         """Stop everything this demo started, in reverse order; record what is left (nothing)."""
         with self.console.status("shutting down: traffic, health watch, endpoints, emulators"):
             if self.traffic is not None:
                 self.traffic.stop()
-            self.stop_watch()
+            if self.watch is not None:
+                self.watch.stop()
             if self.plane is not None:
                 self.plane.close()
             if getattr(self, "dns", None) is not None:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -154,18 +155,21 @@ class Traffic:
         with self._lock:
             return list(self.requests)
 
-    def counts(self, since: float = 0.0) -> dict[str, dict[str, int]]:
-        """Per cloud: first attempts sent there, how many of those failed, successes it served."""
-        out = {c: {"requests": 0, "errors": 0, "served": 0} for c in self.urls}
+    def counts(self) -> dict[str, dict[str, Any]]:
+        """Per cloud: first attempts sent there, how many of those failed, successes it served,
+        and those successes by model version."""
+        out: dict[str, dict[str, Any]] = {
+            c: {"requests": 0, "errors": 0, "served": 0, "versions": {}} for c in self.urls
+        }
         for r in self.snapshot():
-            if r.at < since:
-                continue
             if r.first in out:
                 out[r.first]["requests"] += 1
-                if r.retried:
-                    out[r.first]["errors"] += 1
+                out[r.first]["errors"] += r.retried
             if r.served_by in out:
-                out[r.served_by]["served"] += 1
+                row = out[r.served_by]
+                row["served"] += 1
+                if r.version:
+                    row["versions"][r.version] = row["versions"].get(r.version, 0) + 1
         return out
 
     def series(self, bin_s: float = 1.0) -> list[dict[str, float]]:

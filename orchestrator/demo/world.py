@@ -200,11 +200,6 @@ class LocalClouds:
         return env
 
     # -- teardown --------------------------------------------------------------------------------
-    def pids(self) -> list[int]:
-        pids = [e.process.pid for e in self.endpoints.values() if e.process.alive()]
-        pids += [e.process.pid for e in self.emulators.values() if e.process is not None]
-        return pids
-
     def stop(self) -> None:
         """Stop every endpoint, then every emulator; safe to call twice or after a partial start."""
         for endpoint in self.endpoints.values():
