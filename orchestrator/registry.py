@@ -4,36 +4,62 @@
 
     models/<name>/<version>/<files...>     every file the manifest lists
     models/<name>/<version>/manifest.json  written LAST: the version's commit marker
-    models/<name>/LATEST                   {"version", "manifest_sha256", "created_at", "published_at"}
+    models/<name>/LATEST                   {"version", "manifest_sha256", "sequence", "history", ...}
 
 A version directory without ``manifest.json`` is incomplete and nothing reads it. The manifest is
 only written after every file it lists was uploaded and re-verified, and ``LATEST`` only moves
 (with a conditional write) after the manifest landed, so a reader following ``LATEST`` never sees
 half a version.
+
+Publications are ordered by the pointer's own ``sequence``, which the publisher increments at every
+move (with the conditional write, so two publishers cannot both take the same number), never by a
+date inside the artifact: an artifact's ``created_at`` is whatever its writer put there. The
+pointer also keeps a bounded ``history`` of the versions it pointed at before (newest first);
+``sync`` refuses to move it back to one of them unless forced. A pointer written before
+``sequence`` existed reads as sequence 0 with an empty history.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Final
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orchestrator.errors import ArtifactError, NotFound
+from orchestrator.names import NAME_PATTERN, check_model_name, check_version, is_valid_name
 from orchestrator.storage import ObjectInfo, Storage
 
-__all__ = ["MODELS", "POINTER", "Pointer", "pointer_key", "read_pointer", "version_prefix"]
+__all__ = [
+    "HISTORY_LENGTH",
+    "MAX_POINTER_BYTES",
+    "MODELS",
+    "POINTER",
+    "Pointer",
+    "pointer_key",
+    "read_pointer",
+    "read_pointer_bytes",
+    "version_prefix",
+]
 
 MODELS = "models"
 POINTER = "LATEST"
+# Versions the pointer remembers it pointed at: enough for any realistic rollback window (a later
+# issue builds `rollback` on it), small enough that the pointer stays a few kB.
+HISTORY_LENGTH: Final = 20
+# Ours are under 2 kB; anything far larger is not a pointer, and is refused before it is read whole.
+MAX_POINTER_BYTES: Final = 64 * 1024
 
 
 def version_prefix(name: str, version: str) -> str:
-    return f"{MODELS}/{name}/{version}/"
+    """``models/<name>/<version>/``; both parts are checked against the grammar (ArtifactError)."""
+    return f"{MODELS}/{check_model_name(name)}/{check_version(version)}/"
 
 
 def pointer_key(name: str) -> str:
-    return f"{MODELS}/{name}/{POINTER}"
+    """``models/<name>/LATEST``; the name is checked against the grammar (ArtifactError)."""
+    return f"{MODELS}/{check_model_name(name)}/{POINTER}"
 
 
 class Pointer(BaseModel):
@@ -41,23 +67,55 @@ class Pointer(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    version: str
+    version: str = Field(pattern=NAME_PATTERN)
     manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    created_at: str = Field(description="the model's created_at: versions are ordered by it")
+    created_at: str = Field(description="the model's created_at (informative: nothing is ordered by it)")
     published_at: str
     # The version this pointer replaced: during a rollout, endpoints still serving it are expected
     # (they pick up the new pointer at their next reload). None for a first publication.
-    previous: str | None = None
+    previous: str | None = Field(default=None, pattern=NAME_PATTERN)
+    # +1 at every move; the order of publications. Pointers of the previous release read as 0.
+    sequence: int = Field(default=0, ge=0)
+    # The versions it pointed at before, newest first, at most HISTORY_LENGTH.
+    history: tuple[str, ...] = Field(default=(), max_length=HISTORY_LENGTH)
+
+    @field_validator("history")
+    @classmethod
+    def _history(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not all(is_valid_name(v) for v in value):
+            raise ValueError("history holds a value that is not a version")
+        return value
 
     @classmethod
-    def new(cls, version: str, manifest_sha256: str, created_at: str, previous: str | None = None) -> Pointer:
+    def new(
+        cls,
+        version: str,
+        manifest_sha256: str,
+        created_at: str,
+        previous: str | None = None,
+        *,
+        replacing: Pointer | None = None,
+    ) -> Pointer:
+        """The pointer that replaces ``replacing`` (None for a first publication): its sequence + 1,
+        and its version pushed onto the history when the version changes."""
+        history: tuple[str, ...] = ()
+        if replacing is not None:
+            history = replacing.history
+            if replacing.version != version:
+                history = (replacing.version, *(v for v in history if v != replacing.version))
         return cls(
             version=version,
             manifest_sha256=manifest_sha256,
             created_at=created_at,
             published_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
             previous=previous,
+            sequence=(replacing.sequence + 1) if replacing is not None else 1,
+            history=history[:HISTORY_LENGTH],
         )
+
+    def order(self) -> tuple[int, str]:
+        """How pointers of different buckets compare: the higher sequence, ties by version."""
+        return (self.sequence, self.version)
 
     @property
     def published(self) -> float:
@@ -70,15 +128,34 @@ class Pointer(BaseModel):
 
 def read_pointer(storage: Storage, name: str) -> tuple[Pointer | None, ObjectInfo | None]:
     """The pointer and its version token, or (None, None) when the model was never published."""
+    pointer, info, _ = read_pointer_bytes(storage, name)
+    return pointer, info
+
+
+def read_pointer_bytes(storage: Storage, name: str) -> tuple[Pointer | None, ObjectInfo | None, bytes]:
+    """As :func:`read_pointer`, plus the pointer's raw bytes (what an endpoint remembers a refusal
+    by). Larger than :data:`MAX_POINTER_BYTES`, or not a valid pointer: ArtifactError naming the
+    object."""
     key = pointer_key(name)
     try:
         # Token first, content second: if the pointer moves in between, the token is the older one
         # and a conditional write based on it fails safely, instead of succeeding on stale content.
         info = storage.stat(key)
+        if info.size > MAX_POINTER_BYTES:
+            raise ArtifactError(
+                f"{storage.key_uri(key)}: {info.size} bytes is not a pointer (at most {MAX_POINTER_BYTES})",
+                path=key,
+            )
         raw = storage.get(key)
     except NotFound:
-        return None, None
+        return None, None, b""
+    if len(raw) > MAX_POINTER_BYTES:
+        raise ArtifactError(f"{storage.key_uri(key)}: {len(raw)} bytes is not a pointer", path=key)
     try:
-        return Pointer.model_validate(orjson.loads(raw)), info
+        return Pointer.model_validate(orjson.loads(raw)), info, raw
     except (orjson.JSONDecodeError, ValidationError) as exc:
-        raise ArtifactError(f"{storage.key_uri(key)}: not a valid pointer ({exc})", path=key) from exc
+        detail = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+        where = ".".join(str(p) for p in exc.errors()[0]["loc"]) if isinstance(exc, ValidationError) else ""
+        raise ArtifactError(
+            f"{storage.key_uri(key)}: not a valid pointer ({where + ': ' if where else ''}{detail})", path=key
+        ) from exc

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
+import enum
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,14 +33,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
 from orchestrator import __version__
-from orchestrator.errors import OrchestratorError
 from serving.batching import MicroBatcher
 from serving.inputs import InputError, decode_json, decode_predict_request, parse_v2_request
 from serving.model import Predictor
-from serving.source import Loader
+from serving.source import Loader, StillRefused
 from serving.telemetry import Metrics, TelemetryMiddleware, get_logger
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "ModelHolder", "create_app"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "LoadOutcome", "ModelHolder", "create_app", "next_delay"]
 
 # 10,000 rows x 64 features is ~13 MB of JSON; 32 MiB leaves room and still bounds memory per request.
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -49,7 +48,39 @@ DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 # the prediction itself).
 INLINE_ROWS = 64
 
+# The reload loop's backoff after a failed load: the interval doubles per consecutive failure up to
+# 16 times the interval (5 minutes at most), so a broken bucket is not hammered and a good version
+# published afterwards is still picked up within a few intervals. Without a reload interval the
+# start-up load is retried from 1 s.
+BACKOFF_GROWTH_CAP = 16
+MAX_BACKOFF_S = 300.0
+STARTUP_RETRY_S = 1.0
+
 log = get_logger("serving")
+
+
+class LoadOutcome(enum.Enum):
+    """What one pass of the reload loop did."""
+
+    SERVING = "serving"  # a model serves: the same as before, or a newly verified one
+    STILL_REFUSED = "still_refused"  # the source still holds a refused version; nothing downloaded
+    FAILED = "failed"  # refused, or the storage failed: counted, logged, backoff grows
+
+
+def next_delay(interval_s: float | None, outcome: LoadOutcome, failures: int) -> float | None:
+    """Seconds until the next load, or None to stop (loaded, and no reload interval).
+
+    ``failures`` counts consecutive FAILED outcomes, this one included. Bounded exponential:
+    ``base * 2**(failures - 1)`` up to ``min(base * BACKOFF_GROWTH_CAP, MAX_BACKOFF_S)`` (never
+    below ``base``), reset by any other outcome.
+    """
+    if interval_s is None and outcome is LoadOutcome.SERVING:
+        return None
+    base = interval_s if interval_s is not None else STARTUP_RETRY_S
+    if outcome is not LoadOutcome.FAILED:
+        return base
+    cap = max(base, min(base * BACKOFF_GROWTH_CAP, MAX_BACKOFF_S))
+    return float(min(base * 2 ** min(failures - 1, 30), cap))
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -60,44 +91,76 @@ def _error(message: str, status: int) -> Response:
     return _json({"error": message}, status)
 
 
+def failure_reason(exc: BaseException) -> str:
+    """The ``reason`` label of ``model_load_failures_total`` for a refused or failed load."""
+    from orchestrator.errors import ArtifactError, ConfigError, StorageError
+    from serving.signing import SignatureError
+
+    if isinstance(exc, SignatureError):
+        return "signature"
+    if isinstance(exc, ArtifactError):
+        return "artifact"
+    if isinstance(exc, StorageError):
+        return "storage"
+    if isinstance(exc, ConfigError):
+        return "config"
+    return "internal"
+
+
 @dataclass
 class ModelHolder:
-    """The model being served, and why there is none (or why the last reload was refused)."""
+    """The model being served, and why there is none (or why the last reload was refused).
+
+    :meth:`load` is called by one task at a time (the reload loop; tests call it directly), so it
+    takes no lock: the loader does network I/O, and the swap itself is one attribute assignment.
+    """
 
     loader: Loader
     metrics: Metrics
     current: Predictor | None = None
     reason: str = "model is loading"
     last_error: str | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def load(self) -> bool:
-        """Load (or reload) through the loader; keep the old model if the new one is refused."""
-        with self._lock:
-            try:
-                predictor = self.loader(self.current)
-            except (OrchestratorError, OSError) as exc:
-                self.metrics.load_failures.inc()
-                self.last_error = str(exc)
-                if self.current is None:
-                    self.reason = f"model refused: {exc}"
-                log.error(
-                    "model refused", error=str(exc), serving=self.current.version if self.current else None
-                )
-                return False
-            if predictor is not self.current:
-                previous = self.current
-                self.current = predictor  # the swap: requests in flight keep their reference
-                self.metrics.set_model(predictor.name, predictor.version)
-                log.info(
-                    "model loaded",
-                    model=predictor.name,
-                    version=predictor.version,
-                    previous=previous.version if previous else None,
-                    source=predictor.source,
-                )
-            self.last_error = None
-            return True
+    def load(self) -> LoadOutcome:
+        """Load (or reload) through the loader; keep the old model if the new one is refused.
+
+        Never raises: any exception is caught, logged as one JSON line, counted by reason in
+        ``model_load_failures_total`` (once per refused content: a :class:`StillRefused` repeat is
+        neither logged nor counted again) and kept in ``last_error``.
+        """
+        try:
+            predictor = self.loader(self.current)
+        except StillRefused as exc:
+            self.last_error = str(exc).removeprefix("still refused (unchanged since): ")
+            return LoadOutcome.STILL_REFUSED
+        except Exception as exc:  # a reload must never end the loop, whatever the content did
+            reason = failure_reason(exc)
+            self.metrics.observe_load_failure(reason)
+            message = str(exc) or type(exc).__name__
+            self.last_error = message
+            if self.current is None:
+                self.reason = f"model refused: {message}"
+            log.error(
+                "model refused",
+                reason=reason,
+                error=message[:2000],
+                error_type=type(exc).__name__,
+                serving=self.current.version if self.current else None,
+            )
+            return LoadOutcome.FAILED
+        if predictor is not self.current:
+            previous = self.current
+            self.current = predictor  # the swap: requests in flight keep their reference
+            self.metrics.set_model(predictor.name, predictor.version)
+            log.info(
+                "model loaded",
+                model=predictor.name,
+                version=predictor.version,
+                previous=previous.version if previous else None,
+                source=predictor.source,
+            )
+        self.last_error = None
+        return LoadOutcome.SERVING
 
 
 class BodyLimitMiddleware:
@@ -397,10 +460,22 @@ async def _read_body(receive: Any) -> bytes:
 
 
 async def _keep_loaded(holder: ModelHolder, interval_s: float | None) -> None:
-    """Load once at start-up, then (if configured) reload every ``interval_s`` seconds."""
+    """Load at start-up (retried with backoff until a model serves), then, if configured, reload
+    every ``interval_s`` seconds, backing off after failures (:func:`next_delay`). Survives any
+    exception in one pass: ``holder.load`` catches everything, and this loop catches what is left
+    (a failure to even start the thread), says so, and goes on."""
+    failures = 0
     while True:
         started = time.monotonic()
-        await asyncio.to_thread(holder.load)
-        if interval_s is None:
+        try:
+            outcome = await asyncio.to_thread(holder.load)
+        except Exception as exc:  # the last net: the loop itself must not end
+            holder.metrics.observe_load_failure("internal")
+            holder.last_error = f"reload failed: {exc}"
+            log.error("reload failed", reason="internal", error=str(exc), error_type=type(exc).__name__)
+            outcome = LoadOutcome.FAILED
+        failures = failures + 1 if outcome is LoadOutcome.FAILED else 0
+        delay = next_delay(interval_s, outcome, failures)
+        if delay is None:
             return
-        await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - started)))
+        await asyncio.sleep(max(0.0, delay - (time.monotonic() - started)))

@@ -18,6 +18,8 @@ Layout::
 from __future__ import annotations
 
 import hashlib
+import math
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -25,17 +27,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import ArtifactError
+from orchestrator.names import NAME_PATTERN
 
 __all__ = [
     "MANIFEST_NAME",
+    "MAX_MANIFEST_BYTES",
     "MODEL_FILE",
+    "RESERVED_NAMES",
+    "SIGNATURE_NAME",
     "Canary",
     "Features",
     "FileEntry",
     "Manifest",
+    "check_entry_path",
     "hash_file",
     "iter_files",
     "load_manifest",
@@ -47,7 +54,27 @@ __all__ = [
 
 MANIFEST_NAME = "manifest.json"
 MODEL_FILE = "model.onnx"
+# The OpenSSF model signature (serving.signing): it signs every file, the manifest included, so the
+# manifest cannot list it.
+SIGNATURE_NAME = "model.sig"
+# Names a manifest entry may not take: the manifest itself and the signature.
+RESERVED_NAMES = frozenset({MANIFEST_NAME, SIGNATURE_NAME})
 SCHEMA_VERSION = 1
+# A manifest is read whole into memory before anything else is trusted. Ours are about 40 kB
+# (digits, with 450 test indices and a 10x10 confusion matrix); 4 MiB is a hundred times that and
+# still bounds what a hostile one can make the endpoint parse.
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+# Bounds on what one manifest may describe: far above any artifact train writes (5 files, a few
+# rows of canary), low enough that a hostile manifest cannot make a reload download or replay much.
+MAX_FILES = 1000
+MAX_CANARY_ROWS = 100
+MAX_CLASSES = 10_000
+MAX_FEATURES = 100_000
+# A path segment: a letter, digit or '_' first (so no '.', '..', hidden or reserved '.~' names),
+# then letters, digits, '.', '_', '+', '-'; at most 255 bytes (a POSIX file name), 8 levels deep.
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}")
+_MAX_DEPTH = 8
+_MAX_PATH = 1024
 # 1 MiB reads keep hashing at disk speed without holding large files in memory.
 _CHUNK = 1 << 20
 
@@ -56,23 +83,80 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def check_entry_path(path: str) -> str:
+    """``path`` if it is a safe relative file path inside an artifact, else ValueError saying why.
+
+    Refused: absolute paths, empty, ``.`` or ``..`` segments (``x//y``, ``./x``, ``a/../b``), hidden
+    or reserved segments, backslashes, NUL and any character outside the segment grammar, more than
+    8 levels, more than 1024 characters, and the manifest's and signature's own names.
+    """
+    if not isinstance(path, str) or not path or len(path) > _MAX_PATH:
+        raise ValueError(f"path {path!r} must be 1 to {_MAX_PATH} characters")
+    segments = path.split("/")
+    if len(segments) > _MAX_DEPTH:
+        raise ValueError(f"path {path!r} is more than {_MAX_DEPTH} levels deep")
+    for segment in segments:
+        if not _SEGMENT.fullmatch(segment):
+            raise ValueError(
+                f"path {path!r}: segment {segment!r} is not a plain file name "
+                "(letters, digits, '.', '_', '+', '-'; not starting with '.' or '-'; no empty segment)"
+            )
+    if path in RESERVED_NAMES:
+        raise ValueError(f"path {path!r} is reserved: the manifest cannot list itself or the signature")
+    return path
+
+
 class FileEntry(_Frozen):
     path: str = Field(description="path relative to the artifact directory, '/'-separated")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size: int = Field(ge=0)
 
+    @field_validator("path")
+    @classmethod
+    def _safe_path(cls, value: str) -> str:
+        return check_entry_path(value)
+
 
 class Features(_Frozen):
-    names: list[str]
-    count: int = Field(ge=1)
+    names: list[str] = Field(max_length=MAX_FEATURES)
+    count: int = Field(ge=1, le=MAX_FEATURES)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Features:
+        if self.names and len(self.names) != self.count:
+            raise ValueError(f"{len(self.names)} feature names for count {self.count}")
+        return self
+
+
+def _finite(rows: list[list[float]], what: str) -> None:
+    for i, row in enumerate(rows):
+        if not all(math.isfinite(v) for v in row):
+            raise ValueError(f"{what} row {i} holds a value that is not a finite number")
 
 
 class Canary(_Frozen):
-    """Rows with the outputs the model must give for them; health checks replay them."""
+    """Rows with the outputs the model must give for them; health checks replay them.
 
-    instances: list[list[float]]
+    Never empty, rectangular, finite, one label and one probability row per instance. That the
+    labels cover at least two classes, that every row has ``features.count`` values and every
+    probability row one value per class, is checked by :class:`Manifest`, which knows both.
+    """
+
+    instances: list[list[float]] = Field(min_length=1, max_length=MAX_CANARY_ROWS)
     labels: list[str]
     probabilities: list[list[float]]
+
+    @model_validator(mode="after")
+    def _shape(self) -> Canary:
+        n = len(self.instances)
+        if len(self.labels) != n or len(self.probabilities) != n:
+            raise ValueError(
+                f"{n} instances, {len(self.labels)} labels and {len(self.probabilities)} probability "
+                "rows: one of each per row"
+            )
+        _finite(self.instances, "instances")
+        _finite(self.probabilities, "probabilities")
+        return self
 
 
 class Manifest(BaseModel):
@@ -81,20 +165,62 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     schema_version: int = SCHEMA_VERSION
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
-    version: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    name: str = Field(pattern=NAME_PATTERN)
+    version: str = Field(pattern=NAME_PATTERN)
     created_at: str
     format: Literal["onnx"] = "onnx"
     model_file: str = MODEL_FILE
     framework: dict[str, str]
     features: Features
-    classes: list[str]
-    files: list[FileEntry]
+    classes: list[str] = Field(min_length=2, max_length=MAX_CLASSES)
+    files: list[FileEntry] = Field(min_length=1, max_length=MAX_FILES)
     split: dict[str, Any]
     training: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any]
     export: dict[str, Any] = Field(default_factory=dict)
     canary: Canary
+
+    @field_validator("model_file")
+    @classmethod
+    def _model_path(cls, value: str) -> str:
+        return check_entry_path(value)
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, value: list[str]) -> list[str]:
+        if any(not c or len(c) > 256 for c in value):
+            raise ValueError("every class must be 1 to 256 characters")
+        if len(set(value)) != len(value):
+            raise ValueError("classes must be distinct")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        seen: set[str] = set()
+        for entry in self.files:
+            key = entry.path.casefold()  # two names one case-insensitive filesystem would merge
+            if key in seen:
+                raise ValueError(f"files: {entry.path!r} is listed twice")
+            seen.add(key)
+        for entry in self.files:
+            parts = entry.path.casefold().split("/")
+            for depth in range(1, len(parts)):
+                if "/".join(parts[:depth]) in seen:
+                    raise ValueError(f"files: {entry.path!r} lies under another listed file")
+        if self.model_file.casefold() not in seen:
+            raise ValueError(f"files does not list the model file {self.model_file!r}")
+        canary, width, classes = self.canary, self.features.count, set(self.classes)
+        if any(len(row) != width for row in canary.instances):
+            raise ValueError(f"canary: every instance must have {width} features")
+        if any(len(row) != len(self.classes) for row in canary.probabilities):
+            raise ValueError(f"canary: every probability row must have {len(self.classes)} values")
+        if unknown := sorted(set(canary.labels) - classes):
+            raise ValueError(f"canary: labels {unknown[:5]} are not classes")
+        if len(set(canary.labels)) < 2:
+            raise ValueError(
+                "canary: its labels must cover at least two classes (a constant model would pass one)"
+            )
+        return self
 
     def file(self, path: str) -> FileEntry:
         for entry in self.files:
@@ -124,13 +250,23 @@ def hash_file(path: Path) -> tuple[str, int]:
 
 
 def iter_files(root: Path) -> Iterator[Path]:
-    """Every regular file under root except the manifest, in a stable order."""
+    """Every regular file under root except the manifest and the signature, in a stable order."""
     for path in sorted(root.rglob("*")):
-        if path.is_file() and path.relative_to(root).as_posix() != MANIFEST_NAME:
+        if path.is_file() and path.relative_to(root).as_posix() not in RESERVED_NAMES:
             yield path
 
 
 def parse_manifest(raw: bytes, *, source: str) -> Manifest:
+    """Parse and validate a manifest; ArtifactError naming ``source`` and the field at fault.
+
+    Refused before parsing: more than :data:`MAX_MANIFEST_BYTES`. Every other rule is the
+    :class:`Manifest` model's (names, file paths, classes, canary).
+    """
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ArtifactError(
+            f"{source}: manifest is {len(raw)} bytes, more than the {MAX_MANIFEST_BYTES} accepted",
+            path=MANIFEST_NAME,
+        )
     try:
         return Manifest.model_validate(orjson.loads(raw))
     except orjson.JSONDecodeError as exc:
@@ -138,14 +274,20 @@ def parse_manifest(raw: bytes, *, source: str) -> Manifest:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ArtifactError(
-            f"{source}: manifest field {where!r}: {first['msg']}", path=MANIFEST_NAME
-        ) from exc
+        field = f"manifest field {where!r}" if where else "manifest"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ArtifactError(f"{source}: {field}: {message}", path=MANIFEST_NAME) from exc
 
 
 def load_manifest(root: Path) -> Manifest:
     path = root / MANIFEST_NAME
     try:
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ArtifactError(
+                f"{path}: manifest is {path.stat().st_size} bytes, more than the {MAX_MANIFEST_BYTES} "
+                "accepted",
+                path=MANIFEST_NAME,
+            )
         raw = path.read_bytes()
     except FileNotFoundError as exc:
         raise ArtifactError(
@@ -168,33 +310,45 @@ def verify_bytes(entry: FileEntry, data: bytes, *, source: str) -> None:
         )
 
 
-def verify_artifact(root: Path) -> Manifest:
+def verify_artifact(root: Path, *, source: str | None = None) -> Manifest:
     """Hash every file the manifest lists; raise ArtifactError naming the first one that differs.
 
-    Files present on disk but not in the manifest are ignored: nothing reads them.
+    ``source`` is what messages name (a bucket URI for a download; default: ``root``). Files
+    present on disk but not in the manifest are ignored here (the signature, when one is required,
+    covers them: :mod:`serving.signing`).
     """
-    manifest = load_manifest(root)
-    if not any(e.path == manifest.model_file for e in manifest.files):
-        raise ArtifactError(
-            f"{root}: manifest does not list the model file {manifest.model_file!r}", path=manifest.model_file
-        )
+    where = source or str(root)
+    manifest = load_manifest(root) if source is None else _load_manifest_as(root, where)
+    base = root.resolve()
     for entry in manifest.files:
         path = root / entry.path
-        if not path.resolve().is_relative_to(root.resolve()):
-            raise ArtifactError(f"{root}: manifest path {entry.path!r} escapes the artifact", path=entry.path)
+        if not path.resolve().is_relative_to(base):
+            raise ArtifactError(
+                f"{where}: manifest path {entry.path!r} escapes the artifact", path=entry.path
+            )
         if not path.is_file():
-            raise ArtifactError(f"{root}: {entry.path} is missing", path=entry.path)
+            raise ArtifactError(f"{where}: {entry.path} is missing", path=entry.path)
         sha, size = hash_file(path)
         if size != entry.size:
             raise ArtifactError(
-                f"{root}: {entry.path} is {size} bytes, manifest says {entry.size}", path=entry.path
+                f"{where}: {entry.path} is {size} bytes, manifest says {entry.size}", path=entry.path
             )
         if sha != entry.sha256:
             raise ArtifactError(
-                f"{root}: {entry.path} sha256 {sha[:12]}… does not match manifest {entry.sha256[:12]}…",
+                f"{where}: {entry.path} sha256 {sha[:12]}… does not match manifest {entry.sha256[:12]}…",
                 path=entry.path,
             )
     return manifest
+
+
+def _load_manifest_as(root: Path, source: str) -> Manifest:
+    try:
+        return load_manifest(root)
+    except ArtifactError as exc:
+        # Name the object the manifest came from, not the local directory it was downloaded to.
+        raise ArtifactError(
+            str(exc).replace(str(root / MANIFEST_NAME), f"{source}/{MANIFEST_NAME}"), path=exc.path
+        ) from exc
 
 
 def write_artifact(staging: Path, manifest_fields: dict[str, Any], out_dir: Path) -> tuple[Path, Manifest]:

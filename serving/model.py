@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from orchestrator.errors import ArtifactError
-from serving.artifact import Manifest, verify_artifact, verify_bytes
+from serving.artifact import MANIFEST_NAME, Manifest, hash_file, verify_artifact, verify_bytes
 
 if TYPE_CHECKING:
     import onnxruntime as ort
 
-__all__ = ["CANARY_TOLERANCE", "Predictor", "load_verified"]
+    from serving.signing import SignatureVerifier
+
+__all__ = ["CANARY_TOLERANCE", "Predictor", "invalid_rows", "load_verified"]
 
 # Probabilities of the canary rows must match the manifest this closely. The exported model runs in
 # float64 end to end, so honest differences are ~1e-15; 1e-6 is the contract health checks use too.
@@ -39,6 +41,7 @@ class Predictor:
     source: str
     loaded_at: float
     classes: np.ndarray[Any, np.dtype[np.str_]] = field(repr=False)
+    manifest_sha256: str = ""  # of the manifest.json bytes it was loaded from
 
     @property
     def name(self) -> str:
@@ -77,25 +80,69 @@ def _session(model_bytes: bytes, source: str) -> ort.InferenceSession:
 
 
 def _check_signature(session: ort.InferenceSession, manifest: Manifest, source: str) -> None:
+    """The graph's interface is exactly what the endpoint feeds and reads: one float64 input of
+    shape [rows, features], an int64 ``label`` of shape [rows] and a float64 ``probabilities`` of
+    shape [rows, classes] (symbolic dimensions allowed), and no other output."""
     inputs = session.get_inputs()
     if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
         raise ArtifactError(f"{source}: model must have exactly one input named {INPUT_NAME!r}")
-    width = inputs[0].shape[-1]
+    shape, kind = inputs[0].shape, inputs[0].type
+    if kind != "tensor(double)" or len(shape) != 2:
+        raise ArtifactError(f"{source}: model input must be a 2-D float64 tensor, not {kind} {shape}")
+    width = shape[-1]
     if width != manifest.features.count:
         raise ArtifactError(
             f"{source}: model takes {width} features, manifest says {manifest.features.count}",
             path="manifest.json",
         )
-    names = {o.name for o in session.get_outputs()}
-    if missing := set(OUTPUTS) - names:
-        raise ArtifactError(f"{source}: model lacks outputs {sorted(missing)}")
+    outputs = {o.name: o for o in session.get_outputs()}
+    if set(outputs) != set(OUTPUTS):
+        raise ArtifactError(
+            f"{source}: model outputs are {sorted(outputs)}; expected exactly {list(OUTPUTS)}"
+        )
+    label, proba = outputs["label"], outputs["probabilities"]
+    if label.type != "tensor(int64)" or len(label.shape) != 1:
+        raise ArtifactError(
+            f"{source}: output 'label' must be a 1-D int64 tensor, not {label.type} {label.shape}"
+        )
+    if proba.type != "tensor(double)" or len(proba.shape) != 2:
+        raise ArtifactError(
+            f"{source}: output 'probabilities' must be a 2-D float64 tensor, not {proba.type} {proba.shape}"
+        )
+    if isinstance(proba.shape[1], int) and proba.shape[1] != len(manifest.classes):
+        raise ArtifactError(
+            f"{source}: model gives {proba.shape[1]} probabilities per row, manifest lists "
+            f"{len(manifest.classes)} classes",
+            path="manifest.json",
+        )
+
+
+def invalid_rows(
+    labels: np.ndarray[Any, Any], probabilities: np.ndarray[Any, Any], n_classes: int
+) -> np.ndarray[Any, np.dtype[np.intp]]:
+    """Indices of rows whose outputs cannot be returned as a prediction: a probability that is not
+    finite (inputs so large that scaling overflows, e.g. 1e308) or a label outside the classes.
+    Shapes: labels [rows], probabilities [rows, n_classes]."""
+    bad = ~np.isfinite(probabilities).all(axis=1)
+    bad |= (labels < 0) | (labels >= n_classes)
+    return np.flatnonzero(bad)
 
 
 def _check_canary(predictor: Predictor) -> None:
     canary = predictor.manifest.canary
-    if not canary.instances:
-        return
-    labels, probabilities = predictor.predict(np.asarray(canary.instances, dtype=np.float64))
+    n_classes = len(predictor.classes)
+    try:
+        labels, probabilities = predictor.predict(np.asarray(canary.instances, dtype=np.float64))
+    except Exception as exc:  # ORT's own errors: a graph that fails on well-formed input
+        raise ArtifactError(f"{predictor.source}: model fails on its canary rows ({exc})") from exc
+    if probabilities.shape != (len(canary.instances), n_classes) or labels.shape != (len(canary.instances),):
+        raise ArtifactError(
+            f"{predictor.source}: model gives outputs of shapes {labels.shape} and {probabilities.shape} "
+            f"for {len(canary.instances)} canary rows and {n_classes} classes",
+            path="manifest.json",
+        )
+    if len(invalid_rows(labels, probabilities, n_classes)):
+        raise ArtifactError(f"{predictor.source}: model gives invalid outputs on its canary rows")
     got = predictor.classes[labels].tolist()
     if got != canary.labels:
         raise ArtifactError(f"{predictor.source}: canary labels {got} differ from manifest {canary.labels}")
@@ -107,10 +154,20 @@ def _check_canary(predictor: Predictor) -> None:
         )
 
 
-def load_verified(root: Path, *, source: str | None = None) -> Predictor:
-    """Verify an artifact directory and load its model; raise ArtifactError naming what is wrong."""
+def load_verified(
+    root: Path, *, source: str | None = None, verifier: SignatureVerifier | None = None
+) -> Predictor:
+    """Verify an artifact directory and load its model; raise ArtifactError naming ``source`` (a
+    bucket object, default ``root``) and what is wrong.
+
+    With a ``verifier``, the directory's signature must verify with its public key first
+    (SignatureError otherwise). Then every file's sha256, the graph's interface, and the canary.
+    """
     source = source or str(root)
-    manifest = verify_artifact(root)
+    manifest = verify_artifact(root, source=source)
+    if verifier is not None:
+        verifier.verify(root, source=source)
+    manifest_sha256, _ = hash_file(root / MANIFEST_NAME)
     model_bytes = (root / manifest.model_file).read_bytes()
     # Re-check the bytes we are about to load: the file may have changed since it was hashed.
     verify_bytes(manifest.file(manifest.model_file), model_bytes, source=source)
@@ -122,6 +179,7 @@ def load_verified(root: Path, *, source: str | None = None) -> Predictor:
         source=source,
         loaded_at=time.time(),
         classes=np.asarray(manifest.classes, dtype=np.str_),
+        manifest_sha256=manifest_sha256,
     )
     _check_canary(predictor)
     return predictor

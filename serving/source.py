@@ -6,146 +6,283 @@ Accepted forms:
 - ``<bucket URI>/models/<name>/<version>``: that version, pinned;
 - ``<bucket URI>/models/<name>/LATEST``: whatever the pointer names, followed on every reload.
 
-Remote versions are downloaded into a local cache (``$MODEL_CACHE_DIR``, default a temp directory),
-into a fresh directory that is renamed into place only after every file verified, so a crash
-mid-download never leaves a cache entry that looks whole. A cached version is re-verified before
-use; if it fails it is downloaded again. With ``LATEST``, the manifest downloaded must be the one
-the pointer names (by sha256): a pointer moved between two reads is caught and retried at the next
-reload rather than served half-understood.
+Nothing read from the bucket is trusted until checked, in this order: the pointer (at most 64 kB,
+its version in the name grammar), the manifest (at most 4 MiB, names and file paths in the
+grammar, its ``name`` equal to the URI's model and its ``version`` to the pointer's, its sha256
+the one the pointer names), each object's size equal to the manifest's before it is downloaded,
+the signature when a public key is configured, every file's sha256, the ONNX graph's interface,
+and the canary. Errors name the bucket object at fault.
+
+Remote versions are downloaded into the cache (:class:`serving.cache.ModelCache`, confined to
+``$MODEL_CACHE_DIR``), into a fresh directory renamed into place only after everything verified.
+A cached version is re-verified before use; if it fails it is removed (inside the cache only) and
+downloaded again.
+
+A refusal is remembered by what was refused: the pointer's bytes (``LATEST``), the manifest
+object's version token (a pinned version), or the manifest's bytes and the files' sizes and
+modification times (a local directory). Until that changes, a reload raises :class:`StillRefused`
+at the cost of one small read, and nothing is downloaded again. Transient storage errors are not
+remembered: they are retried.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
-import shutil
 import tempfile
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from orchestrator.errors import ArtifactError, ConfigError
-from serving.artifact import MANIFEST_NAME, parse_manifest
+from orchestrator.errors import ArtifactError, ConfigError, PermissionDenied, TransientError
+from orchestrator.names import check_model_name, check_version
+from serving.artifact import MANIFEST_NAME, MAX_MANIFEST_BYTES, SIGNATURE_NAME, parse_manifest
+from serving.cache import ModelCache
 from serving.model import Predictor, load_verified
+from serving.signing import MAX_SIGNATURE_BYTES, SignatureVerifier
 
-__all__ = ["Loader", "ModelLocation", "make_loader", "parse_model_uri"]
+__all__ = ["Loader", "ModelLocation", "StillRefused", "make_loader", "parse_model_uri"]
 
 # Given the model currently served (or None), return the model to serve: ``current`` itself when
-# nothing changed, a newly verified one otherwise; raise OrchestratorError to refuse.
+# nothing changed, a newly verified one otherwise; raise to refuse.
 Loader = Callable[[Predictor | None], Predictor]
 
 _REMOTE_SCHEMES = ("s3", "gs", "az")
-_MODEL_PATH = re.compile(r"^(?P<root>.*?)/?models/(?P<name>[^/]+)/(?P<ref>[^/]+)/?$")
+_MODEL_PATH = re.compile(r"(?P<root>.*?)/?models/(?P<name>[^/]+)/(?P<ref>[^/]+)/?")
+LATEST = "LATEST"
+# Refusals remembered per loader: a pointer moving between many bad versions forgets the oldest.
+_REMEMBERED = 64
+
+
+class StillRefused(ArtifactError):
+    """The source still holds what was refused before; nothing was downloaded this time."""
 
 
 @dataclass(frozen=True)
 class ModelLocation:
+    """A parsed remote ``MODEL_URI``: the bucket root, the model's name, and a version or LATEST."""
+
     root: str  # the bucket URI the registry lives under
     name: str
     ref: str  # a version, or "LATEST"
 
     @property
     def follows_latest(self) -> bool:
-        return self.ref == "LATEST"
+        return self.ref == LATEST
 
 
 def parse_model_uri(uri: str) -> ModelLocation:
+    """Parse ``{s3,gs,az}://BUCKET[/PREFIX]/models/NAME/(VERSION|LATEST)``; ConfigError naming
+    ``MODEL_URI`` otherwise (a name or version outside the grammar included)."""
     parsed = urlparse(uri)
-    match = _MODEL_PATH.match(f"{parsed.netloc}{parsed.path}")
-    if parsed.scheme not in _REMOTE_SCHEMES or not match:
+    match = _MODEL_PATH.fullmatch(f"{parsed.netloc}{parsed.path}")
+    if parsed.scheme not in _REMOTE_SCHEMES or not match or parsed.query or parsed.fragment:
         raise ConfigError(
             f"MODEL_URI {uri!r}: expected {{s3,gs,az}}://BUCKET[/PREFIX]/models/NAME/(VERSION|LATEST), "
             "or a local artifact directory"
         )
-    return ModelLocation(root=f"{parsed.scheme}://{match['root']}", name=match["name"], ref=match["ref"])
+    name = check_model_name(match["name"], where=f"MODEL_URI {uri!r}", error=ConfigError)
+    ref = match["ref"]
+    if ref != LATEST:
+        check_version(ref, where=f"MODEL_URI {uri!r}", error=ConfigError)
+    return ModelLocation(root=f"{parsed.scheme}://{match['root']}", name=name, ref=ref)
 
 
-def make_loader(uri: str, *, cache_dir: Path | None = None) -> Loader:
-    """The loader for ``uri``; the endpoint calls it at start-up and at every reload."""
+def make_loader(
+    uri: str, *, cache_dir: Path | None = None, verifier: SignatureVerifier | None = None
+) -> Loader:
+    """The loader for ``uri``; the endpoint calls it at start-up and at every reload. With a
+    ``verifier``, every version must carry a signature that verifies with its key."""
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
         root = Path(parsed.path if parsed.scheme == "file" else uri).expanduser()
-        return lambda current: _local(root, current)
+        return _LocalLoader(root, verifier)
     location = parse_model_uri(uri)
     cache = cache_dir or Path(
         os.environ.get("MODEL_CACHE_DIR") or Path(tempfile.gettempdir()) / "model-cache"
     )
-    return _RemoteLoader(location, cache)
+    return _RemoteLoader(location, ModelCache(cache), verifier)
 
 
-def _local(root: Path, current: Predictor | None) -> Predictor:
-    predictor = load_verified(root, source=str(root))
-    return current if current is not None and current.manifest == predictor.manifest else predictor
+class _Refusals:
+    """What was refused, by the key of what was read; bounded, oldest forgotten first."""
+
+    def __init__(self) -> None:
+        self._seen: OrderedDict[str, str] = OrderedDict()
+
+    def check(self, key: str) -> None:
+        message = self._seen.get(key)
+        if message is not None:
+            raise StillRefused(f"still refused (unchanged since): {message}")
+
+    def remember(self, key: str, exc: Exception) -> None:
+        if isinstance(exc, TransientError | PermissionDenied):
+            return  # the storage's trouble, not the content's: retried with backoff
+        self._seen[key] = str(exc)
+        while len(self._seen) > _REMEMBERED:
+            self._seen.popitem(last=False)
+
+
+class _LocalLoader:
+    def __init__(self, root: Path, verifier: SignatureVerifier | None) -> None:
+        self.root = root
+        self.verifier = verifier
+        self.refused = _Refusals()
+
+    def _key(self) -> str:
+        """The manifest's bytes plus the size and mtime of every file: what a change would touch."""
+        digest = hashlib.sha256()
+        try:
+            digest.update((self.root / MANIFEST_NAME).read_bytes()[: MAX_MANIFEST_BYTES + 1])
+            for path in sorted(self.root.rglob("*")):
+                info = path.lstat()
+                digest.update(f"{path}\0{info.st_size}\0{info.st_mtime_ns}\0".encode())
+        except OSError:
+            return ""
+        return digest.hexdigest()
+
+    def __call__(self, current: Predictor | None) -> Predictor:
+        key = self._key()
+        if key:
+            self.refused.check(key)
+        try:
+            predictor = load_verified(self.root, source=str(self.root), verifier=self.verifier)
+        except Exception as exc:
+            if key:
+                self.refused.remember(key, exc)
+            raise
+        same = current is not None and current.manifest_sha256 == predictor.manifest_sha256
+        return current if same and current is not None else predictor
 
 
 class _RemoteLoader:
-    def __init__(self, location: ModelLocation, cache: Path) -> None:
+    def __init__(
+        self, location: ModelLocation, cache: ModelCache, verifier: SignatureVerifier | None
+    ) -> None:
         from orchestrator.storage import open_storage
 
         self.location = location
         self.cache = cache
+        self.verifier = verifier
         self.storage = open_storage(location.root)
+        self.refused = _Refusals()
 
     def __call__(self, current: Predictor | None) -> Predictor:
-        from orchestrator.registry import read_pointer
+        from orchestrator.registry import pointer_key, read_pointer_bytes, version_prefix
 
-        name, expected_sha = self.location.name, None
-        version = self.location.ref
+        name = self.location.name
+        expected_sha: str | None = None
         if self.location.follows_latest:
-            pointer, _ = read_pointer(self.storage, name)
+            pointer, _, raw = read_pointer_bytes(self.storage, name)
             if pointer is None:
-                raise ArtifactError(
-                    f"{self.storage.key_uri(f'models/{name}/LATEST')}: no model published yet"
-                )
+                raise ArtifactError(f"{self.storage.key_uri(pointer_key(name))}: no model published yet")
+            key = "pointer:" + hashlib.sha256(raw).hexdigest()
             version, expected_sha = pointer.version, pointer.manifest_sha256
-        if current is not None and current.version == version:
-            return current
-        return self._load(version, expected_sha)
+            if current is not None and (current.version, current.manifest_sha256) == (version, expected_sha):
+                return current
+        else:
+            version = self.location.ref
+            if current is not None and current.version == version:
+                return current
+            manifest_key = version_prefix(name, version) + MANIFEST_NAME
+            key = f"pinned:{version}:{self.storage.stat(manifest_key).token}"
+        self.refused.check(key)
+        try:
+            return self._load(version, expected_sha)
+        except Exception as exc:
+            self.refused.remember(key, exc)
+            raise
 
     def _load(self, version: str, expected_sha: str | None) -> Predictor:
         from orchestrator.registry import version_prefix
 
-        source = self.storage.key_uri(version_prefix(self.location.name, version)).rstrip("/")
-        final = self.cache / self.location.name / version
+        prefix = version_prefix(self.location.name, version)
+        source = self.storage.key_uri(prefix).rstrip("/")
+        final = self.cache.entry(self.location.name, version)
         if final.is_dir():
             try:
-                return self._checked(final, source, expected_sha)
-            except ArtifactError:
-                shutil.rmtree(final, ignore_errors=True)  # a damaged cache entry: fetch it again
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=final.parent))
+                return self._checked(final, source, version, expected_sha)
+            except (ArtifactError, OSError):
+                self.cache.remove(final)  # a damaged cache entry (inside the cache): fetch it again
+        staging = self.cache.staging(self.location.name, version)
         try:
-            self._download(version, staging)
-            predictor = self._checked(staging, source, expected_sha)
-            staging.replace(final)
+            self._download(prefix, version, expected_sha, staging)
+            predictor = self._checked(staging, source, version, expected_sha)
+            self.cache.install(staging, final)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            self.cache.remove(staging)
         return predictor
 
-    def _download(self, version: str, dest: Path) -> None:
-        from orchestrator.registry import version_prefix
+    def _fetch(self, key: str, dest: Path, *, size: int | None = None, limit: int | None = None) -> None:
+        """Download ``key`` to ``dest`` after checking its size: exactly ``size``, or at most
+        ``limit``; the error names the object."""
+        info = self.storage.stat(key)
+        if size is not None and info.size != size:
+            raise ArtifactError(
+                f"{self.storage.key_uri(key)}: {info.size} bytes, the manifest says {size}",
+                path=key,
+            )
+        if limit is not None and info.size > limit:
+            raise ArtifactError(
+                f"{self.storage.key_uri(key)}: {info.size} bytes, more than the {limit} accepted", path=key
+            )
+        self.storage.download(key, dest)
+        if dest.stat().st_size != info.size:  # replaced between the stat and the download
+            raise ArtifactError(f"{self.storage.key_uri(key)}: changed while it was downloaded", path=key)
 
-        prefix = version_prefix(self.location.name, version)
-        raw = self.storage.get(prefix + MANIFEST_NAME)
-        manifest = parse_manifest(raw, source=self.storage.key_uri(prefix + MANIFEST_NAME))
-        (dest / MANIFEST_NAME).write_bytes(raw)
+    def _download(self, prefix: str, version: str, expected_sha: str | None, dest: Path) -> None:
+        from orchestrator.errors import NotFound
+
+        manifest_uri = self.storage.key_uri(prefix + MANIFEST_NAME)
+        self._fetch(prefix + MANIFEST_NAME, dest / MANIFEST_NAME, limit=MAX_MANIFEST_BYTES)
+        raw = (dest / MANIFEST_NAME).read_bytes()
+        if expected_sha is not None:
+            actual = hashlib.sha256(raw).hexdigest()
+            if actual != expected_sha:
+                raise ArtifactError(
+                    f"{manifest_uri}: sha256 {actual[:12]}… is not the {expected_sha[:12]}… that LATEST "
+                    "names (it moved mid-read, or the manifest was altered)",
+                    path=MANIFEST_NAME,
+                )
+        manifest = parse_manifest(raw, source=manifest_uri)
+        if manifest.name != self.location.name or manifest.version != version:
+            raise ArtifactError(
+                f"{manifest_uri}: the manifest is {manifest.name} {manifest.version}, not "
+                f"{self.location.name} {version} as the URI and pointer say",
+                path=MANIFEST_NAME,
+            )
+        if self.verifier is not None:
+            # A missing signature is refused as unsigned by the verifier, with that message.
+            with contextlib.suppress(NotFound):
+                self._fetch(prefix + SIGNATURE_NAME, dest / SIGNATURE_NAME, limit=MAX_SIGNATURE_BYTES)
+        base = dest.resolve()
         for entry in manifest.files:
-            target = (dest / entry.path).resolve()
-            if not target.is_relative_to(dest.resolve()):
-                raise ArtifactError(f"{prefix}{MANIFEST_NAME}: path {entry.path!r} escapes the artifact")
+            target = dest / entry.path  # a path the manifest's grammar allows: relative, no '..'
+            if not target.resolve().is_relative_to(base):
+                raise ArtifactError(
+                    f"{manifest_uri}: path {entry.path!r} escapes the artifact", path=entry.path
+                )
             target.parent.mkdir(parents=True, exist_ok=True)
-            self.storage.download(prefix + entry.path, target)
+            self._fetch(prefix + entry.path, target, size=entry.size)
 
-    @staticmethod
-    def _checked(root: Path, source: str, expected_sha: str | None) -> Predictor:
+    def _checked(self, root: Path, source: str, version: str, expected_sha: str | None) -> Predictor:
         if expected_sha is not None:
             actual = hashlib.sha256((root / MANIFEST_NAME).read_bytes()).hexdigest()
             if actual != expected_sha:
                 raise ArtifactError(
                     f"{source}/{MANIFEST_NAME}: sha256 {actual[:12]}… is not the {expected_sha[:12]}… "
-                    "that LATEST names (it moved mid-read, or the manifest was altered)",
+                    "that LATEST names",
                     path=MANIFEST_NAME,
                 )
-        return load_verified(root, source=source)
+        predictor = load_verified(root, source=source, verifier=self.verifier)
+        if predictor.name != self.location.name or predictor.version != version:
+            raise ArtifactError(
+                f"{source}/{MANIFEST_NAME}: the manifest is {predictor.name} {predictor.version}, not "
+                f"{self.location.name} {version}",
+                path=MANIFEST_NAME,
+            )
+        return predictor

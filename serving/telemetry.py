@@ -72,7 +72,11 @@ class Metrics:
         )
         self.ready = Gauge("model_ready", "1 when a verified model is serving", registry=self.registry)
         self.load_failures = Counter(
-            "model_load_failures_total", "Artifacts refused at load or reload", registry=self.registry
+            "model_load_failures_total",
+            "Loads and reloads that failed, by reason: artifact (refused content), signature, "
+            "storage, config, internal",
+            ["reason"],
+            registry=self.registry,
         )
         self._children: dict[tuple[str, ...], MetricWrapperBase] = {}
 
@@ -92,6 +96,9 @@ class Metrics:
             if count:
                 self._child(self.predictions, model, version, cls).inc(count)
         self.rows.observe(sum(counts))
+
+    def observe_load_failure(self, reason: str) -> None:
+        self.load_failures.labels(reason).inc()
 
     def set_model(self, model: str, version: str) -> None:
         self.info.clear()

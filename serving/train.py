@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 
 import orchestrator
 from orchestrator.errors import ConfigError, GateError
+from orchestrator.names import check_model_name, is_valid_name
 from serving import datasets, report
 from serving.artifact import MODEL_FILE, Manifest, write_artifact
 from serving.evaluate import cv_summary, evaluate
@@ -47,8 +48,6 @@ C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
 MAX_ITER = 1000
 # Canary rows replayed by every health probe: enough to cover several classes, small enough to be cheap.
 CANARY_ROWS = 5
-# Same rule as Manifest.name (serving.artifact), checked before any work is done.
-_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _STEP = "classifier"
 
 
@@ -75,11 +74,9 @@ class TrainOptions:
             raise ConfigError(f"cv_folds {self.cv_folds}: cross-validation needs at least 2 folds")
         if self.min_f1_macro is not None and not 0.0 <= self.min_f1_macro <= 1.0:
             raise ConfigError(f"--min-f1-macro {self.min_f1_macro}: must be between 0 and 1")
-        if self.name is not None and not _NAME_PATTERN.match(self.name):
-            raise ConfigError(
-                f"--name {self.name!r}: use 1-63 characters from a-z, 0-9, '.', '_', '-', "
-                "starting with a letter or digit"
-            )
+        if self.name is not None:
+            # The one grammar (orchestrator.names), checked before any work is done.
+            check_model_name(self.name, where="--name", error=ConfigError)
 
 
 @dataclass(frozen=True)
@@ -123,9 +120,9 @@ def artifact_name(opts: TrainOptions, dataset: datasets.Dataset) -> str:
     if opts.name is not None:
         return opts.name
     if dataset.source == "builtin":
-        return dataset.name
+        return check_model_name(dataset.name, where="dataset", error=ConfigError)
     stem = re.sub(r"[^a-z0-9._-]+", "-", Path(dataset.name).stem.lower()).lstrip("._-")[:63].rstrip("._-")
-    if not stem:
+    if not is_valid_name(stem):
         raise ConfigError(f"cannot derive an artifact name from {dataset.name!r}; pass --name")
     return stem
 

@@ -1,0 +1,91 @@
+"""The endpoint's model cache: one directory per version, confined to the cache root.
+
+Every path is built from a model name and a version that passed the grammar
+(:mod:`orchestrator.names`), then resolved (symlinks followed) and checked to lie inside the
+resolved cache root before anything is created or removed there. Nothing outside the root is ever
+removed: a symlink planted in the cache is unlinked itself, never followed, and an entry that
+resolves elsewhere is refused with an error naming it.
+
+Layout::
+
+    <root>/<name>/<version>/            a verified version (renamed into place whole)
+    <root>/<name>/.<version>-XXXXXXXX/  a download in progress (removed when it ends)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+
+from orchestrator.errors import ArtifactError
+from orchestrator.names import check_model_name, check_version
+
+__all__ = ["ModelCache"]
+
+
+class ModelCache:
+    """Paths under one cache root; see the module docstring for the rules.
+
+    Raises ArtifactError for a name or version outside the grammar and for any path that would
+    lie outside the root.
+    """
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        # Resolved once: the root itself may be a symlink (e.g. /tmp on some systems); what it
+        # points at when the endpoint starts is the cache.
+        self.root = root.resolve()
+
+    def _inside(self, path: Path) -> Path:
+        resolved = path.resolve()
+        if resolved == self.root or not resolved.is_relative_to(self.root):
+            raise ArtifactError(f"cache path {path} resolves to {resolved}, outside the cache {self.root}")
+        return resolved
+
+    def model_dir(self, name: str) -> Path:
+        """``<root>/<name>``, created if missing; refused if it resolves outside the root."""
+        directory = self.root / check_model_name(name)
+        if directory.is_symlink():
+            directory.unlink()  # planted: the cache never follows a link
+        directory.mkdir(exist_ok=True)
+        return self._inside(directory)
+
+    def entry(self, name: str, version: str) -> Path:
+        """``<root>/<name>/<version>`` (it may not exist); refused if it resolves outside the root."""
+        path = self.model_dir(name) / check_version(version)
+        if path.is_symlink():
+            path.unlink()
+        self._inside(path)
+        return path
+
+    def staging(self, name: str, version: str) -> Path:
+        """A fresh private directory beside the entry, for a download in progress."""
+        return Path(tempfile.mkdtemp(prefix=f".{check_version(version)}-", dir=self.model_dir(name)))
+
+    def remove(self, path: Path) -> None:
+        """Remove ``path`` (a directory tree, a file or a link) if it lies inside the root.
+
+        A symlink is unlinked, never followed; a directory is removed without following any link
+        inside it (``shutil.rmtree`` unlinks links). A path outside the root raises ArtifactError.
+        """
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            return
+        parent = self._inside(path.parent) if path.parent != self.root else self.root
+        target = parent / path.name
+        if stat.S_ISLNK(mode) or not stat.S_ISDIR(mode):
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+            return
+        self._inside(target)
+        shutil.rmtree(target, ignore_errors=True)
+
+    def install(self, staging: Path, final: Path) -> None:
+        """Move a verified ``staging`` directory to ``final`` (replacing what is there)."""
+        self._inside(staging)
+        self.remove(final)
+        staging.replace(final)

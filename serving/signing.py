@@ -1,0 +1,145 @@
+"""Artifact signatures in the OpenSSF model signing format (the ``model-signing`` package).
+
+sha256 in the manifest proves the files are the ones the manifest names; it does not prove who
+wrote the manifest. A signature does: :func:`sign_artifact` signs the artifact directory (every
+file, ``manifest.json`` included, the signature file itself excluded) with an elliptic-curve
+private key (P-256, P-384 or P-521, PEM) into ``model.sig`` inside the artifact, a Sigstore bundle
+holding a DSSE envelope over an in-toto statement that lists each file's sha256.
+:class:`SignatureVerifier` checks such a directory against the configured public key: every file
+must be signed, every signed file present and unchanged, and the signature made by that key.
+
+Key-based signing works offline; the private key comes from a secret store as a mounted file
+(``ORCHESTRATOR_SIGNING_KEY``), the public key is plain configuration
+(``MODEL_SIGNING_PUBLIC_KEY``: the PEM text or a path).
+
+``model_signing`` (and with it sigstore and its dependencies, about 0.5 s of imports) is imported
+only when a key is configured, so an endpoint without one starts as fast as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.errors import ArtifactError, ConfigError
+from serving.artifact import SIGNATURE_NAME
+
+__all__ = [
+    "MAX_SIGNATURE_BYTES",
+    "SIGNATURE_NAME",
+    "SignatureError",
+    "SignatureVerifier",
+    "load_public_key",
+    "sign_artifact",
+]
+
+# The curves model-signing accepts (Sigstore's protobuf specs).
+_CURVES = ("secp256r1", "secp384r1", "secp521r1")
+# A bundle for a few files is about 2 kB; it grows by ~150 bytes per file (MAX_FILES is 1000).
+MAX_SIGNATURE_BYTES = 1024 * 1024
+
+
+class SignatureError(ArtifactError):
+    """An artifact is unsigned, or its signature does not verify with the configured key."""
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """A verified-loadable EC public key: its PEM, a short fingerprint, and a file holding it
+    (model-signing reads keys from files)."""
+
+    pem: bytes
+    fingerprint: str  # first 16 hex digits of the sha256 of the PEM
+    path: Path
+
+
+def load_public_key(value: str, *, where: str) -> PublicKey:
+    """The public key in ``value`` (PEM text, or a path to a PEM file); ConfigError naming ``where``
+    (the option or variable) if it is unreadable or not an EC public key on a supported curve."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    text = value.strip()
+    if text.startswith("-----BEGIN"):
+        pem = text.encode() + b"\n"
+    else:
+        try:
+            pem = Path(text).expanduser().read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read the public key file {text!r} ({exc.strerror})") from None
+    try:
+        key = load_pem_public_key(pem)
+    except ValueError:
+        raise ConfigError(f"{where}: not a PEM public key") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in _CURVES:
+        raise ConfigError(f"{where}: the public key must be an elliptic-curve key on P-256, P-384 or P-521")
+    directory = Path(tempfile.mkdtemp(prefix="model-signing-"))
+    path = directory / "public.pem"
+    path.write_bytes(pem)
+    return PublicKey(pem=pem, fingerprint=hashlib.sha256(pem).hexdigest()[:16], path=path)
+
+
+class SignatureVerifier:
+    """Checks artifact directories against one public key. Thread-safe (no shared state)."""
+
+    def __init__(self, key: PublicKey) -> None:
+        self.key = key
+
+    def verify(self, root: Path, *, source: str) -> None:
+        """Raise SignatureError naming ``source`` unless ``root``'s ``model.sig`` verifies with the key
+        and covers exactly the files in ``root``."""
+        signature = root / SIGNATURE_NAME
+        if not signature.is_file() or signature.is_symlink():
+            raise SignatureError(
+                f"{source}: unsigned: no {SIGNATURE_NAME}, and a signing public key is configured",
+                path=SIGNATURE_NAME,
+            )
+        if signature.stat().st_size > MAX_SIGNATURE_BYTES:
+            raise SignatureError(
+                f"{source}: {SIGNATURE_NAME} is too large to be a signature", path=SIGNATURE_NAME
+            )
+        from model_signing import verifying
+
+        try:
+            # A fresh Config each time: one guesses and keeps the hashing settings of the first
+            # signature it reads.
+            config = verifying.Config()  # type: ignore[no-untyped-call]
+            config.use_elliptic_key_verifier(public_key=self.key.path).verify(root, signature)
+        except Exception as exc:  # the library raises ValueError, its protobuf and crypto errors
+            detail = str(exc) or type(exc).__name__
+            raise SignatureError(
+                f"{source}: signature does not verify with the configured public key "
+                f"{self.key.fingerprint} ({detail[:300]})",
+                path=SIGNATURE_NAME,
+            ) from exc
+
+
+def sign_artifact(root: Path, private_key: Path) -> Path:
+    """Sign the artifact directory ``root`` with the EC private key in ``private_key`` (PEM,
+    unencrypted); write and return ``root/model.sig``. ConfigError naming the key file if it is
+    unreadable or not a supported key."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        key = load_pem_private_key(private_key.read_bytes(), password=None)
+    except OSError as exc:
+        raise ConfigError(f"signing key {private_key}: cannot read it ({exc.strerror})") from None
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"signing key {private_key}: not an unencrypted PEM private key (PKCS#8 or SEC1)"
+        ) from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name not in _CURVES:
+        raise ConfigError(
+            f"signing key {private_key}: must be an elliptic-curve key on P-256, P-384 or P-521"
+        )
+    from model_signing import hashing, signing
+
+    signature = root / SIGNATURE_NAME
+    signature.unlink(missing_ok=True)
+    ignore = hashing.Config().set_ignored_paths(paths=[SIGNATURE_NAME])  # type: ignore[no-untyped-call]
+    signer = signing.Config().use_elliptic_key_signer(private_key=private_key)  # type: ignore[no-untyped-call]
+    signer.set_hashing_config(ignore).sign(root, signature)
+    return signature
