@@ -10,7 +10,13 @@ Large bodies first try a faster path: simdjson parses the document and copies th
 ``instances`` array straight into a float64 buffer, with no Python float per value (0.8 ms for the
 same 1,000 rows). Its flattening would accept nested or ragged rows, so it is taken only when the
 body provably has the plain shape (see :func:`_decode_plain_matrix`); anything else, valid or not,
-goes through the msgspec path, which also words every error.
+and any error of simdjson's own (a 20-digit integer, nesting deeper than its limit), goes through
+the msgspec path, which also words every error.
+
+Memory stays bounded by a small multiple of the body: before a body is decoded into Python objects
+(the msgspec path, and orjson for V2), its separators are counted, and a body that holds more
+values than ``MAX_ROWS`` rows of the model's width could ever need is refused (413) unread. A 30 MiB
+body of small numbers would otherwise become about a gigabyte of Python floats and lists.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ __all__ = [
     "InputError",
     "decode_json",
     "decode_predict_request",
+    "decode_v2_request",
     "parse_v2_request",
 ]
 
@@ -54,16 +61,37 @@ class _PredictRequest(msgspec.Struct, forbid_unknown_fields=False):
 _predict_decoder = msgspec.json.Decoder(_PredictRequest)
 # Below this size the msgspec path is as fast and the fast path's checks are not worth running.
 _FAST_PATH_MIN_BYTES = 16 * 1024
+# Separators a valid body may hold beyond one per value: the row separators and a little for other
+# keys a client adds (ignored, but counted). Strings full of commas in extra keys are refused with
+# the rest: they can be no part of a prediction.
+_SLACK_SEPARATORS = 4096
+
+
+def _check_value_count(body: bytes, n_features: int, what: str) -> None:
+    """413 if ``body`` holds more values than ``MAX_ROWS`` rows of ``n_features`` can: each value
+    but the last is followed by a comma, so commas + 1 bounds the value count from above."""
+    limit = MAX_ROWS * n_features
+    if body.count(b",") + 1 > limit + MAX_ROWS + _SLACK_SEPARATORS:
+        raise InputError(
+            f"{what} holds more values than {MAX_ROWS} rows of {n_features} features; "
+            f"at most {MAX_ROWS} rows per request",
+            413,
+        )
 
 
 def decode_predict_request(body: bytes, n_features: int) -> np.ndarray[Any, np.dtype[np.float64]]:
-    """Decode and validate a ``POST /v1/predict`` body: ``{"instances": [[...], ...]}``."""
+    """Decode and validate a ``POST /v1/predict`` body: ``{"instances": [[...], ...]}``.
+
+    Returns a float64 matrix of shape (rows, n_features); raises InputError (always 4xx) naming
+    the problem. Never raises anything else.
+    """
     if not body:
         raise InputError('request body is empty; expected {"instances": [[...], ...]}', 400)
     if len(body) >= _FAST_PATH_MIN_BYTES:
         matrix = _decode_plain_matrix(body, n_features)
         if matrix is not None and len(matrix) <= MAX_ROWS and np.isfinite(matrix).all():
             return matrix
+        _check_value_count(body, n_features, "request body")
     try:
         rows = _predict_decoder.decode(body).instances
     except msgspec.ValidationError as exc:
@@ -71,6 +99,8 @@ def decode_predict_request(body: bytes, n_features: int) -> np.ndarray[Any, np.d
         raise InputError(f"invalid request: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise InputError(f"request body is not valid JSON: {exc}", 400) from exc
+    except Exception as exc:  # e.g. RecursionError: never a 500 for what a client sent
+        raise InputError(f"request body could not be decoded: {type(exc).__name__}", 400) from exc
     return _check_matrix(rows, n_features, '"instances"')
 
 
@@ -97,7 +127,7 @@ def _decode_plain_matrix(body: bytes, n_features: int) -> np.ndarray[Any, np.dty
         flat = np.frombuffer(instances.as_buffer(of_type="d"), dtype=np.float64)
         if flat.size != rows * n_features:
             raise _NotPlain
-    except (_NotPlain, ValueError, TypeError, KeyError):  # msgspec's path will say what is wrong
+    except Exception:  # _NotPlain, or simdjson's own errors: msgspec's path will say what is wrong
         return None
     return flat.reshape(rows, n_features)
 
@@ -138,12 +168,26 @@ def _require_finite(
 
 
 def decode_json(body: bytes) -> Any:
+    """Parse a JSON body; InputError 400 if it is empty or not JSON (orjson also refuses nesting
+    deeper than 1024 levels as invalid)."""
     if not body:
         raise InputError("request body is empty; expected a JSON object", 400)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InputError(f"request body is not valid JSON: {exc}", 400) from exc
+    except Exception as exc:  # never a 500 for what a client sent
+        raise InputError(f"request body could not be decoded: {type(exc).__name__}", 400) from exc
+
+
+def decode_v2_request(
+    body: bytes, n_features: int
+) -> tuple[np.ndarray[Any, np.dtype[np.float64]], str | None]:
+    """Decode and validate an Open Inference Protocol (KServe V2) infer body: (matrix, request id).
+    The separator count bounds memory first, as for ``/v1/predict``."""
+    if body:
+        _check_value_count(body, n_features, "request body")
+    return parse_v2_request(decode_json(body), n_features)
 
 
 def _as_matrix(values: Any, n_features: int, what: str) -> np.ndarray[Any, np.dtype[np.float64]]:

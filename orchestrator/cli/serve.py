@@ -27,9 +27,19 @@ HOST_ENV = "HOST"
 PORT_ENV = "PORT"
 RELOAD_ENV = "MODEL_RELOAD_INTERVAL_S"
 MAX_BODY_ENV = "MAX_BODY_MB"
+PUBLIC_KEY_ENV = "MODEL_SIGNING_PUBLIC_KEY"
+DOCS_ENV = "SERVE_DOCS"
+HEADER_TIMEOUT_ENV = "HTTP_HEADER_TIMEOUT_S"
+BODY_TIMEOUT_ENV = "HTTP_BODY_TIMEOUT_S"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_MB = 32.0
+# serving.protocol.DEFAULT_HEADER_TIMEOUT_S and serving.app.DEFAULT_BODY_TIMEOUT_S (not imported:
+# this module must not import the server to build the CLI); why these values: see there.
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_BODY_TIMEOUT_S = 60.0
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
 class Settings(TypedDict):
@@ -40,6 +50,10 @@ class Settings(TypedDict):
     port: int
     reload_interval: float | None
     max_body_mb: float
+    signing_public_key: str | None
+    docs: bool
+    header_timeout: float
+    body_timeout: float
 
 
 _INT = re.compile(r"[0-9]{1,9}")
@@ -53,27 +67,53 @@ def run(
     port: int = DEFAULT_PORT,
     reload_interval: float | None = None,
     max_body_mb: float = DEFAULT_MAX_BODY_MB,
+    signing_public_key: str | None = None,
+    docs: bool = False,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT_S,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT_S,
 ) -> None:
-    """Serve one verified model over HTTP until stopped."""
+    """Serve one verified model over HTTP until stopped.
+
+    With ``signing_public_key`` (PEM text or a path), every version must carry a signature that
+    verifies with it (fail closed); without one, signatures are not checked, and the log says so.
+    """
     if not model:
         raise ConfigError("no model given: pass --model PATH|URI or set MODEL_URI")
+    for name, value in (("--header-timeout", header_timeout), ("--body-timeout", body_timeout)):
+        if not value > 0:
+            raise ConfigError(f"{name} {value}: must be a positive number of seconds")
     import uvicorn
 
     from serving.app import create_app
+    from serving.protocol import protocol_with_header_timeout
+    from serving.signing import SignatureVerifier, load_public_key
     from serving.source import make_loader
-    from serving.telemetry import configure_logging
+    from serving.telemetry import configure_logging, get_logger
 
     configure_logging()
+    log = get_logger("serving")
+    verifier = None
+    if signing_public_key:
+        key = load_public_key(signing_public_key, where=f"--signing-public-key ({PUBLIC_KEY_ENV})")
+        verifier = SignatureVerifier(key)
+        log.info("signatures required", public_key=key.fingerprint)
+    else:
+        log.warning("signatures are not checked", hint=f"set {PUBLIC_KEY_ENV} to require them")
     application = create_app(
-        make_loader(model), max_body_bytes=int(max_body_mb * 1024 * 1024), reload_interval_s=reload_interval
+        make_loader(model, verifier=verifier),
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        reload_interval_s=reload_interval,
+        body_timeout_s=body_timeout,
+        docs=docs,
     )
     uvicorn.run(
         application,
         host=host,
         port=port,
-        # uvloop + httptools: the C event loop and parser roughly double requests/s over the pure-Python pair.
+        # uvloop + httptools: the C event loop and parser roughly double requests/s over the pure-Python
+        # pair; the protocol subclass adds the header-read timeout uvicorn lacks.
         loop="uvloop",
-        http="httptools",
+        http=protocol_with_header_timeout(header_timeout),
         ws="none",  # no WebSocket routes: skip importing the websockets library at start-up
         access_log=False,  # TelemetryMiddleware logs one JSON line per request instead
         log_level=os.environ.get("LOG_LEVEL", "warning").lower(),
@@ -89,17 +129,24 @@ def from_environment() -> Settings | None:
         return os.environ.get(name) or None
 
     host, port, reload_interval, max_body = (get(n) for n in (HOST_ENV, PORT_ENV, RELOAD_ENV, MAX_BODY_ENV))
+    header_timeout, body_timeout, docs = (get(n) for n in (HEADER_TIMEOUT_ENV, BODY_TIMEOUT_ENV, DOCS_ENV))
     if port is not None and not _INT.fullmatch(port):
         return None
-    for value in (reload_interval, max_body):
+    for value in (reload_interval, max_body, header_timeout, body_timeout):
         if value is not None and not _FLOAT.fullmatch(value):
             return None
+    if docs is not None and docs.lower() not in (*_TRUE, *_FALSE):
+        return None
     return {
         "model": get(MODEL_ENV),
         "host": host or DEFAULT_HOST,
         "port": DEFAULT_PORT if port is None else int(port),
         "reload_interval": None if reload_interval is None else float(reload_interval),
         "max_body_mb": DEFAULT_MAX_BODY_MB if max_body is None else float(max_body),
+        "signing_public_key": get(PUBLIC_KEY_ENV),
+        "docs": docs is not None and docs.lower() in _TRUE,
+        "header_timeout": DEFAULT_HEADER_TIMEOUT_S if header_timeout is None else float(header_timeout),
+        "body_timeout": DEFAULT_BODY_TIMEOUT_S if body_timeout is None else float(body_timeout),
     }
 
 
@@ -128,6 +175,35 @@ def register(app: typer.Typer) -> None:
         max_body_mb: float = typer.Option(
             DEFAULT_MAX_BODY_MB, envvar=MAX_BODY_ENV, help="Largest request body accepted."
         ),
+        signing_public_key: str = typer.Option(
+            None,
+            "--signing-public-key",
+            envvar=PUBLIC_KEY_ENV,
+            help="PEM public key (text or a path): serve only versions signed by its private key.",
+        ),
+        docs: bool = typer.Option(False, "--docs", envvar=DOCS_ENV, help="Serve /docs and /openapi.json."),
+        header_timeout: float = typer.Option(
+            DEFAULT_HEADER_TIMEOUT_S,
+            "--header-timeout",
+            envvar=HEADER_TIMEOUT_ENV,
+            help="Seconds a client has to send its request headers (then 408).",
+        ),
+        body_timeout: float = typer.Option(
+            DEFAULT_BODY_TIMEOUT_S,
+            "--body-timeout",
+            envvar=BODY_TIMEOUT_ENV,
+            help="Seconds a client has to send its whole request body (then 408).",
+        ),
     ) -> None:
         """Serve one verified model over HTTP (predict, KServe V2, health, metrics)."""
-        run(model, host=host, port=port, reload_interval=reload_interval, max_body_mb=max_body_mb)
+        run(
+            model,
+            host=host,
+            port=port,
+            reload_interval=reload_interval,
+            max_body_mb=max_body_mb,
+            signing_public_key=signing_public_key,
+            docs=docs,
+            header_timeout=header_timeout,
+            body_timeout=body_timeout,
+        )
