@@ -2,35 +2,44 @@
 
 For each target, concurrently (one thread per cloud, a small pool of object uploads in each):
 
-1. List ``models/<name>/<version>/`` once. An object whose stored sha256 (our metadata) matches the
-   manifest is skipped. If the commit marker (``manifest.json``) is there with the local
-   manifest's sha256 and every file has its size, the version is complete and nothing is sent: that
-   is what makes a no-change re-sync cost one LIST (plus one HEAD on S3, whose listings carry no
-   metadata).
-2. Upload what is missing or different (multipart for large files, in the backends).
+1. List ``models/<name>/<version>/`` once. Every object, the commit marker included, is checked
+   against the local artifact: its size, and its stored sha256 (our metadata; S3 listings carry no
+   metadata, so a HEAD each there), or with ``deep`` its content, downloaded and hashed (what
+   catches bytes replaced behind the metadata's back). Objects that match are skipped: a
+   no-change re-sync sends one LIST per cloud and no PUT.
+2. Upload what is missing or different (multipart for large files, in the backends), the signature
+   (``model.sig``, when the artifact has one) included.
 3. Re-verify what landed: stat each uploaded object and compare sha256 and size with the manifest.
-4. Write ``manifest.json`` last: the version is now complete.
-5. Move ``LATEST`` with a conditional write on the token read before; never backwards (by the
-   model's ``created_at``) unless forced. A lost race re-reads the pointer and decides again.
+4. Write ``manifest.json`` last when anything changed: the version is now complete.
+5. Move ``LATEST`` with a conditional write on the token read before. Publications are ordered by
+   the pointer's ``sequence`` (+1 per move), not by dates inside artifacts; moving back to a version
+   in the pointer's ``history`` needs ``force``. When objects of the version ``LATEST`` already
+   names were repaired, the pointer is rewritten too (``refreshed``): endpoints that refused the
+   damaged version retry it. A lost race re-reads the pointer and decides again.
 
 A failure in one cloud is reported for that cloud and does not stop the others; a re-run finishes
-only what is missing. The local artifact is verified against its manifest before anything is sent.
+only what is missing. The local artifact is verified against its manifest (and its signature,
+with a public key) before anything is sent. Errors name bucket objects, never local paths.
 """
 
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import ArtifactError, OrchestratorError, PreconditionFailed
+from orchestrator.errors import ArtifactError, NotFound, OrchestratorError, PreconditionFailed
 from orchestrator.registry import Pointer, pointer_key, read_pointer, version_prefix
 from orchestrator.storage import ObjectInfo, Storage
-from serving.artifact import MANIFEST_NAME, Manifest, verify_artifact
+from serving.artifact import MANIFEST_NAME, SIGNATURE_NAME, Manifest, hash_file, verify_artifact
+
+if TYPE_CHECKING:
+    from serving.signing import SignatureVerifier
 
 __all__ = ["SyncEvent", "SyncResult", "Target", "sync_artifact"]
 
@@ -68,7 +77,10 @@ class SyncResult:
     uploaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     bytes_uploaded: int = 0
-    pointer: str = "unchanged"  # "moved", "unchanged", "refused", "not moved (dry run)", "failed"
+    # "moved", "refreshed" (same version, repaired objects), "unchanged", "refused",
+    # "not moved (dry run)", "not moved"
+    pointer: str = "unchanged"
+    sequence: int | None = None  # the pointer's sequence after this sync
     previous_version: str | None = None
     error: str | None = None
     seconds: float = 0.0
@@ -92,19 +104,32 @@ def sync_artifact(
     *,
     force: bool = False,
     dry_run: bool = False,
+    deep: bool = False,
+    verifier: SignatureVerifier | None = None,
     on_event: Callable[[SyncEvent], None] | None = None,
 ) -> list[SyncResult]:
-    """Publish ``artifact`` to every target; one result per target, in order. Raises only for a bad
-    local artifact (nothing is sent then); per-target failures are in the results."""
+    """Publish ``artifact`` to every target; one result per target, in order.
+
+    ``deep`` downloads and hashes every object already in a bucket instead of trusting its
+    metadata. With a ``verifier``, the local artifact's signature must verify first. Raises only for
+    a bad local artifact (ArtifactError or SignatureError: nothing is sent then); per-target
+    failures are in the results.
+    """
     manifest = verify_artifact(artifact)
+    if verifier is not None:
+        verifier.verify(artifact, source=str(artifact))
     manifest_path = artifact / MANIFEST_NAME
     manifest_sha = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
     files = [_File(e.path, artifact / e.path, e.sha256, e.size) for e in manifest.files]
+    signature = artifact / SIGNATURE_NAME
+    if signature.is_file():
+        sha, size = hash_file(signature)
+        files.append(_File(SIGNATURE_NAME, signature, sha, size))
     marker = _File(MANIFEST_NAME, manifest_path, manifest_sha, manifest_path.stat().st_size)
     emit = on_event or (lambda _: None)
 
     def one(target: Target) -> SyncResult:
-        return _sync_one(target, manifest, files, marker, force=force, dry_run=dry_run, emit=emit)
+        return _sync_one(target, manifest, files, marker, force=force, dry_run=dry_run, deep=deep, emit=emit)
 
     if len(targets) == 1:
         return [one(targets[0])]
@@ -120,6 +145,7 @@ def _sync_one(
     *,
     force: bool,
     dry_run: bool,
+    deep: bool,
     emit: Callable[[SyncEvent], None],
 ) -> SyncResult:
     started = time.monotonic()
@@ -129,24 +155,25 @@ def _sync_one(
     try:
         prefix = version_prefix(manifest.name, manifest.version)
         existing = {info.key.removeprefix(prefix): info for info in storage.list(prefix)}
-        if _complete(storage, prefix, existing, files, marker):
-            result.skipped = [f.key for f in [*files, marker]]
-            for f in [*files, marker]:
-                emit(SyncEvent(target.name, "skip", f.key, f.size))
+        todo = _plan(storage, prefix, existing, [*files, marker], deep=deep, result=result, emit=emit)
+        if todo and marker not in todo:
+            todo.append(marker)  # anything changed: the commit marker is rewritten, last
+        body = [f for f in todo if f is not marker]
+        if not dry_run:
+            _upload(storage, prefix, body, result, emit)
+            if todo:
+                _upload(storage, prefix, [marker], result, emit)
         else:
-            todo = _plan(storage, prefix, existing, files, result=result, emit=emit)
-            if not dry_run:
-                _upload(storage, prefix, todo, result, emit)
-                _upload(storage, prefix, [marker], result, emit)  # the commit marker, last
-            else:
-                result.uploaded = [f.key for f in [*todo, marker]]
-        _move_pointer(storage, manifest, marker.sha256, result, force=force, dry_run=dry_run)
+            result.uploaded = [f.key for f in todo]
+        _move_pointer(
+            storage, manifest, marker.sha256, result, force=force, dry_run=dry_run, repaired=bool(todo)
+        )
         emit(SyncEvent(target.name, "pointer", pointer_key(manifest.name)))
         result.ok = result.pointer != "refused"
         if result.pointer == "refused":
             result.error = (
-                f"LATEST points to {result.previous_version}, which is newer than {manifest.version}; "
-                "pass --force to move it backwards"
+                f"{storage.key_uri(pointer_key(manifest.name))} points to {result.previous_version} and "
+                f"{manifest.version} is an older publication (in its history); pass --force to move it back"
             )
     except OrchestratorError as exc:
         result.error = str(exc)
@@ -160,17 +187,15 @@ def _sync_one(
     return result
 
 
-def _complete(
-    storage: Storage, prefix: str, existing: dict[str, ObjectInfo], files: list[_File], marker: _File
-) -> bool:
-    """The version was published before: the commit marker matches and every file is there."""
-    info = existing.get(marker.key)
-    if info is None or info.size != marker.size:
-        return False
-    if any(f.key not in existing or existing[f.key].size != f.size for f in files):
-        return False
-    sha = info.sha256 if info.sha256 is not None else storage.stat(prefix + marker.key).sha256
-    return sha == marker.sha256
+def _remote_sha256(storage: Storage, key: str, info: ObjectInfo, *, deep: bool) -> str | None:
+    """The object's sha256: hashed from its content (``deep``), else from its metadata (a stat when
+    the listing carries none, as on S3)."""
+    if not deep:
+        return info.sha256 if info.sha256 is not None else storage.stat(key).sha256
+    with tempfile.TemporaryDirectory(prefix="sync-deep-") as tmp:
+        local = Path(tmp) / "object"
+        storage.download(key, local)
+        return hash_file(local)[0]
 
 
 def _plan(
@@ -179,20 +204,33 @@ def _plan(
     existing: dict[str, ObjectInfo],
     files: list[_File],
     *,
+    deep: bool,
     result: SyncResult,
     emit: Callable[[SyncEvent], None],
 ) -> list[_File]:
-    todo = []
-    for f in files:
+    """What must be (re-)uploaded: missing objects, and those whose size or sha256 differs."""
+
+    def differs(f: _File) -> bool:
         info = existing.get(f.key)
-        if info is not None and info.size == f.size:
-            # Listings without metadata (S3) need a stat to learn our sha256.
-            sha = info.sha256 if info.sha256 is not None else storage.stat(prefix + f.key).sha256
-            if sha == f.sha256:
-                result.skipped.append(f.key)
-                emit(SyncEvent(result.target, "skip", f.key, f.size))
-                continue
-        todo.append(f)
+        if info is None or info.size != f.size:
+            return True
+        try:
+            return _remote_sha256(storage, prefix + f.key, info, deep=deep) != f.sha256
+        except NotFound:  # deleted since the listing
+            return True
+
+    if deep and len(files) > 1:
+        with ThreadPoolExecutor(max_workers=OBJECT_CONCURRENCY, thread_name_prefix="check") as pool:
+            verdicts = list(pool.map(differs, files))
+    else:
+        verdicts = [differs(f) for f in files]
+    todo = []
+    for f, changed in zip(files, verdicts, strict=True):
+        if changed:
+            todo.append(f)
+        else:
+            result.skipped.append(f.key)
+            emit(SyncEvent(result.target, "skip", f.key, f.size))
     return todo
 
 
@@ -224,27 +262,49 @@ def _upload(
 
 
 def _move_pointer(
-    storage: Storage, manifest: Manifest, manifest_sha: str, result: SyncResult, *, force: bool, dry_run: bool
+    storage: Storage,
+    manifest: Manifest,
+    manifest_sha: str,
+    result: SyncResult,
+    *,
+    force: bool,
+    dry_run: bool,
+    repaired: bool,
 ) -> None:
     for _ in range(POINTER_ATTEMPTS):
         current, info = read_pointer(storage, manifest.name)
         result.previous_version = current.version if current else None
-        previous = current.version if current and current.version != manifest.version else None
-        new = Pointer.new(manifest.version, manifest_sha, manifest.created_at, previous=previous)
-        if current is not None and current.version == new.version and current.manifest_sha256 == manifest_sha:
-            result.pointer = "unchanged"
+        same = current is not None and current.version == manifest.version
+        if same and current is not None and current.manifest_sha256 == manifest_sha and not repaired:
+            result.pointer, result.sequence = "unchanged", current.sequence
             return
-        if current is not None and current.created_at > new.created_at and not force:
+        if current is not None and not same and manifest.version in current.history and not force:
             result.pointer = "refused"
             return
         if dry_run:
             result.pointer = "not moved (dry run)"
             return
+        if same and current is not None:
+            # Repaired or re-published in place: the same rollout as before, a new sequence so
+            # that endpoints which refused the damaged objects read the version again.
+            new = Pointer.new(
+                manifest.version,
+                manifest_sha,
+                manifest.created_at,
+                previous=current.previous,
+                replacing=current,
+            )
+        else:
+            previous = current.version if current else None
+            new = Pointer.new(
+                manifest.version, manifest_sha, manifest.created_at, previous, replacing=current
+            )
         try:
             storage.put_if(pointer_key(manifest.name), new.to_bytes(), token=info.token if info else None)
         except PreconditionFailed:
             continue  # someone moved it since we read it: read again and decide again
-        result.pointer = "moved"
+        result.pointer = "refreshed" if same else "moved"
+        result.sequence = new.sequence
         return
     raise PreconditionFailed(
         f"LATEST kept changing under us ({POINTER_ATTEMPTS} attempts); run the sync again",

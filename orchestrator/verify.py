@@ -4,22 +4,29 @@ For each target: resolve the version (the one asked for, or ``LATEST``'s), read 
 and check it is the one ``LATEST`` names (sha256), then compare the version directory with the
 manifest: a missing object, an unexpected one, a size or sha256 that differs. The sha256 comes from
 object metadata, or with ``deep`` from downloading and hashing every object (what catches bytes
-changed behind the metadata's back). Finally all targets' ``LATEST`` pointers must agree.
+changed behind the metadata's back). The manifest's own name and version must be the ones asked
+for. With a signature verifier, the version is downloaded and its ``model.sig`` must verify with
+the public key (an unsigned version is drift). Finally all targets' ``LATEST`` pointers must agree.
 """
 
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import NotFound, OrchestratorError
 from orchestrator.registry import read_pointer, version_prefix
 from orchestrator.storage import Storage
 from orchestrator.sync import OBJECT_CONCURRENCY, Target
-from serving.artifact import MANIFEST_NAME, FileEntry, parse_manifest
+from serving.artifact import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Manifest, parse_manifest
+
+if TYPE_CHECKING:
+    from serving.signing import SignatureVerifier
 
 __all__ = ["Drift", "VerifyResult", "verify_targets"]
 
@@ -60,15 +67,24 @@ class VerifyResult:
 
 
 def verify_targets(
-    targets: Sequence[Target], name: str, version: str | None = None, *, deep: bool = False
+    targets: Sequence[Target],
+    name: str,
+    version: str | None = None,
+    *,
+    deep: bool = False,
+    verifier: SignatureVerifier | None = None,
 ) -> tuple[list[VerifyResult], list[Drift]]:
     """Verify every target; return per-target results and the cross-target disagreements."""
     with ThreadPoolExecutor(max_workers=max(1, len(targets)), thread_name_prefix="verify") as pool:
-        results = list(pool.map(lambda t: _verify_one(t, name, version, deep=deep), targets))
+        results = list(
+            pool.map(lambda t: _verify_one(t, name, version, deep=deep, verifier=verifier), targets)
+        )
     return results, _disagreements(results, pinned=version is not None)
 
 
-def _verify_one(target: Target, name: str, version: str | None, *, deep: bool) -> VerifyResult:
+def _verify_one(
+    target: Target, name: str, version: str | None, *, deep: bool, verifier: SignatureVerifier | None
+) -> VerifyResult:
     storage = target.storage
     result = VerifyResult(target=target.name, uri=storage.uri)
 
@@ -99,10 +115,48 @@ def _verify_one(target: Target, name: str, version: str | None, *, deep: bool) -
                 f"sha256 {result.manifest_sha256} but LATEST says {pointer.manifest_sha256}",
             )
         manifest = parse_manifest(raw_manifest, source=storage.key_uri(prefix + MANIFEST_NAME))
+        if (manifest.name, manifest.version) != (name, resolved):
+            drift(
+                prefix + MANIFEST_NAME,
+                f"the manifest is {manifest.name} {manifest.version}, not {name} {resolved}",
+            )
         _compare(storage, prefix, manifest.files, deep=deep, result=result, drift=drift)
+        if verifier is not None:
+            _check_signature(storage, prefix, manifest, raw_manifest, verifier, drift)
     except OrchestratorError as exc:
         drift(storage.uri, f"could not be checked: {exc}")
     return result
+
+
+def _check_signature(
+    storage: Storage,
+    prefix: str,
+    manifest: Manifest,
+    raw_manifest: bytes,
+    verifier: SignatureVerifier,
+    drift: Callable[[str, str], None],
+) -> None:
+    """Download the version as the endpoint would and check its signature with the public key."""
+    from serving.signing import SignatureError
+
+    with tempfile.TemporaryDirectory(prefix="verify-signature-") as tmp:
+        root = Path(tmp) / "artifact"
+        root.mkdir()
+        (root / MANIFEST_NAME).write_bytes(raw_manifest)
+        try:
+            storage.download(prefix + SIGNATURE_NAME, root / SIGNATURE_NAME)
+        except NotFound:
+            drift(prefix + SIGNATURE_NAME, "missing: the version is unsigned, and a public key is configured")
+            return
+        for entry in manifest.files:
+            try:
+                storage.download(prefix + entry.path, root / entry.path)
+            except NotFound:
+                return  # already reported as missing
+        try:
+            verifier.verify(root, source=storage.key_uri(prefix).rstrip("/"))
+        except SignatureError as exc:
+            drift(prefix + SIGNATURE_NAME, str(exc).split(": ", 1)[-1])
 
 
 def _compare(
@@ -116,7 +170,7 @@ def _compare(
 ) -> None:
     stored = {info.key.removeprefix(prefix): info for info in storage.list(prefix)}
     expected = {entry.path: entry for entry in files}
-    for key in sorted(stored.keys() - expected.keys() - {MANIFEST_NAME}):
+    for key in sorted(stored.keys() - expected.keys() - {MANIFEST_NAME, SIGNATURE_NAME}):
         drift(prefix + key, "unexpected object: not in the manifest")
     present = [entry for entry in files if entry.path in stored]
     for entry in files:

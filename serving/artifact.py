@@ -22,7 +22,7 @@ import math
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -351,8 +351,17 @@ def _load_manifest_as(root: Path, source: str) -> Manifest:
         ) from exc
 
 
-def write_artifact(staging: Path, manifest_fields: dict[str, Any], out_dir: Path) -> tuple[Path, Manifest]:
+def write_artifact(
+    staging: Path,
+    manifest_fields: dict[str, Any],
+    out_dir: Path,
+    *,
+    sign: Callable[[Path], None] | None = None,
+) -> tuple[Path, Manifest]:
     """Hash the files in ``staging``, write the manifest, and move the directory into place atomically.
+
+    ``sign`` (e.g. :func:`serving.signing.sign_artifact` with a key) is called on the staging
+    directory once the manifest is written, before the move.
 
     ``manifest_fields`` is every Manifest field except ``files``. The artifact lands at
     ``out_dir/<name>/<version>``; if that version already exists it is replaced as a whole, so a
@@ -364,6 +373,8 @@ def write_artifact(staging: Path, manifest_fields: dict[str, Any], out_dir: Path
         files.append(FileEntry(path=path.relative_to(staging).as_posix(), sha256=sha, size=size))
     manifest = Manifest.model_validate({**manifest_fields, "files": files})
     (staging / MANIFEST_NAME).write_bytes(manifest.to_json())
+    if sign is not None:
+        sign(staging)
 
     final = out_dir / manifest.name / manifest.version
     final.parent.mkdir(parents=True, exist_ok=True)

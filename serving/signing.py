@@ -31,6 +31,7 @@ __all__ = [
     "SIGNATURE_NAME",
     "SignatureError",
     "SignatureVerifier",
+    "generate_key_pair",
     "load_public_key",
     "sign_artifact",
 ]
@@ -143,3 +144,27 @@ def sign_artifact(root: Path, private_key: Path) -> Path:
     signer = signing.Config().use_elliptic_key_signer(private_key=private_key)  # type: ignore[no-untyped-call]
     signer.set_hashing_config(ignore).sign(root, signature)
     return signature
+
+
+def generate_key_pair(directory: Path, name: str = "signing") -> tuple[Path, Path]:
+    """A new P-256 key pair as ``directory/<name>.key`` (private, PKCS#8 PEM, mode 0600) and
+    ``directory/<name>.pub`` (public, PEM): for the demo and tests. In production the private key
+    lives in a secret store and only its public half is configuration."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    directory.mkdir(parents=True, exist_ok=True)
+    private, public = directory / f"{name}.key", directory / f"{name}.pub"
+    private.touch(mode=0o600)
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public

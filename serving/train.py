@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import orchestrator
-from orchestrator.errors import ConfigError, GateError
+from orchestrator.errors import ConfigError, DatasetError, GateError
 from orchestrator.names import check_model_name, is_valid_name
 from serving import datasets, report
 from serving.artifact import MODEL_FILE, Manifest, write_artifact
@@ -48,6 +48,8 @@ C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
 MAX_ITER = 1000
 # Canary rows replayed by every health probe: enough to cover several classes, small enough to be cheap.
 CANARY_ROWS = 5
+# Fewer distinct predicted labels than this and a constant model would pass the canary.
+MIN_CANARY_CLASSES = 2
 _STEP = "classifier"
 
 
@@ -62,6 +64,9 @@ class TrainOptions:
     min_f1_macro: float | None = None
     """The metric gate: a model whose test-set macro F1 is below it is not written."""
     name: str | None = None
+    signing_key: Path | None = None
+    """An EC private key (PEM): the artifact is signed with it (``model.sig``) before it is moved
+    into place, so no unsigned copy of a signed version ever exists."""
     test_size: float = 0.25
     cv_folds: int = 5
 
@@ -84,6 +89,7 @@ class TrainResult:
     path: Path
     """``out/<name>/<version>``."""
     manifest: Manifest
+    signed: bool = False
 
 
 def train(opts: TrainOptions) -> TrainResult:
@@ -111,8 +117,8 @@ def train(opts: TrainOptions) -> TrainResult:
         metrics=metrics,
         exported=exported,
     )
-    path, manifest = _write(opts.out, fields, exported, y_test)
-    return TrainResult(path=path, manifest=manifest)
+    path, manifest = _write(opts.out, fields, exported, y_test, signing_key=opts.signing_key)
+    return TrainResult(path=path, manifest=manifest, signed=opts.signing_key is not None)
 
 
 def artifact_name(opts: TrainOptions, dataset: datasets.Dataset) -> str:
@@ -211,16 +217,43 @@ def _framework() -> dict[str, str]:
     }
 
 
-def _canary(dataset: datasets.Dataset, test: NDArray[np.intp], model: bytes) -> dict[str, Any]:
-    """The first test row of each class, in class order, with the exported model's outputs."""
-    y_test = dataset.y[test]
-    rows = [int(test[np.flatnonzero(y_test == k)[0]]) for k in range(len(dataset.classes))][:CANARY_ROWS]
-    X = dataset.X[rows]
-    labels, probabilities = OnnxModel(model).predict(X)
+def _canary(dataset: datasets.Dataset, train: NDArray[np.intp], model: bytes) -> dict[str, Any]:
+    """Synthetic canary rows with the exported model's outputs: never rows of the dataset.
+
+    ``/v1/model`` publishes the canary to anyone, so it must not leak training data. Candidates are
+    each class's mean training row, then the midpoints between consecutive class means; any
+    candidate equal to a dataset row is dropped. Up to :data:`CANARY_ROWS` are kept, first those
+    whose predicted label is new (so the labels cover as many classes as possible), in class order.
+    Fewer than :data:`MIN_CANARY_CLASSES` distinct labels: DatasetError (a canary one constant model
+    would pass proves nothing).
+    """
+    X, y = dataset.X[train], dataset.y[train]
+    means = np.array([X[y == k].mean(axis=0) for k in range(len(dataset.classes)) if np.any(y == k)])
+    midpoints = (means[:-1] + means[1:]) / 2 if len(means) > 1 else np.empty((0, X.shape[1]))
+    candidates = np.vstack([means, midpoints])
+    known = {row.tobytes() for row in np.ascontiguousarray(dataset.X, dtype=np.float64)}
+    candidates = np.array([c for c in candidates if c.astype(np.float64).tobytes() not in known])
+    labels, probabilities = OnnxModel(model).predict(candidates)
+    chosen: list[int] = []
+    seen: set[int] = set()
+    for i, label in enumerate(labels):  # one row per new label first
+        if int(label) not in seen and len(chosen) < CANARY_ROWS:
+            chosen.append(i)
+            seen.add(int(label))
+    for i in range(len(candidates)):  # then fill up, if there are fewer labels than rows
+        if len(chosen) >= CANARY_ROWS:
+            break
+        if i not in chosen:
+            chosen.append(i)
+    if len(seen) < MIN_CANARY_CLASSES:
+        raise DatasetError(
+            f"the model predicts one class for every synthetic canary row; a canary must cover at least "
+            f"{MIN_CANARY_CLASSES} classes"
+        )
     return {
-        "instances": X.tolist(),
-        "labels": [dataset.classes[int(i)] for i in labels],
-        "probabilities": probabilities.tolist(),
+        "instances": candidates[chosen].tolist(),
+        "labels": [dataset.classes[int(labels[i])] for i in chosen],
+        "probabilities": probabilities[chosen].tolist(),
     }
 
 
@@ -270,12 +303,17 @@ def _manifest_fields(
         },
         "metrics": metrics,
         "export": exported.info,
-        "canary": _canary(dataset, split.test, exported.model),
+        "canary": _canary(dataset, split.train, exported.model),
     }
 
 
 def _write(
-    out: Path, fields: dict[str, Any], exported: Exported, y_test: NDArray[np.int64]
+    out: Path,
+    fields: dict[str, Any],
+    exported: Exported,
+    y_test: NDArray[np.int64],
+    *,
+    signing_key: Path | None = None,
 ) -> tuple[Path, Manifest]:
     created = _make_dirs(out)
     # Staged inside `out` so the final move is a rename on one filesystem; the dot keeps it out
@@ -287,7 +325,16 @@ def _write(
         staging.chmod(0o755)
         (staging / MODEL_FILE).write_bytes(exported.model)
         report.write_report(staging, fields, y_test, exported.probabilities)
-        return write_artifact(staging, fields, out)
+        sign = None
+        if signing_key is not None:
+            from serving.signing import sign_artifact
+
+            key = signing_key
+
+            def sign(root: Path) -> None:
+                sign_artifact(root, key)
+
+        return write_artifact(staging, fields, out, sign=sign)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         for directory in created:

@@ -69,7 +69,8 @@ def test_json_output_and_the_version_matches_an_in_process_training(tmp_path):
 
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert set(data) == {"path", "name", "version", "metrics"}
+    assert set(data) == {"path", "name", "version", "metrics", "signed"}
+    assert data["signed"] is False
     assert data["name"] == "vino"
     # Another process, the same data and code: the same version.
     assert data["version"] == content_version(TrainOptions(dataset="wine"), load_dataset("wine"))

@@ -157,15 +157,15 @@ def test_onnx_model_has_the_serving_contract(iris):
 def test_canary_matches_the_onnx_model(iris):
     canary = iris.manifest.canary
     bunch = skdatasets.load_iris()
-    test_rows = bunch.data[iris.manifest.split["test_indices"]]
 
     labels, proba = _onnx_predict(iris.path / MODEL_FILE, np.array(canary.instances))
 
     assert [iris.manifest.classes[i] for i in labels] == canary.labels
     np.testing.assert_array_equal(proba, np.array(canary.probabilities))
-    # One test row per class, in class order, so a health probe exercises every class it can.
-    assert canary.labels == iris.manifest.classes
-    assert all((test_rows == row).all(axis=1).any() for row in canary.instances)
+    # Every class first, in class order, so a health probe exercises every class it can...
+    assert canary.labels[:3] == iris.manifest.classes
+    # ...with synthetic rows (class means, midpoints): /v1/model publishes them, so no dataset row.
+    assert not any((bunch.data == row).all(axis=1).any() for row in canary.instances)
 
 
 def test_report_holds_the_metrics_and_links_the_plots(iris):
@@ -229,6 +229,8 @@ def test_digits_trains_and_verifies(tmp_path):
     assert manifest.features.count == 64
     assert manifest.metrics["f1_macro"] > 0.9
     assert manifest.canary.labels == ["0", "1", "2", "3", "4"]  # five rows, first classes in order
+    data = skdatasets.load_digits().data
+    assert not any((data == row).all(axis=1).any() for row in manifest.canary.instances)
 
 
 def test_csv_with_string_labels(tmp_path):
@@ -256,8 +258,9 @@ def test_two_class_csv(tmp_path, strategy):
     X = np.array(manifest.canary.instances)
     labels, proba = _onnx_predict(result.path / MODEL_FILE, X)
     assert manifest.classes == ["no", "yes"]
-    assert proba.shape == (2, 2)
-    assert [manifest.classes[i] for i in labels] == manifest.canary.labels == ["no", "yes"]
+    assert proba.shape == (3, 2)  # two class means and the midpoint between them
+    assert [manifest.classes[i] for i in labels] == manifest.canary.labels
+    assert manifest.canary.labels[:2] == ["no", "yes"]
     assert manifest.metrics["roc_auc_ovr_macro"] == 1.0
 
 

@@ -1,8 +1,9 @@
-"""`orchestrator sync` and `orchestrator verify`: publish artifacts to every cloud and check them."""
+"""`orchestrator sync`, `verify` and `sign`: publish artifacts to every cloud, check them, sign them."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -11,6 +12,17 @@ from orchestrator.cli import app
 CLOUDS_HELP = "Comma-separated clouds from the configuration (default: all configured)."
 TO_HELP = "A target bucket URI (s3://, gs://, az://, file://); repeatable. Replaces --clouds."
 CONFIG_HELP = "Configuration file (default: $ORCHESTRATOR_CONFIG or ./orchestrator.yaml)."
+PUBLIC_KEY_ENV = "MODEL_SIGNING_PUBLIC_KEY"
+PUBLIC_KEY_HELP = "PEM public key (text or a path): the artifact's signature must verify with it."
+SIGNING_KEY_ENV = "ORCHESTRATOR_SIGNING_KEY"
+
+
+def _verifier(public_key: str | None) -> object:
+    if not public_key:
+        return None
+    from serving.signing import SignatureVerifier, load_public_key
+
+    return SignatureVerifier(load_public_key(public_key, where=f"--signing-public-key ({PUBLIC_KEY_ENV})"))
 
 
 @app.command()
@@ -20,7 +32,15 @@ def sync(
     to: list[str] = typer.Option(None, "--to", help=TO_HELP),
     config: str = typer.Option(None, "--config", help=CONFIG_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be uploaded; change nothing."),
-    force: bool = typer.Option(False, "--force", help="Allow moving LATEST back to an older version."),
+    force: bool = typer.Option(
+        False, "--force", help="Allow moving LATEST back to a version it pointed at before."
+    ),
+    deep: bool = typer.Option(
+        False, "--deep", help="Download and hash what is in each bucket; re-upload what differs."
+    ),
+    signing_public_key: str = typer.Option(
+        None, "--signing-public-key", envvar=PUBLIC_KEY_ENV, help=PUBLIC_KEY_HELP
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document for automation."),
 ) -> None:
     """Publish an artifact to every cloud's bucket, verify it landed, then move LATEST."""
@@ -29,9 +49,12 @@ def sync(
     from orchestrator.sync import sync_artifact
     from orchestrator.targets import resolve_targets
 
+    verifier: Any = _verifier(signing_public_key)
     targets, _ = resolve_targets(config_path=config, clouds=clouds, to=to)
     with sync_progress(model, targets, enabled=console.is_terminal and not json_out) as on_event:
-        results = sync_artifact(model, targets, force=force, dry_run=dry_run, on_event=on_event)
+        results = sync_artifact(
+            model, targets, force=force, dry_run=dry_run, deep=deep, verifier=verifier, on_event=on_event
+        )
     if json_out:
         emit_json(
             {"ok": all(r.ok for r in results), "dry_run": dry_run, "targets": [r.as_dict() for r in results]}
@@ -53,21 +76,29 @@ def verify(
     deep: bool = typer.Option(
         False, "--deep", help="Download and hash every object instead of trusting metadata."
     ),
+    signing_public_key: str = typer.Option(
+        None, "--signing-public-key", envvar=PUBLIC_KEY_ENV, help=PUBLIC_KEY_HELP
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document for automation."),
 ) -> None:
     """Check that every cloud holds exactly the manifest's files and that LATEST agrees everywhere."""
     from orchestrator.cli._output import emit_json
     from orchestrator.cli._render import verify_table
     from orchestrator.errors import ConfigError
+    from orchestrator.names import check_model_name, check_version
     from orchestrator.targets import resolve_targets
     from orchestrator.verify import verify_targets
 
+    verifier: Any = _verifier(signing_public_key)
     targets, cfg = resolve_targets(config_path=config, clouds=clouds, to=to)
     name, _, version = (model or "").partition("@")
     name = name or (cfg.model.name if cfg else "")
     if not name:
         raise ConfigError("no model named: pass --model NAME[@VERSION] or configure model.name")
-    results, disagreements = verify_targets(targets, name, version or None, deep=deep)
+    check_model_name(name, where="--model", error=ConfigError)
+    if version:
+        check_version(version, where="--model", error=ConfigError)
+    results, disagreements = verify_targets(targets, name, version or None, deep=deep, verifier=verifier)
     ok = all(r.ok for r in results) and not disagreements
     if json_out:
         emit_json(
@@ -83,3 +114,27 @@ def verify(
         verify_table(results, disagreements, deep=deep)
     if not ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def sign(
+    model: Path = typer.Option(..., "--model", help="The local artifact directory to sign."),
+    key: Path = typer.Option(
+        ...,
+        "--key",
+        envvar=SIGNING_KEY_ENV,
+        help="EC private key (PEM), e.g. mounted from a secret store.",
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document for automation."),
+) -> None:
+    """Sign an artifact (OpenSSF model signing): writes model.sig inside it, covering every file."""
+    from orchestrator.cli._output import console, emit_json
+    from serving.artifact import verify_artifact
+    from serving.signing import sign_artifact
+
+    manifest = verify_artifact(model)  # never sign what does not match its own manifest
+    signature = sign_artifact(model, key)
+    if json_out:
+        emit_json({"model": manifest.name, "version": manifest.version, "signature": str(signature)})
+        return
+    console.print(f"signed {manifest.name} {manifest.version}: {signature}", soft_wrap=True, highlight=False)

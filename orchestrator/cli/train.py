@@ -45,6 +45,14 @@ def train(
     name: Annotated[
         str | None, typer.Option(help="Artifact name (default: the dataset's name, or the CSV file's stem).")
     ] = None,
+    signing_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--signing-key",
+            envvar="ORCHESTRATOR_SIGNING_KEY",
+            help="EC private key (PEM) to sign the artifact with (OpenSSF model signing: model.sig).",
+        ),
+    ] = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print {path, name, version, metrics} as JSON instead.")
     ] = False,
@@ -61,6 +69,7 @@ def train(
         seed=seed,
         min_f1_macro=min_f1_macro,
         name=name,
+        signing_key=signing_key,
     )
     result = run_training(options)
     path = result.path.resolve()
@@ -72,6 +81,7 @@ def train(
                 "name": manifest.name,
                 "version": manifest.version,
                 "metrics": manifest.metrics,
+                "signed": result.signed,
             }
         )
         return

@@ -1,7 +1,7 @@
 """What a correct endpoint must serve right now: the expected version and its canary.
 
 The expected version is the pinned ``model.version`` if configured, else the newest ``LATEST``
-pointer (by the model's ``created_at``) across the clouds' buckets: a cloud whose bucket or endpoint
+pointer (by its publication ``sequence``) across the clouds' buckets: a cloud whose bucket or endpoint
 lags behind a completed rollout is then seen serving the wrong version, and loses its traffic until
 it catches up. The canary comes from that version's manifest in a bucket that holds it. Without any
 bucket configured, the endpoints' own ``/v1/model`` is the only source: the version is not checked
@@ -97,6 +97,6 @@ def _expected_version(
     if not pointers:
         detail = "; ".join(errors) or "no LATEST pointer in any bucket"
         raise ConfigError(f"model {name!r} is not published anywhere ({detail}); run `orchestrator sync`")
-    newest = max(pointers, key=lambda p: (p[0].created_at, p[0].version))[0]
+    newest = max(pointers, key=lambda p: p[0].order())[0]  # the highest publication sequence
     holders = [storage for pointer, storage in pointers if pointer.version == newest.version]
     return newest.version, newest, holders + [s for s in buckets.values() if s not in holders]

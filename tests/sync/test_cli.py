@@ -94,6 +94,7 @@ def test_verify_exits_nonzero_naming_cloud_and_object(run, config: Path, iris_v1
 def test_an_older_version_is_refused_with_exit_1(
     run, config: Path, iris_v1: TrainResult, iris_v2: TrainResult
 ) -> None:
+    assert run("sync", "--model", str(iris_v1.path), "--config", str(config)).returncode == 0
     assert run("sync", "--model", str(iris_v2.path), "--config", str(config)).returncode == 0
     result = run("sync", "--model", str(iris_v1.path), "--config", str(config), "--clouds", "aws")
     assert result.returncode == 1

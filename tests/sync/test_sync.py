@@ -84,9 +84,12 @@ def test_latest_never_points_at_an_incomplete_version(
     assert "upload" in seen
 
 
-def test_an_older_version_is_refused_unless_forced(
+def test_moving_back_to_an_earlier_publication_is_refused_unless_forced(
     three_clouds: list[Target], iris_v1: TrainResult, iris_v2: TrainResult
 ) -> None:
+    """"Never backwards" by the publisher's own sequence: v1 then v2 published, v1 again is a step
+    back (it is in the pointer's history), whatever the artifacts' created_at say."""
+    sync_artifact(iris_v1.path, three_clouds)
     sync_artifact(iris_v2.path, three_clouds)
     refused = sync_artifact(iris_v1.path, three_clouds)
     for r in refused:
@@ -96,9 +99,12 @@ def test_an_older_version_is_refused_unless_forced(
         assert "--force" in (r.error or "")
         pointer, _ = read_pointer(next(t for t in three_clouds if t.name == r.target).storage, "iris")
         assert pointer is not None
-        assert pointer.version == iris_v2.manifest.version
+        assert (pointer.version, pointer.sequence) == (iris_v2.manifest.version, 2)
     forced = sync_artifact(iris_v1.path, three_clouds, force=True)
-    assert all(r.ok and r.pointer == "moved" for r in forced)
+    assert all(r.ok and r.pointer == "moved" and r.sequence == 3 for r in forced)
+    pointer, _ = read_pointer(three_clouds[0].storage, "iris")
+    assert pointer is not None
+    assert pointer.history == (iris_v2.manifest.version, iris_v1.manifest.version)
 
 
 def test_the_pointer_names_the_version_it_replaced(
