@@ -19,6 +19,7 @@ only when a key is configured, so an endpoint without one starts as fast as befo
 from __future__ import annotations
 
 import hashlib
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,12 +110,29 @@ class SignatureVerifier:
             config = verifying.Config()  # type: ignore[no-untyped-call]
             config.use_elliptic_key_verifier(public_key=self.key.path).verify(root, signature)
         except Exception as exc:  # the library raises ValueError, its protobuf and crypto errors
-            detail = str(exc) or type(exc).__name__
+            detail = _describe(exc)
             raise SignatureError(
                 f"{source}: signature does not verify with the configured public key "
                 f"{self.key.fingerprint} ({detail[:300]})",
                 path=SIGNATURE_NAME,
             ) from exc
+
+
+def _describe(exc: Exception) -> str:
+    """model-signing's mismatch message is the repr of a list with digests as bytes; say which files
+    differ instead. Other errors (a bad signature, a malformed bundle) keep their own words."""
+    text = str(exc) or type(exc).__name__
+    if not text.startswith("Signature mismatch"):
+        return text
+    parts = []
+    changed = re.findall(r"Hash mismatch for \\?'([^'\\]+)", text)
+    if changed:
+        parts.append("changed since signing: " + ", ".join(changed))
+    for kind, label in (("Extra files found", "not signed"), ("Missing files", "signed but missing")):
+        match = re.search(kind + r" in model \\?'[^'\\]*\\?': ([^'\"\]\\]+)", text)
+        if match:
+            parts.append(f"{label}: {match[1].strip()}")
+    return "; ".join(parts) or text
 
 
 def sign_artifact(root: Path, private_key: Path) -> Path:

@@ -87,7 +87,7 @@ def test_latest_never_points_at_an_incomplete_version(
 def test_moving_back_to_an_earlier_publication_is_refused_unless_forced(
     three_clouds: list[Target], iris_v1: TrainResult, iris_v2: TrainResult
 ) -> None:
-    """"Never backwards" by the publisher's own sequence: v1 then v2 published, v1 again is a step
+    """ "Never backwards" by the publisher's own sequence: v1 then v2 published, v1 again is a step
     back (it is in the pointer's history), whatever the artifacts' created_at say."""
     sync_artifact(iris_v1.path, three_clouds)
     sync_artifact(iris_v2.path, three_clouds)
