@@ -37,6 +37,8 @@ __all__ = [
     "MODELS",
     "POINTER",
     "Pointer",
+    "fetch_pointer",
+    "parse_pointer",
     "pointer_key",
     "read_pointer",
     "read_pointer_bytes",
@@ -133,9 +135,18 @@ def read_pointer(storage: Storage, name: str) -> tuple[Pointer | None, ObjectInf
 
 
 def read_pointer_bytes(storage: Storage, name: str) -> tuple[Pointer | None, ObjectInfo | None, bytes]:
-    """As :func:`read_pointer`, plus the pointer's raw bytes (what an endpoint remembers a refusal
-    by). Larger than :data:`MAX_POINTER_BYTES`, or not a valid pointer: ArtifactError naming the
-    object."""
+    """As :func:`read_pointer`, plus the pointer's raw bytes. Larger than
+    :data:`MAX_POINTER_BYTES`, or not a valid pointer: ArtifactError naming the object."""
+    raw, info = fetch_pointer(storage, name)
+    if info is None:
+        return None, None, b""
+    return parse_pointer(raw, storage.key_uri(pointer_key(name))), info, raw
+
+
+def fetch_pointer(storage: Storage, name: str) -> tuple[bytes, ObjectInfo | None]:
+    """The pointer's raw bytes and version token, unparsed ((b"", None) when there is none): what an
+    endpoint remembers a refusal by, whatever the bytes are. ArtifactError if larger than
+    :data:`MAX_POINTER_BYTES` (checked before it is read whole)."""
     key = pointer_key(name)
     try:
         # Token first, content second: if the pointer moves in between, the token is the older one
@@ -148,14 +159,21 @@ def read_pointer_bytes(storage: Storage, name: str) -> tuple[Pointer | None, Obj
             )
         raw = storage.get(key)
     except NotFound:
-        return None, None, b""
+        return b"", None
     if len(raw) > MAX_POINTER_BYTES:
         raise ArtifactError(f"{storage.key_uri(key)}: {len(raw)} bytes is not a pointer", path=key)
+    return raw, info
+
+
+def parse_pointer(raw: bytes, uri: str) -> Pointer:
+    """Validate a pointer's bytes; ArtifactError naming ``uri`` and the field at fault."""
     try:
-        return Pointer.model_validate(orjson.loads(raw)), info, raw
+        return Pointer.model_validate(orjson.loads(raw))
     except (orjson.JSONDecodeError, ValidationError) as exc:
-        detail = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-        where = ".".join(str(p) for p in exc.errors()[0]["loc"]) if isinstance(exc, ValidationError) else ""
-        raise ArtifactError(
-            f"{storage.key_uri(key)}: not a valid pointer ({where + ': ' if where else ''}{detail})", path=key
-        ) from exc
+        if isinstance(exc, ValidationError):
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            detail = f"{where}: {first['msg']}" if where else str(first["msg"])
+        else:
+            detail = str(exc)
+        raise ArtifactError(f"{uri}: not a valid pointer ({detail})", path=uri) from exc

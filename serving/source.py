@@ -172,15 +172,22 @@ class _RemoteLoader:
         self.refused = _Refusals()
 
     def __call__(self, current: Predictor | None) -> Predictor:
-        from orchestrator.registry import pointer_key, read_pointer_bytes, version_prefix
+        from orchestrator.registry import fetch_pointer, parse_pointer, pointer_key, version_prefix
 
         name = self.location.name
         expected_sha: str | None = None
         if self.location.follows_latest:
-            pointer, _, raw = read_pointer_bytes(self.storage, name)
-            if pointer is None:
-                raise ArtifactError(f"{self.storage.key_uri(pointer_key(name))}: no model published yet")
+            raw, info = fetch_pointer(self.storage, name)
+            uri = self.storage.key_uri(pointer_key(name))
+            if info is None:
+                raise ArtifactError(f"{uri}: no model published yet")
             key = "pointer:" + hashlib.sha256(raw).hexdigest()
+            self.refused.check(key)  # a pointer refused before, whatever was wrong with it
+            try:
+                pointer = parse_pointer(raw, uri)
+            except ArtifactError as exc:
+                self.refused.remember(key, exc)
+                raise
             version, expected_sha = pointer.version, pointer.manifest_sha256
             if current is not None and (current.version, current.manifest_sha256) == (version, expected_sha):
                 return current
