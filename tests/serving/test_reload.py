@@ -1,0 +1,144 @@
+"""The reload loop and the cache, without a server: backoff, exceptions of any kind, confinement."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import ArtifactError, ConfigError, TransientError
+from serving.app import LoadOutcome, ModelHolder, _keep_loaded, next_delay
+from serving.cache import ModelCache
+from serving.model import Predictor, load_verified
+from serving.source import parse_model_uri
+from serving.telemetry import Metrics
+from serving.train import TrainResult
+
+
+@pytest.mark.parametrize(
+    ("interval", "outcome", "failures", "delay"),
+    [
+        (None, LoadOutcome.SERVING, 0, None),
+        (None, LoadOutcome.FAILED, 1, 1.0),
+        (None, LoadOutcome.FAILED, 4, 8.0),
+        (None, LoadOutcome.FAILED, 30, 16.0),  # capped at 16 x the base
+        (60.0, LoadOutcome.SERVING, 0, 60.0),
+        (60.0, LoadOutcome.FAILED, 2, 120.0),
+        (60.0, LoadOutcome.FAILED, 10, 300.0),  # and at 5 minutes
+        (0.2, LoadOutcome.FAILED, 100, 3.2),
+        (0.2, LoadOutcome.STILL_REFUSED, 0, 0.2),  # a cheap repeat: no growth
+        (600.0, LoadOutcome.FAILED, 3, 600.0),  # never below the interval itself
+    ],
+)
+def test_backoff_is_bounded_exponential_and_reset_by_success(
+    interval: float | None, outcome: LoadOutcome, failures: int, delay: float | None
+) -> None:
+    assert next_delay(interval, outcome, failures) == delay
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (IndexError("index 3 is out of bounds"), "internal"),
+        (ValueError("invalid storage key 'x//y'"), "internal"),
+        (MemoryError(), "internal"),
+        (RecursionError(), "internal"),
+        (ArtifactError("bad manifest"), "artifact"),
+        (TransientError("timeout", uri="s3://b/k"), "storage"),
+        (ConfigError("bad"), "config"),
+    ],
+)
+def test_the_holder_never_raises_and_counts_by_reason(exc: BaseException, reason: str) -> None:
+    def loader(_: Predictor | None) -> Predictor:
+        raise exc
+
+    metrics = Metrics()
+    holder = ModelHolder(loader=loader, metrics=metrics)
+    assert holder.load() is LoadOutcome.FAILED
+    assert holder.last_error
+    assert holder.reason.startswith("model refused")
+    assert metrics.load_failures.labels(reason)._value.get() == 1
+
+
+def test_the_loop_goes_on_after_failures_and_picks_up_a_good_model(digits_model: TrainResult) -> None:
+    good = load_verified(digits_model.path)
+    calls: list[str] = []
+
+    def loader(current: Predictor | None) -> Predictor:
+        calls.append("x")
+        if len(calls) < 4:
+            raise [IndexError, KeyError, ArtifactError][len(calls) - 1]("hostile")
+        return good
+
+    holder = ModelHolder(loader=loader, metrics=Metrics())
+
+    async def run() -> None:
+        task = asyncio.create_task(_keep_loaded(holder, 0.01))
+        while holder.current is None:
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(asyncio.wait_for(run(), 30))
+    assert holder.current is good
+    assert holder.last_error is None
+    assert len(calls) >= 4
+
+
+# --- the cache --------------------------------------------------------------------------------------
+
+
+def test_cache_paths_come_from_validated_parts(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path / "cache")
+    assert cache.entry("iris", "abc123") == cache.root / "iris" / "abc123"
+    cases = [("iris", "../x"), ("iris", "/etc"), ("..", "v1"), ("iris", "LATEST"), ("iris", "v1\n"),
+             ("iris", "a" * 64), ("iris", "vé"), ("iris", "v\x00")]  # fmt: skip
+    for name, version in cases:
+        with pytest.raises(ArtifactError, match="is not valid"):
+            cache.entry(name, version)
+
+
+def test_a_planted_symlink_is_unlinked_never_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep")
+    cache = ModelCache(tmp_path / "cache")
+    (cache.root / "iris").mkdir()
+    (cache.root / "iris" / "v1").symlink_to(outside)
+    entry = cache.entry("iris", "v1")  # the link is removed, the target untouched
+    assert not entry.exists()
+    assert (outside / "precious").read_text() == "keep"
+
+    (cache.root / "digits").symlink_to(outside)  # a model directory that is a link
+    assert cache.model_dir("digits").is_dir()
+    assert not (cache.root / "digits").is_symlink()
+    assert (outside / "precious").exists()
+
+    (cache.root / "iris" / "v2").symlink_to(outside)
+    cache.remove(cache.root / "iris" / "v2")
+    assert (outside / "precious").exists()
+
+
+def test_remove_refuses_paths_outside_the_cache(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    cache = ModelCache(tmp_path / "cache")
+    for path in (outside, cache.root / ".." / "outside", Path("/")):
+        with pytest.raises(ArtifactError, match="outside the cache"):
+            cache.remove(path)
+    assert outside.is_dir()
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "s3://b/models/../x/LATEST",
+        "s3://b/models/iris/..",
+        "s3://b/models/Iris/LATEST",
+        "s3://b/models/iris/v1?x=1",
+        "s3://b/models/iris/v%2F1",
+    ],
+)
+def test_model_uris_outside_the_grammar_are_refused(uri: str) -> None:
+    with pytest.raises(ConfigError, match="MODEL_URI"):
+        parse_model_uri(uri)
