@@ -33,7 +33,8 @@ from infra.endpoint import EndpointComponent  # noqa: E402
 #   readiness_path         what the dns stack's health checks ask
 #   storage_settings       orchestrator.yaml's clouds.<cloud>.storage_settings for model_uri's bucket
 #   health_job             {enabled, schedule, command, config_uri, state_uri}: what the job runs and
-#                          when (null while disabled), and where its orchestrator.yaml and state live
+#                          when, and where its orchestrator.yaml and state live in its own control
+#                          bucket (all null while disabled)
 ENDPOINT_EXPORTS = (
     "cloud",
     "region",
@@ -63,12 +64,13 @@ def _endpoint(cloud: spec.Cloud) -> None:
     job = spec.load_health_job_spec(cloud)
     # Each cloud's SDK is imported only by the stack that deploys there.
     component: EndpointComponent
+    control_root: pulumi.Output[str] | None = None  # the job's control bucket, when it exists
     if cloud == "aws":
         from infra.aws import AwsEndpoint, AwsHealthJob
 
         aws_endpoint = AwsEndpoint(COMPONENT_NAME, endpoint, spec.load_aws_options(endpoint))
         if job.enabled:
-            AwsHealthJob(HEALTH_JOB_NAME, endpoint, job, aws_endpoint)
+            control_root = AwsHealthJob(HEALTH_JOB_NAME, endpoint, job, aws_endpoint).control_root
         component = aws_endpoint
     elif cloud == "gcp":
         from infra.gcp import GcpEndpoint, GcpHealthJob
@@ -76,7 +78,9 @@ def _endpoint(cloud: spec.Cloud) -> None:
         gcp_options = spec.load_gcp_options()
         gcp_endpoint = GcpEndpoint(COMPONENT_NAME, endpoint, gcp_options)
         if job.enabled:
-            GcpHealthJob(HEALTH_JOB_NAME, endpoint, job, gcp_options, gcp_endpoint)
+            control_root = GcpHealthJob(
+                HEALTH_JOB_NAME, endpoint, job, gcp_options, gcp_endpoint
+            ).control_root
         component = gcp_endpoint
     else:
         from infra.azure import AzureEndpoint, AzureHealthJob
@@ -84,7 +88,9 @@ def _endpoint(cloud: spec.Cloud) -> None:
         azure_options = spec.load_azure_options()
         azure_endpoint = AzureEndpoint(COMPONENT_NAME, endpoint, azure_options)
         if job.enabled:
-            AzureHealthJob(HEALTH_JOB_NAME, endpoint, job, azure_options, azure_endpoint)
+            control_root = AzureHealthJob(
+                HEALTH_JOB_NAME, endpoint, job, azure_options, azure_endpoint
+            ).control_root
         component = azure_endpoint
     values = {
         "cloud": cloud,
@@ -100,7 +106,7 @@ def _endpoint(cloud: spec.Cloud) -> None:
         "concurrency": endpoint.concurrency,
         "readiness_path": endpoint.readiness_path,
         "storage_settings": component.storage_settings,
-        "health_job": job.export(component.storage_root),
+        "health_job": job.export(control_root),
     }
     for key in ENDPOINT_EXPORTS:
         pulumi.export(key, values[key])

@@ -34,7 +34,7 @@ import pulumi_aws as aws
 from infra.endpoint import EndpointComponent
 from infra.spec import AwsOptions, EndpointSpec, HealthJobSpec
 
-__all__ = ["CONTAINER_NAME", "JOB_CONTAINER_NAME", "AwsEndpoint", "AwsHealthJob"]
+__all__ = ["CONTAINER_NAME", "JOB_CONTAINER_NAME", "AwsEndpoint", "AwsHealthJob", "private_bucket"]
 
 CONTAINER_NAME = "endpoint"
 HTTP_PORT = 80
@@ -73,6 +73,55 @@ def _ecs_tasks_trust(region: str, opts: pulumi.InvokeOutputOptions) -> pulumi.Ou
             },
         }
     )
+
+
+def private_bucket(name: str, parent: pulumi.Resource) -> aws.s3.Bucket:
+    """A bucket that is private (public access blocked, ACLs disabled), versioned, encrypted and
+    TLS only: the model bucket, and the health job's control bucket."""
+    child = pulumi.ResourceOptions(parent=parent)
+    bucket = aws.s3.Bucket(name, opts=child)
+    aws.s3.BucketOwnershipControls(
+        f"{name}-ownership",
+        bucket=bucket.id,
+        rule={"object_ownership": "BucketOwnerEnforced"},
+        opts=child,
+    )
+    public_access = aws.s3.BucketPublicAccessBlock(
+        f"{name}-public-access",
+        bucket=bucket.id,
+        block_public_acls=True,
+        block_public_policy=True,
+        ignore_public_acls=True,
+        restrict_public_buckets=True,
+        opts=child,
+    )
+    aws.s3.BucketVersioning(
+        f"{name}-versioning", bucket=bucket.id, versioning_configuration={"status": "Enabled"}, opts=child
+    )
+    # SSE-S3: encrypted at rest with no KMS key policy for the reader to need.
+    aws.s3.BucketServerSideEncryptionConfiguration(
+        f"{name}-encryption",
+        bucket=bucket.id,
+        rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}}],
+        opts=child,
+    )
+    everything = [bucket.arn, pulumi.Output.concat(bucket.arn, "/*")]
+    deny = {"Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": everything}
+    aws.s3.BucketPolicy(
+        f"{name}-tls-only",
+        bucket=bucket.id,
+        policy=_policy(
+            {
+                "Sid": "DenyInsecureTransport",
+                **deny,
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            },
+            {"Sid": "DenyTlsBelow12", **deny, "Condition": {"NumericLessThan": {"s3:TlsVersion": "1.2"}}},
+        ),
+        # S3 refuses concurrent configuration changes to one bucket; order them.
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[public_access]),
+    )
+    return bucket
 
 
 class AwsEndpoint(EndpointComponent):
@@ -129,50 +178,7 @@ class AwsEndpoint(EndpointComponent):
 
     def _model_bucket(self) -> aws.s3.Bucket:
         """Private (public access blocked, ACLs disabled), versioned, encrypted, TLS only."""
-        name, child = f"{self._name}-models", self._child
-        bucket = aws.s3.Bucket(name, opts=child)
-        aws.s3.BucketOwnershipControls(
-            f"{name}-ownership",
-            bucket=bucket.id,
-            rule={"object_ownership": "BucketOwnerEnforced"},
-            opts=child,
-        )
-        public_access = aws.s3.BucketPublicAccessBlock(
-            f"{name}-public-access",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=child,
-        )
-        aws.s3.BucketVersioning(
-            f"{name}-versioning", bucket=bucket.id, versioning_configuration={"status": "Enabled"}, opts=child
-        )
-        # SSE-S3: encrypted at rest with no KMS key policy for the reader to need.
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-encryption",
-            bucket=bucket.id,
-            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}}],
-            opts=child,
-        )
-        everything = [bucket.arn, pulumi.Output.concat(bucket.arn, "/*")]
-        deny = {"Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": everything}
-        aws.s3.BucketPolicy(
-            f"{name}-tls-only",
-            bucket=bucket.id,
-            policy=_policy(
-                {
-                    "Sid": "DenyInsecureTransport",
-                    **deny,
-                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                },
-                {"Sid": "DenyTlsBelow12", **deny, "Condition": {"NumericLessThan": {"s3:TlsVersion": "1.2"}}},
-            ),
-            # S3 refuses concurrent configuration changes to one bucket; order them.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]),
-        )
-        return bucket
+        return private_bucket(f"{self._name}-models", self)
 
     def _roles(
         self, repository: aws.ecr.Repository, bucket: aws.s3.Bucket, log_group: aws.cloudwatch.LogGroup
@@ -548,6 +554,7 @@ class AwsHealthJob(pulumi.ComponentResource):
     task_role: aws.iam.Role
     scheduler_role: aws.iam.Role
     schedule: aws.scheduler.Schedule
+    control_root: pulumi.Output[str]  # s3://<the job's control bucket>
 
     def __init__(
         self,
@@ -561,6 +568,10 @@ class AwsHealthJob(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         invoke = pulumi.InvokeOutputOptions(parent=self)
         partition = aws.get_partition_output(opts=invoke).partition
+        # The job's configuration and state live in their own bucket, which only operators and the
+        # job write: not the model bucket, which publishers write.
+        control = private_bucket(f"{name}-control", self)
+        self.control_root = pulumi.Output.concat("s3://", control.bucket)
 
         self.task_role = aws.iam.Role(
             f"{name}-task",
@@ -572,7 +583,7 @@ class AwsHealthJob(pulumi.ComponentResource):
         aws.iam.RolePolicy(
             f"{name}-task",
             role=self.task_role.id,
-            policy=_policy(*self._job_statements(job, endpoint.bucket_arn, partition)),
+            policy=_policy(*self._job_statements(job, endpoint.bucket_arn, control.arn, partition)),
             opts=child,
         )
         security_group = self._security_group(name, endpoint)
@@ -586,7 +597,7 @@ class AwsHealthJob(pulumi.ComponentResource):
             "command": list(job.command[1:]),
             "environment": [
                 {"name": key, "value": value}
-                for key, value in sorted(job.container_env(endpoint.storage_root).items())
+                for key, value in sorted(job.container_env(self.control_root, endpoint.endpoint_url).items())
             ],
             "logConfiguration": {
                 "logDriver": "awslogs",
@@ -682,24 +693,38 @@ class AwsHealthJob(pulumi.ComponentResource):
 
     @staticmethod
     def _job_statements(
-        job: HealthJobSpec, bucket_arn: pulumi.Output[str], partition: pulumi.Output[str]
+        job: HealthJobSpec,
+        bucket_arn: pulumi.Output[str],
+        control_arn: pulumi.Output[str],
+        partition: pulumi.Output[str],
     ) -> list[dict[str, Any]]:
         statements: list[dict[str, Any]] = [
-            # ListBucket: a state object that does not exist yet (the first run) then answers
-            # 404, not 403, so "no state yet" is not mistaken for "denied".
-            {"Sid": "ListTheBucket", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn},
+            # The model bucket, read only: LATEST and manifests (the expected version and canary).
+            {"Sid": "ListTheModels", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn},
             {
-                "Sid": "ReadTheBucket",
+                "Sid": "ReadTheModels",
                 "Effect": "Allow",
                 "Action": "s3:GetObject",
-                "Resource": pulumi.Output.concat(bucket_arn, "/*"),
+                "Resource": pulumi.Output.concat(bucket_arn, "/models/*"),
+            },
+            # ListBucket: a state object that does not exist yet (the first run) then answers
+            # 404, not 403, so "no state yet" is not mistaken for "denied".
+            {"Sid": "ListTheControl", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": control_arn},
+            {
+                "Sid": "ReadConfigAndState",
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": [
+                    pulumi.Output.concat(control_arn, "/", job.config_path),
+                    pulumi.Output.concat(control_arn, "/", job.state_path),
+                ],
             },
             # Conditional writes (If-Match / If-None-Match) need nothing beyond PutObject.
             {
                 "Sid": "WriteTheStateOnly",
                 "Effect": "Allow",
                 "Action": "s3:PutObject",
-                "Resource": pulumi.Output.concat(bucket_arn, "/", job.state_path),
+                "Resource": pulumi.Output.concat(control_arn, "/", job.state_path),
             },
         ]
         if job.apply and job.route53 is not None:

@@ -54,6 +54,7 @@ from infra.spec import (
 __all__ = [
     "ACR_PULL",
     "AZURE_EXTRA_ENV",
+    "CONTROL_CONTAINER",
     "KEY_VAULT_SECRETS_USER",
     "STATE_WRITE_ACTION",
     "STORAGE_BLOB_DATA_READER",
@@ -67,6 +68,8 @@ ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 AZURE_EXTRA_ENV = ("AZURE_STORAGE_ACCOUNT", "AZURE_CLIENT_ID")
 CONTAINER_NAME = "endpoint"
+# The health job's own container (configuration and state) in the stack's storage account.
+CONTROL_CONTAINER = "orchestrator-control"
 # Soft delete keeps an overwritten or deleted model blob recoverable for a week.
 BLOB_RETENTION_DAYS = 7
 
@@ -306,8 +309,9 @@ class AzureHealthJob(pulumi.ComponentResource):
 
     Its own user-assigned identity, with exactly these role assignments:
 
-    - Storage Blob Data Reader on the models container (LATEST, manifests, config, state);
-    - a custom role whose only permission is the blob write data action, assigned on that
+    - Storage Blob Data Reader on the models container (LATEST, manifests) and on its own control
+      container (config, state), which only operators and the job write, never publishers;
+    - a custom role whose only permission is the blob write data action, assigned on the control
       container under a condition naming the state blob alone;
     - AcrPull on the registry (the job pulls the image with its identity);
     - with ``apply``, Key Vault Secrets User on the one secret holding the AWS credentials for
@@ -321,6 +325,7 @@ class AzureHealthJob(pulumi.ComponentResource):
 
     job: app.Job
     identity: managedidentity.UserAssignedIdentity
+    control_root: pulumi.Output[str]  # az://<the job's control container>
 
     def __init__(
         self,
@@ -339,6 +344,17 @@ class AzureHealthJob(pulumi.ComponentResource):
             f"{name}-identity", resource_group_name=group.name, location=spec.region, opts=child
         )
         self.identity = identity
+        # The job's configuration and state live in their own container, which only operators and
+        # the job write: not the models container, which publishers write.
+        control = storage.BlobContainer(
+            f"{name}-control",
+            resource_group_name=group.name,
+            account_name=endpoint.account.name,
+            container_name=CONTROL_CONTAINER,
+            public_access=storage.PublicAccess.NONE,
+            opts=child,
+        )
+        self.control_root = pulumi.Output.concat("az://", control.name)
 
         def assign(
             suffix: str, role_id: pulumi.Input[str], scope: pulumi.Input[str], **extra: Any
@@ -373,12 +389,13 @@ class AzureHealthJob(pulumi.ComponentResource):
             opts=child,
         )
         grants = [
-            assign("reads-container", STORAGE_BLOB_DATA_READER, endpoint.container.id, opts=child),
+            assign("reads-models", STORAGE_BLOB_DATA_READER, endpoint.container.id, opts=child),
+            assign("reads-control", STORAGE_BLOB_DATA_READER, control.id, opts=child),
             assign(
                 "writes-state",
                 writer_id,
-                endpoint.container.id,
-                condition=state_write_condition(options.container, job.state_path),
+                control.id,
+                condition=state_write_condition(CONTROL_CONTAINER, job.state_path),
                 condition_version="2.0",
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[writer]),
             ),
@@ -386,7 +403,7 @@ class AzureHealthJob(pulumi.ComponentResource):
         ]
 
         env: dict[str, pulumi.Input[str]] = {
-            **job.container_env(endpoint.storage_root),
+            **job.container_env(self.control_root, endpoint.endpoint_url),
             "AZURE_STORAGE_ACCOUNT": endpoint.account.name,
             "AZURE_CLIENT_ID": identity.client_id,
         }

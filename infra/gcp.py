@@ -213,9 +213,11 @@ class GcpHealthJob(pulumi.ComponentResource):
 
     Two service accounts, so that neither holds the other's rights:
 
-    - the job's runtime account: ``roles/storage.objectViewer`` on the stack's bucket (LATEST,
-      manifests, the job's config, its state), and ``roles/storage.objectUser`` on that bucket
-      under an IAM condition naming the state object alone; with ``apply``,
+    - a control bucket of its own (private, versioned) for its configuration and state: only
+      operators and the job write there, never publishers (who write the model bucket);
+    - the job's runtime account: ``roles/storage.objectViewer`` on the model bucket (LATEST,
+      manifests) and on the control bucket (config, state), and ``roles/storage.objectUser`` on
+      the control bucket under an IAM condition naming the state object alone; with ``apply``,
       ``roles/secretmanager.secretAccessor`` on the one secret holding the AWS credentials for
       Route 53 (mounted as a file; Route 53 rights are whatever that AWS principal's policy
       grants). No project-level role. Probing the endpoints needs none: they are HTTPS URLs.
@@ -225,6 +227,7 @@ class GcpHealthJob(pulumi.ComponentResource):
 
     job: gcp.cloudrunv2.Job
     scheduler: gcp.cloudscheduler.Job
+    control_root: pulumi.Output[str]  # gs://<the job's control bucket>
 
     def __init__(
         self,
@@ -262,17 +265,36 @@ class GcpHealthJob(pulumi.ComponentResource):
             opts=after_apis,
         )
 
+        # The job's configuration and state live in their own bucket, which only operators and the
+        # job write: not the model bucket, which publishers write.
+        control = gcp.storage.Bucket(
+            f"{name}-control",
+            project=project,
+            location=region,
+            uniform_bucket_level_access=True,
+            public_access_prevention="enforced",
+            versioning={"enabled": True},
+            opts=child,
+        )
+        self.control_root = pulumi.Output.concat("gs://", control.name)
         grants: list[pulumi.Resource] = [
             gcp.storage.BucketIAMMember(
-                f"{name}-reads-bucket",
+                f"{name}-reads-models",
                 bucket=endpoint.bucket,
                 role="roles/storage.objectViewer",
                 member=runtime.member,
                 opts=child,
             ),
             gcp.storage.BucketIAMMember(
+                f"{name}-reads-control",
+                bucket=control.name,
+                role="roles/storage.objectViewer",
+                member=runtime.member,
+                opts=child,
+            ),
+            gcp.storage.BucketIAMMember(
                 f"{name}-writes-state",
-                bucket=endpoint.bucket,
+                bucket=control.name,
                 role=STATE_WRITER_ROLE,
                 member=runtime.member,
                 condition={
@@ -280,7 +302,7 @@ class GcpHealthJob(pulumi.ComponentResource):
                     "description": "The health job may write its state object and nothing else",
                     "expression": pulumi.Output.concat(
                         'resource.name == "projects/_/buckets/',
-                        endpoint.bucket,
+                        control.name,
                         "/objects/",
                         job.state_path,
                         '"',
@@ -289,7 +311,7 @@ class GcpHealthJob(pulumi.ComponentResource):
                 opts=child,
             ),
         ]
-        env: dict[str, pulumi.Input[str]] = job.container_env(endpoint.storage_root)
+        env: dict[str, pulumi.Input[str]] = job.container_env(self.control_root, endpoint.endpoint_url)
         volumes: list[gcp.cloudrunv2.JobTemplateTemplateVolumeArgsDict] = []
         mounts: list[gcp.cloudrunv2.JobTemplateTemplateContainerVolumeMountArgsDict] = []
         if job.aws_credentials_secret is not None:

@@ -21,6 +21,7 @@ ratio), so a stack that would only fail halfway through ``pulumi up`` fails here
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -105,6 +106,11 @@ MAX_CONCURRENCY: Final = 1000
 
 # The environment every cloud's container gets, whatever the cloud (README, `orchestrator serve`).
 COMMON_ENV_KEYS: Final = ("MODEL_URI", "PORT", "HOST", "MODEL_RELOAD_INTERVAL_S", "MODEL_CACHE_DIR")
+# With endpoint.signing_public_key: the endpoint serves only versions signed by its private key.
+SIGNING_ENV_KEY: Final = "MODEL_SIGNING_PUBLIC_KEY"
+_PUBLIC_KEY_PEM = re.compile(
+    r"-----BEGIN PUBLIC KEY-----\s+[A-Za-z0-9+/=\s]{40,4096}-----END PUBLIC KEY-----\s*"
+)
 # Names that suggest a credential: those belong in each cloud's secret store or identity, never in
 # a plain stack file and a container's plain environment.
 _SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|CONNECTION_STRING|(^|_)(API_)?KEY($|_)")
@@ -174,9 +180,9 @@ DEFAULT_JOB_SCHEDULES: Final[Mapping[Cloud, str]] = MappingProxyType(
 )
 HEALTH_COMMAND: Final = ("orchestrator", "health", "--once")
 APPLY_FLAG: Final = "--apply"
-# Where the job's configuration and state live in the stack's own bucket (the job can read
-# the whole bucket and write the state object only). Not under models/: the job must never be
-# able to write where endpoints load models from.
+# Where the job's configuration and state live in its own control bucket (the job reads the
+# configuration and writes the state object only; operators upload the configuration). Not the
+# model bucket: whoever publishes models must not be able to change what the job probes and routes.
 DEFAULT_JOB_CONFIG_PATH: Final = "orchestrator/orchestrator.yaml"
 DEFAULT_JOB_STATE_PATH: Final = "orchestrator/state.json"
 _MODELS_PREFIX: Final = "models/"
@@ -186,6 +192,10 @@ _MODELS_PREFIX: Final = "models/"
 JOB_TIMEOUT_S: Final = 120
 # What the job's container is told (the orchestrator reads both as URIs; see infra/README.md).
 JOB_ENV_KEYS: Final = ("ORCHESTRATOR_CONFIG", "ORCHESTRATOR_STATE")
+# The endpoints the job may probe and route to (JSON cloud -> URL): its own stack's, and the other
+# clouds' from health_job.endpoints. A configuration naming any other endpoint is refused.
+JOB_ENDPOINTS_ENV: Final = "ORCHESTRATOR_ENDPOINTS"
+_ENDPOINT_URL = re.compile(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~/-]*)?")
 # GCP and Azure jobs that apply routing read AWS credentials for Route 53 from their secret
 # store, mounted as a shared-credentials file (boto3 reads AWS_SHARED_CREDENTIALS_FILE).
 AWS_CREDENTIALS_DIR: Final = "/secrets/aws"
@@ -242,6 +252,9 @@ class EndpointSpec:
     reload_interval_s: int = DEFAULT_RELOAD_INTERVAL_S
     cache_dir: str = DEFAULT_CACHE_DIR
     environment: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # PEM text of the EC public key artifacts must be signed with (plain configuration: a public
+    # key is no secret); None: signatures are not checked.
+    signing_public_key: str | None = None
 
     @property
     def digest(self) -> str:
@@ -304,6 +317,8 @@ class EndpointSpec:
             "MODEL_RELOAD_INTERVAL_S": str(self.reload_interval_s),
             "MODEL_CACHE_DIR": self.cache_dir,
         }
+        if self.signing_public_key is not None:
+            env[SIGNING_ENV_KEY] = self.signing_public_key
         env.update(self.environment)
         return env
 
@@ -377,6 +392,9 @@ class HealthJobSpec:
     # GCP: a Secret Manager secret (NAME or projects/P/secrets/NAME); Azure: a Key Vault secret's
     # resource id. Holds an AWS shared-credentials file ([default] with a key pair).
     aws_credentials_secret: str | None = None
+    # The other clouds' endpoint URLs (their stacks' endpoint_url outputs); the job's own cloud's
+    # comes from its own stack. Together: ORCHESTRATOR_ENDPOINTS, the only endpoints it accepts.
+    endpoints: Mapping[Cloud, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def command(self) -> tuple[str, ...]:
@@ -392,20 +410,33 @@ class HealthJobSpec:
             return None
         return f"https://{match['vault'].lower()}.vault.azure.net/secrets/{match['secret']}"
 
-    def uris(self, storage_root: pulumi.Input[str]) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
-        """``(config URI, state URI)`` under the stack's bucket root (``s3://bucket``)."""
+    def uris(self, control_root: pulumi.Input[str]) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+        """``(config URI, state URI)`` under the job's own control bucket root (``s3://bucket``):
+        not the model bucket, which publishers write."""
         return (
-            pulumi.Output.concat(storage_root, "/", self.config_path),
-            pulumi.Output.concat(storage_root, "/", self.state_path),
+            pulumi.Output.concat(control_root, "/", self.config_path),
+            pulumi.Output.concat(control_root, "/", self.state_path),
         )
 
-    def container_env(self, storage_root: pulumi.Input[str]) -> dict[str, pulumi.Input[str]]:
-        """:data:`JOB_ENV_KEYS`; clouds add only what their identity needs (documented there)."""
-        return dict(zip(JOB_ENV_KEYS, self.uris(storage_root), strict=True))
+    def allowed_endpoints(self, own_endpoint: pulumi.Input[str]) -> pulumi.Output[str]:
+        """``ORCHESTRATOR_ENDPOINTS``: JSON ``{cloud: URL}``, this stack's endpoint plus the others."""
+        return pulumi.Output.from_input(own_endpoint).apply(
+            lambda url: json.dumps({**dict(self.endpoints), self.cloud: url}, sort_keys=True)
+        )
 
-    def export(self, storage_root: pulumi.Input[str]) -> dict[str, Any]:
-        """The stack's ``health_job`` output: where config and state live, and what runs when."""
-        config_uri, state_uri = self.uris(storage_root)
+    def container_env(
+        self, control_root: pulumi.Input[str], own_endpoint: pulumi.Input[str]
+    ) -> dict[str, pulumi.Input[str]]:
+        """:data:`JOB_ENV_KEYS` and :data:`JOB_ENDPOINTS_ENV`; clouds add only what their identity
+        needs (documented there)."""
+        env: dict[str, pulumi.Input[str]] = dict(zip(JOB_ENV_KEYS, self.uris(control_root), strict=True))
+        env[JOB_ENDPOINTS_ENV] = self.allowed_endpoints(own_endpoint)
+        return env
+
+    def export(self, control_root: pulumi.Input[str] | None) -> dict[str, Any]:
+        """The stack's ``health_job`` output: where config and state live (None while the job, and
+        so its control bucket, does not exist), and what runs when."""
+        config_uri, state_uri = self.uris(control_root) if control_root is not None else (None, None)
         return {
             "enabled": self.enabled,
             "schedule": self.schedule if self.enabled else None,
@@ -563,7 +594,9 @@ def _check_environment(key: str, raw: Mapping[str, Any]) -> Mapping[str, str]:
         sub = f"{key}.{name}"
         if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
             raise ConfigError(sub, "is not an environment variable name (A-Z, 0-9 and _)")
-        if name in COMMON_ENV_KEYS or name.startswith(("AWS_", "AZURE_", "GOOGLE_", "K_", "CLOUD_RUN_")):
+        if name in (*COMMON_ENV_KEYS, SIGNING_ENV_KEY) or name.startswith(
+            ("AWS_", "AZURE_", "GOOGLE_", "K_", "CLOUD_RUN_")
+        ):
             raise ConfigError(sub, "is set by this program or the platform; it cannot be overridden here")
         if _SECRET_NAME.search(name):
             raise ConfigError(
@@ -695,7 +728,11 @@ def parse_endpoint_spec(cloud: Cloud, raw: object, region: str | None, *, namesp
     if not cache_dir.startswith("/"):
         raise ConfigError(obj.sub("model_cache_dir"), f"must be an absolute path, not {cache_dir!r}")
     environment = _check_environment(obj.sub("environment"), obj.mapping("environment"))
+    public_key = obj.optional("signing_public_key")
     obj.done()
+    if public_key is not None and not _PUBLIC_KEY_PEM.fullmatch(public_key):
+        hint = " (that is a private key: never put one in a stack file)" if "PRIVATE" in public_key else ""
+        raise ConfigError(obj.sub("signing_public_key"), f"must be a PEM public key (BEGIN PUBLIC KEY){hint}")
     _check_size(cloud, _Size(cpu, memory, concurrency, namespace))
     return EndpointSpec(
         cloud=cloud,
@@ -713,6 +750,7 @@ def parse_endpoint_spec(cloud: Cloud, raw: object, region: str | None, *, namesp
         reload_interval_s=reload_s,
         cache_dir=cache_dir,
         environment=environment,
+        signing_public_key=public_key,
     )
 
 
@@ -932,6 +970,21 @@ def _route53_target(key: str, raw: object) -> Route53Target:
     return Route53Target(zone_id=zone_id, record_name=record_name)
 
 
+def _job_endpoints(cloud: Cloud, key: str, raw: Mapping[str, Any]) -> dict[Cloud, str]:
+    """``health_job.endpoints``: the other clouds' endpoint URLs, as their stacks export them."""
+    endpoints: dict[Cloud, str] = {}
+    for other, url in raw.items():
+        sub = f"{key}.{other}"
+        if other not in CLOUDS:
+            raise ConfigError(sub, f"is not a cloud; clouds are {', '.join(CLOUDS)}")
+        if other == cloud:
+            raise ConfigError(sub, "is this stack's own endpoint: it comes from the stack itself")
+        if not isinstance(url, str) or not _ENDPOINT_URL.fullmatch(url):
+            raise ConfigError(sub, f"{url!r} is not an endpoint URL (the other stack's endpoint_url output)")
+        endpoints[other] = url.rstrip("/")
+    return endpoints
+
+
 def parse_health_job_spec(cloud: Cloud, raw: object, *, namespace: str) -> HealthJobSpec:
     """The health job of the ``cloud`` stack from ``ml-orchestrator:health_job``; pure.
 
@@ -949,7 +1002,9 @@ def parse_health_job_spec(cloud: Cloud, raw: object, *, namespace: str) -> Healt
     state_path = _object_key(obj.sub("state_path"), obj.string("state_path", DEFAULT_JOB_STATE_PATH))
     raw_route53 = obj.mapping("route53")
     secret = obj.optional("aws_credentials_secret")
+    raw_endpoints = obj.mapping("endpoints")
     obj.done()
+    endpoints = _job_endpoints(cloud, obj.sub("endpoints"), raw_endpoints)
     if state_path == config_path:
         raise ConfigError(
             obj.sub("state_path"), "must differ from config_path: the job may write its state only"
@@ -999,6 +1054,7 @@ def parse_health_job_spec(cloud: Cloud, raw: object, *, namespace: str) -> Healt
         state_path=state_path,
         route53=route53,
         aws_credentials_secret=secret,
+        endpoints=MappingProxyType(endpoints),
     )
 
 

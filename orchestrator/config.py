@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from orchestrator.allowed_endpoints import check_allowed_endpoints
 from orchestrator.errors import ConfigError
 from orchestrator.types import CLOUDS, CloudName
 
@@ -247,6 +248,7 @@ def load_config(path: str | Path | None = None) -> Config:
         same_kind = _scheme(state) == _scheme(config.state.path)
         settings = config.state.settings if same_kind else {}
         config = config.model_copy(update={"state": StateConfig(path=state, settings=settings)})
+    check_allowed_endpoints(config, os.environ)  # only the endpoints the stacks exported (if listed)
     return config
 
 

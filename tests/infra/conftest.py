@@ -11,6 +11,8 @@ the committed ``Pulumi.<stack>.yaml`` as its configuration, plus overrides for t
 - ``gcp_job``, ``azure_job``: their health jobs enabled (probe and record only, the default);
 - ``gcp_job_apply``, ``azure_job_apply``: enabled with ``--apply`` and AWS credentials from the
   cloud's secret store;
+- ``aws_signed``, ``gcp_signed``, ``azure_signed``: a signing public key configured (and, on AWS,
+  the other clouds' endpoints for the job's allowlist);
 - ``dns``: the DNS stack, its StackReferences answered with the three cloud runs' real exports.
 
 The endpoint fixtures (``aws_run``, ``gcp_run``, ``azure_run``, ``cloud_runs``...) hold the
@@ -43,6 +45,14 @@ AZURE_AWS_CREDENTIALS = (
     "/providers/Microsoft.KeyVault/vaults/ml-secrets/secrets/route53-applier"
 )
 JOB = "ml-orchestrator:health_job"
+# A public key only (a test value; its private half was never kept): the stacks pass it as plain
+# configuration to the endpoints, which then serve only versions signed by the matching private key.
+SIGNING_PUBLIC_KEY = """-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE28/en3HqbMFjKPWLzoXxRIy3gNZ1
+etzaSE7YBzVMwXywcraAokyC6EHmnhpZ1ss3V4eeAv5YDQIJABFlJVPTGA==
+-----END PUBLIC KEY-----
+"""
+OTHER_ENDPOINTS = {"gcp": "https://gcp.model.example.com", "azure": "https://azure.model.example.com"}
 ENDPOINT_COMPONENTS = {
     "aws": "ml-orchestrator:infra:AwsEndpoint",
     "gcp": "ml-orchestrator:infra:GcpEndpoint",
@@ -68,6 +78,16 @@ VARIANTS: Mapping[str, tuple[str, Mapping[str, Any]]] = {
         {f"{JOB}.enabled": True, f"{JOB}.apply": True, f"{JOB}.aws_credentials_secret": GCP_AWS_CREDENTIALS},
     ),
     "azure_job": ("azure", {f"{JOB}.enabled": True}),
+    # Signing required, and the AWS job told the other clouds' endpoints.
+    "aws_signed": (
+        "aws",
+        {
+            "ml-orchestrator:endpoint.signing_public_key": SIGNING_PUBLIC_KEY,
+            f"{JOB}.endpoints": OTHER_ENDPOINTS,
+        },
+    ),
+    "gcp_signed": ("gcp", {"ml-orchestrator:endpoint.signing_public_key": SIGNING_PUBLIC_KEY}),
+    "azure_signed": ("azure", {"ml-orchestrator:endpoint.signing_public_key": SIGNING_PUBLIC_KEY}),
     "azure_job_apply": (
         "azure",
         {

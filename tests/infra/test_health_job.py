@@ -57,6 +57,16 @@ def _endpoint(run: StackRun) -> StackRun:
     return run.ok().within(ENDPOINT_COMPONENTS[run.stack])
 
 
+def _control_root(run: StackRun) -> str:
+    """The job's control bucket as a URI (s3://, gs://, az://)."""
+    job = _job(run)
+    if run.stack == "aws":
+        return "s3://" + next(b for b in job.of_type("aws:s3/bucket:Bucket")).outputs["bucket"]
+    if run.stack == "gcp":
+        return "gs://" + job.one("gcp:storage/bucket:Bucket").outputs["name"]
+    return "az://" + job.one("azure-native:storage:BlobContainer").outputs["name"]
+
+
 def _env(pairs: list[dict[str, str]]) -> dict[str, str]:
     return {e["name"]: e["value"] for e in pairs}
 
@@ -108,11 +118,21 @@ def test_job_runs_the_endpoints_image_with_the_health_command(
     exported = run.exports["health_job"]
     assert exported["enabled"] is True
     assert exported["command"] == argv
-    # Config and state: the documented keys of this stack's own bucket, as URIs.
-    root = run.exports["model_uri"].removesuffix("/models/digits/LATEST")
-    assert exported["config_uri"] == f"{root}/orchestrator/orchestrator.yaml"
-    assert exported["state_uri"] == f"{root}/orchestrator/state.json"
-    expected = {"ORCHESTRATOR_CONFIG": exported["config_uri"], "ORCHESTRATOR_STATE": exported["state_uri"]}
+    # Config and state: the documented keys of the job's own control bucket, never the model bucket.
+    control = _control_root(run)
+    models = run.exports["model_uri"].removesuffix("/models/digits/LATEST")
+    assert control != models
+    assert exported["config_uri"] == f"{control}/orchestrator/orchestrator.yaml"
+    assert exported["state_uri"] == f"{control}/orchestrator/state.json"
+    expected = {
+        "ORCHESTRATOR_CONFIG": exported["config_uri"],
+        "ORCHESTRATOR_STATE": exported["state_uri"],
+        # The only endpoints it accepts: its own stack's, and the others' from health_job.endpoints.
+        "ORCHESTRATOR_ENDPOINTS": json.dumps(
+            {**run.config[f"{NS}:health_job"].get("endpoints", {}), run.stack: run.exports["endpoint_url"]},
+            sort_keys=True,
+        ),
+    }
     if run.stack == "azure":
         # As the endpoint: the account the az:// URIs live in, and which identity to use (the job's).
         identity = _job(run).one("azure-native:managedidentity:UserAssignedIdentity")
@@ -143,13 +163,13 @@ def test_committed_stack_files_enable_the_job_on_aws_only() -> None:
     assert jobs["aws"]["route53"] == {"zone_id": dns["zone_id"], "record_name": dns["record_name"]}
 
 
-def test_a_disabled_job_creates_nothing_but_still_names_its_locations(runs: dict[str, StackRun]) -> None:
+def test_a_disabled_job_creates_nothing(runs: dict[str, StackRun]) -> None:
     for variant in ("gcp", "azure"):
         run = runs[variant].ok()
         assert not _job(run).resources, variant
         exported = run.exports["health_job"]
         assert (exported["enabled"], exported["schedule"], exported["command"]) == (False, None, None)
-        assert exported["state_uri"].endswith("/orchestrator/state.json")
+        assert (exported["config_uri"], exported["state_uri"]) == (None, None), "no control bucket either"
 
 
 def test_aws_schedule_runs_one_fargate_task_every_minute(runs: dict[str, StackRun]) -> None:
@@ -300,12 +320,25 @@ def _aws_job_policies(run: StackRun) -> tuple[dict[str, Any], dict[str, set[tupl
     return roles, {name: policies[role.outputs["id"]] for name, role in roles.items()}
 
 
+def _model_and_control_grants(bucket_arn: str, control_arn: str) -> set[tuple[str, str, str | None]]:
+    """Models read only (no write anywhere in the model bucket); config read, state read and written."""
+    return {
+        ("s3:ListBucket", bucket_arn, None),
+        ("s3:GetObject", f"{bucket_arn}/models/*", None),
+        ("s3:ListBucket", control_arn, None),
+        ("s3:GetObject", f"{control_arn}/orchestrator/orchestrator.yaml", None),
+        ("s3:GetObject", f"{control_arn}/orchestrator/state.json", None),
+        ("s3:PutObject", f"{control_arn}/orchestrator/state.json", None),
+    }
+
+
 def test_aws_job_role_reads_its_bucket_writes_its_state_and_moves_one_record(
     runs: dict[str, StackRun],
 ) -> None:
     run = runs["aws"].ok()
     roles, grants = _aws_job_policies(run)
     bucket_arn = _endpoint(run).one("aws:s3/bucket:Bucket").outputs["arn"]
+    control_arn = _job(run).one("aws:s3/bucket:Bucket").outputs["arn"]
     only_upserts_of_the_record = json.dumps(
         {
             "ForAllValues:StringEquals": {
@@ -317,9 +350,7 @@ def test_aws_job_role_reads_its_bucket_writes_its_state_and_moves_one_record(
         sort_keys=True,
     )
     assert grants["ml-endpoint-health-task"] == {
-        ("s3:ListBucket", bucket_arn, None),
-        ("s3:GetObject", f"{bucket_arn}/*", None),
-        ("s3:PutObject", f"{bucket_arn}/orchestrator/state.json", None),
+        *_model_and_control_grants(bucket_arn, control_arn),
         ("route53:ChangeResourceRecordSets", ZONE_ARN, only_upserts_of_the_record),
         ("route53:ListResourceRecordSets", ZONE_ARN, None),
     }
@@ -335,11 +366,8 @@ def test_aws_job_without_apply_gets_no_route53_rights(runs: dict[str, StackRun])
     run = runs["aws_job_no_apply"].ok()
     _, grants = _aws_job_policies(run)
     bucket_arn = _endpoint(run).one("aws:s3/bucket:Bucket").outputs["arn"]
-    assert grants["ml-endpoint-health-task"] == {
-        ("s3:ListBucket", bucket_arn, None),
-        ("s3:GetObject", f"{bucket_arn}/*", None),
-        ("s3:PutObject", f"{bucket_arn}/orchestrator/state.json", None),
-    }
+    control_arn = _job(run).one("aws:s3/bucket:Bucket").outputs["arn"]
+    assert grants["ml-endpoint-health-task"] == _model_and_control_grants(bucket_arn, control_arn)
     assert "route53" not in json.dumps([r.inputs for r in run.of_type("aws:iam/rolePolicy:RolePolicy")])
 
 
@@ -396,6 +424,9 @@ def test_gcp_job_accounts_hold_exactly_their_grants(runs: dict[str, StackRun], v
     accounts = {a["accountId"]: a.outputs for a in job.of_type("gcp:serviceaccount/account:Account")}
     runtime, trigger = accounts["ml-health-job"], accounts["ml-health-scheduler"]
     bucket = endpoint.one("gcp:storage/bucket:Bucket").outputs["name"]
+    control = job.one("gcp:storage/bucket:Bucket")
+    assert (control["uniformBucketLevelAccess"], control["publicAccessPrevention"]) == (True, "enforced")
+    control_name = control.outputs["name"]
     run_job = job.one("gcp:cloudrunv2/job:Job")
 
     def grants(member: str) -> set[tuple[str, str, str, str | None]]:
@@ -408,10 +439,11 @@ def test_gcp_job_accounts_hold_exactly_their_grants(runs: dict[str, StackRun], v
                 found.add((r.type.split(":")[1], target, r["role"], condition))
         return found
 
-    state_only = f'resource.name == "projects/_/buckets/{bucket}/objects/orchestrator/state.json"'
+    state_only = f'resource.name == "projects/_/buckets/{control_name}/objects/orchestrator/state.json"'
     expected = {
         ("storage/bucketIAMMember", bucket, "roles/storage.objectViewer", None),
-        ("storage/bucketIAMMember", bucket, "roles/storage.objectUser", state_only),
+        ("storage/bucketIAMMember", control_name, "roles/storage.objectViewer", None),
+        ("storage/bucketIAMMember", control_name, "roles/storage.objectUser", state_only),
     }
     if variant == "gcp_job_apply":
         expected.add(
@@ -476,6 +508,7 @@ def test_azure_job_identity_holds_exactly_its_role_assignments(
     job, endpoint = _job(run), _endpoint(run)
     identity = job.one("azure-native:managedidentity:UserAssignedIdentity").outputs["principalId"]
     container_id = endpoint.one("azure-native:storage:BlobContainer").outputs["id"]
+    control_id = job.one("azure-native:storage:BlobContainer").outputs["id"]
     registry_id = endpoint.one("azure-native:containerregistry:Registry").outputs["id"]
     group_id = endpoint.one("azure-native:resources:ResourceGroup").outputs["id"]
     writer = job.one("azure-native:authorization:RoleDefinition")
@@ -487,7 +520,7 @@ def test_azure_job_identity_holds_exactly_its_role_assignments(
     state_only = (
         f"((!(ActionMatches{{'{BLOB_WRITE}'}})) OR "
         "(@Resource[Microsoft.Storage/storageAccounts/blobServices/containers:name] "
-        "StringEquals 'models' AND "
+        "StringEquals 'orchestrator-control' AND "
         "@Resource[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:path] "
         "StringEquals 'orchestrator/state.json'))"
     )
@@ -499,8 +532,9 @@ def test_azure_job_identity_holds_exactly_its_role_assignments(
     )
     expected = [
         (ROLE + STORAGE_BLOB_DATA_READER, container_id, None, None),
+        (ROLE + STORAGE_BLOB_DATA_READER, control_id, None, None),
         (ROLE + ACR_PULL, registry_id, None, None),
-        (ROLE + writer["roleDefinitionId"], container_id, state_only, "2.0"),
+        (ROLE + writer["roleDefinitionId"], control_id, state_only, "2.0"),
     ]
     if variant == "azure_job_apply":
         expected.append((ROLE + KEY_VAULT_SECRETS_USER, AZURE_AWS_CREDENTIALS, None, None))

@@ -156,17 +156,17 @@ def test_the_three_clouds_deploy_the_same_endpoint(cloud_runs: dict[str, StackRu
         contract["exported_scaling"] = (run.exports["min_instances"], run.exports["max_instances"])
         contract["exported_readiness"] = run.exports["readiness_path"]
         contract.setdefault("concurrency", run.exports["concurrency"])  # AWS has no per-task limit
-        # The health job's config and state sit at the same keys of each cloud's own bucket,
-        # whether or not the job runs there (the AWS stack file enables it, the others do not).
+        # The health job's config and state live in its own control bucket, never the model
+        # bucket; while the job is disabled (gcp and azure stack files) neither exists.
         root = run.exports["model_uri"].removesuffix("/models/digits/LATEST")
         job = run.exports["health_job"]
-        assert job["config_uri"].startswith(f"{root}/")
-        assert job["state_uri"].startswith(f"{root}/")
-        contract["job_keys"] = (
-            sorted(job),
-            job["config_uri"].removeprefix(root),
-            job["state_uri"].removeprefix(root),
-        )
+        if job["enabled"]:
+            assert not job["config_uri"].startswith(f"{root}/")
+            assert job["config_uri"].endswith("/orchestrator/orchestrator.yaml")
+            assert job["state_uri"].endswith("/orchestrator/state.json")
+        else:
+            assert (job["config_uri"], job["state_uri"]) == (None, None)
+        contract["job_keys"] = sorted(job)
         assert run.exports["cloud"] == cloud
         contracts[cloud] = contract
 
@@ -187,11 +187,7 @@ def test_the_three_clouds_deploy_the_same_endpoint(cloud_runs: dict[str, StackRu
     assert reference["startup"] == ("/readyz", 120)
     assert reference["exported_size"] == (1.0, 2.0)
     assert reference["exported_scaling"] == (1, 3)
-    assert reference["job_keys"] == (
-        ["command", "config_uri", "enabled", "schedule", "state_uri"],
-        "/orchestrator/orchestrator.yaml",
-        "/orchestrator/state.json",
-    )
+    assert reference["job_keys"] == ["command", "config_uri", "enabled", "schedule", "state_uri"]
     assert reference["env"] == {
         "PORT": "8080",
         "HOST": "0.0.0.0",

@@ -217,3 +217,48 @@ def test_orchestrator_state_keeps_the_files_settings_for_a_store_of_the_same_kin
     assert config.state.settings == {"endpoint_url": "http://127.0.0.1:9"}
     monkeypatch.setenv("ORCHESTRATOR_STATE", "gs://gcp-job/state.json")
     assert load_config(path).state.settings == {}, "S3 settings do not apply to GCS"
+
+
+@pytest.mark.parametrize(
+    ("allowed", "status", "message"),
+    [
+        (None, 0, ""),
+        ({"aws": "https://aws.example.com/", "gcp": "https://gcp.example.com"}, 0, ""),
+        ({"aws": "https://aws.example.com"}, 2, "clouds.gcp.endpoint: gcp is not among the endpoints"),
+        (
+            {"aws": "https://aws.example.com", "gcp": "https://proxy.attacker.example"},
+            2,
+            "https://gcp.example.com is not the endpoint the gcp stack exported (https://proxy.attacker.example)",
+        ),
+        ("not json", 2, "ORCHESTRATOR_ENDPOINTS: not JSON"),
+    ],
+)
+def test_the_job_refuses_endpoints_its_stacks_did_not_export(
+    tmp_path: Path, allowed: object, status: int, message: str
+) -> None:
+    """What a bucket writer could do with the job's configuration: point a cloud elsewhere."""
+    import os
+
+    path = tmp_path / "orchestrator.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name": "iris"},
+                "clouds": {
+                    "aws": {"endpoint": "https://aws.example.com"},
+                    "gcp": {"endpoint": "https://gcp.example.com"},
+                },
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ORCHESTRATOR_ENDPOINTS"}
+    if allowed is not None:
+        env["ORCHESTRATOR_ENDPOINTS"] = allowed if isinstance(allowed, str) else json.dumps(allowed)
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "config", "check", "--config", str(path)],
+        capture_output=True, text=True, env=env, check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == status, result.stderr
+    assert message in result.stderr
+    if status:
+        assert result.stderr.count("\n") == 1, "one line"
