@@ -6,9 +6,14 @@ Starts one endpoint worker (pinned to core 0) serving the digits model and drive
 - A: ``GET /healthz``                           requests/s (the baseline: the framework's floor)
 - B: ``POST /v1/predict`` with one digits row   requests/s
 - C: ``POST /v1/predict`` with 1,000-row batches rows/s
+- D: ``GET /healthz`` latency (p50, p99) while another client sends maximum-size bodies back to
+  back: alternately a valid 10,000-row request (~13 MB) and a 30 MiB body just under the 32 MiB
+  limit (more rows than allowed: parsed, then refused 413), against the same probe on an idle
+  endpoint measured in the same run
 
-Prints B ÷ A (target >= 0.7) and C ÷ B-in-rows/s (target >= 50). The three loads run in interleaved
-rounds and each figure is the median over rounds, so a noisy neighbour hits all of them alike.
+Prints B ÷ A (target >= 0.7), C ÷ B-in-rows/s (target >= 50) and D's p99 (target < 50 ms). The
+throughput loads run in interleaved rounds and each figure is the median over rounds, so a noisy
+neighbour hits all of them alike.
 
     python benchmarks/serving.py [--model ARTIFACT_DIR] [--seconds 4] [--rounds 3] [--json]
 
@@ -25,6 +30,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +43,61 @@ CONNECTIONS = 32
 BATCH_CONNECTIONS = 8  # 1,000-row bodies are ~275 kB: 8 in flight already saturate one worker
 TARGET_PREDICT_OVER_HEALTH = 0.7
 TARGET_BATCH_OVER_SINGLE = 50.0
+TARGET_PROBE_P99_MS = 50.0
+# Probes are sent one after another, this far apart, so they measure waiting, not queueing.
+PROBE_GAP_S = 0.005
+
+
+def probe_latencies(url: str, seconds: float) -> list[float]:
+    """Milliseconds of sequential ``GET /healthz`` requests for ``seconds``."""
+    import httpx
+
+    latencies = []
+    deadline = time.monotonic() + seconds
+    with httpx.Client(timeout=30) as client:
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            client.get(f"{url}/healthz").raise_for_status()
+            latencies.append((time.perf_counter() - started) * 1e3)
+            time.sleep(PROBE_GAP_S)
+    return latencies
+
+
+def under_large_bodies(
+    url: str, seconds: float, bodies: list[bytes]
+) -> tuple[list[float], int, dict[int, int]]:
+    """Probe latencies while a second client sends ``bodies`` back to back; also the number of
+    bodies sent and their statuses."""
+    import httpx
+
+    stop = threading.Event()
+    statuses: dict[int, int] = {}
+    sent = 0
+
+    def flood() -> None:
+        nonlocal sent
+        with httpx.Client(timeout=120) as client:
+            while not stop.is_set():
+                body = bodies[sent % len(bodies)]
+                status = client.post(
+                    f"{url}/v1/predict", content=body, headers={"content-type": "application/json"}
+                ).status_code
+                statuses[status] = statuses.get(status, 0) + 1
+                sent += 1
+
+    thread = threading.Thread(target=flood, daemon=True)
+    thread.start()
+    time.sleep(0.5)  # the first body is on its way
+    try:
+        latencies = probe_latencies(url, seconds)
+    finally:
+        stop.set()
+        thread.join(timeout=120)
+    return latencies, sent, statuses
+
+
+def p(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) >= 2 else values[0]
 
 
 def wrk(url: str, seconds: float, connections: int, body: str | None, workdir: Path) -> float:
@@ -85,6 +147,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     one_row = json.dumps({"instances": rows[:1].tolist()})
     batch = json.dumps({"instances": rows[rng.integers(0, len(rows), 1000)].tolist()})
+    max_rows = json.dumps({"instances": rows[rng.integers(0, len(rows), 10_000)].tolist()}).encode()
+    row = json.dumps(rows[0].tolist())
+    huge = ('{"instances": [' + ", ".join([row] * (30 * 1024 * 1024 // (len(row) + 2))) + "]}").encode()
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -101,6 +166,8 @@ def main() -> None:
                 batched.append(
                     1000 * wrk(f"{endpoint.url}/v1/predict", args.seconds, BATCH_CONNECTIONS, batch, workdir)
                 )
+            idle = probe_latencies(endpoint.url, args.seconds)
+            loaded, sent, statuses = under_large_bodies(endpoint.url, args.seconds * 2, [max_rows, huge])
         finally:
             endpoint.stop()
 
@@ -113,6 +180,14 @@ def main() -> None:
     figures["batch_rows_over_single_rows"] = (
         figures["predict_1000row_rows_per_s"] / figures["predict_1row_rps"]
     )
+    figures["healthz_idle_p50_ms"] = p(idle, 50)
+    figures["healthz_idle_p99_ms"] = p(idle, 99)
+    figures["healthz_under_max_bodies_p50_ms"] = p(loaded, 50)
+    figures["healthz_under_max_bodies_p99_ms"] = p(loaded, 99)
+    figures["healthz_under_max_bodies_max_ms"] = max(loaded)
+    figures["max_bodies_sent"] = sent
+    figures["max_bodies_statuses"] = {str(k): v for k, v in sorted(statuses.items())}
+    figures["max_body_bytes"] = [len(max_rows), len(huge)]
     if args.json:
         print(json.dumps(figures, indent=2))
         return
@@ -131,6 +206,22 @@ def main() -> None:
     print(
         f"1,000-row rows/s ÷ one-row rows/s {figures['batch_rows_over_single_rows']:6.1f}   "
         f"(target >= {TARGET_BATCH_OVER_SINGLE:.0f}: {'met' if ok2 else 'MISSED'})"
+    )
+    ok3 = figures["healthz_under_max_bodies_p99_ms"] < TARGET_PROBE_P99_MS
+    mb = [f"{n / 2**20:.1f} MiB" for n in figures["max_body_bytes"]]
+    print(
+        f"GET /healthz idle                 p50 {figures['healthz_idle_p50_ms']:6.2f} ms   "
+        f"p99 {figures['healthz_idle_p99_ms']:6.2f} ms"
+    )
+    print(
+        f"GET /healthz under max bodies     p50 {figures['healthz_under_max_bodies_p50_ms']:6.2f} ms   "
+        f"p99 {figures['healthz_under_max_bodies_p99_ms']:6.2f} ms   "
+        f"max {figures['healthz_under_max_bodies_max_ms']:.1f} ms   "
+        f"(target p99 < {TARGET_PROBE_P99_MS:.0f} ms: {'met' if ok3 else 'MISSED'})"
+    )
+    print(
+        f"  bodies of {' and '.join(mb)} sent back to back: {figures['max_bodies_sent']}, "
+        f"answers {figures['max_bodies_statuses']}"
     )
 
 

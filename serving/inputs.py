@@ -67,11 +67,21 @@ _FAST_PATH_MIN_BYTES = 16 * 1024
 _SLACK_SEPARATORS = 4096
 
 
+# Commas are counted in slices of this size: each count holds the GIL for well under a millisecond,
+# and counting stops as soon as the limit is passed (a dense 30 MiB body: within its first 3 MiB).
+_COUNT_SLICE = 1024 * 1024
+
+
 def _check_value_count(body: bytes, n_features: int, what: str) -> None:
     """413 if ``body`` holds more values than ``MAX_ROWS`` rows of ``n_features`` can: each value
     but the last is followed by a comma, so commas + 1 bounds the value count from above."""
-    limit = MAX_ROWS * n_features
-    if body.count(b",") + 1 > limit + MAX_ROWS + _SLACK_SEPARATORS:
+    limit = MAX_ROWS * n_features + MAX_ROWS + _SLACK_SEPARATORS
+    commas = 0
+    for start in range(0, len(body), _COUNT_SLICE):
+        commas += body.count(b",", start, start + _COUNT_SLICE)
+        if commas + 1 > limit:
+            break
+    if commas + 1 > limit:
         raise InputError(
             f"{what} holds more values than {MAX_ROWS} rows of {n_features} features; "
             f"at most {MAX_ROWS} rows per request",
@@ -88,10 +98,12 @@ def decode_predict_request(body: bytes, n_features: int) -> np.ndarray[Any, np.d
     if not body:
         raise InputError('request body is empty; expected {"instances": [[...], ...]}', 400)
     if len(body) >= _FAST_PATH_MIN_BYTES:
+        # First, and cheaply (~12 ms for 30 MiB): a body with more values than any valid request
+        # is refused before a parser holds the GIL over it (simdjson takes ~130 ms for 30 MiB).
+        _check_value_count(body, n_features, "request body")
         matrix = _decode_plain_matrix(body, n_features)
         if matrix is not None and len(matrix) <= MAX_ROWS and np.isfinite(matrix).all():
             return matrix
-        _check_value_count(body, n_features, "request body")
     try:
         rows = _predict_decoder.decode(body).instances
     except msgspec.ValidationError as exc:

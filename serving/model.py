@@ -123,9 +123,15 @@ def invalid_rows(
     """Indices of rows whose outputs cannot be returned as a prediction: a probability that is not
     finite (inputs so large that scaling overflows, e.g. 1e308) or a label outside the classes.
     Shapes: labels [rows], probabilities [rows, n_classes]."""
+    # The common case in three reductions (a sum of values in [0, 1] is finite iff each is).
+    if len(labels) and np.isfinite(probabilities.sum()) and labels.min() >= 0 and labels.max() < n_classes:
+        return _NONE
     bad = ~np.isfinite(probabilities).all(axis=1)
     bad |= (labels < 0) | (labels >= n_classes)
     return np.flatnonzero(bad)
+
+
+_NONE: np.ndarray[Any, np.dtype[np.intp]] = np.empty(0, dtype=np.intp)
 
 
 def _check_canary(predictor: Predictor) -> None:
