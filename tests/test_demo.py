@@ -56,8 +56,8 @@ def test_every_step_of_the_story_happened_in_order(demo: dict[str, Any]) -> None
     assert demo["ok"] is True
     assert demo["steps"] == STEPS
     kinds = [e["kind"] for e in demo["events"]]
-    for kind in ("kill", "detect", "failover", "restart", "failback", "manual_failover", "manual_failback",
-                 "rollout", "hot_swap", "canary", "shutdown"):  # fmt: skip
+    for kind in ("sign", "kill", "detect", "failover", "restart", "failback", "manual_failover",
+                 "manual_failback", "rollout", "hot_swap", "canary", "shutdown"):  # fmt: skip
         assert kind in kinds, f"no {kind} event"
     story = ("kill", "failover", "restart", "failback", "manual_failover", "rollout")
     order = [kinds.index(k) for k in story]
@@ -113,6 +113,16 @@ def test_both_versions_were_served_and_the_rollout_passed_its_canaries(demo: dic
     assert served.get(v2, 0) > 0
     assert set(demo["rollout"]["swapped_after_s"]) == {"aws", "gcp", "azure"}
     assert demo["rollout"]["canary_ok_after_s"] >= max(demo["rollout"]["swapped_after_s"].values())
+
+
+def test_both_versions_were_signed_and_the_endpoints_required_it(demo: dict[str, Any]) -> None:
+    work = Path(demo["report"]["markdown"]).parent.parent / "work"
+    for version in demo["versions"].values():
+        assert (work / "artifacts" / demo["model"] / version / "model.sig").is_file()
+    for cloud in ("aws", "gcp", "azure"):
+        log = (work / "logs" / f"endpoint-{cloud}.log").read_text()
+        assert '"event":"signatures required"' in log
+        assert "signatures are not checked" not in log
 
 
 def test_the_report_and_nothing_left_running(demo: dict[str, Any]) -> None:

@@ -171,10 +171,20 @@ class _Story:
         self.timeline.event("zone", f"Route 53 hosted zone {self.clouds.zone_id} on moto")
 
     def train_v1(self) -> None:
+        from serving.signing import SignatureVerifier, generate_key_pair, load_public_key
         from serving.train import TrainOptions, train
 
+        # An ephemeral key pair in the work directory; in production the private key comes from a
+        # secret store and only the public key is configuration.
+        self.signing_key, public = generate_key_pair(self.clouds.root / "keys")
+        self.clouds.signing_public_key = public
+        self.verifier = SignatureVerifier(load_public_key(str(public), where="demo"))
         with self.console.status("training digits (grid search over C, stratified 5-fold CV)"):
-            trained = train(TrainOptions(dataset="digits", out=self.clouds.root / "artifacts"))
+            trained = train(
+                TrainOptions(
+                    dataset="digits", out=self.clouds.root / "artifacts", signing_key=self.signing_key
+                )
+            )
         m = trained.manifest
         self.artifacts = {"v1": trained.path}
         self.result["model"] = m.name
@@ -182,6 +192,9 @@ class _Story:
         self.result["metrics"] = {"v1": _headline(m.metrics)}
         self.timeline.event(
             "train", f"trained {m.name} {m.version}: F1 macro {m.metrics['f1_macro']:.3f} on held-out rows"
+        )
+        self.timeline.event(
+            "sign", f"signed (OpenSSF model signing, P-256 key {self.verifier.key.fingerprint}): model.sig"
         )
         self.rows, self.labels = _held_out_rows(m)
 
@@ -192,11 +205,13 @@ class _Story:
         targets = self.clouds.targets()
         try:
             with self.console.status(f"syncing {which} to S3, GCS and Azure Blob, then verifying"):
-                results = sync_artifact(self.artifacts[which], targets)
+                results = sync_artifact(self.artifacts[which], targets, verifier=self.verifier)
                 failed = [f"{r.target}: {r.error}" for r in results if not r.ok]
                 if failed:
                     raise DemoError(f"sync of {which} failed: {'; '.join(failed)}")
-                checked, drift = verify_targets(targets, self.result["model"], deep=True)
+                checked, drift = verify_targets(
+                    targets, self.result["model"], deep=True, verifier=self.verifier
+                )
         finally:
             for target in targets:
                 target.storage.close()
@@ -206,11 +221,12 @@ class _Story:
         uploaded = sum(len(r.uploaded) for r in results)
         self.timeline.event(
             f"sync_{which}",
-            f"synced {version} to 3 clouds ({uploaded} objects), verified byte-identical, LATEST moved",
+            f"synced {version} to 3 clouds ({uploaded} objects), verified byte-identical and signed, "
+            "LATEST moved",
         )
 
     def start_endpoints(self) -> None:
-        with self.console.status("starting 3 endpoints, each verifying the model from its own bucket"):
+        with self.console.status("starting 3 endpoints, each verifying the model and its signature"):
             self.clouds.start_endpoints()
         self.started_pids += [e.process.pid for e in self.clouds.endpoints.values()]
         for cloud in CLOUDS:
@@ -366,7 +382,15 @@ class _Story:
         watch = self._watch()
         with self.console.status("training version 2 with `orchestrator train` (another seed)"):
             trained = self.cli_json(
-                "train", "--dataset", "digits", "--seed", "1", "--out", str(self.clouds.root / "artifacts")
+                "train",
+                "--dataset",
+                "digits",
+                "--seed",
+                "1",
+                "--out",
+                str(self.clouds.root / "artifacts"),
+                "--signing-key",
+                str(self.signing_key),
             )
         version = str(trained["version"])
         self.artifacts["v2"] = Path(trained["path"])

@@ -68,6 +68,8 @@ class LocalClouds:
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     zone_id: str = ""
+    # The public half of the demo's signing key: every endpoint serves only versions it verifies.
+    signing_public_key: Path | None = None
 
     @property
     def moto(self) -> MotoServer:
@@ -126,7 +128,15 @@ class LocalClouds:
             name=f"{cloud} endpoint",
             log_path=self.root / "logs" / f"endpoint-{cloud}.log",
             extra_args=["--reload-interval", str(RELOAD_INTERVAL_S)],
-            env={**self.emulators[cloud].env, "MODEL_CACHE_DIR": str(self.root / "cache" / cloud)},
+            env={
+                **self.emulators[cloud].env,
+                "MODEL_CACHE_DIR": str(self.root / "cache" / cloud),
+                **(
+                    {"MODEL_SIGNING_PUBLIC_KEY": str(self.signing_public_key)}
+                    if self.signing_public_key is not None
+                    else {}
+                ),
+            },
         )
         self.endpoints[cloud] = endpoint
         return endpoint
@@ -197,6 +207,8 @@ class LocalClouds:
         if azure is not None:
             env.update(azure.env)
         env.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
+        if self.signing_public_key is not None:  # `verify` then checks signatures too
+            env["MODEL_SIGNING_PUBLIC_KEY"] = str(self.signing_public_key)
         return env
 
     # -- teardown --------------------------------------------------------------------------------
