@@ -15,6 +15,7 @@ floating-point summation order (differences ~1e-16, far below the 1e-6 canary to
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,12 +25,21 @@ from serving.model import Predictor
 __all__ = ["MicroBatcher"]
 
 Outputs = tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]
+# Given the model and (labels, probabilities) of some rows: the error to answer those rows' request
+# with, or None if they may be returned.
+Check = Callable[[Predictor, np.ndarray[Any, Any], np.ndarray[Any, Any]], Exception | None]
 
 
 class MicroBatcher:
-    """Coalesces ``predict`` calls made in the same event-loop tick. Use from one event loop only."""
+    """Coalesces ``predict`` calls made in the same event-loop tick. Use from one event loop only.
 
-    def __init__(self) -> None:
+    ``check`` runs once on a whole batch's outputs; only when it objects is it run again per
+    request, so that each request gets its own error (or its result) and a clean batch costs one
+    check, not one per request.
+    """
+
+    def __init__(self, check: Check | None = None) -> None:
+        self.check = check
         self._pending: list[tuple[Predictor, np.ndarray[Any, Any], asyncio.Future[Outputs]]] = []
         self._scheduled = False
         self.calls = 0  # model invocations, for tests and metrics
@@ -69,9 +79,15 @@ class MicroBatcher:
                     future.set_exception(exc)
             return
         labels, probabilities = outputs
+        suspect = self.check is not None and self.check(model, labels, probabilities) is not None
         start = 0
         for _, x, future in group:
             end = start + len(x)
             if not future.done():  # the client may have gone away
-                future.set_result((labels[start:end], probabilities[start:end]))
+                mine = (labels[start:end], probabilities[start:end])
+                error = self.check(model, *mine) if suspect and self.check is not None else None
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(mine)
             start = end

@@ -27,50 +27,56 @@ _RESPONSE = (
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):
-    """HttpToolsProtocol that answers 408 and closes when headers take longer than ``header_timeout_s``."""
+    """HttpToolsProtocol that answers 408 and closes when headers take longer than ``header_timeout_s``.
+
+    The hot path only sets and clears a deadline (a float) per request; one timer per connection
+    checks it, so a kept-alive connection serving thousands of requests schedules no timer per
+    request.
+    """
 
     header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._header_deadline: float | None = None
         self._header_timer: asyncio.TimerHandle | None = None
-
-    def _arm(self) -> None:
-        if self._header_timer is None:
-            self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
-
-    def _disarm(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn
         super().connection_made(transport)
-        self._arm()
+        self._header_deadline = self.loop.time() + self.header_timeout_s
+        self._header_timer = self.loop.call_at(self._header_deadline, self._check_headers)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._arm()  # the next request on a kept-alive connection
+        if self._header_deadline is None:  # the next request on a kept-alive connection
+            self._header_deadline = self.loop.time() + self.header_timeout_s
 
     def on_headers_complete(self) -> None:
-        self._disarm()
+        self._header_deadline = None
         super().on_headers_complete()
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._disarm()  # idle now: uvicorn's keep-alive timeout takes over
-
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
         super().connection_lost(exc)
 
-    def _headers_too_slow(self) -> None:
+    def _check_headers(self) -> None:
         self._header_timer = None
         if self.transport.is_closing():
             return
-        body = b'{"error":"request headers did not arrive within %g s"}' % self.header_timeout_s
-        self.transport.write(_RESPONSE % (len(body), body))
-        self.transport.close()
+        now = self.loop.time()
+        deadline = self._header_deadline
+        if deadline is not None and now >= deadline:
+            body = b'{"error":"request headers did not arrive within %g s"}' % self.header_timeout_s
+            self.transport.write(_RESPONSE % (len(body), body))
+            self.transport.close()
+            return
+        # Headers complete (or idle between requests: uvicorn's keep-alive timeout closes it):
+        # look again when the current deadline, or one a full timeout from now, would pass.
+        self._header_timer = self.loop.call_at(
+            deadline if deadline is not None else now + self.header_timeout_s, self._check_headers
+        )
 
 
 def protocol_with_header_timeout(seconds: float) -> type[HeaderTimeoutProtocol]:
