@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -36,10 +34,12 @@ from orchestrator import __version__
 from serving.batching import MicroBatcher
 from serving.inputs import InputError, decode_predict_request, decode_v2_request
 from serving.model import Predictor, invalid_rows
-from serving.source import Loader, StillRefused
-from serving.telemetry import Metrics, TelemetryMiddleware, get_logger
+from serving.protocol import DEFAULT_BODY_TIMEOUT_S, BodyLimitMiddleware
+from serving.reload import ModelHolder, keep_loaded
+from serving.source import Loader
+from serving.telemetry import Metrics, TelemetryMiddleware
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "LoadOutcome", "ModelHolder", "create_app", "next_delay"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
 
 # 10,000 rows x 64 features is ~13 MB of JSON; 32 MiB leaves room and still bounds memory per request.
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -52,43 +52,6 @@ INLINE_ROWS = 64
 # well inside the 50 ms probe budget. Larger ones are decoded in a worker thread, so that decoding
 # a 30 MiB body never stalls other requests and probes.
 INLINE_BODY_BYTES = 1024 * 1024
-# The whole body must arrive within this many seconds of the request's start: 32 MiB at 5 Mbit/s
-# takes ~55 s. A client trickling its body (slowloris) is answered 408 and disconnected.
-DEFAULT_BODY_TIMEOUT_S = 60.0
-
-# The reload loop's backoff after a failed load: the interval doubles per consecutive failure up to
-# 16 times the interval (5 minutes at most), so a broken bucket is not hammered and a good version
-# published afterwards is still picked up within a few intervals. Without a reload interval the
-# start-up load is retried from 1 s.
-BACKOFF_GROWTH_CAP = 16
-MAX_BACKOFF_S = 300.0
-STARTUP_RETRY_S = 1.0
-
-log = get_logger("serving")
-
-
-class LoadOutcome(enum.Enum):
-    """What one pass of the reload loop did."""
-
-    SERVING = "serving"  # a model serves: the same as before, or a newly verified one
-    STILL_REFUSED = "still_refused"  # the source still holds a refused version; nothing downloaded
-    FAILED = "failed"  # refused, or the storage failed: counted, logged, backoff grows
-
-
-def next_delay(interval_s: float | None, outcome: LoadOutcome, failures: int) -> float | None:
-    """Seconds until the next load, or None to stop (loaded, and no reload interval).
-
-    ``failures`` counts consecutive FAILED outcomes, this one included. Bounded exponential:
-    ``base * 2**(failures - 1)`` up to ``min(base * BACKOFF_GROWTH_CAP, MAX_BACKOFF_S)`` (never
-    below ``base``), reset by any other outcome.
-    """
-    if interval_s is None and outcome is LoadOutcome.SERVING:
-        return None
-    base = interval_s if interval_s is not None else STARTUP_RETRY_S
-    if outcome is not LoadOutcome.FAILED:
-        return base
-    cap = max(base, min(base * BACKOFF_GROWTH_CAP, MAX_BACKOFF_S))
-    return float(min(base * 2 ** min(failures - 1, 30), cap))
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -97,156 +60,6 @@ def _json(data: Any, status: int = 200) -> Response:
 
 def _error(message: str, status: int) -> Response:
     return _json({"error": message}, status)
-
-
-def failure_reason(exc: BaseException) -> str:
-    """The ``reason`` label of ``model_load_failures_total`` for a refused or failed load."""
-    from orchestrator.errors import ArtifactError, ConfigError, StorageError
-    from serving.signing import SignatureError
-
-    if isinstance(exc, SignatureError):
-        return "signature"
-    if isinstance(exc, ArtifactError):
-        return "artifact"
-    if isinstance(exc, StorageError):
-        return "storage"
-    if isinstance(exc, ConfigError):
-        return "config"
-    return "internal"
-
-
-@dataclass
-class ModelHolder:
-    """The model being served, and why there is none (or why the last reload was refused).
-
-    :meth:`load` is called by one task at a time (the reload loop; tests call it directly), so it
-    takes no lock: the loader does network I/O, and the swap itself is one attribute assignment.
-    """
-
-    loader: Loader
-    metrics: Metrics
-    current: Predictor | None = None
-    reason: str = "model is loading"
-    last_error: str | None = None
-
-    def load(self) -> LoadOutcome:
-        """Load (or reload) through the loader; keep the old model if the new one is refused.
-
-        Never raises: any exception is caught, logged as one JSON line, counted by reason in
-        ``model_load_failures_total`` (once per refused content: a :class:`StillRefused` repeat is
-        neither logged nor counted again) and kept in ``last_error``.
-        """
-        try:
-            predictor = self.loader(self.current)
-        except StillRefused as exc:
-            self.last_error = str(exc).removeprefix("still refused (unchanged since): ")
-            return LoadOutcome.STILL_REFUSED
-        except Exception as exc:  # a reload must never end the loop, whatever the content did
-            reason = failure_reason(exc)
-            self.metrics.observe_load_failure(reason)
-            message = str(exc) or type(exc).__name__
-            self.last_error = message
-            if self.current is None:
-                self.reason = f"model refused: {message}"
-            log.error(
-                "model refused",
-                reason=reason,
-                error=message[:2000],
-                error_type=type(exc).__name__,
-                serving=self.current.version if self.current else None,
-            )
-            return LoadOutcome.FAILED
-        if predictor is not self.current:
-            previous = self.current
-            self.current = predictor  # the swap: requests in flight keep their reference
-            self.metrics.set_model(predictor.name, predictor.version)
-            log.info(
-                "model loaded",
-                model=predictor.name,
-                version=predictor.version,
-                previous=previous.version if previous else None,
-                source=predictor.source,
-            )
-        self.last_error = None
-        return LoadOutcome.SERVING
-
-
-class BodyLimitMiddleware:
-    """Refuse bodies over the limit with 413 before reading them (by header) or while reading them,
-    and bodies that do not arrive within ``timeout_s`` of the request's start with 408 (the
-    connection is then closed).
-
-    The deadline is one timer per request with a body, cancelled once the body is complete; if it
-    fires first it cancels the request's task, which this middleware turns into the 408. (A
-    ``wait_for`` around every ``receive()`` would cost a task per body message on the hot path.)
-    """
-
-    def __init__(self, app: Any, max_bytes: int, timeout_s: float = DEFAULT_BODY_TIMEOUT_S) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.timeout_s = timeout_s
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        has_body = False
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                if value.isdigit() and int(value) > self.max_bytes:
-                    message = f"request body of {int(value)} bytes exceeds the limit of {self.max_bytes}"
-                    await _json({"error": message}, 413)(scope, receive, send)
-                    return
-                has_body = value != b"0"
-            elif name == b"transfer-encoding":
-                has_body = True
-        seen = 0
-        timer: asyncio.TimerHandle | None = None
-        timed_out = False
-        if has_body:
-            task = asyncio.current_task()
-
-            def expire() -> None:
-                nonlocal timed_out
-                timed_out = True
-                if task is not None:
-                    task.cancel()
-
-            timer = asyncio.get_running_loop().call_later(self.timeout_s, expire)
-
-        async def limited() -> Any:
-            nonlocal seen, timer
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise _TooLarge
-            if timer is not None and (message["type"] != "http.request" or not message.get("more_body")):
-                timer.cancel()  # the body is complete
-                timer = None
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _error(f"request body exceeds the limit of {self.max_bytes} bytes", 413)(
-                scope, receive, send
-            )
-        except asyncio.CancelledError:
-            if not timed_out:
-                raise
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            response = _error(f"request body did not arrive within {self.timeout_s:g} s", 408)
-            response.headers["connection"] = "close"
-            await response(scope, receive, send)
-        finally:
-            if timer is not None:
-                timer.cancel()
-
-
-class _TooLarge(Exception):
-    pass
 
 
 @dataclass
@@ -311,7 +124,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_keep_loaded(rt.holder, reload_interval_s))
+        task = asyncio.create_task(keep_loaded(rt.holder, reload_interval_s))
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -545,25 +358,3 @@ async def _decode(decode: Callable[[bytes, int], T], chunks: list[bytes], n_feat
     if sum(len(c) for c in chunks) <= INLINE_BODY_BYTES:
         return decode(b"".join(chunks), n_features)
     return await run_in_threadpool(lambda: decode(b"".join(chunks), n_features))
-
-
-async def _keep_loaded(holder: ModelHolder, interval_s: float | None) -> None:
-    """Load at start-up (retried with backoff until a model serves), then, if configured, reload
-    every ``interval_s`` seconds, backing off after failures (:func:`next_delay`). Survives any
-    exception in one pass: ``holder.load`` catches everything, and this loop catches what is left
-    (a failure to even start the thread), says so, and goes on."""
-    failures = 0
-    while True:
-        started = time.monotonic()
-        try:
-            outcome = await asyncio.to_thread(holder.load)
-        except Exception as exc:  # the last net: the loop itself must not end
-            holder.metrics.observe_load_failure("internal")
-            holder.last_error = f"reload failed: {exc}"
-            log.error("reload failed", reason="internal", error=str(exc), error_type=type(exc).__name__)
-            outcome = LoadOutcome.FAILED
-        failures = failures + 1 if outcome is LoadOutcome.FAILED else 0
-        delay = next_delay(interval_s, outcome, failures)
-        if delay is None:
-            return
-        await asyncio.sleep(max(0.0, delay - (time.monotonic() - started)))

@@ -34,7 +34,7 @@ BODY_TIMEOUT_ENV = "HTTP_BODY_TIMEOUT_S"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_MB = 32.0
-# serving.protocol.DEFAULT_HEADER_TIMEOUT_S and serving.app.DEFAULT_BODY_TIMEOUT_S (not imported:
+# serving.protocol.DEFAULT_HEADER_TIMEOUT_S and serving.protocol.DEFAULT_BODY_TIMEOUT_S (not imported:
 # this module must not import the server to build the CLI); why these values: see there.
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_BODY_TIMEOUT_S = 60.0

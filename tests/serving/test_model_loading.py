@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from orchestrator.errors import ArtifactError
-from serving.app import LoadOutcome, ModelHolder
 from serving.artifact import hash_file
 from serving.batching import MicroBatcher
 from serving.model import load_verified
+from serving.reload import LoadOutcome, ModelHolder
 from serving.telemetry import Metrics
 from serving.train import TrainResult
 

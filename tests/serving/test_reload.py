@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import ArtifactError, ConfigError, TransientError
-from serving.app import LoadOutcome, ModelHolder, _keep_loaded, next_delay
 from serving.cache import ModelCache
 from serving.model import Predictor, load_verified
+from serving.reload import LoadOutcome, ModelHolder, keep_loaded, next_delay
 from serving.source import parse_model_uri
 from serving.telemetry import Metrics
 from serving.train import TrainResult
@@ -74,7 +74,7 @@ def test_the_loop_goes_on_after_failures_and_picks_up_a_good_model(digits_model:
     holder = ModelHolder(loader=loader, metrics=Metrics())
 
     async def run() -> None:
-        task = asyncio.create_task(_keep_loaded(holder, 0.01))
+        task = asyncio.create_task(keep_loaded(holder, 0.01))
         while holder.current is None:
             await asyncio.sleep(0.01)
         task.cancel()
