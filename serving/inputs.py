@@ -14,9 +14,11 @@ and any error of simdjson's own (a 20-digit integer, nesting deeper than its lim
 the msgspec path, which also words every error.
 
 Memory stays bounded by a small multiple of the body: before a body is decoded into Python objects
-(the msgspec path, and orjson for V2), its separators are counted, and a body that holds more
-values than ``MAX_ROWS`` rows of the model's width could ever need is refused (413) unread. A 30 MiB
-body of small numbers would otherwise become about a gigabyte of Python floats and lists.
+(the msgspec path, and orjson for V2), its structure is counted, and a body that holds more values,
+or more arrays and objects, than ``MAX_ROWS`` rows of the model's width could ever need is refused
+(413) unread. A 30 MiB body of small numbers would otherwise become about a gigabyte of Python
+floats, and one of arrays nested 1,000 deep (every parser's depth limit allows that) about 1.5 GB
+of Python lists.
 """
 
 from __future__ import annotations
@@ -65,29 +67,43 @@ _FAST_PATH_MIN_BYTES = 16 * 1024
 # keys a client adds (ignored, but counted). Strings full of commas in extra keys are refused with
 # the rest: they can be no part of a prediction.
 _SLACK_SEPARATORS = 4096
+# Arrays and objects a valid body may hold beyond one array per row: the document, ``instances`` or
+# ``inputs``/``data``/``shape``, and a few small objects a client adds (KServe ``parameters``).
+_SLACK_CONTAINERS = 1024
 
 
 # From this size on, values are counted before any parser runs (below it the fast path parses in a
 # few milliseconds, and the count runs only before the exact path).
 _COUNT_FIRST_BYTES = 1024 * 1024
-# Commas are counted in slices of this size: each count holds the GIL for well under a millisecond,
-# and counting stops as soon as the limit is passed (a dense 30 MiB body: within its first 3 MiB).
+# The body is counted in slices of this size: each count holds the GIL for well under a millisecond,
+# and counting stops as soon as a limit is passed (a dense 30 MiB body: within its first 3 MiB).
 _COUNT_SLICE = 1024 * 1024
 
 
-def _check_value_count(body: bytes, n_features: int, what: str) -> None:
-    """413 if ``body`` holds more values than ``MAX_ROWS`` rows of ``n_features`` can: each value
-    but the last is followed by a comma, so commas + 1 bounds the value count from above."""
-    limit = MAX_ROWS * n_features + MAX_ROWS + _SLACK_SEPARATORS
-    commas = 0
+def _check_structure(body: bytes, n_features: int, what: str) -> None:
+    """413 if ``body`` holds more values, or more arrays and objects, than ``MAX_ROWS`` rows of
+    ``n_features`` can: each value but the last is followed by a comma, so commas + 1 bounds the
+    values from above, and every array or object opens with ``[`` or ``{`` (strings holding these
+    bytes are counted too, and refused with the rest: they can be no part of a prediction)."""
+    values = MAX_ROWS * n_features + MAX_ROWS + _SLACK_SEPARATORS
+    containers = MAX_ROWS + _SLACK_CONTAINERS
+    commas = opened = 0
     for start in range(0, len(body), _COUNT_SLICE):
-        commas += body.count(b",", start, start + _COUNT_SLICE)
-        if commas + 1 > limit:
+        end = start + _COUNT_SLICE
+        commas += body.count(b",", start, end)
+        opened += body.count(b"[", start, end) + body.count(b"{", start, end)
+        if commas + 1 > values or opened > containers:
             break
-    if commas + 1 > limit:
+    if commas + 1 > values:
         raise InputError(
             f"{what} holds more values than {MAX_ROWS} rows of {n_features} features; "
             f"at most {MAX_ROWS} rows per request",
+            413,
+        )
+    if opened > containers:
+        raise InputError(
+            f"{what} holds more arrays or objects than {MAX_ROWS} rows need; send rows of numbers, "
+            f"at most {MAX_ROWS} per request",
             413,
         )
 
@@ -103,13 +119,13 @@ def decode_predict_request(body: bytes, n_features: int) -> np.ndarray[Any, np.d
     if len(body) >= _COUNT_FIRST_BYTES:
         # First, and cheaply (a dense 30 MiB body: ~1 ms): a body with more values than any valid
         # request is refused before a parser holds the GIL over it (simdjson: ~130 ms for 30 MiB).
-        _check_value_count(body, n_features, "request body")
+        _check_structure(body, n_features, "request body")
     if len(body) >= _FAST_PATH_MIN_BYTES:
         matrix = _decode_plain_matrix(body, n_features)
         if matrix is not None and len(matrix) <= MAX_ROWS and np.isfinite(matrix).all():
             return matrix
         # Before the exact path turns it into Python objects, whatever its size.
-        _check_value_count(body, n_features, "request body")
+        _check_structure(body, n_features, "request body")
     try:
         rows = _predict_decoder.decode(body).instances
     except msgspec.ValidationError as exc:
@@ -204,7 +220,7 @@ def decode_v2_request(
     """Decode and validate an Open Inference Protocol (KServe V2) infer body: (matrix, request id).
     The separator count bounds memory first, as for ``/v1/predict``."""
     if body:
-        _check_value_count(body, n_features, "request body")
+        _check_structure(body, n_features, "request body")
     return parse_v2_request(decode_json(body), n_features)
 
 
@@ -240,12 +256,15 @@ def parse_v2_request(
         raise InputError('"inputs" must be a list with exactly one tensor')
     tensor = inputs[0]
     shape, datatype, data = tensor.get("shape"), tensor.get("datatype"), tensor.get("data")
-    if not isinstance(shape, list) or len(shape) != 2 or not all(isinstance(d, int) and d > 0 for d in shape):
+    # type() is not bool: JSON true is a Python int subclass, and [true, 64] is no shape.
+    if not isinstance(shape, list) or len(shape) != 2 or not all(type(d) is int and d > 0 for d in shape):
         raise InputError(
-            f'"inputs[0].shape" must be [rows, {n_features}] with positive integers, got {shape!r}'
+            f'"inputs[0].shape" must be [rows, {n_features}] with positive integers, got {_shown(shape)}'
         )
-    if datatype not in V2_DATATYPES:
-        raise InputError(f'"inputs[0].datatype" must be one of {sorted(V2_DATATYPES)}, got {datatype!r}')
+    if not isinstance(datatype, str) or datatype not in V2_DATATYPES:
+        raise InputError(
+            f'"inputs[0].datatype" must be one of {sorted(V2_DATATYPES)}, got {_shown(datatype)}'
+        )
     if shape[0] > MAX_ROWS:
         raise InputError(f'"inputs[0]" has {shape[0]} rows; at most {MAX_ROWS} per request', 413)
     if not isinstance(data, list) or not data:
@@ -268,3 +287,14 @@ def _flatten(data: list[Any]) -> list[Any]:
             raise InputError('"inputs[0].data" mixes nested and flat values')
         out.extend(row)
     return out
+
+
+# Longest rendering of a client's value in an error message: enough to recognise it, never an echo
+# of a megabyte the client sent.
+_SHOWN_CHARS = 80
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, cut to :data:`_SHOWN_CHARS` characters."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…"

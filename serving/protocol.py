@@ -5,10 +5,13 @@ never finish: a client sending one header byte at a time (slowloris) holds its c
 place in the platform's concurrency limit, for as long as it likes. :class:`HeaderTimeoutProtocol`
 starts a timer when a connection opens and when each new request on it begins, and cancels it when
 the headers are complete; if it fires first, the client gets ``408 Request Timeout`` and the
-connection is closed.
+connection is closed. httptools sets no limit on the size of headers either (a 40 MB header was
+accepted, and held in memory): past :data:`DEFAULT_MAX_HEADER_BYTES` the client gets ``431`` and
+the connection is closed.
 
 :class:`BodyLimitMiddleware` (ASGI) bounds the body: its size (413) and the time it takes to arrive
-(408).
+(408). A response sent before the body was read whole (a route that does not read it, a 413) closes
+the connection, so a client cannot keep it open by trickling a body nobody reads.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 __all__ = [
     "DEFAULT_BODY_TIMEOUT_S",
     "DEFAULT_HEADER_TIMEOUT_S",
+    "DEFAULT_MAX_HEADER_BYTES",
     "BodyLimitMiddleware",
     "HeaderTimeoutProtocol",
     "protocol_with_header_timeout",
@@ -31,46 +35,99 @@ __all__ = [
 # Request line and headers are a few hundred bytes; 10 s is generous on the slowest mobile link
 # and still frees a slowloris connection quickly.
 DEFAULT_HEADER_TIMEOUT_S = 10.0
-_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-    b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
-)
+# Request line plus headers, in bytes. Clients send a few hundred; uvicorn's other parser (h11)
+# refuses more than 16 KiB and nginx's defaults allow 4 x 8 KiB, so 64 KiB refuses no real client.
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+class _HeaderLimit(Exception):
+    """Raised from a parser callback to stop parsing a request that was refused."""
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):
-    """HttpToolsProtocol that answers 408 and closes when headers take longer than ``header_timeout_s``.
+    """HttpToolsProtocol that answers 408 and closes when headers take longer than ``header_timeout_s``,
+    and 431 when they are larger than ``max_header_bytes``.
 
     The hot path only sets and clears a deadline (a float) per request; one timer per connection
     checks it, so a kept-alive connection serving thousands of requests schedules no timer per
-    request.
+    request. Header bytes are counted twice over, and either count refuses: exactly, as httptools
+    hands over the URL and each complete header; and by the bytes received while headers are in
+    progress (a single header of megabytes is never handed over until it ends).
     """
 
     header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_deadline: float | None = None
         self._header_timer: asyncio.TimerHandle | None = None
+        self._in_headers = False
+        self._parsed_bytes = 0  # URL and complete headers of the request in progress
+        self._received_bytes = 0  # bytes received while its headers were in progress
+        self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn
         super().connection_made(transport)
         self._header_deadline = self.loop.time() + self.header_timeout_s
         self._header_timer = self.loop.call_at(self._header_deadline, self._check_headers)
 
+    def data_received(self, data: bytes) -> None:
+        counting = self._in_headers  # a chunk that begins a request may end the previous one
+        super().data_received(data)
+        if counting and self._in_headers and not self._refused:
+            self._received_bytes += len(data)
+            if self._received_bytes > self.max_header_bytes:
+                self._refuse(431, b"request headers exceed the limit of %d bytes" % self.max_header_bytes)
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._in_headers = True
+        self._parsed_bytes = self._received_bytes = 0
         if self._header_deadline is None:  # the next request on a kept-alive connection
             self._header_deadline = self.loop.time() + self.header_timeout_s
 
+    def on_url(self, url: bytes) -> None:
+        self._count_parsed(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_parsed(len(name) + len(value) + 4)  # ": " and CRLF
+        super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
         self._header_deadline = None
+        self._in_headers = False
         super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._refused:  # a refusal already answered; the parser error is its echo
+            super().send_400_response(msg)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
         super().connection_lost(exc)
+
+    def _count_parsed(self, size: int) -> None:
+        self._parsed_bytes += size
+        if self._parsed_bytes > self.max_header_bytes:
+            self._refuse(431, b"request headers exceed the limit of %d bytes" % self.max_header_bytes)
+            raise _HeaderLimit  # stops the parser: nothing of this request reaches the app
+
+    def _refuse(self, status: int, message: bytes) -> None:
+        """Answer ``status`` with ``{"error": message}`` and close the connection."""
+        self._refused = True
+        if self.transport.is_closing():
+            return
+        body = b'{"error":"%s"}' % message
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n%s" % (status, _REASONS[status], len(body), body)
+        )
+        self.transport.close()
 
     def _check_headers(self) -> None:
         self._header_timer = None
@@ -79,9 +136,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         now = self.loop.time()
         deadline = self._header_deadline
         if deadline is not None and now >= deadline:
-            body = b'{"error":"request headers did not arrive within %g s"}' % self.header_timeout_s
-            self.transport.write(_RESPONSE % (len(body), body))
-            self.transport.close()
+            self._refuse(408, b"request headers did not arrive within %g s" % self.header_timeout_s)
             return
         # Headers complete (or idle between requests: uvicorn's keep-alive timeout closes it):
         # look again when the current deadline, or one a full timeout from now, would pass.
@@ -90,9 +145,15 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         )
 
 
-def protocol_with_header_timeout(seconds: float) -> type[HeaderTimeoutProtocol]:
-    """A protocol class for ``uvicorn.run(http=...)`` with this header timeout."""
-    return type("HeaderTimeoutProtocol", (HeaderTimeoutProtocol,), {"header_timeout_s": seconds})
+def protocol_with_header_timeout(
+    seconds: float, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+) -> type[HeaderTimeoutProtocol]:
+    """A protocol class for ``uvicorn.run(http=...)`` with this header timeout and size limit."""
+    return type(
+        "HeaderTimeoutProtocol",
+        (HeaderTimeoutProtocol,),
+        {"header_timeout_s": seconds, "max_header_bytes": max_header_bytes},
+    )
 
 
 # The whole body must arrive within this many seconds of the request's start: 32 MiB at 5 Mbit/s
@@ -119,49 +180,55 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        has_body = False
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                if value.isdigit() and int(value) > self.max_bytes:
-                    message = f"request body of {int(value)} bytes exceeds the limit of {self.max_bytes}"
-                    await send_error(send, message, 413)
-                    return
-                has_body = value != b"0"
-            elif name == b"transfer-encoding":
-                has_body = True
+        has_body, declared = _declared_body(scope["headers"])
+        if declared is not None and declared > self.max_bytes:
+            message = f"request body of {declared} bytes exceeds the limit of {self.max_bytes}"
+            await send_error(send, message, 413, close=True)
+            return
+        if not has_body:
+            await self.app(scope, receive, send)
+            return
         seen = 0
-        timer: asyncio.TimerHandle | None = None
-        timed_out = False
-        if has_body:
-            task = asyncio.current_task()
+        complete = timed_out = False
+        task = asyncio.current_task()
 
-            def expire() -> None:
-                nonlocal timed_out
-                timed_out = True
-                if task is not None:
-                    task.cancel()
+        def expire() -> None:
+            nonlocal timed_out
+            timed_out = True
+            if task is not None:
+                task.cancel()
 
-            timer = asyncio.get_running_loop().call_later(self.timeout_s, expire)
+        timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(self.timeout_s, expire)
 
         async def limited() -> Any:
-            nonlocal seen, timer
+            nonlocal seen, timer, complete
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
                 raise _TooLarge
-            if timer is not None and (message["type"] != "http.request" or not message.get("more_body")):
-                timer.cancel()  # the body is complete
-                timer = None
+            if message["type"] != "http.request" or not message.get("more_body"):
+                complete = True
+                if timer is not None:
+                    timer.cancel()  # the body is complete
+                    timer = None
             return message
 
+        async def closing(message: Any) -> None:
+            # Answered before the body was read whole: close, or the client could keep the
+            # connection open by trickling a body that no route reads.
+            if message["type"] == "http.response.start" and not complete:
+                message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+            await send(message)
+
         try:
-            await self.app(scope, limited, send)
+            await self.app(scope, limited, closing)
         except _TooLarge:
-            await send_error(send, f"request body exceeds the limit of {self.max_bytes} bytes", 413)
+            await send_error(
+                send, f"request body exceeds the limit of {self.max_bytes} bytes", 413, close=True
+            )
         except asyncio.CancelledError:
             if not timed_out:
                 raise
-            task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
             message = f"request body did not arrive within {self.timeout_s:g} s"
@@ -169,6 +236,18 @@ class BodyLimitMiddleware:
         finally:
             if timer is not None:
                 timer.cancel()
+
+
+def _declared_body(headers: Any) -> tuple[bool, int | None]:
+    """(whether the request has a body, its declared Content-Length if any)."""
+    has_body, declared = False, None
+    for name, value in headers:
+        if name == b"content-length":
+            declared = int(value) if value.isdigit() else None
+            has_body = value != b"0"
+        elif name == b"transfer-encoding":
+            has_body = True
+    return has_body, declared
 
 
 class _TooLarge(Exception):

@@ -274,3 +274,153 @@ def test_docs_from_the_environment(digits_model: TrainResult, tmp_path: Path) ->
         assert httpx.get(f"http://127.0.0.1:{port}/openapi.json").status_code == 200
     finally:
         process.stop()
+
+
+# --- V2 fields of any JSON type, and bodies made of containers ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("datatype", ["FP64"]),
+        ("datatype", {"a": 1}),
+        ("datatype", None),
+        ("datatype", 64),
+        ("shape", [True, WIDTH]),
+        ("shape", [1, False]),
+        ("shape", {"rows": 1}),
+        ("shape", "1,64"),
+        ("data", {"0": 0}),
+    ],
+)
+def test_v2_fields_of_any_json_type_answer_a_4xx_naming_the_field(
+    fast_timeouts: Endpoint, field: str, value: object
+) -> None:
+    tensor = {"name": "input", "shape": [1, WIDTH], "datatype": "FP64", "data": [0.0] * WIDTH, field: value}
+    response = httpx.post(f"{fast_timeouts.url}/v2/models/digits/infer", json={"inputs": [tensor]}, timeout=10)
+    assert 400 <= response.status_code < 500, (field, value, response.status_code, response.text[:200])
+    assert f"inputs[0].{field}" in response.json()["error"]
+
+
+def test_error_messages_do_not_echo_megabytes(fast_timeouts: Endpoint) -> None:
+    for tensor in (
+        {"name": "input", "shape": [1, WIDTH], "datatype": "F" * 1_000_000, "data": [0.0] * WIDTH},
+        {"name": "input", "shape": [1] * 200_000, "datatype": "FP64", "data": [0.0] * WIDTH},
+    ):
+        response = httpx.post(
+            f"{fast_timeouts.url}/v2/models/digits/infer", json={"inputs": [tensor]}, timeout=30
+        )
+        assert response.status_code == 422
+        assert len(response.content) < 2000, response.content[:300]
+
+
+NESTED_ELEMENT = "[" * 1000 + "0" + "]" * 1000
+
+
+@pytest.mark.parametrize(
+    ("decode", "make"),
+    [
+        (decode_predict_request, lambda elements: '{"instances": [' + elements + "]}"),
+        (
+            decode_v2_request,
+            lambda elements: '{"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP64", "data": ['
+            + elements
+            + "]}]}",
+        ),
+    ],
+)
+@pytest.mark.parametrize("count", [20, 2_000])
+def test_bodies_of_nested_arrays_are_refused_before_they_are_parsed(decode, make, count: int) -> None:
+    """Each comma-separated value may be 1,000 nested arrays (within every parser's depth limit):
+    counting values alone let a 30 MiB body become ~1.5 GB of Python lists. Containers are counted
+    too, and a body with more of them than any valid request needs is refused unread (413)."""
+    body = make(", ".join([NESTED_ELEMENT] * count)).encode()
+    with pytest.raises(InputError) as caught:
+        decode(body, WIDTH)
+    if count == 2_000:  # ~4 MB: more arrays than 10,000 rows could ever need
+        assert caught.value.status == 413
+        assert "more arrays or objects than" in str(caught.value)
+
+
+def test_a_30_mib_body_of_nested_arrays_does_not_become_gigabytes(fast_timeouts: Endpoint) -> None:
+    process = psutil.Process(fast_timeouts.process.pid)
+    elements = ", ".join([NESTED_ELEMENT] * ((30 * 1024 * 1024) // (len(NESTED_ELEMENT) + 2)))
+    before = process.memory_info().rss
+    for path, body in (
+        ("/v1/predict", '{"instances": [' + elements + "]}"),
+        (
+            "/v2/models/digits/infer",
+            '{"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP64", "data": [' + elements + "]}]}",
+        ),
+    ):
+        response = post(fast_timeouts.url, body.encode(), path)
+        assert response.status_code == 413, response.text[:200]
+    grown = process.memory_info().rss - before
+    assert grown < 400 * 1024 * 1024, f"resident memory grew by {grown / 2**20:.0f} MiB"
+
+
+# --- connections a client holds open -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",  # 405: body never read
+        b"GET /readyz HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+        b"POST /nowhere HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",  # 404
+    ],
+)
+def test_a_body_no_route_reads_cannot_hold_the_connection(fast_timeouts: Endpoint, head: bytes) -> None:
+    """A route that answers without reading the body closes the connection: a client trickling that
+    body must not keep it open beyond the header and body timeouts (1 s each here)."""
+    with socket.create_connection(("127.0.0.1", fast_timeouts.port)) as sock:
+        sock.sendall(head)
+        sock.settimeout(0.2)
+        answer, closed = b"", False
+        for _ in range(100):  # 20 s at most, one byte every 0.2 s
+            try:
+                sock.sendall(b"1\r\na\r\n" if b"chunked" in head else b"a")
+            except OSError:  # reset: the server closed it
+                closed = True
+                break
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+                break
+            if not chunk:
+                closed = True
+                break
+            answer += chunk
+    assert closed, f"the connection is still open after 20 s; got {answer[:120]!r}"
+    assert answer.startswith((b"HTTP/1.1 200", b"HTTP/1.1 404", b"HTTP/1.1 405")), answer[:200]
+    assert b"connection: close" in answer.lower()
+
+
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [
+        (b"X-Big: " + b"a" * 100_000, 431),
+        (b"".join(b"X-%d: %s\r\n" % (i, b"b" * 100) for i in range(1000)).rstrip(b"\r\n"), 431),
+        (b"X-Ok: " + b"a" * 30_000, 200),
+    ],
+)
+def test_headers_beyond_64_kib_are_refused(fast_timeouts: Endpoint, header: bytes, status: int) -> None:
+    with socket.create_connection(("127.0.0.1", fast_timeouts.port)) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + header + b"\r\nConnection: close\r\n\r\n")
+        answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 %d" % status), answer[:200]
+    assert httpx.get(fast_timeouts.url + "/healthz").status_code == 200
+
+
+def test_bodies_read_whole_keep_the_connection_alive(fast_timeouts: Endpoint) -> None:
+    """Closing is only for bodies no route read: pipelined predictions share one connection."""
+    body = json.dumps({"instances": [[0.0] * WIDTH]}).encode()
+    request = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    with socket.create_connection(("127.0.0.1", fast_timeouts.port)) as sock:
+        sock.sendall(request * 2 + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = read_all(sock)
+    assert answer.count(b"HTTP/1.1 200 OK") == 3, answer[:300]
+    assert answer.lower().count(b"connection: close") == 1  # only the last, which asked for it
