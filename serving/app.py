@@ -35,7 +35,7 @@ from serving.batching import MicroBatcher
 from serving.inputs import InputError, decode_predict_request, decode_v2_request
 from serving.model import Predictor, invalid_rows
 from serving.protocol import DEFAULT_BODY_TIMEOUT_S, BodyLimitMiddleware
-from serving.reload import ModelHolder, keep_loaded
+from serving.reload import DEFAULT_RELOAD_TIMEOUT_S, ModelHolder, keep_loaded
 from serving.source import Loader
 from serving.telemetry import Metrics, TelemetryMiddleware
 
@@ -112,11 +112,13 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     reload_interval_s: float | None = None,
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+    reload_timeout_s: float = DEFAULT_RELOAD_TIMEOUT_S,
     docs: bool = False,
 ) -> FastAPI:
     """Build the endpoint around ``loader``, which returns a verified model or raises.
 
-    ``docs`` serves ``/docs`` and ``/openapi.json`` (off by default: they describe the endpoint to
+    ``reload_timeout_s`` is each reload's total deadline (:mod:`serving.reload`). ``docs`` serves
+    ``/docs`` and ``/openapi.json`` (off by default: they describe the endpoint to
     anyone who asks, and nothing in production needs them).
     """
     metrics = Metrics()
@@ -124,7 +126,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(keep_loaded(rt.holder, reload_interval_s))
+        task = asyncio.create_task(keep_loaded(rt.holder, reload_interval_s, reload_timeout_s))
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -85,7 +85,14 @@ class ModelCache:
         shutil.rmtree(target, ignore_errors=True)
 
     def install(self, staging: Path, final: Path) -> None:
-        """Move a verified ``staging`` directory to ``final`` (replacing what is there)."""
+        """Move a verified ``staging`` directory to ``final`` (replacing what is there). If another
+        loader installed ``final`` in the meantime (an endpoint sharing the cache, or a reload given
+        up past its deadline that finished after all), its copy is kept: it was verified too, and
+        is verified again before any use. Other errors are raised (OSError)."""
         self._inside(staging)
         self.remove(final)
-        staging.replace(final)
+        try:
+            staging.replace(final)
+        except OSError:
+            if not final.is_dir() or final.is_symlink():
+                raise

@@ -21,8 +21,10 @@ downloaded again.
 A refusal is remembered by what was refused: the pointer's bytes (``LATEST``), the manifest
 object's version token (a pinned version), or the manifest's bytes and the files' sizes and
 modification times (a local directory). Until that changes, a reload raises :class:`StillRefused`
-at the cost of one small read, and nothing is downloaded again. Transient storage errors are not
-remembered: they are retried.
+at the cost of one small read, and nothing is downloaded again. Failures that are not the
+content's are not remembered, and are retried with backoff: transient storage errors, denied
+access, and local ones (``OSError``: a full disk, an unusable cache directory, another endpoint
+sharing the cache installing the same version at the same moment).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import hashlib
 import os
 import re
 import tempfile
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,22 +112,26 @@ def make_loader(
 
 
 class _Refusals:
-    """What was refused, by the key of what was read; bounded, oldest forgotten first."""
+    """What was refused, by the key of what was read; bounded, oldest forgotten first. Thread-safe:
+    a reload given up past its deadline may still be running beside the next one."""
 
     def __init__(self) -> None:
         self._seen: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
 
     def check(self, key: str) -> None:
-        message = self._seen.get(key)
+        with self._lock:
+            message = self._seen.get(key)
         if message is not None:
             raise StillRefused(f"still refused (unchanged since): {message}")
 
     def remember(self, key: str, exc: Exception) -> None:
-        if isinstance(exc, TransientError | PermissionDenied):
-            return  # the storage's trouble, not the content's: retried with backoff
-        self._seen[key] = str(exc)
-        while len(self._seen) > _REMEMBERED:
-            self._seen.popitem(last=False)
+        if isinstance(exc, TransientError | PermissionDenied | OSError):
+            return  # the storage's or this machine's trouble, not the content's: retried
+        with self._lock:
+            self._seen[key] = str(exc)
+            while len(self._seen) > _REMEMBERED:
+                self._seen.popitem(last=False)
 
 
 class _LocalLoader:

@@ -26,6 +26,7 @@ MODEL_ENV = "MODEL_URI"
 HOST_ENV = "HOST"
 PORT_ENV = "PORT"
 RELOAD_ENV = "MODEL_RELOAD_INTERVAL_S"
+RELOAD_TIMEOUT_ENV = "MODEL_RELOAD_TIMEOUT_S"
 MAX_BODY_ENV = "MAX_BODY_MB"
 PUBLIC_KEY_ENV = "MODEL_SIGNING_PUBLIC_KEY"
 DOCS_ENV = "SERVE_DOCS"
@@ -34,10 +35,11 @@ BODY_TIMEOUT_ENV = "HTTP_BODY_TIMEOUT_S"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_MB = 32.0
-# serving.protocol.DEFAULT_HEADER_TIMEOUT_S and serving.protocol.DEFAULT_BODY_TIMEOUT_S (not imported:
-# this module must not import the server to build the CLI); why these values: see there.
+# serving.protocol.DEFAULT_HEADER_TIMEOUT_S, DEFAULT_BODY_TIMEOUT_S, serving.reload.DEFAULT_RELOAD_TIMEOUT_S
+# (not imported: this module must not import the server to build the CLI); why these values: see there.
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_BODY_TIMEOUT_S = 60.0
+DEFAULT_RELOAD_TIMEOUT_S = 600.0
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -54,6 +56,7 @@ class Settings(TypedDict):
     docs: bool
     header_timeout: float
     body_timeout: float
+    reload_timeout: float
 
 
 _INT = re.compile(r"[0-9]{1,9}")
@@ -71,6 +74,7 @@ def run(
     docs: bool = False,
     header_timeout: float = DEFAULT_HEADER_TIMEOUT_S,
     body_timeout: float = DEFAULT_BODY_TIMEOUT_S,
+    reload_timeout: float = DEFAULT_RELOAD_TIMEOUT_S,
 ) -> None:
     """Serve one verified model over HTTP until stopped.
 
@@ -79,7 +83,12 @@ def run(
     """
     if not model:
         raise ConfigError("no model given: pass --model PATH|URI or set MODEL_URI")
-    for name, value in (("--header-timeout", header_timeout), ("--body-timeout", body_timeout)):
+    timeouts = (
+        ("--header-timeout", header_timeout),
+        ("--body-timeout", body_timeout),
+        ("--reload-timeout", reload_timeout),
+    )
+    for name, value in timeouts:
         if not value > 0:
             raise ConfigError(f"{name} {value}: must be a positive number of seconds")
     import uvicorn
@@ -104,6 +113,7 @@ def run(
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         reload_interval_s=reload_interval,
         body_timeout_s=body_timeout,
+        reload_timeout_s=reload_timeout,
         docs=docs,
     )
     uvicorn.run(
@@ -130,9 +140,10 @@ def from_environment() -> Settings | None:
 
     host, port, reload_interval, max_body = (get(n) for n in (HOST_ENV, PORT_ENV, RELOAD_ENV, MAX_BODY_ENV))
     header_timeout, body_timeout, docs = (get(n) for n in (HEADER_TIMEOUT_ENV, BODY_TIMEOUT_ENV, DOCS_ENV))
+    reload_timeout = get(RELOAD_TIMEOUT_ENV)
     if port is not None and not _INT.fullmatch(port):
         return None
-    for value in (reload_interval, max_body, header_timeout, body_timeout):
+    for value in (reload_interval, max_body, header_timeout, body_timeout, reload_timeout):
         if value is not None and not _FLOAT.fullmatch(value):
             return None
     if docs is not None and docs.lower() not in (*_TRUE, *_FALSE):
@@ -147,6 +158,7 @@ def from_environment() -> Settings | None:
         "docs": docs is not None and docs.lower() in _TRUE,
         "header_timeout": DEFAULT_HEADER_TIMEOUT_S if header_timeout is None else float(header_timeout),
         "body_timeout": DEFAULT_BODY_TIMEOUT_S if body_timeout is None else float(body_timeout),
+        "reload_timeout": DEFAULT_RELOAD_TIMEOUT_S if reload_timeout is None else float(reload_timeout),
     }
 
 
@@ -194,6 +206,12 @@ def register(app: typer.Typer) -> None:
             envvar=BODY_TIMEOUT_ENV,
             help="Seconds a client has to send its whole request body (then 408).",
         ),
+        reload_timeout: float = typer.Option(
+            DEFAULT_RELOAD_TIMEOUT_S,
+            "--reload-timeout",
+            envvar=RELOAD_TIMEOUT_ENV,
+            help="Seconds one model load or reload may take before it is given up (slow storage).",
+        ),
     ) -> None:
         """Serve one verified model over HTTP (predict, KServe V2, health, metrics)."""
         run(
@@ -206,4 +224,5 @@ def register(app: typer.Typer) -> None:
             docs=docs,
             header_timeout=header_timeout,
             body_timeout=body_timeout,
+            reload_timeout=reload_timeout,
         )

@@ -315,13 +315,14 @@ def test_serve_configured_by_the_environment_alone_as_in_the_container(
 
 DEFAULTS = {"model": None, "host": "127.0.0.1", "port": 8080, "reload_interval": None, "max_body_mb": 32.0,
             "signing_public_key": None, "docs": False, "header_timeout": 10.0,
-            "body_timeout": 60.0}  # fmt: skip
+            "body_timeout": 60.0, "reload_timeout": 600.0}  # fmt: skip
 FULL_ENV = {"MODEL_URI": "s3://b/models/m/LATEST", "HOST": "0.0.0.0", "PORT": "9000",
             "MODEL_RELOAD_INTERVAL_S": "2.5", "MAX_BODY_MB": "8", "MODEL_SIGNING_PUBLIC_KEY": "/keys/pub.pem",
-            "SERVE_DOCS": "1", "HTTP_HEADER_TIMEOUT_S": "5", "HTTP_BODY_TIMEOUT_S": "30"}  # fmt: skip
+            "SERVE_DOCS": "1", "HTTP_HEADER_TIMEOUT_S": "5", "HTTP_BODY_TIMEOUT_S": "30",
+            "MODEL_RELOAD_TIMEOUT_S": "120"}  # fmt: skip
 FULL = {"model": "s3://b/models/m/LATEST", "host": "0.0.0.0", "port": 9000, "reload_interval": 2.5,
         "max_body_mb": 8.0, "signing_public_key": "/keys/pub.pem", "docs": True, "header_timeout": 5.0,
-        "body_timeout": 30.0}  # fmt: skip
+        "body_timeout": 30.0, "reload_timeout": 120.0}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -336,6 +337,7 @@ FULL = {"model": "s3://b/models/m/LATEST", "host": "0.0.0.0", "port": 9000, "rel
         ({"SERVE_DOCS": "false"}, DEFAULTS),
         ({"SERVE_DOCS": "maybe"}, None),
         ({"HTTP_BODY_TIMEOUT_S": "soon"}, None),
+        ({"MODEL_RELOAD_TIMEOUT_S": "-5"}, None),
     ],
 )
 def test_the_environment_fast_path_reads_what_typer_would_or_defers(

@@ -297,7 +297,9 @@ def test_v2_fields_of_any_json_type_answer_a_4xx_naming_the_field(
     fast_timeouts: Endpoint, field: str, value: object
 ) -> None:
     tensor = {"name": "input", "shape": [1, WIDTH], "datatype": "FP64", "data": [0.0] * WIDTH, field: value}
-    response = httpx.post(f"{fast_timeouts.url}/v2/models/digits/infer", json={"inputs": [tensor]}, timeout=10)
+    response = httpx.post(
+        f"{fast_timeouts.url}/v2/models/digits/infer", json={"inputs": [tensor]}, timeout=10
+    )
     assert 400 <= response.status_code < 500, (field, value, response.status_code, response.text[:200])
     assert f"inputs[0].{field}" in response.json()["error"]
 
@@ -323,9 +325,11 @@ NESTED_ELEMENT = "[" * 1000 + "0" + "]" * 1000
         (decode_predict_request, lambda elements: '{"instances": [' + elements + "]}"),
         (
             decode_v2_request,
-            lambda elements: '{"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP64", "data": ['
-            + elements
-            + "]}]}",
+            lambda elements: (
+                '{"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP64", "data": ['
+                + elements
+                + "]}]}"
+            ),
         ),
     ],
 )
@@ -350,7 +354,9 @@ def test_a_30_mib_body_of_nested_arrays_does_not_become_gigabytes(fast_timeouts:
         ("/v1/predict", '{"instances": [' + elements + "]}"),
         (
             "/v2/models/digits/infer",
-            '{"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP64", "data": [' + elements + "]}]}",
+            '{"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP64", "data": ['
+            + elements
+            + "]}]}",
         ),
     ):
         response = post(fast_timeouts.url, body.encode(), path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from orchestrator.errors import ArtifactError, ConfigError, TransientError
 from serving.cache import ModelCache
 from serving.model import Predictor, load_verified
-from serving.reload import LoadOutcome, ModelHolder, keep_loaded, next_delay
+from serving.reload import MAX_STALLED, LoadOutcome, ModelHolder, keep_loaded, next_delay
 from serving.source import parse_model_uri
 from serving.telemetry import Metrics
 from serving.train import TrainResult
@@ -83,6 +84,91 @@ def test_the_loop_goes_on_after_failures_and_picks_up_a_good_model(digits_model:
     assert holder.current is good
     assert holder.last_error is None
     assert len(calls) >= 4
+
+
+def test_a_reload_that_overruns_its_deadline_is_abandoned_and_its_late_answer_ignored(
+    digits_model: TrainResult,
+) -> None:
+    """Storage that answers one byte a second must not hold the loop: past the deadline the reload
+    is given up (counted, shown), the next one starts, and the stalled one's late answer is never
+    served."""
+    stale, fresh = load_verified(digits_model.path), load_verified(digits_model.path)
+    release = threading.Event()
+    calls: list[int] = []
+
+    def loader(current: Predictor | None) -> Predictor:
+        calls.append(1)
+        if len(calls) == 1:
+            release.wait(30)  # a download that never ends (within the test)
+            return stale
+        return fresh
+
+    metrics = Metrics()
+    holder = ModelHolder(loader=loader, metrics=metrics)
+    errors: list[str] = []
+    record = holder.fail
+    holder.fail = lambda reason, message, error_type: (
+        errors.append(message)
+        or record(  # type: ignore[method-assign]
+            reason, message, error_type
+        )
+    )
+
+    async def run() -> None:
+        task = asyncio.create_task(keep_loaded(holder, 0.01, timeout_s=0.2))
+        while holder.current is None:
+            await asyncio.sleep(0.01)
+        release.set()  # the stalled reload answers at last
+        while len(calls) < 4:
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(asyncio.wait_for(run(), 30))
+    assert holder.current is fresh
+    assert errors == [
+        "reload did not finish within 0.2 s (the storage is too slow, or stalled); it was given up"
+    ]
+    assert metrics.load_failures.labels("timeout")._value.get() == 1
+
+
+def test_stalled_reloads_are_bounded(digits_model: TrainResult) -> None:
+    """While reloads stay stalled, at most MAX_STALLED of them wait at once; the loop says so and
+    goes on, and once storage answers, the next reload serves."""
+    good = load_verified(digits_model.path)
+    release = threading.Event()
+    calls: list[int] = []
+
+    def loader(current: Predictor | None) -> Predictor:
+        calls.append(1)
+        release.wait(30)
+        return good
+
+    holder = ModelHolder(loader=loader, metrics=Metrics())
+
+    async def run() -> None:
+        task = asyncio.create_task(keep_loaded(holder, 0.01, timeout_s=0.05))
+        while not (holder.last_error and "still waiting" in holder.last_error):
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)  # several more passes: none starts another reload
+        assert len(calls) == MAX_STALLED
+        release.set()
+        while holder.current is None:
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(asyncio.wait_for(run(), 30))
+    assert holder.current is good
+
+
+def test_a_version_installed_meanwhile_by_another_loader_is_kept(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path / "cache")
+    final = cache.entry("iris", "v1")
+    staging = cache.staging("iris", "v1")
+    (staging / "manifest.json").write_text("ours")
+    final.mkdir()  # another endpoint sharing the cache (or a stalled reload) got there first
+    (final / "manifest.json").write_text("theirs")
+    cache.install(staging, final)
+    assert (final / "manifest.json").read_text() in ("ours", "theirs")
 
 
 # --- the cache --------------------------------------------------------------------------------------

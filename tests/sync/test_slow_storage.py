@@ -1,0 +1,76 @@
+"""Storage that is slow, or a cache the endpoint cannot use, never stops it following LATEST."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from orchestrator.emulators import MotoServer
+from orchestrator.processes import start_endpoint
+from orchestrator.sync import sync_artifact
+from serving.source import make_loader
+from serving.train import TrainOptions, TrainResult, train
+from tests.sync.conftest import target
+from tests.sync.slow_proxy import SlowProxy
+from tests.sync.test_serve_from_cloud import wait_for
+
+
+@pytest.mark.slow
+def test_a_version_whose_objects_crawl_does_not_stop_the_next_one(
+    moto_server: MotoServer, iris_v1: TrainResult, iris_v2: TrainResult, tmp_path: Path
+) -> None:
+    """v2's model arrives one byte every half second (about 9 minutes): the reload gives up after its
+    deadline (2 s here), says so, and v3, published meanwhile, is served."""
+    t = target(moto_server, "aws")
+    assert sync_artifact(iris_v1.path, [t])[0].ok
+    v3 = train(TrainOptions(dataset="iris", seed=2, out=tmp_path / "v3"))
+    with SlowProxy(moto_server.endpoint) as proxy:
+        ep = start_endpoint(
+            f"{t.storage.uri}/models/iris/LATEST",
+            log_path=tmp_path / "endpoint.log",
+            env={
+                **moto_server.env,
+                "AWS_ENDPOINT_URL": proxy.url,
+                "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+            },
+            extra_args=["--reload-interval", "0.2", "--reload-timeout", "2"],
+        )
+        try:
+            wait_for(f"{ep.url}/readyz", lambda r: r.get("version") == iris_v1.manifest.version)
+            proxy.trickle([f"{iris_v2.manifest.version}/model.onnx"])
+            assert sync_artifact(iris_v2.path, [t])[0].ok
+            stalled = wait_for(
+                f"{ep.url}/readyz", lambda r: "did not finish within 2 s" in (r.get("last_error") or "")
+            )
+            assert stalled["version"] == iris_v1.manifest.version, "the last good model keeps serving"
+            assert sync_artifact(v3.path, [t])[0].ok
+            ready = wait_for(
+                f"{ep.url}/readyz", lambda r: r.get("version") == v3.manifest.version, timeout=30
+            )
+            assert ready["last_error"] is None
+            assert 'model_load_failures_total{reason="timeout"}' in httpx.get(f"{ep.url}/metrics").text
+        finally:
+            ep.stop()
+
+
+def test_a_local_failure_is_not_remembered_as_a_refusal(
+    moto_server: MotoServer, iris_v1: TrainResult, tmp_path: Path
+) -> None:
+    """The cache directory unusable (disk full, a file where a directory should be, another endpoint
+    installing the same version): the environment's fault, not the content's. The version is tried
+    again at the next reload, without waiting for LATEST to change."""
+    t = target(moto_server, "aws")
+    assert sync_artifact(iris_v1.path, [t])[0].ok
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "iris").write_text("not a directory")
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in moto_server.env.items():
+            mp.setenv(name, value)
+        loader = make_loader(f"{t.storage.uri}/models/iris/LATEST", cache_dir=cache)
+        with pytest.raises(OSError):
+            loader(None)
+        (cache / "iris").unlink()
+        assert loader(None).version == iris_v1.manifest.version
