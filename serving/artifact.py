@@ -71,8 +71,9 @@ MAX_CANARY_ROWS = 100
 MAX_CLASSES = 10_000
 MAX_FEATURES = 100_000
 # A path segment: a letter, digit or '_' first (so no '.', '..', hidden or reserved '.~' names),
-# then letters, digits, '.', '_', '+', '-'; at most 255 bytes (a POSIX file name), 8 levels deep.
-_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}")
+# then letters, digits, '.', '_', '+', '-'; 8 levels deep. At most 200 characters: a download is
+# written beside its file as '.<name>.<8 random>.part', which must still fit a file name (255).
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,199}")
 _MAX_DEPTH = 8
 _MAX_PATH = 1024
 # 1 MiB reads keep hashing at disk speed without holding large files in memory.

@@ -10,6 +10,11 @@ Layout::
 
     <root>/<name>/<version>/            a verified version (renamed into place whole)
     <root>/<name>/.<version>-XXXXXXXX/  a download in progress (removed when it ends)
+
+The cache keeps, per model, only the versions in use (:meth:`ModelCache.prune`: the one serving and
+the one it replaced): on Cloud Run ``/tmp`` is memory, and an endpoint following frequent
+publications would otherwise grow until it is killed. Downloads left by a process that died are
+removed once they are a day old.
 """
 
 from __future__ import annotations
@@ -18,12 +23,26 @@ import contextlib
 import shutil
 import stat
 import tempfile
+import time
+from collections.abc import Collection
 from pathlib import Path
 
 from orchestrator.errors import ArtifactError
 from orchestrator.names import check_model_name, check_version
 
-__all__ = ["ModelCache"]
+__all__ = ["CacheError", "ModelCache"]
+
+# A download directory older than this was left by a process that died: the reload deadline is ten
+# minutes by default, so a day leaves any live download of another endpoint sharing the cache alone.
+STALE_STAGING_S = 24 * 3600
+
+
+class CacheError(OSError):
+    """The cache cannot hold a version (a full disk, an unusable directory). The message names the
+    bucket object and the cache, never a temporary path. Not the content's fault: retried."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "model cache error"
 
 
 class ModelCache:
@@ -96,3 +115,21 @@ class ModelCache:
         except OSError:
             if not final.is_dir() or final.is_symlink():
                 raise
+
+    def prune(self, name: str, keep: Collection[str]) -> None:
+        """Remove ``name``'s versions other than ``keep``, and downloads older than a day. Best
+        effort: what cannot be removed now is tried again at the next prune."""
+        directory = self.model_dir(name)
+        now = time.time()
+        for path in directory.iterdir():
+            if path.name.startswith("."):
+                try:
+                    stale = now - path.lstat().st_mtime > STALE_STAGING_S
+                except FileNotFoundError:
+                    continue
+                if not stale:
+                    continue
+            elif path.name in keep:
+                continue
+            with contextlib.suppress(OSError):
+                self.remove(path)

@@ -44,7 +44,7 @@ from urllib.parse import urlparse
 from orchestrator.errors import ArtifactError, ConfigError, PermissionDenied, TransientError
 from orchestrator.names import check_model_name, check_version
 from serving.artifact import MANIFEST_NAME, MAX_MANIFEST_BYTES, SIGNATURE_NAME, parse_manifest
-from serving.cache import ModelCache
+from serving.cache import CacheError, ModelCache
 from serving.model import Predictor, load_verified
 from serving.signing import MAX_SIGNATURE_BYTES, SignatureVerifier
 
@@ -206,16 +206,31 @@ class _RemoteLoader:
             key = f"pinned:{version}:{self.storage.stat(manifest_key).token}"
         self.refused.check(key)
         try:
-            return self._load(version, expected_sha)
+            return self._load(version, expected_sha, current)
         except Exception as exc:
             self.refused.remember(key, exc)
             raise
 
-    def _load(self, version: str, expected_sha: str | None) -> Predictor:
+    def _load(self, version: str, expected_sha: str | None, current: Predictor | None) -> Predictor:
+        """Load ``version`` through the cache, then keep only it and ``current``'s in the cache.
+        A local failure (OSError) becomes a CacheError naming the bucket object and the cache."""
         from orchestrator.registry import version_prefix
 
         prefix = version_prefix(self.location.name, version)
         source = self.storage.key_uri(prefix).rstrip("/")
+        try:
+            predictor = self._through_cache(prefix, source, version, expected_sha)
+        except CacheError:
+            raise
+        except OSError as exc:
+            raise CacheError(
+                f"{source}: cannot be stored in the model cache {self.cache.root} ({exc.strerror or exc})"
+            ) from exc
+        keep = {version} | ({current.version} if current is not None else set())
+        self.cache.prune(self.location.name, keep)
+        return predictor
+
+    def _through_cache(self, prefix: str, source: str, version: str, expected_sha: str | None) -> Predictor:
         final = self.cache.entry(self.location.name, version)
         if final.is_dir():
             try:
@@ -244,7 +259,13 @@ class _RemoteLoader:
             raise ArtifactError(
                 f"{self.storage.key_uri(key)}: {info.size} bytes, more than the {limit} accepted", path=key
             )
-        self.storage.download(key, dest)
+        try:
+            self.storage.download(key, dest)
+        except OSError as exc:
+            raise CacheError(
+                f"{self.storage.key_uri(key)}: cannot be written to the model cache {self.cache.root} "
+                f"({exc.strerror or exc})"
+            ) from exc
         if dest.stat().st_size != info.size:  # replaced between the stat and the download
             raise ArtifactError(f"{self.storage.key_uri(key)}: changed while it was downloaded", path=key)
 

@@ -1,4 +1,4 @@
-"""Storage that is slow, or a cache the endpoint cannot use, never stops it following LATEST."""
+"""Storage that is slow never stops an endpoint following LATEST."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 from orchestrator.emulators import MotoServer
 from orchestrator.processes import start_endpoint
 from orchestrator.sync import sync_artifact
-from serving.source import make_loader
 from serving.train import TrainOptions, TrainResult, train
 from tests.sync.conftest import target
 from tests.sync.slow_proxy import SlowProxy
@@ -53,24 +52,3 @@ def test_a_version_whose_objects_crawl_does_not_stop_the_next_one(
             assert 'model_load_failures_total{reason="timeout"}' in httpx.get(f"{ep.url}/metrics").text
         finally:
             ep.stop()
-
-
-def test_a_local_failure_is_not_remembered_as_a_refusal(
-    moto_server: MotoServer, iris_v1: TrainResult, tmp_path: Path
-) -> None:
-    """The cache directory unusable (disk full, a file where a directory should be, another endpoint
-    installing the same version): the environment's fault, not the content's. The version is tried
-    again at the next reload, without waiting for LATEST to change."""
-    t = target(moto_server, "aws")
-    assert sync_artifact(iris_v1.path, [t])[0].ok
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    (cache / "iris").write_text("not a directory")
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in moto_server.env.items():
-            mp.setenv(name, value)
-        loader = make_loader(f"{t.storage.uri}/models/iris/LATEST", cache_dir=cache)
-        with pytest.raises(OSError):
-            loader(None)
-        (cache / "iris").unlink()
-        assert loader(None).version == iris_v1.manifest.version

@@ -1,0 +1,102 @@
+"""The endpoint's loader against a real bucket: its cache, and failures that are not the content's."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.emulators import MotoServer
+from orchestrator.errors import ArtifactError
+from orchestrator.sync import sync_artifact
+from serving.source import make_loader
+from serving.train import TrainOptions, TrainResult, train
+from tests.sync.conftest import target
+
+
+@pytest.fixture
+def moto_env(moto_server: MotoServer) -> Iterator[None]:
+    """The loader opens its storage from the standard variables, as the endpoint does."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in moto_server.env.items():
+            mp.setenv(name, value)
+        yield
+
+
+def test_the_cache_keeps_only_the_versions_in_use(
+    moto_server: MotoServer, moto_env: None, iris_v1: TrainResult, iris_v2: TrainResult, tmp_path: Path
+) -> None:
+    """Every version ever loaded stayed in the cache: on Cloud Run /tmp is memory, so a long-lived
+    endpoint following frequent publications grew until it was killed. The cache keeps the version
+    serving and the one it replaced."""
+    v3 = train(TrainOptions(dataset="iris", seed=2, out=tmp_path / "v3"))
+    t = target(moto_server, "aws")
+    cache = tmp_path / "cache"
+    loader = make_loader(f"{t.storage.uri}/models/iris/LATEST", cache_dir=cache)
+    current = None
+    for result in (iris_v1, iris_v2, v3):
+        assert sync_artifact(result.path, [t])[0].ok
+        current = loader(current)
+        assert current.version == result.manifest.version
+    stale = cache / "iris" / ".old-0123abcd"
+    stale.mkdir()  # a download a crashed process left behind: kept until it is a day old
+    current = loader(current)
+    assert sorted(p.name for p in (cache / "iris").iterdir()) == sorted(
+        [".old-0123abcd", iris_v2.manifest.version, v3.manifest.version]
+    )
+
+
+@pytest.mark.parametrize(("length", "accepted"), [(200, True), (201, False)])
+def test_entry_names_fit_the_cache_with_room_for_a_download(
+    moto_server: MotoServer, moto_env: None, iris_v1: TrainResult, tmp_path: Path, length: int, accepted: bool
+) -> None:
+    """A 250-character entry failed while downloading, with a local staging path as the error: the
+    download writes a temporary name 15 characters longer, past the file system's 255. Entries are
+    at most 200 characters, refused by the manifest's grammar beyond."""
+    artifact = tmp_path / "artifact"
+    shutil.copytree(iris_v1.path, artifact)
+    name = "a" * length
+    (artifact / name).write_bytes(b"x")
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    manifest["files"].append({"path": name, "sha256": hashlib.sha256(b"x").hexdigest(), "size": 1})
+    (artifact / "manifest.json").write_text(json.dumps(manifest))
+    t = target(moto_server, "aws")
+    for path in sorted(artifact.iterdir()):
+        t.storage.put(
+            f"models/iris/{iris_v1.manifest.version}/{path.name}",
+            path,
+            sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        )
+    loader = make_loader(
+        f"{t.storage.uri}/models/iris/{iris_v1.manifest.version}", cache_dir=tmp_path / "cache"
+    )
+    if accepted:
+        assert loader(None).version == iris_v1.manifest.version
+    else:
+        with pytest.raises(ArtifactError, match="is not a plain file name"):
+            loader(None)
+
+
+def test_a_local_failure_is_not_remembered_as_a_refusal(
+    moto_server: MotoServer, moto_env: None, iris_v1: TrainResult, tmp_path: Path
+) -> None:
+    """The cache directory unusable (disk full, a file where a directory should be, another endpoint
+    installing the same version): the environment's fault, not the content's. The version is tried
+    again at the next reload, without waiting for LATEST to change."""
+    t = target(moto_server, "aws")
+    assert sync_artifact(iris_v1.path, [t])[0].ok
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "iris").write_text("not a directory")
+    loader = make_loader(f"{t.storage.uri}/models/iris/LATEST", cache_dir=cache)
+    with pytest.raises(OSError) as caught:
+        loader(None)
+    message = str(caught.value)  # the bucket object and the cache, never a staging directory
+    assert message.startswith(f"{t.storage.uri}/models/iris/{iris_v1.manifest.version}"), message
+    assert f"model cache {cache.resolve()}" in message
+    (cache / "iris").unlink()
+    assert loader(None).version == iris_v1.manifest.version
