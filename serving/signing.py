@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +93,66 @@ class SignatureVerifier:
     def verify(self, root: Path, *, source: str) -> None:
         """Raise SignatureError naming ``source`` unless ``root``'s ``model.sig`` verifies with the key
         and covers exactly the files in ``root``."""
-        signature = root / SIGNATURE_NAME
+        signature = self._signature_file(root / SIGNATURE_NAME, source)
+        from model_signing import verifying
+
+        try:
+            # A fresh Config each time: one guesses and keeps the hashing settings of the first
+            # signature it reads.
+            config = verifying.Config()  # type: ignore[no-untyped-call]
+            config.use_elliptic_key_verifier(public_key=self.key.path).verify(root, signature)
+        except Exception as exc:  # the library raises ValueError, its protobuf and crypto errors
+            raise self._refusal(source, exc) from exc
+
+    def verify_digests(self, signature: Path, digests: Mapping[str, str], *, source: str) -> None:
+        """Raise SignatureError naming ``source`` unless the signature file verifies with the key and
+        signs exactly ``digests`` (path → sha256 hex: the manifest's files and the manifest itself).
+        Reads no file but the signature, so it can run before anything large is downloaded; a
+        signature made some other way (:meth:`signed_files` None) is left to :meth:`verify`."""
+        signed = self.signed_files(signature, source=source)
+        if signed is None or signed == dict(digests):
+            return
+        parts = []
+        if changed := sorted(p for p in signed.keys() & digests.keys() if signed[p] != digests[p]):
+            parts.append("changed since signing: " + ", ".join(changed))
+        if unsigned := sorted(digests.keys() - signed.keys()):
+            parts.append("not signed: " + ", ".join(unsigned))
+        if missing := sorted(signed.keys() - digests.keys()):
+            parts.append("signed but missing: " + ", ".join(missing))
+        raise SignatureError(
+            f"{source}: signature does not verify with the configured public key "
+            f"{self.key.fingerprint} ({'; '.join(parts)[:300]})",
+            path=SIGNATURE_NAME,
+        )
+
+    def signed_files(self, signature: Path, *, source: str) -> dict[str, str] | None:
+        """Verify the signature file's envelope with the key, reading no other file: the sha256 (hex)
+        of every file it signs, by path; None when it signs them some other way (shards, another
+        hash), which only :meth:`verify` can check, file by file. SignatureError naming ``source``
+        if it is missing, too large, malformed, or not made by the key.
+
+        What lets the endpoint refuse an unsigned version after reading two small objects, before
+        downloading what its manifest lists (which could be gigabytes)."""
+        self._signature_file(signature, source)
+        # model-signing has no public call for "verify the envelope, give me the statement" (its
+        # Config.verify always hashes a directory); these are the calls it makes inside, pinned by
+        # constraints.txt and exercised by the tests.
+        from model_signing._signing import sign_ec_key, sign_sigstore_pb
+
+        try:
+            statement = sign_ec_key.Verifier(self.key.path).verify(sign_sigstore_pb.Signature.read(signature))
+        except Exception as exc:  # ValueError, protobuf and crypto errors, as in verify()
+            raise self._refusal(source, exc) from exc
+        method = statement.serialization_type
+        if method.get("method") != "files" or method.get("hash_type") != "sha256":
+            return None
+        return {
+            str(rd.identifier): rd.digest.digest_hex
+            for rd in statement.resource_descriptors()
+            if rd.digest.algorithm == "sha256"
+        }
+
+    def _signature_file(self, signature: Path, source: str) -> Path:
         if not signature.is_file() or signature.is_symlink():
             raise SignatureError(
                 f"{source}: unsigned: no {SIGNATURE_NAME}, and a signing public key is configured",
@@ -102,20 +162,14 @@ class SignatureVerifier:
             raise SignatureError(
                 f"{source}: {SIGNATURE_NAME} is too large to be a signature", path=SIGNATURE_NAME
             )
-        from model_signing import verifying
+        return signature
 
-        try:
-            # A fresh Config each time: one guesses and keeps the hashing settings of the first
-            # signature it reads.
-            config = verifying.Config()  # type: ignore[no-untyped-call]
-            config.use_elliptic_key_verifier(public_key=self.key.path).verify(root, signature)
-        except Exception as exc:  # the library raises ValueError, its protobuf and crypto errors
-            detail = _describe(exc)
-            raise SignatureError(
-                f"{source}: signature does not verify with the configured public key "
-                f"{self.key.fingerprint} ({detail[:300]})",
-                path=SIGNATURE_NAME,
-            ) from exc
+    def _refusal(self, source: str, exc: Exception) -> SignatureError:
+        return SignatureError(
+            f"{source}: signature does not verify with the configured public key "
+            f"{self.key.fingerprint} ({_describe(exc)[:300]})",
+            path=SIGNATURE_NAME,
+        )
 
 
 def _describe(exc: Exception) -> str:

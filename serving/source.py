@@ -10,8 +10,9 @@ Nothing read from the bucket is trusted until checked, in this order: the pointe
 its version in the name grammar), the manifest (at most 4 MiB, names and file paths in the
 grammar, its ``name`` equal to the URI's model and its ``version`` to the pointer's, its sha256
 the one the pointer names), each object's size equal to the manifest's before it is downloaded,
-the signature when a public key is configured, every file's sha256, the ONNX graph's interface,
-and the canary. Errors name the bucket object at fault.
+the signature when a public key is configured (its envelope and the digests it signs, before any
+file the manifest lists is downloaded; then again over the downloaded files), every file's sha256,
+the ONNX graph's interface, and the canary. Errors name the bucket object at fault.
 
 Remote versions are downloaded into the cache (:class:`serving.cache.ModelCache`, confined to
 ``$MODEL_CACHE_DIR``), into a fresh directory renamed into place only after everything verified.
@@ -291,9 +292,16 @@ class _RemoteLoader:
                 path=MANIFEST_NAME,
             )
         if self.verifier is not None:
+            # Authenticity before anything large is read: the signature must verify with the key
+            # and sign exactly these bytes of the manifest, which names every other file's sha256.
             # A missing signature is refused as unsigned by the verifier, with that message.
             with contextlib.suppress(NotFound):
                 self._fetch(prefix + SIGNATURE_NAME, dest / SIGNATURE_NAME, limit=MAX_SIGNATURE_BYTES)
+            digests = {MANIFEST_NAME: hashlib.sha256(raw).hexdigest()}
+            digests |= {entry.path: entry.sha256 for entry in manifest.files}
+            self.verifier.verify_digests(
+                dest / SIGNATURE_NAME, digests, source=self.storage.key_uri(prefix).rstrip("/")
+            )
         base = dest.resolve()
         for entry in manifest.files:
             target = dest / entry.path  # a path the manifest's grammar allows: relative, no '..'

@@ -13,6 +13,13 @@ import pytest
 from orchestrator.emulators import MotoServer
 from orchestrator.errors import ArtifactError
 from orchestrator.sync import sync_artifact
+from serving.signing import (
+    SignatureError,
+    SignatureVerifier,
+    generate_key_pair,
+    load_public_key,
+    sign_artifact,
+)
 from serving.source import make_loader
 from serving.train import TrainOptions, TrainResult, train
 from tests.sync.conftest import target
@@ -99,4 +106,67 @@ def test_a_local_failure_is_not_remembered_as_a_refusal(
     assert message.startswith(f"{t.storage.uri}/models/iris/{iris_v1.manifest.version}"), message
     assert f"model cache {cache.resolve()}" in message
     (cache / "iris").unlink()
+    assert loader(None).version == iris_v1.manifest.version
+
+
+@pytest.mark.parametrize("signature", ["theirs", "none", "another version's"])
+def test_an_unsigned_version_is_refused_before_its_files_are_downloaded(
+    moto_server: MotoServer,
+    moto_env: None,
+    iris_v1: TrainResult,
+    iris_v2: TrainResult,
+    tmp_path: Path,
+    signature: str,
+) -> None:
+    """Whoever writes the bucket without the key could list a model of gigabytes, honestly hashed:
+    the endpoint downloaded it all (filling the disk, or on Cloud Run the memory that /tmp is)
+    before the signature refused it. The signature is checked first, from two small objects."""
+    ours = generate_key_pair(tmp_path / "keys", "ours")
+    theirs = generate_key_pair(tmp_path / "keys", "theirs")
+    verifier = SignatureVerifier(load_public_key(str(ours[1]), where="test"))
+    t = target(moto_server, "aws")
+    good = tmp_path / "good"
+    shutil.copytree(iris_v1.path, good)
+    sign_artifact(good, ours[0])
+    assert sync_artifact(good, [t], verifier=verifier)[0].ok
+
+    hostile = tmp_path / "hostile"
+    shutil.copytree(iris_v2.path, hostile)
+    big = b"\0" * (8 * 1024 * 1024)  # the model a writer without the key lists (a gigabyte in earnest)
+    (hostile / "model.onnx").write_bytes(big)
+    manifest = json.loads((hostile / "manifest.json").read_text())
+    for entry in manifest["files"]:
+        if entry["path"] == "model.onnx":
+            entry["sha256"], entry["size"] = hashlib.sha256(big).hexdigest(), len(big)
+    (hostile / "manifest.json").write_text(json.dumps(manifest))
+    if signature == "theirs":
+        sign_artifact(hostile, theirs[0])
+    elif signature == "another version's":
+        shutil.copy(good / "model.sig", hostile / "model.sig")  # made by our key, for other bytes
+    assert sync_artifact(hostile, [t], force=True)[0].ok  # the writer moves LATEST to it
+
+    loader = make_loader(
+        f"{t.storage.uri}/models/iris/LATEST", cache_dir=tmp_path / "cache", verifier=verifier
+    )
+    storage = loader.storage  # type: ignore[attr-defined]
+    before = dict(storage.stats)
+    with pytest.raises(SignatureError, match=r"unsigned|does not verify"):
+        loader(None)
+    gets = storage.stats["get"] - before.get("get", 0)
+    assert gets <= 3, f"{gets} objects read: the pointer, the manifest and the signature at most"
+
+
+def test_a_signed_version_loads_after_the_early_check(
+    moto_server: MotoServer, moto_env: None, iris_v1: TrainResult, tmp_path: Path
+) -> None:
+    ours = generate_key_pair(tmp_path / "keys", "ours")
+    verifier = SignatureVerifier(load_public_key(str(ours[1]), where="test"))
+    good = tmp_path / "good"
+    shutil.copytree(iris_v1.path, good)
+    sign_artifact(good, ours[0])
+    t = target(moto_server, "aws")
+    assert sync_artifact(good, [t], verifier=verifier)[0].ok
+    loader = make_loader(
+        f"{t.storage.uri}/models/iris/LATEST", cache_dir=tmp_path / "cache", verifier=verifier
+    )
     assert loader(None).version == iris_v1.manifest.version
