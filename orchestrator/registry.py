@@ -34,6 +34,7 @@ from orchestrator.storage import ObjectInfo, Storage
 __all__ = [
     "HISTORY_LENGTH",
     "MAX_POINTER_BYTES",
+    "MAX_SEQUENCE",
     "MODELS",
     "POINTER",
     "Pointer",
@@ -52,6 +53,10 @@ POINTER = "LATEST"
 HISTORY_LENGTH: Final = 20
 # Ours are under 2 kB; anything far larger is not a pointer, and is refused before it is read whole.
 MAX_POINTER_BYTES: Final = 64 * 1024
+# The last sequence a pointer may hold: the largest integer every JSON reader keeps exact (a double's
+# 53-bit mantissa), so no reader rounds it, and +1 can always be written back. A publication a
+# second would take 285 million years to reach it: only a hand-written pointer does.
+MAX_SEQUENCE: Final = 2**53 - 1
 
 
 def version_prefix(name: str, version: str) -> str:
@@ -72,12 +77,12 @@ class Pointer(BaseModel):
     version: str = Field(pattern=NAME_PATTERN)
     manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     created_at: str = Field(description="the model's created_at (informative: nothing is ordered by it)")
-    published_at: str
+    published_at: str = Field(description="when the pointer moved: ISO 8601 (the rollout grace starts here)")
     # The version this pointer replaced: during a rollout, endpoints still serving it are expected
     # (they pick up the new pointer at their next reload). None for a first publication.
     previous: str | None = Field(default=None, pattern=NAME_PATTERN)
     # +1 at every move; the order of publications. Pointers of the previous release read as 0.
-    sequence: int = Field(default=0, ge=0)
+    sequence: int = Field(default=0, ge=0, le=MAX_SEQUENCE)
     # The versions it pointed at before, newest first, at most HISTORY_LENGTH.
     history: tuple[str, ...] = Field(default=(), max_length=HISTORY_LENGTH)
 
@@ -86,6 +91,15 @@ class Pointer(BaseModel):
     def _history(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not all(is_valid_name(v) for v in value):
             raise ValueError("history holds a value that is not a version")
+        return value
+
+    @field_validator("published_at")
+    @classmethod
+    def _published_at(cls, value: str) -> str:
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value[:40]!r} is not an ISO 8601 date and time") from None
         return value
 
     @classmethod
@@ -98,9 +112,15 @@ class Pointer(BaseModel):
         *,
         replacing: Pointer | None = None,
     ) -> Pointer:
-        """The pointer that replaces ``replacing`` (None for a first publication): its sequence + 1,
-        and its version pushed onto the history when the version changes."""
+        """The pointer that replaces ``replacing`` (None for a first publication, or for a pointer
+        that is replaced whole): its sequence + 1, and its version pushed onto the history when the
+        version changes. ArtifactError if ``replacing`` is at :data:`MAX_SEQUENCE`."""
         history: tuple[str, ...] = ()
+        if replacing is not None and replacing.sequence >= MAX_SEQUENCE:
+            raise ArtifactError(
+                f"LATEST is at sequence {replacing.sequence}, the last one (only a hand-written pointer "
+                "gets there)"
+            )
         if replacing is not None:
             history = replacing.history
             if replacing.version != version:
@@ -121,8 +141,9 @@ class Pointer(BaseModel):
 
     @property
     def published(self) -> float:
-        """``published_at`` in unix seconds."""
-        return datetime.fromisoformat(self.published_at).timestamp()
+        """``published_at`` in unix seconds (a date without a time zone is read as UTC)."""
+        moment = datetime.fromisoformat(self.published_at)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self.model_dump(), option=orjson.OPT_INDENT_2)

@@ -15,7 +15,9 @@ For each target, concurrently (one thread per cloud, a small pool of object uplo
    the pointer's ``sequence`` (+1 per move), not by dates inside artifacts; moving back to a version
    in the pointer's ``history`` needs ``force``. When objects of the version ``LATEST`` already
    names were repaired, the pointer is rewritten too (``refreshed``): endpoints that refused the
-   damaged version retry it. A lost race re-reads the pointer and decides again.
+   damaged version retry it. A pointer sync cannot continue (not JSON, outside the grammar, over
+   64 kB, at the last sequence: written by hand or by someone else) is replaced only with
+   ``force`` (``replaced``, sequence 1). A lost race re-reads the pointer and decides again.
 
 A failure in one cloud is reported for that cloud and does not stop the others; a re-run finishes
 only what is missing. The local artifact is verified against its manifest (and its signature,
@@ -34,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import ArtifactError, NotFound, OrchestratorError, PreconditionFailed
-from orchestrator.registry import Pointer, pointer_key, read_pointer, version_prefix
+from orchestrator.registry import MAX_SEQUENCE, Pointer, pointer_key, read_pointer, version_prefix
 from orchestrator.storage import ObjectInfo, Storage
 from serving.artifact import MANIFEST_NAME, SIGNATURE_NAME, Manifest, hash_file, verify_artifact
 
@@ -77,8 +79,8 @@ class SyncResult:
     uploaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     bytes_uploaded: int = 0
-    # "moved", "refreshed" (same version, repaired objects), "unchanged", "refused",
-    # "not moved (dry run)", "not moved"
+    # "moved", "refreshed" (same version, repaired objects), "replaced" (a pointer sync could not
+    # continue, with --force), "unchanged", "refused", "not moved (dry run)", "not moved"
     pointer: str = "unchanged"
     sequence: int | None = None  # the pointer's sequence after this sync
     previous_version: str | None = None
@@ -261,6 +263,26 @@ def _upload(
     result.bytes_uploaded += sum(f.size for f in files)
 
 
+def _pointer_for_update(
+    storage: Storage, name: str, *, force: bool
+) -> tuple[Pointer | None, ObjectInfo | None, bool]:
+    """(the current pointer, its version token, whether to replace it whole). A pointer sync cannot
+    continue (unreadable, outside the grammar, oversized, at the last sequence) is an ArtifactError
+    naming ``--force``; with ``force`` it is replaced, conditionally on the version read."""
+    try:
+        current, info = read_pointer(storage, name)
+        if current is not None and current.sequence >= MAX_SEQUENCE:
+            raise ArtifactError(
+                f"{storage.key_uri(pointer_key(name))}: at sequence {current.sequence}, the last one "
+                "(only a hand-written pointer gets there)"
+            )
+    except ArtifactError as exc:
+        if not force:
+            raise ArtifactError(f"{exc}; `sync --force` replaces it", path=exc.path) from exc
+        return None, storage.stat(pointer_key(name)), True
+    return current, info, False
+
+
 def _move_pointer(
     storage: Storage,
     manifest: Manifest,
@@ -272,7 +294,7 @@ def _move_pointer(
     repaired: bool,
 ) -> None:
     for _ in range(POINTER_ATTEMPTS):
-        current, info = read_pointer(storage, manifest.name)
+        current, info, replace = _pointer_for_update(storage, manifest.name, force=force)
         result.previous_version = current.version if current else None
         same = current is not None and current.version == manifest.version
         if same and current is not None and current.manifest_sha256 == manifest_sha and not repaired:
@@ -284,7 +306,10 @@ def _move_pointer(
         if dry_run:
             result.pointer = "not moved (dry run)"
             return
-        if same and current is not None:
+        if replace:
+            # A pointer sync cannot continue, replaced whole (--force): sequence 1, no history.
+            new = Pointer.new(manifest.version, manifest_sha, manifest.created_at)
+        elif same and current is not None:
             # Repaired or re-published in place: the same rollout as before, a new sequence so
             # that endpoints which refused the damaged objects read the version again.
             new = Pointer.new(
@@ -303,7 +328,7 @@ def _move_pointer(
             storage.put_if(pointer_key(manifest.name), new.to_bytes(), token=info.token if info else None)
         except PreconditionFailed:
             continue  # someone moved it since we read it: read again and decide again
-        result.pointer = "refreshed" if same else "moved"
+        result.pointer = "replaced" if replace else "refreshed" if same else "moved"
         result.sequence = new.sequence
         return
     raise PreconditionFailed(

@@ -33,7 +33,9 @@ def sync(
     config: str = typer.Option(None, "--config", help=CONFIG_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be uploaded; change nothing."),
     force: bool = typer.Option(
-        False, "--force", help="Allow moving LATEST back to a version it pointed at before."
+        False,
+        "--force",
+        help="Allow moving LATEST back to a version it pointed at before, or replacing an unreadable LATEST.",
     ),
     deep: bool = typer.Option(
         False, "--deep", help="Download and hash what is in each bucket; re-upload what differs."

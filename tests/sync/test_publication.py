@@ -252,7 +252,11 @@ def test_a_pointer_of_the_previous_release_reads_as_sequence_0(
 def test_pointers_compare_by_sequence_then_version() -> None:
     def p(version: str, sequence: int) -> Pointer:
         return Pointer(
-            version=version, manifest_sha256="0" * 64, created_at="", published_at="", sequence=sequence
+            version=version,
+            manifest_sha256="0" * 64,
+            created_at="",
+            published_at="2026-01-01T00:00:00+00:00",
+            sequence=sequence,
         )
 
     assert max([p("zzz", 1), p("aaa", 2)], key=Pointer.order).version == "aaa"
@@ -269,16 +273,57 @@ def test_pointers_compare_by_sequence_then_version() -> None:
         {"previous": "../x"},
         {"history": ["ok", "../../etc"]},
         {"sequence": -1},
+        {"sequence": 2**53},  # beyond what every JSON reader holds exactly
+        {"sequence": 2**64 - 1},  # sync crashed adding 1 (orjson writes at most 64 bits)
+        {"published_at": "not a date"},  # the health job crashed reading it
+        {"published_at": 1.5},
     ],
 )
 def test_a_pointer_outside_the_grammar_is_refused(three_clouds: list[Target], pointer: dict) -> None:
     aws = three_clouds[0]
     raw = orjson.dumps(
-        {"version": "v1", "manifest_sha256": "0" * 64, "created_at": "", "published_at": "", **pointer}
+        {
+            "version": "v1",
+            "manifest_sha256": "0" * 64,
+            "created_at": "",
+            "published_at": "2026-01-01T00:00:00+00:00",
+            **pointer,
+        }
     )
     aws.storage.put(pointer_key("iris"), raw, sha256=hashlib.sha256(raw).hexdigest())
     with pytest.raises(ArtifactError, match="not a valid pointer"):
         read_pointer(aws.storage, "iris")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x00garbage",
+        b'{"version": "../x"}',
+        b'{"version": "v1", "manifest_sha256": "' + b"0" * 64 + b'", "created_at": "", '
+        b'"published_at": "2026-01-01T00:00:00+00:00", "sequence": 18446744073709551615}',
+        b'{"pad": "' + b"x" * 70_000 + b'"}',  # over the 64 kB a pointer may be
+        b'{"version": "v1", "manifest_sha256": "' + b"0" * 64 + b'", "created_at": "", '
+        b'"published_at": "2026-01-01T00:00:00+00:00", "sequence": 9007199254740991}',  # the last
+    ],
+)
+def test_sync_replaces_a_pointer_it_cannot_continue_only_with_force(
+    three_clouds: list[Target], iris_v1: TrainResult, raw: bytes
+) -> None:
+    """A LATEST that is garbage, outside the grammar, oversized or at the last sequence: nothing in
+    the product could repair it (sync crashed on one, refused the others even with --force). Plain
+    sync still refuses, naming --force; with --force it replaces the pointer (sequence 1)."""
+    aws = three_clouds[0]
+    aws.storage.put(pointer_key("iris"), raw, sha256=hashlib.sha256(raw).hexdigest())
+    (refused,) = sync_artifact(iris_v1.path, [aws])
+    assert not refused.ok
+    assert "--force" in (refused.error or ""), refused.error
+    assert aws.storage.get(pointer_key("iris")) == raw, "nothing moved without --force"
+    (forced,) = sync_artifact(iris_v1.path, [aws], force=True)
+    assert (forced.ok, forced.pointer, forced.sequence) == (True, "replaced", 1), forced
+    pointer, _ = read_pointer(aws.storage, "iris")
+    assert pointer is not None
+    assert pointer.version == iris_v1.manifest.version
 
 
 # --- repairing what was published --------------------------------------------------------------------
