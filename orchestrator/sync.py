@@ -8,7 +8,8 @@ For each target, concurrently (one thread per cloud, a small pool of object uplo
    catches bytes replaced behind the metadata's back). Objects that match are skipped: a
    no-change re-sync sends one LIST per cloud and no PUT.
 2. Upload what is missing or different (multipart for large files, in the backends), the signature
-   (``model.sig``, when the artifact has one) included.
+   (``model.sig``, when the artifact has one) included; remove objects of the version's directory
+   that the manifest does not list.
 3. Re-verify what landed: stat each uploaded object and compare sha256 and size with the manifest.
 4. Write ``manifest.json`` last when anything changed: the version is now complete.
 5. Move ``LATEST`` with a conditional write on the token read before. Publications are ordered by
@@ -65,7 +66,7 @@ class SyncEvent:
     """Progress, for the progress bars and for tests that check invariants at every step."""
 
     target: str
-    kind: str  # "skip", "upload", "verified", "commit", "pointer"
+    kind: str  # "skip", "upload", "verified", "remove", "commit", "pointer"
     key: str
     size: int = 0
 
@@ -78,6 +79,7 @@ class SyncResult:
     version: str = ""
     uploaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # objects the manifest does not list
     bytes_uploaded: int = 0
     # "moved", "refreshed" (same version, repaired objects), "replaced" (a pointer sync could not
     # continue, with --force), "unchanged", "refused", "not moved (dry run)", "not moved"
@@ -161,12 +163,17 @@ def _sync_one(
         if todo and marker not in todo:
             todo.append(marker)  # anything changed: the commit marker is rewritten, last
         body = [f for f in todo if f is not marker]
+        # Objects in the version's directory that the manifest does not list (a writer's, or files
+        # dropped from the artifact since): no reader reads them, verify reports them, sync removes them.
+        extras = sorted(existing.keys() - {f.key for f in files} - {MANIFEST_NAME, SIGNATURE_NAME})
         if not dry_run:
             _upload(storage, prefix, body, result, emit)
+            _remove(storage, prefix, extras, result, emit)
             if todo:
                 _upload(storage, prefix, [marker], result, emit)
         else:
             result.uploaded = [f.key for f in todo]
+            result.removed = extras
         _move_pointer(
             storage, manifest, marker.sha256, result, force=force, dry_run=dry_run, repaired=bool(todo)
         )
@@ -281,6 +288,15 @@ def _pointer_for_update(
             raise ArtifactError(f"{exc}; `sync --force` replaces it", path=exc.path) from exc
         return None, storage.stat(pointer_key(name)), True
     return current, info, False
+
+
+def _remove(
+    storage: Storage, prefix: str, keys: list[str], result: SyncResult, emit: Callable[[SyncEvent], None]
+) -> None:
+    for key in keys:
+        storage.delete(prefix + key)
+        result.removed.append(key)
+        emit(SyncEvent(result.target, "remove", key))
 
 
 def _move_pointer(

@@ -60,6 +60,14 @@ def sync_table(results: Sequence[SyncResult], *, dry_run: bool) -> None:
         )
     console.print(table)
     for r in results:
+        if r.removed:
+            what = "would remove" if dry_run else "removed"
+            console.print(
+                f"{escape(r.target)}: {what} {len(r.removed)} objects the manifest does not list: "
+                f"{escape(', '.join(r.removed[:5]))}{' …' if len(r.removed) > 5 else ''}",
+                soft_wrap=True,
+                highlight=False,
+            )
         if r.error:
             console.print(f"[red]error[/] {escape(r.target)}: {escape(r.error)}", soft_wrap=True)
 

@@ -365,3 +365,39 @@ def test_plain_sync_checks_each_objects_stored_sha256(
         assert r.uploaded == ["report.md", "manifest.json"]
     checked, _ = verify_targets(three_clouds, "iris", deep=True)
     assert all(c.ok for c in checked)
+
+
+def test_sync_removes_objects_the_manifest_does_not_list(
+    three_clouds: list[Target], iris_v1: TrainResult
+) -> None:
+    """verify reported objects added to a published version (a writer's, or a file deleted from the
+    artifact since) as drift, and no sync could remove them: nothing in the product repaired it."""
+    sync_artifact(iris_v1.path, three_clouds)
+    prefix = f"models/iris/{iris_v1.manifest.version}/"
+    for t in three_clouds:
+        for key in ("evil.onnx", "model.onnx/shadow", "deep/er/x"):
+            t.storage.put(prefix + key, b"x", sha256=hashlib.sha256(b"x").hexdigest())
+    checked, _ = verify_targets(three_clouds, "iris")
+    assert all(len(c.drift) == 3 for c in checked), [str(d) for c in checked for d in c.drift]
+    dry = sync_artifact(iris_v1.path, three_clouds, dry_run=True)
+    assert all(r.removed == ["deep/er/x", "evil.onnx", "model.onnx/shadow"] for r in dry)
+    assert all(len(list(t.storage.list(prefix))) == len(iris_v1.manifest.files) + 4 for t in three_clouds)
+    results = sync_artifact(iris_v1.path, three_clouds)
+    for r in results:
+        assert r.ok, r.error
+        assert r.removed == ["deep/er/x", "evil.onnx", "model.onnx/shadow"]
+        assert r.uploaded == []
+    checked, _ = verify_targets(three_clouds, "iris", deep=True)
+    assert all(c.ok for c in checked), [str(d) for c in checked for d in c.drift]
+
+
+def test_sync_rewrites_a_deleted_commit_marker(three_clouds: list[Target], iris_v1: TrainResult) -> None:
+    sync_artifact(iris_v1.path, three_clouds)
+    key = f"models/iris/{iris_v1.manifest.version}/manifest.json"
+    for t in three_clouds:
+        t.storage.delete(key)
+    for r in sync_artifact(iris_v1.path, three_clouds):
+        assert r.ok, r.error
+        assert r.uploaded == ["manifest.json"]
+    checked, _ = verify_targets(three_clouds, "iris", deep=True)
+    assert all(c.ok for c in checked)
