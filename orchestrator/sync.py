@@ -44,7 +44,7 @@ from serving.artifact import MANIFEST_NAME, SIGNATURE_NAME, Manifest, hash_file,
 if TYPE_CHECKING:
     from serving.signing import SignatureVerifier
 
-__all__ = ["SyncEvent", "SyncResult", "Target", "sync_artifact"]
+__all__ = ["SyncEvent", "SyncResult", "Target", "object_sha256", "sync_artifact"]
 
 # Object uploads in flight per cloud. Each large file is itself split into parallel parts by the
 # backend, so a handful of objects at a time keeps the link busy without thousands of threads.
@@ -196,9 +196,11 @@ def _sync_one(
     return result
 
 
-def _remote_sha256(storage: Storage, key: str, info: ObjectInfo, *, deep: bool) -> str | None:
-    """The object's sha256: hashed from its content (``deep``), else from its metadata (a stat when
-    the listing carries none, as on S3)."""
+def object_sha256(storage: Storage, key: str, info: ObjectInfo, *, deep: bool) -> str | None:
+    """The object's sha256: with ``deep`` hashed from its content (streamed to a temporary file, so
+    memory stays flat whatever its size), else from its metadata (a stat when the listing ``info``
+    carries none, as on S3; None when the object has none). Storage errors as the backend raises
+    them (NotFound if it was deleted since the listing)."""
     if not deep:
         return info.sha256 if info.sha256 is not None else storage.stat(key).sha256
     with tempfile.TemporaryDirectory(prefix="sync-deep-") as tmp:
@@ -224,7 +226,7 @@ def _plan(
         if info is None or info.size != f.size:
             return True
         try:
-            return _remote_sha256(storage, prefix + f.key, info, deep=deep) != f.sha256
+            return object_sha256(storage, prefix + f.key, info, deep=deep) != f.sha256
         except NotFound:  # deleted since the listing
             return True
 

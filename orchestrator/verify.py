@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.errors import NotFound, OrchestratorError
 from orchestrator.registry import read_pointer, version_prefix
 from orchestrator.storage import Storage
-from orchestrator.sync import OBJECT_CONCURRENCY, Target
+from orchestrator.sync import OBJECT_CONCURRENCY, Target, object_sha256
 from serving.artifact import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Manifest, parse_manifest
 
 if TYPE_CHECKING:
@@ -190,13 +190,8 @@ def _compare(
         info = stored[entry.path]
         if info.size != entry.size:
             return f"size {info.size}, manifest says {entry.size}"
-        actual: str | None
-        if deep:
-            actual = hashlib.sha256(storage.get(prefix + entry.path)).hexdigest()
-            source = "content"
-        else:
-            actual = info.sha256 if info.sha256 is not None else storage.stat(prefix + entry.path).sha256
-            source = "metadata"
+        actual = object_sha256(storage, prefix + entry.path, info, deep=deep)
+        source = "content" if deep else "metadata"
         if actual != entry.sha256:
             return f"sha256 ({source}) {actual}, manifest says {entry.sha256}"
         return None
