@@ -6,6 +6,11 @@ resolved cache root before anything is created or removed there. Nothing outside
 removed: a symlink planted in the cache is unlinked itself, never followed, and an entry that
 resolves elsewhere is refused with an error naming it.
 
+The root must be the cache's own: a directory it creates or finds empty gets a marker file
+(``.model-cache``), and a directory that is not empty and has no marker is refused (ConfigError
+naming ``MODEL_CACHE_DIR``). Otherwise ``MODEL_CACHE_DIR=/`` and a model named ``usr`` would make
+``/usr/bin`` the cache entry of a version named ``bin``, which a pointer could name.
+
 Layout::
 
     <root>/<name>/<version>/            a verified version (renamed into place whole)
@@ -20,6 +25,7 @@ removed once they are a day old.
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import stat
 import tempfile
@@ -27,11 +33,15 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 
-from orchestrator.errors import ArtifactError
-from orchestrator.names import check_model_name, check_version
+from orchestrator.errors import ArtifactError, ConfigError
+from orchestrator.names import check_model_name, check_version, is_valid_name
 
 __all__ = ["CacheError", "ModelCache"]
 
+# A download in progress: tempfile.mkdtemp(prefix=".<version>-") adds 8 characters.
+_STAGING = re.compile(r"\.[a-z0-9][a-z0-9._-]{0,62}-[a-z0-9_]{8}")
+# The file that makes a directory the cache's own (see the module docstring).
+MARKER = ".model-cache"
 # A download directory older than this was left by a process that died: the reload deadline is ten
 # minutes by default, so a day leaves any live download of another endpoint sharing the cache alone.
 STALE_STAGING_S = 24 * 3600
@@ -48,8 +58,8 @@ class CacheError(OSError):
 class ModelCache:
     """Paths under one cache root; see the module docstring for the rules.
 
-    Raises ArtifactError for a name or version outside the grammar and for any path that would
-    lie outside the root.
+    Raises ConfigError for a root that is not a cache, ArtifactError for a name or version outside
+    the grammar and for any path that would lie outside the root.
     """
 
     def __init__(self, root: Path) -> None:
@@ -57,6 +67,14 @@ class ModelCache:
         # Resolved once: the root itself may be a symlink (e.g. /tmp on some systems); what it
         # points at when the endpoint starts is the cache.
         self.root = root.resolve()
+        marker = self.root / MARKER
+        if not marker.is_file():
+            if any(self.root.iterdir()):
+                raise ConfigError(
+                    f"MODEL_CACHE_DIR {self.root} is not empty and is not a model cache (no {MARKER}): "
+                    "point it at a directory of its own"
+                )
+            marker.write_text("The model cache of `orchestrator serve`: every entry here may be removed.\n")
 
     def _inside(self, path: Path) -> Path:
         resolved = path.resolve()
@@ -122,6 +140,8 @@ class ModelCache:
         directory = self.model_dir(name)
         now = time.time()
         for path in directory.iterdir():
+            if not (is_valid_name(path.name) or _STAGING.fullmatch(path.name)):
+                continue  # not an entry this cache made
             if path.name.startswith("."):
                 try:
                     stale = now - path.lstat().st_mtime > STALE_STAGING_S

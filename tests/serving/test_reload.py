@@ -228,3 +228,41 @@ def test_remove_refuses_paths_outside_the_cache(tmp_path: Path) -> None:
 def test_model_uris_outside_the_grammar_are_refused(uri: str) -> None:
     with pytest.raises(ConfigError, match="MODEL_URI"):
         parse_model_uri(uri)
+
+
+def test_a_cache_directory_that_is_not_a_cache_is_refused(tmp_path: Path) -> None:
+    """MODEL_CACHE_DIR=/ and a model named usr made /usr/<version> a cache entry: a pointer naming
+    version "bin" would have had /usr/bin removed as a damaged entry. A directory that is not empty
+    is used only if it carries the cache's marker, which the cache writes into directories it
+    creates or finds empty."""
+    home = tmp_path / "home"
+    (home / "usr" / "bin").mkdir(parents=True)
+    (home / "usr" / "bin" / "python").write_text("keep")
+    with pytest.raises(ConfigError, match=r"MODEL_CACHE_DIR .*not empty"):
+        ModelCache(home)
+    assert (home / "usr" / "bin" / "python").read_text() == "keep"
+    cache = ModelCache(tmp_path / "cache")
+    (cache.root / "iris" / "v1").mkdir(parents=True)
+    assert ModelCache(tmp_path / "cache").root == cache.root  # its own marker: reopened
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    ModelCache(empty)
+    assert (empty / ".model-cache").is_file()
+
+
+def test_the_endpoint_exits_2_on_a_cache_directory_that_is_not_a_cache(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "other" / "files").mkdir(parents=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "serve", "--model", "s3://b/models/iris/LATEST"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "MODEL_CACHE_DIR": str(tmp_path / "other"), "HOME": str(tmp_path)},
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "MODEL_CACHE_DIR" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -28,6 +28,7 @@ from orchestrator.processes import start_endpoint
 from orchestrator.registry import pointer_key
 from orchestrator.storage import Storage
 from orchestrator.sync import sync_artifact
+from serving.cache import ModelCache
 from serving.signing import SignatureVerifier, generate_key_pair, load_public_key, sign_artifact
 from serving.train import TrainResult
 from tests.sync.conftest import target
@@ -129,7 +130,7 @@ def test_an_endpoint_survives_a_hostile_bucket_and_then_picks_up_the_next_good_v
     outside = tmp_path / "outside"
     (outside / "keep").mkdir(parents=True)
     (outside / "keep" / "data.txt").write_text("precious")
-    cache = tmp_path / "cache"
+    cache = ModelCache(tmp_path / "cache").root  # a cache another endpoint shares
     other = cache / "digits" / "abc123"
     other.mkdir(parents=True)
     (other / "model.onnx").write_bytes(b"another model")

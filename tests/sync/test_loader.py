@@ -13,6 +13,7 @@ import pytest
 from orchestrator.emulators import MotoServer
 from orchestrator.errors import ArtifactError
 from orchestrator.sync import sync_artifact
+from serving.cache import ModelCache
 from serving.signing import (
     SignatureError,
     SignatureVerifier,
@@ -96,15 +97,14 @@ def test_a_local_failure_is_not_remembered_as_a_refusal(
     again at the next reload, without waiting for LATEST to change."""
     t = target(moto_server, "aws")
     assert sync_artifact(iris_v1.path, [t])[0].ok
-    cache = tmp_path / "cache"
-    cache.mkdir()
+    cache = ModelCache(tmp_path / "cache").root
     (cache / "iris").write_text("not a directory")
     loader = make_loader(f"{t.storage.uri}/models/iris/LATEST", cache_dir=cache)
     with pytest.raises(OSError) as caught:
         loader(None)
     message = str(caught.value)  # the bucket object and the cache, never a staging directory
     assert message.startswith(f"{t.storage.uri}/models/iris/{iris_v1.manifest.version}"), message
-    assert f"model cache {cache.resolve()}" in message
+    assert f"model cache {cache}" in message
     (cache / "iris").unlink()
     assert loader(None).version == iris_v1.manifest.version
 
