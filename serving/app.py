@@ -32,7 +32,7 @@ from starlette.routing import Route
 
 from orchestrator import __version__
 from serving.batching import MicroBatcher
-from serving.inputs import InputError, decode_predict_request, decode_v2_request
+from serving.inputs import InputError, decode_predict_request, decode_v2_request, shown
 from serving.model import Predictor, invalid_rows
 from serving.protocol import DEFAULT_BODY_TIMEOUT_S, BodyLimitMiddleware
 from serving.reload import DEFAULT_RELOAD_TIMEOUT_S, ModelHolder, keep_loaded
@@ -255,9 +255,11 @@ def _add_v2_routes(app: FastAPI, rt: _Runtime) -> None:
     def v2_model(name: str, version: str | None = None) -> Predictor:
         model = rt.model()
         if name != model.name:
-            raise InputError(f"unknown model {name!r}; this endpoint serves {model.name!r}", 404)
+            raise InputError(f"unknown model {shown(name)}; this endpoint serves {model.name!r}", 404)
         if version is not None and version != model.version:
-            raise InputError(f"model {name!r} has no version {version!r}; serving {model.version!r}", 404)
+            raise InputError(
+                f"model {shown(name)} has no version {shown(version)}; serving {model.version!r}", 404
+            )
         return model
 
     @app.get("/v2")

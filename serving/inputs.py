@@ -38,6 +38,7 @@ __all__ = [
     "decode_predict_request",
     "decode_v2_request",
     "parse_v2_request",
+    "shown",
 ]
 
 # The documented batch limit. 10,000 rows of 64 features is about 13 MB of JSON, under the body limit.
@@ -259,12 +260,10 @@ def parse_v2_request(
     # type() is not bool: JSON true is a Python int subclass, and [true, 64] is no shape.
     if not isinstance(shape, list) or len(shape) != 2 or not all(type(d) is int and d > 0 for d in shape):
         raise InputError(
-            f'"inputs[0].shape" must be [rows, {n_features}] with positive integers, got {_shown(shape)}'
+            f'"inputs[0].shape" must be [rows, {n_features}] with positive integers, got {shown(shape)}'
         )
     if not isinstance(datatype, str) or datatype not in V2_DATATYPES:
-        raise InputError(
-            f'"inputs[0].datatype" must be one of {sorted(V2_DATATYPES)}, got {_shown(datatype)}'
-        )
+        raise InputError(f'"inputs[0].datatype" must be one of {sorted(V2_DATATYPES)}, got {shown(datatype)}')
     if shape[0] > MAX_ROWS:
         raise InputError(f'"inputs[0]" has {shape[0]} rows; at most {MAX_ROWS} per request', 413)
     if not isinstance(data, list) or not data:
@@ -294,7 +293,7 @@ def _flatten(data: list[Any]) -> list[Any]:
 _SHOWN_CHARS = 80
 
 
-def _shown(value: Any) -> str:
-    """``repr(value)``, cut to :data:`_SHOWN_CHARS` characters."""
+def shown(value: Any) -> str:
+    """``repr(value)`` of a value a client sent, cut to :data:`_SHOWN_CHARS` characters."""
     text = repr(value)
     return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…"

@@ -314,6 +314,10 @@ def test_error_messages_do_not_echo_megabytes(fast_timeouts: Endpoint) -> None:
         )
         assert response.status_code == 422
         assert len(response.content) < 2000, response.content[:300]
+    for path in ("/v2/models/" + "m" * 50_000, "/v2/models/digits/versions/" + "v" * 50_000):
+        response = httpx.get(fast_timeouts.url + path, timeout=30)
+        assert response.status_code == 404
+        assert len(response.content) < 2000, response.content[:300]
 
 
 NESTED_ELEMENT = "[" * 1000 + "0" + "]" * 1000
