@@ -120,10 +120,13 @@ def sync_artifact(
     failures are in the results.
     """
     manifest = verify_artifact(artifact)
-    if verifier is not None:
-        verifier.verify(artifact, source=str(artifact))
     manifest_path = artifact / MANIFEST_NAME
     manifest_sha = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
+    if verifier is not None:
+        verifier.verify(artifact, source=str(artifact))
+        # And exactly what is published (the manifest and its files), as every endpoint checks it.
+        digests = {MANIFEST_NAME: manifest_sha} | {e.path: e.sha256 for e in manifest.files}
+        verifier.verify_digests(artifact / SIGNATURE_NAME, digests, source=str(artifact))
     files = [_File(e.path, artifact / e.path, e.sha256, e.size) for e in manifest.files]
     signature = artifact / SIGNATURE_NAME
     if signature.is_file():

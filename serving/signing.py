@@ -116,9 +116,9 @@ class SignatureVerifier:
         if changed := sorted(p for p in signed.keys() & digests.keys() if signed[p] != digests[p]):
             parts.append("changed since signing: " + ", ".join(changed))
         if unsigned := sorted(digests.keys() - signed.keys()):
-            parts.append("not signed: " + ", ".join(unsigned))
-        if missing := sorted(signed.keys() - digests.keys()):
-            parts.append("signed but missing: " + ", ".join(missing))
+            parts.append("in the manifest but not signed: " + ", ".join(unsigned))
+        if extra := sorted(signed.keys() - digests.keys()):
+            parts.append("signed but not in the manifest: " + ", ".join(extra))
         raise SignatureError(
             f"{source}: signature does not verify with the configured public key "
             f"{self.key.fingerprint} ({'; '.join(parts)[:300]})",
@@ -192,7 +192,22 @@ def _describe(exc: Exception) -> str:
 def sign_artifact(root: Path, private_key: Path) -> Path:
     """Sign the artifact directory ``root`` with the EC private key in ``private_key`` (PEM,
     unencrypted); write and return ``root/model.sig``. ConfigError naming the key file if it is
-    unreadable or not a supported key."""
+    unreadable or not a supported key; ArtifactError naming the files if ``root`` holds any that
+    its manifest does not list (only those are published, so a signature covering more would be
+    refused everywhere)."""
+    from serving.artifact import iter_files, load_manifest
+
+    listed = {entry.path for entry in load_manifest(root).files}
+    if extra := sorted(
+        p.relative_to(root).as_posix()
+        for p in iter_files(root)
+        if p.relative_to(root).as_posix() not in listed
+    ):
+        raise ArtifactError(
+            f"{root}: files the manifest does not list: {', '.join(extra[:10])}; remove them before "
+            "signing (only the manifest's files are published, and a signature must cover exactly those)",
+            path=extra[0],
+        )
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 

@@ -104,6 +104,11 @@ def make_loader(
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
         root = Path(parsed.path if parsed.scheme == "file" else uri).expanduser()
+        if root.is_file():
+            raise ConfigError(
+                f"MODEL_URI {uri!r}: {root} is a file, not an artifact directory (to follow a LATEST "
+                "pointer, serve the bucket's URI: s3://, gs:// or az://)"
+            )
         return _LocalLoader(root, verifier)
     location = parse_model_uri(uri)
     cache = cache_dir or Path(

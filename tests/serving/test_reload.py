@@ -12,7 +12,7 @@ from orchestrator.errors import ArtifactError, ConfigError, TransientError
 from serving.cache import ModelCache
 from serving.model import Predictor, load_verified
 from serving.reload import MAX_STALLED, LoadOutcome, ModelHolder, keep_loaded, next_delay
-from serving.source import parse_model_uri
+from serving.source import make_loader, parse_model_uri
 from serving.telemetry import Metrics
 from serving.train import TrainResult
 
@@ -266,3 +266,14 @@ def test_the_endpoint_exits_2_on_a_cache_directory_that_is_not_a_cache(tmp_path:
     assert result.returncode == 2, result.stderr
     assert "MODEL_CACHE_DIR" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_local_model_uri_naming_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    """file:///.../models/NAME/LATEST of a local bucket: a pointer file, not an artifact directory.
+    It was retried forever with '[Errno 20] Not a directory: .../LATEST/manifest.json'."""
+    pointer = tmp_path / "bucket" / "models" / "iris" / "LATEST"
+    pointer.parent.mkdir(parents=True)
+    pointer.write_text("{}")
+    for uri in (f"file://{pointer}", str(pointer)):
+        with pytest.raises(ConfigError, match="is a file, not an artifact directory"):
+            make_loader(uri)

@@ -131,6 +131,26 @@ def test_sync_with_a_public_key_sends_nothing_unless_the_signature_verifies(
         assert list(t.storage.list("")) == []
 
 
+def test_a_signature_must_cover_exactly_what_sync_publishes(
+    three_clouds: list[Target], signed: Path, keys
+) -> None:
+    """A stray file in the artifact directory when it was signed: sync published the version (the
+    local check passed) and every endpoint refused it, since only the manifest's files are published.
+    sign refuses such a directory; sync refuses such a signature, and sends nothing."""
+    (signed / "notes.txt").write_text("a stray file")
+    with pytest.raises(ArtifactError, match=r"notes\.txt"):
+        sign_artifact(signed, keys["ours"][0])
+    from model_signing import hashing, signing  # signed elsewhere, around our check
+
+    ignore = hashing.Config().set_ignored_paths(paths=["model.sig"])
+    signer = signing.Config().use_elliptic_key_signer(private_key=keys["ours"][0])
+    signer.set_hashing_config(ignore).sign(signed, signed / "model.sig")
+    with pytest.raises(SignatureError, match=r"signed but not in the manifest: notes\.txt"):
+        sync_artifact(signed, three_clouds, verifier=verifier(keys["ours"][1]))
+    for t in three_clouds:
+        assert list(t.storage.list("")) == []
+
+
 def test_verify_names_an_unsigned_version(three_clouds: list[Target], iris_v1: TrainResult, keys) -> None:
     sync_artifact(iris_v1.path, three_clouds)
     checked, _ = verify_targets(three_clouds, "iris", verifier=verifier(keys["ours"][1]))
