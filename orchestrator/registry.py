@@ -146,6 +146,7 @@ class Pointer(BaseModel):
         return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
     def to_bytes(self) -> bytes:
+        """The pointer as stored in ``LATEST`` (indented JSON)."""
         return orjson.dumps(self.model_dump(), option=orjson.OPT_INDENT_2)
 
 

@@ -73,6 +73,9 @@ class SyncEvent:
 
 @dataclass
 class SyncResult:
+    """What one target's sync did: keys uploaded, skipped and removed (relative to the version's
+    directory), what became of ``LATEST``, the error if it failed, and requests sent by kind."""
+
     target: str
     uri: str
     ok: bool = False
@@ -91,6 +94,7 @@ class SyncResult:
     requests: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """The result as plain data, for ``sync --json``."""
         return dict(self.__dict__)
 
 

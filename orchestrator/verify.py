@@ -33,6 +33,8 @@ __all__ = ["Drift", "VerifyResult", "verify_targets"]
 
 @dataclass(frozen=True)
 class Drift:
+    """One difference between a bucket and the manifest: which target, which object, what."""
+
     target: str
     key: str
     problem: str
@@ -43,6 +45,8 @@ class Drift:
 
 @dataclass
 class VerifyResult:
+    """One target's verification: the version and manifest sha256 found, objects checked, drift."""
+
     target: str
     uri: str
     version: str | None = None
@@ -52,9 +56,11 @@ class VerifyResult:
 
     @property
     def ok(self) -> bool:
+        """No drift."""
         return not self.drift
 
     def as_dict(self) -> dict[str, Any]:
+        """The result as plain data, for ``verify --json``."""
         return {
             "target": self.target,
             "uri": self.uri,

@@ -108,6 +108,8 @@ def check_entry_path(path: str) -> str:
 
 
 class FileEntry(_Frozen):
+    """One file of an artifact: its path (see :func:`check_entry_path`), sha256 (hex) and size (bytes)."""
+
     path: str = Field(description="path relative to the artifact directory, '/'-separated")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size: int = Field(ge=0)
@@ -119,6 +121,8 @@ class FileEntry(_Frozen):
 
 
 class Features(_Frozen):
+    """The model's input: ``count`` features per row, named (in order) or not (``names`` empty)."""
+
     names: list[str] = Field(max_length=MAX_FEATURES)
     count: int = Field(ge=1, le=MAX_FEATURES)
 
@@ -224,6 +228,7 @@ class Manifest(BaseModel):
         return self
 
     def file(self, path: str) -> FileEntry:
+        """The entry for ``path``; ArtifactError if the manifest does not list it."""
         for entry in self.files:
             if entry.path == path:
                 return entry
@@ -236,6 +241,7 @@ class Manifest(BaseModel):
         return data
 
     def to_json(self) -> bytes:
+        """The manifest as written to ``manifest.json``: indented, keys sorted (stable bytes)."""
         return orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
 
 
@@ -281,6 +287,8 @@ def parse_manifest(raw: bytes, *, source: str) -> Manifest:
 
 
 def load_manifest(root: Path) -> Manifest:
+    """Read and validate ``root/manifest.json``; ArtifactError naming it if it is missing, larger
+    than :data:`MAX_MANIFEST_BYTES` or invalid (:func:`parse_manifest`)."""
     path = root / MANIFEST_NAME
     try:
         if path.stat().st_size > MAX_MANIFEST_BYTES:

@@ -74,6 +74,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._header_timer = self.loop.call_at(self._header_deadline, self._check_headers)
 
     def data_received(self, data: bytes) -> None:
+        """Parse ``data`` (uvicorn), and count it against the header limit while headers arrive."""
         counting = self._in_headers  # a chunk that begins a request may end the previous one
         super().data_received(data)
         if counting and self._in_headers and not self._refused:
@@ -89,10 +90,12 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             self._header_deadline = self.loop.time() + self.header_timeout_s
 
     def on_url(self, url: bytes) -> None:
+        """Count the URL (or a piece of it) against the header limit; 431 past it."""
         self._count_parsed(len(url))
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        """Count one complete header against the header limit; 431 past it."""
         self._count_parsed(len(name) + len(value) + 4)  # ": " and CRLF
         super().on_header(name, value)
 
@@ -102,6 +105,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a parser error, unless the request was already refused (408, 431)."""
         if not self._refused:  # a refusal already answered; the parser error is its echo
             super().send_400_response(msg)
 

@@ -76,6 +76,7 @@ class ModelLocation:
 
     @property
     def follows_latest(self) -> bool:
+        """Whether the URI names ``LATEST`` (followed at every reload) rather than a version."""
         return self.ref == LATEST
 
 

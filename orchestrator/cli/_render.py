@@ -44,6 +44,7 @@ def sync_progress(
 
 
 def sync_table(results: Sequence[SyncResult], *, dry_run: bool) -> None:
+    """Print one row per target, then what was removed and each error, one line each."""
     table = Table(title="sync (dry run: nothing changed)" if dry_run else "sync")
     for column in ("cloud", "version", "uploaded", "skipped", "LATEST", "time", "result"):
         table.add_column(column)
@@ -73,6 +74,7 @@ def sync_table(results: Sequence[SyncResult], *, dry_run: bool) -> None:
 
 
 def verify_table(results: Sequence[VerifyResult], disagreements: Sequence[Drift], *, deep: bool) -> None:
+    """Print one row per target, then every drift and disagreement, one line each."""
     table = Table(title=f"verify ({'content hashed' if deep else 'metadata'})")
     for column in ("cloud", "version", "objects", "result"):
         table.add_column(column)
