@@ -129,7 +129,7 @@ def sync_artifact(
     if verifier is not None:
         verifier.verify(artifact, source=str(artifact))
         # And exactly what is published (the manifest and its files), as every endpoint checks it.
-        digests = {MANIFEST_NAME: manifest_sha} | {e.path: e.sha256 for e in manifest.files}
+        digests = manifest.published_digests(manifest_sha)
         verifier.verify_digests(artifact / SIGNATURE_NAME, digests, source=str(artifact))
     files = [_File(e.path, artifact / e.path, e.sha256, e.size) for e in manifest.files]
     signature = artifact / SIGNATURE_NAME

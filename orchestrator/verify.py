@@ -154,8 +154,7 @@ def _check_signature(
         except NotFound:
             drift(prefix + SIGNATURE_NAME, "missing: the version is unsigned, and a public key is configured")
             return
-        digests = {MANIFEST_NAME: hashlib.sha256(raw_manifest).hexdigest()}
-        digests |= {entry.path: entry.sha256 for entry in manifest.files}
+        digests = manifest.published_digests(hashlib.sha256(raw_manifest).hexdigest())
         try:  # the envelope and the digests it signs first: nothing large is read for a forgery
             verifier.verify_digests(
                 root / SIGNATURE_NAME, digests, source=storage.key_uri(prefix).rstrip("/")

@@ -240,6 +240,11 @@ class Manifest(BaseModel):
         data["split"] = {k: v for k, v in self.split.items() if k != "test_indices"}
         return data
 
+    def published_digests(self, manifest_sha256: str) -> dict[str, str]:
+        """What is published, and what a signature must cover exactly: path → sha256 (hex) of the
+        manifest itself (``manifest_sha256``, of its bytes) and of every file it lists."""
+        return {MANIFEST_NAME: manifest_sha256} | {entry.path: entry.sha256 for entry in self.files}
+
     def to_json(self) -> bytes:
         """The manifest as written to ``manifest.json``: indented, keys sorted (stable bytes)."""
         return orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)

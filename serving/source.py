@@ -44,7 +44,7 @@ from urllib.parse import urlparse
 
 from orchestrator.errors import ArtifactError, ConfigError, PermissionDenied, TransientError
 from orchestrator.names import check_model_name, check_version
-from serving.artifact import MANIFEST_NAME, MAX_MANIFEST_BYTES, SIGNATURE_NAME, parse_manifest
+from serving.artifact import MANIFEST_NAME, MAX_MANIFEST_BYTES, SIGNATURE_NAME, Manifest, parse_manifest
 from serving.cache import CacheError, ModelCache
 from serving.model import Predictor, load_verified
 from serving.signing import MAX_SIGNATURE_BYTES, SignatureVerifier
@@ -282,31 +282,19 @@ class _RemoteLoader:
         manifest_uri = self.storage.key_uri(prefix + MANIFEST_NAME)
         self._fetch(prefix + MANIFEST_NAME, dest / MANIFEST_NAME, limit=MAX_MANIFEST_BYTES)
         raw = (dest / MANIFEST_NAME).read_bytes()
-        if expected_sha is not None:
-            actual = hashlib.sha256(raw).hexdigest()
-            if actual != expected_sha:
-                raise ArtifactError(
-                    f"{manifest_uri}: sha256 {actual[:12]}… is not the {expected_sha[:12]}… that LATEST "
-                    "names (it moved mid-read, or the manifest was altered)",
-                    path=MANIFEST_NAME,
-                )
+        _check_manifest_sha(raw, expected_sha, manifest_uri)
         manifest = parse_manifest(raw, source=manifest_uri)
-        if manifest.name != self.location.name or manifest.version != version:
-            raise ArtifactError(
-                f"{manifest_uri}: the manifest is {manifest.name} {manifest.version}, not "
-                f"{self.location.name} {version} as the URI and pointer say",
-                path=MANIFEST_NAME,
-            )
+        self._check_identity(manifest, version, manifest_uri)
         if self.verifier is not None:
             # Authenticity before anything large is read: the signature must verify with the key
             # and sign exactly these bytes of the manifest, which names every other file's sha256.
             # A missing signature is refused as unsigned by the verifier, with that message.
             with contextlib.suppress(NotFound):
                 self._fetch(prefix + SIGNATURE_NAME, dest / SIGNATURE_NAME, limit=MAX_SIGNATURE_BYTES)
-            digests = {MANIFEST_NAME: hashlib.sha256(raw).hexdigest()}
-            digests |= {entry.path: entry.sha256 for entry in manifest.files}
             self.verifier.verify_digests(
-                dest / SIGNATURE_NAME, digests, source=self.storage.key_uri(prefix).rstrip("/")
+                dest / SIGNATURE_NAME,
+                manifest.published_digests(hashlib.sha256(raw).hexdigest()),
+                source=self.storage.key_uri(prefix).rstrip("/"),
             )
         base = dest.resolve()
         for entry in manifest.files:
@@ -320,18 +308,31 @@ class _RemoteLoader:
 
     def _checked(self, root: Path, source: str, version: str, expected_sha: str | None) -> Predictor:
         if expected_sha is not None:
-            actual = hashlib.sha256((root / MANIFEST_NAME).read_bytes()).hexdigest()
-            if actual != expected_sha:
-                raise ArtifactError(
-                    f"{source}/{MANIFEST_NAME}: sha256 {actual[:12]}… is not the {expected_sha[:12]}… "
-                    "that LATEST names",
-                    path=MANIFEST_NAME,
-                )
+            _check_manifest_sha(
+                (root / MANIFEST_NAME).read_bytes(), expected_sha, f"{source}/{MANIFEST_NAME}"
+            )
         predictor = load_verified(root, source=source, verifier=self.verifier)
-        if predictor.name != self.location.name or predictor.version != version:
+        self._check_identity(predictor.manifest, version, f"{source}/{MANIFEST_NAME}")
+        return predictor
+
+    def _check_identity(self, manifest: Manifest, version: str, where: str) -> None:
+        """ArtifactError unless the manifest is this URI's model and the version asked for."""
+        if manifest.name != self.location.name or manifest.version != version:
             raise ArtifactError(
-                f"{source}/{MANIFEST_NAME}: the manifest is {predictor.name} {predictor.version}, not "
-                f"{self.location.name} {version}",
+                f"{where}: the manifest is {manifest.name} {manifest.version}, not "
+                f"{self.location.name} {version} as the URI and pointer say",
                 path=MANIFEST_NAME,
             )
-        return predictor
+
+
+def _check_manifest_sha(raw: bytes, expected_sha: str | None, where: str) -> None:
+    """ArtifactError unless the manifest's bytes have the sha256 ``LATEST`` names (if it names one)."""
+    if expected_sha is None:
+        return
+    actual = hashlib.sha256(raw).hexdigest()
+    if actual != expected_sha:
+        raise ArtifactError(
+            f"{where}: sha256 {actual[:12]}… is not the {expected_sha[:12]}… that LATEST names (it moved "
+            "mid-read, or the manifest was altered)",
+            path=MANIFEST_NAME,
+        )
