@@ -31,7 +31,7 @@ from orchestrator.sync import sync_artifact
 from serving.cache import ModelCache
 from serving.signing import SignatureVerifier, generate_key_pair, load_public_key, sign_artifact
 from serving.train import TrainResult
-from tests.sync.conftest import target
+from tests.sync.conftest import sign_as_anyone, target
 
 RELOAD_S = "0.2"
 
@@ -89,7 +89,7 @@ class Attacker:
             raw_manifest if raw_manifest is not None else json.dumps(data).encode()
         )
         if sign_with is not None:
-            sign_artifact(root, self.keys[sign_with][0])
+            sign_as_anyone(root, self.keys[sign_with][0])
         prefix = f"models/iris/{version}/" if "/" not in version else f"models/iris/x{self.count}/"
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
             put(self.storage, prefix + path.relative_to(root).as_posix(), path.read_bytes())
