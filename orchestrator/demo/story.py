@@ -407,8 +407,13 @@ class _Story:
 
             def all_swapped() -> bool:
                 for cloud in CLOUDS:
-                    if cloud not in swapped and _served_version(client, self.clouds.url(cloud)) == version:
-                        swapped[cloud] = time.time()
+                    if cloud in swapped:
+                        continue
+                    served, loaded_at = _served(client, self.clouds.url(cloud))
+                    if served == version:
+                        # The endpoint's own swap time, not when this poll noticed it (later on a
+                        # busy machine, possibly after the health checks had already seen it).
+                        swapped[cloud] = loaded_at or time.time()
                         self.timeline.event(
                             "hot_swap", f"{cloud} now serves {version} (verified, canary passed)"
                         )
@@ -564,12 +569,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _served_version(client: httpx.Client, url: str) -> str | None:
+def _served(client: httpx.Client, url: str) -> tuple[str | None, float | None]:
+    """(the version an endpoint serves, when it loaded it: unix seconds), or Nones if it does not say."""
     try:
-        version = client.get(f"{url}/v1/model").json().get("version")
+        info = client.get(f"{url}/v1/model").json()
+        version, loaded_at = info.get("version"), info.get("loaded_at")
     except (httpx.HTTPError, ValueError, AttributeError):
-        return None
-    return version if isinstance(version, str) else None
+        return None, None
+    return (
+        version if isinstance(version, str) else None,
+        float(loaded_at) if isinstance(loaded_at, int | float) else None,
+    )
 
 
 def _states(report: RoundReport) -> str:
