@@ -1,17 +1,35 @@
-"""``orchestrator.yaml``: one file, validated on load, every error naming the key at fault.
+"""``orchestrator.yaml``: one file, validated on load, every error naming the file and the key.
 
 The file is found by ``--config``, else ``$ORCHESTRATOR_CONFIG``, else ``./orchestrator.yaml``.
 Clouds are keyed by the same names in every layer (``aws``, ``gcp``, ``azure``); a cloud's
 ``storage`` is a bucket URI (``s3://``, ``gs://``, ``az://``, ``file://``) and ``storage_settings``
 holds backend options such as an emulator's ``endpoint_url`` (never credentials: those come from each
 cloud's usual source). Every key is documented in the README; defaults say why they are what they are.
+
+Everything a later command would refuse is refused here, once, by :func:`load_config` (so by
+``orchestrator config check`` too), as one ``FILE: key.path: message`` line:
+
+- the file itself: missing, unreadable, over :data:`MAX_CONFIG_BYTES`, not UTF-8 text, not YAML,
+  a duplicate key, aliases that expand past :data:`MAX_CONFIG_NODES` nodes (a "billion laughs"),
+  not a mapping at the top;
+- every value: types, unknown keys, finite numbers only (``.inf`` and ``.nan`` are refused
+  everywhere), and bounds that keep one health round short (the maxima below, with their reasons);
+- what only makes sense together: model and version grammar, endpoint URLs with a host and no
+  credentials, bucket URIs and their settings, the Route 53 record name, the price overrides, the
+  state location (also from ``$ORCHESTRATOR_STATE``).
+
+No message repeats a value that could be a secret: a URL with credentials is named, not quoted.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -21,6 +39,9 @@ from orchestrator.types import CLOUDS, CloudName
 
 __all__ = [
     "CLOUDS",
+    "MAX_CONFIG_BYTES",
+    "MAX_CONFIG_NODES",
+    "NAME_PATTERN",
     "CloudConfig",
     "Config",
     "HealthConfig",
@@ -28,32 +49,68 @@ __all__ = [
     "RoutingConfig",
     "find_config",
     "load_config",
+    "parse_yaml",
 ]
 
 DEFAULT_PATH = Path("orchestrator.yaml")
+# A hand-written configuration is a few kilobytes; one over a mebibyte is not one, and reading it
+# whole (YAML parsing is about 1 MB/s in pure Python) would stall every command.
+MAX_CONFIG_BYTES = 1024 * 1024
+# Nodes after aliases are expanded. A real configuration has a few hundred; YAML aliases can make
+# a small file expand exponentially ("billion laughs"), so expansion stops well before that hurts.
+MAX_CONFIG_NODES = 100_000
+# The model name and version grammar: what the registry layout, the buckets and the endpoints
+# accept as one path segment (lower case, no '/' or '..', at most 63 characters).
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 # Keys that would put a secret into a file that gets committed; refused with a pointer instead.
 _SECRET_SETTINGS = frozenset(
     {"connection_string", "account_key", "secret_access_key", "sas_token", "credentials"}
 )
+# Storage settings that are numbers (orchestrator.storage.base.TransferSettings), checked finite here.
+_NUMERIC_SETTINGS = frozenset({"page_size", "part_size", "max_concurrency", "connect_timeout", "read_timeout"})
+# Bounds that keep one health round bounded (README, "Configuration reference"). A probe of an
+# endpoint that has not answered within 10 s is a failed probe whatever the SLO; more than 10
+# consecutive probes before acting makes failover slower than any DNS health check; probing less
+# often than every 5 minutes is a schedule for cron (`health --once`), not a watch.
+MAX_TIMEOUT_S = 10.0
+MAX_INTERVAL_S = 300.0
+MAX_THRESHOLD = 10
+# A day: longer grace or hold-down periods keep a cloud out (or in) past any incident.
+MAX_PERIOD_S = 86_400.0
+MAX_LATENCY_WINDOW = 1000
+# A request that takes a minute is not served; an SLO above it is a typo.
+MAX_SLO_MS = 60_000.0
+# Route 53 accepts up to 2^31 - 1 s, but clients cache an answer for the TTL: above a day,
+# failover by DNS stops meaning anything.
+MAX_TTL_S = 86_400
+# Far above any deployment this project prices (the largest instances, the busiest services):
+# the bounds only catch typos and overflows, such as 1e308.
+MAX_RATE = 1e7
+MAX_BYTES = 1e9
+MAX_VCPU = 64.0
+MAX_MEMORY_GIB = 1024.0
+MAX_CONCURRENCY = 10_000
+MAX_URL_LENGTH = 2048
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `.inf` and `.nan` are valid YAML floats, and nothing here means them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Strict):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="the model's name in every bucket")
+    name: str = Field(pattern=NAME_PATTERN, description="the model's name in every bucket")
     version: str | None = Field(
-        default=None, description="pin: endpoints must serve this version, not LATEST"
+        default=None, pattern=NAME_PATTERN, description="pin: endpoints must serve this version, not LATEST"
     )
 
 
 class SizeConfig(_Strict):
     """What one instance of the endpoint has; pricing needs it. Defaults: the Pulumi stacks' defaults."""
 
-    vcpu: float = Field(default=1.0, gt=0)
-    memory_gib: float = Field(default=2.0, gt=0)
-    concurrency: int = Field(default=80, ge=1, description="requests one instance serves at once")
+    vcpu: float = Field(default=1.0, gt=0, le=MAX_VCPU)
+    memory_gib: float = Field(default=2.0, gt=0, le=MAX_MEMORY_GIB)
+    concurrency: int = Field(default=80, ge=1, le=MAX_CONCURRENCY, description="requests one instance serves at once")
 
 
 class CloudConfig(_Strict):
@@ -61,8 +118,10 @@ class CloudConfig(_Strict):
     storage_settings: dict[str, str] = Field(default_factory=dict)
     endpoint: str | None = Field(default=None, description="the endpoint's base URL")
     registry: str | None = Field(default=None, description="where `orchestrator image push` puts the image")
-    region: str | None = None
-    capacity_rps: float = Field(default=100.0, gt=0, description="requests/s the cloud's deployment carries")
+    region: str | None = Field(default=None, max_length=64)
+    capacity_rps: float = Field(
+        default=100.0, gt=0, le=MAX_RATE, description="requests/s the cloud's deployment carries"
+    )
     size: SizeConfig = Field(default_factory=SizeConfig)
     price: dict[str, float | str] = Field(
         default_factory=dict, description="overrides of the packaged price table"
@@ -75,6 +134,13 @@ class CloudConfig(_Strict):
     def _scheme(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("s3://", "gs://", "az://", "file://", "/")):
             raise ValueError(f"{value!r} is not a bucket URI (s3://, gs://, az:// or file://)")
+        if value is not None:
+            from orchestrator.storage import parse_uri
+
+            try:
+                parse_uri(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     @field_validator("storage_settings")
@@ -85,14 +151,22 @@ class CloudConfig(_Strict):
                 f"{sorted(secret)} must not be written in the configuration file; use the cloud's "
                 "usual credential source (AZURE_STORAGE_CONNECTION_STRING, AWS profiles, ADC)"
             )
+        for key in sorted(_NUMERIC_SETTINGS & value.keys()):
+            try:
+                number = float(value[key])
+            except ValueError:
+                raise ValueError(f"{key} must be a number") from None
+            if not (math.isfinite(number) and number > 0):
+                raise ValueError(f"{key} must be a finite positive number")
         return value
 
     @field_validator("endpoint")
     @classmethod
     def _http(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"{value!r} is not an http(s) URL")
-        return value.rstrip("/") if value else value
+        if value is None:
+            return value
+        check_url(value, what="the endpoint")
+        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _weights(self) -> CloudConfig:
@@ -104,30 +178,67 @@ class CloudConfig(_Strict):
 class HealthConfig(_Strict):
     # 5 s between probes and 2 failures to go down: a dead cloud leaves routing within ~12 s,
     # against 30 s or more for DNS health checks, while one lost packet never flips anything.
-    interval_s: float = Field(default=5.0, gt=0)
-    timeout_s: float = Field(default=2.0, gt=0)
-    unhealthy_threshold: int = Field(default=2, ge=1)
+    interval_s: float = Field(default=5.0, gt=0, le=MAX_INTERVAL_S)
+    # One total deadline per probe (its three requests, connect to last byte).
+    timeout_s: float = Field(default=2.0, gt=0, le=MAX_TIMEOUT_S)
+    unhealthy_threshold: int = Field(default=2, ge=1, le=MAX_THRESHOLD)
     # Coming back needs more evidence than going down (hysteresis), so a flapping cloud stays out.
-    healthy_threshold: int = Field(default=3, ge=1)
+    healthy_threshold: int = Field(default=3, ge=1, le=MAX_THRESHOLD)
     jitter: float = Field(default=0.1, ge=0, le=0.5, description="fraction of the interval, +/-")
-    startup_grace_s: float = Field(default=30.0, ge=0, description="'not ready' is not a failure this long")
-    hold_down_s: float = Field(default=30.0, ge=0, description="wait before readmitting; doubles per flap")
-    max_hold_down_s: float = Field(default=600.0, ge=0)
-    latency_window: int = Field(default=20, ge=1, description="canary latencies kept per cloud for the p95")
+    startup_grace_s: float = Field(
+        default=30.0, ge=0, le=MAX_PERIOD_S, description="'not ready' is not a failure this long"
+    )
+    hold_down_s: float = Field(
+        default=30.0, ge=0, le=MAX_PERIOD_S, description="wait before readmitting; doubles per flap"
+    )
+    max_hold_down_s: float = Field(default=600.0, ge=0, le=MAX_PERIOD_S)
+    latency_window: int = Field(
+        default=20, ge=1, le=MAX_LATENCY_WINDOW, description="canary latencies kept per cloud for the p95"
+    )
     rollout_grace_s: float = Field(
         default=120.0,
         ge=0,
+        le=MAX_PERIOD_S,
         description="after LATEST moves, the previous version still counts as healthy this long "
         "(endpoints reload on their own interval)",
     )
 
 
 class Route53Config(_Strict):
-    hosted_zone_id: str
+    hosted_zone_id: str = Field(pattern=r"^(/hostedzone/)?[A-Z0-9]{1,32}$")
     record_name: str
-    ttl: int = Field(default=10, ge=0)
+    ttl: int = Field(default=10, ge=0, le=MAX_TTL_S)
+    # The dns stack's health check per cloud (`config from-stacks` copies them): attached to a
+    # record the orchestrator has to create; records that exist keep theirs.
+    health_check_ids: dict[CloudName, str] = Field(default_factory=dict)
     endpoint_url: str | None = None
-    region: str | None = None
+    region: str | None = Field(default=None, max_length=64)
+
+    @field_validator("record_name")
+    @classmethod
+    def _dns_name(cls, value: str) -> str:
+        from orchestrator.routing.dnsname import route53_name
+
+        try:
+            route53_name(value)
+        except ValueError as exc:
+            raise ValueError(f"not a DNS name Route 53 accepts: {exc}") from None
+        return value
+
+    @field_validator("health_check_ids")
+    @classmethod
+    def _ids(cls, value: dict[str, str]) -> dict[str, str]:
+        for cloud, check_id in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", check_id):
+                raise ValueError(f"{cloud}: a health check id is letters, digits and '-'")
+        return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_url(value, what="endpoint_url")
+        return value
 
 
 class FileRoutingConfig(_Strict):
@@ -137,22 +248,24 @@ class FileRoutingConfig(_Strict):
 class TrafficConfig(_Strict):
     """The expected load: what the cost model prices. Defaults: one-row digits predictions."""
 
-    requests_per_s: float = Field(default=50.0, gt=0)
-    request_bytes: float = Field(default=600.0, ge=0)
-    response_bytes: float = Field(default=400.0, ge=0)
-    cpu_ms_per_request: float = Field(default=0.3, ge=0, description="measured: a one-row prediction")
+    requests_per_s: float = Field(default=50.0, gt=0, le=MAX_RATE)
+    request_bytes: float = Field(default=600.0, ge=0, le=MAX_BYTES)
+    response_bytes: float = Field(default=400.0, ge=0, le=MAX_BYTES)
+    cpu_ms_per_request: float = Field(
+        default=0.3, ge=0, le=MAX_SLO_MS, description="measured: a one-row prediction"
+    )
 
 
 BackendKind = Literal["file", "route53"]
 
 
 class RoutingConfig(_Strict):
-    # One backend, or several applied in order (e.g. [route53, file]: DNS for clients, and a
-    # routing table for a proxy); the first one is read back as "the weights in effect".
+    # One backend, or several, each reconciled on its own (e.g. [route53, file]: DNS for clients,
+    # and a routing table for a proxy); one failing does not stop the others.
     backend: BackendKind | list[BackendKind] = "file"
     file: FileRoutingConfig = Field(default_factory=FileRoutingConfig)
     route53: Route53Config | None = None
-    latency_slo_ms: float = Field(default=250.0, gt=0)
+    latency_slo_ms: float = Field(default=250.0, gt=0, le=MAX_SLO_MS)
     traffic: TrafficConfig = Field(default_factory=TrafficConfig)
 
     @property
@@ -179,6 +292,12 @@ class StateConfig(_Strict):
         description="a SQLite file, or an object store document (s3://, gs://, az://; conditional writes)",
     )
     settings: dict[str, str] = Field(default_factory=dict, description="storage settings for an object store")
+
+    @field_validator("path")
+    @classmethod
+    def _location(cls, value: str) -> str:
+        check_state_location(value)
+        return value
 
     @field_validator("settings")
     @classmethod
@@ -213,6 +332,46 @@ class Config(_Strict):
         return self.clouds[name]
 
 
+def check_url(value: str, *, what: str) -> None:
+    """ValueError unless ``value`` is an http(s) URL with a host, a valid port, and no credentials,
+    query or fragment. The message never quotes a URL that carries credentials."""
+    if len(value) > MAX_URL_LENGTH:
+        raise ValueError(f"{what} is longer than {MAX_URL_LENGTH} characters")
+    if not value.isprintable() or " " in value:
+        raise ValueError(f"{what} holds spaces or control characters")
+    parts = urlsplit(value)
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{what} carries credentials (user:password@); remove them from the file")
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{value!r} has an invalid port") from None
+    if not parts.hostname or port == 0:
+        raise ValueError(f"{value!r} has no host (or port 0)")
+    if parts.query or parts.fragment or value.endswith(("?", "#")):
+        raise ValueError(f"{value!r}: a base URL takes no query or fragment")
+
+
+def check_state_location(location: str) -> None:
+    """ValueError unless ``location`` is a path, a ``file://`` URI, or an ``s3://``/``gs://``/``az://``
+    object store URI (the forms :func:`orchestrator.state.open_state` takes)."""
+    if not location or location != location.strip() or "\x00" in location:
+        raise ValueError("empty, padded with whitespace, or holding a NUL byte")
+    if "://" not in location:
+        return
+    scheme = location.partition("://")[0].lower()
+    if scheme not in ("file", "s3", "gs", "az"):
+        raise ValueError(f"scheme {scheme}:// is neither a SQLite file (a path, file://) nor s3://, gs://, az://")
+    from orchestrator.storage import parse_uri
+
+    try:
+        parse_uri(location)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def find_config(path: str | Path | None) -> str:
     """``--config``, else ``$ORCHESTRATOR_CONFIG``, else ``./orchestrator.yaml``: a path or an object URI."""
     if path is not None:
@@ -225,29 +384,70 @@ def load_config(path: str | Path | None = None) -> Config:
 
     The file may be an object (``s3://bucket/orchestrator/orchestrator.yaml``, ``gs://``, ``az://``):
     that is how the scheduled job reads it in the cloud, with the cloud's own credentials and no
-    local disk.
+    local disk. ``$ORCHESTRATOR_STATE`` replaces ``state.path`` and is checked like it.
     """
     source = find_config(path)
-    raw_text = _read(source)
-    try:
-        raw: Any = yaml.safe_load(raw_text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    raw = parse_yaml(_read(source), source)
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level")
-    try:
-        config = Config.model_validate({**raw, "source": source})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{source}: {key}: {first['msg']}") from None
+        raise ConfigError(f"{source}: expected a mapping of keys at the top level")
+    if "source" in raw:
+        raise ConfigError(f"{source}: source: Extra inputs are not permitted")
+    config = validate(Config, {**raw, "source": source}, source)
     if state := os.environ.get("ORCHESTRATOR_STATE"):
         # One file serves every cloud's job; each job keeps its state where its stack says. The
         # file's state.settings still apply to a store of the same kind (same URI scheme).
         same_kind = _scheme(state) == _scheme(config.state.path)
         settings = config.state.settings if same_kind else {}
+        try:
+            check_state_location(state)
+        except ValueError as exc:
+            raise ConfigError(f"$ORCHESTRATOR_STATE: {exc}") from None
         config = config.model_copy(update={"state": StateConfig(path=state, settings=settings)})
+    _check_together(config, source)
     return config
+
+
+def validate(model: type[Config], data: Mapping[str, Any], source: str) -> Config:
+    """``model.model_validate(data)``, with the first error as ``SOURCE: key.path: message``."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ConfigError(f"{source}: {key}: {first['msg']}") from None
+
+
+def _check_together(config: Config, source: str) -> None:
+    """What no single key can check: settings against their URI, prices, the state's settings."""
+    from orchestrator.storage import allowed_settings
+
+    for name, cloud in config.clouds.items():
+        if cloud.storage_settings and cloud.storage is None:
+            raise ConfigError(f"{source}: clouds.{name}.storage_settings: given without clouds.{name}.storage")
+        if cloud.storage is not None:
+            unknown = sorted(cloud.storage_settings.keys() - allowed_settings(cloud.storage))
+            if unknown:
+                raise ConfigError(
+                    f"{source}: clouds.{name}.storage_settings: unknown setting(s) {', '.join(unknown)} "
+                    f"for {cloud.storage.partition('://')[0]}:// (allowed: "
+                    f"{', '.join(sorted(allowed_settings(cloud.storage)))})"
+                )
+    state = config.state
+    if state.settings:
+        if "://" not in state.path or state.path.startswith("file://"):
+            raise ConfigError(
+                f"{source}: state.settings: apply only to object-storage state (s3://, gs://, az://), "
+                "not to a SQLite file"
+            )
+        unknown = sorted(state.settings.keys() - allowed_settings(state.path))
+        if unknown:
+            raise ConfigError(f"{source}: state.settings: unknown setting(s) {', '.join(unknown)}")
+    from orchestrator.pricing import load_prices
+
+    try:
+        load_prices({name: cloud.price for name, cloud in config.clouds.items() if cloud.price})
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def _scheme(location: str) -> str:
@@ -255,19 +455,105 @@ def _scheme(location: str) -> str:
     return scheme if sep else "file"
 
 
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML ``text`` as Python values, refusing duplicate keys and alias bombs (ConfigError)."""
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"{source}: not valid YAML: {detail}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: YAML nested too deeply") from None
+    _count_nodes(data, source)
+    return data
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:  # type: ignore[override]
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a mapping key must be a plain value", key_node.start_mark
+                ) from None
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _count_nodes(data: Any, source: str) -> None:
+    """Walk ``data`` as a reader would, aliases expanded, and stop at MAX_CONFIG_NODES."""
+    stack = [data]
+    count = 0
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_NODES:
+            raise ConfigError(
+                f"{source}: more than {MAX_CONFIG_NODES} values once YAML aliases are expanded "
+                "(or a value that contains itself); write the configuration out"
+            )
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
 def _read(source: str) -> str:
     if source.startswith(("s3://", "gs://", "az://")):
-        from orchestrator.errors import NotFound
-        from orchestrator.storage import open_storage
-
-        root, _, key = source.rpartition("/")
+        data = _read_object(source)
+    else:
         try:
-            return open_storage(root).get(key).decode()
-        except NotFound:
-            raise ConfigError(f"{source}: configuration object not found") from None
+            with Path(source).open("rb") as handle:
+                data = handle.read(MAX_CONFIG_BYTES + 1)
+        except FileNotFoundError:
+            raise ConfigError(
+                f"{source}: configuration file not found (pass --config or set ORCHESTRATOR_CONFIG)"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read the configuration: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source}: larger than {MAX_CONFIG_BYTES // 1024} KiB: not a configuration file")
+    return decode_text(data, source)
+
+
+def decode_text(data: bytes, source: str) -> str:
+    """``data`` as UTF-8 text, or ConfigError naming ``source`` and where it is not text."""
+    if b"\x00" in data:
+        raise ConfigError(f"{source}: a binary file (it holds NUL bytes), not YAML text")
     try:
-        return Path(source).read_text()
-    except FileNotFoundError:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
         raise ConfigError(
-            f"{source}: configuration file not found (pass --config or set ORCHESTRATOR_CONFIG)"
+            f"{source}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
         ) from None
+
+
+def _read_object(source: str) -> bytes:
+    from orchestrator.errors import NotFound
+    from orchestrator.storage import open_storage
+
+    root, _, key = source.rpartition("/")
+    try:
+        storage = open_storage(root)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    try:
+        if storage.stat(key).size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{source}: larger than {MAX_CONFIG_BYTES // 1024} KiB: not a configuration file")
+        return storage.get(key)
+    except NotFound:
+        raise ConfigError(f"{source}: configuration object not found") from None
+    finally:
+        storage.close()

@@ -94,7 +94,7 @@ def test_without_a_dns_stack_routing_is_the_file_backend(tmp_path: Path) -> None
     ("stacks", "message"),
     [
         ({"aws": {**STACKS["aws"], "endpoint_url": ""}}, "aws.json: stack output 'endpoint_url' is missing"),
-        ({"aws": {**STACKS["aws"], "model_uri": "s3://b/digits"}}, "aws.json: output 'model_uri'"),
+        ({"aws": {**STACKS["aws"], "model_uri": "s3://b/digits"}}, "aws.json: stack output 'model_uri'"),
         ({"aws": {**STACKS["aws"], "memory": "lots"}}, "aws.json: stack output 'memory'"),
         (
             {"aws": STACKS["aws"], "gcp": {**STACKS["gcp"], "model_uri": "gs://b/models/iris/LATEST"}},

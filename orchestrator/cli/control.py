@@ -180,5 +180,10 @@ def config_from_stacks(
     if out is None:
         console.print(text, markup=False, highlight=False, end="")
         return
-    out.write_text(text)
+    from orchestrator.errors import ConfigError
+
+    try:
+        out.write_text(text)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write the configuration: {exc.strerror or exc}") from None
     console.print(f"[green]✓[/] wrote {out}; check it with `orchestrator config check --config {out}`")
