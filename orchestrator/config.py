@@ -67,7 +67,9 @@ _SECRET_SETTINGS = frozenset(
     {"connection_string", "account_key", "secret_access_key", "sas_token", "credentials"}
 )
 # Storage settings that are numbers (orchestrator.storage.base.TransferSettings), checked finite here.
-_NUMERIC_SETTINGS = frozenset({"page_size", "part_size", "max_concurrency", "connect_timeout", "read_timeout"})
+_NUMERIC_SETTINGS = frozenset(
+    {"page_size", "part_size", "max_concurrency", "connect_timeout", "read_timeout"}
+)
 # Bounds that keep one health round bounded (README, "Configuration reference"). A probe of an
 # endpoint that has not answered within 10 s is a failed probe whatever the SLO; more than 10
 # consecutive probes before acting makes failover slower than any DNS health check; probing less
@@ -110,7 +112,9 @@ class SizeConfig(_Strict):
 
     vcpu: float = Field(default=1.0, gt=0, le=MAX_VCPU)
     memory_gib: float = Field(default=2.0, gt=0, le=MAX_MEMORY_GIB)
-    concurrency: int = Field(default=80, ge=1, le=MAX_CONCURRENCY, description="requests one instance serves at once")
+    concurrency: int = Field(
+        default=80, ge=1, le=MAX_CONCURRENCY, description="requests one instance serves at once"
+    )
 
 
 class CloudConfig(_Strict):
@@ -213,6 +217,21 @@ class Route53Config(_Strict):
     health_check_ids: dict[CloudName, str] = Field(default_factory=dict)
     endpoint_url: str | None = None
     region: str | None = Field(default=None, max_length=64)
+
+    def backend_settings(self) -> dict[str, str]:
+        """The settings of :func:`orchestrator.routing.backends.open_backend` ("route53")."""
+        settings = {
+            "hosted_zone_id": self.hosted_zone_id,
+            "record_name": self.record_name,
+            "ttl": str(self.ttl),
+        }
+        if self.health_check_ids:
+            settings["health_check_ids"] = ",".join(f"{c}={i}" for c, i in self.health_check_ids.items())
+        if self.endpoint_url:
+            settings["endpoint_url"] = self.endpoint_url
+        if self.region:
+            settings["region"] = self.region
+        return settings
 
     @field_validator("record_name")
     @classmethod
@@ -363,7 +382,9 @@ def check_state_location(location: str) -> None:
         return
     scheme = location.partition("://")[0].lower()
     if scheme not in ("file", "s3", "gs", "az"):
-        raise ValueError(f"scheme {scheme}:// is neither a SQLite file (a path, file://) nor s3://, gs://, az://")
+        raise ValueError(
+            f"scheme {scheme}:// is neither a SQLite file (a path, file://) nor s3://, gs://, az://"
+        )
     from orchestrator.storage import parse_uri
 
     try:
@@ -423,7 +444,9 @@ def _check_together(config: Config, source: str) -> None:
 
     for name, cloud in config.clouds.items():
         if cloud.storage_settings and cloud.storage is None:
-            raise ConfigError(f"{source}: clouds.{name}.storage_settings: given without clouds.{name}.storage")
+            raise ConfigError(
+                f"{source}: clouds.{name}.storage_settings: given without clouds.{name}.storage"
+            )
         if cloud.storage is not None:
             unknown = sorted(cloud.storage_settings.keys() - allowed_settings(cloud.storage))
             if unknown:
@@ -471,7 +494,7 @@ def parse_yaml(text: str, source: str) -> Any:
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:  # type: ignore[override]
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
@@ -551,7 +574,9 @@ def _read_object(source: str) -> bytes:
         raise ConfigError(f"{source}: {exc}") from None
     try:
         if storage.stat(key).size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{source}: larger than {MAX_CONFIG_BYTES // 1024} KiB: not a configuration file")
+            raise ConfigError(
+                f"{source}: larger than {MAX_CONFIG_BYTES // 1024} KiB: not a configuration file"
+            )
         return storage.get(key)
     except NotFound:
         raise ConfigError(f"{source}: configuration object not found") from None

@@ -1,28 +1,41 @@
 """The control plane: probes, state machines, routing decisions, and the operator's overrides.
 
 This module wires the pure parts (:mod:`orchestrator.health.state`, :mod:`orchestrator.routing`)
-to the edges (HTTP probes, the state store, the routing backend). Every command (``health``,
+to the edges (the prober, the state store, the routing backends). Every command (``health``,
 ``failover``, ``failback``, ``route``, ``status``) and the scheduled job are methods here; the CLI
-only parses options and prints. The clock, the sleep, the HTTP client and the random source are
-injected, so rounds are reproducible in tests.
+only parses options and prints. The clock, the sleep and the HTTP transport are injected, so rounds
+are reproducible in tests.
 
-State between runs lives in the store: each cloud's machine (counters, hold-down, flaps), its recent
-canary latencies and last probe, the operator's drains, the flips, and the last applied weights.
-Each round is one atomic step of the store (``StateStore.atomically``), from reading the machines
-to writing them back. Two jobs running at once (cron overlap, two clouds' schedulers) never lose
-each other's updates: with SQLite the second waits for the first; with an object store a job whose
-reads went stale re-runs its whole step (probes included) on the fresh state. Re-running is safe
-because applying a set of weights is idempotent, and given the same probes and state the decision
-is deterministic.
+Every command has the same shape, so that one misbehaving cloud never stops the others' failover
+and an operator never waits behind a probe:
+
+1. **probe** with no state transaction open (:class:`~orchestrator.health.prober.Prober`: all
+   clouds at once, each within ``health.timeout_s``, any answer a verdict);
+2. **decide and commit** in one short transaction (:meth:`StateStore.atomically`): read the
+   machines and overrides, feed the observations, record the flips, decide, and commit the
+   decision as the desired weights. No probe, SDK call or backend write happens inside it, so
+   SQLite's write lock is held for milliseconds; an object store re-runs just this step (no
+   probes) when another command committed in between;
+3. **apply after commit** (:func:`~orchestrator.routing.reconcile.reconcile`): each backend is read
+   back and rewritten when it differs from the committed decision, independently of the others.
+   A backend that fails is reported stale (exit code :data:`EXIT_STALE_BACKEND`) and retried by
+   the next reconciliation; the round's health state is committed regardless.
+
+``health --once`` and ``health --watch`` hold the state's health-job lease (:data:`HEALTH_JOB_LEASE`)
+while they run, renewed inside every commit (so a run that lost it commits nothing), so scheduled
+runs never pile up: a second one exits with :class:`~orchestrator.errors.LeaseHeld` (exit 75).
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import random
+import secrets
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,17 +43,20 @@ from typing import Any
 import httpx
 
 from orchestrator.config import Config
-from orchestrator.errors import OrchestratorError
-from orchestrator.health.expect import expected_model, storages
-from orchestrator.health.probe import Expectation, ProbeResult, probe
-from orchestrator.health.state import Machine, MachineConfig, drain, observe, undrain
+from orchestrator.errors import ConfigError, LeaseHeld, OrchestratorError, StateCorrupt
+from orchestrator.health.probe import ProbeResult, short
+from orchestrator.health.prober import EXPECTATION_DEADLINE_S, Prober
+from orchestrator.health.record import CloudRecord
+from orchestrator.health.state import MachineConfig, Verdict, drain, undrain
 from orchestrator.pricing import CostBreakdown, Traffic, cost_per_request, load_prices
 from orchestrator.routing import CloudInput, Decision, Demand, decide
-from orchestrator.routing.backends import FanOut, RoutingBackend, open_backend
-from orchestrator.state import StateStore
+from orchestrator.routing.backends import RoutingBackend, open_backend
+from orchestrator.routing.reconcile import BackendResult, reconcile
+from orchestrator.state import HEALTH_JOB_LEASE, Lease, StateStore
 from orchestrator.types import Flip, HealthState
 
 __all__ = [
+    "EXIT_STALE_BACKEND",
     "CloudRecord",
     "ControlPlane",
     "FailoverRefused",
@@ -49,16 +65,20 @@ __all__ = [
     "current_user",
     "flip_dict",
     "move_share",
+    "open_backends",
 ]
 
 # Rounds of `health --once` are spaced like the watch loop's probes, but never longer than this:
 # a cron job with a 30 s interval should still finish its round in seconds.
 MAX_ONCE_SPACING_S = 1.0
-# How long an expectation (LATEST pointer + canary) is reused by the watch loop before re-reading
-# the buckets: a rollout is noticed within this, without three bucket reads per probe. An endpoint
-# serving a version the expectation does not know makes it re-read sooner, at most this often:
-EXPECTATION_TTL_S = 10.0
-EXPECTATION_MIN_AGE_S = 1.0
+# The exit code when the decision was committed but a routing backend could not be brought up to
+# date (it is named on stderr and in `status`); 2 keeps meaning "no healthy cloud" for `health`.
+EXIT_STALE_BACKEND = 4
+# What the health-job lease covers beyond probing: the commit (the state's busy timeout) and the
+# routing writes (a Route 53 call is bounded by its retry budget, about 10 s, and a reconciliation
+# makes a few). Generous on purpose: the lease matters only when its holder died, and then the
+# next scheduled run starts at most this much later than it could have.
+LEASE_SLACK_S = 60.0
 
 
 class FailoverRefused(OrchestratorError):
@@ -72,47 +92,6 @@ def current_user() -> str:
         return "unknown"
 
 
-@dataclass
-class CloudRecord:
-    """One cloud as the control plane remembers it between runs."""
-
-    machine: Machine = field(default_factory=Machine)
-    latencies_ms: list[float] = field(default_factory=list)
-    last_probe: dict[str, Any] | None = None
-
-    @property
-    def p95_ms(self) -> float | None:
-        if not self.latencies_ms:
-            return None
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "machine": self.machine.to_dict(),
-            "latencies_ms": self.latencies_ms,
-            "last_probe": self.last_probe,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CloudRecord:
-        return cls(
-            machine=Machine.from_dict(data.get("machine", {})),
-            latencies_ms=list(data.get("latencies_ms", [])),
-            last_probe=data.get("last_probe"),
-        )
-
-
-@dataclass(frozen=True)
-class OperatorResult:
-    """What a failover or failback did: its flips, the router's view, the weights put into effect."""
-
-    flips: list[Flip]
-    decision: Decision
-    weights: dict[str, int] | None
-    applied: bool
-
-
 def move_share(weights: dict[str, int], source: str, dest: str) -> dict[str, int]:
     """``weights`` with ``source``'s whole share added to ``dest`` (the total is unchanged)."""
     moved = dict(weights)
@@ -121,8 +100,32 @@ def move_share(weights: dict[str, int], source: str, dest: str) -> dict[str, int
     return moved
 
 
+def _stale(backends: Sequence[BackendResult]) -> list[str]:
+    return [b.location for b in backends if not b.ok]
+
+
+@dataclass(frozen=True)
+class OperatorResult:
+    """What a failover or failback did: its flips, the router's view, the weights decided, and what
+    reconciling the backends found (``applied``: at least one was rewritten)."""
+
+    flips: list[Flip]
+    decision: Decision
+    weights: dict[str, int] | None
+    applied: bool
+    backends: list[BackendResult] = field(default_factory=list)
+
+    @property
+    def stale(self) -> list[str]:
+        """The backends that do not hold the decision (named in the CLI's error line)."""
+        return _stale(self.backends)
+
+
 @dataclass
 class RoundReport:
+    """One health round: each cloud's record after it, the probes, the flips, the decision, the
+    desired weights (the decision's, or in a panic the last committed ones), the backends."""
+
     records: dict[str, CloudRecord]
     probes: dict[str, list[ProbeResult]]
     flips: list[Flip]
@@ -130,26 +133,38 @@ class RoundReport:
     applied: bool
     weights: dict[str, int] | None
     expected_version: str | None
+    backends: list[BackendResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def stale(self) -> list[str]:
+        return _stale(self.backends)
 
     @property
     def exit_code(self) -> int:
-        """0: every cloud in rotation is healthy; 1: degraded but serving; 2: no healthy cloud."""
+        """2: no healthy cloud; 4: a routing backend is stale; 1: degraded but serving; 0: every
+        cloud in rotation is healthy and every backend holds the decision."""
         states = [
             r.machine.state for r in self.records.values() if r.machine.state is not HealthState.DRAINED
         ]
         if not any(s is HealthState.HEALTHY for s in states):
             return 2
+        if self.stale:
+            return EXIT_STALE_BACKEND
         return 0 if all(s is HealthState.HEALTHY for s in states) else 1
 
 
 class ControlPlane:
+    """The commands over one configuration, one state store and its routing backends. Not for
+    use from several threads at once (give each thread its own); :meth:`close` when done."""
+
     def __init__(
         self,
         config: Config,
         *,
         store: StateStore,
-        backend: RoutingBackend | None = None,
-        client: httpx.Client | None = None,
+        backends: Sequence[RoutingBackend] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
@@ -157,12 +172,12 @@ class ControlPlane:
         self.config = config
         self.endpoints = config.endpoints()
         self.store = store
-        self.backend = backend or _backend(config)
-        self.client = client or httpx.Client()
+        self.backends = list(backends) if backends is not None else open_backends(config)
+        self.prober = Prober(config, transport=transport, clock=clock)
         self.clock = clock
         self.sleep = sleep
         self.rng = rng or random.Random()  # noqa: S311  # probe jitter, not cryptography
-        self.buckets = storages(config)
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         h = config.health
         self.machine_config = MachineConfig(
             unhealthy_threshold=h.unhealthy_threshold,
@@ -171,7 +186,6 @@ class ControlPlane:
             max_hold_down_s=h.max_hold_down_s,
             startup_grace_s=h.startup_grace_s,
         )
-        self._expectation: tuple[float, Expectation] | None = None
         prices = load_prices({name: cloud.price for name, cloud in config.clouds.items() if cloud.price})
         t = config.routing.traffic
         traffic = Traffic(t.requests_per_s, t.request_bytes, t.response_bytes, t.cpu_ms_per_request / 1e3)
@@ -183,11 +197,10 @@ class ControlPlane:
         }
 
     def close(self) -> None:
-        self.client.close()
-        self.backend.close()
+        self.prober.close()
+        for backend in self.backends:
+            backend.close()
         self.store.close()
-        for bucket in self.buckets.values():
-            bucket.close()
 
     def __enter__(self) -> ControlPlane:
         return self
@@ -195,49 +208,17 @@ class ControlPlane:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    # -- probing -------------------------------------------------------------------------------
-    def expectation(self, *, refresh: bool = False) -> Expectation:
-        """What the endpoints must serve (a rollout's previous version included, see
-        :mod:`orchestrator.health.expect`), re-read from the buckets every EXPECTATION_TTL_S, or
-        now with ``refresh``."""
-        now = self.clock()
-        cached = self._expectation
-        if cached is None or refresh or now - cached[0] > EXPECTATION_TTL_S:
-            self._expectation = cached = (now, expected_model(self.config, self.buckets, self.client))
-        return cached[1]
-
-    def probe_all(self, clouds: list[str] | None = None) -> dict[str, ProbeResult]:
-        names = clouds or list(self.endpoints)
-        results = self._probe(names, self.expectation())
-        # An endpoint serving a version we do not expect may have followed a pointer that moved
-        # since we last read it: re-read (at most every EXPECTATION_MIN_AGE_S) and probe it again.
-        unknown = [n for n, r in results.items() if _unexpected(r, self.expectation())]
-        if unknown and self._expectation and self.clock() - self._expectation[0] >= EXPECTATION_MIN_AGE_S:
-            before = self.expectation().version
-            if self.expectation(refresh=True).version != before:
-                results.update(self._probe(unknown, self.expectation()))
-        return results
-
-    def _probe(self, names: list[str], expect: Expectation) -> dict[str, ProbeResult]:
-        timeout = self.config.health.timeout_s
-        with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="probe") as pool:
-            results = pool.map(
-                lambda n: probe(
-                    self.client, n, self.endpoints[n], expect, timeout_s=timeout, clock=self.clock
-                ),
-                names,
-            )
-            return dict(zip(names, results, strict=True))
-
-    def _spacing(self, cap: float | None = None) -> float:
-        h = self.config.health
-        base = h.interval_s if cap is None else min(h.interval_s, cap)
-        return max(0.0, base * (1 + self.rng.uniform(-h.jitter, h.jitter)))
-
-    # -- state ---------------------------------------------------------------------------------
+    # -- state (inside a transaction) ------------------------------------------------------------
     def _records(self) -> dict[str, CloudRecord]:
         stored = self.store.load_machines()
-        records = {name: CloudRecord.from_dict(stored.get(name, {})) for name in self.endpoints}
+        records = {}
+        for name in self.endpoints:
+            try:
+                records[name] = CloudRecord.from_dict(stored.get(name, {}))
+            except ValueError as exc:
+                raise StateCorrupt(
+                    f"malformed state at machines.{name}.{exc}", uri=self.store.location
+                ) from None
         for name, override in self.store.overrides().items():
             if (
                 name in records
@@ -253,25 +234,22 @@ class ControlPlane:
         self.store.save_machines({name: record.to_dict() for name, record in records.items()})
 
     def _observe(self, records: dict[str, CloudRecord], results: dict[str, ProbeResult]) -> list[Flip]:
-        flips = []
         window = self.config.health.latency_window
-        for name, result in results.items():
-            record = records[name]
-            record.machine, flip = observe(
-                record.machine, result.observation, result.at, self.machine_config, name
-            )
-            if result.canary_ms is not None:
-                record.latencies_ms = [*record.latencies_ms, result.canary_ms][-window:]
-            record.last_probe = {
-                "at": result.at,
-                "verdict": result.verdict.value,
-                "reason": result.reason,
-                "served_version": result.served_version,
-                "latency_ms": result.latency_ms,
-            }
-            if flip is not None:
-                flips.append(flip)
-        return flips
+        flips = [records[n].observe(n, r, self.machine_config, window) for n, r in results.items()]
+        return [flip for flip in flips if flip is not None]
+
+    def _commit_decision(
+        self, decision: Decision, weights: dict[str, int] | None, reason: str
+    ) -> dict[str, int] | None:
+        """Save ``weights`` as the desired weights if they differ from the last; a panic (None)
+        keeps the last ones, whatever they route to, rather than sending traffic nowhere.
+        Returns the desired weights in force."""
+        desired = self.store.desired()
+        if weights is None:
+            return desired.weights if desired else None
+        if desired is None or desired.weights != weights:
+            self.store.save_desired(weights, reason)
+        return weights
 
     # -- routing -------------------------------------------------------------------------------
     def decide(self, records: dict[str, CloudRecord]) -> Decision:
@@ -292,167 +270,232 @@ class ControlPlane:
         traffic = self.config.routing.traffic
         return decide(inputs, Demand(traffic.requests_per_s, self.config.routing.latency_slo_ms))
 
-    def apply(self, weights: dict[str, int] | None, reason: str) -> tuple[bool, dict[str, int] | None]:
-        """Put ``weights`` into effect if they differ from the last applied; None (a panic) keeps
-        the last applied weights, whatever they route to, rather than sending traffic nowhere."""
-        last = self.store.last_weights()
-        if weights is None:
-            return False, last.weights if last else None
-        if last is not None and last.weights == weights:
-            return False, weights
-        self.backend.apply(weights, self.endpoints, reason=reason)
-        self.store.save_weights(weights, reason)
-        return True, weights
+    def reconcile(self) -> list[BackendResult]:
+        """Bring every backend to the committed decision (after the commit, never inside it), and
+        record what each holds; see :mod:`orchestrator.routing.reconcile`."""
+        results = reconcile(self.backends, self.endpoints, self.store.desired, clock=self.clock)
+        if results:
+            # The statuses are for `status`; if they cannot be recorded, the next reconciliation will.
+            with contextlib.suppress(OrchestratorError):
+                self.store.record_backends(r.status() for r in results)
+        return results
 
-    # -- commands ------------------------------------------------------------------------------
+    # -- the health job --------------------------------------------------------------------------
+    def lease_ttl(self, samples: int) -> float:
+        """How long the health-job lease is taken for: the longest probing of ``samples`` samples
+        (each within timeout_s, spaced as `health --once` spaces them, plus one wait for the
+        buckets and one re-probe) and :data:`LEASE_SLACK_S` for the commit and the routing writes."""
+        h = self.config.health
+        spacing = min(h.interval_s, MAX_ONCE_SPACING_S) * (1 + h.jitter)
+        probing = (samples + 1) * h.timeout_s + (samples - 1) * spacing + EXPECTATION_DEADLINE_S
+        return probing + LEASE_SLACK_S
+
     def health_round(self, *, apply: bool, samples: int | None = None) -> RoundReport:
-        """``health --once``: enough samples to apply the thresholds, then (optionally) re-route."""
+        """``health --once``: take the job's lease, collect enough samples to apply the thresholds
+        (no state transaction open), commit them in one short transaction, then (with ``apply``)
+        reconcile the backends. LeaseHeld (exit 75) while another run holds the lease."""
         h = self.config.health
         samples = samples or max(h.unhealthy_threshold, h.healthy_threshold)
-        return self.store.atomically(lambda _: self._health_round(apply=apply, samples=samples))
+        lease = self.store.acquire_lease(HEALTH_JOB_LEASE, self.holder, self.lease_ttl(samples))
+        try:
+            probes: dict[str, list[ProbeResult]] = {name: [] for name in self.endpoints}
+            for i in range(samples):
+                if i:
+                    self.sleep(self._spacing(MAX_ONCE_SPACING_S))
+                for name, result in self.prober.probe().items():
+                    probes[name].append(result)
+            report = self._commit(probes, lease, "health check")
+            return self._finish(report, apply=apply)
+        finally:
+            self._release(lease)
 
-    def _health_round(self, *, apply: bool, samples: int) -> RoundReport:
-        records = self._records()
-        probes: dict[str, list[ProbeResult]] = {name: [] for name in records}
-        flips: list[Flip] = []
-        for i in range(samples):
-            if i:
-                self.sleep(self._spacing(MAX_ONCE_SPACING_S))
-            results = self.probe_all()
-            for name, result in results.items():
-                probes[name].append(result)
-            flips += self._observe(records, results)
-        return self._finish(records, probes, flips, apply=apply, reason="health check")
-
-    def _finish(
+    def watch(
         self,
-        records: dict[str, CloudRecord],
-        probes: dict[str, list[ProbeResult]],
-        flips: list[Flip],
         *,
         apply: bool,
-        reason: str,
-    ) -> RoundReport:
+        stop: Callable[[], bool],
+        on_round: Callable[[RoundReport], None],
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        """``health --watch``: one probe per cloud every interval (with jitter), acting on every
+        flip, holding the job's lease (LeaseHeld at once if another run holds it, or later if
+        another took it over). A round that fails for any other reason is reported to
+        ``on_error`` and the loop goes on."""
+        lease = self.store.acquire_lease(HEALTH_JOB_LEASE, self.holder, self.lease_ttl(1))
+        try:
+            self.store.atomically(lambda _: self._records())  # a corrupt state fails now, not every round
+            while not stop():
+                started = self.clock()
+                try:
+                    probes = {name: [result] for name, result in self.prober.probe().items()}
+                    report = self._commit(probes, lease, "health watch")
+                    on_round(self._finish(report, apply=apply))
+                except LeaseHeld:
+                    raise  # another run holds the job now: this one stops
+                except OrchestratorError as exc:
+                    (on_error or _ignore)(f"health round failed: {exc}")
+                except Exception as exc:  # a loop survives any one round
+                    (on_error or _ignore)(f"health round failed: {type(exc).__name__}: {short(str(exc))}")
+                self.sleep(max(0.0, self._spacing() - (self.clock() - started)))
+        finally:
+            self._release(lease)
+
+    def _commit(self, probes: dict[str, list[ProbeResult]], lease: Lease, reason: str) -> RoundReport:
+        return self.store.atomically(lambda _: self._commit_round(probes, lease, reason))
+
+    def _commit_round(self, probes: dict[str, list[ProbeResult]], lease: Lease, reason: str) -> RoundReport:
+        """The round's one transaction: fence on the lease, feed the samples in order, record the
+        flips, decide, commit the decision. No I/O but the store's."""
+        self.store.renew_lease(lease, self.lease_ttl(1))
+        records = self._records()
+        flips: list[Flip] = []
+        for i in range(max((len(p) for p in probes.values()), default=0)):
+            flips += self._observe(records, {n: p[i] for n, p in probes.items() if i < len(p)})
         self.store.record_flips(flips)
         self._save(records)
         decision = self.decide(records)
-        applied, weights = (
-            self.apply(decision.weights, _why(reason, flips)) if apply else (False, decision.weights)
-        )
-        return RoundReport(records, probes, flips, decision, applied, weights, self.expectation().version)
+        weights = self._commit_decision(decision, decision.weights, _why(reason, flips))
+        return RoundReport(records, probes, flips, decision, False, weights, None)
 
-    def watch(
-        self, *, apply: bool, stop: Callable[[], bool], on_round: Callable[[RoundReport], None]
-    ) -> None:
-        """``health --watch``: one probe per cloud every interval (with jitter), acting on every flip."""
-        while not stop():
-            started = self.clock()
-            report = self.store.atomically(lambda _: self._watch_round(apply=apply))
-            on_round(report)
-            self.sleep(max(0.0, self._spacing() - (self.clock() - started)))
+    def _finish(self, report: RoundReport, *, apply: bool) -> RoundReport:
+        report.expected_version = self.prober.expected.version if self.prober.expected else None
+        if self.prober.note:
+            report.notes.append(self.prober.note)
+        if apply:
+            report.backends = self.reconcile()
+            report.applied = any(b.wrote for b in report.backends)
+        return report
 
-    def _watch_round(self, *, apply: bool) -> RoundReport:
-        records = self._records()
-        results = self.probe_all()
-        flips = self._observe(records, results)
-        # apply() calls the backend only when the weights change, so this is cheap per round.
-        return self._finish(
-            records, {n: [r] for n, r in results.items()}, flips, apply=apply, reason="health watch"
-        )
+    def _release(self, lease: Lease) -> None:
+        with contextlib.suppress(OrchestratorError):  # it expires on its own
+            self.store.release_lease(lease)
 
+    def _spacing(self, cap: float | None = None) -> float:
+        h = self.config.health
+        base = h.interval_s if cap is None else min(h.interval_s, cap)
+        return max(0.0, base * (1 + self.rng.uniform(-h.jitter, h.jitter)))
+
+    # -- operator commands -----------------------------------------------------------------------
     def failover(
-        self, cloud: str, *, to: str | None, reason: str, actor: str, dry_run: bool, force: bool
-    ) -> OperatorResult:
-        """Drain ``cloud`` (see :meth:`_failover`), as one atomic step of the state."""
-        return self.store.atomically(
-            lambda _: self._failover(cloud, to=to, reason=reason, actor=actor, dry_run=dry_run, force=force)
-        )
-
-    def _failover(
         self, cloud: str, *, to: str | None, reason: str, actor: str, dry_run: bool, force: bool
     ) -> OperatorResult:
         """Drain ``cloud``; refuse to drain the last cloud in rotation unless forced. Idempotent.
 
         Its share goes where the router sends it (the cost-optimal mix of the others), or with
         ``to`` entirely to that cloud, on top of the weights in effect. The next health round with
-        ``--apply`` re-optimises by cost again.
-        """
+        ``--apply`` re-optimises by cost again. One short transaction, then the backends."""
         self._known(cloud, to)
-        with self.store.transaction():
-            records = self._records()
-            before = self.store.last_weights()
-            machine, flip = drain(records[cloud].machine, self.clock(), cloud, reason, actor)
-            records[cloud].machine = machine
-            others = [n for n, r in records.items() if n != cloud and r.machine.state.routable]
-            if flip is not None and not others and not force:
-                raise FailoverRefused(
-                    f"refusing to drain {cloud}: it is the last cloud in rotation "
-                    f"({', '.join(f'{n} {r.machine.state}' for n, r in records.items() if n != cloud)}); "
-                    "pass --force to drain it anyway"
-                )
-            if to is not None and not records[to].machine.state.routable:
-                raise FailoverRefused(f"--to {to}: {to} is {records[to].machine.state}, not in rotation")
-            decision = self.decide(records)
-            weights = decision.weights
-            if to is not None and flip is not None:
-                weights = move_share(before.weights if before else decision.weights or {}, cloud, to)
-            flips = [flip] if flip is not None else []
-            if dry_run:
-                return OperatorResult(flips, decision, weights, applied=False)
-            if flip is not None:
-                self.store.set_override(cloud, drained=True, reason=reason, actor=actor)
-                self.store.record_flips(flips)
-                self._save(records)
-            applied, _ = self.apply(weights, f"failover from {cloud} by {actor}: {reason}")
-            return OperatorResult(flips, decision, weights, applied)
+        result = self.store.atomically(
+            lambda _: self._failover(cloud, to=to, reason=reason, actor=actor, dry_run=dry_run, force=force)
+        )
+        if dry_run:
+            return result
+        backends = self.reconcile()
+        return OperatorResult(
+            result.flips, result.decision, result.weights, any(b.wrote for b in backends), backends
+        )
 
-    def failback(self, cloud: str, *, actor: str, reason: str = "failback") -> OperatorResult:
-        """Return a drained cloud to rotation (see :meth:`_failback`), as one atomic step of the state."""
-        return self.store.atomically(lambda _: self._failback(cloud, actor=actor, reason=reason))
-
-    def _failback(self, cloud: str, *, actor: str, reason: str) -> OperatorResult:
-        """Return a drained cloud to rotation only if it passes ``healthy_threshold`` probes now."""
-        self._known(cloud)
-        h = self.config.health
-        with self.store.transaction():
-            records = self._records()
-            if records[cloud].machine.state is not HealthState.DRAINED:
-                decision = self.decide(records)
-                return OperatorResult([], decision, decision.weights, applied=False)
-            for i in range(h.healthy_threshold):
-                if i:
-                    self.sleep(self._spacing(MAX_ONCE_SPACING_S))
-                result = self.probe_all([cloud])[cloud]
-                self._observe(records, {cloud: result})
-                if result.verdict.value != "ok":
-                    raise FailoverRefused(f"{cloud} is not healthy now, so it stays drained: {result.reason}")
-            records[cloud].machine, flip = undrain(records[cloud].machine, self.clock(), cloud, reason, actor)
-            self.store.set_override(cloud, drained=False, reason=reason, actor=actor)
-            flips = [flip] if flip else []
+    def _failover(
+        self, cloud: str, *, to: str | None, reason: str, actor: str, dry_run: bool, force: bool
+    ) -> OperatorResult:
+        records = self._records()
+        before = self.store.desired()
+        machine, flip = drain(records[cloud].machine, self.clock(), cloud, reason, actor)
+        records[cloud].machine = machine
+        others = [n for n, r in records.items() if n != cloud and r.machine.state.routable]
+        if flip is not None and not others and not force:
+            raise FailoverRefused(
+                f"refusing to drain {cloud}: it is the last cloud in rotation "
+                f"({', '.join(f'{n} {r.machine.state}' for n, r in records.items() if n != cloud)}); "
+                "pass --force to drain it anyway"
+            )
+        if to is not None and not records[to].machine.state.routable:
+            raise FailoverRefused(f"--to {to}: {to} is {records[to].machine.state}, not in rotation")
+        decision = self.decide(records)
+        weights = decision.weights
+        if to is not None and flip is not None:
+            weights = move_share(before.weights if before else decision.weights or {}, cloud, to)
+        flips = [flip] if flip is not None else []
+        if dry_run:
+            return OperatorResult(flips, decision, weights, applied=False)
+        if flip is not None:
+            self.store.set_override(cloud, drained=True, reason=reason, actor=actor)
             self.store.record_flips(flips)
             self._save(records)
+        weights = self._commit_decision(decision, weights, f"failover from {cloud} by {actor}: {reason}")
+        return OperatorResult(flips, decision, weights, applied=False)
+
+    def failback(self, cloud: str, *, actor: str, reason: str = "failback") -> OperatorResult:
+        """Return a drained cloud to rotation only if it passes ``healthy_threshold`` probes now.
+        The probes run before the transaction, which checks the cloud is still drained."""
+        self._known(cloud)
+        if not self._drained(cloud):
+            decision = self.store.atomically(lambda _: self.decide(self._records()))
+            return OperatorResult([], decision, decision.weights, applied=False)
+        results = []
+        for i in range(self.config.health.healthy_threshold):
+            if i:
+                self.sleep(self._spacing(MAX_ONCE_SPACING_S))
+            result = self.prober.probe([cloud])[cloud]
+            if result.verdict is not Verdict.OK:
+                raise FailoverRefused(f"{cloud} is not healthy now, so it stays drained: {result.reason}")
+            results.append(result)
+        outcome = self.store.atomically(lambda _: self._failback(cloud, results, actor=actor, reason=reason))
+        if not outcome.flips:
+            return outcome
+        backends = self.reconcile()
+        return OperatorResult(
+            outcome.flips, outcome.decision, outcome.weights, any(b.wrote for b in backends), backends
+        )
+
+    def _failback(self, cloud: str, results: list[ProbeResult], *, actor: str, reason: str) -> OperatorResult:
+        records = self._records()
+        if records[cloud].machine.state is not HealthState.DRAINED:  # someone else failed it back
             decision = self.decide(records)
-            applied, _ = self.apply(decision.weights, f"failback of {cloud} by {actor}")
-            return OperatorResult(flips, decision, decision.weights, applied)
+            return OperatorResult([], decision, decision.weights, applied=False)
+        for result in results:
+            self._observe(records, {cloud: result})
+        records[cloud].machine, flip = undrain(records[cloud].machine, self.clock(), cloud, reason, actor)
+        self.store.set_override(cloud, drained=False, reason=reason, actor=actor)
+        flips = [flip] if flip else []
+        self.store.record_flips(flips)
+        self._save(records)
+        decision = self.decide(records)
+        weights = self._commit_decision(decision, decision.weights, f"failback of {cloud} by {actor}")
+        return OperatorResult(flips, decision, weights, applied=False)
 
-    def route(self, *, apply: bool) -> tuple[Decision, bool]:
-        def step(_: StateStore) -> tuple[Decision, bool]:
+    def route(self, *, apply: bool) -> tuple[Decision, bool, list[BackendResult]]:
+        """The decision from the recorded state (no probe); with ``apply``, committed and put into
+        effect: (decision, whether a backend was rewritten, the backends' results)."""
+
+        def step(_: StateStore) -> Decision:
             decision = self.decide(self._records())
-            if not apply:
-                return decision, False
-            applied, _weights = self.apply(decision.weights, "orchestrator route")
-            return decision, applied
+            if apply:
+                self._commit_decision(decision, decision.weights, "orchestrator route")
+            return decision
 
-        return self.store.atomically(step)
+        decision = self.store.atomically(step)
+        if not apply:
+            return decision, False, []
+        backends = self.reconcile()
+        return decision, any(b.wrote for b in backends), backends
 
     def status(self) -> dict[str, Any]:
-        records = self._records()
+        """Each cloud's state, the decision, the desired weights, and per backend what it holds now
+        (read live, all backends at once) against them, with what the last reconciliation found."""
+
+        def read(_: StateStore) -> tuple[Any, ...]:
+            records = self._records()
+            return records, self.store.desired(), self.store.recent_flips(limit=20), self.store.backends()
+
+        records, desired, flips, recorded = self.store.atomically(read)
         decision = self.decide(records)
-        last = self.store.last_weights()
-        try:
-            in_effect = self.backend.current()
-        except OrchestratorError as exc:
-            in_effect = {"error": str(exc)}  # type: ignore[dict-item]
+        backends = self._inspect(desired.weights if desired else None)
+        for entry in backends:
+            last = recorded.get(entry["location"])
+            entry["last_reconciled"] = (
+                {"at": last.at, "ok": last.ok, "error": last.error} if last is not None else None
+            )
         return {
             "clouds": {
                 name: {
@@ -463,40 +506,66 @@ class ControlPlane:
                     "last_probe": record.last_probe,
                     "p95_ms": record.p95_ms,
                     "served_version": (record.last_probe or {}).get("served_version"),
-                    "weight": (last.weights.get(name) if last else None),
+                    "weight": (desired.weights.get(name) if desired else None),
                     "cost_per_million_usd": round(self.costs[name].total * 1e6, 4),
                 }
                 for name, record in records.items()
             },
-            "last_applied": {"weights": last.weights, "at": last.at, "reason": last.reason} if last else None,
-            "in_effect": in_effect,
+            "desired": {"weights": desired.weights, "at": desired.at, "reason": desired.reason}
+            if desired
+            else None,
+            "backends": backends,
             "decision": decision.as_dict(),
-            "flips": [flip_dict(f) for f in self.store.recent_flips(limit=20)],
+            "flips": [flip_dict(f) for f in flips],
         }
+
+    def _inspect(self, desired: dict[str, int] | None) -> list[dict[str, Any]]:
+        def one(backend: RoutingBackend) -> dict[str, Any]:
+            entry: dict[str, Any] = {"kind": backend.kind, "location": backend.location}
+            try:
+                comparison = backend.compare(desired or {}, self.endpoints)
+            except Exception as exc:  # one backend unreachable: said, not raised
+                text = str(exc) if isinstance(exc, OrchestratorError) else f"{type(exc).__name__}: {exc}"
+                return {**entry, "in_effect": None, "in_sync": False, "differences": [], "error": short(text)}
+            return {
+                **entry,
+                "in_effect": comparison.in_effect,
+                "in_sync": comparison.in_sync,
+                "differences": list(comparison.differences),
+                "error": None,
+            }
+
+        if not self.backends:
+            return []
+        with ThreadPoolExecutor(max_workers=len(self.backends), thread_name_prefix="status") as pool:
+            return list(pool.map(one, self.backends))
+
+    def _drained(self, cloud: str) -> bool:
+        return self.store.atomically(lambda _: self._records()[cloud].machine.state is HealthState.DRAINED)
 
     def _known(self, *clouds: str | None) -> None:
         for cloud in clouds:
             if cloud is not None and cloud not in self.endpoints:
-                raise FailoverRefused(f"unknown cloud {cloud!r}; configured: {', '.join(self.endpoints)}")
+                raise ConfigError(
+                    f"unknown cloud {cloud!r}; configured: {', '.join(self.endpoints)}"
+                    + (f" ({self.config.source})" if self.config.source else "")
+                )
 
 
-def _backend(config: Config) -> RoutingBackend:
+def open_backends(config: Config) -> list[RoutingBackend]:
+    """The configured routing backends, in order; each is reconciled on its own."""
     routing = config.routing
     backends = []
     for kind in routing.backends:
         if kind == "route53" and routing.route53 is not None:
-            settings = {k: str(v) for k, v in routing.route53.model_dump(exclude_none=True).items()}
-            backends.append(open_backend("route53", settings))
+            backends.append(open_backend("route53", routing.route53.backend_settings()))
         else:
             backends.append(open_backend("file", {"path": str(routing.file.path)}))
-    return backends[0] if len(backends) == 1 else FanOut(backends)
+    return backends
 
 
-def _unexpected(result: ProbeResult, expect: Expectation) -> bool:
-    """The endpoint answered with a version that ``expect`` neither wants nor tolerates."""
-    served = result.served_version
-    known = {expect.version, expect.previous.version if expect.previous else None}
-    return served is not None and expect.version is not None and served not in known
+def _ignore(_: str) -> None:
+    pass
 
 
 def _why(reason: str, flips: list[Flip]) -> str:

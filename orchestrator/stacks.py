@@ -32,7 +32,7 @@ __all__ = ["ENDPOINT_KEYS", "MASKED_SECRET", "config_from_outputs", "load_output
 ENDPOINT_KEYS = ("cloud", "region", "endpoint_url", "model_uri", "cpu", "memory", "max_instances")
 DNS_KEYS = ("zone_id", "record_name")
 # What `pulumi stack output --json` prints for a secret output without --show-secrets.
-MASKED_SECRET = "[secret]"
+MASKED_SECRET = "[secret]"  # noqa: S105  # a placeholder Pulumi prints, not a password
 # A stack's outputs are a few kilobytes; anything far larger is not `pulumi stack output --json`.
 MAX_OUTPUTS_BYTES = 1024 * 1024
 # A model URI names the registry's pointer: <bucket URI>/models/<name>/LATEST.
@@ -118,7 +118,8 @@ def _endpoint(
     for key, output in (
         ("endpoint", "endpoint_url"), ("storage", "model_uri"), ("region", "region"),
         ("capacity_rps", "max_instances"), ("size.vcpu", "cpu"), ("size.memory_gib", "memory"),
-        ("size.concurrency", "concurrency"), ("registry", "registry"), ("storage_settings", "storage_settings"),
+        ("size.concurrency", "concurrency"), ("registry", "registry"),
+        ("storage_settings", "storage_settings"),
     ):  # fmt: skip
         origins[f"{prefix}.{key}"] = (source, output)
     origins["model.name"] = (source, "model_uri")
@@ -181,13 +182,17 @@ def _validate(
     except ConfigError as exc:
         message = str(exc).removeprefix("stack outputs: ")
         key, _, detail = message.partition(": ")
-        for value in sorted({v for _, out in outputs for _, v in _leaves(out) if isinstance(v, str)}, key=len)[
-            ::-1
-        ]:
+        for value in sorted(
+            {v for _, out in outputs for _, v in _leaves(out) if isinstance(v, str)}, key=len
+        )[::-1]:
             if len(value) >= 3:
                 detail = detail.replace(value, "<value>")
         origin = next(
-            (origins[k] for k in sorted(origins, key=len, reverse=True) if key == k or key.startswith(f"{k}.")),
+            (
+                origins[k]
+                for k in sorted(origins, key=len, reverse=True)
+                if key == k or key.startswith(f"{k}.")
+            ),
             None,
         )
         if origin is None:
@@ -235,7 +240,9 @@ def _number(value: Any, source: str, key: str) -> float:
 def _gib(value: Any, source: str) -> float:
     """Memory as GiB from the forms clouds use: 2, "2Gi", "2048Mi", "2GB", "2 GiB", 2048 (MiB)."""
     text = str(value).strip().replace(" ", "") if isinstance(value, str | int | float) else ""
-    match = re.fullmatch(r"(?P<n>\d{1,9}(\.\d{1,9})?)(?P<unit>Gi|GiB|G|GB|Mi|MiB|M|MB)?", text, flags=re.IGNORECASE)
+    match = re.fullmatch(
+        r"(?P<n>\d{1,9}(\.\d{1,9})?)(?P<unit>Gi|GiB|G|GB|Mi|MiB|M|MB)?", text, flags=re.IGNORECASE
+    )
     if isinstance(value, bool) or not match:
         raise ConfigError(f"{source}: stack output 'memory' is not a size such as 2Gi or 2048Mi")
     n = float(match["n"])

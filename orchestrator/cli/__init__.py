@@ -120,11 +120,12 @@ def main() -> None:
         # error (missing option, unknown command...) has an exit code and a formatted message.
         if type(exc).__name__ == "Abort":
             sys.exit(EXIT_INTERRUPTED)
-        if hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int):
+        exit_code = getattr(exc, "exit_code", None)
+        if hasattr(exc, "format_message") and isinstance(exit_code, int):
             ctx = getattr(exc, "ctx", None)
             where = f"{ctx.command_path}: " if ctx is not None else ""
             error(f"{where}{' '.join(str(exc.format_message()).split())} (see --help)")
-            sys.exit(exc.exit_code)
+            sys.exit(exit_code)
         if os.environ.get("ORCHESTRATOR_DEBUG"):
             raise
         error(_internal(exc))

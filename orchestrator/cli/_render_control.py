@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from orchestrator.cli._output import console, err_console
-from orchestrator.control import OperatorResult, RoundReport, flip_dict
+from orchestrator.cli._output import console, err_console, error
+from orchestrator.control import EXIT_STALE_BACKEND, OperatorResult, RoundReport, flip_dict
 from orchestrator.routing import Decision
+from orchestrator.routing.reconcile import BackendResult
 from orchestrator.types import HealthState
 
-__all__ = ["decision_table", "health_table", "operator_json", "round_json", "status_table"]
+__all__ = [
+    "backend_json",
+    "decision_table",
+    "health_table",
+    "operator_json",
+    "report_stale",
+    "round_json",
+    "status_table",
+]
 
 _STYLE = {
     HealthState.HEALTHY: "green",
@@ -66,6 +77,29 @@ def decision_table(
         out.print(f"note: {escape(note)}", soft_wrap=True)
 
 
+def report_stale(backends: Sequence[BackendResult], *, exit_code: bool = False) -> None:
+    """One ``error:`` line per routing backend that does not hold the decision; with ``exit_code``,
+    then exit :data:`~orchestrator.control.EXIT_STALE_BACKEND` if there was any."""
+    stale = [b for b in backends if not b.ok]
+    for backend in stale:
+        error(f"routing backend stale: {backend.location}: {backend.error}; the next round retries it")
+    if stale and exit_code:
+        raise typer.Exit(EXIT_STALE_BACKEND)
+
+
+def backend_json(result: BackendResult) -> dict[str, Any]:
+    return {
+        "kind": result.kind,
+        "location": result.location,
+        "ok": result.ok,
+        "wrote": result.wrote,
+        "in_effect": result.in_effect,
+        "differences": list(result.differences),
+        "error": result.error,
+        "at": result.at,
+    }
+
+
 def health_table(report: RoundReport, *, compact: bool = False) -> None:
     if compact:
         stamp = time.strftime("%H:%M:%S")
@@ -76,6 +110,8 @@ def health_table(report: RoundReport, *, compact: bool = False) -> None:
         )
         for flip in report.flips:
             console.print(f"  [bold]flip[/] {flip.cloud}: {flip.old} → {flip.new} ({escape(flip.reason)})")
+        for note in report.notes:
+            console.print(f"  note: {escape(note)}", soft_wrap=True)
         return
     table = Table(title=f"health (expected version {report.expected_version or 'any'})")
     for column in ("cloud", "state", "last probe", "canary", "p95", "served version"):
@@ -93,9 +129,18 @@ def health_table(report: RoundReport, *, compact: bool = False) -> None:
     console.print(table)
     for flip in report.flips:
         console.print(f"[bold]flip[/] {flip.cloud}: {flip.old} → {flip.new} ({escape(flip.reason)})")
+    for note in report.notes:
+        console.print(f"note: {escape(note)}", soft_wrap=True)
     decision_table(
         report.decision, report.weights, title="routing" + (" (applied)" if report.applied else "")
     )
+    for backend in report.backends:
+        if backend.ok:
+            what = "rewritten" if backend.wrote else "in sync"
+            drift = (
+                f" (was: {'; '.join(backend.differences)})" if backend.wrote and backend.differences else ""
+            )
+            console.print(f"{escape(backend.location)}: {what}{escape(drift)}", soft_wrap=True)
 
 
 def round_json(report: RoundReport) -> dict[str, Any]:
@@ -124,6 +169,8 @@ def round_json(report: RoundReport) -> dict[str, Any]:
         "decision": report.decision.as_dict(),
         "weights": report.weights,
         "applied": report.applied,
+        "backends": [backend_json(b) for b in report.backends],
+        "notes": report.notes,
     }
 
 
@@ -136,6 +183,7 @@ def operator_json(action: str, result: OperatorResult, *, dry_run: bool) -> dict
         "weights": result.weights,
         "applied": result.applied,
         "decision": result.decision.as_dict(),
+        "backends": [backend_json(b) for b in result.backends],
     }
 
 
@@ -156,8 +204,16 @@ def status_table(report: dict[str, Any]) -> None:
             f"${cloud['cost_per_million_usd']:.4f}",
         )
     console.print(table)
-    in_effect = report["in_effect"]
-    console.print(f"weights in effect at the routing backend: {in_effect}")
+    desired = report["desired"]
+    if desired is None:
+        console.print("desired weights: none committed yet (run `orchestrator health --once --apply`)")
+    else:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(desired["at"]))
+        console.print(
+            f"desired weights: {desired['weights']} (since {when}: {escape(desired['reason'])})",
+            soft_wrap=True,
+        )
+    console.print(_backends_table(report["backends"], desired is not None))
     if report["flips"]:
         flips = Table(title="recent flips")
         for column in ("when", "cloud", "from", "to", "reason", "by"):
@@ -172,3 +228,29 @@ def status_table(report: dict[str, Any]) -> None:
                 escape(flip["actor"]),
             )
         console.print(flips)
+
+
+def _backends_table(entries: list[dict[str, Any]], decided: bool) -> Table:
+    backends = Table(title="routing backends")
+    for column in ("backend", "in effect", "holds the desired weights", "last reconciled"):
+        backends.add_column(column)
+    for backend in entries:
+        if backend["error"]:
+            verdict = f"[red]unreadable:[/] {escape(backend['error'])}"
+        elif backend["in_sync"] or not decided:
+            verdict = "[green]yes[/]" if decided else "-"
+        else:
+            verdict = f"[red]no, stale:[/] {escape('; '.join(backend['differences']))}"
+        last = backend.get("last_reconciled")
+        last_text = "never"
+        if last:
+            last_text = time.strftime("%H:%M:%S", time.localtime(last["at"])) + (
+                " ok" if last["ok"] else f" failed: {last['error']}"
+            )
+        backends.add_row(
+            escape(backend["location"]),
+            "-" if backend["in_effect"] is None else str(backend["in_effect"]),
+            verdict,
+            escape(last_text),
+        )
+    return backends

@@ -10,24 +10,30 @@ prefix (or the object itself when the URI ends in ``.json``). Settings are those
 
 The document (schema :data:`DOCUMENT_SCHEMA_VERSION`; keys sorted, times in unix seconds)::
 
-    {"kind": "orchestrator-state", "schema": 1,
+    {"kind": "orchestrator-state", "schema": 2,
      "version": 42,                  # +1 per commit: a reader can tell a new state from one it saw
      "updated_at": 1767225600.0, "commit": "5f0c...",   # random: every write is unique (below)
      "flips": [{"cloud", "at", "old", "new", "reason", "actor", "details"}, ...],   # recording order
      "overrides": {"aws": {"drained", "reason", "actor", "at"}, ...},
-     "applied_weights": [{"weights": {"aws": 70, ...}, "at", "reason"}, ...],      # commit order
-     "machines": {"aws": {"state": {...}, "updated_at"}, ...}}
+     "desired_weights": [{"weights": {"aws": 70, ...}, "at", "reason"}, ...],      # commit order
+     "machines": {"aws": {"state": {...}, "updated_at"}, ...},
+     "backends": {"<location>": {"kind", "ok", "in_effect", "error", "at"}, ...},
+     "leases": {"health-job": {"holder", "acquired_at", "expires_at", "epoch"}}}
 
-Flips and applied weights are bounded histories (:data:`MAX_FLIPS`, :data:`MAX_APPLIED_WEIGHTS`):
+Flips and desired weights are bounded histories (:data:`MAX_FLIPS`, :data:`MAX_DESIRED_WEIGHTS`):
 the oldest entries fall off, so the document stays small enough to read and rewrite whole on
 every commit. A document of a newer schema, or one that is not an orchestrator state document, is
-refused rather than misread.
+refused rather than misread, and one whose values no orchestrator writes (a health state
+``"bogus"``, a weight that is not an integer) raises :class:`~orchestrator.errors.StateCorrupt`
+naming the key. Schema 1 documents (``applied_weights``, no ``backends`` or ``leases``) are read
+as schema 2 and written back as schema 2 at their next commit.
 
 Transactions are optimistic. :meth:`ObjectStoreStateStore.transaction` reads the document once,
 with its version token (S3 and Azure ETag, GCS generation). Inside the block every write is
 applied to a private working copy, which later reads see, and is also recorded as a *mutation*:
 a small function that re-applies that one write to any document ("append these flips", "set
-aws's override to this value", "append these weights", "replace aws's machine"), together with
+aws's override to this value", "append these weights", "replace aws's machine", "set this
+lease"), together with
 the sections the block read. At exit the working copy is written with ``put_if`` on the token
 read (S3 If-Match, or If-None-Match: * for the first write; GCS ifGenerationMatch; Azure
 If-Match), so a write lands only on the version it was computed from. If another command
@@ -53,12 +59,12 @@ after the other, and no command's write is lost.
 
 What a caller must not assume: that a transaction holds a lock (others run and commit meanwhile;
 only the commit is checked); that a block runs once (with ``atomically`` it may run again, so
-side effects in it, such as probes or a routing change, must be idempotent); that a commit which
+side effects in it must be idempotent: the control plane does no I/O in a step at all); that a commit which
 raised StateConflict wrote anything (it wrote nothing), or that one which raised TransientError
 did not (its last request may have landed with the answer lost: read the state again); that
-entries appear in time order (``applied_weights`` is in commit order, and the last one committed
+entries appear in time order (``desired_weights`` is in commit order, and the last one committed
 is the one in effect, whatever its timestamp); or that histories are complete (they keep the
-newest :data:`MAX_FLIPS` and :data:`MAX_APPLIED_WEIGHTS` entries).
+newest :data:`MAX_FLIPS` and :data:`MAX_DESIRED_WEIGHTS` entries).
 
 A read costs two requests (stat for the token, then get): in that order, because a get that
 returns a newer version than the token only makes the conditional write fail and retry, whereas
@@ -69,8 +75,8 @@ retried write "already landed" can only ever recognise our own write. Transient 
 retried by the storage layer (:mod:`orchestrator.storage.retry`); ``stats`` counts reads,
 commits, conflicts, replays and stale transactions.
 
-gcp-storage-emulator ignores preconditions (``../shared/NOTES.md``), so it cannot test any of
-this; real GCS enforces ``ifGenerationMatch``, which we always send (``tests/state``).
+gcp-storage-emulator ignores preconditions, so it cannot test any of this; real GCS enforces
+``ifGenerationMatch``, which we always send (``tests/state``).
 """
 
 from __future__ import annotations
@@ -88,15 +94,26 @@ from typing import Any, Final, Literal, TypeVar, get_args
 
 import orjson
 
-from orchestrator.errors import ConfigError, NotFound, PreconditionFailed, StateConflict, StorageError
+from orchestrator.errors import (
+    ConfigError,
+    NotFound,
+    PreconditionFailed,
+    StateConflict,
+    StateCorrupt,
+    StorageError,
+)
 from orchestrator.state.base import (
     BUSY_TIMEOUT,
     DEFAULT_FLIP_LIMIT,
-    AppliedWeights,
+    BackendStatus,
+    DesiredWeights,
+    Lease,
     Override,
     StateStore,
     check_cloud,
     check_weights,
+    parse_backend,
+    parse_lease,
 )
 from orchestrator.storage import RetryPolicy, Storage, open_storage, parse_uri
 from orchestrator.types import Flip, HealthState
@@ -106,7 +123,7 @@ __all__ = [
     "DOCUMENT_KEY",
     "DOCUMENT_KIND",
     "DOCUMENT_SCHEMA_VERSION",
-    "MAX_APPLIED_WEIGHTS",
+    "MAX_DESIRED_WEIGHTS",
     "MAX_FLIPS",
     "OBJECT_STORE_SCHEMES",
     "ObjectStoreStateStore",
@@ -120,16 +137,16 @@ OBJECT_STORE_SCHEMES: Final = ("s3", "gs", "az")
 # models/ tree of `orchestrator sync`) cannot collide with anything else there.
 DOCUMENT_KEY = "orchestrator/state.json"
 DOCUMENT_KIND = "orchestrator-state"
-DOCUMENT_SCHEMA_VERSION = 1
+DOCUMENT_SCHEMA_VERSION = 2
 # Every commit reads and rewrites the whole document, so the histories are bounded. A flip is
 # about 200-400 bytes (more with probe details), so 1000 keep the document around 0.3 MB: one
 # read plus one write stay within tens of milliseconds in-region, while covering months of flips
 # at any sane rate (hold-downs double per flap, so even a flapping cloud flips a few times an hour).
 # `orchestrator status` shows 20.
 MAX_FLIPS = 1000
-# Only the last entry is used (what a panic keeps in effect); the rest is an audit trail of the
-# recent routing changes, about 100 bytes each.
-MAX_APPLIED_WEIGHTS = 100
+# Only the last entry is used (what every backend must hold); the rest is an audit trail of the
+# recent routing decisions, about 100 bytes each.
+MAX_DESIRED_WEIGHTS = 100
 # Tries of one commit that keeps losing races: a bound on top of the busy timeout, which is what
 # normally ends the wait. Every lost race means another command committed, so some command always
 # progresses, but not necessarily this one: a writer backing off can lose to fresh ones several
@@ -147,7 +164,7 @@ COMMIT_WAIT_MAX = 1.0
 J = TypeVar("J")
 
 # The document's sections: what a transaction reads and writes, and what StateConflict names.
-Section = Literal["flips", "overrides", "applied_weights", "machines"]
+Section = Literal["flips", "overrides", "desired_weights", "machines", "backends", "leases"]
 SECTIONS: tuple[Section, ...] = get_args(Section)
 
 
@@ -174,16 +191,20 @@ class _Document:
     version: int = 0
     flips: list[dict[str, Any]] = field(default_factory=list)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-    applied_weights: list[dict[str, Any]] = field(default_factory=list)
+    desired_weights: list[dict[str, Any]] = field(default_factory=list)
     machines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    backends: dict[str, dict[str, Any]] = field(default_factory=dict)
+    leases: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def copy(self) -> _Document:
         return _Document(
             self.version,
             _json_copy(self.flips),
             _json_copy(self.overrides),
-            _json_copy(self.applied_weights),
+            _json_copy(self.desired_weights),
             _json_copy(self.machines),
+            _json_copy(self.backends),
+            _json_copy(self.leases),
         )
 
     def section(self, name: Section) -> object:
@@ -397,23 +418,67 @@ class ObjectStoreStateStore(StateStore):
             stored = self._view("overrides").overrides
             return {cloud: _override(cloud, stored[cloud]) for cloud in sorted(stored)}
 
-    # --- weights -------------------------------------------------------------------------
+    # --- weights and backends ---------------------------------------------------------------
 
-    def save_weights(self, weights: Mapping[str, int], reason: str) -> AppliedWeights:
-        applied = AppliedWeights(weights=check_weights(weights), at=self._clock(), reason=reason)
-        row = {"weights": applied.weights, "at": applied.at, "reason": reason}
+    def save_desired(self, weights: Mapping[str, int], reason: str) -> DesiredWeights:
+        desired = DesiredWeights(weights=check_weights(weights), at=self._clock(), reason=reason)
+        row = {"weights": desired.weights, "at": desired.at, "reason": reason}
 
         def append(document: _Document) -> None:
-            document.applied_weights.append(_json_copy(row))
-            del document.applied_weights[:-MAX_APPLIED_WEIGHTS]
+            document.desired_weights.append(_json_copy(row))
+            del document.desired_weights[:-MAX_DESIRED_WEIGHTS]
 
         self._write(append)
-        return applied
+        return desired
 
-    def last_weights(self) -> AppliedWeights | None:
+    def desired(self) -> DesiredWeights | None:
         with self._lock:
-            history = self._view("applied_weights").applied_weights
-            return _applied(history[-1]) if history else None
+            history = self._view("desired_weights").desired_weights
+            return _desired(history[-1]) if history else None
+
+    def record_backends(self, statuses: Iterable[BackendStatus]) -> None:
+        rows = {
+            s.location: {
+                "kind": s.kind,
+                "ok": s.ok,
+                "in_effect": None if s.in_effect is None else check_weights(s.in_effect),
+                "error": s.error,
+                "at": float(s.at),
+            }
+            for s in statuses
+        }
+        if not rows:
+            return
+
+        def put(document: _Document) -> None:
+            document.backends.update(_json_copy(rows))
+
+        self._write(put)
+
+    def backends(self) -> dict[str, BackendStatus]:
+        with self._lock:
+            stored = self._view("backends").backends
+            return {location: parse_backend(location, stored[location]) for location in sorted(stored)}
+
+    # --- leases --------------------------------------------------------------------------
+
+    def lease(self, name: str) -> Lease | None:
+        with self._lock:
+            stored = self._view("leases").leases
+            return parse_lease(name, stored[name]) if name in stored else None
+
+    def put_lease(self, lease: Lease) -> None:
+        row = {
+            "holder": lease.holder,
+            "acquired_at": lease.acquired_at,
+            "expires_at": lease.expires_at,
+            "epoch": lease.epoch,
+        }
+
+        def put(document: _Document) -> None:
+            document.leases[lease.name] = dict(row)
+
+        self._write(put)
 
     # --- health machines -----------------------------------------------------------------
 
@@ -494,8 +559,10 @@ class ObjectStoreStateStore(StateStore):
                 "commit": secrets.token_hex(8),
                 "flips": document.flips,
                 "overrides": document.overrides,
-                "applied_weights": document.applied_weights,
+                "desired_weights": document.desired_weights,
                 "machines": document.machines,
+                "backends": document.backends,
+                "leases": document.leases,
             },
             option=orjson.OPT_SORT_KEYS,  # equal state, equal text: diffs and debugging stay simple
         )
@@ -505,7 +572,7 @@ class ObjectStoreStateStore(StateStore):
             self.stats[what] += 1
 
 
-def _decode(data: bytes, uri: str) -> _Document:
+def _decode(data: bytes, uri: str) -> _Document:  # noqa: PLR0912  # one check per section
     """Parse and check a stored document; StorageError naming ``uri`` if it is not one we can use."""
     try:
         raw = orjson.loads(data)
@@ -528,28 +595,41 @@ def _decode(data: bytes, uri: str) -> _Document:
             f"({DOCUMENT_SCHEMA_VERSION}); upgrade the orchestrator",
             uri=uri,
         )
+    if schema == 1:  # applied_weights became desired_weights; backends and leases are new
+        raw = {**raw, "desired_weights": raw.get("applied_weights"), "backends": {}, "leases": {}}
+    key = "(document)"
     try:
-        document = _Document(
-            version=_integer(raw["version"]),
-            flips=_list_of_dicts(raw["flips"]),
-            overrides=_dict_of_dicts(raw["overrides"]),
-            applied_weights=_list_of_dicts(raw["applied_weights"]),
-            machines=_dict_of_dicts(raw["machines"]),
-        )
+        document = _Document(version=_integer(raw["version"]))
+        for key in ("flips", "desired_weights"):
+            setattr(document, key, _list_of_dicts(raw[key]))
+        for key in ("overrides", "machines", "backends", "leases"):
+            setattr(document, key, _dict_of_dicts(raw[key]))
         # Convert every entry once, as reads will: a malformed one is reported now, with the
-        # document's location, instead of as a confusing error in some later command.
-        for row in document.flips:
+        # document's location and the key, instead of as a confusing error in some later command.
+        for index, row in enumerate(document.flips):
+            key = f"flips[{index}]"
             _flip(row)
         for cloud, row in document.overrides.items():
+            key = f"overrides.{cloud}"
             _override(cloud, row)
-        for row in document.applied_weights:
-            _applied(row)
+        for index, row in enumerate(document.desired_weights):
+            key = f"desired_weights[{index}]"
+            _desired(row)
         for cloud, row in document.machines.items():
+            key = f"machines.{cloud}"
             check_cloud(cloud)
             _dict(row["state"])
             _number(row["updated_at"])
+        for location, row in document.backends.items():
+            key = f"backends.{location}"
+            parse_backend(location, row)
+        for name, row in document.leases.items():
+            key = f"leases.{name}"
+            parse_lease(name, row)
     except (KeyError, TypeError, ValueError) as exc:
-        raise StorageError(f"malformed state document: {type(exc).__name__}: {exc}", uri=uri) from exc
+        raise StateCorrupt(
+            f"malformed state document at {key}: {type(exc).__name__}: {exc}", uri=uri
+        ) from exc
     return document
 
 
@@ -578,8 +658,8 @@ def _override(cloud: str, row: Mapping[str, Any]) -> Override:
     )
 
 
-def _applied(row: Mapping[str, Any]) -> AppliedWeights:
-    return AppliedWeights(
+def _desired(row: Mapping[str, Any]) -> DesiredWeights:
+    return DesiredWeights(
         weights=check_weights(_dict(row["weights"])), at=_number(row["at"]), reason=_text(row["reason"])
     )
 

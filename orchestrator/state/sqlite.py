@@ -38,15 +38,21 @@ from typing import Any
 
 import orjson
 
-from orchestrator.errors import ConfigError, StorageError, TransientError
+from orchestrator.errors import ConfigError, StateCorrupt, StorageError, TransientError
 from orchestrator.state.base import (
     BUSY_TIMEOUT,
     DEFAULT_FLIP_LIMIT,
-    AppliedWeights,
+    BackendStatus,
+    DesiredWeights,
+    Lease,
     Override,
     StateStore,
     check_cloud,
     check_weights,
+    finite,
+    parse_backend,
+    parse_lease,
+    text,
 )
 from orchestrator.types import Flip, HealthState
 
@@ -103,6 +109,29 @@ MIGRATIONS: tuple[Migration, ...] = (
                 cloud      TEXT PRIMARY KEY,
                 state      TEXT NOT NULL,
                 updated_at REAL NOT NULL
+            )""",
+        ),
+    ),
+    Migration(
+        2,
+        "desired weights (backends are reconciled to them), backend statuses, leases",
+        (
+            # The rows keep their meaning: the last decision, which every backend must now hold.
+            "ALTER TABLE applied_weights RENAME TO desired_weights",
+            """CREATE TABLE backends (
+                location  TEXT PRIMARY KEY,
+                kind      TEXT NOT NULL,
+                ok        INTEGER NOT NULL CHECK (ok IN (0, 1)),
+                in_effect TEXT,
+                error     TEXT,
+                at        REAL NOT NULL
+            )""",
+            """CREATE TABLE leases (
+                name        TEXT PRIMARY KEY,
+                holder      TEXT NOT NULL,
+                acquired_at REAL NOT NULL,
+                expires_at  REAL NOT NULL,
+                epoch       INTEGER NOT NULL CHECK (epoch >= 1)
             )""",
         ),
     ),
@@ -236,18 +265,24 @@ class SQLiteStateStore(StateStore):
             "ORDER BY at DESC, id DESC LIMIT ?",
             (*params, -1 if limit is None else limit),  # SQLite: LIMIT -1 is no limit
         )
-        return [
-            Flip(
-                cloud=row[0],
-                at=row[1],
-                old=HealthState(row[2]),
-                new=HealthState(row[3]),
-                reason=row[4],
-                actor=row[5],
-                details=orjson.loads(row[6]),
-            )
-            for row in rows
-        ]
+        flips = []
+        for row in rows:
+            with self._corrupt("flips"):
+                details = orjson.loads(row[6])
+                if not isinstance(details, dict):
+                    raise TypeError("details: expected an object")
+                flips.append(
+                    Flip(
+                        cloud=check_cloud(row[0]),
+                        at=finite(row[1], "at"),
+                        old=HealthState(row[2]),
+                        new=HealthState(row[3]),
+                        reason=text(row[4], "reason"),
+                        actor=text(row[5], "actor"),
+                        details=details,
+                    )
+                )
+        return flips
 
     # --- overrides -----------------------------------------------------------------------
 
@@ -266,34 +301,108 @@ class SQLiteStateStore(StateStore):
 
     def overrides(self) -> dict[str, Override]:
         rows = self._query("SELECT cloud, drained, reason, actor, at FROM overrides ORDER BY cloud")
-        return {
-            row[0]: Override(cloud=row[0], drained=bool(row[1]), reason=row[2], actor=row[3], at=row[4])
-            for row in rows
-        }
+        overrides = {}
+        for row in rows:
+            with self._corrupt(f"overrides.{row[0]}"):
+                overrides[row[0]] = Override(
+                    cloud=check_cloud(row[0]),
+                    drained=bool(row[1]),
+                    reason=text(row[2], "reason"),
+                    actor=text(row[3], "actor"),
+                    at=finite(row[4], "at"),
+                )
+        return overrides
 
-    # --- weights -------------------------------------------------------------------------
+    # --- weights and backends ---------------------------------------------------------------
 
-    def save_weights(self, weights: Mapping[str, int], reason: str) -> AppliedWeights:
-        applied = AppliedWeights(weights=check_weights(weights), at=self._clock(), reason=reason)
+    def save_desired(self, weights: Mapping[str, int], reason: str) -> DesiredWeights:
+        desired = DesiredWeights(weights=check_weights(weights), at=self._clock(), reason=reason)
         with self.transaction():
             self._run(
-                "INSERT INTO applied_weights (at, weights, reason) VALUES (?, ?, ?)",
-                (applied.at, _dumps(applied.weights), applied.reason),
+                "INSERT INTO desired_weights (at, weights, reason) VALUES (?, ?, ?)",
+                (desired.at, _dumps(desired.weights), desired.reason),
             )
-        return applied
+        return desired
 
-    def last_weights(self) -> AppliedWeights | None:
-        rows = self._query("SELECT at, weights, reason FROM applied_weights ORDER BY id DESC LIMIT 1")
+    def desired(self) -> DesiredWeights | None:
+        rows = self._query("SELECT at, weights, reason FROM desired_weights ORDER BY id DESC LIMIT 1")
         if not rows:
             return None
         at, weights, reason = rows[0]
-        return AppliedWeights(weights=orjson.loads(weights), at=at, reason=reason)
+        with self._corrupt("desired_weights[-1]"):
+            parsed = orjson.loads(weights)
+            if not isinstance(parsed, dict):
+                raise TypeError("weights: expected an object")
+            return DesiredWeights(
+                weights=check_weights(parsed), at=finite(at, "at"), reason=text(reason, "reason")
+            )
+
+    def record_backends(self, statuses: Iterable[BackendStatus]) -> None:
+        rows = [
+            (
+                s.location,
+                s.kind,
+                int(s.ok),
+                None if s.in_effect is None else _dumps(check_weights(s.in_effect)),
+                s.error,
+                float(s.at),
+            )
+            for s in statuses
+        ]
+        with self.transaction(), self._errors():
+            self._db.executemany(
+                "INSERT INTO backends (location, kind, ok, in_effect, error, at) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (location) DO UPDATE SET kind = excluded.kind, ok = excluded.ok, "
+                "in_effect = excluded.in_effect, error = excluded.error, at = excluded.at",
+                rows,
+            )
+
+    def backends(self) -> dict[str, BackendStatus]:
+        rows = self._query("SELECT location, kind, ok, in_effect, error, at FROM backends ORDER BY location")
+        statuses = {}
+        for location, kind, ok, in_effect, error, at in rows:
+            with self._corrupt("backends"):
+                row = {"kind": kind, "ok": bool(ok), "error": error, "at": at}
+                row["in_effect"] = None if in_effect is None else orjson.loads(in_effect)
+                statuses[location] = parse_backend(location, row)
+        return statuses
+
+    # --- leases --------------------------------------------------------------------------
+
+    def lease(self, name: str) -> Lease | None:
+        rows = self._query(
+            "SELECT holder, acquired_at, expires_at, epoch FROM leases WHERE name = ?", (name,)
+        )
+        if not rows:
+            return None
+        holder, acquired_at, expires_at, epoch = rows[0]
+        with self._corrupt("leases"):
+            return parse_lease(
+                name, {"holder": holder, "acquired_at": acquired_at, "expires_at": expires_at, "epoch": epoch}
+            )
+
+    def put_lease(self, lease: Lease) -> None:
+        with self.transaction():
+            self._run(
+                "INSERT INTO leases (name, holder, acquired_at, expires_at, epoch) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+                "acquired_at = excluded.acquired_at, expires_at = excluded.expires_at, "
+                "epoch = excluded.epoch",
+                (lease.name, lease.holder, lease.acquired_at, lease.expires_at, lease.epoch),
+            )
 
     # --- health machines -----------------------------------------------------------------
 
     def load_machines(self) -> dict[str, dict[str, Any]]:
         rows = self._query("SELECT cloud, state FROM health_machines ORDER BY cloud")
-        return {cloud: orjson.loads(state) for cloud, state in rows}
+        machines = {}
+        for cloud, state in rows:
+            with self._corrupt(f"machines.{cloud}"):
+                parsed = orjson.loads(state)
+                if not isinstance(parsed, dict):
+                    raise TypeError("expected an object")
+                machines[check_cloud(cloud)] = parsed
+        return machines
 
     def save_machines(self, machines: Mapping[str, Mapping[str, Any]]) -> None:
         now = self._clock()
@@ -385,6 +494,14 @@ class SQLiteStateStore(StateStore):
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         with self._lock, self._errors():
             return self._db.execute(sql, params).fetchall()
+
+    @contextmanager
+    def _corrupt(self, key: str) -> Iterator[None]:
+        """Turn a stored value that does not parse into StateCorrupt naming the file and ``key``."""
+        try:
+            yield
+        except (TypeError, ValueError, KeyError, orjson.JSONDecodeError) as exc:
+            raise StateCorrupt(f"malformed state at {key}: {exc}", uri=self.location) from None
 
     @contextmanager
     def _errors(self) -> Iterator[None]:

@@ -70,8 +70,9 @@ def test_failover_and_failback_from_the_command_line(fleet: Fleet) -> None:
     assert "--force" in refused.stderr
 
     unknown = run("failover", "--from", "ibm", "--config", config)
-    assert unknown.returncode == 1
+    assert unknown.returncode == 2, "a usage error (the README's exit codes)"
     assert "unknown cloud 'ibm'" in unknown.stderr
+    assert run("failover", "--from", "aws", "--to", "ibm", "--config", config).returncode == 2
 
     back = run("failback", "--to", "aws", "--config", config, "--json")
     assert back.returncode == 0, back.stderr

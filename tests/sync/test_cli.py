@@ -155,7 +155,10 @@ def test_price_overrides_take_numbers_and_billing_modes(run, tmp_path: Path) -> 
             {
                 "model": {"name": "iris"},
                 "clouds": {
-                    "aws": {"storage": "s3://bkt", "price": {"egress_usd_per_gb": 0.05, "billing": "in_flight"}}
+                    "aws": {
+                        "storage": "s3://bkt",
+                        "price": {"egress_usd_per_gb": 0.05, "billing": "in_flight"},
+                    }
                 },
             }
         )

@@ -1,6 +1,7 @@
 """Where a routing decision takes effect: one small interface, one module per backend.
 
     backend = open_backend("route53", {"hosted_zone_id": "Z123", "record_name": "model.example.com."})
+    backend.compare({"aws": 70, "gcp": 30, "azure": 0}, targets)   # what differs from that routing
     applied = backend.apply({"aws": 70, "gcp": 30, "azure": 0}, targets, reason="azure unhealthy")
     backend.current()                                   # {"aws": 70, "gcp": 30, "azure": 0}
 
@@ -11,7 +12,8 @@ Their modules, and the SDKs they need, are imported only when :func:`open_backen
 
 This package owns the I/O of routing only. Deciding the weights is the router's job; it hands
 over integers in 0..255 that are not all zero (Route 53 would read all-zero as "equal shares",
-see :mod:`.route53`), and every backend refuses anything else rather than guess.
+see :mod:`.route53`), and every backend refuses anything else rather than guess. Keeping every
+backend equal to the committed decision, each on its own, is :mod:`orchestrator.routing.reconcile`'s.
 Errors are the project's tree: settings → ConfigError; the backend's service → NotFound,
 PermissionDenied, TransientError (retried) or StorageError.
 """
@@ -30,7 +32,7 @@ __all__ = [
     "BACKENDS",
     "MAX_WEIGHT",
     "AppliedRouting",
-    "FanOut",
+    "Comparison",
     "RoutingBackend",
     "check_settings",
     "checked_weights",
@@ -62,6 +64,19 @@ class AppliedRouting:
     at: float
 
 
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """What a backend holds, against a routing it should hold: the weights in effect (of the
+    clouds it has an entry for) and, one line each, what differs (empty: it holds exactly that)."""
+
+    in_effect: dict[str, int]
+    differences: tuple[str, ...]
+
+    @property
+    def in_sync(self) -> bool:
+        return not self.differences
+
+
 class RoutingBackend(Protocol):
     """A place where per-cloud weights take effect."""
 
@@ -80,6 +95,12 @@ class RoutingBackend(Protocol):
         """The weights in effect now, read back from the backend ({} if it holds none)."""
         ...
 
+    def compare(self, weights: Mapping[str, int], targets: Mapping[str, str]) -> Comparison:
+        """Read the backend and say how it differs from ``weights`` pointing at ``targets``: a
+        missing or unreadable table, a missing record, another weight or (where the backend owns
+        it) another target. Raises only when the backend cannot be reached at all."""
+        ...
+
     def close(self) -> None:
         """Release connections; the backend may not be used afterwards."""
         ...
@@ -88,39 +109,6 @@ class RoutingBackend(Protocol):
 
     def __exit__(self, *exc_info: object) -> None:
         """Calls :meth:`close`."""
-
-
-class FanOut:
-    """Several backends as one (``routing.backend: [route53, file]``): ``apply`` applies to each in
-    order and returns the first one's result; ``current`` reads the first. A failure stops the
-    fan-out and propagates, and the caller does not record the weights as applied, so the next
-    round applies them to every backend again (``apply`` is idempotent)."""
-
-    def __init__(self, backends: list[RoutingBackend]) -> None:
-        if not backends:
-            raise ValueError("FanOut needs at least one backend")
-        self.backends = backends
-        self.kind = "+".join(b.kind for b in backends)
-        self.location = "; ".join(b.location for b in backends)
-
-    def apply(
-        self, weights: Mapping[str, int], targets: Mapping[str, str], *, reason: str = ""
-    ) -> AppliedRouting:
-        results = [backend.apply(weights, targets, reason=reason) for backend in self.backends]
-        return results[0]
-
-    def current(self) -> dict[str, int]:
-        return self.backends[0].current()
-
-    def close(self) -> None:
-        for backend in self.backends:
-            backend.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def open_backend(kind: str, settings: Mapping[str, str]) -> RoutingBackend:

@@ -13,7 +13,9 @@ temporary file in the same directory, fsyncs it, and ``os.replace``s it over ``p
 within one filesystem is atomic: a reader opens either the old file or the new one), then
 fsyncs the directory so the rename itself survives a crash. Writers take an flock on a sidecar
 ``.<name>.lock`` so that two concurrent applies cannot hand out the same version. Clouds absent
-from ``weights`` keep their entries from the previous table.
+from ``weights`` keep their entries from the previous table. A table that is missing, cannot be
+parsed, or holds other weights or targets than the decision is what :meth:`FileBackend.compare`
+reports, and the next reconciliation rewrites it (a table we cannot parse was not written by us).
 
 Settings: ``path`` (required; parent directories are created).
 """
@@ -33,7 +35,7 @@ from typing import Any
 import orjson
 
 from orchestrator.errors import StorageError
-from orchestrator.routing.backends import AppliedRouting, check_settings, checked_weights
+from orchestrator.routing.backends import AppliedRouting, Comparison, check_settings, checked_weights
 
 __all__ = ["FileBackend", "open_from_settings"]
 
@@ -95,6 +97,27 @@ class FileBackend:
 
     def current(self) -> dict[str, int]:
         return dict(self.read().get("weights", {}))
+
+    def compare(self, weights: Mapping[str, int], targets: Mapping[str, str]) -> Comparison:
+        try:
+            table = self.read()
+        except StorageError as exc:
+            detail = str(exc).removeprefix(f"{exc.uri}: ") if exc.uri else str(exc)
+            return Comparison({}, (f"unreadable: {detail}",))
+        if not table:
+            return Comparison({}, ("no routing table",))
+        held: dict[str, int] = dict(table["weights"])
+        aimed = table.get("targets")
+        aimed = aimed if isinstance(aimed, dict) else {}
+        differences = []
+        for cloud, weight in weights.items():
+            if cloud not in held:
+                differences.append(f"{cloud}: no entry")
+            elif held[cloud] != weight:
+                differences.append(f"{cloud}: weight {held[cloud]}, decided {weight}")
+            if cloud in targets and aimed.get(cloud) != targets[cloud]:
+                differences.append(f"{cloud}: another target")
+        return Comparison(held, tuple(differences))
 
     def read(self) -> dict[str, Any]:
         """The whole table as stored ({} if there is no file yet)."""
