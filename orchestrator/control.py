@@ -298,6 +298,7 @@ class ControlPlane:
         samples = samples or max(h.unhealthy_threshold, h.healthy_threshold)
         lease = self.store.acquire_lease(HEALTH_JOB_LEASE, self.holder, self.lease_ttl(samples))
         try:
+            self.store.atomically(lambda _: self._records())  # a corrupt state fails before probing
             probes: dict[str, list[ProbeResult]] = {name: [] for name in self.endpoints}
             for i in range(samples):
                 if i:

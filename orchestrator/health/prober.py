@@ -21,6 +21,7 @@ The prober decides nothing and keeps no state between processes: the machines do
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 import time
@@ -230,7 +231,14 @@ class Prober:
         return self._client
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return self._loop.run_until_complete(coroutine)
+        task = self._loop.create_task(coroutine)
+        try:
+            return self._loop.run_until_complete(task)
+        except BaseException:  # Ctrl-C mid-round: cancel the probes so that the loop closes clean
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                self._loop.run_until_complete(task)
+            raise
 
     def close(self) -> None:
         """Close the HTTP client, the event loop and the buckets (a background read still running

@@ -134,11 +134,26 @@ HTML = b"<html><body><h1>Welcome to nginx!</h1></body></html>"
         ({"predict_status": 500}, "answered 500"),
         # wrong types, nulls, non-finite numbers
         ({"predict": _json({"predictions": ["setosa"], "probabilities": [[None, None]]})}, "not all numbers"),
-        ({"predict": _json({"predictions": ["setosa"], "probabilities": None})}, "missing or of the wrong shape"),
-        ({"predict": _json({"predictions": ["setosa"], "probabilities": [["0.9", "0.1"]]})}, "not all numbers"),
-        ({"predict": _json({"predictions": ["setosa"], "probabilities": [[True, False]]})}, "not all numbers"),
-        ({"predict": _raw(b'{"predictions": ["setosa"], "probabilities": [[NaN, 0.1]]}')}, "not a JSON object"),
-        ({"predict": _raw(b'{"predictions": ["setosa"], "probabilities": [[1e999, 0.1]]}')}, "not a JSON object"),
+        (
+            {"predict": _json({"predictions": ["setosa"], "probabilities": None})},
+            "missing or of the wrong shape",
+        ),
+        (
+            {"predict": _json({"predictions": ["setosa"], "probabilities": [["0.9", "0.1"]]})},
+            "not all numbers",
+        ),
+        (
+            {"predict": _json({"predictions": ["setosa"], "probabilities": [[True, False]]})},
+            "not all numbers",
+        ),
+        (
+            {"predict": _raw(b'{"predictions": ["setosa"], "probabilities": [[NaN, 0.1]]}')},
+            "not a JSON object",
+        ),
+        (
+            {"predict": _raw(b'{"predictions": ["setosa"], "probabilities": [[1e999, 0.1]]}')},
+            "not a JSON object",
+        ),
         ({"predict": _json({"predictions": ["setosa"], "probabilities": [0.9, 0.1]})}, "wrong shape"),
         ({"predict": _json({"predictions": ["setosa"], "probabilities": {"a": 1}})}, "wrong shape"),
         ({"predict": _json({"predictions": [0], "probabilities": [[0.9, 0.1]]})}, "not 1 labels (strings)"),

@@ -616,10 +616,13 @@ def test_apply_changes_only_the_weight_of_the_stacks_records(
     _stack_records(r53, zone_id, name, checks)
     backend.apply({"aws": 100, "gcp": 0, "azure": 0}, TARGETS, reason="cheapest")
     records = our_records(r53, zone_id, name)
-    assert {c: (r["Weight"], r.get("HealthCheckId"), r["TTL"], r["ResourceRecords"]) for c, r in records.items()} == {
+    kept = {
+        c: (r["Weight"], r.get("HealthCheckId"), r["TTL"], r["ResourceRecords"]) for c, r in records.items()
+    }
+    assert kept == {
         cloud: (weight, checks[cloud], 60, [{"Value": f"stack-{cloud}.example.net"}])
         for cloud, weight in (("aws", 100), ("gcp", 0), ("azure", 0))
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.emulator
@@ -724,8 +727,12 @@ def test_file_compare_reports_every_kind_of_drift(tmp_path: Path) -> None:
     assert comparison.differences[0].startswith("unreadable: not a routing table (invalid JSON")
     path.write_text('{"weights": {"aws": 70}}')
     assert backend.compare(decided, TARGETS).differences == (
-        "aws: another target", "gcp: no entry", "gcp: another target", "azure: no entry", "azure: another target",
-    )  # fmt: skip
+        "aws: another target",
+        "gcp: no entry",
+        "gcp: another target",
+        "azure: no entry",
+        "azure: another target",
+    )
 
 
 @pytest.mark.emulator

@@ -258,7 +258,8 @@ def test_a_lease_is_held_until_it_expires_then_taken_over_with_a_new_epoch(
 
     second.release_lease(taken)
     released = first.lease(HEALTH_JOB_LEASE)
-    assert released is not None and not released.live(clock.now)
+    assert released is not None
+    assert not released.live(clock.now)
     again = first.acquire_lease(HEALTH_JOB_LEASE, "host-a:1", ttl_s=30.0)
     assert again.epoch == 3, "every change of holder moves the epoch on"
 
@@ -269,9 +270,13 @@ def test_renewing_inside_a_transaction_fences_its_commit(state_backend: StateBac
     lease = ours.acquire_lease(HEALTH_JOB_LEASE, "ours", ttl_s=10.0)
     clock.now = 1011.0
     theirs.acquire_lease(HEALTH_JOB_LEASE, "theirs", ttl_s=10.0)
-    with pytest.raises(LeaseHeld), ours.transaction() as tx:
+
+    def step(tx: StateStore) -> None:
         tx.save_desired({"aws": 100}, "decided by a job that lost its lease")
         tx.renew_lease(lease, ttl_s=10.0)
+
+    with pytest.raises(LeaseHeld):
+        ours.atomically(step)
     assert ours.desired() is None, "nothing of the step was committed"
 
 
@@ -300,4 +305,5 @@ def test_only_one_of_several_concurrent_acquirers_gets_the_lease(state_backend: 
     assert len(won) == 1, won
     assert refused == won * (contenders - 1)
     lease = stores[0].lease(HEALTH_JOB_LEASE)
-    assert lease is not None and lease.holder == won[0]
+    assert lease is not None
+    assert lease.holder == won[0]

@@ -188,7 +188,8 @@ def test_a_job_that_finds_the_lease_held_probes_and_writes_nothing(
     report = jobs[1].health_round(apply=True)
     assert report.applied
     lease = jobs[0].store.lease(HEALTH_JOB_LEASE)
-    assert lease is not None and lease.holder == jobs[1].holder and lease.epoch == 2
+    assert lease is not None
+    assert (lease.holder, lease.epoch) == (jobs[1].holder, 2)
     assert not lease.live(clock.now), "released at the end of the round"
     for job_ in jobs:
         job_.close()

@@ -280,15 +280,16 @@ def test_a_version_1_file_is_migrated_keeping_its_weights_as_the_desired_ones(db
         assert state.backends() == {}
 
 
+FLIP = "INSERT INTO flips (cloud, at, old, new, reason, actor)"
+
+
 @pytest.mark.parametrize(
     ("sql", "key"),
     [
         ("""INSERT INTO health_machines VALUES ('aws', 'not json', 1)""", "machines.aws"),
         ("""INSERT INTO health_machines VALUES ('aws', '[1, 2]', 1)""", "machines.aws"),
-        ("""INSERT INTO flips (cloud, at, old, new, reason, actor) VALUES ('aws', 1, 'bogus', 'healthy', '', '')""",
-         "flips"),
-        ("""INSERT INTO flips (cloud, at, old, new, reason, actor) VALUES ('ibm', 1, 'healthy', 'drained', '', '')""",
-         "flips"),
+        (f"{FLIP} VALUES ('aws', 1, 'bogus', 'healthy', '', '')", "flips"),
+        (f"{FLIP} VALUES ('ibm', 1, 'healthy', 'drained', '', '')", "flips"),
         ("""INSERT INTO overrides VALUES ('aws', 1, 'r', 'a', 'yesterday')""", "overrides.aws"),
         ("""INSERT INTO desired_weights (at, weights, reason) VALUES (1, '{"aws": "all"}', '')""",
          "desired_weights"),
@@ -303,12 +304,16 @@ def test_a_value_no_orchestrator_writes_is_refused_naming_the_file_and_key(
     with sqlite3.connect(db) as raw:
         raw.execute(sql)
     raw.close()
+
+    def read_everything(state: StateStore) -> None:
+        state.load_machines()
+        state.recent_flips()
+        state.overrides()
+        state.desired()
+        state.lease(HEALTH_JOB_LEASE)
+        state.backends()
+
     with open_state(db) as state:
         with pytest.raises(StateCorrupt, match=rf"malformed state at {key}") as info:
-            state.load_machines()
-            state.recent_flips()
-            state.overrides()
-            state.desired()
-            state.lease(HEALTH_JOB_LEASE)
-            state.backends()
+            read_everything(state)
         assert info.value.uri == str(db)
