@@ -15,6 +15,7 @@ its cold start should not pay for typer and the other commands' imports. Code th
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -108,6 +109,10 @@ def main() -> None:
             if (settings := from_environment()) is not None:
                 run(**settings)
                 return
+        # Retries are summed up in the error that ends them ("gave up after 3 attempts in 0.8 s");
+        # stamina's per-retry log records would otherwise reach stderr through logging's last resort.
+        logging.getLogger("stamina").addHandler(logging.NullHandler())
+        logging.getLogger("stamina").propagate = False
         register_commands(argv)
         code = _build_app()(args=argv, prog_name="orchestrator", standalone_mode=False)
     except OrchestratorError as err:

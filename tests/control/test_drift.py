@@ -1,0 +1,125 @@
+"""Drift repair: every `--apply` round reads back what each backend holds and rewrites it when it
+differs from the committed decision, whatever made it differ.
+
+File backend: the routing file deleted, corrupted, or edited by hand. Route 53: a weight changed by
+hand, a record deleted (re-created with the configured health check), records created by the dns
+stack (their health check, TTL and target survive every repair). And a backend added to the
+configuration is written by the next round, though the decision did not change.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.control.conftest import RECORD, Fleet, run_cli
+
+CLOUDS = ("aws", "gcp", "azure")
+
+
+def records(fleet: Fleet) -> dict[str, dict[str, Any]]:
+    client = boto3.client("route53", endpoint_url=fleet.moto.endpoint, region_name="us-east-1")
+    found = client.list_resource_record_sets(HostedZoneId=fleet.zone_id)["ResourceRecordSets"]
+    return {r["SetIdentifier"]: r for r in found if r.get("SetIdentifier")}
+
+
+def change(fleet: Fleet, action: str, record: dict[str, Any]) -> None:
+    client = boto3.client("route53", endpoint_url=fleet.moto.endpoint, region_name="us-east-1")
+    client.change_resource_record_sets(
+        HostedZoneId=fleet.zone_id, ChangeBatch={"Changes": [{"Action": action, "ResourceRecordSet": record}]}
+    )
+
+
+def round_(config: Path) -> dict[str, Any]:
+    result = run_cli("health", "--once", "--apply", "--config", str(config), "--json")
+    assert result.returncode == 0, result.stderr
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
+def backend(document: dict[str, Any], kind: str) -> dict[str, Any]:
+    entry: dict[str, Any] = next(b for b in document["backends"] if b["kind"] == kind)
+    return entry
+
+
+@pytest.mark.slow
+def test_every_apply_round_repairs_drift_in_each_backend(fleet: Fleet, tmp_path: Path) -> None:
+    client = boto3.client("route53", endpoint_url=fleet.moto.endpoint, region_name="us-east-1")
+    checks = {
+        cloud: client.create_health_check(
+            CallerReference=uuid.uuid4().hex,
+            HealthCheckConfig={
+                "Type": "HTTP",
+                "FullyQualifiedDomainName": f"{cloud}.example",
+                "ResourcePath": "/readyz",
+            },
+        )["HealthCheck"]["Id"]
+        for cloud in CLOUDS
+    }
+    for cloud in CLOUDS:  # what `pulumi up -s dns` creates
+        stack_made = {"Name": RECORD, "Type": "CNAME", "SetIdentifier": cloud, "Weight": 10, "TTL": 30}
+        target = [{"Value": f"{cloud}.stack.example"}]
+        change(fleet, "CREATE", {**stack_made, "ResourceRecords": target, "HealthCheckId": checks[cloud]})
+    routing = tmp_path / "routing.json"
+    route53 = {"hosted_zone_id": fleet.zone_id, "record_name": RECORD, "endpoint_url": fleet.moto.endpoint,
+               "health_check_ids": checks}  # fmt: skip
+    only_dns = fleet.config(routing={"backend": "route53", "route53": route53})
+    both = fleet.config(
+        routing={"backend": ["route53", "file"], "route53": route53, "file": {"path": str(routing)}}
+    )
+
+    first = round_(only_dns)
+    decided = first["weights"]
+    assert {c: r["Weight"] for c, r in records(fleet).items()} == decided
+    assert backend(first, "route53")["wrote"] is True
+
+    # A backend added to the configuration: written by the next round, the decision unchanged.
+    added = round_(both)
+    assert added["weights"] == decided
+    assert (backend(added, "route53")["wrote"], backend(added, "file")["wrote"]) == (False, True)
+    assert backend(added, "file")["differences"] == ["no routing table"]
+    assert json.loads(routing.read_text())["weights"] == decided
+
+    # The routing file deleted, corrupted, edited by hand.
+    for damage, found in (
+        (routing.unlink, "no routing table"),
+        (lambda: routing.write_text('{"version": 9, "weigh'), "unreadable: not a routing table"),
+        (lambda: routing.write_text(json.dumps({"weights": {**decided, "gcp": 77}})), "gcp: weight 77"),
+    ):
+        damage()
+        repaired = round_(both)
+        file_result = backend(repaired, "file")
+        assert file_result["wrote"] is True
+        assert found in "; ".join(file_result["differences"])
+        assert json.loads(routing.read_text())["weights"] == decided
+        assert backend(repaired, "route53")["wrote"] is False, "the other backend was in sync: left alone"
+
+    # A Route 53 weight changed by hand; `status` sees it before the next round repairs it.
+    aws = records(fleet)["aws"]
+    change(fleet, "UPSERT", {**aws, "Weight": 3})
+    status = run_cli("status", "--config", str(both), "--json")
+    assert status.returncode == 4
+    stale = next(b for b in json.loads(status.stdout)["backends"] if b["kind"] == "route53")
+    assert stale["in_sync"] is False
+    assert stale["differences"] == [f"aws: weight 3, decided {decided['aws']}"]
+    assert backend(round_(both), "route53")["wrote"] is True
+    assert records(fleet)["aws"]["Weight"] == decided["aws"]
+
+    # A record deleted: re-created from the configuration, with the group's TTL and its health check.
+    change(fleet, "DELETE", records(fleet)["gcp"])
+    assert "gcp: no record" in backend(round_(both), "route53")["differences"]
+    # Whatever the repairs did, the stack's attributes are still there: only weights changed.
+    now = records(fleet)
+    assert {c: r["Weight"] for c, r in now.items()} == decided
+    assert {c: r["HealthCheckId"] for c, r in now.items()} == checks
+    assert {r["TTL"] for r in now.values()} == {30}
+    assert now["aws"]["ResourceRecords"] == [{"Value": "aws.stack.example"}]
+    assert now["gcp"]["ResourceRecords"] == [{"Value": "127.0.0.1"}], (
+        "re-created from the configured endpoint"
+    )
+    assert run_cli("status", "--config", str(both)).returncode == 0
