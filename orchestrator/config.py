@@ -361,6 +361,8 @@ def check_url(value: str, *, what: str) -> None:
     parts = urlsplit(value)
     if parts.username is not None or parts.password is not None:
         raise ValueError(f"{what} carries credentials (user:password@); remove them from the file")
+    if parts.query or parts.fragment or value.endswith(("?", "#")):
+        raise ValueError(f"{what} is a base URL: it takes no query or fragment (nor tokens in one)")
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"{value!r} is not an http(s) URL")
     try:
@@ -369,8 +371,6 @@ def check_url(value: str, *, what: str) -> None:
         raise ValueError(f"{value!r} has an invalid port") from None
     if not parts.hostname or port == 0:
         raise ValueError(f"{value!r} has no host (or port 0)")
-    if parts.query or parts.fragment or value.endswith(("?", "#")):
-        raise ValueError(f"{value!r}: a base URL takes no query or fragment")
 
 
 def check_state_location(location: str) -> None:
@@ -434,7 +434,8 @@ def validate(model: type[Config], data: Mapping[str, Any], source: str) -> Confi
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors(include_input=False, include_url=False)[0]
-        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        # A bad mapping key (say a cloud "ibm") is reported at that key, not at "clouds.ibm.[key]".
+        key = ".".join(str(p) for p in first["loc"] if p != "[key]") or "(top level)"
         raise ConfigError(f"{source}: {key}: {first['msg']}") from None
 
 
@@ -482,9 +483,13 @@ def parse_yaml(text: str, source: str) -> Any:
     """YAML ``text`` as Python values, refusing duplicate keys and alias bombs (ConfigError)."""
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        # The problem and where, never the snippet PyYAML quotes: the line may hold a secret.
+        mark = exc.problem_mark or exc.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"{source}: not valid YAML: {exc.problem or exc.context}{where}") from None
     except yaml.YAMLError as exc:
-        detail = " ".join(str(exc).split())
-        raise ConfigError(f"{source}: not valid YAML: {detail}") from None
+        raise ConfigError(f"{source}: not valid YAML: {type(exc).__name__}") from None
     except RecursionError:
         raise ConfigError(f"{source}: YAML nested too deeply") from None
     _count_nodes(data, source)
