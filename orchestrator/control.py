@@ -37,7 +37,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -52,7 +52,7 @@ from orchestrator.pricing import CostBreakdown, Traffic, cost_per_request, load_
 from orchestrator.routing import CloudInput, Decision, Demand, decide
 from orchestrator.routing.backends import RoutingBackend, open_backend
 from orchestrator.routing.reconcile import BackendResult, reconcile
-from orchestrator.state import HEALTH_JOB_LEASE, Lease, StateStore
+from orchestrator.state import HEALTH_JOB_LEASE, DesiredWeights, Lease, StateStore
 from orchestrator.types import Flip, HealthState
 
 __all__ = [
@@ -273,12 +273,20 @@ class ControlPlane:
     def reconcile(self) -> list[BackendResult]:
         """Bring every backend to the committed decision (after the commit, never inside it), and
         record what each holds; see :mod:`orchestrator.routing.reconcile`."""
-        results = reconcile(self.backends, self.endpoints, self.store.desired, clock=self.clock)
+        results = reconcile(self.backends, self.endpoints, self._desired, clock=self.clock)
         if results:
             # The statuses are for `status`; if they cannot be recorded, the next reconciliation will.
             with contextlib.suppress(OrchestratorError):
                 self.store.record_backends(r.status() for r in results)
         return results
+
+    def _desired(self) -> DesiredWeights | None:
+        """The committed decision, for the configured clouds only (a decision made before a cloud
+        was removed from the configuration must not route to it, nor fail for want of its URL)."""
+        desired = self.store.desired()
+        if desired is None:
+            return None
+        return replace(desired, weights={c: w for c, w in desired.weights.items() if c in self.endpoints})
 
     # -- the health job --------------------------------------------------------------------------
     def lease_ttl(self, samples: int) -> float:
