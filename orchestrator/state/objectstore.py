@@ -90,7 +90,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TypeVar, get_args
+from typing import Any, Final
 
 import orjson
 
@@ -99,8 +99,6 @@ from orchestrator.errors import (
     NotFound,
     PreconditionFailed,
     StateConflict,
-    StateCorrupt,
-    StorageError,
 )
 from orchestrator.state.base import (
     BUSY_TIMEOUT,
@@ -114,6 +112,18 @@ from orchestrator.state.base import (
     check_weights,
     parse_backend,
     parse_lease,
+)
+from orchestrator.state.document import (
+    DOCUMENT_KIND,
+    DOCUMENT_SCHEMA_VERSION,
+    SECTIONS,
+    Document,
+    Section,
+    decode,
+    desired_from_row,
+    flip_from_row,
+    json_copy,
+    override_from_row,
 )
 from orchestrator.storage import RetryPolicy, Storage, open_storage, parse_uri
 from orchestrator.types import Flip, HealthState
@@ -136,8 +146,6 @@ OBJECT_STORE_SCHEMES: Final = ("s3", "gs", "az")
 # Under the location's prefix. Namespaced, so a location at a bucket's root (shared with the
 # models/ tree of `orchestrator sync`) cannot collide with anything else there.
 DOCUMENT_KEY = "orchestrator/state.json"
-DOCUMENT_KIND = "orchestrator-state"
-DOCUMENT_SCHEMA_VERSION = 2
 # Every commit reads and rewrites the whole document, so the histories are bounded. A flip is
 # about 200-400 bytes (more with probe details), so 1000 keep the document around 0.3 MB: one
 # read plus one write stay within tens of milliseconds in-region, while covering months of flips
@@ -161,12 +169,6 @@ COMMIT_ATTEMPTS = 20
 COMMIT_WAIT_INITIAL = 0.05
 COMMIT_WAIT_MAX = 1.0
 
-J = TypeVar("J")
-
-# The document's sections: what a transaction reads and writes, and what StateConflict names.
-Section = Literal["flips", "overrides", "desired_weights", "machines", "backends", "leases"]
-SECTIONS: tuple[Section, ...] = get_args(Section)
-
 
 def split_location(location: str) -> tuple[str, str]:
     """``(storage URI, key)`` of the state document at ``location``: a URI ending in ``.json``
@@ -184,43 +186,15 @@ def split_location(location: str) -> tuple[str, str]:
     return str(parsed), DOCUMENT_KEY
 
 
-@dataclass(slots=True)
-class _Document:
-    """The document's sections in their stored (JSON) form; the envelope is added on encoding."""
-
-    version: int = 0
-    flips: list[dict[str, Any]] = field(default_factory=list)
-    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-    desired_weights: list[dict[str, Any]] = field(default_factory=list)
-    machines: dict[str, dict[str, Any]] = field(default_factory=dict)
-    backends: dict[str, dict[str, Any]] = field(default_factory=dict)
-    leases: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def copy(self) -> _Document:
-        return _Document(
-            self.version,
-            _json_copy(self.flips),
-            _json_copy(self.overrides),
-            _json_copy(self.desired_weights),
-            _json_copy(self.machines),
-            _json_copy(self.backends),
-            _json_copy(self.leases),
-        )
-
-    def section(self, name: Section) -> object:
-        value: object = getattr(self, name)
-        return value
-
-
 # One write of a transaction, as a function that (re-)applies it to any document.
-_Mutation = Callable[[_Document], None]
+_Mutation = Callable[[Document], None]
 
 
 @dataclass(slots=True)
 class _Transaction:
-    base: _Document  # as read, never modified: what the read sections are checked against
+    base: Document  # as read, never modified: what the read sections are checked against
     token: str | None  # the version token read with it (None: the document did not exist)
-    working: _Document  # base with the mutations applied: what reads inside the block see
+    working: Document  # base with the mutations applied: what reads inside the block see
     mutations: list[_Mutation] = field(default_factory=list)
     reads: set[Section] = field(default_factory=set)
 
@@ -376,15 +350,15 @@ class ObjectStoreStateStore(StateStore):
                 "new": HealthState(flip.new).value,
                 "reason": flip.reason,
                 "actor": flip.actor,
-                "details": _json_copy(dict(flip.details)),
+                "details": json_copy(dict(flip.details)),
             }
             for flip in flips
         ]
         if not rows:
             return  # no write, and no read to find that out
 
-        def append(document: _Document) -> None:
-            document.flips.extend(_json_copy(rows))
+        def append(document: Document) -> None:
+            document.flips.extend(json_copy(rows))
             del document.flips[:-MAX_FLIPS]
 
         self._write(append)
@@ -397,7 +371,7 @@ class ObjectStoreStateStore(StateStore):
             # Newest first; among equal times the one recorded later (list order is commit order).
             rows.sort(key=lambda item: (item[1]["at"], item[0]), reverse=True)
             chosen = [row for _, row in rows if cloud is None or row["cloud"] == cloud]
-            return [_flip(row) for row in (chosen if limit is None else chosen[:limit])]
+            return [flip_from_row(row) for row in (chosen if limit is None else chosen[:limit])]
 
     # --- overrides -----------------------------------------------------------------------
 
@@ -407,7 +381,7 @@ class ObjectStoreStateStore(StateStore):
         )
         row = {"drained": override.drained, "reason": reason, "actor": actor, "at": override.at}
 
-        def put(document: _Document) -> None:
+        def put(document: Document) -> None:
             document.overrides[override.cloud] = dict(row)
 
         self._write(put)
@@ -416,7 +390,7 @@ class ObjectStoreStateStore(StateStore):
     def overrides(self) -> dict[str, Override]:
         with self._lock:
             stored = self._view("overrides").overrides
-            return {cloud: _override(cloud, stored[cloud]) for cloud in sorted(stored)}
+            return {cloud: override_from_row(cloud, stored[cloud]) for cloud in sorted(stored)}
 
     # --- weights and backends ---------------------------------------------------------------
 
@@ -424,8 +398,8 @@ class ObjectStoreStateStore(StateStore):
         desired = DesiredWeights(weights=check_weights(weights), at=self._clock(), reason=reason)
         row = {"weights": desired.weights, "at": desired.at, "reason": reason}
 
-        def append(document: _Document) -> None:
-            document.desired_weights.append(_json_copy(row))
+        def append(document: Document) -> None:
+            document.desired_weights.append(json_copy(row))
             del document.desired_weights[:-MAX_DESIRED_WEIGHTS]
 
         self._write(append)
@@ -434,7 +408,7 @@ class ObjectStoreStateStore(StateStore):
     def desired(self) -> DesiredWeights | None:
         with self._lock:
             history = self._view("desired_weights").desired_weights
-            return _desired(history[-1]) if history else None
+            return desired_from_row(history[-1]) if history else None
 
     def record_backends(self, statuses: Iterable[BackendStatus]) -> None:
         rows = {
@@ -450,8 +424,8 @@ class ObjectStoreStateStore(StateStore):
         if not rows:
             return
 
-        def put(document: _Document) -> None:
-            document.backends.update(_json_copy(rows))
+        def put(document: Document) -> None:
+            document.backends.update(json_copy(rows))
 
         self._write(put)
 
@@ -475,7 +449,7 @@ class ObjectStoreStateStore(StateStore):
             "epoch": lease.epoch,
         }
 
-        def put(document: _Document) -> None:
+        def put(document: Document) -> None:
             document.leases[lease.name] = dict(row)
 
         self._write(put)
@@ -485,19 +459,19 @@ class ObjectStoreStateStore(StateStore):
     def load_machines(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             stored = self._view("machines").machines
-            return {cloud: _json_copy(stored[cloud]["state"]) for cloud in sorted(stored)}
+            return {cloud: json_copy(stored[cloud]["state"]) for cloud in sorted(stored)}
 
     def save_machines(self, machines: Mapping[str, Mapping[str, Any]]) -> None:
         now = self._clock()
         rows = {
-            check_cloud(cloud): {"state": _json_copy(dict(state)), "updated_at": now}
+            check_cloud(cloud): {"state": json_copy(dict(state)), "updated_at": now}
             for cloud, state in machines.items()
         }
         if not rows:
             return
 
-        def put(document: _Document) -> None:
-            document.machines.update(_json_copy(rows))
+        def put(document: Document) -> None:
+            document.machines.update(json_copy(rows))
 
         self._write(put)
 
@@ -511,7 +485,7 @@ class ObjectStoreStateStore(StateStore):
             mutation(tx.working)
             tx.mutations.append(mutation)
 
-    def _view(self, section: Section) -> _Document:
+    def _view(self, section: Section) -> Document:
         """The document to read ``section`` from: the transaction's working copy (the section is
         then recorded as read), or outside a transaction the latest committed document. Call
         with the lock held, and copy what leaves the store."""
@@ -520,7 +494,7 @@ class ObjectStoreStateStore(StateStore):
             return self._tx.working
         return self._read()[0]
 
-    def _read(self) -> tuple[_Document, str | None]:
+    def _read(self) -> tuple[Document, str | None]:
         """The committed document and its version token; an empty document and None if there is
         none yet. Stat first, then get: see the module docstring for why this order is safe."""
         self._count("reads")
@@ -528,12 +502,12 @@ class ObjectStoreStateStore(StateStore):
             info = self.storage.stat(self.key)
         except NotFound:
             self._check_bucket()
-            return _Document(), None
+            return Document(), None
         try:
             data = self.storage.get(self.key)
         except NotFound:
-            return _Document(), None  # deleted since the stat: absent, as a create-only write will check
-        return _decode(data, self.location), info.token
+            return Document(), None  # deleted since the stat: absent, as a create-only write will check
+        return decode(data, self.location), info.token
 
     def _check_bucket(self) -> None:
         """An absent document is an empty state, but an absent bucket is a mistake to report: a
@@ -549,7 +523,7 @@ class ObjectStoreStateStore(StateStore):
                 uri=self.location,
             ) from exc
 
-    def _encode(self, document: _Document) -> bytes:
+    def _encode(self, document: Document) -> bytes:
         return orjson.dumps(
             {
                 "kind": DOCUMENT_KIND,
@@ -570,135 +544,3 @@ class ObjectStoreStateStore(StateStore):
     def _count(self, what: str) -> None:
         with self._lock:
             self.stats[what] += 1
-
-
-def _decode(data: bytes, uri: str) -> _Document:  # noqa: PLR0912  # one check per section
-    """Parse and check a stored document; StorageError naming ``uri`` if it is not one we can use."""
-    try:
-        raw = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise StorageError(
-            f"the state document is not JSON ({exc}); restore it or choose another location", uri=uri
-        ) from exc
-    if not isinstance(raw, dict) or raw.get("kind") != DOCUMENT_KIND:
-        raise StorageError(
-            f"not an orchestrator state document (its kind is not {DOCUMENT_KIND!r}); "
-            "choose another state location",
-            uri=uri,
-        )
-    schema = raw.get("schema")
-    if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
-        raise StorageError(f"the state document has no valid schema version ({schema!r})", uri=uri)
-    if schema > DOCUMENT_SCHEMA_VERSION:
-        raise StorageError(
-            f"state schema version {schema} is newer than this orchestrator understands "
-            f"({DOCUMENT_SCHEMA_VERSION}); upgrade the orchestrator",
-            uri=uri,
-        )
-    if schema == 1:  # applied_weights became desired_weights; backends and leases are new
-        raw = {**raw, "desired_weights": raw.get("applied_weights"), "backends": {}, "leases": {}}
-    key = "(document)"
-    try:
-        document = _Document(version=_integer(raw["version"]))
-        for key in ("flips", "desired_weights"):
-            setattr(document, key, _list_of_dicts(raw[key]))
-        for key in ("overrides", "machines", "backends", "leases"):
-            setattr(document, key, _dict_of_dicts(raw[key]))
-        # Convert every entry once, as reads will: a malformed one is reported now, with the
-        # document's location and the key, instead of as a confusing error in some later command.
-        for index, row in enumerate(document.flips):
-            key = f"flips[{index}]"
-            _flip(row)
-        for cloud, row in document.overrides.items():
-            key = f"overrides.{cloud}"
-            _override(cloud, row)
-        for index, row in enumerate(document.desired_weights):
-            key = f"desired_weights[{index}]"
-            _desired(row)
-        for cloud, row in document.machines.items():
-            key = f"machines.{cloud}"
-            check_cloud(cloud)
-            _dict(row["state"])
-            _number(row["updated_at"])
-        for location, row in document.backends.items():
-            key = f"backends.{location}"
-            parse_backend(location, row)
-        for name, row in document.leases.items():
-            key = f"leases.{name}"
-            parse_lease(name, row)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise StateCorrupt(
-            f"malformed state document at {key}: {type(exc).__name__}: {exc}", uri=uri
-        ) from exc
-    return document
-
-
-def _flip(row: Mapping[str, Any]) -> Flip:
-    return Flip(
-        cloud=check_cloud(row["cloud"]),
-        at=_number(row["at"]),
-        old=HealthState(row["old"]),
-        new=HealthState(row["new"]),
-        reason=_text(row["reason"]),
-        actor=_text(row["actor"]),
-        details=_json_copy(_dict(row["details"])),
-    )
-
-
-def _override(cloud: str, row: Mapping[str, Any]) -> Override:
-    drained = row["drained"]
-    if not isinstance(drained, bool):
-        raise TypeError(f"override of {cloud}: drained must be true or false, not {drained!r}")
-    return Override(
-        cloud=check_cloud(cloud),
-        drained=drained,
-        reason=_text(row["reason"]),
-        actor=_text(row["actor"]),
-        at=_number(row["at"]),
-    )
-
-
-def _desired(row: Mapping[str, Any]) -> DesiredWeights:
-    return DesiredWeights(
-        weights=check_weights(_dict(row["weights"])), at=_number(row["at"]), reason=_text(row["reason"])
-    )
-
-
-def _integer(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected an integer, not {value!r}")
-    return value
-
-
-def _number(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"expected a number, not {value!r}")
-    return float(value)
-
-
-def _text(value: object) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected a string, not {value!r}")
-    return value
-
-
-def _dict(value: object) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise TypeError(f"expected an object, not {value!r}")
-    return value
-
-
-def _list_of_dicts(value: object) -> list[dict[str, Any]]:
-    if not isinstance(value, list):
-        raise TypeError(f"expected a list, not {type(value).__name__}")
-    return [_dict(item) for item in value]
-
-
-def _dict_of_dicts(value: object) -> dict[str, dict[str, Any]]:
-    return {key: _dict(item) for key, item in _dict(value).items()}
-
-
-def _json_copy(value: J) -> J:
-    """A deep copy through JSON: also checks that ``value`` can be stored at all (TypeError)."""
-    copied: J = orjson.loads(orjson.dumps(value))
-    return copied

@@ -32,7 +32,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +53,7 @@ from orchestrator.state.base import (
     parse_lease,
     text,
 )
+from orchestrator.state.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, SCHEMA_VERSION_TABLE, Migration
 from orchestrator.types import Flip, HealthState
 
 __all__ = ["DEFAULT_STATE_PATH", "MIGRATIONS", "SCHEMA_VERSION", "Migration", "SQLiteStateStore"]
@@ -62,87 +62,6 @@ DEFAULT_STATE_PATH = Path(".orchestrator") / "state.db"
 # Poll interval while another process holds the lock needed to switch a new file to WAL: the
 # holder is another opener doing the same switch, which takes well under a millisecond.
 WAL_SWITCH_POLL = 0.005
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    """One schema step: ``statements`` run in one transaction, then ``version`` is recorded."""
-
-    version: int
-    description: str
-    statements: tuple[str, ...]
-
-
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(
-        1,
-        "flips, overrides, applied weights, health machines",
-        (
-            # id orders flips recorded at the same time (clocks have finite resolution).
-            """CREATE TABLE flips (
-                id      INTEGER PRIMARY KEY,
-                cloud   TEXT NOT NULL,
-                at      REAL NOT NULL,
-                old     TEXT NOT NULL,
-                new     TEXT NOT NULL,
-                reason  TEXT NOT NULL,
-                actor   TEXT NOT NULL,
-                details TEXT NOT NULL DEFAULT '{}'
-            )""",
-            "CREATE INDEX flips_by_time ON flips (at, id)",
-            "CREATE INDEX flips_by_cloud ON flips (cloud, at, id)",
-            """CREATE TABLE overrides (
-                cloud   TEXT PRIMARY KEY,
-                drained INTEGER NOT NULL CHECK (drained IN (0, 1)),
-                reason  TEXT NOT NULL,
-                actor   TEXT NOT NULL,
-                at      REAL NOT NULL
-            )""",
-            # A history, newest = highest id (commit order, which the write lock serialises).
-            """CREATE TABLE applied_weights (
-                id      INTEGER PRIMARY KEY,
-                at      REAL NOT NULL,
-                weights TEXT NOT NULL,
-                reason  TEXT NOT NULL
-            )""",
-            """CREATE TABLE health_machines (
-                cloud      TEXT PRIMARY KEY,
-                state      TEXT NOT NULL,
-                updated_at REAL NOT NULL
-            )""",
-        ),
-    ),
-    Migration(
-        2,
-        "desired weights (backends are reconciled to them), backend statuses, leases",
-        (
-            # The rows keep their meaning: the last decision, which every backend must now hold.
-            "ALTER TABLE applied_weights RENAME TO desired_weights",
-            """CREATE TABLE backends (
-                location  TEXT PRIMARY KEY,
-                kind      TEXT NOT NULL,
-                ok        INTEGER NOT NULL CHECK (ok IN (0, 1)),
-                in_effect TEXT,
-                error     TEXT,
-                at        REAL NOT NULL
-            )""",
-            """CREATE TABLE leases (
-                name        TEXT PRIMARY KEY,
-                holder      TEXT NOT NULL,
-                acquired_at REAL NOT NULL,
-                expires_at  REAL NOT NULL,
-                epoch       INTEGER NOT NULL CHECK (epoch >= 1)
-            )""",
-        ),
-    ),
-)
-SCHEMA_VERSION = MIGRATIONS[-1].version
-
-_SCHEMA_VERSION_TABLE = """CREATE TABLE schema_version (
-    version     INTEGER PRIMARY KEY,
-    applied_at  REAL NOT NULL,
-    description TEXT NOT NULL
-)"""
 
 
 class SQLiteStateStore(StateStore):
@@ -458,7 +377,7 @@ class SQLiteStateStore(StateStore):
             # Re-read under the lock: another process may have migrated meanwhile.
             current = self._existing_version()
             if current == 0 and not self._query("SELECT 1 FROM sqlite_master WHERE name = 'schema_version'"):
-                self._run(_SCHEMA_VERSION_TABLE)
+                self._run(SCHEMA_VERSION_TABLE)
             for migration in MIGRATIONS:
                 if migration.version > current:
                     for statement in migration.statements:

@@ -1,48 +1,25 @@
-"""The control plane: probes, state machines, routing decisions, and the operator's overrides.
+"""The control plane's commands over one configuration, one state store and its routing backends.
 
-This module wires the pure parts (:mod:`orchestrator.health.state`, :mod:`orchestrator.routing`)
-to the edges (the prober, the state store, the routing backends). Every command (``health``,
-``failover``, ``failback``, ``route``, ``status``) and the scheduled job are methods here; the CLI
-only parses options and prints. The clock, the sleep and the HTTP transport are injected, so rounds
-are reproducible in tests.
-
-Every command has the same shape, so that one misbehaving cloud never stops the others' failover
-and an operator never waits behind a probe:
-
-1. **probe** with no state transaction open (:class:`~orchestrator.health.prober.Prober`: all
-   clouds at once, each within ``health.timeout_s``, any answer a verdict);
-2. **decide and commit** in one short transaction (:meth:`StateStore.atomically`): read the
-   machines and overrides, feed the observations, record the flips, decide, and commit the
-   decision as the desired weights. No probe, SDK call or backend write happens inside it, so
-   SQLite's write lock is held for milliseconds; an object store re-runs just this step (no
-   probes) when another command committed in between;
-3. **apply after commit** (:func:`~orchestrator.routing.reconcile.reconcile`): each backend is read
-   back and rewritten when it differs from the committed decision, independently of the others.
-   A backend that fails is reported stale (exit code :data:`EXIT_STALE_BACKEND`) and retried by
-   the next reconciliation; the round's health state is committed regardless.
-
-``health --once`` and ``health --watch`` hold the state's health-job lease (:data:`HEALTH_JOB_LEASE`)
-while they run, renewed inside every commit (so a run that lost it commits nothing), so scheduled
-runs never pile up: a second one exits with :class:`~orchestrator.errors.LeaseHeld` (exit 75).
+See :mod:`orchestrator.control` for the shape every command has (probe, commit, reconcile).
 """
 
 from __future__ import annotations
 
 import contextlib
-import getpass
 import os
 import random
 import secrets
 import socket
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import httpx
 
 from orchestrator.config import Config
+from orchestrator.control.reports import FailoverRefused, OperatorResult, RoundReport, move_share
+from orchestrator.control.status import status_report
 from orchestrator.errors import ConfigError, LeaseHeld, OrchestratorError, StateCorrupt
 from orchestrator.health.probe import ProbeResult, short
 from orchestrator.health.prober import EXPECTATION_DEADLINE_S, Prober
@@ -55,103 +32,16 @@ from orchestrator.routing.reconcile import BackendResult, reconcile
 from orchestrator.state import HEALTH_JOB_LEASE, DesiredWeights, Lease, StateStore
 from orchestrator.types import Flip, HealthState
 
-__all__ = [
-    "EXIT_STALE_BACKEND",
-    "CloudRecord",
-    "ControlPlane",
-    "FailoverRefused",
-    "OperatorResult",
-    "RoundReport",
-    "current_user",
-    "flip_dict",
-    "move_share",
-    "open_backends",
-]
+__all__ = ["LEASE_SLACK_S", "MAX_ONCE_SPACING_S", "ControlPlane", "open_backends"]
 
 # Rounds of `health --once` are spaced like the watch loop's probes, but never longer than this:
 # a cron job with a 30 s interval should still finish its round in seconds.
 MAX_ONCE_SPACING_S = 1.0
-# The exit code when the decision was committed but a routing backend could not be brought up to
-# date (it is named on stderr and in `status`); 2 keeps meaning "no healthy cloud" for `health`.
-EXIT_STALE_BACKEND = 4
 # What the health-job lease covers beyond probing: the commit (the state's busy timeout) and the
 # routing writes (a Route 53 call is bounded by its retry budget, about 10 s, and a reconciliation
 # makes a few). Generous on purpose: the lease matters only when its holder died, and then the
 # next scheduled run starts at most this much later than it could have.
 LEASE_SLACK_S = 60.0
-
-
-class FailoverRefused(OrchestratorError):
-    """A failover or failback that would be unsafe; the message says why and what would allow it."""
-
-
-def current_user() -> str:
-    try:
-        return os.environ.get("ORCHESTRATOR_USER") or getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
-def move_share(weights: dict[str, int], source: str, dest: str) -> dict[str, int]:
-    """``weights`` with ``source``'s whole share added to ``dest`` (the total is unchanged)."""
-    moved = dict(weights)
-    moved[dest] = moved.get(dest, 0) + moved.get(source, 0)
-    moved[source] = 0
-    return moved
-
-
-def _stale(backends: Sequence[BackendResult]) -> list[str]:
-    return [b.location for b in backends if not b.ok]
-
-
-@dataclass(frozen=True)
-class OperatorResult:
-    """What a failover or failback did: its flips, the router's view, the weights decided, and what
-    reconciling the backends found (``applied``: at least one was rewritten)."""
-
-    flips: list[Flip]
-    decision: Decision
-    weights: dict[str, int] | None
-    applied: bool
-    backends: list[BackendResult] = field(default_factory=list)
-
-    @property
-    def stale(self) -> list[str]:
-        """The backends that do not hold the decision (named in the CLI's error line)."""
-        return _stale(self.backends)
-
-
-@dataclass
-class RoundReport:
-    """One health round: each cloud's record after it, the probes, the flips, the decision, the
-    desired weights (the decision's, or in a panic the last committed ones), the backends."""
-
-    records: dict[str, CloudRecord]
-    probes: dict[str, list[ProbeResult]]
-    flips: list[Flip]
-    decision: Decision
-    applied: bool
-    weights: dict[str, int] | None
-    expected_version: str | None
-    backends: list[BackendResult] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def stale(self) -> list[str]:
-        return _stale(self.backends)
-
-    @property
-    def exit_code(self) -> int:
-        """2: no healthy cloud; 4: a routing backend is stale; 1: degraded but serving; 0: every
-        cloud in rotation is healthy and every backend holds the decision."""
-        states = [
-            r.machine.state for r in self.records.values() if r.machine.state is not HealthState.DRAINED
-        ]
-        if not any(s is HealthState.HEALTHY for s in states):
-            return 2
-        if self.stale:
-            return EXIT_STALE_BACKEND
-        return 0 if all(s is HealthState.HEALTHY for s in states) else 1
 
 
 class ControlPlane:
@@ -209,7 +99,8 @@ class ControlPlane:
         self.close()
 
     # -- state (inside a transaction) ------------------------------------------------------------
-    def _records(self) -> dict[str, CloudRecord]:
+    def records(self) -> dict[str, CloudRecord]:
+        """Every configured cloud's record as stored (drains applied); call inside a transaction."""
         stored = self.store.load_machines()
         records = {}
         for name in self.endpoints:
@@ -306,7 +197,7 @@ class ControlPlane:
         samples = samples or max(h.unhealthy_threshold, h.healthy_threshold)
         lease = self.store.acquire_lease(HEALTH_JOB_LEASE, self.holder, self.lease_ttl(samples))
         try:
-            self.store.atomically(lambda _: self._records())  # a corrupt state fails before probing
+            self.store.atomically(lambda _: self.records())  # a corrupt state fails before probing
             probes: dict[str, list[ProbeResult]] = {name: [] for name in self.endpoints}
             for i in range(samples):
                 if i:
@@ -332,7 +223,7 @@ class ControlPlane:
         ``on_error`` and the loop goes on."""
         lease = self.store.acquire_lease(HEALTH_JOB_LEASE, self.holder, self.lease_ttl(1))
         try:
-            self.store.atomically(lambda _: self._records())  # a corrupt state fails now, not every round
+            self.store.atomically(lambda _: self.records())  # a corrupt state fails now, not every round
             while not stop():
                 started = self.clock()
                 try:
@@ -356,7 +247,7 @@ class ControlPlane:
         """The round's one transaction: fence on the lease, feed the samples in order, record the
         flips, decide, commit the decision. No I/O but the store's."""
         self.store.renew_lease(lease, self.lease_ttl(1))
-        records = self._records()
+        records = self.records()
         flips: list[Flip] = []
         for i in range(max((len(p) for p in probes.values()), default=0)):
             flips += self._observe(records, {n: p[i] for n, p in probes.items() if i < len(p)})
@@ -407,7 +298,7 @@ class ControlPlane:
     def _failover(
         self, cloud: str, *, to: str | None, reason: str, actor: str, dry_run: bool, force: bool
     ) -> OperatorResult:
-        records = self._records()
+        records = self.records()
         before = self.store.desired()
         machine, flip = drain(records[cloud].machine, self.clock(), cloud, reason, actor)
         records[cloud].machine = machine
@@ -439,7 +330,7 @@ class ControlPlane:
         The probes run before the transaction, which checks the cloud is still drained."""
         self._known(cloud)
         if not self._drained(cloud):
-            decision = self.store.atomically(lambda _: self.decide(self._records()))
+            decision = self.store.atomically(lambda _: self.decide(self.records()))
             return OperatorResult([], decision, decision.weights, applied=False)
         results = []
         for i in range(self.config.health.healthy_threshold):
@@ -458,7 +349,7 @@ class ControlPlane:
         )
 
     def _failback(self, cloud: str, results: list[ProbeResult], *, actor: str, reason: str) -> OperatorResult:
-        records = self._records()
+        records = self.records()
         if records[cloud].machine.state is not HealthState.DRAINED:  # someone else failed it back
             decision = self.decide(records)
             return OperatorResult([], decision, decision.weights, applied=False)
@@ -478,7 +369,7 @@ class ControlPlane:
         effect: (decision, whether a backend was rewritten, the backends' results)."""
 
         def step(_: StateStore) -> Decision:
-            decision = self.decide(self._records())
+            decision = self.decide(self.records())
             if apply:
                 self._commit_decision(decision, decision.weights, "orchestrator route")
             return decision
@@ -490,67 +381,11 @@ class ControlPlane:
         return decision, any(b.wrote for b in backends), backends
 
     def status(self) -> dict[str, Any]:
-        """Each cloud's state, the decision, the desired weights, and per backend what it holds now
-        (read live, all backends at once) against them, with what the last reconciliation found."""
-
-        def read(_: StateStore) -> tuple[Any, ...]:
-            records = self._records()
-            return records, self.store.desired(), self.store.recent_flips(limit=20), self.store.backends()
-
-        records, desired, flips, recorded = self.store.atomically(read)
-        decision = self.decide(records)
-        backends = self._inspect(desired.weights if desired else None)
-        for entry in backends:
-            last = recorded.get(entry["location"])
-            entry["last_reconciled"] = (
-                {"at": last.at, "ok": last.ok, "error": last.error} if last is not None else None
-            )
-        return {
-            "clouds": {
-                name: {
-                    "state": record.machine.state.value,
-                    "reason": record.machine.last_reason,
-                    "hold_until": record.machine.hold_until or None,
-                    "flaps": record.machine.flaps,
-                    "last_probe": record.last_probe,
-                    "p95_ms": record.p95_ms,
-                    "served_version": (record.last_probe or {}).get("served_version"),
-                    "weight": (desired.weights.get(name) if desired else None),
-                    "cost_per_million_usd": round(self.costs[name].total * 1e6, 4),
-                }
-                for name, record in records.items()
-            },
-            "desired": {"weights": desired.weights, "at": desired.at, "reason": desired.reason}
-            if desired
-            else None,
-            "backends": backends,
-            "decision": decision.as_dict(),
-            "flips": [flip_dict(f) for f in flips],
-        }
-
-    def _inspect(self, desired: dict[str, int] | None) -> list[dict[str, Any]]:
-        def one(backend: RoutingBackend) -> dict[str, Any]:
-            entry: dict[str, Any] = {"kind": backend.kind, "location": backend.location}
-            try:
-                comparison = backend.compare(desired or {}, self.endpoints)
-            except Exception as exc:  # one backend unreachable: said, not raised
-                text = str(exc) if isinstance(exc, OrchestratorError) else f"{type(exc).__name__}: {exc}"
-                return {**entry, "in_effect": None, "in_sync": False, "differences": [], "error": short(text)}
-            return {
-                **entry,
-                "in_effect": comparison.in_effect,
-                "in_sync": comparison.in_sync,
-                "differences": list(comparison.differences),
-                "error": None,
-            }
-
-        if not self.backends:
-            return []
-        with ThreadPoolExecutor(max_workers=len(self.backends), thread_name_prefix="status") as pool:
-            return list(pool.map(one, self.backends))
+        """What `orchestrator status` prints (see :func:`orchestrator.control.status.status_report`)."""
+        return status_report(self)
 
     def _drained(self, cloud: str) -> bool:
-        return self.store.atomically(lambda _: self._records()[cloud].machine.state is HealthState.DRAINED)
+        return self.store.atomically(lambda _: self.records()[cloud].machine.state is HealthState.DRAINED)
 
     def _known(self, *clouds: str | None) -> None:
         for cloud in clouds:
@@ -581,14 +416,3 @@ def _why(reason: str, flips: list[Flip]) -> str:
     if not flips:
         return reason
     return f"{reason}: " + "; ".join(f"{f.cloud} {f.old}→{f.new} ({f.reason})" for f in flips)
-
-
-def flip_dict(flip: Flip) -> dict[str, Any]:
-    return {
-        "cloud": flip.cloud,
-        "at": flip.at,
-        "old": flip.old.value,
-        "new": flip.new.value,
-        "reason": flip.reason,
-        "actor": flip.actor,
-    }
