@@ -45,6 +45,7 @@ __all__ = [
     "BadAnswer",
     "Expectation",
     "ProbeResult",
+    "own_canary",
     "probe",
     "probe_many",
     "read_json",
@@ -190,15 +191,16 @@ async def _probe(
     status, info = await _request(client, "GET", base_url, "/v1/model", latency)
     if status != 200:
         raise BadAnswer(f"/v1/model answered {status}")
-    served = _json_object(info, "/v1/model").get("version")
+    model = _json_object(info, "/v1/model")
+    served = model.get("version")
     if not isinstance(served, str) or not 0 < len(served) <= 128:
         raise BadAnswer("/v1/model names no version (a string)")
     check = expect.accepts(served, at)
     if check is None:
         return Verdict.DEGRADED, f"serves version {served}, expected {expect.version}", served
-
-    if not check.instances:
-        raise BadAnswer("no canary known to check its answers against", served=served)
+    rolling = check is not expect  # still the previous version, within the rollout's grace
+    if not check.instances:  # no canary from the buckets: the endpoint's own is replayed
+        check = own_canary(model, check.latency_slo_ms, served)
     stage[0] = "/v1/predict"
     status, answer = await _request(
         client, "POST", base_url, "/v1/predict", latency, json={"instances": check.instances}
@@ -214,7 +216,7 @@ async def _probe(
     if latency["predict"] > expect.latency_slo_ms:
         slow = f"canary took {latency['predict']:.0f} ms, over the {expect.latency_slo_ms:g} ms SLO"
         return Verdict.DEGRADED, slow, served
-    if check is not expect:
+    if rolling:
         return Verdict.OK, f"rolling out: still serves {served}, next {expect.version}", served
     return Verdict.OK, "ok", served
 
@@ -267,6 +269,30 @@ async def read_json(
         return response.status_code, None
 
 
+def own_canary(model: Mapping[str, Any], slo: float, served: str) -> Expectation:
+    """The canary an endpoint reports in its ``/v1/model`` answer, as an expectation to check it
+    against; BadAnswer unless it is well formed (rows of finite numbers, a string label and a row
+    of probabilities per row, at most 1000 rows)."""
+    canary = model.get("canary")
+    if not isinstance(canary, dict):
+        raise BadAnswer("no canary known, and /v1/model reports none", served=served)
+    instances, labels, probabilities = (canary.get(k) for k in ("instances", "labels", "probabilities"))
+    if not (isinstance(instances, list) and isinstance(labels, list) and isinstance(probabilities, list)):
+        raise BadAnswer("no canary known, and /v1/model reports none", served=served)
+    if not 0 < len(instances) == len(labels) == len(probabilities) <= 1000:
+        raise BadAnswer("/v1/model reports a canary of the wrong shape", served=served)
+    rows: list[object] = [*instances, *probabilities]
+    if not all(isinstance(label, str) for label in labels) or not all(
+        isinstance(row, list) and all(_finite(x) for x in row) for row in rows
+    ):
+        raise BadAnswer("/v1/model reports a canary that is not rows of numbers and labels", served=served)
+    return Expectation(None, instances, labels, probabilities, slo)
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _json_object(body: object, path: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadAnswer(f"{path} answer is not a JSON object")
@@ -294,7 +320,7 @@ def wrong_answer(body: object, expect: Expectation) -> str | None:  # noqa: PLR0
         for got, want in zip(got_row, want_row, strict=True):
             if isinstance(got, bool) or not isinstance(got, int | float):
                 return "canary probabilities are not all numbers (null, a string...)"
-            if not math.isfinite(got):
+            if not _finite(got):
                 return "canary probabilities are not all finite"
             worst = max(worst, abs(float(got) - want))
     if worst > CANARY_TOLERANCE:

@@ -12,8 +12,11 @@ not N of them. It also owns what the probes check against (:meth:`Prober.expecta
 - it is re-read every :data:`EXPECTATION_TTL_S` in the background, the rounds meanwhile using the
   one they have: a rollout is noticed within that time, a slow bucket never delays a probe;
 - when the buckets cannot be read (or none is configured), the last expectation read stays in
-  use, and without one the endpoints' own ``GET /v1/model`` supplies the canary (the version is
-  then not checked). :attr:`Prober.note` says which, for the round's report.
+  use, and without one each endpoint is checked against the canary its own ``GET /v1/model``
+  reports (the version is then not checked): an endpoint that lies can fail only itself, never
+  make the others look wrong. A read that failed is retried in the background, and no round waits
+  for the buckets again before :data:`EXPECTATION_TTL_S`. :attr:`Prober.note` says which, for the
+  round's report.
 
 The prober decides nothing and keeps no state between processes: the machines do that.
 """
@@ -34,7 +37,7 @@ import httpx
 from orchestrator.config import Config
 from orchestrator.errors import OrchestratorError
 from orchestrator.health.expect import expected_model
-from orchestrator.health.probe import BadAnswer, Expectation, ProbeResult, probe_many, read_json, short
+from orchestrator.health.probe import Expectation, ProbeResult, probe_many, short
 from orchestrator.storage import RetryPolicy, Storage, open_storage
 
 __all__ = [
@@ -95,6 +98,8 @@ class Prober:
         self._lock = threading.Lock()
         self._reader: threading.Thread | None = None
         self._outcome: tuple[Expectation | None, str | None] | None = None
+        self._failed_at = -math.inf  # monotonic time the last bucket read failed
+        self._trouble: str | None = None  # why the buckets' expectation is not fresh, if it is not
 
     # -- probing -------------------------------------------------------------------------------
     def probe(self, clouds: Sequence[str] | None = None) -> dict[str, ProbeResult]:
@@ -125,21 +130,31 @@ class Prober:
     def expectation(self, *, refresh: bool = False) -> Expectation:
         """What the endpoints must serve now (see the module docstring); ``refresh`` re-reads the
         buckets now (waiting up to EXPECTATION_DEADLINE_S) unless the last read is under
-        EXPECTATION_MIN_AGE_S old. Never raises for an unreadable bucket: :attr:`note` says so."""
+        EXPECTATION_MIN_AGE_S old. Never raises for an unreadable bucket: :attr:`note` says so,
+        and until one answers each endpoint is checked against the canary it reports itself."""
         if not any(cloud.storage for cloud in self.config.clouds.values()):
-            return self._from_endpoints_cached()
+            self.note = "no bucket configured: each endpoint is checked against the canary it reports"
+            return self._own_canaries()
         age = self._age()
         if self._known is None or age > EXPECTATION_TTL_S or (refresh and age >= EXPECTATION_MIN_AGE_S):
             reader = self._start_reading()
-            if self._known is None or refresh:
+            # Wait only when it can help: a read that failed less than a TTL ago is retried in the
+            # background, never again at the cost of a round.
+            failed_lately = self._monotonic() - self._failed_at < EXPECTATION_TTL_S
+            if (self._known is None or refresh) and not failed_lately:
                 reader.join(EXPECTATION_DEADLINE_S)
         self._collect()
         if self._known is not None:
+            self.note = self._trouble
             return self._known.expectation
-        fallback, error = self._run(self._from_endpoints())
-        why = self.note or "no expected model read from the buckets"
-        self.note = short(f"{why}; " + (error or "checking every endpoint against the canary one reports"))
-        return fallback
+        why = self._trouble or "no expected model read from the buckets yet"
+        self.note = short(f"each endpoint is checked against the canary it reports: {why}")
+        return self._own_canaries()
+
+    def _own_canaries(self) -> Expectation:
+        """No expectation: any version, and each endpoint's own canary (from its ``/v1/model``). One
+        endpoint answering wrongly can then fail only itself, never the others."""
+        return Expectation(None, (), (), (), self.config.routing.latency_slo_ms)
 
     def _age(self) -> float:
         return math.inf if self._known is None else self._monotonic() - self._known.at
@@ -170,15 +185,16 @@ class Prober:
             outcome, self._outcome = self._outcome, None
             reading = self._reader is not None and self._reader.is_alive()
         if outcome is None:
-            if reading and self._known is None:
-                self.note = f"the buckets did not answer within {EXPECTATION_DEADLINE_S:g} s"
+            if reading and self._known is None and self._trouble is None:
+                self._trouble = f"the buckets did not answer within {EXPECTATION_DEADLINE_S:g} s"
             return
         expect, error = outcome
         if expect is not None:
-            self._known, self.note = _Known(expect, self._monotonic()), None
+            self._known, self._trouble, self._failed_at = _Known(expect, self._monotonic()), None, -math.inf
             return
+        self._failed_at = self._monotonic()
         kept = f"; still checking against version {self._known.expectation.version}" if self._known else ""
-        self.note = f"expected model not read from the buckets ({error}){kept}"
+        self._trouble = f"expected model not read from the buckets ({error}){kept}"
         if self._known is not None:
             # Try again at the next TTL, not at every round.
             self._known = _Known(self._known.expectation, self._monotonic())
@@ -194,34 +210,6 @@ class Prober:
                     buckets[name] = open_storage(cloud.storage, settings=settings, retry=BUCKET_RETRY)
             self._buckets = buckets
         return buckets if self._buckets is None else self._buckets
-
-    def _from_endpoints_cached(self) -> Expectation:
-        """Without buckets: the endpoints' own canary, re-read every EXPECTATION_TTL_S."""
-        if self._known is None or self._age() > EXPECTATION_TTL_S:
-            expect, self.note = self._run(self._from_endpoints())
-            if expect.instances:
-                self._known = _Known(expect, self._monotonic())
-            return expect
-        return self._known.expectation
-
-    async def _from_endpoints(self) -> tuple[Expectation, str | None]:
-        """The canary the first endpoint to answer reports in ``GET /v1/model`` (version: any), or
-        an expectation without canary (every probe then fails, saying so) and why."""
-        slo = self.config.routing.latency_slo_ms
-        timeout = self.config.health.timeout_s
-        errors = []
-        for cloud, endpoint in self.endpoints.items():
-            try:
-                async with asyncio.timeout(timeout):
-                    status, info = await read_json(
-                        self._http(), "GET", f"{endpoint}/v1/model", path="/v1/model"
-                    )
-                if status != 200:
-                    raise ValueError(f"status {status}")
-                return _canary(info, slo), None
-            except (TimeoutError, httpx.HTTPError, BadAnswer, ValueError) as exc:
-                errors.append(f"{cloud}: {short(str(exc) or type(exc).__name__, 60)}")
-        return Expectation(None, (), (), (), slo), f"no endpoint reports a canary ({'; '.join(errors)})"
 
     # -- the loop ------------------------------------------------------------------------------
     def _http(self) -> httpx.AsyncClient:
@@ -259,27 +247,6 @@ class Prober:
 
     def __exit__(self, *_: object) -> None:
         self.close()
-
-
-def _canary(info: object, slo: float) -> Expectation:
-    """An expectation from an endpoint's ``/v1/model`` answer; ValueError unless it holds a
-    well-formed canary (rows of finite numbers, string labels, a probability row per label)."""
-    canary = info.get("canary") if isinstance(info, dict) else None
-    if not isinstance(canary, dict):
-        raise ValueError("no canary")
-    instances, labels, probabilities = (canary.get(k) for k in ("instances", "labels", "probabilities"))
-    if not (isinstance(instances, list) and isinstance(labels, list) and isinstance(probabilities, list)):
-        raise ValueError("canary fields are not lists")
-    if not 0 < len(instances) == len(labels) == len(probabilities) <= 1000:
-        raise ValueError("canary of the wrong shape")
-    if not all(isinstance(label, str) for label in labels):
-        raise ValueError("canary labels are not strings")
-    for row in [*instances, *probabilities]:
-        if not isinstance(row, list) or not all(
-            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in row
-        ):
-            raise ValueError("canary rows are not lists of finite numbers")
-    return Expectation(None, instances, labels, probabilities, slo)
 
 
 def _unexpected(result: ProbeResult, expect: Expectation) -> bool:

@@ -282,3 +282,28 @@ def test_clouds_are_probed_at_once_and_one_hanging_does_not_hold_the_others() ->
     assert "timed out" in results["aws"].reason
     assert results["gcp"].verdict is Verdict.OK
     assert results["azure"].verdict is Verdict.OK
+
+
+NO_CANARY = Expectation(None, (), (), (), 250)
+OWN = {"instances": [[1.0, 2.0]], "labels": ["setosa"], "probabilities": [[0.9, 0.1]]}
+
+
+@pytest.mark.parametrize(
+    ("canary", "verdict", "message"),
+    [
+        (OWN, Verdict.OK, "ok"),
+        (None, Verdict.FAIL, "/v1/model reports none"),
+        ({**OWN, "labels": [1]}, Verdict.FAIL, "not rows of numbers and labels"),
+        ({**OWN, "instances": [[None, 2.0]]}, Verdict.FAIL, "not rows of numbers and labels"),
+        ({**OWN, "probabilities": []}, Verdict.FAIL, "wrong shape"),
+        ({**OWN, "labels": ["versicolor"]}, Verdict.FAIL, "canary labels"),
+    ],
+)
+def test_without_a_known_canary_an_endpoint_replays_its_own(
+    canary: object, verdict: Verdict, message: str
+) -> None:
+    info = {"version": "v7"} if canary is None else {"version": "v7", "canary": canary}
+    result = run(endpoint(model=_json(info)), NO_CANARY)
+    assert result.verdict is verdict
+    assert message in result.reason
+    assert result.served_version == "v7"
