@@ -158,9 +158,10 @@ MAX_DESIRED_WEIGHTS = 100
 # Tries of one commit that keeps losing races: a bound on top of the busy timeout, which is what
 # normally ends the wait. Every lost race means another command committed, so some command always
 # progresses, but not necessarily this one: a writer backing off can lose to fresh ones several
-# times in a row while a burst lasts. With the waits below, 20 tries wait at most about 17 s (8 s
-# on average), inside the 30 s busy timeout, which absorbs far more contention than a job per cloud
-# and an operator create; the tests drive four writers with no pause between commits.
+# times in a row while a burst lasts. With the waits below, 20 tries would wait about 8 s on
+# average; the 5 s busy timeout ends the wait first, and still absorbs far more contention than a
+# job per cloud and an operator create (a commit is a few requests, no network I/O happens inside
+# a step); the tests drive four writers with no pause between commits.
 COMMIT_ATTEMPTS = 20
 # Backoff before re-reading after a lost race: full jitter, uniform in [0, min(MAX, INITIAL * 2**n)).
 # 50 ms is about one read-modify-write round trip to a bucket in-region, so the first retry
