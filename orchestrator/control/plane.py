@@ -129,9 +129,7 @@ class ControlPlane:
         flips = [records[n].observe(n, r, self.machine_config, window) for n, r in results.items()]
         return [flip for flip in flips if flip is not None]
 
-    def _commit_decision(
-        self, decision: Decision, weights: dict[str, int] | None, reason: str
-    ) -> dict[str, int] | None:
+    def _commit_decision(self, weights: dict[str, int] | None, reason: str) -> dict[str, int] | None:
         """Save ``weights`` as the desired weights if they differ from the last; a panic (None)
         keeps the last ones, whatever they route to, rather than sending traffic nowhere.
         Returns the desired weights in force."""
@@ -180,14 +178,16 @@ class ControlPlane:
         return replace(desired, weights={c: w for c, w in desired.weights.items() if c in self.endpoints})
 
     # -- the health job --------------------------------------------------------------------------
-    def lease_ttl(self, samples: int) -> float:
+    def lease_ttl(self, samples: int, *, watch: bool = False) -> float:
         """How long the health-job lease is taken for: the longest probing of ``samples`` samples
         (each within timeout_s, spaced as `health --once` spaces them, plus one wait for the
-        buckets and one re-probe) and :data:`LEASE_SLACK_S` for the commit and the routing writes."""
+        buckets and one re-probe) and :data:`LEASE_SLACK_S` for the commit and the routing writes;
+        for the watch, which renews it every round, also the longest wait between two rounds."""
         h = self.config.health
         spacing = min(h.interval_s, MAX_ONCE_SPACING_S) * (1 + h.jitter)
         probing = (samples + 1) * h.timeout_s + (samples - 1) * spacing + EXPECTATION_DEADLINE_S
-        return probing + LEASE_SLACK_S
+        between = h.interval_s * (1 + h.jitter) if watch else 0.0
+        return probing + between + LEASE_SLACK_S
 
     def health_round(self, *, apply: bool, samples: int | None = None) -> RoundReport:
         """``health --once``: take the job's lease, collect enough samples to apply the thresholds
@@ -204,7 +204,7 @@ class ControlPlane:
                     self.sleep(self._spacing(MAX_ONCE_SPACING_S))
                 for name, result in self.prober.probe().items():
                     probes[name].append(result)
-            report = self._commit(probes, lease, "health check")
+            report = self._commit(probes, lease, self.lease_ttl(1), "health check")
             return self._finish(report, apply=apply)
         finally:
             self._release(lease)
@@ -221,14 +221,15 @@ class ControlPlane:
         flip, holding the job's lease (LeaseHeld at once if another run holds it, or later if
         another took it over). A round that fails for any other reason is reported to
         ``on_error`` and the loop goes on."""
-        lease = self.store.acquire_lease(HEALTH_JOB_LEASE, self.holder, self.lease_ttl(1))
+        ttl = self.lease_ttl(1, watch=True)
+        lease = self.store.acquire_lease(HEALTH_JOB_LEASE, self.holder, ttl)
         try:
             self.store.atomically(lambda _: self.records())  # a corrupt state fails now, not every round
             while not stop():
                 started = self.clock()
                 try:
                     probes = {name: [result] for name, result in self.prober.probe().items()}
-                    report = self._commit(probes, lease, "health watch")
+                    report = self._commit(probes, lease, ttl, "health watch")
                     on_round(self._finish(report, apply=apply))
                 except LeaseHeld:
                     raise  # another run holds the job now: this one stops
@@ -240,13 +241,17 @@ class ControlPlane:
         finally:
             self._release(lease)
 
-    def _commit(self, probes: dict[str, list[ProbeResult]], lease: Lease, reason: str) -> RoundReport:
-        return self.store.atomically(lambda _: self._commit_round(probes, lease, reason))
+    def _commit(
+        self, probes: dict[str, list[ProbeResult]], lease: Lease, ttl: float, reason: str
+    ) -> RoundReport:
+        return self.store.atomically(lambda _: self._commit_round(probes, lease, ttl, reason))
 
-    def _commit_round(self, probes: dict[str, list[ProbeResult]], lease: Lease, reason: str) -> RoundReport:
+    def _commit_round(
+        self, probes: dict[str, list[ProbeResult]], lease: Lease, ttl: float, reason: str
+    ) -> RoundReport:
         """The round's one transaction: fence on the lease, feed the samples in order, record the
         flips, decide, commit the decision. No I/O but the store's."""
-        self.store.renew_lease(lease, self.lease_ttl(1))
+        self.store.renew_lease(lease, ttl)
         records = self.records()
         flips: list[Flip] = []
         for i in range(max((len(p) for p in probes.values()), default=0)):
@@ -254,7 +259,7 @@ class ControlPlane:
         self.store.record_flips(flips)
         self._save(records)
         decision = self.decide(records)
-        weights = self._commit_decision(decision, decision.weights, _why(reason, flips))
+        weights = self._commit_decision(decision.weights, _why(reason, flips))
         return RoundReport(records, probes, flips, decision, False, weights, None)
 
     def _finish(self, report: RoundReport, *, apply: bool) -> RoundReport:
@@ -322,7 +327,7 @@ class ControlPlane:
             self.store.set_override(cloud, drained=True, reason=reason, actor=actor)
             self.store.record_flips(flips)
             self._save(records)
-        weights = self._commit_decision(decision, weights, f"failover from {cloud} by {actor}: {reason}")
+        weights = self._commit_decision(weights, f"failover from {cloud} by {actor}: {reason}")
         return OperatorResult(flips, decision, weights, applied=False)
 
     def failback(self, cloud: str, *, actor: str, reason: str = "failback") -> OperatorResult:
@@ -361,7 +366,7 @@ class ControlPlane:
         self.store.record_flips(flips)
         self._save(records)
         decision = self.decide(records)
-        weights = self._commit_decision(decision, decision.weights, f"failback of {cloud} by {actor}")
+        weights = self._commit_decision(decision.weights, f"failback of {cloud} by {actor}")
         return OperatorResult(flips, decision, weights, applied=False)
 
     def route(self, *, apply: bool) -> tuple[Decision, bool, list[BackendResult]]:
@@ -371,7 +376,7 @@ class ControlPlane:
         def step(_: StateStore) -> Decision:
             decision = self.decide(self.records())
             if apply:
-                self._commit_decision(decision, decision.weights, "orchestrator route")
+                self._commit_decision(decision.weights, "orchestrator route")
             return decision
 
         decision = self.store.atomically(step)

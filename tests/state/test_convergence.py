@@ -193,3 +193,61 @@ def test_a_job_that_finds_the_lease_held_probes_and_writes_nothing(
     assert not lease.live(clock.now), "released at the end of the round"
     for job_ in jobs:
         job_.close()
+
+
+@pytest.mark.parametrize("state_backend", CONVERGENCE_BACKENDS[:1], indirect=True)
+def test_a_watch_whose_lease_was_taken_over_stops_and_commits_nothing_more(
+    state_backend: StateBackend, tmp_path: Path
+) -> None:
+    clock = FakeClock()
+    watch = plane(
+        CLOUD_ORDERS[0],
+        state_backend.open(clock=clock),
+        tmp_path / "r.json",
+        httpx.MockTransport(endpoints),
+        clock,
+    )
+    other = state_backend.open(clock=clock)
+    rounds: list[RoundReport] = []
+
+    def on_round(report: RoundReport) -> None:
+        rounds.append(report)
+        # The watch was frozen past its lease (SIGSTOP, say) and a scheduled run took the job over.
+        clock.now += watch.lease_ttl(1, watch=True) + 1
+        other.acquire_lease(HEALTH_JOB_LEASE, "a scheduled run", ttl_s=600)
+
+    flips_before = len(other.recent_flips(limit=None))
+    with pytest.raises(LeaseHeld, match="lost the health-job lease: a scheduled run holds it now"):
+        watch.watch(apply=True, stop=lambda: len(rounds) >= 3, on_round=on_round)
+    assert len(rounds) == 1, "the next round's commit found the lease gone and wrote nothing"
+    assert len(other.recent_flips(limit=None)) == flips_before
+    lease = other.lease(HEALTH_JOB_LEASE)
+    assert lease is not None
+    assert lease.holder == "a scheduled run", "the watch left the new holder's lease alone"
+    watch.close()
+
+
+@pytest.mark.parametrize("state_backend", CONVERGENCE_BACKENDS[:1], indirect=True)
+def test_a_watch_round_that_fails_is_reported_and_the_watch_goes_on(
+    state_backend: StateBackend, tmp_path: Path
+) -> None:
+    clock = FakeClock()
+    watch = plane(
+        CLOUD_ORDERS[0],
+        state_backend.open(clock=clock),
+        tmp_path / "r.json",
+        httpx.MockTransport(endpoints),
+        clock,
+    )
+    rounds: list[RoundReport] = []
+    errors: list[str] = []
+
+    def on_round(report: RoundReport) -> None:
+        rounds.append(report)
+        if len(rounds) == 1:
+            raise RuntimeError("a bug in whatever consumes the rounds")
+
+    watch.watch(apply=True, stop=lambda: len(rounds) >= 3, on_round=on_round, on_error=errors.append)
+    assert len(rounds) == 3
+    assert errors == ["health round failed: RuntimeError: a bug in whatever consumes the rounds"]
+    watch.close()
