@@ -123,3 +123,45 @@ def test_every_apply_round_repairs_drift_in_each_backend(fleet: Fleet, tmp_path:
         "re-created from the configured endpoint"
     )
     assert run_cli("status", "--config", str(both)).returncode == 0
+
+
+def test_a_routing_file_that_cannot_be_written_does_not_stop_route53(tmp_path: Path, moto_server) -> None:
+    """The other way round from the Route 53 outage (test_incident.py): the file backend fails."""
+    from orchestrator.health.record import CloudRecord
+    from orchestrator.health.state import Machine
+    from orchestrator.state import open_state
+    from orchestrator.types import HealthState
+
+    client = boto3.client("route53", endpoint_url=moto_server.endpoint, region_name="us-east-1")
+    zone = client.create_hosted_zone(Name="example.com.", CallerReference=uuid.uuid4().hex)["HostedZone"][
+        "Id"
+    ]
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the routing file's directory should be")
+    config = tmp_path / "orchestrator.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "model": {"name": "iris"},
+                "clouds": {c: {"endpoint": f"http://{c}.invalid"} for c in CLOUDS},
+                "routing": {
+                    "backend": ["file", "route53"],
+                    "file": {"path": str(blocker / "routing.json")},
+                    "route53": {"hosted_zone_id": zone.rsplit("/", 1)[-1], "record_name": RECORD,
+                                "endpoint_url": moto_server.endpoint},
+                },
+                "state": {"path": str(tmp_path / "state.db")},
+            }
+        )
+    )  # fmt: skip
+    with open_state(tmp_path / "state.db") as state:
+        healthy = CloudRecord(Machine(state=HealthState.HEALTHY, first_seen=0.0, probed=True)).to_dict()
+        state.save_machines(dict.fromkeys(CLOUDS, healthy))
+    result = run_cli("route", "--apply", "--config", str(config), "--json")
+    assert result.returncode == 4, result.stderr
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 1
+    assert errors[0].startswith(f"error: routing backend stale: routing file {blocker / 'routing.json'}")
+    decided = json.loads(result.stdout)["weights"]
+    found = client.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
+    assert {r["SetIdentifier"]: r["Weight"] for r in found if r.get("SetIdentifier")} == decided
