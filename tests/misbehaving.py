@@ -40,6 +40,8 @@ MODES: dict[str, tuple[str, str]] = {
     "not_ready": ("503 with a 1 MB reason", "not ready"),
     "redirect": ("302 to itself on every path", "answered 302"),
     "wrong_version": ("/v1/model names another version", "serves version"),
+    "hostile_version": ("/v1/model names a version of markup and terminal escapes", "names no version"),
+    "slow_model": ("/readyz answers at once, /v1/model takes the whole deadline", "timed out"),
     "trickle": ("/readyz body one byte every 1.5 s", "timed out"),
     "slow_headers": ("30 s before the status line", "timed out"),
     "slow_answers": ("every answer 0.3 s late: each request within a per-request timeout", "timed out"),
@@ -111,7 +113,7 @@ class Misbehaving:
         if mode == "hang":
             await asyncio.sleep(3600)
             return False
-        if mode == "slow_headers":
+        if mode == "slow_headers" or (mode == "slow_model" and path == "/v1/model"):
             await asyncio.sleep(30)
         if mode == "garbage":
             writer.write(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n" + b"\x00\xff" * 100)
@@ -206,9 +208,9 @@ def _bomb() -> bytes:
 
 def _rewrite(mode: str, path: str, answer: bytes) -> bytes:
     """The upstream's answer, made wrong the way ``mode`` says (on the paths it applies to)."""
-    if path == "/v1/model" and mode == "wrong_version":
+    if path == "/v1/model" and mode in ("wrong_version", "hostile_version"):
         doc = json.loads(answer)
-        doc["version"] = "0000not-deployed"
+        doc["version"] = "0000not-deployed" if mode == "wrong_version" else "[/bold]\x1b[2J\x1b]0;pwned\x07"
         return json.dumps(doc).encode()
     if path != "/v1/predict" or mode not in (
         "null_probabilities", "string_probabilities", "nan_probabilities", "wrong_shape", "wrong_labels"

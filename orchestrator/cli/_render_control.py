@@ -8,10 +8,9 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from orchestrator.cli._output import console, err_console, error
+from orchestrator.cli._output import console, err_console, error, shown
 from orchestrator.control import EXIT_STALE_BACKEND, OperatorResult, RoundReport, flip_dict
 from orchestrator.routing import Decision
 from orchestrator.routing.reconcile import BackendResult
@@ -66,7 +65,7 @@ def decision_table(
             f"{row.capacity_rps:g} rps",
             f"${row.cost_per_million:.4f}",
             "-" if weight is None else str(weight),
-            escape(row.why),
+            shown(row.why),
         )
     out.print(table)
     if decision.expected_cost_per_million is not None:
@@ -74,7 +73,7 @@ def decision_table(
     if decision.shortfall_rps:
         out.print(f"[yellow]shortfall:[/] {decision.shortfall_rps:.1f} requests/s beyond capacity")
     for note in decision.notes:
-        out.print(f"note: {escape(note)}", soft_wrap=True)
+        out.print(f"note: {shown(note)}", soft_wrap=True)
 
 
 def report_stale(backends: Sequence[BackendResult], *, exit_code: bool = False) -> None:
@@ -109,9 +108,9 @@ def health_table(report: RoundReport, *, compact: bool = False) -> None:
             f"{stamp}  {states}  weights {weights}" + ("  [bold]applied[/]" if report.applied else "")
         )
         for flip in report.flips:
-            console.print(f"  [bold]flip[/] {flip.cloud}: {flip.old} → {flip.new} ({escape(flip.reason)})")
+            console.print(f"  [bold]flip[/] {flip.cloud}: {flip.old} → {flip.new} ({shown(flip.reason)})")
         for note in report.notes:
-            console.print(f"  note: {escape(note)}", soft_wrap=True)
+            console.print(f"  note: {shown(note)}", soft_wrap=True)
         return
     table = Table(title=f"health (expected version {report.expected_version or 'any'})")
     for column in ("cloud", "state", "last probe", "canary", "p95", "served version"):
@@ -121,16 +120,16 @@ def health_table(report: RoundReport, *, compact: bool = False) -> None:
         table.add_row(
             name,
             _state(record.machine.state),
-            escape(last.reason) if last else "-",
+            shown(last.reason) if last else "-",
             _ms(last.canary_ms if last else None),
             _ms(record.p95_ms),
-            (last.served_version if last else None) or "-",
+            shown((last.served_version if last else None) or "-"),
         )
     console.print(table)
     for flip in report.flips:
-        console.print(f"[bold]flip[/] {flip.cloud}: {flip.old} → {flip.new} ({escape(flip.reason)})")
+        console.print(f"[bold]flip[/] {flip.cloud}: {flip.old} → {flip.new} ({shown(flip.reason)})")
     for note in report.notes:
-        console.print(f"note: {escape(note)}", soft_wrap=True)
+        console.print(f"note: {shown(note)}", soft_wrap=True)
     decision_table(
         report.decision, report.weights, title="routing" + (" (applied)" if report.applied else "")
     )
@@ -138,9 +137,11 @@ def health_table(report: RoundReport, *, compact: bool = False) -> None:
         if backend.ok:
             what = "rewritten" if backend.wrote else "in sync"
             drift = (
-                f" (was: {'; '.join(backend.differences)})" if backend.wrote and backend.differences else ""
+                f" (was: {shown('; '.join(backend.differences))})"
+                if backend.wrote and backend.differences
+                else ""
             )
-            console.print(f"{escape(backend.location)}: {what}{escape(drift)}", soft_wrap=True)
+            console.print(f"{shown(backend.location)}: {what}{drift}", soft_wrap=True)
 
 
 def round_json(report: RoundReport) -> dict[str, Any]:
@@ -197,9 +198,9 @@ def status_table(report: dict[str, Any]) -> None:
         table.add_row(
             name,
             _state(cloud["state"]),
-            escape(f"{probe.get('reason', 'never probed')}{ago}"),
+            shown(f"{probe.get('reason', 'never probed')}{ago}"),
             _ms(cloud["p95_ms"]),
-            cloud["served_version"] or "-",
+            shown(cloud["served_version"] or "-"),
             "-" if cloud["weight"] is None else str(cloud["weight"]),
             f"${cloud['cost_per_million_usd']:.4f}",
         )
@@ -210,7 +211,7 @@ def status_table(report: dict[str, Any]) -> None:
     else:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(desired["at"]))
         console.print(
-            f"desired weights: {desired['weights']} (since {when}: {escape(desired['reason'])})",
+            f"desired weights: {desired['weights']} (since {when}: {shown(desired['reason'])})",
             soft_wrap=True,
         )
     console.print(_backends_table(report["backends"], desired is not None))
@@ -224,8 +225,8 @@ def status_table(report: dict[str, Any]) -> None:
                 flip["cloud"],
                 _state(flip["old"]),
                 _state(flip["new"]),
-                escape(flip["reason"]),
-                escape(flip["actor"]),
+                shown(flip["reason"]),
+                shown(flip["actor"]),
             )
         console.print(flips)
 
@@ -236,11 +237,11 @@ def _backends_table(entries: list[dict[str, Any]], decided: bool) -> Table:
         backends.add_column(column)
     for backend in entries:
         if backend["error"]:
-            verdict = f"[red]unreadable:[/] {escape(backend['error'])}"
+            verdict = f"[red]unreadable:[/] {shown(backend['error'])}"
         elif backend["in_sync"] or not decided:
             verdict = "[green]yes[/]" if decided else "-"
         else:
-            verdict = f"[red]no, stale:[/] {escape('; '.join(backend['differences']))}"
+            verdict = f"[red]no, stale:[/] {shown('; '.join(backend['differences']))}"
         last = backend.get("last_reconciled")
         last_text = "never"
         if last:
@@ -248,9 +249,9 @@ def _backends_table(entries: list[dict[str, Any]], decided: bool) -> Table:
                 " ok" if last["ok"] else f" failed: {last['error']}"
             )
         backends.add_row(
-            escape(backend["location"]),
+            shown(backend["location"]),
             "-" if backend["in_effect"] is None else str(backend["in_effect"]),
             verdict,
-            escape(last_text),
+            shown(last_text),
         )
     return backends

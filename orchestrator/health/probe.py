@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from typing import Any
 import httpx
 import orjson
 
+from orchestrator.config import NAME_PATTERN
 from orchestrator.health.state import Observation, Verdict
 
 __all__ = [
@@ -61,6 +63,10 @@ CANARY_TOLERANCE = 1e-6
 MAX_BODY_BYTES = 1024 * 1024
 # A reason is one line in a table and in a flip record, not a dump of what an endpoint sent.
 MAX_REASON = 200
+# What a served version must look like: the model version grammar of the registry. The version an
+# endpoint names is stored in the state and shown in operators' tables, so anything else (markup,
+# terminal escapes, a path) is a wrong answer, not a version to quote.
+_VERSION = re.compile(NAME_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -193,8 +199,8 @@ async def _probe(
         raise BadAnswer(f"/v1/model answered {status}")
     model = _json_object(info, "/v1/model")
     served = model.get("version")
-    if not isinstance(served, str) or not 0 < len(served) <= 128:
-        raise BadAnswer("/v1/model names no version (a string)")
+    if not isinstance(served, str) or not _VERSION.fullmatch(served):
+        raise BadAnswer("/v1/model names no version (lower-case letters, digits, '.', '_' and '-')")
     check = expect.accepts(served, at)
     if check is None:
         return Verdict.DEGRADED, f"serves version {served}, expected {expect.version}", served

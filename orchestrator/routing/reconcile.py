@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, StorageError
 from orchestrator.routing.backends import RoutingBackend
 from orchestrator.state.base import BackendStatus, DesiredWeights
 
@@ -128,5 +128,7 @@ def _one(
 
 def _error(exc: Exception) -> str:
     text = str(exc) if isinstance(exc, OrchestratorError) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, StorageError) and exc.uri:
+        text = text.removeprefix(f"{exc.uri}: ")  # the result names the backend already
     flat = " ".join(text.split())
     return flat if len(flat) <= MAX_ERROR else flat[: MAX_ERROR - 3] + "..."

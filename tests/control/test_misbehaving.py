@@ -26,7 +26,7 @@ from orchestrator.health.probe import MAX_REASON
 from orchestrator.state import open_state
 from orchestrator.types import HealthState
 from serving.train import TrainResult
-from tests.control.conftest import RECORD, Fleet, WatchProcess, running_fleet, wait_until
+from tests.control.conftest import RECORD, Fleet, WatchProcess, run_cli, running_fleet, wait_until
 from tests.faults import MisbehavingEndpoint
 from tests.misbehaving import MODES
 
@@ -112,3 +112,35 @@ def test_a_misbehaving_cloud_loses_its_traffic_within_the_bound_and_the_others_k
             assert all(p["verdict"] == "ok" for p in report["clouds"][cloud]["probes"]), (
                 f"{cloud} never failed a probe while aws misbehaved"
             )
+
+
+def test_what_an_endpoint_says_never_breaks_the_tables_an_operator_reads(
+    front: tuple[Fleet, MisbehavingEndpoint], tmp_path: Path
+) -> None:
+    """An endpoint naming its version in markup and terminal escapes fails its probe; and a state
+    that already holds such a version (written before the check) is shown, not interpreted."""
+    fleet, bad = front
+    config = fleet.config(
+        health=HEALTH,
+        routing={"backend": "file", "file": {"path": str(tmp_path / "r.json")}},
+        state={"path": str(tmp_path / "state.db")},
+    )
+    bad.mode("hostile_version")
+    try:
+        once = run_cli("health", "--once", "--apply", "--config", str(config))
+    finally:
+        bad.mode("ok")
+    assert once.returncode == 1, once.stderr  # aws down, the others healthy
+    assert "internal error" not in once.stderr
+    assert "\x1b" not in once.stdout
+
+    with open_state(tmp_path / "state.db") as store:
+        machines = store.load_machines()
+        assert "names no version" in machines["aws"]["machine"]["last_reason"]
+        assert machines["aws"]["last_probe"]["served_version"] is None
+        machines["gcp"]["last_probe"]["served_version"] = "[/bold]\x1b[2J"
+        store.save_machines({"gcp": machines["gcp"]})
+    status = run_cli("status", "--config", str(config))
+    assert status.returncode == 0, status.stderr
+    assert "[/bold]" in status.stdout
+    assert "\x1b" not in status.stdout

@@ -170,6 +170,11 @@ HTML = b"<html><body><h1>Welcome to nginx!</h1></body></html>"
         ({"model": _json({"version": 2})}, "/v1/model names no version"),
         ({"model": _json({"version": None})}, "/v1/model names no version"),
         ({"model": _json({"version": "x" * 1000})}, "/v1/model names no version"),
+        # a version is stored and shown to operators: only the model version grammar is one
+        ({"model": _json({"version": "[/bold]"})}, "/v1/model names no version"),
+        ({"model": _json({"version": "v2\x1b]0;pwned\x07"})}, "/v1/model names no version"),
+        ({"model": _json({"version": "V2"})}, "/v1/model names no version"),
+        ({"model": _json({"version": "../v2"})}, "/v1/model names no version"),
         ({"model": _json({"version": "v2"}, status=404)}, "/v1/model answered 404"),
         ({"readyz": _json({"ready": False})}, "not ready: true"),
         ({"readyz": _json([], status=503)}, "not ready: no reason given"),
