@@ -52,6 +52,7 @@ def health(
 
     if once == watch:
         raise ConfigError("choose one of --once (a single round, for schedulers) or --watch (continuous)")
+    _exit_on_termination()
     with _plane(config) as plane:
         if once:
             report = plane.health_round(apply=apply)
@@ -67,6 +68,20 @@ def health(
             plane.watch(apply=apply, stop=lambda: False, on_round=on_round, on_error=error)
         except KeyboardInterrupt:
             raise typer.Exit(0) from None
+
+
+def _exit_on_termination() -> None:
+    """Make SIGTERM (a container or service stop) and SIGHUP (a closed terminal) end the command
+    the way Ctrl-C does, running its cleanup, instead of killing it where it stands: the health
+    job's lease is released (the next run need not wait for it to expire), an open state
+    transaction is rolled back. The exit code is 128 + the signal's number, as a shell reports."""
+    import signal
+
+    def terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, terminate)
 
 
 @app.command()

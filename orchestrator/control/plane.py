@@ -57,8 +57,11 @@ class ControlPlane:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
+        """``clock`` stamps what is stored (unix seconds, shared with other processes); the waits
+        between rounds are measured on ``monotonic``, which no clock step can move."""
         self.config = config
         self.endpoints = config.endpoints()
         self.store = store
@@ -66,6 +69,7 @@ class ControlPlane:
         self.prober = Prober(config, transport=transport, clock=clock)
         self.clock = clock
         self.sleep = sleep
+        self.monotonic = monotonic
         self.rng = rng or random.Random()  # noqa: S311  # probe jitter, not cryptography
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         h = config.health
@@ -226,7 +230,7 @@ class ControlPlane:
         try:
             self.store.atomically(lambda _: self.records())  # a corrupt state fails now, not every round
             while not stop():
-                started = self.clock()
+                started = self.monotonic()
                 try:
                     probes = {name: [result] for name, result in self.prober.probe().items()}
                     report = self._commit(probes, lease, ttl, "health watch")
@@ -237,7 +241,7 @@ class ControlPlane:
                     (on_error or _ignore)(f"health round failed: {exc}")
                 except Exception as exc:  # a loop survives any one round
                     (on_error or _ignore)(f"health round failed: {type(exc).__name__}: {short(str(exc))}")
-                self.sleep(max(0.0, self._spacing() - (self.clock() - started)))
+                self.sleep(max(0.0, self._spacing() - (self.monotonic() - started)))
         finally:
             self._release(lease)
 

@@ -25,6 +25,7 @@ __all__ = [
     "BUSY_TIMEOUT",
     "DEFAULT_FLIP_LIMIT",
     "HEALTH_JOB_LEASE",
+    "MAX_LEASE_S",
     "STEP_ATTEMPTS",
     "BackendStatus",
     "DesiredWeights",
@@ -49,6 +50,13 @@ T = TypeVar("T")
 BUSY_TIMEOUT = 5.0
 # The lease the scheduled health job (`health --once`, `health --watch`) holds while it runs.
 HEALTH_JOB_LEASE = "health-job"
+# The longest a lease is ever taken for. The health job's covers its longest round, and for the
+# watch one interval more, plus a minute of slack (ControlPlane.lease_ttl): at the configuration's
+# bounds (10 samples of 10 s, a 300 s interval with 50 % jitter) about 9 minutes. A stored lease
+# expiring further than this from now was written by a clock that has since stepped back, or runs
+# ahead of ours: it is treated as expired, so a clock step never blocks the job for longer than
+# this, and its holder, if alive, is fenced by the epoch at its next commit.
+MAX_LEASE_S = 900.0
 # What `orchestrator status` shows by default.
 DEFAULT_FLIP_LIMIT = 20
 # How often :meth:`StateStore.atomically` runs a step whose commit found its reads stale. Each
@@ -108,7 +116,9 @@ class Lease:
     epoch: int
 
     def live(self, now: float) -> bool:
-        return now < self.expires_at
+        """Held at ``now``: not expired, and not expiring later than any holder takes a lease for
+        (:data:`MAX_LEASE_S`; such an expiry comes from a clock that has stepped since)."""
+        return now < self.expires_at <= now + MAX_LEASE_S
 
 
 class StateStore(abc.ABC):
@@ -221,6 +231,7 @@ class StateStore(abc.ABC):
         """Take the lease ``name`` for ``holder`` until ``ttl_s`` from now: if it is free, expired,
         or already ``holder``'s. Raises :class:`~orchestrator.errors.LeaseHeld` while another
         holder's lease is live. One short transaction."""
+        _check_ttl(ttl_s)
 
         def step(tx: StateStore) -> Lease:
             now = self._clock()
@@ -249,16 +260,21 @@ class StateStore(abc.ABC):
 
     def renew_lease(self, lease: Lease, ttl_s: float) -> Lease:
         """Extend ``lease`` to ``ttl_s`` from now; LeaseHeld if another holder took it over (its
-        epoch moved on). Inside a transaction it joins it, fencing that transaction's commit."""
+        epoch moved on). A lease absent from the state (deleted or replaced under the job) is
+        taken again as it was: nobody else holds it. Inside a transaction it joins it, fencing
+        that transaction's commit."""
+        _check_ttl(ttl_s)
 
         def step(tx: StateStore) -> Lease:
             current = tx.lease(lease.name)
-            if current is None or (current.holder, current.epoch) != (lease.holder, lease.epoch):
-                holder = current.holder if current is not None else "nobody"
+            if current is None:
+                current = lease
+            elif (current.holder, current.epoch) != (lease.holder, lease.epoch):
                 raise LeaseHeld(
-                    f"lost the {lease.name} lease: {holder} holds it now; stopping so that one job runs",
-                    holder=holder,
-                    expires_at=current.expires_at if current is not None else 0.0,
+                    f"lost the {lease.name} lease: {current.holder} holds it now; stopping so that "
+                    "one job runs",
+                    holder=current.holder,
+                    expires_at=current.expires_at,
                 )
             renewed = replace(current, expires_at=self._clock() + ttl_s)
             tx.put_lease(renewed)
@@ -295,6 +311,11 @@ class StateStore(abc.ABC):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _check_ttl(ttl_s: float) -> None:
+    if not 0 < ttl_s <= MAX_LEASE_S:
+        raise ValueError(f"a lease's ttl must be in (0, {MAX_LEASE_S:g}] s, not {ttl_s!r}")
 
 
 def check_cloud(cloud: str) -> str:

@@ -81,6 +81,7 @@ class SQLiteStateStore(StateStore):
         # from BEGIN to COMMIT so another thread's statements cannot slip into it.
         self._lock = threading.RLock()
         self._depth = 0  # open transaction blocks; above 1, SAVEPOINTs
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
 
     @classmethod
     def open(
@@ -104,19 +105,11 @@ class SQLiteStateStore(StateStore):
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create the state directory: {exc}", uri=str(path)) from exc
+        store = cls(_connect(path, busy_timeout), path, busy_timeout=busy_timeout, clock=clock)
         try:
-            # isolation_level=None: the sqlite3 module issues no BEGIN of its own; we do, IMMEDIATE.
-            connection = sqlite3.connect(
-                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise _translate(exc, str(path), busy_timeout) from exc
-        store = cls(connection, path, busy_timeout=busy_timeout, clock=clock)
-        try:
-            store._configure()
-            store._migrate()
+            store._prepare()
         except BaseException:
-            connection.close()
+            store._db.close()
             raise
         return store
 
@@ -133,6 +126,7 @@ class SQLiteStateStore(StateStore):
     def transaction(self) -> Iterator[SQLiteStateStore]:
         with self._lock:
             if self._depth == 0:
+                self._follow_file()
                 begin, commit, rollback = "BEGIN IMMEDIATE", ["COMMIT"], ["ROLLBACK"]
             else:
                 name = f"nested_{self._depth}"
@@ -341,6 +335,29 @@ class SQLiteStateStore(StateStore):
         version: int = rows[0][0]
         return version
 
+    def _prepare(self) -> None:
+        """Configure the connection just opened and migrate its file; remember which file it is."""
+        self._identity = _identity(self.path)
+        self._configure()
+        self._migrate()
+
+    def _follow_file(self) -> None:
+        """If the file at ``path`` is no longer the one this store opened (deleted, or replaced by
+        a restore or a move), open what is there now, creating it if need be, as a new command
+        would. Without this a long-running command (the watch) would go on reading and writing a
+        file no other command sees, deciding from a state the operator has reset and undoing, at
+        its next reconciliation, whatever the others commit. One stat per top-level statement."""
+        if _identity(self.path) == self._identity:
+            return
+        with suppress(sqlite3.Error):
+            self._db.close()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the state directory: {exc}", uri=self.location) from exc
+        self._db = _connect(self.path, self._busy_timeout)
+        self._prepare()
+
     def _configure(self) -> None:
         with self._lock, self._errors():
             mode = self._switch_to_wal()
@@ -411,8 +428,11 @@ class SQLiteStateStore(StateStore):
             self._db.execute(sql, params)
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        with self._lock, self._errors():
-            return self._db.execute(sql, params).fetchall()
+        with self._lock:
+            if self._depth == 0:
+                self._follow_file()  # a read outside a transaction is its own: follow the file too
+            with self._errors():
+                return self._db.execute(sql, params).fetchall()
 
     @contextmanager
     def _corrupt(self, key: str) -> Iterator[None]:
@@ -428,6 +448,23 @@ class SQLiteStateStore(StateStore):
             yield
         except sqlite3.Error as exc:
             raise _translate(exc, self.location, self._busy_timeout) from exc
+
+
+def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    try:
+        # isolation_level=None: the sqlite3 module issues no BEGIN of its own; we do, IMMEDIATE.
+        return sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise _translate(exc, str(path), busy_timeout) from exc
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``, None if there is none."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:

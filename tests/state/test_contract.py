@@ -15,7 +15,15 @@ import threading
 import pytest
 
 from orchestrator.errors import LeaseHeld
-from orchestrator.state import HEALTH_JOB_LEASE, BackendStatus, DesiredWeights, Lease, Override, StateStore
+from orchestrator.state import (
+    HEALTH_JOB_LEASE,
+    MAX_LEASE_S,
+    BackendStatus,
+    DesiredWeights,
+    Lease,
+    Override,
+    StateStore,
+)
 from orchestrator.types import Flip, HealthState
 from tests.state.conftest import GCS_IGNORES_PRECONDITIONS, FakeClock, StateBackend
 
@@ -262,6 +270,37 @@ def test_a_lease_is_held_until_it_expires_then_taken_over_with_a_new_epoch(
     assert not released.live(clock.now)
     again = first.acquire_lease(HEALTH_JOB_LEASE, "host-a:1", ttl_s=30.0)
     assert again.epoch == 3, "every change of holder moves the epoch on"
+
+
+def test_a_lease_expiring_later_than_any_holder_could_take_it_is_expired(
+    state_backend: StateBackend,
+) -> None:
+    """The wall clock stepped back an hour after the lease was taken (or the holder's clock runs an
+    hour ahead): the lease claims to last longer than any holder ever takes one for, so it is
+    treated as expired rather than block the job for that hour; its holder, if it lives, is fenced."""
+    ahead = FakeClock(1_000_000.0)
+    behind = FakeClock(ahead.now - 3600.0)
+    first, second = state_backend.open(clock=ahead), state_backend.open(clock=behind)
+    lease = first.acquire_lease(HEALTH_JOB_LEASE, "host-a:1", ttl_s=60.0)
+    taken = second.acquire_lease(HEALTH_JOB_LEASE, "host-b:2", ttl_s=60.0)
+    assert (taken.holder, taken.epoch) == ("host-b:2", 2)
+    with pytest.raises(LeaseHeld):
+        first.renew_lease(lease, ttl_s=60.0)
+    with pytest.raises(ValueError, match="ttl"):
+        first.acquire_lease(HEALTH_JOB_LEASE, "host-a:1", ttl_s=MAX_LEASE_S + 1)
+
+
+def test_a_lease_gone_with_the_state_is_taken_again_by_its_holder(state_backend: StateBackend) -> None:
+    """The state was deleted or replaced while a job ran (an operator resetting it): nobody holds
+    the lease any more, so the job's next renewal takes it again instead of stopping the job."""
+    clock = FakeClock(1000.0)
+    store = state_backend.open(clock=clock)
+    ghost = Lease(HEALTH_JOB_LEASE, "host-a:1", 900.0, 1010.0, 7)  # held in a state now gone
+    renewed = store.renew_lease(ghost, ttl_s=30.0)
+    assert (renewed.holder, renewed.expires_at) == ("host-a:1", 1030.0)
+    assert store.lease(HEALTH_JOB_LEASE) == renewed
+    with pytest.raises(LeaseHeld):
+        state_backend.open(clock=clock).acquire_lease(HEALTH_JOB_LEASE, "host-b:2", ttl_s=30.0)
 
 
 def test_renewing_inside_a_transaction_fences_its_commit(state_backend: StateBackend) -> None:

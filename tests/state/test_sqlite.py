@@ -317,3 +317,31 @@ def test_a_value_no_orchestrator_writes_is_refused_naming_the_file_and_key(
         with pytest.raises(StateCorrupt, match=rf"malformed state at {key}") as info:
             read_everything(state)
         assert info.value.uri == str(db)
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_state_file_deleted_or_replaced_under_a_running_command_is_followed(db: Path, how: str) -> None:
+    """An operator resets the state (rm state.db) while the watch runs: the watch must see what
+    commands write to the new file, not keep deciding from the file that is gone (and undo the
+    operator's failover at its next reconciliation from there)."""
+    watch = open_state(db)
+    watch.save_desired({"aws": 100}, "the watch's last round")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    if how == "replaced":
+        other = db.with_name("other.db")
+        with open_state(other) as fresh:
+            fresh.save_desired({"gcp": 100}, "restored from a backup")
+        other.replace(db)
+    with open_state(db) as operator:
+        operator.set_override("aws", drained=True, reason="incident", actor="carol")
+        operator.save_desired({"aws": 0, "gcp": 100}, "failover from aws")
+    try:
+        assert watch.drained() == {"aws"}
+        assert watch.desired() is not None
+        assert watch.desired().weights == {"aws": 0, "gcp": 100}
+        watch.save_desired({"aws": 0, "gcp": 50, "azure": 50}, "the watch's next round")
+    finally:
+        watch.close()
+    with open_state(db) as after:
+        assert after.desired().weights == {"aws": 0, "gcp": 50, "azure": 50}
