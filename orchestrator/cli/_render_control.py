@@ -79,7 +79,7 @@ def decision_table(
 def report_stale(backends: Sequence[BackendResult], *, exit_code: bool = False) -> None:
     """One ``error:`` line per routing backend that does not hold the decision; with ``exit_code``,
     then exit :data:`~orchestrator.control.EXIT_STALE_BACKEND` if there was any."""
-    stale = [b for b in backends if not b.ok]
+    stale = [b for b in backends if b.stale]
     for backend in stale:
         error(f"routing backend stale: {backend.location}: {backend.error}; the next round retries it")
     if stale and exit_code:

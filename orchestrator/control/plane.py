@@ -28,9 +28,9 @@ from orchestrator.health.state import MachineConfig, Verdict, drain, undrain
 from orchestrator.pricing import CostBreakdown, Traffic, cost_per_request, load_prices
 from orchestrator.routing import CloudInput, Decision, Demand, decide
 from orchestrator.routing.backends import RoutingBackend, open_backend
-from orchestrator.routing.reconcile import BackendResult, reconcile
+from orchestrator.routing.reconcile import BackendResult, Reconciler
 from orchestrator.state import HEALTH_JOB_LEASE, DesiredWeights, Lease, StateStore
-from orchestrator.types import Flip, HealthState
+from orchestrator.types import CLOUDS, Flip, HealthState
 
 __all__ = ["LEASE_SLACK_S", "MAX_ONCE_SPACING_S", "ControlPlane", "open_backends"]
 
@@ -66,6 +66,7 @@ class ControlPlane:
         self.endpoints = config.endpoints()
         self.store = store
         self.backends = list(backends) if backends is not None else open_backends(config)
+        self.reconciler = Reconciler(self.backends, self.endpoints, self.desired_for_backends, clock=clock)
         self.prober = Prober(config, transport=transport, clock=clock)
         self.clock = clock
         self.sleep = sleep
@@ -91,7 +92,9 @@ class ControlPlane:
         }
 
     def close(self) -> None:
+        """Close the prober, the backends' workers and connections, and the state store."""
         self.prober.close()
+        self.reconciler.close()
         for backend in self.backends:
             backend.close()
         self.store.close()
@@ -163,23 +166,30 @@ class ControlPlane:
         traffic = self.config.routing.traffic
         return decide(inputs, Demand(traffic.requests_per_s, self.config.routing.latency_slo_ms))
 
-    def reconcile(self) -> list[BackendResult]:
+    def reconcile(self, *, wait: float | None = None) -> list[BackendResult]:
         """Bring every backend to the committed decision (after the commit, never inside it), and
-        record what each holds; see :mod:`orchestrator.routing.reconcile`."""
-        results = reconcile(self.backends, self.endpoints, self._desired, clock=self.clock)
-        if results:
+        record what each holds; see :mod:`orchestrator.routing.reconcile`. ``wait``: the longest
+        to wait for the backends (None: until each is done); one still at work is reported
+        pending, and recorded by the reconciliation that sees it finished."""
+        results = self.reconciler.run(wait=wait)
+        finished = [r.status() for r in results if not r.pending]
+        if finished:
             # The statuses are for `status`; if they cannot be recorded, the next reconciliation will.
             with contextlib.suppress(OrchestratorError):
-                self.store.record_backends(r.status() for r in results)
+                self.store.record_backends(finished)
         return results
 
-    def _desired(self) -> DesiredWeights | None:
-        """The committed decision, for the configured clouds only (a decision made before a cloud
-        was removed from the configuration must not route to it, nor fail for want of its URL)."""
+    def desired_for_backends(self) -> DesiredWeights | None:
+        """The committed decision as every backend must hold it: the configured clouds' weights,
+        and 0 for every other cloud key. A decision made before a cloud was removed from the
+        configuration must not route to it, nor fail for want of its URL; and a backend that still
+        holds a weight for a cloud no longer configured (decommissioned, or dead) is taken to 0."""
         desired = self.store.desired()
         if desired is None:
             return None
-        return replace(desired, weights={c: w for c, w in desired.weights.items() if c in self.endpoints})
+        weights = {c: w for c, w in desired.weights.items() if c in self.endpoints}
+        weights.update({c: 0 for c in CLOUDS if c not in self.endpoints})
+        return replace(desired, weights=weights)
 
     # -- the health job --------------------------------------------------------------------------
     def lease_ttl(self, samples: int, *, watch: bool = False) -> float:
@@ -234,7 +244,10 @@ class ControlPlane:
                 try:
                     probes = {name: [result] for name, result in self.prober.probe().items()}
                     report = self._commit(probes, lease, ttl, "health watch")
-                    on_round(self._finish(report, apply=apply))
+                    # The backends are waited for until the next round is due, no longer: one
+                    # still at work goes on in the background, and a later round reports it.
+                    due = max(0.0, self.config.health.interval_s - (self.monotonic() - started))
+                    on_round(self._finish(report, apply=apply, wait=due))
                 except LeaseHeld:
                     raise  # another run holds the job now: this one stops
                 except OrchestratorError as exc:
@@ -266,12 +279,12 @@ class ControlPlane:
         weights = self._commit_decision(decision.weights, _why(reason, flips))
         return RoundReport(records, probes, flips, decision, False, weights, None)
 
-    def _finish(self, report: RoundReport, *, apply: bool) -> RoundReport:
+    def _finish(self, report: RoundReport, *, apply: bool, wait: float | None = None) -> RoundReport:
         report.expected_version = self.prober.expected.version if self.prober.expected else None
         if self.prober.note:
             report.notes.append(self.prober.note)
         if apply:
-            report.backends = self.reconcile()
+            report.backends = self.reconcile(wait=wait)
             report.applied = any(b.wrote for b in report.backends)
         return report
 

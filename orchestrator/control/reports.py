@@ -50,7 +50,7 @@ def move_share(weights: dict[str, int], source: str, dest: str) -> dict[str, int
 
 
 def _stale(backends: Sequence[BackendResult]) -> list[str]:
-    return [b.location for b in backends if not b.ok]
+    return [b.location for b in backends if b.stale]
 
 
 @dataclass(frozen=True)

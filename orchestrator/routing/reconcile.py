@@ -1,36 +1,41 @@
 """Put the committed routing decision into effect at every backend, each on its own, and repair drift.
 
 A command first commits its decision (the desired weights, :meth:`StateStore.save_desired`) in a
-short state transaction; only then are backends written, here. :func:`reconcile` does not trust
+short state transaction; only then are backends written, here. :class:`Reconciler` does not trust
 its own memory of what it wrote: for every backend it reads what the backend holds now
 (:meth:`RoutingBackend.compare`) and rewrites it when it differs from the desired weights, so a
 deleted or corrupted routing file, a record changed by hand, a backend added to the configuration,
 or a write that a concurrent command made with an older decision are all repaired by the next
 reconciliation. Every ``--apply`` round, ``route --apply``, ``failover`` and ``failback`` runs one.
 
-Backends are independent: each is read and written in its own thread, and one that fails (Route 53
-unreachable, a disk full) is reported stale with its error while the others are brought up to
-date. Nothing here raises for a backend's failure.
+Backends are independent. Each has its own worker thread, which reads the desired weights when it
+starts and brings its backend to them; one that fails (Route 53 unreachable, a disk full) is
+reported stale with its error while the others are brought up to date, and nothing here raises for
+a backend's failure. A caller may wait for the workers only so long (:meth:`Reconciler.run`'s
+``wait``, which the watch uses): a backend that does not answer in that time is reported stale as
+still pending, its worker goes on, and the next run reports how it ended, so a black-holed API
+delays neither the other backends nor the next round's probes. Asked again while still busy, a
+worker runs once more when it is done, with the decision committed by then; requests never queue up.
 
-Why the decision is read again (from the store) before every pass, and a pass repeated after a
-write: two commands may commit decisions D1 then D2 and reconcile concurrently, the slower one
-writing D1 after D2. Whoever writes re-reads the desired weights afterwards and writes again if
-they moved on, so the last write to each backend is checked against the last decision; at most
-:data:`RECONCILE_PASSES` passes, then the next round's reconciliation finishes the job.
+Why the decision is read again after a write: two commands may commit decisions D1 then D2 and
+reconcile concurrently, the slower one writing D1 after D2. Whoever writes re-reads the desired
+weights afterwards and writes again if they moved on, so the last write to each backend is checked
+against the last decision; at most :data:`RECONCILE_PASSES` passes, then the next reconciliation
+finishes the job. A backend that failed is not tried again in the same run.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from orchestrator.errors import OrchestratorError, StorageError
 from orchestrator.routing.backends import RoutingBackend
 from orchestrator.state.base import BackendStatus, DesiredWeights
 
-__all__ = ["RECONCILE_PASSES", "BackendResult", "reconcile"]
+__all__ = ["PENDING_STALE_S", "RECONCILE_PASSES", "BackendResult", "Reconciler", "reconcile"]
 
 # One pass writes what is out of date; a second one checks the write against a decision that may
 # have been committed meanwhile; a third covers a decision committed during the second. More
@@ -38,6 +43,10 @@ __all__ = ["RECONCILE_PASSES", "BackendResult", "reconcile"]
 RECONCILE_PASSES = 3
 # An error is a line in a table and in the state, not a dump.
 MAX_ERROR = 300
+# A backend still at work is stale once it has been at it this long: the file answers in
+# milliseconds and a Route 53 call in-region in about 100 ms, so a second is late by any healthy
+# API's standards, and shorter waits (a round that stopped waiting early) are not worth a warning.
+PENDING_STALE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,8 @@ class BackendResult:
     ``ok``: it holds the desired weights now. ``wrote``: this reconciliation rewrote it.
     ``differences``: what differed when it was first read (drift, or a new decision). ``in_effect``:
     the weights it holds now as far as known (None when it could not be read). ``error``: why it is
-    stale (it could not be read or written)."""
+    stale (it could not be read or written, or it has not answered yet). ``pending``: its worker
+    was still at it when the caller stopped waiting (then ``ok`` is False), for ``busy_s``."""
 
     kind: str
     location: str
@@ -57,50 +67,183 @@ class BackendResult:
     differences: tuple[str, ...]
     error: str | None
     at: float
+    pending: bool = False
+    busy_s: float = 0.0
+
+    @property
+    def stale(self) -> bool:
+        """It does not hold the decision: it failed, or has been at it for PENDING_STALE_S or more."""
+        return not self.ok and (not self.pending or self.busy_s >= PENDING_STALE_S)
 
     def status(self) -> BackendStatus:
+        """What the state records of this result (see :meth:`StateStore.record_backends`)."""
         return BackendStatus(self.location, self.kind, self.ok, self.in_effect, self.error, self.at)
+
+
+ReadDesired = Callable[[], DesiredWeights | None]
+
+
+class Reconciler:
+    """Keeps ``backends`` at the committed decision (``read_desired()``, read by each worker when it
+    starts), each backend in its own daemon thread, started on first use. ``targets`` maps each
+    configured cloud to its endpoint URL. :meth:`close` when done."""
+
+    def __init__(
+        self,
+        backends: Sequence[RoutingBackend],
+        targets: Mapping[str, str],
+        read_desired: ReadDesired,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.clock = clock
+        self._workers = [
+            _Worker(backend, lambda b=backend: _reconcile_backend(b, targets, read_desired, clock))  # type: ignore[misc]
+            for backend in backends
+        ]
+
+    def run(self, *, wait: float | None = None) -> list[BackendResult]:
+        """Reconcile every backend to the decision committed now; one result per backend, in
+        order (none when no decision was ever committed). ``wait``: the longest to wait for the
+        backends, in seconds (None: until each has finished, which their own timeouts bound); one
+        still at work after that is reported stale and ``pending``."""
+        deadline = None if wait is None else time.monotonic() + wait
+        tickets = [worker.request() for worker in self._workers]
+        results = []
+        for worker, ticket in zip(self._workers, tickets, strict=True):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            result = worker.wait(ticket, left)
+            if result is None and worker.busy:
+                result = worker.pending(self.clock())
+            if result is not None:
+                results.append(result)
+        return results
+
+    def close(self) -> None:
+        """Stop the workers (one still in a backend call finishes it on its own: it is a daemon)."""
+        for worker in self._workers:
+            worker.close()
 
 
 def reconcile(
     backends: Sequence[RoutingBackend],
     targets: Mapping[str, str],
-    read_desired: Callable[[], DesiredWeights | None],
+    read_desired: ReadDesired,
     *,
     clock: Callable[[], float] = time.time,
 ) -> list[BackendResult]:
-    """Bring every backend to the desired weights (``read_desired()``, read before each pass);
-    one result per backend, in the order given. No desired weights yet: nothing is written."""
-    if not backends:
-        return []
-    first: dict[str, BackendResult] = {}
-    wrote: set[str] = set()
-    results: list[BackendResult] = []
-    with ThreadPoolExecutor(max_workers=len(backends), thread_name_prefix="reconcile") as pool:
-        for _ in range(RECONCILE_PASSES):
-            desired = read_desired()
-            if desired is None:
-                break
-            results = list(pool.map(lambda b, d=desired: _one(b, d, targets, clock), backends))
-            for result in results:
-                first.setdefault(result.location, result)
-                if result.wrote:
-                    wrote.add(result.location)
-            if not any(r.wrote for r in results):
-                break
-    return [
-        BackendResult(
-            kind=r.kind,
-            location=r.location,
-            ok=r.ok,
-            wrote=r.location in wrote,
-            in_effect=r.in_effect,
-            differences=first[r.location].differences,
-            error=r.error,
-            at=r.at,
+    """One reconciliation of every backend, waiting for all of them (see :class:`Reconciler`)."""
+    reconciler = Reconciler(backends, targets, read_desired, clock=clock)
+    try:
+        return reconciler.run()
+    finally:
+        reconciler.close()
+
+
+class _Worker:
+    """One backend's thread: runs ``job`` whenever asked, one run at a time, later requests that
+    arrive during a run merged into one more run after it."""
+
+    def __init__(self, backend: RoutingBackend, job: Callable[[], BackendResult | None]) -> None:
+        self.backend = backend
+        self._job = job
+        self._cond = threading.Condition()
+        self._requested = 0  # tickets handed out
+        self._done = 0  # the last ticket a finished run covered
+        self._result: BackendResult | None = None
+        self._last: BackendResult | None = None  # the last result with a reading of the backend
+        self._running_since: float | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @property
+    def busy(self) -> bool:
+        with self._cond:
+            return self._running_since is not None or self._requested > self._done
+
+    def request(self) -> int:
+        with self._cond:
+            self._requested += 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name=f"reconcile {self.backend.kind}", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify_all()
+            return self._requested
+
+    def wait(self, ticket: int, timeout: float | None) -> BackendResult | None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._done >= ticket or self._closed, timeout)
+            return self._result if self._done >= ticket else None
+
+    def pending(self, now: float) -> BackendResult:
+        with self._cond:
+            since = self._running_since if self._running_since is not None else time.monotonic()
+            last = self._last
+        busy_for = time.monotonic() - since
+        return BackendResult(
+            kind=self.backend.kind,
+            location=self.backend.location,
+            ok=False,
+            wrote=False,
+            in_effect=last.in_effect if last is not None else None,
+            differences=(),
+            error=f"no answer yet after {busy_for:.1f} s (still trying; the next round says how it ended)",
+            at=now,
+            pending=True,
+            busy_s=busy_for,
         )
-        for r in results
-    ]
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._requested > self._done or self._closed)
+                if self._closed:
+                    return
+                ticket = self._requested
+                self._running_since = time.monotonic()
+            try:
+                result = self._job()
+            except Exception as exc:  # a worker never dies: its backend is stale, and said so
+                result = BackendResult(
+                    self.backend.kind, self.backend.location, False, False, None, (), _error(exc), time.time()
+                )
+            with self._cond:
+                self._done, self._result, self._running_since = ticket, result, None
+                if result is not None and result.in_effect is not None:
+                    self._last = result
+                self._cond.notify_all()
+
+
+def _reconcile_backend(
+    backend: RoutingBackend,
+    targets: Mapping[str, str],
+    read_desired: ReadDesired,
+    clock: Callable[[], float],
+) -> BackendResult | None:
+    """Bring one backend to the latest decision: up to RECONCILE_PASSES passes, another only when
+    this one wrote and the decision moved on meanwhile. None when nothing was ever decided."""
+    first: BackendResult | None = None
+    result: BackendResult | None = None
+    written: dict[str, int] | None = None
+    for _ in range(RECONCILE_PASSES):
+        desired = read_desired()
+        if desired is None or (written is not None and desired.weights == written):
+            break
+        result = _one(backend, desired, targets, clock)
+        first = first or result
+        if not result.wrote:
+            break
+        written = desired.weights
+    if result is None or first is None:
+        return None
+    return replace(result, wrote=written is not None or result.wrote, differences=first.differences)
 
 
 def _one(
@@ -122,7 +265,7 @@ def _one(
         backend.apply(desired.weights, targets, reason=desired.reason)
     except Exception as exc:  # one backend's failure is its own: reported, never raised
         return result(ok=False, wrote=False, error=_error(exc))
-    in_effect = dict(desired.weights)
+    in_effect = {**in_effect, **desired.weights} if in_effect else dict(desired.weights)
     return result(ok=True, wrote=True)
 
 

@@ -165,3 +165,70 @@ def test_a_routing_file_that_cannot_be_written_does_not_stop_route53(tmp_path: P
     decided = json.loads(result.stdout)["weights"]
     found = client.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
     assert {r["SetIdentifier"]: r["Weight"] for r in found if r.get("SetIdentifier")} == decided
+
+
+def test_a_cloud_removed_from_the_configuration_loses_its_weight_in_every_backend(
+    tmp_path: Path, moto_server
+) -> None:
+    """azure carried everything; the operator removes it from the configuration (decommissioned,
+    or dead): the backends hold entries for it that the orchestrator wrote, and the next decision
+    takes them to 0 instead of leaving azure its share beside the clouds still configured."""
+    from orchestrator.health.record import CloudRecord
+    from orchestrator.health.state import Machine
+    from orchestrator.state import open_state
+    from orchestrator.types import HealthState
+
+    client = boto3.client("route53", endpoint_url=moto_server.endpoint, region_name="us-east-1")
+    zone = client.create_hosted_zone(Name="example.com.", CallerReference=uuid.uuid4().hex)
+    zone_id = zone["HostedZone"]["Id"].rsplit("/", 1)[-1]
+    routing = tmp_path / "routing.json"
+
+    def config(clouds: tuple[str, ...]) -> Path:
+        path = tmp_path / f"{'-'.join(clouds)}.yaml"
+        path.write_text(
+            json.dumps(
+                {
+                    "model": {"name": "iris"},
+                    "clouds": {c: {"endpoint": f"http://{c}.invalid"} for c in clouds},
+                    "routing": {"backend": ["route53", "file"], "file": {"path": str(routing)},
+                                "route53": {"hosted_zone_id": zone_id, "record_name": RECORD,
+                                            "endpoint_url": moto_server.endpoint}},
+                    "state": {"path": str(tmp_path / "state.db")},
+                }
+            )
+        )  # fmt: skip
+        return path
+
+    def machines(healthy: set[str]) -> None:
+        with open_state(tmp_path / "state.db") as state:
+            state.save_machines(
+                {
+                    c: CloudRecord(
+                        Machine(
+                            state=HealthState.HEALTHY if c in healthy else HealthState.UNHEALTHY,
+                            first_seen=0.0,
+                            probed=True,
+                        )
+                    ).to_dict()
+                    for c in CLOUDS
+                }
+            )
+
+    def weights_held() -> tuple[dict[str, int], dict[str, int]]:
+        found = client.list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
+        route53 = {r["SetIdentifier"]: r["Weight"] for r in found if r.get("SetIdentifier")}
+        return route53, json.loads(routing.read_text())["weights"]
+
+    machines({"azure"})
+    assert run_cli("route", "--apply", "--config", str(config(CLOUDS))).returncode == 0
+    assert weights_held() == ({"aws": 0, "gcp": 0, "azure": 100},) * 2
+
+    machines({"aws", "gcp"})
+    without_azure = config(("aws", "gcp"))
+    result = run_cli("route", "--apply", "--config", str(without_azure))
+    assert result.returncode == 0, result.stderr
+    for held in weights_held():
+        assert held["azure"] == 0, held
+        assert held["aws"] + held["gcp"] == 100
+    status = run_cli("status", "--config", str(without_azure), "--json")
+    assert status.returncode == 0, status.stdout

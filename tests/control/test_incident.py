@@ -19,7 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.config import load_config
+from orchestrator.control import ControlPlane, RoundReport
+from orchestrator.routing.backends.file import FileBackend
+from orchestrator.routing.backends.route53 import Route53Backend
 from orchestrator.state import BUSY_TIMEOUT, open_state
+from orchestrator.storage import RetryPolicy
 from orchestrator.types import HealthState
 from tests.control.conftest import Fleet, WatchProcess, run_cli, wait_until
 from tests.faults import DelayProxy
@@ -140,3 +145,60 @@ def test_a_route53_outage_leaves_the_file_applied_and_the_rounds_health_state_ke
         assert fleet.route53_weights() == json.loads(routing.read_text())["weights"]
     finally:
         api.stop()
+
+
+@pytest.mark.slow
+def test_a_route53_api_that_never_answers_delays_neither_the_rounds_nor_the_file(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """Route 53 black-holed (connections accepted, nothing ever answered; each call waits out its
+    timeout): the watch's rounds keep their pace and the routing file follows every decision at
+    once; Route 53 is reported stale while its write is still pending."""
+    moto_port = int(fleet.moto.endpoint.rsplit(":", 1)[1])
+    api = DelayProxy(moto_port, delay_s=3600).start()
+    routing = tmp_path / "routing.json"
+    config = load_config(
+        fleet.config(
+            health={"interval_s": 0.25, "timeout_s": 0.5, "unhealthy_threshold": 2, "healthy_threshold": 2,
+                    "jitter": 0.0, "startup_grace_s": 0, "hold_down_s": 1.0},
+            routing={"backend": "file", "file": {"path": str(routing)}},
+        )
+    )  # fmt: skip
+    slow = Route53Backend(
+        hosted_zone_id=fleet.zone_id,
+        record_name="model.example.com.",
+        endpoint_url=api.url,
+        read_timeout=120.0,  # every call outlasts the test: the rounds must not wait for it
+        retry=RetryPolicy(attempts=1, timeout=120.0),
+    )
+    plane = ControlPlane(config, store=open_state(config.state.path), backends=[slow, FileBackend(routing)])
+    reports: list[RoundReport] = []
+    started = time.monotonic()
+
+    def on_round(report: RoundReport) -> None:
+        reports.append(report)
+        if len(reports) == 3:
+            fleet.endpoints["aws"].process.signal(signal.SIGKILL)
+
+    try:
+        plane.watch(
+            apply=True,
+            stop=lambda: len(reports) >= 8 or time.monotonic() - started > 60,
+            on_round=on_round,
+            on_error=pytest.fail,
+        )
+    finally:
+        plane.close()
+        api.stop()
+    assert len(reports) == 8, "the rounds went on while Route 53 did not answer"
+    killed = reports[3:]
+    down = next(i for i, r in enumerate(killed) if r.weights and r.weights.get("aws") == 0)
+    assert down <= 2, "aws left the decision within unhealthy_threshold rounds of its death"
+    files = [next(b for b in r.backends if b.kind == "file") for r in killed[down:]]
+    assert files[0].ok
+    assert files[0].in_effect is not None
+    assert files[0].in_effect["aws"] == 0
+    assert json.loads(routing.read_text())["weights"]["aws"] == 0
+    stale = [b for r in reports for b in r.backends if b.kind == "route53"]
+    assert stale, "Route 53 was reported in every round that reconciled"
+    assert all(b.pending and not b.ok and "no answer yet" in (b.error or "") for b in stale)

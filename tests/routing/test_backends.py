@@ -484,6 +484,34 @@ def test_file_round_trip(tmp_path: Path) -> None:
     assert sorted(p.name for p in path.parent.iterdir()) == [".routing.json.lock", "routing.json"]
 
 
+def test_a_routing_file_that_is_a_symlink_is_written_where_it_points(tmp_path: Path) -> None:
+    """A proxy reads its weights from its own directory; the routing file is a link to it. The
+    table is written at the link's target (the link stays), or the proxy would never see one;
+    a link to nowhere yet is created at its target, and a loop of links is a clear error."""
+    proxy = tmp_path / "proxy" / "weights.json"
+    proxy.parent.mkdir()
+    proxy.write_text("{}")
+    link = tmp_path / "routing.json"
+    link.symlink_to(proxy)
+    backend = FileBackend(link)
+    backend.apply({"aws": 100, "gcp": 0, "azure": 0}, TARGETS)
+    assert link.is_symlink()
+    assert json.loads(proxy.read_text())["weights"] == {"aws": 100, "gcp": 0, "azure": 0}
+    assert backend.compare({"aws": 100, "gcp": 0, "azure": 0}, TARGETS).in_sync
+
+    dangling = tmp_path / "dangling.json"
+    dangling.symlink_to(tmp_path / "proxy" / "later.json")
+    FileBackend(dangling).apply({"aws": 1}, TARGETS)
+    assert dangling.is_symlink()
+    assert json.loads((tmp_path / "proxy" / "later.json").read_text())["weights"] == {"aws": 1}
+
+    loop = tmp_path / "loop.json"
+    loop.symlink_to(loop)
+    with pytest.raises(StorageError, match="routing table"):
+        FileBackend(loop).apply({"aws": 1}, TARGETS)
+    assert "unreadable" in FileBackend(loop).compare({"aws": 1}, TARGETS).differences[0]
+
+
 def test_file_current_refuses_a_corrupt_table_and_apply_replaces_it(tmp_path: Path) -> None:
     path = tmp_path / "routing.json"
     path.write_text('{"weights": {"aws": "lots"}}')

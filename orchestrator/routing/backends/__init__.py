@@ -37,6 +37,7 @@ __all__ = [
     "check_settings",
     "checked_weights",
     "open_backend",
+    "untargeted_zero",
 ]
 
 # Route 53 accepts 0..255 per weighted record; the file backend keeps the same range so that any
@@ -133,7 +134,8 @@ def check_settings(kind: str, settings: Mapping[str, str], *, required: set[str]
 
 def checked_weights(weights: Mapping[str, int], targets: Mapping[str, str], *, kind: str) -> dict[str, int]:
     """``weights`` as a plain dict after the checks every backend shares: known cloud keys, integers
-    in 0..MAX_WEIGHT, not all zero, and a target for every cloud that gets a record.
+    in 0..MAX_WEIGHT, not all zero, and a target for every cloud with a positive weight (a cloud
+    with weight 0 and no target, one no longer configured, is only taken to 0 where it has an entry).
 
     A bad weight is the caller's bug (ValueError); a cloud without an endpoint is a configuration
     gap (ConfigError).
@@ -147,7 +149,7 @@ def checked_weights(weights: Mapping[str, int], targets: Mapping[str, str], *, k
         # bool is an int subclass; True as a weight is a bug, not 1.
         if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= MAX_WEIGHT:
             raise ValueError(f"weight of {cloud} must be an integer in 0..{MAX_WEIGHT}, not {weight!r}")
-        if not targets.get(cloud):
+        if weight and not targets.get(cloud):
             raise ConfigError(
                 f"{kind} routing backend: cloud {cloud} has a weight but no endpoint to route to"
             )
@@ -158,3 +160,9 @@ def checked_weights(weights: Mapping[str, int], targets: Mapping[str, str], *, k
             "drained and unhealthy clouds included; keep the last applied weights instead (panic rule)"
         )
     return checked
+
+
+def untargeted_zero(cloud: str, weight: int, targets: Mapping[str, str]) -> bool:
+    """A weight that only takes an entry to 0 if there is one: a cloud with no target (no longer
+    configured) and weight 0. Its absence from a backend is no difference."""
+    return weight == 0 and not targets.get(cloud)

@@ -62,7 +62,13 @@ from orchestrator.errors import (
     TransientError,
 )
 from orchestrator.lazy import LazyClient
-from orchestrator.routing.backends import AppliedRouting, Comparison, check_settings, checked_weights
+from orchestrator.routing.backends import (
+    AppliedRouting,
+    Comparison,
+    check_settings,
+    checked_weights,
+    untargeted_zero,
+)
 from orchestrator.routing.dnsname import route53_name
 from orchestrator.storage.aws import boto3_client
 from orchestrator.storage.retry import RetryPolicy, call_with_retry
@@ -210,12 +216,14 @@ class Route53Backend:
         self, weights: Mapping[str, int], targets: Mapping[str, str], *, reason: str = ""
     ) -> AppliedRouting:
         checked = checked_weights(weights, targets, kind=self.kind)
-        hosts = {cloud: endpoint_host(targets[cloud], cloud) for cloud in checked}
+        hosts = {cloud: endpoint_host(targets[cloud], cloud) for cloud in checked if targets.get(cloud)}
         existing = self.records()
         ttls = [r["TTL"] for r in existing.values() if isinstance(r.get("TTL"), int)]
         changes = []
         for cloud, weight in checked.items():
             record = existing.get(cloud)
+            if record is None and untargeted_zero(cloud, weight, targets):
+                continue  # a cloud no longer configured, and no record of it: nothing to take to 0
             if record is None:  # created from the configuration; the stack normally made it
                 record = self._record(cloud, weight, hosts[cloud], ttl=ttls[0] if ttls else self.ttl)
             elif record.get("Weight") == weight:
@@ -236,7 +244,11 @@ class Route53Backend:
             backend=self.kind,
             location=self.location,
             weights=checked,
-            targets={c: _target(existing[c]) if c in existing else hosts[c] for c in checked},
+            targets={
+                c: _target(existing[c]) if c in existing else hosts[c]
+                for c in checked
+                if c in existing or c in hosts
+            },
             change_id=change_id,
             at=self._clock(),
         )
@@ -249,6 +261,8 @@ class Route53Backend:
         held = {cloud: int(record["Weight"]) for cloud, record in records.items()}
         differences = []
         for cloud, weight in weights.items():
+            if cloud not in held and untargeted_zero(cloud, weight, targets):
+                continue
             if cloud not in held:
                 differences.append(f"{cloud}: no record")
             elif held[cloud] != weight:
