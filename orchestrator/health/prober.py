@@ -7,8 +7,9 @@ not N of them. It also owns what the probes check against (:meth:`Prober.expecta
 
 - the expectation comes from the buckets (:func:`~orchestrator.health.expect.expected_model`),
   read in a background thread with short storage timeouts (:data:`BUCKET_SETTINGS`,
-  :data:`BUCKET_RETRY`); a round waits for it at most :data:`EXPECTATION_DEADLINE_S`, and only when
-  it has none yet or an endpoint serves a version it does not know;
+  :data:`BUCKET_RETRY`); a round waits for it at most :data:`EXPECTATION_DEADLINE_S` when it has
+  none yet, and at most :data:`EXPECTATION_REFRESH_WAIT_S` (not at all if a read is already under
+  way) when an endpoint serves a version it does not know;
 - it is re-read every :data:`EXPECTATION_TTL_S` in the background, the rounds meanwhile using the
   one they have: a rollout is noticed within that time, a slow bucket never delays a probe;
 - when the buckets cannot be read (or none is configured), the last expectation read stays in
@@ -45,6 +46,7 @@ __all__ = [
     "BUCKET_SETTINGS",
     "EXPECTATION_DEADLINE_S",
     "EXPECTATION_MIN_AGE_S",
+    "EXPECTATION_REFRESH_WAIT_S",
     "EXPECTATION_TTL_S",
     "Prober",
 ]
@@ -60,6 +62,11 @@ EXPECTATION_MIN_AGE_S = 1.0
 # version): a pointer and a manifest read in-region take tens of milliseconds, and a bucket that
 # has not answered in 5 s has its reads abandoned to the background rather than delay failover.
 EXPECTATION_DEADLINE_S = 5.0
+# With an expectation in hand, the longest a round waits for a re-read (an endpoint serves a version
+# it does not know: LATEST may just have moved). A pointer and a manifest read in-region take tens
+# of milliseconds, so this covers a healthy bucket, and a slow one stretches a round by no more;
+# a read still under way from an earlier round is not waited for at all.
+EXPECTATION_REFRESH_WAIT_S = 0.5
 # Storage bounds for those reads: short timeouts and one retry, so that a background read of an
 # unreachable bucket ends within about 2 x (2 + 3) s instead of the sync defaults' minute.
 BUCKET_SETTINGS = {"connect_timeout": 2.0, "read_timeout": 3.0}
@@ -137,12 +144,17 @@ class Prober:
             return self._own_canaries()
         age = self._age()
         if self._known is None or age > EXPECTATION_TTL_S or (refresh and age >= EXPECTATION_MIN_AGE_S):
+            in_flight = self._reading()
             reader = self._start_reading()
             # Wait only when it can help: a read that failed less than a TTL ago is retried in the
-            # background, never again at the cost of a round.
+            # background, never again at the cost of a round; with an expectation in hand, a round
+            # waits a little for a fresh one, and not at all for a read already under way (the
+            # buckets are slow: the rounds go on with what they have, and a later one takes it).
             failed_lately = self._monotonic() - self._failed_at < EXPECTATION_TTL_S
-            if (self._known is None or refresh) and not failed_lately:
+            if self._known is None and not failed_lately:
                 reader.join(EXPECTATION_DEADLINE_S)
+            elif refresh and not failed_lately and not in_flight:
+                reader.join(EXPECTATION_REFRESH_WAIT_S)
         self._collect()
         if self._known is not None:
             self.note = self._trouble
@@ -158,6 +170,10 @@ class Prober:
 
     def _age(self) -> float:
         return math.inf if self._known is None else self._monotonic() - self._known.at
+
+    def _reading(self) -> bool:
+        with self._lock:
+            return self._reader is not None and self._reader.is_alive()
 
     def _start_reading(self) -> threading.Thread:
         with self._lock:

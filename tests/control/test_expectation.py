@@ -10,11 +10,12 @@ in use. Real endpoints, a real misbehaving one, local buckets and an S3 endpoint
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from pathlib import Path
 
 from orchestrator.emulators import closed_port
-from orchestrator.health.prober import EXPECTATION_MIN_AGE_S
+from orchestrator.health.prober import EXPECTATION_DEADLINE_S, EXPECTATION_MIN_AGE_S
 from orchestrator.health.state import Verdict
 from orchestrator.types import HealthState
 from tests.control.conftest import CLOUDS, Fleet
@@ -90,3 +91,52 @@ def test_a_bucket_gone_later_leaves_the_last_expectation_in_use(fleet: Fleet) ->
     again = plane.health_round(apply=True)
     assert again.exit_code == 0
     assert again.expected_version == version, "still checking against the version read before"
+
+
+class _Stalled:
+    """A bucket whose reads hang until ``gate`` is set (a black-holed storage API)."""
+
+    def __init__(self, storage: object, gate: threading.Event) -> None:
+        self._storage, self._gate = storage, gate
+
+    def __getattr__(self, name: str) -> object:
+        attribute = getattr(self._storage, name)
+        if name not in ("get", "stat", "list", "get_range"):
+            return attribute
+
+        def stalled(*args: object, **kwargs: object) -> object:
+            self._gate.wait(60)
+            return attribute(*args, **kwargs)
+
+        return stalled
+
+
+def test_a_bucket_that_hangs_never_stretches_a_round(fleet: Fleet, tmp_path: Path) -> None:
+    """An endpoint serving a version the expectation does not know makes the prober re-read the
+    buckets; when they hang, the round goes on with the expectation it has (the endpoint is
+    judged against it) instead of waiting for them, round after round."""
+    bad = MisbehavingEndpoint(fleet.endpoints["aws"].url, log_path=tmp_path / "bad.log").start()
+    gate = threading.Event()
+    try:
+        fleet.fronts["aws"] = bad.url
+        plane = fleet.plane(fleet.config())
+        assert plane.health_round(apply=False).expected_version == fleet.models["v1"].manifest.version
+        prober = plane.prober
+        prober._buckets = {name: _Stalled(s, gate) for name, s in prober._storages().items()}  # type: ignore[misc]
+        bad.mode("wrong_version")
+        time.sleep(EXPECTATION_MIN_AGE_S)
+        results: dict = {}
+        thread = threading.Thread(target=lambda: results.update(prober.probe()), daemon=True)
+        thread.start()
+        thread.join(timeout=EXPECTATION_DEADLINE_S - 1)
+        finished = not thread.is_alive()
+        gate.set()
+        thread.join(30)
+    finally:
+        gate.set()
+        fleet.fronts.pop("aws", None)
+        bad.stop()
+    assert finished, "the round waited for the hanging buckets"
+    assert results["aws"].verdict is Verdict.DEGRADED
+    assert "serves version 0000not-deployed" in results["aws"].reason
+    assert {results[c].verdict for c in ("gcp", "azure")} == {Verdict.OK}
