@@ -136,6 +136,8 @@ __all__ = [
     "MAX_DESIRED_WEIGHTS",
     "MAX_FLIPS",
     "OBJECT_STORE_SCHEMES",
+    "STATE_RETRY",
+    "STATE_SETTINGS",
     "ObjectStoreStateStore",
     "Section",
     "split_location",
@@ -169,6 +171,13 @@ COMMIT_ATTEMPTS = 20
 # quiet moment after a burst.
 COMMIT_WAIT_INITIAL = 0.05
 COMMIT_WAIT_MAX = 1.0
+# A state request moves one document of a few hundred kilobytes at most: tens of milliseconds
+# in-region. These caps on the storage settings (the storage defaults wait up to 60 s for a silent
+# server) and this retry budget make a state bucket that does not answer, black-holed or in a
+# region in trouble, fail a command in about 5 s per request with a clear error, instead of
+# holding an operator's failover for a minute; a brief throttle is still ridden out.
+STATE_SETTINGS = {"connect_timeout": 2.0, "read_timeout": 5.0}
+STATE_RETRY = RetryPolicy(attempts=3, timeout=5.0, wait_initial=0.1, wait_max=0.5, wait_jitter=0.1)
 
 
 def split_location(location: str) -> tuple[str, str]:
@@ -246,12 +255,16 @@ class ObjectStoreStateStore(StateStore):
         retry: RetryPolicy | None = None,
     ) -> ObjectStoreStateStore:
         """Open the state document at ``location`` (``s3://``, ``gs://`` or ``az://``; see
-        :func:`split_location`) with storage ``settings``. Sends no request: the bucket must
-        exist, and the document is created by the first write."""
+        :func:`split_location`) with storage ``settings`` (their timeouts capped by
+        :data:`STATE_SETTINGS`) and ``retry`` (default :data:`STATE_RETRY`). Sends no request:
+        the bucket must exist, and the document is created by the first write."""
         if location is None:
             raise ConfigError("object-storage state needs a location (s3://, gs:// or az://)")
         uri, key = split_location(os.fspath(location))
-        storage = open_storage(uri, settings=settings, retry=retry)
+        capped = dict(settings or {})
+        for name, cap in STATE_SETTINGS.items():
+            capped[name] = str(min(float(capped.get(name, cap)), cap))
+        storage = open_storage(uri, settings=capped, retry=retry or STATE_RETRY)
         return cls(storage, key, busy_timeout=busy_timeout, clock=clock)
 
     def __repr__(self) -> str:

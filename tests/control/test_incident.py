@@ -202,3 +202,33 @@ def test_a_route53_api_that_never_answers_delays_neither_the_rounds_nor_the_file
     stale = [b for r in reports for b in r.backends if b.kind == "route53"]
     assert stale, "Route 53 was reported in every round that reconciled"
     assert all(b.pending and not b.ok and "no answer yet" in (b.error or "") for b in stale)
+
+
+@pytest.mark.emulator
+def test_a_state_bucket_that_never_answers_fails_a_command_in_seconds(tmp_path: Path, moto_server) -> None:
+    """The state lives in S3 and S3 stops answering (the region the operator is failing away
+    from): a command says so within seconds instead of holding the operator for the storage
+    layer's one-minute read timeout."""
+    moto_port = int(moto_server.endpoint.rsplit(":", 1)[1])
+    bucket = moto_server.create_bucket()
+    hole = DelayProxy(moto_port, delay_s=3600).start()
+    config = tmp_path / "orchestrator.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "model": {"name": "iris"},
+                "clouds": {c: {"endpoint": f"http://{c}.invalid"} for c in ("aws", "gcp", "azure")},
+                "state": {"path": f"s3://{bucket}/prod", "settings": {**moto_server.settings,
+                                                                     "endpoint_url": hole.url}},
+                "routing": {"file": {"path": str(tmp_path / "routing.json")}},
+            }
+        )
+    )  # fmt: skip
+    try:
+        result = run_cli("failover", "--from", "aws", "--config", str(config), timeout=30)
+    finally:
+        hole.stop()
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert f"s3://{bucket}/prod/orchestrator/state.json" in lines[0]
