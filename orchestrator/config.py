@@ -47,6 +47,9 @@ __all__ = [
     "HealthConfig",
     "ModelConfig",
     "RoutingConfig",
+    "check_settings",
+    "check_together",
+    "check_url",
     "find_config",
     "load_config",
     "parse_yaml",
@@ -64,6 +67,9 @@ _SECRET_SETTINGS = frozenset(
 _NUMERIC_SETTINGS = frozenset(
     {"page_size", "part_size", "max_concurrency", "connect_timeout", "read_timeout"}
 )
+# Storage settings that are URLs: checked like endpoints (http(s), a host, no credentials or
+# tokens, which would be secrets written in the file).
+_URL_SETTINGS = frozenset({"endpoint_url", "account_url"})
 # Bounds that keep one health round bounded (README, "Configuration reference"). A probe of an
 # endpoint that has not answered within 10 s is a failed probe whatever the SLO; more than 10
 # consecutive probes before acting makes failover slower than any DNS health check; probing less
@@ -71,6 +77,11 @@ _NUMERIC_SETTINGS = frozenset(
 MAX_TIMEOUT_S = 10.0
 MAX_INTERVAL_S = 300.0
 MAX_THRESHOLD = 10
+# And from below: a probe is three HTTP requests, a canary prediction alone takes milliseconds, so
+# a deadline under 50 ms fails every endpoint, even on loopback; probing more than ten times a
+# second only loads the endpoints (clients follow DNS answers cached for seconds anyway).
+MIN_TIMEOUT_S = 0.05
+MIN_INTERVAL_S = 0.1
 # A day: longer grace or hold-down periods keep a cloud out (or in) past any incident.
 MAX_PERIOD_S = 86_400.0
 MAX_LATENCY_WINDOW = 1000
@@ -143,19 +154,14 @@ class CloudConfig(_Strict):
 
     @field_validator("storage_settings")
     @classmethod
-    def _no_secrets(cls, value: dict[str, str]) -> dict[str, str]:
-        if secret := _SECRET_SETTINGS & value.keys():
-            raise ValueError(
-                f"{sorted(secret)} must not be written in the configuration file; use the cloud's "
-                "usual credential source (AZURE_STORAGE_CONNECTION_STRING, AWS profiles, ADC)"
-            )
-        for key in sorted(_NUMERIC_SETTINGS & value.keys()):
-            try:
-                number = float(value[key])
-            except ValueError:
-                raise ValueError(f"{key} must be a number") from None
-            if not (math.isfinite(number) and number > 0):
-                raise ValueError(f"{key} must be a finite positive number")
+    def _settings(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_settings(value)
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None and not (value and value.isprintable() and value == "".join(value.split())):
+            raise ValueError("a region name is one word of printable characters")
         return value
 
     @field_validator("endpoint")
@@ -176,9 +182,9 @@ class CloudConfig(_Strict):
 class HealthConfig(_Strict):
     # 5 s between probes and 2 failures to go down: a dead cloud leaves routing within ~12 s,
     # against 30 s or more for DNS health checks, while one lost packet never flips anything.
-    interval_s: float = Field(default=5.0, gt=0, le=MAX_INTERVAL_S)
+    interval_s: float = Field(default=5.0, ge=MIN_INTERVAL_S, le=MAX_INTERVAL_S)
     # One total deadline per probe (its three requests, connect to last byte).
-    timeout_s: float = Field(default=2.0, gt=0, le=MAX_TIMEOUT_S)
+    timeout_s: float = Field(default=2.0, ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S)
     unhealthy_threshold: int = Field(default=2, ge=1, le=MAX_THRESHOLD)
     # Coming back needs more evidence than going down (hysteresis), so a flapping cloud stays out.
     healthy_threshold: int = Field(default=3, ge=1, le=MAX_THRESHOLD)
@@ -257,6 +263,15 @@ class Route53Config(_Strict):
 class FileRoutingConfig(_Strict):
     path: Path = Path(".orchestrator/routing.json")
 
+    @field_validator("path", mode="before")
+    @classmethod
+    def _a_file(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("empty: name the routing table's file")
+        if isinstance(value, str | Path) and Path(value).expanduser().is_dir():
+            raise ValueError(f"{value} is a directory: name the routing table's file in it")
+        return value
+
 
 class TrafficConfig(_Strict):
     """The expected load: what the cost model prices. Defaults: one-row digits predictions."""
@@ -314,8 +329,8 @@ class StateConfig(_Strict):
 
     @field_validator("settings")
     @classmethod
-    def _no_secrets(cls, value: dict[str, str]) -> dict[str, str]:
-        return CloudConfig._no_secrets(value)
+    def _settings(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_settings(value)
 
 
 class Config(_Strict):
@@ -343,6 +358,35 @@ class Config(_Strict):
                 f"{self.source or 'configuration'}: cloud {name!r} is not configured ({configured})"
             )
         return self.clouds[name]
+
+
+def check_settings(settings: dict[str, str]) -> dict[str, str]:
+    """``settings`` (storage settings of a bucket or of the state) unless one would put a secret in
+    the file (a credential key, a URL with credentials or a token) or is not a value at all (a
+    number setting that is not a finite positive number, text with line breaks or control
+    characters); ValueError naming the key, never quoting a value."""
+    if secret := _SECRET_SETTINGS & settings.keys():
+        raise ValueError(
+            f"{sorted(secret)} must not be written in the configuration file; use the cloud's "
+            "usual credential source (AZURE_STORAGE_CONNECTION_STRING, AWS profiles, ADC)"
+        )
+    for key in sorted(settings):
+        text = settings[key]
+        if not text.isprintable() or len(text) > MAX_URL_LENGTH:
+            raise ValueError(f"{key} holds control characters or is over {MAX_URL_LENGTH} characters")
+        if key in _URL_SETTINGS:
+            try:
+                check_url(text, what=key)
+            except ValueError as exc:
+                raise ValueError(str(exc).replace(repr(text), key)) from None
+    for key in sorted(_NUMERIC_SETTINGS & settings.keys()):
+        try:
+            number = float(settings[key])
+        except ValueError:
+            raise ValueError(f"{key} must be a number") from None
+        if not (math.isfinite(number) and number > 0):
+            raise ValueError(f"{key} must be a finite positive number")
+    return settings
 
 
 def check_url(value: str, *, what: str) -> None:
@@ -418,7 +462,7 @@ def load_config(path: str | Path | None = None) -> Config:
         except ValueError as exc:
             raise ConfigError(f"$ORCHESTRATOR_STATE: {exc}") from None
         config = config.model_copy(update={"state": StateConfig(path=state, settings=settings)})
-    _check_together(config, source)
+    check_together(config, source)
     return config
 
 
@@ -433,7 +477,7 @@ def validate(model: type[Config], data: Mapping[str, Any], source: str) -> Confi
         raise ConfigError(f"{source}: {key}: {first['msg']}") from None
 
 
-def _check_together(config: Config, source: str) -> None:
+def check_together(config: Config, source: str) -> None:
     """What no single key can check: settings against their URI, prices, the state's settings."""
     from orchestrator.storage import allowed_settings
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from orchestrator.config import Config, validate
+from orchestrator.config import Config, check_together, validate
 from orchestrator.errors import ConfigError
 from orchestrator.types import CLOUDS
 
@@ -175,16 +175,16 @@ def _validate(
     outputs: Sequence[tuple[str, Mapping[str, Any]]],
     origins: Mapping[str, tuple[str, str]],
 ) -> None:
-    """The same validation as a hand-written file, with errors pointed back at the outputs and
-    every output value taken out of the message."""
+    """The same validation as a hand-written file (each key, then what keys check together), with
+    errors pointed back at the outputs and every output value taken out of the message (but the
+    cloud keys, which are the vocabulary of the messages, not values anyone keeps secret)."""
     try:
-        validate(Config, config, "stack outputs")
+        check_together(validate(Config, config, "stack outputs"), "stack outputs")
     except ConfigError as exc:
         message = str(exc).removeprefix("stack outputs: ")
         key, _, detail = message.partition(": ")
-        for value in sorted(
-            {v for _, out in outputs for _, v in _leaves(out) if isinstance(v, str)}, key=len
-        )[::-1]:
+        values = {v for _, out in outputs for _, v in _leaves(out) if isinstance(v, str)} - set(CLOUDS)
+        for value in sorted(values, key=len, reverse=True):
             if len(value) >= 3:
                 detail = detail.replace(value, "<value>")
         origin = next(

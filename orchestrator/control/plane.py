@@ -42,6 +42,9 @@ MAX_ONCE_SPACING_S = 1.0
 # makes a few). Generous on purpose: the lease matters only when its holder died, and then the
 # next scheduled run starts at most this much later than it could have.
 LEASE_SLACK_S = 60.0
+# An operator's --reason is a line in a table, in the flip history (kept in the state, which an
+# object store rewrites whole at every commit) and in a Route 53 change comment (256 characters).
+MAX_OPERATOR_REASON = 500
 
 
 class ControlPlane:
@@ -305,8 +308,17 @@ class ControlPlane:
 
         Its share goes where the router sends it (the cost-optimal mix of the others), or with
         ``to`` entirely to that cloud, on top of the weights in effect. The next health round with
-        ``--apply`` re-optimises by cost again. One short transaction, then the backends."""
+        ``--apply`` re-optimises by cost again. One short transaction, then the backends.
+        ConfigError (a usage error) for an unknown cloud, ``to`` naming ``cloud`` itself, or a
+        ``reason`` that is not one short printable line."""
         self._known(cloud, to)
+        if to == cloud:
+            raise ConfigError(f"--to {to}: that is the cloud being drained; name another, or leave --to out")
+        if not (reason.isprintable() and 0 < len(reason) <= MAX_OPERATOR_REASON):
+            raise ConfigError(
+                f"--reason: one line of printable text, at most {MAX_OPERATOR_REASON} characters "
+                f"(it is stored with the flip and shown in every status)"
+            )
         result = self.store.atomically(
             lambda _: self._failover(cloud, to=to, reason=reason, actor=actor, dry_run=dry_run, force=force)
         )

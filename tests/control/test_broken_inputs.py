@@ -146,6 +146,28 @@ CONFIGS: list[tuple[str, Callable[[dict[str, Any]], None] | bytes | None, str]] 
         "ttl",
     ),
     ("state-scheme", _set("state.path", "ftp://x/state.json"), "state.path"),
+    (
+        "setting-url-credentials",
+        _both(
+            _set("clouds.aws.storage", "s3://models"),
+            _set("clouds.aws.storage_settings", {"endpoint_url": f"https://u:{SECRET}@s3.example"}),
+        ),
+        "clouds.aws.storage_settings",
+    ),
+    (
+        "state-setting-url-credentials",
+        _both(
+            _set("state.path", "s3://ops/prod"),
+            _set("state.settings", {"endpoint_url": f"https://u:{SECRET}@s3.example"}),
+        ),
+        "state.settings",
+    ),
+    ("setting-newline", _set("clouds.aws.storage_settings", {"page_size": "10\n"}), "storage_settings"),
+    ("region-control", _set("clouds.aws.region", "us-east-1\x1b[2J"), "clouds.aws.region"),
+    ("interval-tiny", _set("health.interval_s", 1e-9), "health.interval_s"),
+    ("timeout-tiny", _set("health.timeout_s", 1e-9), "health.timeout_s"),
+    ("routing-file-directory", _set("routing.file.path", "/"), "routing.file.path"),
+    ("routing-file-empty", _set("routing.file.path", ""), "routing.file.path"),
     ("state-secret", _set("state.settings", {"account_key": SECRET}), "state.settings"),
     ("not-utf8", b"model: {name: iris}\nclouds: {aws: {endpoint: 'http://x\xff\xfe'}}\n", "not UTF-8"),
     ("binary", b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00", "binary"),
@@ -354,6 +376,16 @@ STACKS: list[tuple[str, dict[str, Any] | bytes, str]] = [
     ("cloud", {**STACK, "cloud": "oracle"}, "'cloud'"),
     ("endpoint-ftp", {**STACK, "endpoint_url": f"ftp://{SECRET}.example"}, "'endpoint_url'"),
     ("region-type", {**STACK, "region": ["eastus"]}, "'region'"),
+    (
+        "setting-url-secret",
+        {**STACK, "storage_settings": {"account_url": f"https://u:{SECRET}@ml.blob.core.windows.net"}},
+        "'storage_settings'",
+    ),
+    (
+        "setting-unknown",
+        {**STACK, "storage_settings": {"account_url": "https://ml.blob.core.windows.net", "sas": SECRET}},
+        "'storage_settings'",
+    ),
     ("missing", {k: v for k, v in STACK.items() if k != "endpoint_url"}, "'endpoint_url' is missing"),
     ("a-list", b"[1, 2, 3]", "JSON object"),
     ("not-json", b"Current stack outputs (10):\n    OUTPUT  VALUE", "not JSON"),
@@ -367,6 +399,7 @@ DNS_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("dns-checks", {**DNS, "health_check_ids": [SECRET]}, "'health_check_ids'"),
     ("dns-check-id", {**DNS, "health_check_ids": {"azure": f"{SECRET}/x"}}, "'health_check_ids'"),
     ("dns-masked", {**DNS, "health_check_ids": {"azure": "[secret]"}}, "--show-secrets"),
+    ("dns-check-cloud", {**DNS, "health_check_ids": {"ibm": "hc-1"}}, "'aws', 'gcp' or 'azure'"),
 ]
 
 
@@ -408,10 +441,13 @@ USAGE: list[tuple[list[str], str]] = [
     (["frobnicate"], "No such command"),
     (["config", "from-stacks", "/nonexistent/aws.json"], "stack outputs file not found"),
     (["verify", "--clouds", "aws,ibm"], "ibm"),
+    (["failover", "--from", "aws", "--to", "aws"], "--to aws"),
+    (["failover", "--from", "aws", "--reason", "x" * 2000], "--reason"),
+    (["failover", "--from", "aws", "--reason", "drill\x1b[2J"], "--reason"),
 ]
 
 
-@pytest.mark.parametrize(("args", "message"), USAGE, ids=[" ".join(a) for a, _ in USAGE])
+@pytest.mark.parametrize(("args", "message"), USAGE, ids=[" ".join(a)[:50] for a, _ in USAGE])
 def test_usage_errors_exit_2_in_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     path = tmp_path / "orchestrator.yaml"
     path.write_text(yaml.safe_dump(base(tmp_path)))
