@@ -16,23 +16,29 @@ Everything a later command would refuse is refused here, once, by :func:`load_co
   everywhere), and bounds that keep one health round short (the maxima below, with their reasons);
 - what only makes sense together: model and version grammar, endpoint URLs with a host and no
   credentials, bucket URIs and their settings, the Route 53 record name, the price overrides, the
-  state location (also from ``$ORCHESTRATOR_STATE``).
+  state location (also from ``$ORCHESTRATOR_STATE``); the checks shared by several keys, and those
+  across keys, are in :mod:`orchestrator.config_checks`.
 
 No message repeats a value that could be a secret: a URL with credentials is named, not quoted.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from orchestrator.config_checks import (
+    MAX_URL_LENGTH,
+    check_settings,
+    check_state_location,
+    check_together,
+    check_url,
+)
 from orchestrator.config_file import MAX_CONFIG_BYTES, MAX_CONFIG_NODES, parse_yaml, read_text
 from orchestrator.errors import ConfigError
 from orchestrator.types import CLOUDS, CloudName
@@ -41,6 +47,7 @@ __all__ = [
     "CLOUDS",
     "MAX_CONFIG_BYTES",
     "MAX_CONFIG_NODES",
+    "MAX_URL_LENGTH",
     "NAME_PATTERN",
     "CloudConfig",
     "Config",
@@ -48,6 +55,7 @@ __all__ = [
     "ModelConfig",
     "RoutingConfig",
     "check_settings",
+    "check_state_location",
     "check_together",
     "check_url",
     "find_config",
@@ -59,17 +67,6 @@ DEFAULT_PATH = Path("orchestrator.yaml")
 # The model name and version grammar: what the registry layout, the buckets and the endpoints
 # accept as one path segment (lower case, no '/' or '..', at most 63 characters).
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
-# Keys that would put a secret into a file that gets committed; refused with a pointer instead.
-_SECRET_SETTINGS = frozenset(
-    {"connection_string", "account_key", "secret_access_key", "sas_token", "credentials"}
-)
-# Storage settings that are numbers (orchestrator.storage.base.TransferSettings), checked finite here.
-_NUMERIC_SETTINGS = frozenset(
-    {"page_size", "part_size", "max_concurrency", "connect_timeout", "read_timeout"}
-)
-# Storage settings that are URLs: checked like endpoints (http(s), a host, no credentials or
-# tokens, which would be secrets written in the file).
-_URL_SETTINGS = frozenset({"endpoint_url", "account_url"})
 # Bounds that keep one health round bounded (README, "Configuration reference"). A probe of an
 # endpoint that has not answered within 10 s is a failed probe whatever the SLO; more than 10
 # consecutive probes before acting makes failover slower than any DNS health check; probing less
@@ -97,7 +94,6 @@ MAX_BYTES = 1e9
 MAX_VCPU = 64.0
 MAX_MEMORY_GIB = 1024.0
 MAX_CONCURRENCY = 10_000
-MAX_URL_LENGTH = 2048
 
 
 class _Strict(BaseModel):
@@ -360,77 +356,6 @@ class Config(_Strict):
         return self.clouds[name]
 
 
-def check_settings(settings: dict[str, str]) -> dict[str, str]:
-    """``settings`` (storage settings of a bucket or of the state) unless one would put a secret in
-    the file (a credential key, a URL with credentials or a token) or is not a value at all (a
-    number setting that is not a finite positive number, text with line breaks or control
-    characters); ValueError naming the key, never quoting a value."""
-    if secret := _SECRET_SETTINGS & settings.keys():
-        raise ValueError(
-            f"{sorted(secret)} must not be written in the configuration file; use the cloud's "
-            "usual credential source (AZURE_STORAGE_CONNECTION_STRING, AWS profiles, ADC)"
-        )
-    for key in sorted(settings):
-        text = settings[key]
-        if not text.isprintable() or len(text) > MAX_URL_LENGTH:
-            raise ValueError(f"{key} holds control characters or is over {MAX_URL_LENGTH} characters")
-        if key in _URL_SETTINGS:
-            try:
-                check_url(text, what=key)
-            except ValueError as exc:
-                raise ValueError(str(exc).replace(repr(text), key)) from None
-    for key in sorted(_NUMERIC_SETTINGS & settings.keys()):
-        try:
-            number = float(settings[key])
-        except ValueError:
-            raise ValueError(f"{key} must be a number") from None
-        if not (math.isfinite(number) and number > 0):
-            raise ValueError(f"{key} must be a finite positive number")
-    return settings
-
-
-def check_url(value: str, *, what: str) -> None:
-    """ValueError unless ``value`` is an http(s) URL with a host, a valid port, and no credentials,
-    query or fragment. The message never quotes a URL that carries credentials."""
-    if len(value) > MAX_URL_LENGTH:
-        raise ValueError(f"{what} is longer than {MAX_URL_LENGTH} characters")
-    if not value.isprintable() or " " in value:
-        raise ValueError(f"{what} holds spaces or control characters")
-    parts = urlsplit(value)
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(f"{what} carries credentials (user:password@); remove them from the file")
-    if parts.query or parts.fragment or value.endswith(("?", "#")):
-        raise ValueError(f"{what} is a base URL: it takes no query or fragment (nor tokens in one)")
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"{value!r} is not an http(s) URL")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"{value!r} has an invalid port") from None
-    if not parts.hostname or port == 0:
-        raise ValueError(f"{value!r} has no host (or port 0)")
-
-
-def check_state_location(location: str) -> None:
-    """ValueError unless ``location`` is a path, a ``file://`` URI, or an ``s3://``/``gs://``/``az://``
-    object store URI (the forms :func:`orchestrator.state.open_state` takes)."""
-    if not location or location != location.strip() or "\x00" in location:
-        raise ValueError("empty, padded with whitespace, or holding a NUL byte")
-    if "://" not in location:
-        return
-    scheme = location.partition("://")[0].lower()
-    if scheme not in ("file", "s3", "gs", "az"):
-        raise ValueError(
-            f"scheme {scheme}:// is neither a SQLite file (a path, file://) nor s3://, gs://, az://"
-        )
-    from orchestrator.storage import parse_uri
-
-    try:
-        parse_uri(location)
-    except ConfigError as exc:
-        raise ValueError(str(exc)) from None
-
-
 def find_config(path: str | Path | None) -> str:
     """``--config``, else ``$ORCHESTRATOR_CONFIG``, else ``./orchestrator.yaml``: a path or an object URI."""
     if path is not None:
@@ -475,41 +400,6 @@ def validate(model: type[Config], data: Mapping[str, Any], source: str) -> Confi
         # A bad mapping key (say a cloud "ibm") is reported at that key, not at "clouds.ibm.[key]".
         key = ".".join(str(p) for p in first["loc"] if p != "[key]") or "(top level)"
         raise ConfigError(f"{source}: {key}: {first['msg']}") from None
-
-
-def check_together(config: Config, source: str) -> None:
-    """What no single key can check: settings against their URI, prices, the state's settings."""
-    from orchestrator.storage import allowed_settings
-
-    for name, cloud in config.clouds.items():
-        if cloud.storage_settings and cloud.storage is None:
-            raise ConfigError(
-                f"{source}: clouds.{name}.storage_settings: given without clouds.{name}.storage"
-            )
-        if cloud.storage is not None:
-            unknown = sorted(cloud.storage_settings.keys() - allowed_settings(cloud.storage))
-            if unknown:
-                raise ConfigError(
-                    f"{source}: clouds.{name}.storage_settings: unknown setting(s) {', '.join(unknown)} "
-                    f"for {cloud.storage.partition('://')[0]}:// (allowed: "
-                    f"{', '.join(sorted(allowed_settings(cloud.storage)))})"
-                )
-    state = config.state
-    if state.settings:
-        if "://" not in state.path or state.path.startswith("file://"):
-            raise ConfigError(
-                f"{source}: state.settings: apply only to object-storage state (s3://, gs://, az://), "
-                "not to a SQLite file"
-            )
-        unknown = sorted(state.settings.keys() - allowed_settings(state.path))
-        if unknown:
-            raise ConfigError(f"{source}: state.settings: unknown setting(s) {', '.join(unknown)}")
-    from orchestrator.pricing import load_prices
-
-    try:
-        load_prices({name: cloud.price for name, cloud in config.clouds.items() if cloud.price})
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
 
 
 def _scheme(location: str) -> str:
