@@ -11,9 +11,9 @@ and an operator never waits behind a probe:
 
 1. **probe** with no state transaction open (:class:`~orchestrator.health.prober.Prober`: all
    clouds at once, each within ``health.timeout_s``, any answer a verdict);
-2. **decide and commit** in one short transaction (:meth:`StateStore.atomically`): read the
-   machines and overrides, feed the observations, record the flips, decide, and commit the
-   decision as the desired weights. No probe, SDK call or backend write happens inside it, so
+2. **decide and commit** in one short transaction (:meth:`StateStore.atomically`, with a body
+   from :mod:`orchestrator.control.steps`): read the machines and overrides, feed the
+   observations, record the flips, decide, and commit the decision as the desired weights. No probe, SDK call or backend write happens inside it, so
    SQLite's write lock is held for milliseconds; an object store re-runs just this step (no
    probes) when another command committed in between;
 3. **apply after commit** (:func:`~orchestrator.routing.reconcile.reconcile`): each backend is read

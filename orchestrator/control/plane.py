@@ -18,13 +18,14 @@ from typing import Any
 import httpx
 
 from orchestrator.config import Config
-from orchestrator.control.reports import FailoverRefused, OperatorResult, RoundReport, move_share
+from orchestrator.control import steps
+from orchestrator.control.reports import FailoverRefused, OperatorResult, RoundReport
 from orchestrator.control.status import status_report
 from orchestrator.errors import ConfigError, LeaseHeld, OrchestratorError, StateCorrupt
 from orchestrator.health.probe import ProbeResult, short
 from orchestrator.health.prober import EXPECTATION_DEADLINE_S, Prober
 from orchestrator.health.record import CloudRecord
-from orchestrator.health.state import MachineConfig, Verdict, drain, undrain
+from orchestrator.health.state import MachineConfig, Verdict, drain
 from orchestrator.pricing import CostBreakdown, Traffic, cost_per_request, load_prices
 from orchestrator.routing import CloudInput, Decision, Demand, decide
 from orchestrator.routing.backends import RoutingBackend, open_backend
@@ -131,15 +132,17 @@ class ControlPlane:
                 )
         return records
 
-    def _save(self, records: dict[str, CloudRecord]) -> None:
+    def save_records(self, records: dict[str, CloudRecord]) -> None:
+        """Save every cloud's record; call inside a transaction."""
         self.store.save_machines({name: record.to_dict() for name, record in records.items()})
 
-    def _observe(self, records: dict[str, CloudRecord], results: dict[str, ProbeResult]) -> list[Flip]:
+    def observe(self, records: dict[str, CloudRecord], results: dict[str, ProbeResult]) -> list[Flip]:
+        """Feed one probe result per cloud into ``records`` (in place); the flips it caused."""
         window = self.config.health.latency_window
         flips = [records[n].observe(n, r, self.machine_config, window) for n, r in results.items()]
         return [flip for flip in flips if flip is not None]
 
-    def _commit_decision(self, weights: dict[str, int] | None, reason: str) -> dict[str, int] | None:
+    def commit_decision(self, weights: dict[str, int] | None, reason: str) -> dict[str, int] | None:
         """Save ``weights`` as the desired weights if they differ from the last; a panic (None)
         keeps the last ones, whatever they route to, rather than sending traffic nowhere.
         Returns the desired weights in force."""
@@ -152,6 +155,8 @@ class ControlPlane:
 
     # -- routing -------------------------------------------------------------------------------
     def decide(self, records: dict[str, CloudRecord]) -> Decision:
+        """The router's decision for these records (states, p95 latencies) and the configured
+        capacities, bounds, costs and demand; see :func:`orchestrator.routing.decide`."""
         inputs = []
         for name, record in sorted(records.items()):
             cloud = self.config.cloud(name)
@@ -264,23 +269,7 @@ class ControlPlane:
     def _commit(
         self, probes: dict[str, list[ProbeResult]], lease: Lease, ttl: float, reason: str
     ) -> RoundReport:
-        return self.store.atomically(lambda _: self._commit_round(probes, lease, ttl, reason))
-
-    def _commit_round(
-        self, probes: dict[str, list[ProbeResult]], lease: Lease, ttl: float, reason: str
-    ) -> RoundReport:
-        """The round's one transaction: fence on the lease, feed the samples in order, record the
-        flips, decide, commit the decision. No I/O but the store's."""
-        self.store.renew_lease(lease, ttl)
-        records = self.records()
-        flips: list[Flip] = []
-        for i in range(max((len(p) for p in probes.values()), default=0)):
-            flips += self._observe(records, {n: p[i] for n, p in probes.items() if i < len(p)})
-        self.store.record_flips(flips)
-        self._save(records)
-        decision = self.decide(records)
-        weights = self._commit_decision(decision.weights, _why(reason, flips))
-        return RoundReport(records, probes, flips, decision, False, weights, None)
+        return self.store.atomically(lambda _: steps.health_round(self, probes, lease, ttl, reason))
 
     def _finish(self, report: RoundReport, *, apply: bool, wait: float | None = None) -> RoundReport:
         report.expected_version = self.prober.expected.version if self.prober.expected else None
@@ -320,7 +309,9 @@ class ControlPlane:
                 f"(it is stored with the flip and shown in every status)"
             )
         result = self.store.atomically(
-            lambda _: self._failover(cloud, to=to, reason=reason, actor=actor, dry_run=dry_run, force=force)
+            lambda _: steps.failover(
+                self, cloud, to=to, reason=reason, actor=actor, dry_run=dry_run, force=force
+            )
         )
         if dry_run:
             return result
@@ -328,36 +319,6 @@ class ControlPlane:
         return OperatorResult(
             result.flips, result.decision, result.weights, any(b.wrote for b in backends), backends
         )
-
-    def _failover(
-        self, cloud: str, *, to: str | None, reason: str, actor: str, dry_run: bool, force: bool
-    ) -> OperatorResult:
-        records = self.records()
-        before = self.store.desired()
-        machine, flip = drain(records[cloud].machine, self.clock(), cloud, reason, actor)
-        records[cloud].machine = machine
-        others = [n for n, r in records.items() if n != cloud and r.machine.state.routable]
-        if flip is not None and not others and not force:
-            raise FailoverRefused(
-                f"refusing to drain {cloud}: it is the last cloud in rotation "
-                f"({', '.join(f'{n} {r.machine.state}' for n, r in records.items() if n != cloud)}); "
-                "pass --force to drain it anyway"
-            )
-        if to is not None and not records[to].machine.state.routable:
-            raise FailoverRefused(f"--to {to}: {to} is {records[to].machine.state}, not in rotation")
-        decision = self.decide(records)
-        weights = decision.weights
-        if to is not None and flip is not None:
-            weights = move_share(before.weights if before else decision.weights or {}, cloud, to)
-        flips = [flip] if flip is not None else []
-        if dry_run:
-            return OperatorResult(flips, decision, weights, applied=False)
-        if flip is not None:
-            self.store.set_override(cloud, drained=True, reason=reason, actor=actor)
-            self.store.record_flips(flips)
-            self._save(records)
-        weights = self._commit_decision(weights, f"failover from {cloud} by {actor}: {reason}")
-        return OperatorResult(flips, decision, weights, applied=False)
 
     def failback(self, cloud: str, *, actor: str, reason: str = "failback") -> OperatorResult:
         """Return a drained cloud to rotation only if it passes ``healthy_threshold`` probes now.
@@ -374,29 +335,15 @@ class ControlPlane:
             if result.verdict is not Verdict.OK:
                 raise FailoverRefused(f"{cloud} is not healthy now, so it stays drained: {result.reason}")
             results.append(result)
-        outcome = self.store.atomically(lambda _: self._failback(cloud, results, actor=actor, reason=reason))
+        outcome = self.store.atomically(
+            lambda _: steps.failback(self, cloud, results, actor=actor, reason=reason)
+        )
         if not outcome.flips:
             return outcome
         backends = self.reconcile()
         return OperatorResult(
             outcome.flips, outcome.decision, outcome.weights, any(b.wrote for b in backends), backends
         )
-
-    def _failback(self, cloud: str, results: list[ProbeResult], *, actor: str, reason: str) -> OperatorResult:
-        records = self.records()
-        if records[cloud].machine.state is not HealthState.DRAINED:  # someone else failed it back
-            decision = self.decide(records)
-            return OperatorResult([], decision, decision.weights, applied=False)
-        for result in results:
-            self._observe(records, {cloud: result})
-        records[cloud].machine, flip = undrain(records[cloud].machine, self.clock(), cloud, reason, actor)
-        self.store.set_override(cloud, drained=False, reason=reason, actor=actor)
-        flips = [flip] if flip else []
-        self.store.record_flips(flips)
-        self._save(records)
-        decision = self.decide(records)
-        weights = self._commit_decision(decision.weights, f"failback of {cloud} by {actor}")
-        return OperatorResult(flips, decision, weights, applied=False)
 
     def route(self, *, apply: bool) -> tuple[Decision, bool, list[BackendResult]]:
         """The decision from the recorded state (no probe); with ``apply``, committed and put into
@@ -405,7 +352,7 @@ class ControlPlane:
         def step(_: StateStore) -> Decision:
             decision = self.decide(self.records())
             if apply:
-                self._commit_decision(decision.weights, "orchestrator route")
+                self.commit_decision(decision.weights, "orchestrator route")
             return decision
 
         decision = self.store.atomically(step)
@@ -444,9 +391,3 @@ def open_backends(config: Config) -> list[RoutingBackend]:
 
 def _ignore(_: str) -> None:
     pass
-
-
-def _why(reason: str, flips: list[Flip]) -> str:
-    if not flips:
-        return reason
-    return f"{reason}: " + "; ".join(f"{f.cloud} {f.old}→{f.new} ({f.reason})" for f in flips)
