@@ -13,11 +13,13 @@ and an operator never waits behind a probe:
    clouds at once, each within ``health.timeout_s``, any answer a verdict);
 2. **decide and commit** in one short transaction (:meth:`StateStore.atomically`, with a body
    from :mod:`orchestrator.control.steps`): read the machines and overrides, feed the
-   observations, record the flips, decide, and commit the decision as the desired weights. No probe, SDK call or backend write happens inside it, so
-   SQLite's write lock is held for milliseconds; an object store re-runs just this step (no
-   probes) when another command committed in between;
-3. **apply after commit** (:func:`~orchestrator.routing.reconcile.reconcile`): each backend is read
-   back and rewritten when it differs from the committed decision, independently of the others.
+   observations, record the flips, decide, and commit the decision as the desired weights. No
+   probe, SDK call or backend write happens inside it, so SQLite's write lock is held for
+   milliseconds; an object store re-runs just this step (no probes) when another command
+   committed in between;
+3. **apply after commit** (:class:`~orchestrator.routing.reconcile.Reconciler`): each backend is
+   read back and rewritten when it differs from the committed decision, independently of the
+   others, each in its own worker (the watch waits for them only until its next round is due).
    A backend that fails is reported stale (exit code :data:`EXIT_STALE_BACKEND`) and retried by
    the next reconciliation; the round's health state is committed regardless.
 

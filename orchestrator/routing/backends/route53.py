@@ -55,11 +55,8 @@ from urllib.parse import urlsplit
 
 from orchestrator.errors import (
     ConfigError,
-    NotFound,
     OrchestratorError,
-    PermissionDenied,
     StorageError,
-    TransientError,
 )
 from orchestrator.lazy import LazyClient
 from orchestrator.routing.backends import (
@@ -69,6 +66,7 @@ from orchestrator.routing.backends import (
     checked_weights,
     untargeted_zero,
 )
+from orchestrator.routing.backends.route53_errors import translate_error
 from orchestrator.routing.dnsname import route53_name
 from orchestrator.storage.aws import boto3_client
 from orchestrator.storage.retry import RetryPolicy, call_with_retry
@@ -109,20 +107,6 @@ RECORD_TYPE = "CNAME"
 
 _REQUIRED = {"hosted_zone_id", "record_name"}
 _OPTIONAL = {"ttl", "health_check_ids", "endpoint_url", "region", "connect_timeout", "read_timeout"}
-
-_DENIED_CODES = frozenset(
-    {"AccessDenied", "AccessDeniedException", "InvalidClientTokenId", "SignatureDoesNotMatch",
-     "ExpiredToken", "UnrecognizedClientException", "InvalidSignatureException"}
-)  # fmt: skip
-_TRANSIENT_CODES = frozenset(
-    {"Throttling", "ThrottlingException", "PriorRequestNotComplete", "RequestLimitExceeded",
-     "ServiceUnavailable", "InternalFailure", "InternalError", "RequestTimeout"}
-)  # fmt: skip
-# Route 53 refuses the change itself: every value in it comes from the configuration.
-_REFUSED_CODES = frozenset({"InvalidChangeBatch", "InvalidInput", "InvalidDomainName", "NoSuchHealthCheck"})
-
-# One session for the process, as in orchestrator.storage.aws: botocore parses a service model
-# once per session, and creating clients from one session must be serialised.
 
 
 def open_from_settings(settings: Mapping[str, str]) -> Route53Backend:
@@ -370,39 +354,6 @@ def endpoint_host(url: str, cloud: str) -> str:
     if not host:
         raise ConfigError(f"route53 routing backend: endpoint {url!r} of {cloud} has no host name")
     return host
-
-
-def translate_error(  # noqa: PLR0911  # a flat table: one return per family of errors
-    exc: BaseException, *, zone_id: str, target: str, endpoint: str
-) -> OrchestratorError | None:
-    """Map a botocore exception from a Route 53 call to the project's tree (None: not an SDK error)."""
-    from botocore import exceptions as bx
-
-    if isinstance(exc, bx.ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-        message = error.get("Message") or code
-        if code == "NoSuchHostedZone":
-            return NotFound(
-                f"hosted zone {zone_id} does not exist at {endpoint}; check the routing setting "
-                "hosted_zone_id (the DNS stack outputs it)",
-                uri=target,
-            )
-        if code in _DENIED_CODES or status in (401, 403):
-            return PermissionDenied(f"Route 53 refused access ({code}): {message}", uri=target)
-        if code in _TRANSIENT_CODES or status in (408, 429) or status >= 500:
-            return TransientError(f"Route 53 error {status} {code}: {message}", uri=target)
-        if code in _REFUSED_CODES:
-            return ConfigError(f"{target}: Route 53 refused the change ({code}): {message}")
-        if status == 404:
-            return NotFound(f"Route 53 error {code}: {message}", uri=target)
-        return StorageError(f"Route 53 error {status} {code}: {message}", uri=target)
-    # Connections, timeouts, credentials, TLS and region problems are the same for every AWS
-    # service: the storage layer's S3 translation already says them well.
-    from orchestrator.storage.aws import translate_error as translate_aws_error
-
-    return translate_aws_error(exc, target, endpoint)
 
 
 def _truncate(text: str, limit: int) -> str:
