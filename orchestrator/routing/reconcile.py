@@ -35,7 +35,7 @@ from orchestrator.errors import OrchestratorError, StorageError
 from orchestrator.routing.backends import RoutingBackend
 from orchestrator.state.base import BackendStatus, DesiredWeights
 
-__all__ = ["PENDING_STALE_S", "RECONCILE_PASSES", "BackendResult", "Reconciler", "reconcile"]
+__all__ = ["PENDING_STALE_S", "RECONCILE_PASSES", "BackendResult", "Reconciler"]
 
 # One pass writes what is out of date; a second one checks the write against a decision that may
 # have been committed meanwhile; a third covers a decision committed during the second. More
@@ -123,21 +123,6 @@ class Reconciler:
         """Stop the workers (one still in a backend call finishes it on its own: it is a daemon)."""
         for worker in self._workers:
             worker.close()
-
-
-def reconcile(
-    backends: Sequence[RoutingBackend],
-    targets: Mapping[str, str],
-    read_desired: ReadDesired,
-    *,
-    clock: Callable[[], float] = time.time,
-) -> list[BackendResult]:
-    """One reconciliation of every backend, waiting for all of them (see :class:`Reconciler`)."""
-    reconciler = Reconciler(backends, targets, read_desired, clock=clock)
-    try:
-        return reconciler.run()
-    finally:
-        reconciler.close()
 
 
 class _Worker:

@@ -256,6 +256,38 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str =
     return time.monotonic()
 
 
+def run_clis(
+    commands: list[list[str]], *, user: str = "carol", timeout: float = 120
+) -> list[subprocess.CompletedProcess[str]]:
+    """Several orchestrator commands, each a new process as in :func:`run_cli`, run at the same
+    time (for corpora of independent cases: the processes' start-up is most of their cost)."""
+    env = {**os.environ, "ORCHESTRATOR_USER": user}
+    started = [
+        (
+            command,
+            subprocess.Popen(
+                [sys.executable, "-m", "orchestrator", *command],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            ),
+        )
+        for command in commands
+    ]
+    results = []
+    try:
+        for command, process in started:
+            stdout, stderr = process.communicate(timeout=timeout)
+            results.append(subprocess.CompletedProcess(command, process.returncode, stdout, stderr))
+    finally:
+        for _, process in started:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    return results
+
+
 def run_cli(*args: str, user: str = "carol", timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """An orchestrator command as an operator runs it: a new process."""
     env = {**os.environ, "ORCHESTRATOR_USER": user}

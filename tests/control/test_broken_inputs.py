@@ -34,7 +34,7 @@ import yaml
 from orchestrator.emulators import MotoServer, closed_port
 from orchestrator.state import DOCUMENT_SCHEMA_VERSION, open_state
 from orchestrator.storage import open_storage
-from tests.control.conftest import run_cli
+from tests.control.conftest import run_cli, run_clis
 
 SECRET = "s3cr3t-VALUE-4242"  # planted wherever a secret could be; must never be printed
 
@@ -210,8 +210,7 @@ def test_a_broken_configuration_is_refused_by_every_command_in_one_line(
     elif isinstance(broken, bytes):
         path.write_bytes(broken)
     commands = [["config", "check"], COMMANDS[index % len(COMMANDS)]]
-    for command in commands:
-        result = run_cli(*command, "--config", str(path), timeout=60)
+    for result in run_clis([[*command, "--config", str(path)] for command in commands], timeout=60):
         check(result, 2, str(path), names)
 
 
@@ -290,8 +289,8 @@ def test_a_corrupt_sqlite_state_is_refused_naming_the_file_and_key(
     ]
     if key == "leases":  # only the health job reads its lease (each command validates what it reads)
         commands = [["health", "--once"], ["health", "--watch"]]
-    for command in commands:
-        check(run_cli(*command, "--config", str(path), timeout=60), 1, str(db), key)
+    for result in run_clis([[*command, "--config", str(path)] for command in commands], timeout=60):
+        check(result, 1, str(db), key)
 
 
 DOCUMENT = {"kind": "orchestrator-state", "schema": DOCUMENT_SCHEMA_VERSION, "version": 1, "flips": [],
@@ -341,11 +340,12 @@ def test_a_corrupt_object_store_state_is_refused_naming_the_document_and_key(
 
     storage.put("state.json", content, sha256=hashlib.sha256(content).hexdigest())
     storage.close()
-    for command in (
+    commands = [
         STATE_COMMANDS[index % len(STATE_COMMANDS)],
         STATE_COMMANDS[(index + 3) % len(STATE_COMMANDS)],
-    ):
-        check(run_cli(*command, "--config", str(path), timeout=60), 1, f"s3://{bucket}/prod/state.json", key)
+    ]
+    for result in run_clis([[*command, "--config", str(path)] for command in commands], timeout=60):
+        check(result, 1, f"s3://{bucket}/prod/state.json", key)
 
 
 # --- stack outputs ---------------------------------------------------------------------------
