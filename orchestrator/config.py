@@ -63,6 +63,7 @@ __all__ = [
     "parse_yaml",
 ]
 
+# Where `config from-stacks --out` is told to write it, and where commands look without --config.
 DEFAULT_PATH = Path("orchestrator.yaml")
 # The model name and version grammar: what the registry layout, the buckets and the endpoints
 # accept as one path segment (lower case, no '/' or '..', at most 63 characters).
@@ -102,6 +103,8 @@ class _Strict(BaseModel):
 
 
 class ModelConfig(_Strict):
+    """``model``: which model every cloud serves, and optionally the version pinned."""
+
     name: str = Field(pattern=NAME_PATTERN, description="the model's name in every bucket")
     version: str | None = Field(
         default=None, pattern=NAME_PATTERN, description="pin: endpoints must serve this version, not LATEST"
@@ -119,6 +122,8 @@ class SizeConfig(_Strict):
 
 
 class CloudConfig(_Strict):
+    """``clouds.<cloud>``: one cloud's bucket, endpoint, registry, capacity, size and prices."""
+
     storage: str | None = Field(default=None, description="bucket URI holding models/<name>/...")
     storage_settings: dict[str, str] = Field(default_factory=dict)
     endpoint: str | None = Field(default=None, description="the endpoint's base URL")
@@ -176,6 +181,8 @@ class CloudConfig(_Strict):
 
 
 class HealthConfig(_Strict):
+    """``health``: how probes run and how many it takes to flip (bounded: README, reference)."""
+
     # 5 s between probes and 2 failures to go down: a dead cloud leaves routing within ~12 s,
     # against 30 s or more for DNS health checks, while one lost packet never flips anything.
     interval_s: float = Field(default=5.0, ge=MIN_INTERVAL_S, le=MAX_INTERVAL_S)
@@ -205,6 +212,8 @@ class HealthConfig(_Strict):
 
 
 class Route53Config(_Strict):
+    """``routing.route53``: the weighted record group the orchestrator sets the weights of."""
+
     hosted_zone_id: str = Field(pattern=r"^(/hostedzone/)?[A-Z0-9]{1,32}$")
     record_name: str
     ttl: int = Field(default=10, ge=0, le=MAX_TTL_S)
@@ -257,6 +266,8 @@ class Route53Config(_Strict):
 
 
 class FileRoutingConfig(_Strict):
+    """``routing.file``: where the JSON routing table is written."""
+
     path: Path = Path(".orchestrator/routing.json")
 
     @field_validator("path", mode="before")
@@ -284,6 +295,8 @@ BackendKind = Literal["file", "route53"]
 
 
 class RoutingConfig(_Strict):
+    """``routing``: the backends, the latency SLO and the expected traffic the router prices."""
+
     # One backend, or several, each reconciled on its own (e.g. [route53, file]: DNS for clients,
     # and a routing table for a proxy); one failing does not stop the others.
     backend: BackendKind | list[BackendKind] = "file"
@@ -294,6 +307,7 @@ class RoutingConfig(_Strict):
 
     @property
     def backends(self) -> list[BackendKind]:
+        """The configured backends, in order (one, or the list given)."""
         return [self.backend] if isinstance(self.backend, str) else list(self.backend)
 
     @model_validator(mode="after")
@@ -311,6 +325,8 @@ class RoutingConfig(_Strict):
 
 
 class StateConfig(_Strict):
+    """``state``: where the control plane's memory lives (a SQLite file or an object)."""
+
     path: str = Field(
         default=".orchestrator/state.db",
         description="a SQLite file, or an object store document (s3://, gs://, az://; conditional writes)",
@@ -330,6 +346,8 @@ class StateConfig(_Strict):
 
 
 class Config(_Strict):
+    """The whole configuration (:func:`load_config`); ``source`` names the file it came from."""
+
     model: ModelConfig
     clouds: dict[CloudName, CloudConfig] = Field(min_length=1)
     health: HealthConfig = Field(default_factory=HealthConfig)
@@ -348,6 +366,7 @@ class Config(_Strict):
         return {name: cloud.endpoint for name, cloud in self.clouds.items() if cloud.endpoint}
 
     def cloud(self, name: str) -> CloudConfig:
+        """One cloud's configuration; ConfigError naming the file if it is not configured."""
         if name not in self.clouds:
             configured = ", ".join(self.clouds) or "none"
             raise ConfigError(

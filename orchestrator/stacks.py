@@ -29,6 +29,7 @@ from orchestrator.types import CLOUDS
 
 __all__ = ["ENDPOINT_KEYS", "MASKED_SECRET", "config_from_outputs", "load_outputs"]
 
+# The outputs an endpoint stack must have (infra/__main__.py exports them all); the others are optional.
 ENDPOINT_KEYS = ("cloud", "region", "endpoint_url", "model_uri", "cpu", "memory", "max_instances")
 DNS_KEYS = ("zone_id", "record_name")
 # What `pulumi stack output --json` prints for a secret output without --show-secrets.

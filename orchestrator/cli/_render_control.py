@@ -87,6 +87,7 @@ def report_stale(backends: Sequence[BackendResult], *, exit_code: bool = False) 
 
 
 def backend_json(result: BackendResult) -> dict[str, Any]:
+    """One backend's reconciliation as the JSON outputs show it."""
     return {
         "kind": result.kind,
         "location": result.location,
@@ -100,6 +101,8 @@ def backend_json(result: BackendResult) -> dict[str, Any]:
 
 
 def health_table(report: RoundReport, *, compact: bool = False) -> None:
+    """A health round for a terminal: a table per round, or one line per round (``compact``,
+    for the watch) with its flips and notes."""
     if compact:
         stamp = time.strftime("%H:%M:%S")
         states = "  ".join(f"{n} {_state(r.machine.state)}" for n, r in report.records.items())
@@ -145,6 +148,7 @@ def health_table(report: RoundReport, *, compact: bool = False) -> None:
 
 
 def round_json(report: RoundReport) -> dict[str, Any]:
+    """A health round as `health --json` prints it (README, "orchestrator health")."""
     return {
         "exit_code": report.exit_code,
         "expected_version": report.expected_version,
@@ -176,6 +180,7 @@ def round_json(report: RoundReport) -> dict[str, Any]:
 
 
 def operator_json(action: str, result: OperatorResult, *, dry_run: bool) -> dict[str, Any]:
+    """A failover or failback as `--json` prints it."""
     return {
         "action": action,
         "changed": bool(result.flips),
@@ -189,6 +194,8 @@ def operator_json(action: str, result: OperatorResult, *, dry_run: bool) -> dict
 
 
 def status_table(report: dict[str, Any]) -> None:
+    """`orchestrator status` for a terminal: the clouds, the desired weights, each backend against
+    them, the recent flips. Whatever the state or a backend holds is printed inert (:func:`shown`)."""
     table = Table(title="status")
     for column in ("cloud", "state", "last probe", "p95", "version", "weight", "cost / M req"):
         table.add_column(column)

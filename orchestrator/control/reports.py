@@ -35,6 +35,7 @@ class FailoverRefused(OrchestratorError):
 
 
 def current_user() -> str:
+    """Who runs this command, for the flips it records: ``$ORCHESTRATOR_USER``, else the login."""
     try:
         return os.environ.get("ORCHESTRATOR_USER") or getpass.getuser()
     except (KeyError, OSError):
@@ -87,6 +88,7 @@ class RoundReport:
 
     @property
     def stale(self) -> list[str]:
+        """The backends that do not hold the decision (named in the CLI's error lines)."""
         return _stale(self.backends)
 
     @property
@@ -104,6 +106,7 @@ class RoundReport:
 
 
 def flip_dict(flip: Flip) -> dict[str, Any]:
+    """A flip as the JSON outputs show it (times in unix seconds, states by name)."""
     return {
         "cloud": flip.cloud,
         "at": flip.at,

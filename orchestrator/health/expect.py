@@ -30,6 +30,7 @@ __all__ = ["expected_model", "storages"]
 
 
 def storages(config: Config) -> dict[str, Storage]:
+    """Every configured cloud's bucket, opened with its settings (cloud -> Storage)."""
     return {
         name: open_storage(cloud.storage, settings=cloud.storage_settings)
         for name, cloud in config.clouds.items()

@@ -95,6 +95,10 @@ class Expectation:
 
 @dataclass(frozen=True)
 class ProbeResult:
+    """What one probe of ``cloud`` found at ``at`` (unix seconds): the verdict and its one-line
+    reason, whether the endpoint said it is not ready, the version it named (None when it named
+    none the probe accepts), and each request's time in milliseconds (readyz, model, predict)."""
+
     cloud: str
     at: float
     verdict: Verdict
@@ -105,10 +109,12 @@ class ProbeResult:
 
     @property
     def observation(self) -> Observation:
+        """The result as the health state machine takes it."""
         return Observation(self.verdict, self.reason, not_ready=self.not_ready)
 
     @property
     def canary_ms(self) -> float | None:
+        """How long the canary prediction took (ms), None if the probe did not get that far."""
         return self.latency_ms.get("predict")
 
 

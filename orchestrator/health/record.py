@@ -51,6 +51,7 @@ class CloudRecord:
         return flip
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as the state stores it (read back by :meth:`from_dict`)."""
         return {
             "machine": self.machine.to_dict(),
             "latencies_ms": self.latencies_ms,

@@ -30,6 +30,8 @@ __all__ = ["Machine", "MachineConfig", "Observation", "Verdict", "drain", "obser
 
 
 class Verdict(StrEnum):
+    """One probe's conclusion (see the module docstring)."""
+
     OK = "ok"
     DEGRADED = "degraded"
     FAIL = "fail"
@@ -37,6 +39,8 @@ class Verdict(StrEnum):
 
 @dataclass(frozen=True)
 class Observation:
+    """One probe's verdict as the machine takes it."""
+
     verdict: Verdict
     reason: str
     not_ready: bool = False  # a failure that startup grace may excuse
@@ -44,6 +48,8 @@ class Observation:
 
 @dataclass(frozen=True)
 class MachineConfig:
+    """The thresholds and periods of ``health`` in the configuration (README, their reasons)."""
+
     unhealthy_threshold: int = 2
     healthy_threshold: int = 3
     hold_down_s: float = 30.0
@@ -68,6 +74,7 @@ class Machine:
     last_reason: str = "not probed yet"
 
     def to_dict(self) -> dict[str, Any]:
+        """The machine as the state stores it (read back by :meth:`from_dict`)."""
         return asdict(self)
 
     @classmethod

@@ -22,6 +22,7 @@ __all__ = ["route53_name"]
 
 # Returned as themselves; every other octet is escaped.
 _PLAIN = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_")
+# RFC 1035 section 2.3.4, which Route 53 enforces.
 MAX_LABEL_OCTETS = 63
 MAX_NAME_OCTETS = 255  # on the wire: one length octet per label, the labels, the root's zero octet
 

@@ -343,6 +343,7 @@ def finite(value: object, what: str) -> float:
 
 
 def text(value: object, what: str) -> str:
+    """``value`` if it is a string, else TypeError naming ``what``."""
     if not isinstance(value, str):
         raise TypeError(f"{what}: expected a string, not {_shown(value)}")
     return value

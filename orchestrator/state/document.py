@@ -39,6 +39,8 @@ __all__ = [
     "override_from_row",
 ]
 
+# Written in every document and checked on reading: a JSON object at the state location that
+# lacks it is something else, never read as an empty state.
 DOCUMENT_KIND = "orchestrator-state"
 DOCUMENT_SCHEMA_VERSION = 2
 
@@ -62,6 +64,7 @@ class Document:
     leases: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def copy(self) -> Document:
+        """A deep copy (what a transaction works on)."""
         return Document(
             self.version,
             json_copy(self.flips),
@@ -73,6 +76,7 @@ class Document:
         )
 
     def section(self, name: Section) -> object:
+        """One section by name, to compare it between two versions of the document."""
         value: object = getattr(self, name)
         return value
 
@@ -139,6 +143,7 @@ def decode(data: bytes, uri: str) -> Document:  # noqa: PLR0912  # one check per
 
 
 def flip_from_row(row: Mapping[str, Any]) -> Flip:
+    """A stored flip; KeyError, TypeError or ValueError when the row is malformed."""
     return Flip(
         cloud=check_cloud(row["cloud"]),
         at=_number(row["at"]),
@@ -151,6 +156,7 @@ def flip_from_row(row: Mapping[str, Any]) -> Flip:
 
 
 def override_from_row(cloud: str, row: Mapping[str, Any]) -> Override:
+    """A stored override of ``cloud``; KeyError, TypeError or ValueError when malformed."""
     drained = row["drained"]
     if not isinstance(drained, bool):
         raise TypeError(f"override of {cloud}: drained must be true or false, not {drained!r}")
@@ -164,6 +170,7 @@ def override_from_row(cloud: str, row: Mapping[str, Any]) -> Override:
 
 
 def desired_from_row(row: Mapping[str, Any]) -> DesiredWeights:
+    """A stored decision; KeyError, TypeError or ValueError when malformed."""
     return DesiredWeights(
         weights=check_weights(_dict(row["weights"])), at=_number(row["at"]), reason=_text(row["reason"])
     )

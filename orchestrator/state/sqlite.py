@@ -58,6 +58,7 @@ from orchestrator.types import Flip, HealthState
 
 __all__ = ["DEFAULT_STATE_PATH", "MIGRATIONS", "SCHEMA_VERSION", "Migration", "SQLiteStateStore"]
 
+# Beside the configuration, in the directory the orchestrator owns (the routing file defaults there too).
 DEFAULT_STATE_PATH = Path(".orchestrator") / "state.db"
 # Poll interval while another process holds the lock needed to switch a new file to WAL: the
 # holder is another opener doing the same switch, which takes well under a millisecond.

@@ -75,6 +75,7 @@ class Comparison:
 
     @property
     def in_sync(self) -> bool:
+        """The backend holds exactly the routing compared against."""
         return not self.differences
 
 

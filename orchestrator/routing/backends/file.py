@@ -49,6 +49,7 @@ __all__ = ["FileBackend", "open_from_settings"]
 
 
 def open_from_settings(settings: Mapping[str, str]) -> FileBackend:
+    """The backend described by ``settings`` (``path``; ``~`` expanded); ConfigError otherwise."""
     check_settings("file", settings, required={"path"}, optional=set())
     return FileBackend(Path(settings["path"]).expanduser())
 
