@@ -51,7 +51,8 @@ from orchestrator.state import (
     objectstore,
     open_state,
 )
-from orchestrator.state.objectstore import COMMIT_WAIT_INITIAL, COMMIT_WAIT_MAX, split_location
+from orchestrator.state.objectstore import split_location
+from orchestrator.state.objectstore_tx import COMMIT_WAIT_INITIAL, COMMIT_WAIT_MAX
 from orchestrator.storage import NO_RETRY, NO_WAIT_RETRY, open_storage
 from orchestrator.types import Flip, HealthState
 from tests.state.conftest import GCS_IGNORES_PRECONDITIONS, FakeClock, StateBackend
