@@ -35,11 +35,14 @@ def change(fleet: Fleet, action: str, record: dict[str, Any]) -> None:
     )
 
 
-def round_(config: Path) -> dict[str, Any]:
-    result = run_cli("health", "--once", "--apply", "--config", str(config), "--json")
-    assert result.returncode == 0, result.stderr
-    document: dict[str, Any] = json.loads(result.stdout)
-    return document
+def round_(fleet: Fleet, config: Path) -> dict[str, Any]:
+    """One `health --once --apply --json` round, as a fresh control plane in this process (the
+    same code and the same JSON document as the command; `status` below is run as the command)."""
+    from orchestrator.cli._render_control import round_json
+
+    report = fleet.plane(config).health_round(apply=True)
+    assert report.exit_code == 0, [b.error for b in report.backends]
+    return round_json(report)
 
 
 def backend(document: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -73,13 +76,13 @@ def test_every_apply_round_repairs_drift_in_each_backend(fleet: Fleet, tmp_path:
         routing={"backend": ["route53", "file"], "route53": route53, "file": {"path": str(routing)}}
     )
 
-    first = round_(only_dns)
+    first = round_(fleet, only_dns)
     decided = first["weights"]
     assert {c: r["Weight"] for c, r in records(fleet).items()} == decided
     assert backend(first, "route53")["wrote"] is True
 
     # A backend added to the configuration: written by the next round, the decision unchanged.
-    added = round_(both)
+    added = round_(fleet, both)
     assert added["weights"] == decided
     assert (backend(added, "route53")["wrote"], backend(added, "file")["wrote"]) == (False, True)
     assert backend(added, "file")["differences"] == ["no routing table"]
@@ -92,7 +95,7 @@ def test_every_apply_round_repairs_drift_in_each_backend(fleet: Fleet, tmp_path:
         (lambda: routing.write_text(json.dumps({"weights": {**decided, "gcp": 77}})), "gcp: weight 77"),
     ):
         damage()
-        repaired = round_(both)
+        repaired = round_(fleet, both)
         file_result = backend(repaired, "file")
         assert file_result["wrote"] is True
         assert found in "; ".join(file_result["differences"])
@@ -107,12 +110,12 @@ def test_every_apply_round_repairs_drift_in_each_backend(fleet: Fleet, tmp_path:
     stale = next(b for b in json.loads(status.stdout)["backends"] if b["kind"] == "route53")
     assert stale["in_sync"] is False
     assert stale["differences"] == [f"aws: weight 3, decided {decided['aws']}"]
-    assert backend(round_(both), "route53")["wrote"] is True
+    assert backend(round_(fleet, both), "route53")["wrote"] is True
     assert records(fleet)["aws"]["Weight"] == decided["aws"]
 
     # A record deleted: re-created from the configuration, with the group's TTL and its health check.
     change(fleet, "DELETE", records(fleet)["gcp"])
-    assert "gcp: no record" in backend(round_(both), "route53")["differences"]
+    assert "gcp: no record" in backend(round_(fleet, both), "route53")["differences"]
     # Whatever the repairs did, the stack's attributes are still there: only weights changed.
     now = records(fleet)
     assert {c: r["Weight"] for c, r in now.items()} == decided
