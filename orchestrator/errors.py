@@ -5,11 +5,13 @@
     ├── DatasetError             training data is unusable (names the column or problem)
     ├── GateError                a trained model is below the metric gate
     ├── ArtifactError            an artifact failed verification (names the file)
+    ├── LeaseHeld                another health job holds the job lease    (exit 75: try later)
     └── StorageError             a storage backend failed (names the URI)
         ├── NotFound             object or bucket does not exist           (never retried)
         ├── PermissionDenied     credentials lack access                   (never retried)
         ├── PreconditionFailed   a conditional write lost a race           (never retried)
         │   └── StateConflict    a state transaction could not commit      (re-run the whole step)
+        ├── StateCorrupt         the state holds what no orchestrator wrote (names location, key)
         └── TransientError       timeouts, throttling, 5xx                 (retried with backoff)
 
 The CLI maps them to a message on stderr and a non-zero exit code; nothing else catches ``Exception``.
@@ -22,11 +24,13 @@ __all__ = [
     "ConfigError",
     "DatasetError",
     "GateError",
+    "LeaseHeld",
     "NotFound",
     "OrchestratorError",
     "PermissionDenied",
     "PreconditionFailed",
     "StateConflict",
+    "StateCorrupt",
     "StorageError",
     "TransientError",
 ]
@@ -67,6 +71,21 @@ class ArtifactError(OrchestratorError):
         super().__init__(message)
 
 
+class LeaseHeld(OrchestratorError):
+    """Another run of the health job holds the job's lease (or took it over from this one).
+
+    Exit code 75 is EX_TEMPFAIL of sysexits.h ("temporary failure, the user is invited to retry
+    later"): a scheduler that sees it knows the job is being done by the holder, and that this run
+    changed nothing."""
+
+    exit_code = 75
+
+    def __init__(self, message: str, *, holder: str, expires_at: float) -> None:
+        self.holder = holder
+        self.expires_at = expires_at
+        super().__init__(message)
+
+
 class StorageError(OrchestratorError):
     """A storage operation failed; ``uri`` names the object or bucket at fault."""
 
@@ -99,6 +118,12 @@ class StateConflict(PreconditionFailed):
         self.stale = stale
         self.attempts = attempts
         super().__init__(message, uri=uri)
+
+
+class StateCorrupt(StorageError):
+    """The state holds a value no orchestrator writes (a health state ``"bogus"``, a negative
+    counter, a weight that is not an integer...): the message names the location and the key.
+    Nothing is written over it; restore the state or choose another location."""
 
 
 class TransientError(StorageError):

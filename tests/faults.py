@@ -1,28 +1,75 @@
-"""Fault injection for real endpoints: a loopback TCP proxy that adds latency (or holds traffic).
+"""Fault injection for real endpoints: a loopback TCP proxy that adds latency (or holds traffic),
+and a misbehaving endpoint process in front of a real one (``tests/misbehaving.py``).
 
 Kill and freeze need nothing special (SIGKILL, SIGSTOP on the endpoint's process); slowness is
 injected on the wire, as a congested network or an overloaded load balancer would, so the endpoint
-itself runs unmodified.
+itself runs unmodified. A proxy stopped and started again on the same port is an outage of what
+it fronts (a Route 53 API that refuses connections, then comes back).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
+import time
+from pathlib import Path
 
-from orchestrator.processes import free_port
+import httpx
 
-__all__ = ["DelayProxy"]
+from orchestrator.processes import ManagedProcess, free_port
+
+__all__ = ["MISBEHAVING", "DelayProxy", "MisbehavingEndpoint"]
+
+MISBEHAVING = Path(__file__).resolve().parent / "misbehaving.py"
+
+
+class MisbehavingEndpoint:
+    """``tests/misbehaving.py`` as a process on a free port, forwarding to ``upstream`` until told
+    to misbehave (:meth:`mode`)."""
+
+    def __init__(self, upstream: str, log_path: Path | None = None) -> None:
+        self.port = free_port()
+        self.process = ManagedProcess(
+            name="misbehaving",
+            argv=[sys.executable, str(MISBEHAVING), "--port", str(self.port), "--upstream", upstream],
+            log_path=log_path,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> MisbehavingEndpoint:
+        self.process.start()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.mode("ok")
+                return self
+            except httpx.TransportError:
+                if time.monotonic() > deadline or not self.process.alive():
+                    raise RuntimeError(
+                        f"the misbehaving endpoint did not start:\n{self.process.tail()}"
+                    ) from None
+                time.sleep(0.05)
+
+    def mode(self, mode: str) -> None:
+        response = httpx.post(f"{self.url}/_mode/{mode}", timeout=5)
+        assert response.status_code == 200, response.text
+
+    def stop(self) -> None:
+        self.process.stop()
 
 
 class DelayProxy:
     """Forwards 127.0.0.1:``port`` to 127.0.0.1:``target_port``, delaying each response chunk."""
 
-    def __init__(self, target_port: int, delay_s: float = 0.0) -> None:
+    def __init__(self, target_port: int, delay_s: float = 0.0, *, port: int | None = None) -> None:
         self.target_port = target_port
         self.delay_s = delay_s
-        self.port = free_port()
+        self.port = port or free_port()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="delay-proxy")
         self._server: asyncio.base_events.Server | None = None

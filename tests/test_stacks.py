@@ -44,7 +44,12 @@ STACKS = {
         "concurrency": 50,
         "storage_settings": {"account_url": "https://mlartifacts.blob.core.windows.net"},
     },
-    "dns": {"record_name": "model.example.com.", "zone_id": "Z123EXAMPLE"},
+    "dns": {
+        "record_name": "model.example.com.",
+        "zone_id": "Z123EXAMPLE",
+        "ttl": 20,
+        "health_check_ids": {"aws": "hc-aws-1", "gcp": "hc-gcp-2", "azure": "hc-azure-3"},
+    },
 }
 
 
@@ -82,6 +87,13 @@ def test_four_stacks_make_a_valid_configuration(tmp_path: Path) -> None:
     assert config.routing.backend == "route53"
     assert config.routing.route53 is not None
     assert config.routing.route53.hosted_zone_id == "Z123EXAMPLE"
+    # What the route53 backend needs to create a record the stack's way, should one be missing.
+    assert config.routing.route53.ttl == 20
+    assert config.routing.route53.health_check_ids == {
+        "aws": "hc-aws-1",
+        "gcp": "hc-gcp-2",
+        "azure": "hc-azure-3",
+    }
 
 
 def test_without_a_dns_stack_routing_is_the_file_backend(tmp_path: Path) -> None:
@@ -94,7 +106,7 @@ def test_without_a_dns_stack_routing_is_the_file_backend(tmp_path: Path) -> None
     ("stacks", "message"),
     [
         ({"aws": {**STACKS["aws"], "endpoint_url": ""}}, "aws.json: stack output 'endpoint_url' is missing"),
-        ({"aws": {**STACKS["aws"], "model_uri": "s3://b/digits"}}, "aws.json: output 'model_uri'"),
+        ({"aws": {**STACKS["aws"], "model_uri": "s3://b/digits"}}, "aws.json: stack output 'model_uri'"),
         ({"aws": {**STACKS["aws"], "memory": "lots"}}, "aws.json: stack output 'memory'"),
         (
             {"aws": STACKS["aws"], "gcp": {**STACKS["gcp"], "model_uri": "gs://b/models/iris/LATEST"}},
@@ -116,3 +128,23 @@ def test_a_file_that_is_not_stack_output_is_named(tmp_path: Path) -> None:
     result = run(str(bad))
     assert result.returncode == 2
     assert "aws.json: not JSON" in result.stderr
+
+
+def test_a_masked_secret_is_refused_naming_the_output_and_the_flag(tmp_path: Path) -> None:
+    masked = {**STACKS["azure"], "storage_settings": {"account_url": "[secret]"}}
+    out = tmp_path / "orchestrator.yaml"
+    result = run(*map(str, write(tmp_path, azure=masked)), "--out", str(out))
+    assert result.returncode == 2
+    assert "azure.json: stack output 'storage_settings.account_url' is a masked secret" in result.stderr
+    assert "--show-secrets" in result.stderr
+    assert not out.exists(), "nothing written as if the mask were the value"
+
+
+def test_an_invalid_output_is_named_without_its_value(tmp_path: Path) -> None:
+    secretish = "sv=2024&sig=TOPSECRETSIGNATURE"
+    bad = {**STACKS["gcp"], "endpoint_url": f"ftp://{secretish}"}
+    result = run(*map(str, write(tmp_path, gcp=bad)))
+    assert result.returncode == 2
+    assert "gcp.json: stack output 'endpoint_url' is not valid (clouds.gcp.endpoint)" in result.stderr
+    assert "TOPSECRET" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr

@@ -2,7 +2,8 @@
 
 Each command lives in its own module and imports its heavy dependencies (scikit-learn, ONNX Runtime,
 cloud SDKs) inside the command function, so ``orchestrator --help`` stays fast. Errors from the
-project's exception tree become one line on stderr and a non-zero exit code.
+project's exception tree become one line on stderr and a non-zero exit code; so do usage errors
+and anything unexpected (see :func:`main`).
 
 :data:`app` (the typer application) is built on first use and :func:`main` registers the commands
 on it, only ``serve``'s when that is the command. The container's bare ``orchestrator serve``, with
@@ -14,6 +15,8 @@ its cold start should not pay for typer and the other commands' imports. Code th
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -85,8 +88,19 @@ def register_commands(argv: Sequence[str] | None = None) -> None:
     from orchestrator.cli import train  # noqa: F401
 
 
+# sysexits.h EX_SOFTWARE, "an internal software error has been detected": an exception the code
+# did not expect. It never comes with a traceback (which may quote data); ORCHESTRATOR_DEBUG=1 shows it.
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+
 def main() -> None:
+    """The console script: every error is one line on stderr (``error: ...``) and an exit code:
+    the project's errors their own (:mod:`orchestrator.errors`), usage errors 2, Ctrl-C 130, and
+    anything unexpected :data:`EXIT_INTERNAL`, naming only its type and where it was raised."""
     argv = sys.argv[1:]
+    from orchestrator.cli._output import error
+
     try:
         if argv == ["serve"]:
             # The container's command: settings from the environment, no CLI to build if they parse.
@@ -95,10 +109,42 @@ def main() -> None:
             if (settings := from_environment()) is not None:
                 run(**settings)
                 return
+        # Retries are summed up in the error that ends them ("gave up after 3 attempts in 0.8 s");
+        # stamina's per-retry log records would otherwise reach stderr through logging's last resort.
+        logging.getLogger("stamina").addHandler(logging.NullHandler())
+        logging.getLogger("stamina").propagate = False
         register_commands(argv)
-        _build_app()()
+        code = _build_app()(args=argv, prog_name="orchestrator", standalone_mode=False)
     except OrchestratorError as err:
-        from orchestrator.cli._output import error
-
         error(str(err))
         sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:
+        # Typer carries its own copy of click, so its exceptions are recognised by shape: a usage
+        # error (missing option, unknown command...) has an exit code and a formatted message.
+        if type(exc).__name__ == "Abort":
+            sys.exit(EXIT_INTERRUPTED)
+        exit_code = getattr(exc, "exit_code", None)
+        if hasattr(exc, "format_message") and isinstance(exit_code, int):
+            ctx = getattr(exc, "ctx", None)
+            where = f"{ctx.command_path}: " if ctx is not None else ""
+            error(f"{where}{' '.join(str(exc.format_message()).split())} (see --help)")
+            sys.exit(exit_code)
+        if os.environ.get("ORCHESTRATOR_DEBUG"):
+            raise
+        error(_internal(exc))
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _internal(exc: BaseException) -> str:
+    import traceback
+    from pathlib import Path
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return (
+        f"internal error: {type(exc).__name__}{where}; this is a bug, please report it "
+        "(ORCHESTRATOR_DEBUG=1 shows the traceback)"
+    )

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
+import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from orchestrator.cli._output import console, err_console
-from orchestrator.control import OperatorResult, RoundReport, flip_dict
+from orchestrator.cli._output import console, err_console, error, shown
+from orchestrator.control import EXIT_STALE_BACKEND, OperatorResult, RoundReport, flip_dict
 from orchestrator.routing import Decision
+from orchestrator.routing.reconcile import BackendResult
 from orchestrator.types import HealthState
 
-__all__ = ["decision_table", "health_table", "operator_json", "round_json", "status_table"]
+__all__ = [
+    "backend_json",
+    "decision_table",
+    "health_table",
+    "operator_json",
+    "report_stale",
+    "round_json",
+    "status_table",
+]
 
 _STYLE = {
     HealthState.HEALTHY: "green",
@@ -55,7 +65,7 @@ def decision_table(
             f"{row.capacity_rps:g} rps",
             f"${row.cost_per_million:.4f}",
             "-" if weight is None else str(weight),
-            escape(row.why),
+            shown(row.why),
         )
     out.print(table)
     if decision.expected_cost_per_million is not None:
@@ -63,10 +73,36 @@ def decision_table(
     if decision.shortfall_rps:
         out.print(f"[yellow]shortfall:[/] {decision.shortfall_rps:.1f} requests/s beyond capacity")
     for note in decision.notes:
-        out.print(f"note: {escape(note)}", soft_wrap=True)
+        out.print(f"note: {shown(note)}", soft_wrap=True)
+
+
+def report_stale(backends: Sequence[BackendResult], *, exit_code: bool = False) -> None:
+    """One ``error:`` line per routing backend that does not hold the decision; with ``exit_code``,
+    then exit :data:`~orchestrator.control.EXIT_STALE_BACKEND` if there was any."""
+    stale = [b for b in backends if b.stale]
+    for backend in stale:
+        error(f"routing backend stale: {backend.location}: {backend.error}; the next round retries it")
+    if stale and exit_code:
+        raise typer.Exit(EXIT_STALE_BACKEND)
+
+
+def backend_json(result: BackendResult) -> dict[str, Any]:
+    """One backend's reconciliation as the JSON outputs show it."""
+    return {
+        "kind": result.kind,
+        "location": result.location,
+        "ok": result.ok,
+        "wrote": result.wrote,
+        "in_effect": result.in_effect,
+        "differences": list(result.differences),
+        "error": result.error,
+        "at": result.at,
+    }
 
 
 def health_table(report: RoundReport, *, compact: bool = False) -> None:
+    """A health round for a terminal: a table per round, or one line per round (``compact``,
+    for the watch) with its flips and notes."""
     if compact:
         stamp = time.strftime("%H:%M:%S")
         states = "  ".join(f"{n} {_state(r.machine.state)}" for n, r in report.records.items())
@@ -75,7 +111,9 @@ def health_table(report: RoundReport, *, compact: bool = False) -> None:
             f"{stamp}  {states}  weights {weights}" + ("  [bold]applied[/]" if report.applied else "")
         )
         for flip in report.flips:
-            console.print(f"  [bold]flip[/] {flip.cloud}: {flip.old} → {flip.new} ({escape(flip.reason)})")
+            console.print(f"  [bold]flip[/] {flip.cloud}: {flip.old} → {flip.new} ({shown(flip.reason)})")
+        for note in report.notes:
+            console.print(f"  note: {shown(note)}", soft_wrap=True)
         return
     table = Table(title=f"health (expected version {report.expected_version or 'any'})")
     for column in ("cloud", "state", "last probe", "canary", "p95", "served version"):
@@ -85,20 +123,32 @@ def health_table(report: RoundReport, *, compact: bool = False) -> None:
         table.add_row(
             name,
             _state(record.machine.state),
-            escape(last.reason) if last else "-",
+            shown(last.reason) if last else "-",
             _ms(last.canary_ms if last else None),
             _ms(record.p95_ms),
-            (last.served_version if last else None) or "-",
+            shown((last.served_version if last else None) or "-"),
         )
     console.print(table)
     for flip in report.flips:
-        console.print(f"[bold]flip[/] {flip.cloud}: {flip.old} → {flip.new} ({escape(flip.reason)})")
+        console.print(f"[bold]flip[/] {flip.cloud}: {flip.old} → {flip.new} ({shown(flip.reason)})")
+    for note in report.notes:
+        console.print(f"note: {shown(note)}", soft_wrap=True)
     decision_table(
         report.decision, report.weights, title="routing" + (" (applied)" if report.applied else "")
     )
+    for backend in report.backends:
+        if backend.ok:
+            what = "rewritten" if backend.wrote else "in sync"
+            drift = (
+                f" (was: {shown('; '.join(backend.differences))})"
+                if backend.wrote and backend.differences
+                else ""
+            )
+            console.print(f"{shown(backend.location)}: {what}{drift}", soft_wrap=True)
 
 
 def round_json(report: RoundReport) -> dict[str, Any]:
+    """A health round as `health --json` prints it (README, "orchestrator health")."""
     return {
         "exit_code": report.exit_code,
         "expected_version": report.expected_version,
@@ -124,10 +174,13 @@ def round_json(report: RoundReport) -> dict[str, Any]:
         "decision": report.decision.as_dict(),
         "weights": report.weights,
         "applied": report.applied,
+        "backends": [backend_json(b) for b in report.backends],
+        "notes": report.notes,
     }
 
 
 def operator_json(action: str, result: OperatorResult, *, dry_run: bool) -> dict[str, Any]:
+    """A failover or failback as `--json` prints it."""
     return {
         "action": action,
         "changed": bool(result.flips),
@@ -136,10 +189,13 @@ def operator_json(action: str, result: OperatorResult, *, dry_run: bool) -> dict
         "weights": result.weights,
         "applied": result.applied,
         "decision": result.decision.as_dict(),
+        "backends": [backend_json(b) for b in result.backends],
     }
 
 
 def status_table(report: dict[str, Any]) -> None:
+    """`orchestrator status` for a terminal: the clouds, the desired weights, each backend against
+    them, the recent flips. Whatever the state or a backend holds is printed inert (:func:`shown`)."""
     table = Table(title="status")
     for column in ("cloud", "state", "last probe", "p95", "version", "weight", "cost / M req"):
         table.add_column(column)
@@ -149,15 +205,23 @@ def status_table(report: dict[str, Any]) -> None:
         table.add_row(
             name,
             _state(cloud["state"]),
-            escape(f"{probe.get('reason', 'never probed')}{ago}"),
+            shown(f"{probe.get('reason', 'never probed')}{ago}"),
             _ms(cloud["p95_ms"]),
-            cloud["served_version"] or "-",
+            shown(cloud["served_version"] or "-"),
             "-" if cloud["weight"] is None else str(cloud["weight"]),
             f"${cloud['cost_per_million_usd']:.4f}",
         )
     console.print(table)
-    in_effect = report["in_effect"]
-    console.print(f"weights in effect at the routing backend: {in_effect}")
+    desired = report["desired"]
+    if desired is None:
+        console.print("desired weights: none committed yet (run `orchestrator health --once --apply`)")
+    else:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(desired["at"]))
+        console.print(
+            f"desired weights: {desired['weights']} (since {when}: {shown(desired['reason'])})",
+            soft_wrap=True,
+        )
+    console.print(_backends_table(report["backends"], desired is not None))
     if report["flips"]:
         flips = Table(title="recent flips")
         for column in ("when", "cloud", "from", "to", "reason", "by"):
@@ -168,7 +232,33 @@ def status_table(report: dict[str, Any]) -> None:
                 flip["cloud"],
                 _state(flip["old"]),
                 _state(flip["new"]),
-                escape(flip["reason"]),
-                escape(flip["actor"]),
+                shown(flip["reason"]),
+                shown(flip["actor"]),
             )
         console.print(flips)
+
+
+def _backends_table(entries: list[dict[str, Any]], decided: bool) -> Table:
+    backends = Table(title="routing backends")
+    for column in ("backend", "in effect", "holds the desired weights", "last reconciled"):
+        backends.add_column(column)
+    for backend in entries:
+        if backend["error"]:
+            verdict = f"[red]unreadable:[/] {shown(backend['error'])}"
+        elif backend["in_sync"] or not decided:
+            verdict = "[green]yes[/]" if decided else "-"
+        else:
+            verdict = f"[red]no, stale:[/] {shown('; '.join(backend['differences']))}"
+        last = backend.get("last_reconciled")
+        last_text = "never"
+        if last:
+            last_text = time.strftime("%H:%M:%S", time.localtime(last["at"])) + (
+                " ok" if last["ok"] else f" failed: {last['error']}"
+            )
+        backends.add_row(
+            shown(backend["location"]),
+            "-" if backend["in_effect"] is None else str(backend["in_effect"]),
+            verdict,
+            shown(last_text),
+        )
+    return backends

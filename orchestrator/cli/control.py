@@ -25,7 +25,12 @@ def _plane(config: str | None) -> ControlPlane:
     from orchestrator.state import StateStore
 
     cfg = load_config(config)
-    return ControlPlane(cfg, store=StateStore.open(cfg.state.path, settings=cfg.state.settings or None))
+    store = StateStore.open(cfg.state.path, settings=cfg.state.settings or None)
+    try:
+        return ControlPlane(cfg, store=store)
+    except BaseException:
+        store.close()
+        raise
 
 
 @app.command()
@@ -38,27 +43,45 @@ def health(
 ) -> None:
     """Probe every cloud (readiness, model version, canary, latency) and update their health.
 
-    Exit code with --once: 0 all healthy, 1 degraded but serving, 2 no healthy cloud.
+    Exit code with --once: 0 all healthy, 1 degraded but serving, 2 no healthy cloud, 4 a routing
+    backend is stale (named on stderr), 75 another health job holds the lease (nothing done).
     """
-    from orchestrator.cli._output import emit_json
-    from orchestrator.cli._render_control import health_table, round_json
+    from orchestrator.cli._output import emit_json, error
+    from orchestrator.cli._render_control import health_table, report_stale, round_json
     from orchestrator.errors import ConfigError
 
     if once == watch:
         raise ConfigError("choose one of --once (a single round, for schedulers) or --watch (continuous)")
-    plane = _plane(config)
-    if once:
-        report = plane.health_round(apply=apply)
-        emit_json(round_json(report)) if json_out else health_table(report)
-        raise typer.Exit(report.exit_code)
+    _exit_on_termination()
+    with _plane(config) as plane:
+        if once:
+            report = plane.health_round(apply=apply)
+            emit_json(round_json(report)) if json_out else health_table(report)
+            report_stale(report.backends)
+            raise typer.Exit(report.exit_code)
 
-    def on_round(report: RoundReport) -> None:
-        emit_json(round_json(report)) if json_out else health_table(report, compact=True)
+        def on_round(report: RoundReport) -> None:
+            emit_json(round_json(report)) if json_out else health_table(report, compact=True)
+            report_stale(report.backends)
 
-    try:
-        plane.watch(apply=apply, stop=lambda: False, on_round=on_round)
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+        try:
+            plane.watch(apply=apply, stop=lambda: False, on_round=on_round, on_error=error)
+        except KeyboardInterrupt:
+            raise typer.Exit(0) from None
+
+
+def _exit_on_termination() -> None:
+    """Make SIGTERM (a container or service stop) and SIGHUP (a closed terminal) end the command
+    the way Ctrl-C does, running its cleanup, instead of killing it where it stands: the health
+    job's lease is released (the next run need not wait for it to expire), an open state
+    transaction is rolled back. The exit code is 128 + the signal's number, as a shell reports."""
+    import signal
+
+    def terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, terminate)
 
 
 @app.command()
@@ -75,20 +98,21 @@ def failover(
 ) -> None:
     """Drain a cloud and re-route its traffic to the healthy others. Idempotent."""
     from orchestrator.cli._output import console, emit_json
-    from orchestrator.cli._render_control import decision_table, operator_json
+    from orchestrator.cli._render_control import decision_table, operator_json, report_stale
     from orchestrator.control import current_user
 
-    result = _plane(config).failover(
-        from_, to=to, reason=reason, actor=current_user(), dry_run=dry_run, force=force
-    )
+    with _plane(config) as plane:
+        result = plane.failover(
+            from_, to=to, reason=reason, actor=current_user(), dry_run=dry_run, force=force
+        )
     if json_out:
         emit_json(operator_json("failover", result, dry_run=dry_run))
-        return
-    if not result.flips:
-        console.print(f"{from_} is already drained: nothing changed")
-    decision_table(
-        result.decision, result.weights, title=f"failover from {from_}" + (" (dry run)" if dry_run else "")
-    )
+    else:
+        if not result.flips:
+            console.print(f"{from_} is already drained: nothing changed")
+        title = f"failover from {from_}" + (" (dry run)" if dry_run else "")
+        decision_table(result.decision, result.weights, title=title)
+    report_stale(result.backends, exit_code=True)
 
 
 @app.command()
@@ -99,16 +123,18 @@ def failback(
 ) -> None:
     """Return a drained cloud to rotation, only if it passes health checks now."""
     from orchestrator.cli._output import console, emit_json
-    from orchestrator.cli._render_control import decision_table, operator_json
+    from orchestrator.cli._render_control import decision_table, operator_json, report_stale
     from orchestrator.control import current_user
 
-    result = _plane(config).failback(to, actor=current_user())
+    with _plane(config) as plane:
+        result = plane.failback(to, actor=current_user())
     if json_out:
         emit_json(operator_json("failback", result, dry_run=False))
-        return
-    if not result.flips:
-        console.print(f"{to} is not drained: nothing changed")
-    decision_table(result.decision, result.weights, title=f"failback to {to}")
+    else:
+        if not result.flips:
+            console.print(f"{to} is not drained: nothing changed")
+        decision_table(result.decision, result.weights, title=f"failback to {to}")
+    report_stale(result.backends, exit_code=True)
 
 
 @app.command()
@@ -119,17 +145,19 @@ def route(
 ) -> None:
     """Compute the cost-optimal traffic weights under the latency SLO, and explain them."""
     from orchestrator.cli._output import emit_json
-    from orchestrator.cli._render_control import decision_table
+    from orchestrator.cli._render_control import backend_json, decision_table, report_stale
 
-    decision, applied = _plane(config).route(apply=apply)
+    with _plane(config) as plane:
+        decision, applied, backends = plane.route(apply=apply)
     if json_out:
-        emit_json({**decision.as_dict(), "applied": applied})
+        emit_json({**decision.as_dict(), "applied": applied, "backends": [backend_json(b) for b in backends]})
     else:
         decision_table(
             decision, decision.weights, title="routing decision" + (" (applied)" if applied else "")
         )
     if decision.weights is None:
         raise typer.Exit(2)
+    report_stale(backends, exit_code=True)
 
 
 @app.command()
@@ -137,12 +165,16 @@ def status(
     config: str = typer.Option(None, "--config", help=CONFIG_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Each cloud's state, last probe, latency, version, weight and cost, and the recent flips."""
+    """Each cloud's state, last probe, latency, version, weight and cost; the desired weights and
+    what each routing backend holds; the recent flips. Exit 4 when a backend is stale."""
     from orchestrator.cli._output import emit_json
     from orchestrator.cli._render_control import status_table
 
-    report = _plane(config).status()
+    with _plane(config) as plane:
+        report = plane.status()
     emit_json(report) if json_out else status_table(report)
+    if any(not b["in_sync"] for b in report["backends"]) and report["desired"] is not None:
+        raise typer.Exit(4)
 
 
 @config_app.command("check")
@@ -180,5 +212,10 @@ def config_from_stacks(
     if out is None:
         console.print(text, markup=False, highlight=False, end="")
         return
-    out.write_text(text)
+    from orchestrator.errors import ConfigError
+
+    try:
+        out.write_text(text)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write the configuration: {exc.strerror or exc}") from None
     console.print(f"[green]✓[/] wrote {out}; check it with `orchestrator config check --config {out}`")

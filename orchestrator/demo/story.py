@@ -261,8 +261,7 @@ class _Story:
         assert self.config is not None
         assert self.config.routing.route53 is not None
         route53 = self.config.routing.route53
-        settings = {k: str(v) for k, v in route53.model_dump(exclude_none=True).items()}
-        self.dns = open_backend("route53", settings)
+        self.dns = open_backend("route53", route53.backend_settings())
         self.weights = WeightsCache(self.dns.current, ttl_s=route53.ttl, clock=time.time)
         self.traffic = Traffic(
             urls={c: self.clouds.url(c) for c in CLOUDS},
@@ -476,7 +475,7 @@ class _Story:
         command = Path(sys.executable).with_name("orchestrator")
         cli = str(command) if command.exists() else "orchestrator"
         self.console.print(
-            f"  {cli} status\n  {cli} health --once\n  {cli} failover --from azure\n"
+            f"  {cli} status\n  {cli} route\n  {cli} failover --from azure\n"
             "\nPress Ctrl-C here to stop everything.",
             highlight=False,
             soft_wrap=True,

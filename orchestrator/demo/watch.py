@@ -55,8 +55,12 @@ class Watch:
         try:
             while not self._stop.is_set():
                 try:
-                    plane.watch(apply=True, stop=self._stop.is_set, on_round=self._on_round)
-                except OrchestratorError as exc:  # a failed round: say so, keep watching
+                    # A failed round is reported to on_error and the loop goes on; what ends it
+                    # (another holder of the health-job lease) is said here, and retried.
+                    plane.watch(
+                        apply=True, stop=self._stop.is_set, on_round=self._on_round, on_error=self.on_error
+                    )
+                except OrchestratorError as exc:
                     self.on_error(f"health round failed: {exc}")
                     self._stop.wait(self.config.health.interval_s)
         finally:

@@ -4,8 +4,8 @@ The expected version is the pinned ``model.version`` if configured, else the new
 pointer (by its publication ``sequence``) across the clouds' buckets: a cloud whose bucket or endpoint
 lags behind a completed rollout is then seen serving the wrong version, and loses its traffic until
 it catches up. The canary comes from that version's manifest in a bucket that holds it. Without any
-bucket configured, the endpoints' own ``/v1/model`` is the only source: the version is not checked
-and the canary is the one the first answering endpoint reports.
+bucket configured, the endpoints' own ``/v1/model`` is the only source (see
+:mod:`orchestrator.health.prober`, which also bounds the time these reads take).
 
 A rollout: endpoints follow ``LATEST`` at their own reload interval, so for
 ``health.rollout_grace_s`` after the pointer moved (its ``published_at``), an endpoint still serving
@@ -19,8 +19,6 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-import httpx
-
 from orchestrator.config import Config
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.health.probe import Expectation
@@ -32,6 +30,7 @@ __all__ = ["expected_model", "storages"]
 
 
 def storages(config: Config) -> dict[str, Storage]:
+    """Every configured cloud's bucket, opened with its settings (cloud -> Storage)."""
     return {
         name: open_storage(cloud.storage, settings=cloud.storage_settings)
         for name, cloud in config.clouds.items()
@@ -39,29 +38,23 @@ def storages(config: Config) -> dict[str, Storage]:
     }
 
 
-def expected_model(config: Config, buckets: dict[str, Storage], client: httpx.Client) -> Expectation:
+def expected_model(config: Config, buckets: dict[str, Storage]) -> Expectation:
+    """The expectation read from ``buckets`` (at least one); ConfigError when none holds the model."""
+    if not buckets:
+        raise ValueError("expected_model needs at least one bucket")
     slo = config.routing.latency_slo_ms
     name = config.model.name
-    if buckets:
-        version, pointer, holders = _expected_version(config, buckets)
-        expect = _from_manifest(name, version, holders, slo)
-        if expect is None:
-            raise ConfigError(f"no bucket holds the manifest of {name} version {version}")
-        # A rollout: for rollout_grace_s after the pointer moved, the version it replaced is fine too.
-        if pointer is not None and pointer.previous:
-            until = pointer.published + config.health.rollout_grace_s
-            previous = _from_manifest(name, pointer.previous, list(buckets.values()), slo)
-            if previous is not None and time.time() < until:
-                expect = replace(expect, previous=previous, rollout_until=until)
-        return expect
-    for endpoint in config.endpoints().values():
-        try:
-            info = client.get(f"{endpoint}/v1/model", timeout=config.health.timeout_s).json()
-            c = info["canary"]
-            return Expectation(None, c["instances"], c["labels"], c["probabilities"], slo)
-        except (httpx.HTTPError, KeyError, ValueError, TypeError):
-            continue
-    raise ConfigError("no bucket configured and no endpoint reports its model: nothing to check against")
+    version, pointer, holders = _expected_version(config, buckets)
+    expect = _from_manifest(name, version, holders, slo)
+    if expect is None:
+        raise ConfigError(f"no bucket holds the manifest of {name} version {version}")
+    # A rollout: for rollout_grace_s after the pointer moved, the version it replaced is fine too.
+    if pointer is not None and pointer.previous:
+        until = pointer.published + config.health.rollout_grace_s
+        previous = _from_manifest(name, pointer.previous, list(buckets.values()), slo)
+        if previous is not None and time.time() < until:
+            expect = replace(expect, previous=previous, rollout_until=until)
+    return expect
 
 
 def _from_manifest(name: str, version: str, holders: list[Storage], slo: float) -> Expectation | None:

@@ -18,6 +18,8 @@ Every change is returned as a :class:`~orchestrator.types.Flip` with its reason;
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -28,6 +30,8 @@ __all__ = ["Machine", "MachineConfig", "Observation", "Verdict", "drain", "obser
 
 
 class Verdict(StrEnum):
+    """One probe's conclusion (see the module docstring)."""
+
     OK = "ok"
     DEGRADED = "degraded"
     FAIL = "fail"
@@ -35,6 +39,8 @@ class Verdict(StrEnum):
 
 @dataclass(frozen=True)
 class Observation:
+    """One probe's verdict as the machine takes it."""
+
     verdict: Verdict
     reason: str
     not_ready: bool = False  # a failure that startup grace may excuse
@@ -42,6 +48,8 @@ class Observation:
 
 @dataclass(frozen=True)
 class MachineConfig:
+    """The thresholds and periods of ``health`` in the configuration (README, their reasons)."""
+
     unhealthy_threshold: int = 2
     healthy_threshold: int = 3
     hold_down_s: float = 30.0
@@ -66,14 +74,53 @@ class Machine:
     last_reason: str = "not probed yet"
 
     def to_dict(self) -> dict[str, Any]:
+        """The machine as the state stores it (read back by :meth:`from_dict`)."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Machine:
-        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        if "state" in fields:
-            fields["state"] = HealthState(fields["state"])
+    def from_dict(cls, data: Mapping[str, Any]) -> Machine:
+        """The machine :meth:`to_dict` saved. Unknown keys are ignored (a newer orchestrator may add
+        some); a known key with a value no machine has raises ValueError naming it."""
+        fields: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in cls.__dataclass_fields__:
+                fields[key] = _field(key, value)
         return cls(**fields)
+
+
+_COUNTERS = frozenset({"fails", "degraded", "oks", "goods", "flaps"})
+_OPTIONAL_TIMES = frozenset({"first_seen", "last_up"})
+
+
+def _field(key: str, value: Any) -> Any:
+    """``value`` checked for the Machine field ``key`` (ValueError naming the key otherwise)."""
+    if key == "state":
+        try:
+            return HealthState(value)
+        except ValueError:
+            raise ValueError(f"state: {_shown(value)} is not a health state") from None
+    if key in _COUNTERS:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{key}: expected a non-negative integer, not {_shown(value)}")
+        return value
+    if key == "probed":
+        if not isinstance(value, bool):
+            raise ValueError(f"probed: expected true or false, not {_shown(value)}")
+        return value
+    if key == "last_reason":
+        if not isinstance(value, str):
+            raise ValueError(f"last_reason: expected a string, not {_shown(value)}")
+        return value
+    if value is None and key in _OPTIONAL_TIMES:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{key}: expected a finite number, not {_shown(value)}")
+    return float(value)
+
+
+def _shown(value: object) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 def observe(

@@ -7,9 +7,15 @@
                 tx.record_flips([Flip("aws", now, HealthState.HEALTHY, HealthState.DRAINED, ...)])
 
 What it holds: the history of flips (:class:`~orchestrator.types.Flip`), operator overrides
-(cloud → drained or not, why, who, when), the applied sets of weights (the last one is what the
-panic rule falls back to), and each cloud's health state machine memory as an opaque JSON
-object, so that ``orchestrator health --once`` runs continue where the previous one stopped.
+(cloud → drained or not, why, who, when), the routing decisions (:class:`DesiredWeights`: the last
+one is what every routing backend must hold, and what a panic keeps), what the last reconciliation
+found at each backend (:class:`BackendStatus`), each cloud's health state machine memory as an
+opaque JSON object, so that ``orchestrator health --once`` runs continue where the previous one
+stopped, and the health job's :class:`Lease`, so that runs of it do not pile up.
+
+Transactions are short by contract: the control plane probes before one and writes routing after
+one, never inside, so SQLite's write lock is held for milliseconds. A value read back that no
+orchestrator writes raises :class:`~orchestrator.errors.StateCorrupt` naming the location and key.
 
 Modules: :mod:`.base` (the interface, its value types and checks), :mod:`.sqlite` (a local file,
 the default; transactions take its write lock) and :mod:`.objectstore` (one versioned JSON
@@ -32,15 +38,19 @@ from orchestrator.errors import ConfigError
 from orchestrator.state.base import (
     BUSY_TIMEOUT,
     DEFAULT_FLIP_LIMIT,
+    HEALTH_JOB_LEASE,
+    MAX_LEASE_S,
     STEP_ATTEMPTS,
-    AppliedWeights,
+    BackendStatus,
+    DesiredWeights,
+    Lease,
     Override,
     StateStore,
 )
 from orchestrator.state.objectstore import (
     DOCUMENT_KEY,
     DOCUMENT_SCHEMA_VERSION,
-    MAX_APPLIED_WEIGHTS,
+    MAX_DESIRED_WEIGHTS,
     MAX_FLIPS,
     OBJECT_STORE_SCHEMES,
     ObjectStoreStateStore,
@@ -59,12 +69,16 @@ __all__ = [
     "DEFAULT_STATE_PATH",
     "DOCUMENT_KEY",
     "DOCUMENT_SCHEMA_VERSION",
-    "MAX_APPLIED_WEIGHTS",
+    "HEALTH_JOB_LEASE",
+    "MAX_DESIRED_WEIGHTS",
     "MAX_FLIPS",
+    "MAX_LEASE_S",
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "STEP_ATTEMPTS",
-    "AppliedWeights",
+    "BackendStatus",
+    "DesiredWeights",
+    "Lease",
     "Migration",
     "ObjectStoreStateStore",
     "Override",

@@ -9,35 +9,54 @@ once for all of them in ``tests/state/test_contract.py``.
 from __future__ import annotations
 
 import abc
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from orchestrator.errors import StateConflict
+from orchestrator.errors import LeaseHeld, StateConflict
 from orchestrator.types import CLOUDS, Flip
 
 __all__ = [
     "BUSY_TIMEOUT",
     "DEFAULT_FLIP_LIMIT",
+    "HEALTH_JOB_LEASE",
+    "MAX_LEASE_S",
     "STEP_ATTEMPTS",
-    "AppliedWeights",
+    "BackendStatus",
+    "DesiredWeights",
+    "Lease",
     "Override",
     "StateStore",
     "check_cloud",
     "check_weights",
+    "finite",
+    "parse_backend",
+    "parse_lease",
+    "text",
 ]
 
 T = TypeVar("T")
 
 # How long a command waits for other commands' writes. SQLite: the busy timeout on its write lock.
-# Object storage: the time after which a lost commit race is no longer retried. Transactions are
-# short, but a caller may apply routing inside one (one Route 53 change, bounded by its retry
-# budget of a few seconds); 30 s covers that with room, and still ends a wait behind a hung process.
-BUSY_TIMEOUT = 30.0
+# Object storage: the time after which a lost commit race is no longer retried. No transaction
+# does network I/O (probes and routing changes happen before or after it: see orchestrator.control),
+# so each holds SQLite's lock for milliseconds; 5 s is a hundred such commits queued ahead, and an
+# operator's command that waits longer is told so instead of hanging.
+BUSY_TIMEOUT = 5.0
+# The lease the scheduled health job (`health --once`, `health --watch`) holds while it runs.
+HEALTH_JOB_LEASE = "health-job"
+# The longest a lease is ever taken for. The health job's covers its longest round, and for the
+# watch one interval more, plus a minute of slack (ControlPlane.lease_ttl): at the configuration's
+# bounds (10 samples of 10 s, a 300 s interval with 50 % jitter) about 9 minutes. A stored lease
+# expiring further than this from now was written by a clock that has since stepped back, or runs
+# ahead of ours: it is treated as expired, so a clock step never blocks the job for longer than
+# this, and its holder, if alive, is fenced by the epoch at its next commit.
+MAX_LEASE_S = 900.0
 # What `orchestrator status` shows by default.
 DEFAULT_FLIP_LIMIT = 20
 # How often :meth:`StateStore.atomically` runs a step whose commit found its reads stale. Each
@@ -60,12 +79,46 @@ class Override:
 
 
 @dataclass(frozen=True, slots=True)
-class AppliedWeights:
-    """Weights that were put into effect, when and why."""
+class DesiredWeights:
+    """The routing decision committed last, when and why: what every routing backend must hold.
+    Backends are written only after it is committed, and each is reconciled to it."""
 
     weights: dict[str, int]
     at: float  # unix seconds
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStatus:
+    """What the last reconciliation found at one routing backend (``location`` names it)."""
+
+    location: str
+    kind: str  # "route53", "file"
+    ok: bool  # it holds the desired weights
+    in_effect: dict[str, int] | None  # the weights read back; None when it could not be read
+    error: str | None  # why it is stale, when it is
+    at: float  # unix seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A time-limited claim on a job: ``holder`` runs it until ``expires_at`` (unix seconds).
+
+    ``epoch`` grows by one whenever the holder changes, so a holder that was frozen past its
+    expiry and taken over can tell (its epoch is no longer the stored one) and must stop. Built
+    on :meth:`StateStore.acquire_lease`, :meth:`~StateStore.renew_lease` and
+    :meth:`~StateStore.release_lease`, each one short transaction."""
+
+    name: str
+    holder: str
+    acquired_at: float
+    expires_at: float
+    epoch: int
+
+    def live(self, now: float) -> bool:
+        """Held at ``now``: not expired, and not expiring later than any holder takes a lease for
+        (:data:`MAX_LEASE_S`; such an expiry comes from a clock that has stepped since)."""
+        return now < self.expires_at <= now + MAX_LEASE_S
 
 
 class StateStore(abc.ABC):
@@ -77,6 +130,7 @@ class StateStore(abc.ABC):
     """
 
     location: str  # for messages
+    _clock: Callable[[], float]
 
     @classmethod
     def open(
@@ -150,12 +204,93 @@ class StateStore(abc.ABC):
         return {cloud for cloud, override in self.overrides().items() if override.drained}
 
     @abc.abstractmethod
-    def save_weights(self, weights: Mapping[str, int], reason: str) -> AppliedWeights:
-        """Record weights that were just applied."""
+    def save_desired(self, weights: Mapping[str, int], reason: str) -> DesiredWeights:
+        """Commit a routing decision: the weights every backend must hold from now on."""
 
     @abc.abstractmethod
-    def last_weights(self) -> AppliedWeights | None:
-        """The most recently saved weights, or None if none were ever saved."""
+    def desired(self) -> DesiredWeights | None:
+        """The routing decision saved last, or None if none was ever saved."""
+
+    @abc.abstractmethod
+    def record_backends(self, statuses: Iterable[BackendStatus]) -> None:
+        """Record what reconciling each backend found (replacing its previous status)."""
+
+    @abc.abstractmethod
+    def backends(self) -> dict[str, BackendStatus]:
+        """The last recorded status of every backend, by location."""
+
+    @abc.abstractmethod
+    def lease(self, name: str) -> Lease | None:
+        """The lease ``name`` as stored (live or expired), or None if it was never taken."""
+
+    @abc.abstractmethod
+    def put_lease(self, lease: Lease) -> None:
+        """Store ``lease`` as it is (the methods below decide what it is)."""
+
+    def acquire_lease(self, name: str, holder: str, ttl_s: float) -> Lease:
+        """Take the lease ``name`` for ``holder`` until ``ttl_s`` from now: if it is free, expired,
+        or already ``holder``'s. Raises :class:`~orchestrator.errors.LeaseHeld` while another
+        holder's lease is live. One short transaction."""
+        _check_ttl(ttl_s)
+
+        def step(tx: StateStore) -> Lease:
+            now = self._clock()
+            current = tx.lease(name)
+            if current is not None and current.holder != holder and current.live(now):
+                raise LeaseHeld(
+                    f"{current.holder} holds the {name} lease until "
+                    f"{time.strftime('%H:%M:%S', time.localtime(current.expires_at))} "
+                    f"({current.expires_at - now:.0f} s from now): another health job is running "
+                    f"on this state ({self.location}); try again later",
+                    holder=current.holder,
+                    expires_at=current.expires_at,
+                )
+            same = current is not None and current.holder == holder
+            lease = Lease(
+                name=name,
+                holder=holder,
+                acquired_at=current.acquired_at if same and current is not None else now,
+                expires_at=now + ttl_s,
+                epoch=(current.epoch if same else current.epoch + 1) if current is not None else 1,
+            )
+            tx.put_lease(lease)
+            return lease
+
+        return self.atomically(step)
+
+    def renew_lease(self, lease: Lease, ttl_s: float) -> Lease:
+        """Extend ``lease`` to ``ttl_s`` from now; LeaseHeld if another holder took it over (its
+        epoch moved on). A lease absent from the state (deleted or replaced under the job) is
+        taken again as it was: nobody else holds it. Inside a transaction it joins it, fencing
+        that transaction's commit."""
+        _check_ttl(ttl_s)
+
+        def step(tx: StateStore) -> Lease:
+            current = tx.lease(lease.name)
+            if current is None:
+                current = lease
+            elif (current.holder, current.epoch) != (lease.holder, lease.epoch):
+                raise LeaseHeld(
+                    f"lost the {lease.name} lease: {current.holder} holds it now; stopping so that "
+                    "one job runs",
+                    holder=current.holder,
+                    expires_at=current.expires_at,
+                )
+            renewed = replace(current, expires_at=self._clock() + ttl_s)
+            tx.put_lease(renewed)
+            return renewed
+
+        return self.atomically(step)
+
+    def release_lease(self, lease: Lease) -> None:
+        """End ``lease`` now, if it is still ours (the next holder then takes it at once)."""
+
+        def step(tx: StateStore) -> None:
+            current = tx.lease(lease.name)
+            if current is not None and (current.holder, current.epoch) == (lease.holder, lease.epoch):
+                tx.put_lease(replace(current, expires_at=min(current.expires_at, self._clock())))
+
+        self.atomically(step)
 
     @abc.abstractmethod
     def load_machines(self) -> dict[str, dict[str, Any]]:
@@ -178,6 +313,11 @@ class StateStore(abc.ABC):
         self.close()
 
 
+def _check_ttl(ttl_s: float) -> None:
+    if not 0 < ttl_s <= MAX_LEASE_S:
+        raise ValueError(f"a lease's ttl must be in (0, {MAX_LEASE_S:g}] s, not {ttl_s!r}")
+
+
 def check_cloud(cloud: str) -> str:
     """``cloud`` if it is one of :data:`~orchestrator.types.CLOUDS`, else ValueError."""
     if cloud not in CLOUDS:
@@ -186,10 +326,61 @@ def check_cloud(cloud: str) -> str:
 
 
 def check_weights(weights: Mapping[str, int]) -> dict[str, int]:
-    """A copy of ``weights`` once every cloud is known and every weight an integer."""
+    """A copy of ``weights`` once every cloud is known and every weight an integer in 0..255."""
     checked: dict[str, int] = {}
     for cloud, weight in weights.items():
-        if isinstance(weight, bool) or not isinstance(weight, int):
-            raise ValueError(f"weight of {cloud} must be an integer, not {weight!r}")
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 255:
+            raise ValueError(f"weight of {cloud} must be an integer in 0..255, not {_shown(weight)}")
         checked[check_cloud(cloud)] = weight
     return checked
+
+
+def finite(value: object, what: str) -> float:
+    """``value`` as a float if it is a finite number (not a bool), else TypeError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise TypeError(f"{what}: expected a finite number, not {_shown(value)}")
+    return float(value)
+
+
+def text(value: object, what: str) -> str:
+    """``value`` if it is a string, else TypeError naming ``what``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what}: expected a string, not {_shown(value)}")
+    return value
+
+
+def parse_lease(name: str, row: Mapping[str, Any]) -> Lease:
+    """A stored lease; TypeError/ValueError/KeyError naming the field when it is malformed."""
+    epoch = row["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+        raise ValueError(f"leases.{name}.epoch: expected a positive integer, not {_shown(epoch)}")
+    return Lease(
+        name=name,
+        holder=text(row["holder"], f"leases.{name}.holder"),
+        acquired_at=finite(row["acquired_at"], f"leases.{name}.acquired_at"),
+        expires_at=finite(row["expires_at"], f"leases.{name}.expires_at"),
+        epoch=epoch,
+    )
+
+
+def parse_backend(location: str, row: Mapping[str, Any]) -> BackendStatus:
+    """A stored backend status; TypeError/ValueError/KeyError naming the field when malformed."""
+    ok, in_effect, error = row["ok"], row["in_effect"], row["error"]
+    if not isinstance(ok, bool):
+        raise TypeError(f"backends.{location}.ok: expected true or false, not {_shown(ok)}")
+    if in_effect is not None and not isinstance(in_effect, dict):
+        raise TypeError(f"backends.{location}.in_effect: expected an object, not {_shown(in_effect)}")
+    return BackendStatus(
+        location=location,
+        kind=text(row["kind"], f"backends.{location}.kind"),
+        ok=ok,
+        in_effect=None if in_effect is None else check_weights(in_effect),
+        error=None if error is None else text(error, f"backends.{location}.error"),
+        at=finite(row["at"], f"backends.{location}.at"),
+    )
+
+
+def _shown(value: object) -> str:
+    """A stored value, quoted short enough for a one-line message."""
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."

@@ -10,95 +10,62 @@ prefix (or the object itself when the URI ends in ``.json``). Settings are those
 
 The document (schema :data:`DOCUMENT_SCHEMA_VERSION`; keys sorted, times in unix seconds)::
 
-    {"kind": "orchestrator-state", "schema": 1,
+    {"kind": "orchestrator-state", "schema": 2,
      "version": 42,                  # +1 per commit: a reader can tell a new state from one it saw
      "updated_at": 1767225600.0, "commit": "5f0c...",   # random: every write is unique (below)
      "flips": [{"cloud", "at", "old", "new", "reason", "actor", "details"}, ...],   # recording order
      "overrides": {"aws": {"drained", "reason", "actor", "at"}, ...},
-     "applied_weights": [{"weights": {"aws": 70, ...}, "at", "reason"}, ...],      # commit order
-     "machines": {"aws": {"state": {...}, "updated_at"}, ...}}
+     "desired_weights": [{"weights": {"aws": 70, ...}, "at", "reason"}, ...],      # commit order
+     "machines": {"aws": {"state": {...}, "updated_at"}, ...},
+     "backends": {"<location>": {"kind", "ok", "in_effect", "error", "at"}, ...},
+     "leases": {"health-job": {"holder", "acquired_at", "expires_at", "epoch"}}}
 
-Flips and applied weights are bounded histories (:data:`MAX_FLIPS`, :data:`MAX_APPLIED_WEIGHTS`):
+Flips and desired weights are bounded histories (:data:`MAX_FLIPS`, :data:`MAX_DESIRED_WEIGHTS`):
 the oldest entries fall off, so the document stays small enough to read and rewrite whole on
 every commit. A document of a newer schema, or one that is not an orchestrator state document, is
-refused rather than misread.
+refused rather than misread, and one whose values no orchestrator writes (a health state
+``"bogus"``, a weight that is not an integer) raises :class:`~orchestrator.errors.StateCorrupt`
+naming the key. Schema 1 documents (``applied_weights``, no ``backends`` or ``leases``) are read
+as schema 2 and written back as schema 2 at their next commit.
 
-Transactions are optimistic. :meth:`ObjectStoreStateStore.transaction` reads the document once,
-with its version token (S3 and Azure ETag, GCS generation). Inside the block every write is
-applied to a private working copy, which later reads see, and is also recorded as a *mutation*:
-a small function that re-applies that one write to any document ("append these flips", "set
-aws's override to this value", "append these weights", "replace aws's machine"), together with
-the sections the block read. At exit the working copy is written with ``put_if`` on the token
-read (S3 If-Match, or If-None-Match: * for the first write; GCS ifGenerationMatch; Azure
-If-Match), so a write lands only on the version it was computed from. If another command
-committed in between, the write is refused (PreconditionFailed): the store backs off with full
-jitter, re-reads, and then
-
-- if every section the block read is unchanged, replays the mutations, in order, on the fresh
-  document and tries again (at most :data:`COMMIT_ATTEMPTS` tries within the busy timeout);
-- otherwise it raises :class:`~orchestrator.errors.StateConflict` naming the stale sections, with
-  nothing written.
-
-Why replaying is safe. A mutation carries values, not deltas computed from what was read: the
-flips and weights to append, the override or machine to set, with the timestamps taken when the
-block ran. Applied to a newer document, appends keep both commands' entries and sets leave the
-later committer's value, exactly as if the block had run after the other command. That equivalence
-holds as long as the block's decisions did not depend on anything the other command changed,
-which is what the check of the read sections establishes (value equality, so a section changed
-and changed back still counts as unchanged: the block's reads are then still true). A block that
-only writes (every method called outside a transaction) therefore always replays; one that read
-what another command wrote must be run again on the new state, and :meth:`StateStore.atomically`
-does that. The result is serialisable: every commit is equivalent to running the blocks one
-after the other, and no command's write is lost.
-
-What a caller must not assume: that a transaction holds a lock (others run and commit meanwhile;
-only the commit is checked); that a block runs once (with ``atomically`` it may run again, so
-side effects in it, such as probes or a routing change, must be idempotent); that a commit which
-raised StateConflict wrote anything (it wrote nothing), or that one which raised TransientError
-did not (its last request may have landed with the answer lost: read the state again); that
-entries appear in time order (``applied_weights`` is in commit order, and the last one committed
-is the one in effect, whatever its timestamp); or that histories are complete (they keep the
-newest :data:`MAX_FLIPS` and :data:`MAX_APPLIED_WEIGHTS` entries).
-
-A read costs two requests (stat for the token, then get): in that order, because a get that
-returns a newer version than the token only makes the conditional write fail and retry, whereas
-the reverse order could pair old content with a new token and overwrite a commit. A commit is one
-more request. Each commit's ``version`` and random ``commit`` make every written document unique,
-so an S3 ETag (an MD5 of the content) always changes, and the storage layer's check that a
-retried write "already landed" can only ever recognise our own write. Transient failures are
-retried by the storage layer (:mod:`orchestrator.storage.retry`); ``stats`` counts reads,
-commits, conflicts, replays and stale transactions.
-
-gcp-storage-emulator ignores preconditions (``../shared/NOTES.md``), so it cannot test any of
-this; real GCS enforces ``ifGenerationMatch``, which we always send (``tests/state``).
+Transactions are optimistic, with conditional writes: :mod:`.objectstore_tx` explains the protocol
+and why no command's write is lost.
 """
 
 from __future__ import annotations
 
 import os
-import random
-import secrets
-import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TypeVar, get_args
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
 
-import orjson
-
-from orchestrator.errors import ConfigError, NotFound, PreconditionFailed, StateConflict, StorageError
+from orchestrator.errors import (
+    ConfigError,
+)
 from orchestrator.state.base import (
     BUSY_TIMEOUT,
     DEFAULT_FLIP_LIMIT,
-    AppliedWeights,
+    BackendStatus,
+    DesiredWeights,
+    Lease,
     Override,
-    StateStore,
     check_cloud,
     check_weights,
+    parse_backend,
+    parse_lease,
 )
-from orchestrator.storage import RetryPolicy, Storage, open_storage, parse_uri
+from orchestrator.state.document import (
+    DOCUMENT_KIND,
+    DOCUMENT_SCHEMA_VERSION,
+    Document,
+    Section,
+    desired_from_row,
+    flip_from_row,
+    json_copy,
+    override_from_row,
+)
+from orchestrator.state.objectstore_tx import COMMIT_ATTEMPTS, DOCUMENT_KEY, OptimisticDocument
+from orchestrator.storage import RetryPolicy, open_storage, parse_uri
 from orchestrator.types import Flip, HealthState
 
 __all__ = [
@@ -106,9 +73,11 @@ __all__ = [
     "DOCUMENT_KEY",
     "DOCUMENT_KIND",
     "DOCUMENT_SCHEMA_VERSION",
-    "MAX_APPLIED_WEIGHTS",
+    "MAX_DESIRED_WEIGHTS",
     "MAX_FLIPS",
     "OBJECT_STORE_SCHEMES",
+    "STATE_RETRY",
+    "STATE_SETTINGS",
     "ObjectStoreStateStore",
     "Section",
     "split_location",
@@ -116,39 +85,23 @@ __all__ = [
 
 # The schemes whose state lives here; file:// and plain paths are SQLite files (see open_state).
 OBJECT_STORE_SCHEMES: Final = ("s3", "gs", "az")
-# Under the location's prefix. Namespaced, so a location at a bucket's root (shared with the
-# models/ tree of `orchestrator sync`) cannot collide with anything else there.
-DOCUMENT_KEY = "orchestrator/state.json"
-DOCUMENT_KIND = "orchestrator-state"
-DOCUMENT_SCHEMA_VERSION = 1
 # Every commit reads and rewrites the whole document, so the histories are bounded. A flip is
 # about 200-400 bytes (more with probe details), so 1000 keep the document around 0.3 MB: one
 # read plus one write stay within tens of milliseconds in-region, while covering months of flips
 # at any sane rate (hold-downs double per flap, so even a flapping cloud flips a few times an hour).
 # `orchestrator status` shows 20.
 MAX_FLIPS = 1000
-# Only the last entry is used (what a panic keeps in effect); the rest is an audit trail of the
-# recent routing changes, about 100 bytes each.
-MAX_APPLIED_WEIGHTS = 100
-# Tries of one commit that keeps losing races: a bound on top of the busy timeout, which is what
-# normally ends the wait. Every lost race means another command committed, so some command always
-# progresses, but not necessarily this one: a writer backing off can lose to fresh ones several
-# times in a row while a burst lasts. With the waits below, 20 tries wait at most about 17 s (8 s
-# on average), inside the 30 s busy timeout, which absorbs far more contention than a job per cloud
-# and an operator create; the tests drive four writers with no pause between commits.
-COMMIT_ATTEMPTS = 20
-# Backoff before re-reading after a lost race: full jitter, uniform in [0, min(MAX, INITIAL * 2**n)).
-# 50 ms is about one read-modify-write round trip to a bucket in-region, so the first retry
-# usually finds the winner's commit done; the cap of 1 s keeps a loser from sleeping through the
-# quiet moment after a burst.
-COMMIT_WAIT_INITIAL = 0.05
-COMMIT_WAIT_MAX = 1.0
+# Only the last entry is used (what every backend must hold); the rest is an audit trail of the
+# recent routing decisions, about 100 bytes each.
+MAX_DESIRED_WEIGHTS = 100
 
-J = TypeVar("J")
-
-# The document's sections: what a transaction reads and writes, and what StateConflict names.
-Section = Literal["flips", "overrides", "applied_weights", "machines"]
-SECTIONS: tuple[Section, ...] = get_args(Section)
+# A state request moves one document of a few hundred kilobytes at most: tens of milliseconds
+# in-region. These caps on the storage settings (the storage defaults wait up to 60 s for a silent
+# server) and this retry budget make a state bucket that does not answer, black-holed or in a
+# region in trouble, fail a command in about 5 s per request with a clear error, instead of
+# holding an operator's failover for a minute; a brief throttle is still ridden out.
+STATE_SETTINGS = {"connect_timeout": 2.0, "read_timeout": 5.0}
+STATE_RETRY = RetryPolicy(attempts=3, timeout=5.0, wait_initial=0.1, wait_max=0.5, wait_jitter=0.1)
 
 
 def split_location(location: str) -> tuple[str, str]:
@@ -167,77 +120,9 @@ def split_location(location: str) -> tuple[str, str]:
     return str(parsed), DOCUMENT_KEY
 
 
-@dataclass(slots=True)
-class _Document:
-    """The document's sections in their stored (JSON) form; the envelope is added on encoding."""
-
-    version: int = 0
-    flips: list[dict[str, Any]] = field(default_factory=list)
-    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-    applied_weights: list[dict[str, Any]] = field(default_factory=list)
-    machines: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def copy(self) -> _Document:
-        return _Document(
-            self.version,
-            _json_copy(self.flips),
-            _json_copy(self.overrides),
-            _json_copy(self.applied_weights),
-            _json_copy(self.machines),
-        )
-
-    def section(self, name: Section) -> object:
-        value: object = getattr(self, name)
-        return value
-
-
-# One write of a transaction, as a function that (re-)applies it to any document.
-_Mutation = Callable[[_Document], None]
-
-
-@dataclass(slots=True)
-class _Transaction:
-    base: _Document  # as read, never modified: what the read sections are checked against
-    token: str | None  # the version token read with it (None: the document did not exist)
-    working: _Document  # base with the mutations applied: what reads inside the block see
-    mutations: list[_Mutation] = field(default_factory=list)
-    reads: set[Section] = field(default_factory=set)
-
-
-class ObjectStoreStateStore(StateStore):
+class ObjectStoreStateStore(OptimisticDocument):
     """The state in one object (see the module docstring). Safe to share between threads, which
     take turns; separate processes and machines coordinate through conditional writes."""
-
-    def __init__(
-        self,
-        storage: Storage,
-        key: str = DOCUMENT_KEY,
-        *,
-        busy_timeout: float = BUSY_TIMEOUT,
-        clock: Callable[[], float] = time.time,
-        commit_attempts: int = COMMIT_ATTEMPTS,
-        sleep: Callable[[float], None] = time.sleep,
-        rng: random.Random | None = None,
-        close_storage: bool = True,
-    ) -> None:
-        """Keep the state at ``key`` in ``storage``; :meth:`open` builds both from a URI. The
-        store closes ``storage`` when it is closed, unless ``close_storage`` is False."""
-        if commit_attempts < 1:
-            raise ValueError(f"commit_attempts must be at least 1, not {commit_attempts}")
-        self.storage = storage
-        self.key = key
-        self.location = storage.key_uri(key)
-        self.stats: Counter[str] = Counter()
-        self._busy_timeout = busy_timeout
-        self._clock = clock
-        self._commit_attempts = commit_attempts
-        self._sleep = sleep
-        self._rng = rng or random.Random()  # noqa: S311  # backoff jitter, not cryptography
-        self._close_storage = close_storage
-        # Threads sharing this store take turns; a transaction holds the lock from its read to
-        # its commit, so another thread's calls cannot slip into it (as in SQLiteStateStore).
-        self._lock = threading.RLock()
-        self._tx: _Transaction | None = None
 
     @classmethod
     def open(
@@ -250,99 +135,17 @@ class ObjectStoreStateStore(StateStore):
         retry: RetryPolicy | None = None,
     ) -> ObjectStoreStateStore:
         """Open the state document at ``location`` (``s3://``, ``gs://`` or ``az://``; see
-        :func:`split_location`) with storage ``settings``. Sends no request: the bucket must
-        exist, and the document is created by the first write."""
+        :func:`split_location`) with storage ``settings`` (their timeouts capped by
+        :data:`STATE_SETTINGS`) and ``retry`` (default :data:`STATE_RETRY`). Sends no request:
+        the bucket must exist, and the document is created by the first write."""
         if location is None:
             raise ConfigError("object-storage state needs a location (s3://, gs:// or az://)")
         uri, key = split_location(os.fspath(location))
-        storage = open_storage(uri, settings=settings, retry=retry)
+        capped = dict(settings or {})
+        for name, cap in STATE_SETTINGS.items():
+            capped[name] = str(min(float(capped.get(name, cap)), cap))
+        storage = open_storage(uri, settings=capped, retry=retry or STATE_RETRY)
         return cls(storage, key, busy_timeout=busy_timeout, clock=clock)
-
-    def __repr__(self) -> str:
-        return f"ObjectStoreStateStore({self.location!r})"
-
-    def close(self) -> None:
-        with self._lock:
-            if self._close_storage:
-                self.storage.close()
-
-    # --- transactions --------------------------------------------------------------------
-
-    @contextmanager
-    def transaction(self) -> Iterator[ObjectStoreStateStore]:
-        with self._lock:
-            outer = self._tx
-            if outer is not None:
-                # Nested: undo only this block's writes if it raises. Its reads stay recorded,
-                # since whatever it read may have shaped what the outer block does next.
-                mark, snapshot = len(outer.mutations), outer.working.copy()
-                try:
-                    yield self
-                except BaseException:
-                    del outer.mutations[mark:]
-                    outer.working = snapshot
-                    raise
-                return
-            base, token = self._read()
-            tx = _Transaction(base=base, token=token, working=base.copy())
-            self._tx = tx
-            try:
-                yield self
-                self._commit(tx)
-            finally:
-                self._tx = None
-
-    def _commit(self, tx: _Transaction) -> None:
-        if not tx.mutations:
-            return  # read-only: nothing to write, and its reads were a consistent snapshot
-        started = time.monotonic()
-        base, token, document = tx.base, tx.token, tx.working
-        for attempt in range(1, self._commit_attempts + 1):
-            document.version = base.version + 1
-            try:
-                self.storage.put_if(self.key, self._encode(document), token=token)
-            except PreconditionFailed as exc:
-                self._count("conflicts")
-                elapsed = time.monotonic() - started
-                if attempt == self._commit_attempts or elapsed >= self._busy_timeout:
-                    raise StateConflict(
-                        f"gave up after {attempt} attempts in {elapsed:.1f} s: other orchestrator "
-                        "commands kept writing the state at the same time; nothing of this step was "
-                        "written, so run it again",
-                        uri=self.location,
-                        attempts=attempt,
-                    ) from exc
-                self._backoff(attempt)
-                fresh, token = self._read()
-                stale = tuple(s for s in SECTIONS if s in tx.reads and tx.base.section(s) != fresh.section(s))
-                if stale:
-                    self._count("stale")
-                    raise StateConflict(
-                        f"another orchestrator command changed {', '.join(stale)} while this step "
-                        "used it, so the step's decisions may rest on old data; nothing of it was "
-                        "written: run it again on the new state (StateStore.atomically does)",
-                        uri=self.location,
-                        stale=stale,
-                        attempts=attempt,
-                    ) from exc
-                # Nothing this block read has changed: its writes, replayed in order on the newer
-                # document, give what running the block after the other command would have.
-                self._count("replays")
-                base, document = fresh, fresh.copy()
-                for mutation in tx.mutations:
-                    mutation(document)
-            else:
-                self._count("commits")
-                return
-
-    def _backoff(self, attempt: int) -> None:
-        """Full jitter: contenders that collided spread out instead of colliding again."""
-        self._sleep(self._rng.uniform(0, min(COMMIT_WAIT_MAX, COMMIT_WAIT_INITIAL * 2 ** (attempt - 1))))
-
-    def _before_rerun(self, attempt: int) -> None:
-        # The commit loop backed off once before it found the step's reads stale; a step that
-        # keeps colliding backs off further, as a commit that keeps losing does.
-        self._backoff(attempt + 1)
 
     # --- flips ---------------------------------------------------------------------------
 
@@ -355,15 +158,15 @@ class ObjectStoreStateStore(StateStore):
                 "new": HealthState(flip.new).value,
                 "reason": flip.reason,
                 "actor": flip.actor,
-                "details": _json_copy(dict(flip.details)),
+                "details": json_copy(dict(flip.details)),
             }
             for flip in flips
         ]
         if not rows:
             return  # no write, and no read to find that out
 
-        def append(document: _Document) -> None:
-            document.flips.extend(_json_copy(rows))
+        def append(document: Document) -> None:
+            document.flips.extend(json_copy(rows))
             del document.flips[:-MAX_FLIPS]
 
         self._write(append)
@@ -376,7 +179,7 @@ class ObjectStoreStateStore(StateStore):
             # Newest first; among equal times the one recorded later (list order is commit order).
             rows.sort(key=lambda item: (item[1]["at"], item[0]), reverse=True)
             chosen = [row for _, row in rows if cloud is None or row["cloud"] == cloud]
-            return [_flip(row) for row in (chosen if limit is None else chosen[:limit])]
+            return [flip_from_row(row) for row in (chosen if limit is None else chosen[:limit])]
 
     # --- overrides -----------------------------------------------------------------------
 
@@ -386,7 +189,7 @@ class ObjectStoreStateStore(StateStore):
         )
         row = {"drained": override.drained, "reason": reason, "actor": actor, "at": override.at}
 
-        def put(document: _Document) -> None:
+        def put(document: Document) -> None:
             document.overrides[override.cloud] = dict(row)
 
         self._write(put)
@@ -395,230 +198,87 @@ class ObjectStoreStateStore(StateStore):
     def overrides(self) -> dict[str, Override]:
         with self._lock:
             stored = self._view("overrides").overrides
-            return {cloud: _override(cloud, stored[cloud]) for cloud in sorted(stored)}
+            return {cloud: override_from_row(cloud, stored[cloud]) for cloud in sorted(stored)}
 
-    # --- weights -------------------------------------------------------------------------
+    # --- weights and backends ---------------------------------------------------------------
 
-    def save_weights(self, weights: Mapping[str, int], reason: str) -> AppliedWeights:
-        applied = AppliedWeights(weights=check_weights(weights), at=self._clock(), reason=reason)
-        row = {"weights": applied.weights, "at": applied.at, "reason": reason}
+    def save_desired(self, weights: Mapping[str, int], reason: str) -> DesiredWeights:
+        desired = DesiredWeights(weights=check_weights(weights), at=self._clock(), reason=reason)
+        row = {"weights": desired.weights, "at": desired.at, "reason": reason}
 
-        def append(document: _Document) -> None:
-            document.applied_weights.append(_json_copy(row))
-            del document.applied_weights[:-MAX_APPLIED_WEIGHTS]
+        def append(document: Document) -> None:
+            document.desired_weights.append(json_copy(row))
+            del document.desired_weights[:-MAX_DESIRED_WEIGHTS]
 
         self._write(append)
-        return applied
+        return desired
 
-    def last_weights(self) -> AppliedWeights | None:
+    def desired(self) -> DesiredWeights | None:
         with self._lock:
-            history = self._view("applied_weights").applied_weights
-            return _applied(history[-1]) if history else None
+            history = self._view("desired_weights").desired_weights
+            return desired_from_row(history[-1]) if history else None
+
+    def record_backends(self, statuses: Iterable[BackendStatus]) -> None:
+        rows = {
+            s.location: {
+                "kind": s.kind,
+                "ok": s.ok,
+                "in_effect": None if s.in_effect is None else check_weights(s.in_effect),
+                "error": s.error,
+                "at": float(s.at),
+            }
+            for s in statuses
+        }
+        if not rows:
+            return
+
+        def put(document: Document) -> None:
+            document.backends.update(json_copy(rows))
+
+        self._write(put)
+
+    def backends(self) -> dict[str, BackendStatus]:
+        with self._lock:
+            stored = self._view("backends").backends
+            return {location: parse_backend(location, stored[location]) for location in sorted(stored)}
+
+    # --- leases --------------------------------------------------------------------------
+
+    def lease(self, name: str) -> Lease | None:
+        with self._lock:
+            stored = self._view("leases").leases
+            return parse_lease(name, stored[name]) if name in stored else None
+
+    def put_lease(self, lease: Lease) -> None:
+        row = {
+            "holder": lease.holder,
+            "acquired_at": lease.acquired_at,
+            "expires_at": lease.expires_at,
+            "epoch": lease.epoch,
+        }
+
+        def put(document: Document) -> None:
+            document.leases[lease.name] = dict(row)
+
+        self._write(put)
 
     # --- health machines -----------------------------------------------------------------
 
     def load_machines(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             stored = self._view("machines").machines
-            return {cloud: _json_copy(stored[cloud]["state"]) for cloud in sorted(stored)}
+            return {cloud: json_copy(stored[cloud]["state"]) for cloud in sorted(stored)}
 
     def save_machines(self, machines: Mapping[str, Mapping[str, Any]]) -> None:
         now = self._clock()
         rows = {
-            check_cloud(cloud): {"state": _json_copy(dict(state)), "updated_at": now}
+            check_cloud(cloud): {"state": json_copy(dict(state)), "updated_at": now}
             for cloud, state in machines.items()
         }
         if not rows:
             return
 
-        def put(document: _Document) -> None:
-            document.machines.update(_json_copy(rows))
+        def put(document: Document) -> None:
+            document.machines.update(json_copy(rows))
 
         self._write(put)
-
-    # --- internals -----------------------------------------------------------------------
-
-    def _write(self, mutation: _Mutation) -> None:
-        """Apply one write to the current transaction (opening one just for it if none is open)."""
-        with self.transaction():
-            tx = self._tx
-            assert tx is not None  # set by transaction() for as long as the block runs
-            mutation(tx.working)
-            tx.mutations.append(mutation)
-
-    def _view(self, section: Section) -> _Document:
-        """The document to read ``section`` from: the transaction's working copy (the section is
-        then recorded as read), or outside a transaction the latest committed document. Call
-        with the lock held, and copy what leaves the store."""
-        if self._tx is not None:
-            self._tx.reads.add(section)
-            return self._tx.working
-        return self._read()[0]
-
-    def _read(self) -> tuple[_Document, str | None]:
-        """The committed document and its version token; an empty document and None if there is
-        none yet. Stat first, then get: see the module docstring for why this order is safe."""
-        self._count("reads")
-        try:
-            info = self.storage.stat(self.key)
-        except NotFound:
-            self._check_bucket()
-            return _Document(), None
-        try:
-            data = self.storage.get(self.key)
-        except NotFound:
-            return _Document(), None  # deleted since the stat: absent, as a create-only write will check
-        return _decode(data, self.location), info.token
-
-    def _check_bucket(self) -> None:
-        """An absent document is an empty state, but an absent bucket is a mistake to report: a
-        listing tells them apart (it raises NotFound only for the bucket). One request, only
-        until the first commit."""
-        try:
-            next(iter(self.storage.list(self.key)), None)
-        except NotFound as exc:
-            detail = str(exc).removeprefix(f"{exc.uri}: ") if exc.uri else str(exc)
-            raise NotFound(
-                f"the bucket or container of the state does not exist ({detail}); create it "
-                "first: it is not created on demand",
-                uri=self.location,
-            ) from exc
-
-    def _encode(self, document: _Document) -> bytes:
-        return orjson.dumps(
-            {
-                "kind": DOCUMENT_KIND,
-                "schema": DOCUMENT_SCHEMA_VERSION,
-                "version": document.version,
-                "updated_at": self._clock(),
-                "commit": secrets.token_hex(8),
-                "flips": document.flips,
-                "overrides": document.overrides,
-                "applied_weights": document.applied_weights,
-                "machines": document.machines,
-            },
-            option=orjson.OPT_SORT_KEYS,  # equal state, equal text: diffs and debugging stay simple
-        )
-
-    def _count(self, what: str) -> None:
-        with self._lock:
-            self.stats[what] += 1
-
-
-def _decode(data: bytes, uri: str) -> _Document:
-    """Parse and check a stored document; StorageError naming ``uri`` if it is not one we can use."""
-    try:
-        raw = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise StorageError(
-            f"the state document is not JSON ({exc}); restore it or choose another location", uri=uri
-        ) from exc
-    if not isinstance(raw, dict) or raw.get("kind") != DOCUMENT_KIND:
-        raise StorageError(
-            f"not an orchestrator state document (its kind is not {DOCUMENT_KIND!r}); "
-            "choose another state location",
-            uri=uri,
-        )
-    schema = raw.get("schema")
-    if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
-        raise StorageError(f"the state document has no valid schema version ({schema!r})", uri=uri)
-    if schema > DOCUMENT_SCHEMA_VERSION:
-        raise StorageError(
-            f"state schema version {schema} is newer than this orchestrator understands "
-            f"({DOCUMENT_SCHEMA_VERSION}); upgrade the orchestrator",
-            uri=uri,
-        )
-    try:
-        document = _Document(
-            version=_integer(raw["version"]),
-            flips=_list_of_dicts(raw["flips"]),
-            overrides=_dict_of_dicts(raw["overrides"]),
-            applied_weights=_list_of_dicts(raw["applied_weights"]),
-            machines=_dict_of_dicts(raw["machines"]),
-        )
-        # Convert every entry once, as reads will: a malformed one is reported now, with the
-        # document's location, instead of as a confusing error in some later command.
-        for row in document.flips:
-            _flip(row)
-        for cloud, row in document.overrides.items():
-            _override(cloud, row)
-        for row in document.applied_weights:
-            _applied(row)
-        for cloud, row in document.machines.items():
-            check_cloud(cloud)
-            _dict(row["state"])
-            _number(row["updated_at"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise StorageError(f"malformed state document: {type(exc).__name__}: {exc}", uri=uri) from exc
-    return document
-
-
-def _flip(row: Mapping[str, Any]) -> Flip:
-    return Flip(
-        cloud=check_cloud(row["cloud"]),
-        at=_number(row["at"]),
-        old=HealthState(row["old"]),
-        new=HealthState(row["new"]),
-        reason=_text(row["reason"]),
-        actor=_text(row["actor"]),
-        details=_json_copy(_dict(row["details"])),
-    )
-
-
-def _override(cloud: str, row: Mapping[str, Any]) -> Override:
-    drained = row["drained"]
-    if not isinstance(drained, bool):
-        raise TypeError(f"override of {cloud}: drained must be true or false, not {drained!r}")
-    return Override(
-        cloud=check_cloud(cloud),
-        drained=drained,
-        reason=_text(row["reason"]),
-        actor=_text(row["actor"]),
-        at=_number(row["at"]),
-    )
-
-
-def _applied(row: Mapping[str, Any]) -> AppliedWeights:
-    return AppliedWeights(
-        weights=check_weights(_dict(row["weights"])), at=_number(row["at"]), reason=_text(row["reason"])
-    )
-
-
-def _integer(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected an integer, not {value!r}")
-    return value
-
-
-def _number(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"expected a number, not {value!r}")
-    return float(value)
-
-
-def _text(value: object) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected a string, not {value!r}")
-    return value
-
-
-def _dict(value: object) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise TypeError(f"expected an object, not {value!r}")
-    return value
-
-
-def _list_of_dicts(value: object) -> list[dict[str, Any]]:
-    if not isinstance(value, list):
-        raise TypeError(f"expected a list, not {type(value).__name__}")
-    return [_dict(item) for item in value]
-
-
-def _dict_of_dicts(value: object) -> dict[str, dict[str, Any]]:
-    return {key: _dict(item) for key, item in _dict(value).items()}
-
-
-def _json_copy(value: J) -> J:
-    """A deep copy through JSON: also checks that ``value`` can be stored at all (TypeError)."""
-    copied: J = orjson.loads(orjson.dumps(value))
-    return copied

@@ -26,184 +26,34 @@ text.
 
 from __future__ import annotations
 
-import os
-import sqlite3
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
 
-from orchestrator.errors import ConfigError, StorageError, TransientError
 from orchestrator.state.base import (
-    BUSY_TIMEOUT,
     DEFAULT_FLIP_LIMIT,
-    AppliedWeights,
+    BackendStatus,
+    DesiredWeights,
+    Lease,
     Override,
-    StateStore,
     check_cloud,
     check_weights,
+    finite,
+    parse_backend,
+    parse_lease,
+    text,
 )
+from orchestrator.state.sqlite_file import DEFAULT_STATE_PATH, SQLiteFile
+from orchestrator.state.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, Migration
 from orchestrator.types import Flip, HealthState
 
 __all__ = ["DEFAULT_STATE_PATH", "MIGRATIONS", "SCHEMA_VERSION", "Migration", "SQLiteStateStore"]
 
-DEFAULT_STATE_PATH = Path(".orchestrator") / "state.db"
-# Poll interval while another process holds the lock needed to switch a new file to WAL: the
-# holder is another opener doing the same switch, which takes well under a millisecond.
-WAL_SWITCH_POLL = 0.005
 
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    """One schema step: ``statements`` run in one transaction, then ``version`` is recorded."""
-
-    version: int
-    description: str
-    statements: tuple[str, ...]
-
-
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(
-        1,
-        "flips, overrides, applied weights, health machines",
-        (
-            # id orders flips recorded at the same time (clocks have finite resolution).
-            """CREATE TABLE flips (
-                id      INTEGER PRIMARY KEY,
-                cloud   TEXT NOT NULL,
-                at      REAL NOT NULL,
-                old     TEXT NOT NULL,
-                new     TEXT NOT NULL,
-                reason  TEXT NOT NULL,
-                actor   TEXT NOT NULL,
-                details TEXT NOT NULL DEFAULT '{}'
-            )""",
-            "CREATE INDEX flips_by_time ON flips (at, id)",
-            "CREATE INDEX flips_by_cloud ON flips (cloud, at, id)",
-            """CREATE TABLE overrides (
-                cloud   TEXT PRIMARY KEY,
-                drained INTEGER NOT NULL CHECK (drained IN (0, 1)),
-                reason  TEXT NOT NULL,
-                actor   TEXT NOT NULL,
-                at      REAL NOT NULL
-            )""",
-            # A history, newest = highest id (commit order, which the write lock serialises).
-            """CREATE TABLE applied_weights (
-                id      INTEGER PRIMARY KEY,
-                at      REAL NOT NULL,
-                weights TEXT NOT NULL,
-                reason  TEXT NOT NULL
-            )""",
-            """CREATE TABLE health_machines (
-                cloud      TEXT PRIMARY KEY,
-                state      TEXT NOT NULL,
-                updated_at REAL NOT NULL
-            )""",
-        ),
-    ),
-)
-SCHEMA_VERSION = MIGRATIONS[-1].version
-
-_SCHEMA_VERSION_TABLE = """CREATE TABLE schema_version (
-    version     INTEGER PRIMARY KEY,
-    applied_at  REAL NOT NULL,
-    description TEXT NOT NULL
-)"""
-
-
-class SQLiteStateStore(StateStore):
-    """The state in one SQLite file (WAL mode). Safe to share between threads, which take turns;
-    separate processes coordinate through SQLite's locks."""
-
-    def __init__(
-        self, connection: sqlite3.Connection, path: Path, *, busy_timeout: float, clock: Callable[[], float]
-    ) -> None:
-        """Use :meth:`open`, which also configures the connection and migrates the schema."""
-        self.path = path
-        self.location = str(path)
-        self._db = connection
-        self._busy_timeout = busy_timeout
-        self._clock = clock
-        # One connection per store: the lock makes threads take turns, and a transaction holds it
-        # from BEGIN to COMMIT so another thread's statements cannot slip into it.
-        self._lock = threading.RLock()
-        self._depth = 0  # open transaction blocks; above 1, SAVEPOINTs
-
-    @classmethod
-    def open(
-        cls,
-        location: str | os.PathLike[str] | None = None,
-        *,
-        settings: Mapping[str, str] | None = None,
-        busy_timeout: float = BUSY_TIMEOUT,
-        clock: Callable[[], float] = time.time,
-    ) -> SQLiteStateStore:
-        """Open (creating it and its parent directories if missing) the SQLite file at
-        ``location``, by default ``.orchestrator/state.db``. ``settings`` are for object
-        storage: a SQLite file takes none, and is refused any rather than ignore them."""
-        path = DEFAULT_STATE_PATH if location is None else Path(location)
-        if settings:
-            raise ConfigError(
-                f"state {path}: settings ({', '.join(sorted(settings))}) apply only to object-storage "
-                "state (s3://, gs://, az://), not to a SQLite file"
-            )
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"cannot create the state directory: {exc}", uri=str(path)) from exc
-        try:
-            # isolation_level=None: the sqlite3 module issues no BEGIN of its own; we do, IMMEDIATE.
-            connection = sqlite3.connect(
-                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise _translate(exc, str(path), busy_timeout) from exc
-        store = cls(connection, path, busy_timeout=busy_timeout, clock=clock)
-        try:
-            store._configure()
-            store._migrate()
-        except BaseException:
-            connection.close()
-            raise
-        return store
-
-    def __repr__(self) -> str:
-        return f"SQLiteStateStore({self.location!r})"
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    # --- transactions --------------------------------------------------------------------
-
-    @contextmanager
-    def transaction(self) -> Iterator[SQLiteStateStore]:
-        with self._lock:
-            if self._depth == 0:
-                begin, commit, rollback = "BEGIN IMMEDIATE", ["COMMIT"], ["ROLLBACK"]
-            else:
-                name = f"nested_{self._depth}"
-                begin, commit = f"SAVEPOINT {name}", [f"RELEASE {name}"]
-                rollback = [f"ROLLBACK TO {name}", f"RELEASE {name}"]
-            self._run(begin)
-            self._depth += 1
-            try:
-                yield self
-                for statement in commit:
-                    self._run(statement)
-            except BaseException:
-                # Undo whatever is still open (a failed COMMIT leaves the transaction open too).
-                with suppress(sqlite3.Error):
-                    for statement in rollback:
-                        self._db.execute(statement)
-                raise
-            finally:
-                self._depth -= 1
+class SQLiteStateStore(SQLiteFile):
+    """The state in one SQLite file (:class:`~orchestrator.state.sqlite_file.SQLiteFile`: WAL,
+    transactions, migrations): one table per part of the state. Safe to share between threads."""
 
     # --- flips ---------------------------------------------------------------------------
 
@@ -236,18 +86,24 @@ class SQLiteStateStore(StateStore):
             "ORDER BY at DESC, id DESC LIMIT ?",
             (*params, -1 if limit is None else limit),  # SQLite: LIMIT -1 is no limit
         )
-        return [
-            Flip(
-                cloud=row[0],
-                at=row[1],
-                old=HealthState(row[2]),
-                new=HealthState(row[3]),
-                reason=row[4],
-                actor=row[5],
-                details=orjson.loads(row[6]),
-            )
-            for row in rows
-        ]
+        flips = []
+        for row in rows:
+            with self._corrupt("flips"):
+                details = orjson.loads(row[6])
+                if not isinstance(details, dict):
+                    raise TypeError("details: expected an object")
+                flips.append(
+                    Flip(
+                        cloud=check_cloud(row[0]),
+                        at=finite(row[1], "at"),
+                        old=HealthState(row[2]),
+                        new=HealthState(row[3]),
+                        reason=text(row[4], "reason"),
+                        actor=text(row[5], "actor"),
+                        details=details,
+                    )
+                )
+        return flips
 
     # --- overrides -----------------------------------------------------------------------
 
@@ -266,34 +122,108 @@ class SQLiteStateStore(StateStore):
 
     def overrides(self) -> dict[str, Override]:
         rows = self._query("SELECT cloud, drained, reason, actor, at FROM overrides ORDER BY cloud")
-        return {
-            row[0]: Override(cloud=row[0], drained=bool(row[1]), reason=row[2], actor=row[3], at=row[4])
-            for row in rows
-        }
+        overrides = {}
+        for row in rows:
+            with self._corrupt(f"overrides.{row[0]}"):
+                overrides[row[0]] = Override(
+                    cloud=check_cloud(row[0]),
+                    drained=bool(row[1]),
+                    reason=text(row[2], "reason"),
+                    actor=text(row[3], "actor"),
+                    at=finite(row[4], "at"),
+                )
+        return overrides
 
-    # --- weights -------------------------------------------------------------------------
+    # --- weights and backends ---------------------------------------------------------------
 
-    def save_weights(self, weights: Mapping[str, int], reason: str) -> AppliedWeights:
-        applied = AppliedWeights(weights=check_weights(weights), at=self._clock(), reason=reason)
+    def save_desired(self, weights: Mapping[str, int], reason: str) -> DesiredWeights:
+        desired = DesiredWeights(weights=check_weights(weights), at=self._clock(), reason=reason)
         with self.transaction():
             self._run(
-                "INSERT INTO applied_weights (at, weights, reason) VALUES (?, ?, ?)",
-                (applied.at, _dumps(applied.weights), applied.reason),
+                "INSERT INTO desired_weights (at, weights, reason) VALUES (?, ?, ?)",
+                (desired.at, _dumps(desired.weights), desired.reason),
             )
-        return applied
+        return desired
 
-    def last_weights(self) -> AppliedWeights | None:
-        rows = self._query("SELECT at, weights, reason FROM applied_weights ORDER BY id DESC LIMIT 1")
+    def desired(self) -> DesiredWeights | None:
+        rows = self._query("SELECT at, weights, reason FROM desired_weights ORDER BY id DESC LIMIT 1")
         if not rows:
             return None
         at, weights, reason = rows[0]
-        return AppliedWeights(weights=orjson.loads(weights), at=at, reason=reason)
+        with self._corrupt("desired_weights[-1]"):
+            parsed = orjson.loads(weights)
+            if not isinstance(parsed, dict):
+                raise TypeError("weights: expected an object")
+            return DesiredWeights(
+                weights=check_weights(parsed), at=finite(at, "at"), reason=text(reason, "reason")
+            )
+
+    def record_backends(self, statuses: Iterable[BackendStatus]) -> None:
+        rows = [
+            (
+                s.location,
+                s.kind,
+                int(s.ok),
+                None if s.in_effect is None else _dumps(check_weights(s.in_effect)),
+                s.error,
+                float(s.at),
+            )
+            for s in statuses
+        ]
+        with self.transaction(), self._errors():
+            self._db.executemany(
+                "INSERT INTO backends (location, kind, ok, in_effect, error, at) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (location) DO UPDATE SET kind = excluded.kind, ok = excluded.ok, "
+                "in_effect = excluded.in_effect, error = excluded.error, at = excluded.at",
+                rows,
+            )
+
+    def backends(self) -> dict[str, BackendStatus]:
+        rows = self._query("SELECT location, kind, ok, in_effect, error, at FROM backends ORDER BY location")
+        statuses = {}
+        for location, kind, ok, in_effect, error, at in rows:
+            with self._corrupt("backends"):
+                row = {"kind": kind, "ok": bool(ok), "error": error, "at": at}
+                row["in_effect"] = None if in_effect is None else orjson.loads(in_effect)
+                statuses[location] = parse_backend(location, row)
+        return statuses
+
+    # --- leases --------------------------------------------------------------------------
+
+    def lease(self, name: str) -> Lease | None:
+        rows = self._query(
+            "SELECT holder, acquired_at, expires_at, epoch FROM leases WHERE name = ?", (name,)
+        )
+        if not rows:
+            return None
+        holder, acquired_at, expires_at, epoch = rows[0]
+        with self._corrupt("leases"):
+            return parse_lease(
+                name, {"holder": holder, "acquired_at": acquired_at, "expires_at": expires_at, "epoch": epoch}
+            )
+
+    def put_lease(self, lease: Lease) -> None:
+        with self.transaction():
+            self._run(
+                "INSERT INTO leases (name, holder, acquired_at, expires_at, epoch) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+                "acquired_at = excluded.acquired_at, expires_at = excluded.expires_at, "
+                "epoch = excluded.epoch",
+                (lease.name, lease.holder, lease.acquired_at, lease.expires_at, lease.epoch),
+            )
 
     # --- health machines -----------------------------------------------------------------
 
     def load_machines(self) -> dict[str, dict[str, Any]]:
         rows = self._query("SELECT cloud, state FROM health_machines ORDER BY cloud")
-        return {cloud: orjson.loads(state) for cloud, state in rows}
+        machines = {}
+        for cloud, state in rows:
+            with self._corrupt(f"machines.{cloud}"):
+                parsed = orjson.loads(state)
+                if not isinstance(parsed, dict):
+                    raise TypeError("expected an object")
+                machines[check_cloud(cloud)] = parsed
+        return machines
 
     def save_machines(self, machines: Mapping[str, Mapping[str, Any]]) -> None:
         now = self._clock()
@@ -304,109 +234,6 @@ class SQLiteStateStore(StateStore):
                 "ON CONFLICT (cloud) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
                 rows,
             )
-
-    # --- internals -----------------------------------------------------------------------
-
-    def schema_version(self) -> int:
-        """The schema version of the open file (0 before any migration)."""
-        rows = self._query("SELECT COALESCE(MAX(version), 0) FROM schema_version")
-        version: int = rows[0][0]
-        return version
-
-    def _configure(self) -> None:
-        with self._lock, self._errors():
-            mode = self._switch_to_wal()
-            if mode != "wal":
-                raise StorageError(
-                    f"SQLite cannot use WAL mode here (got {mode!r}); keep the state file on a "
-                    "local filesystem",
-                    uri=self.location,
-                )
-            # FULL: a commit is on disk when it returns. Commits are rare (flips, drains, applies),
-            # and a failover that a crash forgets would be re-decided without its history.
-            self._db.execute("PRAGMA synchronous=FULL")
-
-    def _switch_to_wal(self) -> str:
-        """Put the file in WAL mode (persistent: only its first opener really switches); returns
-        the mode in effect. Switching needs an exclusive lock and SQLite does not wait for that
-        one through the busy timeout (processes opening a fresh file together fail at once with
-        SQLITE_BUSY), so the wait is here, up to the same timeout."""
-        deadline = time.monotonic() + self._busy_timeout
-        while True:
-            try:
-                mode: str = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() >= deadline:
-                    raise
-                time.sleep(WAL_SWITCH_POLL)
-            else:
-                return mode
-
-    def _migrate(self) -> None:
-        if self._existing_version() == SCHEMA_VERSION:
-            return  # the usual case, decided without taking the write lock
-        with self.transaction():
-            # Re-read under the lock: another process may have migrated meanwhile.
-            current = self._existing_version()
-            if current == 0 and not self._query("SELECT 1 FROM sqlite_master WHERE name = 'schema_version'"):
-                self._run(_SCHEMA_VERSION_TABLE)
-            for migration in MIGRATIONS:
-                if migration.version > current:
-                    for statement in migration.statements:
-                        self._run(statement)
-                    self._run(
-                        "INSERT INTO schema_version (version, applied_at, description) VALUES (?, ?, ?)",
-                        (migration.version, self._clock(), migration.description),
-                    )
-
-    def _existing_version(self) -> int:
-        tables = {row[0] for row in self._query("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "schema_version" not in tables:
-            if tables:
-                raise StorageError(
-                    f"not an orchestrator state database (it has tables {sorted(tables)} but no "
-                    "schema_version); choose another state path",
-                    uri=self.location,
-                )
-            return 0
-        version = self.schema_version()
-        if version > SCHEMA_VERSION:
-            raise StorageError(
-                f"state schema version {version} is newer than this orchestrator understands "
-                f"({SCHEMA_VERSION}); upgrade the orchestrator",
-                uri=self.location,
-            )
-        return version
-
-    def _run(self, sql: str, params: tuple[Any, ...] = ()) -> None:
-        with self._lock, self._errors():
-            self._db.execute(sql, params)
-
-    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        with self._lock, self._errors():
-            return self._db.execute(sql, params).fetchall()
-
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise _translate(exc, self.location, self._busy_timeout) from exc
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    name = getattr(exc, "sqlite_errorname", "")  # Python 3.11+
-    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "database is locked" in str(exc)
-
-
-def _translate(exc: sqlite3.Error, where: str, busy_timeout: float) -> StorageError:
-    if _is_busy(exc):
-        return TransientError(
-            f"the state database is locked by another orchestrator command (waited up to "
-            f"{busy_timeout:g} s); try again",
-            uri=where,
-        )
-    return StorageError(f"state database error: {exc}", uri=where)
 
 
 def _dumps(value: Mapping[str, Any]) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from orchestrator.storage.base import ObjectInfo, Storage
 from orchestrator.storage.retry import DEFAULT_RETRY, NO_RETRY, NO_WAIT_RETRY, RetryPolicy
-from orchestrator.storage.uri import StorageURI, open_storage, parse_uri
+from orchestrator.storage.uri import StorageURI, allowed_settings, open_storage, parse_uri
 
 __all__ = [
     "DEFAULT_RETRY",
@@ -25,6 +25,7 @@ __all__ = [
     "RetryPolicy",
     "Storage",
     "StorageURI",
+    "allowed_settings",
     "open_storage",
     "parse_uri",
 ]

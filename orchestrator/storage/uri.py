@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from orchestrator.storage.base import Storage
     from orchestrator.storage.retry import RetryPolicy
 
-__all__ = ["Scheme", "StorageURI", "open_storage", "parse_uri"]
+__all__ = ["Scheme", "StorageURI", "allowed_settings", "open_storage", "parse_uri"]
 
 Scheme = Literal["file", "s3", "gs", "az"]
 
@@ -117,14 +117,12 @@ def open_storage(
     ``AZURE_STORAGE_CONNECTION_STRING``...). An unknown setting is a :class:`ConfigError`.
     ``retry`` defaults to :data:`~orchestrator.storage.retry.DEFAULT_RETRY`.
     """
-    from orchestrator.storage.base import COMMON_SETTINGS
     from orchestrator.storage.retry import DEFAULT_RETRY
 
     location = parse_uri(uri)
-    module_name, _, class_name = _BACKENDS[location.scheme].partition(":")
-    cls: type[Storage] = getattr(importlib.import_module(module_name), class_name)
+    cls = _backend_class(location.scheme)
     given = dict(settings or {})
-    allowed = COMMON_SETTINGS | cls.settings_keys
+    allowed = allowed_settings(uri)
     unknown = sorted(set(given) - allowed)
     if unknown:
         raise ConfigError(
@@ -132,6 +130,20 @@ def open_storage(
             f"{location.scheme}:// accepts {', '.join(sorted(allowed))}"
         )
     return cls(location, settings=given, retry=retry or DEFAULT_RETRY)
+
+
+def allowed_settings(uri: str) -> frozenset[str]:
+    """The setting keys :func:`open_storage` accepts for ``uri`` (ConfigError for a bad URI).
+    Imports the backend's module, never its SDK."""
+    from orchestrator.storage.base import COMMON_SETTINGS
+
+    return COMMON_SETTINGS | _backend_class(parse_uri(uri).scheme).settings_keys
+
+
+def _backend_class(scheme: str) -> type[Storage]:
+    module_name, _, class_name = _BACKENDS[scheme].partition(":")
+    cls: type[Storage] = getattr(importlib.import_module(module_name), class_name)
+    return cls
 
 
 def _normal_dir(path: str, uri: str) -> str:

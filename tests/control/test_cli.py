@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.control.conftest import Fleet
@@ -70,8 +72,9 @@ def test_failover_and_failback_from_the_command_line(fleet: Fleet) -> None:
     assert "--force" in refused.stderr
 
     unknown = run("failover", "--from", "ibm", "--config", config)
-    assert unknown.returncode == 1
+    assert unknown.returncode == 2, "a usage error (the README's exit codes)"
     assert "unknown cloud 'ibm'" in unknown.stderr
+    assert run("failover", "--from", "aws", "--to", "ibm", "--config", config).returncode == 2
 
     back = run("failback", "--to", "aws", "--config", config, "--json")
     assert back.returncode == 0, back.stderr
@@ -110,3 +113,50 @@ def test_config_check_prints_the_effective_configuration(fleet: Fleet, tmp_path:
     result = run("config", "check", "--config", str(bad))
     assert result.returncode == 2
     assert "clouds.aws.endpoint" in result.stderr
+
+
+def test_a_scheduled_run_overlapping_a_running_one_exits_75_without_piling_up(fleet: Fleet) -> None:
+    """A slow round on a one-minute schedule: the next run finds the lease held and leaves at once."""
+    slow = str(fleet.config(health__healthy_threshold=8, health__interval_s=1.0))  # 8 samples, ~1 s apart
+    first = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "health", "--once", "--apply", "--config", slow],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        db = fleet.root / "state.db"
+        deadline = time.monotonic() + 20
+        while not _lease_held(db):
+            assert time.monotonic() < deadline, "the first run took the lease"
+            time.sleep(0.05)
+        second = run("health", "--once", "--apply", "--config", slow)
+        assert second.returncode == 75, second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1
+        assert "holds the health-job lease" in lines[0]
+        assert "try again later" in lines[0]
+        watch = run("health", "--watch", "--config", slow)
+        assert watch.returncode == 75, "a watch does not start beside a running job either"
+        _, err = first.communicate(timeout=60)
+        assert first.returncode == 0, err
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    quick = str(fleet.config())  # the same state, two samples: the lease is what is under test
+    again = run("health", "--once", "--config", quick)
+    assert again.returncode == 0, "released at the end of the run"
+
+
+def _lease_held(db: Path) -> bool:
+    if not db.exists():
+        return False
+    raw = sqlite3.connect(db)
+    try:
+        rows = raw.execute("SELECT expires_at FROM leases WHERE name = 'health-job'").fetchall()
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        raw.close()
+    return bool(rows) and rows[0][0] > time.time()

@@ -87,7 +87,9 @@ def test_a_dead_or_frozen_cloud_leaves_routing_within_the_bound(fleet: Fleet, fa
 
 
 def test_a_wrong_version_or_a_slow_cloud_is_degraded_and_loses_its_share(fleet: Fleet) -> None:
-    plane = fleet.plane()
+    # 0.3 s per answer: three answers take 0.9 s, inside one probe's 2 s deadline (the fleet's 0.5 s
+    # would fail the probe: the deadline covers all three requests).
+    plane = fleet.plane(fleet.config(health__timeout_s=2.0))
     plane.health_round(apply=True)
     fleet.endpoints["aws"].stop()
     fleet.start("aws", "v2").wait_ready()
@@ -222,6 +224,10 @@ def test_status_tells_the_truth(fleet: Fleet) -> None:
     assert gcp["weight"] == 0
     assert "unreachable" in gcp["last_probe"]["reason"]
     assert status["clouds"]["aws"]["served_version"] == fleet.models["v1"].manifest.version
-    assert status["in_effect"] == fleet.route53_weights()
+    [route53] = status["backends"]
+    assert route53["kind"] == "route53"
+    assert route53["in_effect"] == fleet.route53_weights() == status["desired"]["weights"]
+    assert route53["in_sync"] is True
+    assert route53["last_reconciled"]["ok"] is True
     assert status["flips"][0]["cloud"] == "gcp"
     assert status["flips"][0]["new"] == "unhealthy"

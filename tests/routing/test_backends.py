@@ -26,6 +26,7 @@ from orchestrator.errors import ConfigError, NotFound, PermissionDenied, Storage
 from orchestrator.routing.backends import AppliedRouting, RoutingBackend, open_backend
 from orchestrator.routing.backends.file import FileBackend
 from orchestrator.routing.backends.route53 import DEFAULT_TTL, Route53Backend, translate_error
+from orchestrator.routing.dnsname import route53_name
 
 TARGETS = {
     "aws": "https://abc123.us-east-1.awsapprunner.example",
@@ -214,8 +215,10 @@ def test_one_change_batch_per_apply_with_a_comment(proxy: RecordingProxy, settin
 
         backend.apply({"aws": 100, "gcp": 0, "azure": 0}, TARGETS)
         assert len(proxy.changes()) == 2
+        assert proxy.changes()[1].decode().count("<Change>") == 2, "azure's weight did not change"
         backend.current()
-        assert len(proxy.changes()) == 2  # reading changes nothing
+        backend.apply({"aws": 100, "gcp": 0, "azure": 0}, TARGETS)
+        assert len(proxy.changes()) == 2  # reading changes nothing, and neither does the same decision
 
 
 @pytest.mark.emulator
@@ -481,6 +484,34 @@ def test_file_round_trip(tmp_path: Path) -> None:
     assert sorted(p.name for p in path.parent.iterdir()) == [".routing.json.lock", "routing.json"]
 
 
+def test_a_routing_file_that_is_a_symlink_is_written_where_it_points(tmp_path: Path) -> None:
+    """A proxy reads its weights from its own directory; the routing file is a link to it. The
+    table is written at the link's target (the link stays), or the proxy would never see one;
+    a link to nowhere yet is created at its target, and a loop of links is a clear error."""
+    proxy = tmp_path / "proxy" / "weights.json"
+    proxy.parent.mkdir()
+    proxy.write_text("{}")
+    link = tmp_path / "routing.json"
+    link.symlink_to(proxy)
+    backend = FileBackend(link)
+    backend.apply({"aws": 100, "gcp": 0, "azure": 0}, TARGETS)
+    assert link.is_symlink()
+    assert json.loads(proxy.read_text())["weights"] == {"aws": 100, "gcp": 0, "azure": 0}
+    assert backend.compare({"aws": 100, "gcp": 0, "azure": 0}, TARGETS).in_sync
+
+    dangling = tmp_path / "dangling.json"
+    dangling.symlink_to(tmp_path / "proxy" / "later.json")
+    FileBackend(dangling).apply({"aws": 1}, TARGETS)
+    assert dangling.is_symlink()
+    assert json.loads((tmp_path / "proxy" / "later.json").read_text())["weights"] == {"aws": 1}
+
+    loop = tmp_path / "loop.json"
+    loop.symlink_to(loop)
+    with pytest.raises(StorageError, match="routing table"):
+        FileBackend(loop).apply({"aws": 1}, TARGETS)
+    assert "unreadable" in FileBackend(loop).compare({"aws": 1}, TARGETS).differences[0]
+
+
 def test_file_current_refuses_a_corrupt_table_and_apply_replaces_it(tmp_path: Path) -> None:
     path = tmp_path / "routing.json"
     path.write_text('{"weights": {"aws": "lots"}}')
@@ -561,24 +592,194 @@ def test_file_concurrent_writers_get_distinct_versions(tmp_path: Path) -> None:
     assert FileBackend(path).read()["version"] == 100
 
 
-def test_fan_out_applies_to_route53_and_the_file_and_reads_back_route53(
-    settings: dict[str, str], r53: Any, tmp_path: Path
-) -> None:
+def test_routing_config_names_each_backend_once() -> None:
     from orchestrator.config import RoutingConfig
-    from orchestrator.routing.backends import FanOut
 
-    routing = open_backend("route53", settings)
-    table = open_backend("file", {"path": str(tmp_path / "routing.json")})
-    with FanOut([routing, table]) as both:
-        assert both.kind == "route53+file"
-        both.apply({"aws": 70, "gcp": 30, "azure": 0}, TARGETS, reason="cheapest first")
-        assert table.current() == {"aws": 70, "gcp": 30, "azure": 0}
-        records = our_records(r53, settings["hosted_zone_id"], settings["record_name"])
-        assert {k: r["Weight"] for k, r in records.items()} == {"aws": 70, "gcp": 30, "azure": 0}
-        assert both.current() == {"aws": 70, "gcp": 30, "azure": 0}
     zone = {"hosted_zone_id": "Z1", "record_name": "m.example.com."}
     assert RoutingConfig(backend=["route53", "file"], route53=zone).backends == ["route53", "file"]
     with pytest.raises(ValueError, match="names a backend twice"):
         RoutingConfig(backend=["file", "file"])
     with pytest.raises(ValueError, match=r"routing\.route53"):
         RoutingConfig(backend=["file", "route53"])
+
+
+# --- the records belong to the stack; the orchestrator owns the weight ------------------------
+
+
+def _stack_records(r53: Any, zone_id: str, name: str, check_ids: dict[str, str]) -> None:
+    """What the dns stack creates (infra/dns.py): a weighted record per cloud, its health check,
+    its TTL and target, with the weights it starts with."""
+    r53.change_resource_record_sets(
+        HostedZoneId=zone_id,
+        ChangeBatch={
+            "Changes": [
+                {
+                    "Action": "CREATE",
+                    "ResourceRecordSet": {
+                        "Name": name, "Type": "CNAME", "SetIdentifier": cloud, "Weight": 50, "TTL": 60,
+                        "ResourceRecords": [{"Value": f"stack-{cloud}.example.net"}],
+                        "HealthCheckId": check_ids[cloud],
+                    },
+                }
+                for cloud in ("aws", "gcp", "azure")
+            ]
+        },
+    )  # fmt: skip
+
+
+def _health_check(r53: Any, cloud: str) -> str:
+    config = {"Type": "HTTPS", "FullyQualifiedDomainName": HOSTS[cloud], "ResourcePath": "/readyz"}
+    check_id: str = r53.create_health_check(CallerReference=uuid.uuid4().hex, HealthCheckConfig=config)[
+        "HealthCheck"
+    ]["Id"]
+    return check_id
+
+
+@pytest.mark.emulator
+def test_apply_changes_only_the_weight_of_the_stacks_records(
+    backend: RoutingBackend, r53: Any, settings: dict[str, str]
+) -> None:
+    zone_id, name = settings["hosted_zone_id"], settings["record_name"]
+    checks = {cloud: _health_check(r53, cloud) for cloud in ("aws", "gcp", "azure")}
+    _stack_records(r53, zone_id, name, checks)
+    backend.apply({"aws": 100, "gcp": 0, "azure": 0}, TARGETS, reason="cheapest")
+    records = our_records(r53, zone_id, name)
+    kept = {
+        c: (r["Weight"], r.get("HealthCheckId"), r["TTL"], r["ResourceRecords"]) for c, r in records.items()
+    }
+    assert kept == {
+        cloud: (weight, checks[cloud], 60, [{"Value": f"stack-{cloud}.example.net"}])
+        for cloud, weight in (("aws", 100), ("gcp", 0), ("azure", 0))
+    }
+
+
+@pytest.mark.emulator
+def test_a_missing_record_is_created_from_the_configuration_with_the_groups_ttl(
+    moto_server: MotoServer, r53: Any, settings: dict[str, str]
+) -> None:
+    zone_id, name = settings["hosted_zone_id"], settings["record_name"]
+    checks = {cloud: _health_check(r53, cloud) for cloud in ("aws", "gcp", "azure")}
+    _stack_records(r53, zone_id, name, checks)
+    gcp = our_records(r53, zone_id, name)["gcp"]
+    r53.change_resource_record_sets(
+        HostedZoneId=zone_id, ChangeBatch={"Changes": [{"Action": "DELETE", "ResourceRecordSet": gcp}]}
+    )
+    with open_backend(
+        "route53", {**settings, "health_check_ids": f"gcp={checks['gcp']}", "ttl": "5"}
+    ) as backend:
+        assert backend.compare({"aws": 50, "gcp": 50, "azure": 50}, TARGETS).differences == (
+            "gcp: no record",
+        )
+        backend.apply({"aws": 50, "gcp": 50, "azure": 50}, TARGETS)
+    created = our_records(r53, zone_id, name)["gcp"]
+    assert (created["Weight"], created["TTL"], created["HealthCheckId"]) == (50, 60, checks["gcp"])
+    assert created["ResourceRecords"] == [{"Value": HOSTS["gcp"]}]
+
+
+@pytest.mark.parametrize(
+    ("configured", "returned"),
+    [
+        ("model.example.com", "model.example.com."),
+        ("Model.EXAMPLE.com.", "model.example.com."),
+        ("*.example.com", "\\052.example.com."),
+        ("\\052.example.com.", "\\052.example.com."),
+        ("a\\.b.example.com", "a\\056b.example.com."),
+        ("we!rd_name.example.com", "we\\041rd_name.example.com."),
+        ("M\\111X.example.com", "mix.example.com."),  # an escaped capital I is stored lower case
+        ("bücher.example", "xn--bcher-kva.example."),
+    ],
+)
+def test_names_are_compared_as_route53_returns_them(configured: str, returned: str) -> None:
+    assert route53_name(configured) == returned
+    assert route53_name(returned) == returned, "idempotent: both sides of a comparison may go through it"
+
+
+@pytest.mark.parametrize(
+    "name", ["", ".", "a..example.com", "a" * 64 + ".example.com", "a b.example.com", "x\\", "\\400.example"]
+)
+def test_names_route53_refuses_are_refused(name: str) -> None:
+    with pytest.raises(ValueError):
+        route53_name(name)
+
+
+@pytest.mark.emulator
+@pytest.mark.parametrize(
+    ("configured", "stored"),
+    [("*.{zone}", "\\052.{zone}"), ("Model.{zone}", "model.{zone}"), ("we!rd.{zone}", "we\\041rd.{zone}")],
+)
+def test_records_are_found_under_the_name_route53_returns(
+    moto_server: MotoServer, zone: tuple[str, str], r53: Any, configured: str, stored: str
+) -> None:
+    """moto keeps names as written, so the stack's records are written here in the form Route 53
+    itself returns them; the configuration spells the name the way a person would."""
+    zone_id, zone_name = zone
+    name = stored.format(zone=zone_name)
+    checks = {cloud: _health_check(r53, cloud) for cloud in ("aws", "gcp", "azure")}
+    _stack_records(r53, zone_id, name, checks)
+    settings = {
+        **moto_server.settings,
+        "hosted_zone_id": zone_id,
+        "record_name": configured.format(zone=zone_name),
+    }
+    with open_backend("route53", settings) as backend:
+        assert backend.current() == {"aws": 50, "gcp": 50, "azure": 50}
+        backend.apply({"aws": 100, "gcp": 0, "azure": 0}, TARGETS)
+    records = our_records(r53, zone_id, name)
+    assert {c: r["Weight"] for c, r in records.items()} == {"aws": 100, "gcp": 0, "azure": 0}
+    assert {c: r["HealthCheckId"] for c, r in records.items()} == checks, "nothing but the weight changed"
+    assert len(r53.list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]) == 2 + 3, (
+        "no second group was created under another spelling"
+    )
+
+
+# --- what a backend holds, against the decision -----------------------------------------------
+
+
+def test_file_compare_reports_every_kind_of_drift(tmp_path: Path) -> None:
+    path = tmp_path / "routing.json"
+    backend = FileBackend(path)
+    decided = {"aws": 70, "gcp": 30, "azure": 0}
+    assert backend.compare(decided, TARGETS).differences == ("no routing table",)
+    backend.apply(decided, TARGETS)
+    assert backend.compare(decided, TARGETS).in_sync
+    assert backend.compare({**decided, "aws": 0, "gcp": 100}, TARGETS).differences == (
+        "aws: weight 70, decided 0",
+        "gcp: weight 30, decided 100",
+    )
+    assert backend.compare(decided, {**TARGETS, "gcp": "https://moved.example"}).differences == (
+        "gcp: another target",
+    )
+    path.write_text('{"version": 3, "weig')
+    comparison = backend.compare(decided, TARGETS)
+    assert comparison.in_effect == {}
+    assert comparison.differences[0].startswith("unreadable: not a routing table (invalid JSON")
+    path.write_text('{"weights": {"aws": 70}}')
+    assert backend.compare(decided, TARGETS).differences == (
+        "aws: another target",
+        "gcp: no entry",
+        "gcp: another target",
+        "azure: no entry",
+        "azure: another target",
+    )
+
+
+@pytest.mark.emulator
+def test_route53_compare_reads_the_records(
+    backend: RoutingBackend, r53: Any, settings: dict[str, str]
+) -> None:
+    decided = {"aws": 70, "gcp": 30, "azure": 0}
+    assert backend.compare(decided, TARGETS).differences == (
+        "aws: no record",
+        "gcp: no record",
+        "azure: no record",
+    )
+    backend.apply(decided, TARGETS)
+    assert backend.compare(decided, TARGETS).in_sync
+    aws = our_records(r53, settings["hosted_zone_id"], settings["record_name"])["aws"]
+    r53.change_resource_record_sets(
+        HostedZoneId=settings["hosted_zone_id"],
+        ChangeBatch={"Changes": [{"Action": "UPSERT", "ResourceRecordSet": {**aws, "Weight": 5}}]},
+    )
+    comparison = backend.compare(decided, TARGETS)
+    assert comparison.in_effect == {"aws": 5, "gcp": 30, "azure": 0}
+    assert comparison.differences == ("aws: weight 5, decided 70",)

@@ -28,10 +28,10 @@ STATE_BACKENDS = [
     pytest.param("azure", id="objectstore-azure", marks=pytest.mark.emulator),
 ]
 EMULATOR_FIXTURE = {"s3": "moto_server", "gcs": "gcs_emulator", "azure": "azurite"}
-# Quoted from ../shared/NOTES.md, for every skip and comment that depends on it.
+# The emulator's documented gap, for every skip and comment that depends on it.
 GCS_IGNORES_PRECONDITIONS = (
-    "gcp-storage-emulator ignores every precondition; a conflicting write silently succeeds "
-    "(../shared/NOTES.md), so conflicts cannot be tested on it. Real GCS enforces ifGenerationMatch; "
+    "gcp-storage-emulator ignores every precondition; a conflicting write silently succeeds, "
+    "so conflicts cannot be tested on it. Real GCS enforces ifGenerationMatch; "
     "tests/state/test_objectstore.py checks that every commit sends it, against a recording server "
     "that answers as GCS does"
 )

@@ -1,19 +1,31 @@
 """The state store contract: every test here runs unchanged against SQLite and the object-store
 backend (on a local directory, moto, gcp-storage-emulator and Azurite).
 
-What the control plane relies on: round trips of flips, overrides, weights and machines; ordering
-of flips; validation before anything is written; transactions that commit together or not at all,
-nest, see their own writes, and that calls on the store itself join; and a second store (another
-command) seeing exactly what was committed.
+What the control plane relies on: round trips of flips, overrides, desired weights, backend
+statuses and machines; ordering of flips; validation before anything is written; transactions that
+commit together or not at all, nest, see their own writes, and that calls on the store itself join;
+a second store (another command) seeing exactly what was committed; and a lease that one holder at
+a time gets, with an epoch that moves on when another takes it over.
 """
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
-from orchestrator.state import AppliedWeights, Override, StateStore
+from orchestrator.errors import LeaseHeld
+from orchestrator.state import (
+    HEALTH_JOB_LEASE,
+    MAX_LEASE_S,
+    BackendStatus,
+    DesiredWeights,
+    Lease,
+    Override,
+    StateStore,
+)
 from orchestrator.types import Flip, HealthState
-from tests.state.conftest import FakeClock, StateBackend
+from tests.state.conftest import GCS_IGNORES_PRECONDITIONS, FakeClock, StateBackend
 
 H, D, U, X = HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY, HealthState.DRAINED
 
@@ -25,7 +37,7 @@ def test_a_new_state_is_empty(store: StateStore) -> None:
     assert store.recent_flips(limit=None) == []
     assert store.overrides() == {}
     assert store.drained() == set()
-    assert store.last_weights() is None
+    assert store.desired() is None
     assert store.load_machines() == {}
 
 
@@ -72,13 +84,13 @@ def test_overrides_latest_per_cloud(state_backend: StateBackend) -> None:
 def test_weights_round_trip_and_last_wins(state_backend: StateBackend) -> None:
     clock = FakeClock(5.0)
     store = state_backend.open(clock=clock)
-    store.save_weights({"aws": 50, "gcp": 50}, "cost")
+    store.save_desired({"aws": 50, "gcp": 50}, "cost")
     clock.now = 4.0  # a clock that went backwards: commit order still decides what is last
-    saved = store.save_weights({"aws": 0, "gcp": 100, "azure": 0}, "aws unhealthy")
-    assert saved == AppliedWeights({"aws": 0, "gcp": 100, "azure": 0}, 4.0, "aws unhealthy")
-    assert store.last_weights() == saved
+    saved = store.save_desired({"aws": 0, "gcp": 100, "azure": 0}, "aws unhealthy")
+    assert saved == DesiredWeights({"aws": 0, "gcp": 100, "azure": 0}, 4.0, "aws unhealthy")
+    assert store.desired() == saved
     store.close()
-    assert state_backend.open().last_weights() == saved
+    assert state_backend.open().desired() == saved
 
 
 def test_machines_round_trip_per_cloud(store: StateStore) -> None:
@@ -104,7 +116,7 @@ def test_unknown_clouds_and_bad_values_are_refused(store: StateStore) -> None:
     with pytest.raises(ValueError, match="unknown cloud"):
         store.record_flips([Flip("aw", 1.0, H, U, "typo")])
     with pytest.raises(ValueError, match="integer"):
-        store.save_weights({"aws": 0.5}, "")  # type: ignore[dict-item]
+        store.save_desired({"aws": 0.5}, "")  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="not a valid HealthState"):
         store.record_flips([Flip("aws", 1.0, "sick", U, "")])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown cloud"):
@@ -143,13 +155,13 @@ def test_calls_on_the_store_itself_inside_a_transaction_join_it(store: StateStor
     def drain_then_fail() -> None:
         with store.transaction():
             store.set_override("aws", drained=True, reason="r", actor="a")
-            store.save_weights({"gcp": 100}, "r")
+            store.save_desired({"gcp": 100}, "r")
             raise RuntimeError("decided not to")
 
     with pytest.raises(RuntimeError, match="decided not to"):
         drain_then_fail()
     assert store.overrides() == {}
-    assert store.last_weights() is None
+    assert store.desired() is None
 
 
 def test_nested_transaction_undoes_only_itself(store: StateStore) -> None:
@@ -164,11 +176,11 @@ def test_nested_transaction_undoes_only_itself(store: StateStore) -> None:
 
 def test_reads_inside_a_transaction_see_its_own_writes(store: StateStore) -> None:
     with store.transaction() as tx:
-        tx.save_weights({"aws": 100}, "first")
+        tx.save_desired({"aws": 100}, "first")
         tx.set_override("gcp", drained=True, reason="r", actor="a")
         tx.save_machines({"azure": {"n": 1}})
         tx.record_flips([Flip("gcp", 1.0, H, X, "r")])
-        last = tx.last_weights()
+        last = tx.desired()
         assert last is not None
         assert last.reason == "first"
         assert tx.drained() == {"gcp"}
@@ -186,11 +198,11 @@ def test_a_second_store_sees_commits_only(state_backend: StateBackend) -> None:
 
 def test_atomically_returns_what_the_step_returns_and_commits_it(store: StateStore) -> None:
     def step(tx: StateStore) -> int:
-        tx.save_weights({"aws": 100}, "step")
+        tx.save_desired({"aws": 100}, "step")
         return 7
 
     assert store.atomically(step) == 7
-    last = store.last_weights()
+    last = store.desired()
     assert last is not None
     assert last.reason == "step"
     with pytest.raises(ValueError, match="at least 1"):
@@ -202,10 +214,135 @@ def test_atomically_does_not_repeat_a_step_that_raises(store: StateStore) -> Non
 
     def step(tx: StateStore) -> None:
         runs.append(1)
-        tx.save_weights({"aws": 100}, "step")
+        tx.save_desired({"aws": 100}, "step")
         raise RuntimeError("decided not to")
 
     with pytest.raises(RuntimeError, match="decided not to"):
         store.atomically(step)
     assert runs == [1]
-    assert store.last_weights() is None
+    assert store.desired() is None
+
+
+# --- backends and leases ---------------------------------------------------------------------
+
+
+def test_backend_statuses_round_trip_and_replace_per_location(store: StateStore) -> None:
+    route53 = BackendStatus("route53 zone Z1 record m.example.com.", "route53", True, {"aws": 100}, None, 5.0)
+    stale = BackendStatus("routing file /r.json", "file", False, None, "cannot write: disk full", 5.0)
+    store.record_backends([route53, stale])
+    assert store.backends() == {route53.location: route53, stale.location: stale}
+    fixed = BackendStatus(stale.location, "file", True, {"aws": 100, "gcp": 0}, None, 6.0)
+    store.record_backends([fixed])
+    assert store.backends() == {route53.location: route53, stale.location: fixed}
+    with pytest.raises(ValueError, match="weight of aws"):
+        store.record_backends([BackendStatus("x", "file", True, {"aws": 300}, None, 1.0)])
+
+
+def test_a_lease_is_held_until_it_expires_then_taken_over_with_a_new_epoch(
+    state_backend: StateBackend,
+) -> None:
+    clock = FakeClock(1000.0)
+    first, second = state_backend.open(clock=clock), state_backend.open(clock=clock)
+    lease = first.acquire_lease(HEALTH_JOB_LEASE, "host-a:1", ttl_s=30.0)
+    assert lease == Lease(HEALTH_JOB_LEASE, "host-a:1", 1000.0, 1030.0, 1)
+    assert first.acquire_lease(HEALTH_JOB_LEASE, "host-a:1", ttl_s=30.0).epoch == 1, "re-entrant"
+
+    with pytest.raises(LeaseHeld, match="host-a:1 holds the health-job lease") as held:
+        second.acquire_lease(HEALTH_JOB_LEASE, "host-b:2", ttl_s=30.0)
+    assert held.value.exit_code == 75
+    assert (held.value.holder, held.value.expires_at) == ("host-a:1", 1030.0)
+
+    clock.now = 1020.0
+    renewed = first.renew_lease(lease, ttl_s=30.0)
+    assert (renewed.expires_at, renewed.epoch, renewed.acquired_at) == (1050.0, 1, 1000.0)
+
+    clock.now = 1051.0  # expired (the holder was frozen, say): another takes it over
+    taken = second.acquire_lease(HEALTH_JOB_LEASE, "host-b:2", ttl_s=30.0)
+    assert (taken.holder, taken.epoch, taken.acquired_at) == ("host-b:2", 2, 1051.0)
+    with pytest.raises(LeaseHeld, match="lost the health-job lease: host-b:2 holds it now"):
+        first.renew_lease(renewed, ttl_s=30.0)
+    first.release_lease(renewed)  # no longer ours: changes nothing
+    assert first.lease(HEALTH_JOB_LEASE) == taken
+
+    second.release_lease(taken)
+    released = first.lease(HEALTH_JOB_LEASE)
+    assert released is not None
+    assert not released.live(clock.now)
+    again = first.acquire_lease(HEALTH_JOB_LEASE, "host-a:1", ttl_s=30.0)
+    assert again.epoch == 3, "every change of holder moves the epoch on"
+
+
+def test_a_lease_expiring_later_than_any_holder_could_take_it_is_expired(
+    state_backend: StateBackend,
+) -> None:
+    """The wall clock stepped back an hour after the lease was taken (or the holder's clock runs an
+    hour ahead): the lease claims to last longer than any holder ever takes one for, so it is
+    treated as expired rather than block the job for that hour; its holder, if it lives, is fenced."""
+    ahead = FakeClock(1_000_000.0)
+    behind = FakeClock(ahead.now - 3600.0)
+    first, second = state_backend.open(clock=ahead), state_backend.open(clock=behind)
+    lease = first.acquire_lease(HEALTH_JOB_LEASE, "host-a:1", ttl_s=60.0)
+    taken = second.acquire_lease(HEALTH_JOB_LEASE, "host-b:2", ttl_s=60.0)
+    assert (taken.holder, taken.epoch) == ("host-b:2", 2)
+    with pytest.raises(LeaseHeld):
+        first.renew_lease(lease, ttl_s=60.0)
+    with pytest.raises(ValueError, match="ttl"):
+        first.acquire_lease(HEALTH_JOB_LEASE, "host-a:1", ttl_s=MAX_LEASE_S + 1)
+
+
+def test_a_lease_gone_with_the_state_is_taken_again_by_its_holder(state_backend: StateBackend) -> None:
+    """The state was deleted or replaced while a job ran (an operator resetting it): nobody holds
+    the lease any more, so the job's next renewal takes it again instead of stopping the job."""
+    clock = FakeClock(1000.0)
+    store = state_backend.open(clock=clock)
+    ghost = Lease(HEALTH_JOB_LEASE, "host-a:1", 900.0, 1010.0, 7)  # held in a state now gone
+    renewed = store.renew_lease(ghost, ttl_s=30.0)
+    assert (renewed.holder, renewed.expires_at) == ("host-a:1", 1030.0)
+    assert store.lease(HEALTH_JOB_LEASE) == renewed
+    with pytest.raises(LeaseHeld):
+        state_backend.open(clock=clock).acquire_lease(HEALTH_JOB_LEASE, "host-b:2", ttl_s=30.0)
+
+
+def test_renewing_inside_a_transaction_fences_its_commit(state_backend: StateBackend) -> None:
+    clock = FakeClock(1000.0)
+    ours, theirs = state_backend.open(clock=clock), state_backend.open(clock=clock)
+    lease = ours.acquire_lease(HEALTH_JOB_LEASE, "ours", ttl_s=10.0)
+    clock.now = 1011.0
+    theirs.acquire_lease(HEALTH_JOB_LEASE, "theirs", ttl_s=10.0)
+
+    def step(tx: StateStore) -> None:
+        tx.save_desired({"aws": 100}, "decided by a job that lost its lease")
+        tx.renew_lease(lease, ttl_s=10.0)
+
+    with pytest.raises(LeaseHeld):
+        ours.atomically(step)
+    assert ours.desired() is None, "nothing of the step was committed"
+
+
+def test_only_one_of_several_concurrent_acquirers_gets_the_lease(state_backend: StateBackend) -> None:
+    if not state_backend.enforces_preconditions:
+        pytest.skip(GCS_IGNORES_PRECONDITIONS)
+    contenders = 4
+    stores = [state_backend.open() for _ in range(contenders)]
+    start = threading.Barrier(contenders, timeout=30)
+    won: list[str] = []
+    refused: list[str] = []
+
+    def contend(n: int) -> None:
+        start.wait()
+        try:
+            stores[n].acquire_lease(HEALTH_JOB_LEASE, f"job-{n}", ttl_s=60.0)
+            won.append(f"job-{n}")
+        except LeaseHeld as exc:
+            refused.append(exc.holder)
+
+    threads = [threading.Thread(target=contend, args=(n,)) for n in range(contenders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(won) == 1, won
+    assert refused == won * (contenders - 1)
+    lease = stores[0].lease(HEALTH_JOB_LEASE)
+    assert lease is not None
+    assert lease.holder == won[0]

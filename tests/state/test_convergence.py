@@ -1,12 +1,12 @@
-"""Two jobs running at once (say the scheduled health job in two clouds) converge on one routing
+"""Two jobs on one state (say the scheduled health job in two clouds) converge on one routing
 decision: given the same probes and the same state, the decision is the same whatever order the
-clouds come in, and through the object-store state the second job finds the first one's weights
-already in effect, so the history gets one entry, not two, even when the two race.
+clouds come in; through the object-store state the second job finds the first one's decision
+already committed and in effect, so the history gets one entry, not two; and while one holds the
+health-job lease, another is refused before it probes or writes anything.
 """
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,11 @@ import pytest
 
 from orchestrator.config import Config
 from orchestrator.control import ControlPlane, RoundReport
+from orchestrator.errors import LeaseHeld
 from orchestrator.health.state import Machine, MachineConfig, Observation, Verdict, observe
 from orchestrator.routing import CloudInput, Decision, Demand, decide
 from orchestrator.routing.backends import open_backend
-from orchestrator.state import ObjectStoreStateStore, StateStore
+from orchestrator.state import HEALTH_JOB_LEASE, ObjectStoreStateStore, StateStore
 from orchestrator.types import Flip, HealthState
 from tests.state.conftest import FakeClock, StateBackend
 
@@ -107,8 +108,8 @@ def plane(
     return ControlPlane(
         config,
         store=store,
-        backend=open_backend("file", {"path": str(routing)}),  # shared, as Route 53 would be
-        client=httpx.Client(transport=transport),
+        backends=[open_backend("file", {"path": str(routing)})],  # shared, as Route 53 would be
+        transport=transport,
         clock=clock,
         sleep=lambda _: None,
     )
@@ -116,7 +117,7 @@ def plane(
 
 def applied_history(store: StateStore) -> list[dict[str, Any]]:
     assert isinstance(store, ObjectStoreStateStore)
-    history: list[dict[str, Any]] = orjson.loads(store.storage.get(store.key))["applied_weights"]
+    history: list[dict[str, Any]] = orjson.loads(store.storage.get(store.key))["desired_weights"]
     return history
 
 
@@ -159,54 +160,94 @@ def test_two_sequential_jobs_converge_to_one_applied_weights_entry(
 
 
 @pytest.mark.parametrize("state_backend", CONVERGENCE_BACKENDS, indirect=True)
-def test_two_racing_jobs_converge_one_reruns_on_the_others_state(
+def test_a_job_that_finds_the_lease_held_probes_and_writes_nothing(
     state_backend: StateBackend, tmp_path: Path
 ) -> None:
     clock = FakeClock()
-    both_read = threading.Barrier(2, timeout=30)
-    raced = threading.Event()
+    probed: list[str] = []
 
-    def endpoints_after_both_jobs_read_the_state(request: httpx.Request) -> httpx.Response:
-        # Each job reads the state when its round starts, then probes: holding the first probe of
-        # each until both have started makes their rounds overlap for certain.
-        if not raced.is_set():
-            both_read.wait()
-            raced.set()
+    def counting(request: httpx.Request) -> httpx.Response:
+        probed.append(request.url.host)
         return endpoints(request)
 
-    transport = httpx.MockTransport(endpoints_after_both_jobs_read_the_state)
     routing = tmp_path / "routing.json"
     jobs = [
-        plane(order, state_backend.open(clock=clock), routing, transport, clock) for order in CLOUD_ORDERS
+        plane(order, state_backend.open(clock=clock), routing, httpx.MockTransport(counting), clock)
+        for order in CLOUD_ORDERS
     ]
-    reports: dict[int, RoundReport] = {}
-    errors: list[BaseException] = []
+    holder = jobs[0].store.acquire_lease(HEALTH_JOB_LEASE, "a job still running", ttl_s=60.0)
+    with pytest.raises(LeaseHeld, match="a job still running holds the health-job lease") as info:
+        jobs[1].health_round(apply=True)
+    assert info.value.exit_code == 75
+    assert probed == []
+    assert jobs[1].store.desired() is None
+    assert jobs[1].store.recent_flips(limit=None) == []
+    assert not routing.exists()
 
-    def run(n: int) -> None:
-        try:
-            # What the scheduled job should do with an optimistic store: the whole round is the
-            # step, run again if another job's commit made what it read stale.
-            reports[n] = jobs[n].store.atomically(lambda _: jobs[n].health_round(apply=True))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-
-    assert errors == []
-    same_decision(reports[0], reports[1])
-    assert sorted([reports[0].applied, reports[1].applied]) == [False, True]
-    stores = [job_.store for job_ in jobs]
-    stats = [s.stats for s in stores if isinstance(s, ObjectStoreStateStore)]
-    assert sum(one["stale"] for one in stats) == 1  # the loser read machines the winner changed
-    assert [entry["weights"] for entry in applied_history(stores[0])] == [reports[0].decision.weights]
-    # One set of flips too: the loser's were discarded with the rest of its first run.
-    assert sorted((f.cloud, f.new) for f in stores[0].recent_flips(limit=None)) == [
-        ("aws", HealthState.HEALTHY),
-        ("gcp", HealthState.HEALTHY),
-    ]
+    jobs[0].store.release_lease(holder)
+    report = jobs[1].health_round(apply=True)
+    assert report.applied
+    lease = jobs[0].store.lease(HEALTH_JOB_LEASE)
+    assert lease is not None
+    assert (lease.holder, lease.epoch) == (jobs[1].holder, 2)
+    assert not lease.live(clock.now), "released at the end of the round"
     for job_ in jobs:
         job_.close()
+
+
+@pytest.mark.parametrize("state_backend", CONVERGENCE_BACKENDS[:1], indirect=True)
+def test_a_watch_whose_lease_was_taken_over_stops_and_commits_nothing_more(
+    state_backend: StateBackend, tmp_path: Path
+) -> None:
+    clock = FakeClock()
+    watch = plane(
+        CLOUD_ORDERS[0],
+        state_backend.open(clock=clock),
+        tmp_path / "r.json",
+        httpx.MockTransport(endpoints),
+        clock,
+    )
+    other = state_backend.open(clock=clock)
+    rounds: list[RoundReport] = []
+
+    def on_round(report: RoundReport) -> None:
+        rounds.append(report)
+        # The watch was frozen past its lease (SIGSTOP, say) and a scheduled run took the job over.
+        clock.now += watch.lease_ttl(1, watch=True) + 1
+        other.acquire_lease(HEALTH_JOB_LEASE, "a scheduled run", ttl_s=600)
+
+    flips_before = len(other.recent_flips(limit=None))
+    with pytest.raises(LeaseHeld, match="lost the health-job lease: a scheduled run holds it now"):
+        watch.watch(apply=True, stop=lambda: len(rounds) >= 3, on_round=on_round)
+    assert len(rounds) == 1, "the next round's commit found the lease gone and wrote nothing"
+    assert len(other.recent_flips(limit=None)) == flips_before
+    lease = other.lease(HEALTH_JOB_LEASE)
+    assert lease is not None
+    assert lease.holder == "a scheduled run", "the watch left the new holder's lease alone"
+    watch.close()
+
+
+@pytest.mark.parametrize("state_backend", CONVERGENCE_BACKENDS[:1], indirect=True)
+def test_a_watch_round_that_fails_is_reported_and_the_watch_goes_on(
+    state_backend: StateBackend, tmp_path: Path
+) -> None:
+    clock = FakeClock()
+    watch = plane(
+        CLOUD_ORDERS[0],
+        state_backend.open(clock=clock),
+        tmp_path / "r.json",
+        httpx.MockTransport(endpoints),
+        clock,
+    )
+    rounds: list[RoundReport] = []
+    errors: list[str] = []
+
+    def on_round(report: RoundReport) -> None:
+        rounds.append(report)
+        if len(rounds) == 1:
+            raise RuntimeError("a bug in whatever consumes the rounds")
+
+    watch.watch(apply=True, stop=lambda: len(rounds) >= 3, on_round=on_round, on_error=errors.append)
+    assert len(rounds) == 3
+    assert errors == ["health round failed: RuntimeError: a bug in whatever consumes the rounds"]
+    watch.close()

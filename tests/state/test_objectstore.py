@@ -31,16 +31,28 @@ import orjson
 import pytest
 
 from orchestrator.emulators import Azurite, MotoServer, closed_port
-from orchestrator.errors import ConfigError, NotFound, StateConflict, StorageError, TransientError
+from orchestrator.errors import (
+    ConfigError,
+    NotFound,
+    StateConflict,
+    StateCorrupt,
+    StorageError,
+    TransientError,
+)
 from orchestrator.state import (
     DOCUMENT_KEY,
     DOCUMENT_SCHEMA_VERSION,
+    HEALTH_JOB_LEASE,
+    BackendStatus,
+    DesiredWeights,
+    Lease,
     ObjectStoreStateStore,
     StateStore,
     objectstore,
     open_state,
 )
-from orchestrator.state.objectstore import COMMIT_WAIT_INITIAL, COMMIT_WAIT_MAX, split_location
+from orchestrator.state.objectstore import split_location
+from orchestrator.state.objectstore_tx import COMMIT_WAIT_INITIAL, COMMIT_WAIT_MAX
 from orchestrator.storage import NO_RETRY, NO_WAIT_RETRY, open_storage
 from orchestrator.types import Flip, HealthState
 from tests.state.conftest import GCS_IGNORES_PRECONDITIONS, FakeClock, StateBackend
@@ -133,7 +145,7 @@ def test_an_unreachable_endpoint_is_a_transient_error_naming_the_document() -> N
 def test_on_moto_the_document_lives_under_the_prefix(moto_server: MotoServer) -> None:
     bucket = moto_server.create_bucket()
     with open_state(moto_server.uri(bucket, "prod"), settings=moto_server.settings) as store:
-        store.save_weights({"aws": 100}, "r")
+        store.save_desired({"aws": 100}, "r")
     keys = [o["Key"] for o in moto_server.client.list_objects_v2(Bucket=bucket)["Contents"]]
     assert keys == [f"prod/{DOCUMENT_KEY}"]
 
@@ -147,7 +159,7 @@ def test_a_missing_bucket_is_reported_not_read_as_empty_state(state_backend: Sta
             state_backend.emulator.uri("t-no-such-bucket-here", "prod"), settings=state_backend.settings
         )
     with ObjectStoreStateStore(storage) as store, pytest.raises(NotFound, match="does not exist"):
-        store.last_weights()
+        store.desired()
 
 
 # --- the document ----------------------------------------------------------------------------
@@ -161,14 +173,16 @@ def test_the_document_is_versioned_and_a_read_only_transaction_writes_nothing(
     assert isinstance(store, ObjectStoreStateStore)
     store.set_override("aws", drained=True, reason="maintenance", actor="alice")
     store.record_flips([Flip("aws", 999.5, H, X, "maintenance", actor="alice", details={"t": 1})])
-    store.save_weights({"aws": 0, "gcp": 100}, "aws drained")
+    store.save_desired({"aws": 0, "gcp": 100}, "aws drained")
     store.save_machines({"gcp": {"state": "healthy"}})
+    store.record_backends([BackendStatus("routing file r.json", "file", False, None, "unreadable", 999.0)])
+    store.put_lease(Lease(HEALTH_JOB_LEASE, "host:1", 990.0, 1010.0, 3))
 
     document = raw_document(store)
     assert document == {
         "kind": "orchestrator-state",
         "schema": DOCUMENT_SCHEMA_VERSION,
-        "version": 4,  # one per commit
+        "version": 6,  # one per commit
         "updated_at": 1000.0,
         "commit": document["commit"],
         "flips": [
@@ -176,32 +190,50 @@ def test_the_document_is_versioned_and_a_read_only_transaction_writes_nothing(
              "actor": "alice", "details": {"t": 1}}
         ],
         "overrides": {"aws": {"drained": True, "reason": "maintenance", "actor": "alice", "at": 1000.0}},
-        "applied_weights": [{"weights": {"aws": 0, "gcp": 100}, "at": 1000.0, "reason": "aws drained"}],
+        "desired_weights": [{"weights": {"aws": 0, "gcp": 100}, "at": 1000.0, "reason": "aws drained"}],
         "machines": {"gcp": {"state": {"state": "healthy"}, "updated_at": 1000.0}},
+        "backends": {"routing file r.json": {"kind": "file", "ok": False, "in_effect": None,
+                                             "error": "unreadable", "at": 999.0}},
+        "leases": {"health-job": {"holder": "host:1", "acquired_at": 990.0, "expires_at": 1010.0,
+                                  "epoch": 3}},
     }  # fmt: skip
     puts = store.storage.stats["put"]
     with store.transaction() as tx:
         assert tx.drained() == {"aws"}
     assert store.storage.stats["put"] == puts
-    assert raw_document(store)["version"] == 4
+    assert raw_document(store)["version"] == 6
 
 
 def test_histories_are_bounded_keeping_the_newest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(objectstore, "MAX_FLIPS", 5)
-    monkeypatch.setattr(objectstore, "MAX_APPLIED_WEIGHTS", 3)
+    monkeypatch.setattr(objectstore, "MAX_DESIRED_WEIGHTS", 3)
     with ObjectStoreStateStore(open_storage(f"file://{tmp_path}")) as store:
         for n in range(8):
             store.record_flips([Flip("aws", float(n), H, U, f"f{n}")])
-            store.save_weights({"aws": n}, f"w{n}")
+            store.save_desired({"aws": n}, f"w{n}")
         assert [f.reason for f in store.recent_flips(limit=None)] == ["f7", "f6", "f5", "f4", "f3"]
-        assert len(raw_document(store)["applied_weights"]) == 3
-        last = store.last_weights()
+        assert len(raw_document(store)["desired_weights"]) == 3
+        last = store.desired()
         assert last is not None
         assert last.reason == "w7"
 
 
-EMPTY = {"kind": "orchestrator-state", "schema": 1, "version": 1, "flips": [], "overrides": {},
-         "applied_weights": [], "machines": {}}  # fmt: skip
+EMPTY_V1 = {"kind": "orchestrator-state", "schema": 1, "version": 1, "flips": [], "overrides": {},
+            "applied_weights": [], "machines": {}}  # fmt: skip
+EMPTY = {"kind": "orchestrator-state", "schema": 2, "version": 1, "flips": [], "overrides": {},
+         "desired_weights": [], "machines": {}, "backends": {}, "leases": {}}  # fmt: skip
+FLIP = {
+    "cloud": "aws",
+    "at": 1.0,
+    "old": "healthy",
+    "new": "drained",
+    "reason": "",
+    "actor": "",
+    "details": {},
+}
+OVERRIDE = {"drained": True, "reason": "", "actor": "", "at": 1}
+LEASE = {"holder": "h", "acquired_at": 1.0, "expires_at": 2.0, "epoch": 1}
+BACKEND = {"kind": "file", "ok": True, "in_effect": {"aws": 100}, "error": None, "at": 1.0}
 
 
 @pytest.mark.parametrize(
@@ -215,13 +247,25 @@ EMPTY = {"kind": "orchestrator-state", "schema": 1, "version": 1, "flips": [], "
             f"state schema version {DOCUMENT_SCHEMA_VERSION + 1} is newer",
         ),
         (
-            orjson.dumps({**EMPTY, "applied_weights": [{"weights": {"aws": "50"}, "at": 1, "reason": ""}]}),
-            "malformed state document: ValueError: weight of aws must be an integer",
+            orjson.dumps({**EMPTY_V1, "applied_weights": [{"weights": {"aws": "5"}, "at": 1, "reason": ""}]}),
+            r"malformed state document at desired_weights\[0\]: ValueError: weight of aws must be an integer",
         ),
+        (orjson.dumps({**EMPTY, "flips": {}}), "malformed state document at flips: TypeError: expected a"),
         (
-            orjson.dumps({**EMPTY, "flips": {}}),
-            "malformed state document: TypeError: expected a list",
+            orjson.dumps({**EMPTY, "flips": [{**FLIP, "new": "bogus"}]}),
+            r"at flips\[0\]: ValueError: 'bogus' is not a valid HealthState",
         ),
+        (orjson.dumps({**EMPTY, "flips": [{**FLIP, "at": "noon"}]}), r"at flips\[0\]: TypeError"),
+        (
+            orjson.dumps({**EMPTY, "overrides": {"aws": {**OVERRIDE, "drained": "y"}}}),
+            "at overrides.aws: TypeError: override of aws: drained must be true or false",
+        ),
+        (orjson.dumps({**EMPTY, "overrides": {"ibm": {}}}), "at overrides.ibm"),
+        (orjson.dumps({**EMPTY, "machines": {"aws": {"state": [], "updated_at": 1}}}), "at machines.aws"),
+        (orjson.dumps({**EMPTY, "leases": {"health-job": {**LEASE, "epoch": 0}}}), "leases.health-job.epoch"),
+        (orjson.dumps({**EMPTY, "leases": {"health-job": {**LEASE, "expires_at": None}}}), "expires_at"),
+        (orjson.dumps({**EMPTY, "backends": {"f": {**BACKEND, "ok": "yes"}}}), "backends.f.ok"),
+        (orjson.dumps({**EMPTY, "backends": {"f": {**BACKEND, "in_effect": {"aws": -1}}}}), "weight of aws"),
     ],
 )  # fmt: skip
 def test_a_document_we_cannot_use_is_refused_naming_it(tmp_path: Path, content: bytes, message: str) -> None:
@@ -231,9 +275,28 @@ def test_a_document_we_cannot_use_is_refused_naming_it(tmp_path: Path, content: 
         with pytest.raises(StorageError, match=message) as info:
             store.overrides()
         assert info.value.uri == f"file://{tmp_path}/{DOCUMENT_KEY}"
+        if "malformed" in str(info.value) or "at " in message:
+            assert isinstance(info.value, StateCorrupt)
         with pytest.raises(StorageError, match=message):
             store.set_override("aws", drained=True, reason="", actor="")  # never overwritten
     assert storage.get(DOCUMENT_KEY) == content
+
+
+def test_a_schema_1_document_is_read_and_written_back_as_schema_2(tmp_path: Path) -> None:
+    content = orjson.dumps(
+        {**EMPTY_V1, "applied_weights": [{"weights": {"aws": 100, "gcp": 0}, "at": 5.0, "reason": "old"}]}
+    )
+    storage = open_storage(f"file://{tmp_path}")
+    storage.put(DOCUMENT_KEY, content, sha256=hashlib.sha256(content).hexdigest())
+    with ObjectStoreStateStore(storage, close_storage=False, clock=lambda: 10.0) as store:
+        assert store.desired() == DesiredWeights({"aws": 100, "gcp": 0}, 5.0, "old")
+        assert store.lease(HEALTH_JOB_LEASE) is None
+        store.set_override("aws", drained=True, reason="r", actor="a")
+    document = orjson.loads(storage.get(DOCUMENT_KEY))
+    assert document["schema"] == 2
+    assert "applied_weights" not in document
+    assert document["desired_weights"] == [{"weights": {"aws": 100, "gcp": 0}, "at": 5.0, "reason": "old"}]
+    assert (document["backends"], document["leases"]) == ({}, {})
 
 
 # --- optimistic commits ----------------------------------------------------------------------
@@ -244,13 +307,13 @@ def test_a_lost_race_replays_blind_writes_on_the_new_document(state_backend: Sta
     ours, theirs = opened(state_backend, sleep=never_sleep), state_backend.open()
     with ours.transaction() as tx:  # the document does not exist yet: both create it
         tx.record_flips([Flip("aws", 1.0, H, U, "ours")])
-        tx.save_weights({"gcp": 100}, "ours")
+        tx.save_desired({"gcp": 100}, "ours")
         theirs.record_flips([Flip("gcp", 2.0, H, U, "theirs")])
-        theirs.save_weights({"aws": 100}, "theirs")
+        theirs.save_desired({"aws": 100}, "theirs")
     assert ours.stats["conflicts"] == 1
     assert ours.stats["replays"] == 1
     assert [f.reason for f in theirs.recent_flips()] == ["theirs", "ours"]
-    last = theirs.last_weights()
+    last = theirs.desired()
     assert last is not None
     assert last.reason == "ours"  # committed last, so in effect
     assert raw_document(ours)["version"] == 3
@@ -275,23 +338,23 @@ def test_a_lost_race_on_what_was_read_raises_state_conflict_and_writes_nothing(
     state_backend: StateBackend,
 ) -> None:
     ours, theirs = opened(state_backend, sleep=never_sleep), state_backend.open()
-    theirs.save_weights({"aws": 100}, "before")
+    theirs.save_desired({"aws": 100}, "before")
 
-    def decide_from_the_last_weights() -> None:
+    def decide_from_the_desired() -> None:
         with ours.transaction() as tx:
-            last = tx.last_weights()
+            last = tx.desired()
             assert last is not None
-            theirs.save_weights({"gcp": 100}, "theirs")
+            theirs.save_desired({"gcp": 100}, "theirs")
             tx.record_flips([Flip("aws", 1.0, H, U, "ours")])
-            tx.save_weights({"azure": 100}, "ours, decided from 'before'")
+            tx.save_desired({"azure": 100}, "ours, decided from 'before'")
 
-    with pytest.raises(StateConflict, match="changed applied_weights while this step used it") as info:
-        decide_from_the_last_weights()
-    assert info.value.stale == ("applied_weights",)
+    with pytest.raises(StateConflict, match="changed desired_weights while this step used it") as info:
+        decide_from_the_desired()
+    assert info.value.stale == ("desired_weights",)
     assert isinstance(info.value, StorageError)  # a PreconditionFailed, as the CLI maps it
     assert ours.stats["stale"] == 1
     assert theirs.recent_flips() == []
-    last = theirs.last_weights()
+    last = theirs.desired()
     assert last is not None
     assert last.reason == "theirs"
 
@@ -330,9 +393,9 @@ def rival_commits_before_each_write(
     monkeypatch.setattr(ours.storage, "put_if", after_a_rival_commit)
 
 
-def _save_weights_in_a_transaction(store: StateStore) -> None:
+def _save_desired_in_a_transaction(store: StateStore) -> None:
     with store.transaction() as tx:
-        tx.save_weights({"aws": 100}, "ours")
+        tx.save_desired({"aws": 100}, "ours")
 
 
 @pytest.mark.parametrize("state_backend", OPTIMISTIC, indirect=True)
@@ -345,13 +408,13 @@ def test_a_commit_that_keeps_losing_gives_up_after_bounded_attempts(
     rival_commits_before_each_write(monkeypatch, ours, theirs)
 
     with pytest.raises(StateConflict, match="gave up after 3 attempts in") as info:
-        _save_weights_in_a_transaction(ours)
+        _save_desired_in_a_transaction(ours)
 
     assert info.value.attempts == 3
     assert info.value.stale == ()
     assert ours.stats["conflicts"] == 3
     assert ours.stats["replays"] == 2
-    assert theirs.last_weights() is None
+    assert theirs.desired() is None
     assert len(theirs.recent_flips(limit=None)) == 3
     # Full jitter: the n-th wait is below its doubling cap.
     assert len(sleeps) == 2
@@ -366,9 +429,9 @@ def test_a_commit_that_keeps_losing_gives_up_within_the_busy_timeout(
     rival_commits_before_each_write(monkeypatch, ours, theirs)
 
     with pytest.raises(StateConflict, match="gave up after 1 attempts"):
-        _save_weights_in_a_transaction(ours)
+        _save_desired_in_a_transaction(ours)
 
-    assert theirs.last_weights() is None
+    assert theirs.desired() is None
 
 
 def test_threads_sharing_one_store_take_turns(tmp_path: Path) -> None:
@@ -500,8 +563,8 @@ def gcs_store(fake: FakeGcs) -> ObjectStoreStateStore:
 
 def test_gcs_commits_send_if_generation_match_of_the_version_read(fake_gcs: FakeGcs) -> None:
     with gcs_store(fake_gcs) as store:
-        store.save_weights({"aws": 100}, "first")  # creates: must be absent
-        store.save_weights({"gcp": 100}, "second")
+        store.save_desired({"aws": 100}, "first")  # creates: must be absent
+        store.save_desired({"gcp": 100}, "second")
     first, second = fake_gcs.uploads()
     assert first["ifGenerationMatch"] == "0"
     assert second["ifGenerationMatch"] == "1001"  # the generation the first commit created
@@ -509,14 +572,14 @@ def test_gcs_commits_send_if_generation_match_of_the_version_read(fake_gcs: Fake
 
 def test_gcs_a_lost_race_is_a_412_then_a_replay_on_the_new_generation(fake_gcs: FakeGcs) -> None:
     with gcs_store(fake_gcs) as ours, gcs_store(fake_gcs) as theirs:
-        theirs.save_weights({"aws": 100}, "theirs 1")  # generation 1001
+        theirs.save_desired({"aws": 100}, "theirs 1")  # generation 1001
         with ours.transaction() as tx:  # reads generation 1001
             tx.record_flips([Flip("aws", 1.0, H, U, "ours")])
-            theirs.save_weights({"gcp": 100}, "theirs 2")  # generation 1002
+            theirs.save_desired({"gcp": 100}, "theirs 2")  # generation 1002
         assert [q["ifGenerationMatch"] for q in fake_gcs.uploads()] == ["0", "1001", "1001", "1002"]
         assert ours.stats["conflicts"] == ours.stats["replays"] == 1
         assert [f.reason for f in theirs.recent_flips()] == ["ours"]
-        last = theirs.last_weights()
+        last = theirs.desired()
         assert last is not None
         assert last.reason == "theirs 2"
 
@@ -541,7 +604,7 @@ def _write_rounds(store: StateStore, worker: int) -> None:
     for n in range(ROUNDS):
         # Blind appends, each its own small transaction: replayed when they lose a race.
         store.record_flips([Flip("azure", time.time(), H, U, "race", details={"w": worker, "n": n})])
-        store.save_weights({"aws": worker, "gcp": n}, f"w{worker} n{n}")
+        store.save_desired({"aws": worker, "gcp": n}, f"w{worker} n{n}")
         # Read-modify-write: run again when what it read changed.
         store.atomically(partial(_increment, worker=worker, n=n))
 
@@ -562,7 +625,7 @@ def _check_nothing_lost(store: StateStore, stats: list[dict[str, int]]) -> Count
     ]
     assert store.overrides()["gcp"].reason == str(total)
     assert store.load_machines()["aws"]["count"] == total
-    weights = raw_document(store)["applied_weights"]
+    weights = raw_document(store)["desired_weights"]
     assert sorted(entry["reason"] for entry in weights) == sorted(
         f"w{w} n{n}" for w in range(WRITERS) for n in range(ROUNDS)
     )
@@ -584,7 +647,7 @@ CONCURRENT = [
     pytest.param("local", id="objectstore-local"),
     pytest.param("s3", id="objectstore-s3", marks=pytest.mark.emulator),
     # Not on gcp-storage-emulator: it ignores every precondition; a conflicting write silently
-    # succeeds (../shared/NOTES.md). Writes would be lost there and nowhere else.
+    # succeeds. Writes would be lost there and nowhere else.
     pytest.param("gcs", id="objectstore-gcs", marks=pytest.mark.skip(reason=GCS_IGNORES_PRECONDITIONS)),
     pytest.param("azure", id="objectstore-azure", marks=pytest.mark.emulator),
 ]
@@ -637,8 +700,8 @@ def test_the_emulators_used_above_enforce_preconditions(moto_server: MotoServer,
     for emulator in (moto_server, azurite):
         bucket = emulator.create_bucket()
         with ObjectStoreStateStore.open(emulator.uri(bucket), settings=emulator.settings) as store:
-            store.save_weights({"aws": 1}, "first")
+            store.save_desired({"aws": 1}, "first")
             stale = store.storage.stat(store.key).token
-            store.save_weights({"aws": 2}, "second")
+            store.save_desired({"aws": 2}, "second")
             with pytest.raises(StorageError):
                 store.storage.put_if(store.key, b"{}", token=stale)

@@ -13,10 +13,13 @@ from typing import Any
 
 import pytest
 
-from orchestrator.errors import ConfigError, StorageError, TransientError
+from orchestrator.errors import ConfigError, StateCorrupt, StorageError, TransientError
 from orchestrator.state import (
     DEFAULT_STATE_PATH,
+    HEALTH_JOB_LEASE,
+    MIGRATIONS,
     SCHEMA_VERSION,
+    DesiredWeights,
     SQLiteStateStore,
     StateStore,
     open_state,
@@ -52,7 +55,7 @@ def test_fresh_file_has_the_schema_version_table_and_wal(db: Path) -> None:
     assert [r[0] for r in rows] == list(range(1, SCHEMA_VERSION + 1))
     assert all(r[1] for r in rows)
     assert mode == "wal"
-    assert {"schema_version", "flips", "overrides", "applied_weights", "health_machines"} <= tables
+    assert {"schema_version", "flips", "overrides", "desired_weights", "health_machines"} <= tables
 
 
 def test_reopening_keeps_data_and_does_not_migrate_twice(db: Path) -> None:
@@ -142,7 +145,7 @@ def test_a_writer_waits_for_the_other_within_the_busy_timeout(db: Path) -> None:
 
     def hold() -> None:
         with open_state(db) as other, other.transaction() as tx:
-            tx.save_weights({"aws": 100}, "first")
+            tx.save_desired({"aws": 100}, "first")
             holding.set()
             time.sleep(0.3)
 
@@ -150,8 +153,8 @@ def test_a_writer_waits_for_the_other_within_the_busy_timeout(db: Path) -> None:
     thread.start()
     assert holding.wait(10)
     with open_state(db) as patient:
-        patient.save_weights({"gcp": 100}, "second")  # waits about 0.3 s, then commits after
-        last = patient.last_weights()
+        patient.save_desired({"gcp": 100}, "second")  # waits about 0.3 s, then commits after
+        last = patient.desired()
         assert last is not None
         assert (last.weights, last.reason) == ({"gcp": 100}, "second")
     thread.join()
@@ -180,7 +183,7 @@ def _worker(path: str, worker: int, start: Any) -> None:  # start: a multiproces
                 tx.set_override("gcp", drained=drains % 2 == 0, reason=str(drains + 1), actor=f"w{worker}")
                 tx.record_flips([Flip("azure", time.time(), H, U, "race", details={"w": worker, "n": n})])
             # And plain appends outside any explicit transaction.
-            state.save_weights({"aws": n, "gcp": worker}, f"w{worker} n{n}")
+            state.save_desired({"aws": n, "gcp": worker}, f"w{worker} n{n}")
 
 
 def test_concurrent_processes_lose_no_writes(tmp_path: Path) -> None:
@@ -204,7 +207,7 @@ def test_concurrent_processes_lose_no_writes(tmp_path: Path) -> None:
             (w, n) for w in range(WORKERS) for n in range(ROUNDS)
         ]
     with sqlite3.connect(path) as raw:
-        assert raw.execute("SELECT COUNT(*) FROM applied_weights").fetchone()[0] == total
+        assert raw.execute("SELECT COUNT(*) FROM desired_weights").fetchone()[0] == total
         assert raw.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     raw.close()
 
@@ -221,7 +224,7 @@ def test_opening_a_new_file_waits_for_a_writer_holding_it(tmp_path: Path) -> Non
         started = time.monotonic()
         with open_state(path, busy_timeout=10) as state:
             assert time.monotonic() - started >= 0.25
-            assert state.last_weights() is None
+            assert state.desired() is None
     finally:
         timer.join()
         holder.close()
@@ -235,7 +238,7 @@ def _open_fresh_files(paths: list[str], barrier: Any) -> None:
     for path in paths:
         barrier.wait()  # every process opens the same new file at the same moment
         with open_state(path) as state:
-            state.save_weights({"aws": 1}, "opened")
+            state.save_desired({"aws": 1}, "opened")
 
 
 def test_processes_opening_a_new_file_together_all_succeed(tmp_path: Path) -> None:
@@ -252,5 +255,93 @@ def test_processes_opening_a_new_file_together_all_succeed(tmp_path: Path) -> No
     assert [p.exitcode for p in openers] == [0] * OPENERS
     for path in paths:
         with sqlite3.connect(path) as raw:
-            assert raw.execute("SELECT COUNT(*) FROM applied_weights").fetchone()[0] == OPENERS
+            assert raw.execute("SELECT COUNT(*) FROM desired_weights").fetchone()[0] == OPENERS
         raw.close()
+
+
+# --- migrations and what is read back --------------------------------------------------------
+
+
+def test_a_version_1_file_is_migrated_keeping_its_weights_as_the_desired_ones(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    with sqlite3.connect(db, isolation_level=None) as raw:
+        raw.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL, "
+                    "description TEXT NOT NULL)")  # fmt: skip
+        for statement in MIGRATIONS[0].statements:
+            raw.execute(statement)
+        raw.execute("INSERT INTO schema_version VALUES (1, 0, 'v1')")
+        raw.execute("""INSERT INTO applied_weights (at, weights, reason) VALUES (5, '{"aws":100}', 'old')""")
+    raw.close()
+    with open_state(db) as state:
+        assert isinstance(state, SQLiteStateStore)
+        assert state.schema_version() == SCHEMA_VERSION == 2
+        assert state.desired() == DesiredWeights({"aws": 100}, 5.0, "old")
+        assert state.lease(HEALTH_JOB_LEASE) is None
+        assert state.backends() == {}
+
+
+FLIP = "INSERT INTO flips (cloud, at, old, new, reason, actor)"
+
+
+@pytest.mark.parametrize(
+    ("sql", "key"),
+    [
+        ("""INSERT INTO health_machines VALUES ('aws', 'not json', 1)""", "machines.aws"),
+        ("""INSERT INTO health_machines VALUES ('aws', '[1, 2]', 1)""", "machines.aws"),
+        (f"{FLIP} VALUES ('aws', 1, 'bogus', 'healthy', '', '')", "flips"),
+        (f"{FLIP} VALUES ('ibm', 1, 'healthy', 'drained', '', '')", "flips"),
+        ("""INSERT INTO overrides VALUES ('aws', 1, 'r', 'a', 'yesterday')""", "overrides.aws"),
+        ("""INSERT INTO desired_weights (at, weights, reason) VALUES (1, '{"aws": "all"}', '')""",
+         "desired_weights"),
+        ("""INSERT INTO leases VALUES ('health-job', 'h', 'x', 2, 1)""", "leases"),
+        ("""INSERT INTO backends VALUES ('f', 'file', 1, '{"gcp": 1.5}', NULL, 1)""", "backends"),
+    ],
+)  # fmt: skip
+def test_a_value_no_orchestrator_writes_is_refused_naming_the_file_and_key(
+    db: Path, sql: str, key: str
+) -> None:
+    open_state(db).close()
+    with sqlite3.connect(db) as raw:
+        raw.execute(sql)
+    raw.close()
+
+    def read_everything(state: StateStore) -> None:
+        state.load_machines()
+        state.recent_flips()
+        state.overrides()
+        state.desired()
+        state.lease(HEALTH_JOB_LEASE)
+        state.backends()
+
+    with open_state(db) as state:
+        with pytest.raises(StateCorrupt, match=rf"malformed state at {key}") as info:
+            read_everything(state)
+        assert info.value.uri == str(db)
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_state_file_deleted_or_replaced_under_a_running_command_is_followed(db: Path, how: str) -> None:
+    """An operator resets the state (rm state.db) while the watch runs: the watch must see what
+    commands write to the new file, not keep deciding from the file that is gone (and undo the
+    operator's failover at its next reconciliation from there)."""
+    watch = open_state(db)
+    watch.save_desired({"aws": 100}, "the watch's last round")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    if how == "replaced":
+        other = db.with_name("other.db")
+        with open_state(other) as fresh:
+            fresh.save_desired({"gcp": 100}, "restored from a backup")
+        other.replace(db)
+    with open_state(db) as operator:
+        operator.set_override("aws", drained=True, reason="incident", actor="carol")
+        operator.save_desired({"aws": 0, "gcp": 100}, "failover from aws")
+    try:
+        assert watch.drained() == {"aws"}
+        assert watch.desired() is not None
+        assert watch.desired().weights == {"aws": 0, "gcp": 100}
+        watch.save_desired({"aws": 0, "gcp": 50, "azure": 50}, "the watch's next round")
+    finally:
+        watch.close()
+    with open_state(db) as after:
+        assert after.desired().weights == {"aws": 0, "gcp": 50, "azure": 50}

@@ -115,16 +115,16 @@ def test_dry_run_changes_nothing(run, config: Path, iris_v1: TrainResult) -> Non
     ("content", "message"),
     [
         ({"model": {"name": "iris"}, "clouds": {"aws": {"storage": "http://x"}}}, "clouds.aws.storage"),
-        ({"model": {"name": "iris"}, "clouds": {"mars": {"storage": "s3://b"}}}, "clouds.mars"),
-        ({"clouds": {"aws": {"storage": "s3://b"}}}, "model"),
+        ({"model": {"name": "iris"}, "clouds": {"mars": {"storage": "s3://bkt"}}}, "clouds.mars"),
+        ({"clouds": {"aws": {"storage": "s3://bkt"}}}, "model"),
         (
-            {"model": {"name": "iris"}, "clouds": {"aws": {"storage": "s3://b", "regoin": "x"}}},
+            {"model": {"name": "iris"}, "clouds": {"aws": {"storage": "s3://bkt", "regoin": "x"}}},
             "clouds.aws.regoin",
         ),
         (
             {
                 "model": {"name": "iris"},
-                "clouds": {"azure": {"storage": "az://c", "storage_settings": {"connection_string": "k"}}},
+                "clouds": {"azure": {"storage": "az://cnt", "storage_settings": {"connection_string": "k"}}},
             },
             "must not be written in the configuration file",
         ),
@@ -156,7 +156,10 @@ def test_price_overrides_take_numbers_and_billing_modes(run, tmp_path: Path) -> 
             {
                 "model": {"name": "iris"},
                 "clouds": {
-                    "aws": {"storage": "s3://b", "price": {"egress_usd_per_gb": 0.05, "billing": "in_flight"}}
+                    "aws": {
+                        "storage": "s3://bkt",
+                        "price": {"egress_usd_per_gb": 0.05, "billing": "in_flight"},
+                    }
                 },
             }
         )
@@ -188,7 +191,7 @@ def test_the_configuration_can_live_in_a_bucket(moto_server: MotoServer) -> None
             **os.environ,
             **moto_server.env,
             "ORCHESTRATOR_CONFIG": uri,
-            "ORCHESTRATOR_STATE": "s3://b/state.json",
+            "ORCHESTRATOR_STATE": "s3://bkt/state.json",
         }
         return subprocess.run(
             [sys.executable, "-m", "orchestrator", "config", "check", "--json"],
@@ -197,7 +200,7 @@ def test_the_configuration_can_live_in_a_bucket(moto_server: MotoServer) -> None
 
     found = check(f"s3://{bucket}/orchestrator/orchestrator.yaml")
     assert found.returncode == 0, found.stderr
-    assert json.loads(found.stdout)["state"]["path"] == "s3://b/state.json", "ORCHESTRATOR_STATE wins"
+    assert json.loads(found.stdout)["state"]["path"] == "s3://bkt/state.json", "ORCHESTRATOR_STATE wins"
     missing = check(f"s3://{bucket}/orchestrator/nope.yaml")
     assert missing.returncode == 2
     assert "configuration object not found" in missing.stderr

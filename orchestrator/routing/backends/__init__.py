@@ -1,6 +1,7 @@
 """Where a routing decision takes effect: one small interface, one module per backend.
 
     backend = open_backend("route53", {"hosted_zone_id": "Z123", "record_name": "model.example.com."})
+    backend.compare({"aws": 70, "gcp": 30, "azure": 0}, targets)   # what differs from that routing
     applied = backend.apply({"aws": 70, "gcp": 30, "azure": 0}, targets, reason="azure unhealthy")
     backend.current()                                   # {"aws": 70, "gcp": 30, "azure": 0}
 
@@ -11,7 +12,8 @@ Their modules, and the SDKs they need, are imported only when :func:`open_backen
 
 This package owns the I/O of routing only. Deciding the weights is the router's job; it hands
 over integers in 0..255 that are not all zero (Route 53 would read all-zero as "equal shares",
-see :mod:`.route53`), and every backend refuses anything else rather than guess.
+see :mod:`.route53`), and every backend refuses anything else rather than guess. Keeping every
+backend equal to the committed decision, each on its own, is :mod:`orchestrator.routing.reconcile`'s.
 Errors are the project's tree: settings → ConfigError; the backend's service → NotFound,
 PermissionDenied, TransientError (retried) or StorageError.
 """
@@ -30,11 +32,12 @@ __all__ = [
     "BACKENDS",
     "MAX_WEIGHT",
     "AppliedRouting",
-    "FanOut",
+    "Comparison",
     "RoutingBackend",
     "check_settings",
     "checked_weights",
     "open_backend",
+    "untargeted_zero",
 ]
 
 # Route 53 accepts 0..255 per weighted record; the file backend keeps the same range so that any
@@ -62,6 +65,20 @@ class AppliedRouting:
     at: float
 
 
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """What a backend holds, against a routing it should hold: the weights in effect (of the
+    clouds it has an entry for) and, one line each, what differs (empty: it holds exactly that)."""
+
+    in_effect: dict[str, int]
+    differences: tuple[str, ...]
+
+    @property
+    def in_sync(self) -> bool:
+        """The backend holds exactly the routing compared against."""
+        return not self.differences
+
+
 class RoutingBackend(Protocol):
     """A place where per-cloud weights take effect."""
 
@@ -80,6 +97,12 @@ class RoutingBackend(Protocol):
         """The weights in effect now, read back from the backend ({} if it holds none)."""
         ...
 
+    def compare(self, weights: Mapping[str, int], targets: Mapping[str, str]) -> Comparison:
+        """Read the backend and say how it differs from ``weights`` pointing at ``targets``: a
+        missing or unreadable table, a missing record, another weight or (where the backend owns
+        it) another target. Raises only when the backend cannot be reached at all."""
+        ...
+
     def close(self) -> None:
         """Release connections; the backend may not be used afterwards."""
         ...
@@ -88,39 +111,6 @@ class RoutingBackend(Protocol):
 
     def __exit__(self, *exc_info: object) -> None:
         """Calls :meth:`close`."""
-
-
-class FanOut:
-    """Several backends as one (``routing.backend: [route53, file]``): ``apply`` applies to each in
-    order and returns the first one's result; ``current`` reads the first. A failure stops the
-    fan-out and propagates, and the caller does not record the weights as applied, so the next
-    round applies them to every backend again (``apply`` is idempotent)."""
-
-    def __init__(self, backends: list[RoutingBackend]) -> None:
-        if not backends:
-            raise ValueError("FanOut needs at least one backend")
-        self.backends = backends
-        self.kind = "+".join(b.kind for b in backends)
-        self.location = "; ".join(b.location for b in backends)
-
-    def apply(
-        self, weights: Mapping[str, int], targets: Mapping[str, str], *, reason: str = ""
-    ) -> AppliedRouting:
-        results = [backend.apply(weights, targets, reason=reason) for backend in self.backends]
-        return results[0]
-
-    def current(self) -> dict[str, int]:
-        return self.backends[0].current()
-
-    def close(self) -> None:
-        for backend in self.backends:
-            backend.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def open_backend(kind: str, settings: Mapping[str, str]) -> RoutingBackend:
@@ -145,7 +135,8 @@ def check_settings(kind: str, settings: Mapping[str, str], *, required: set[str]
 
 def checked_weights(weights: Mapping[str, int], targets: Mapping[str, str], *, kind: str) -> dict[str, int]:
     """``weights`` as a plain dict after the checks every backend shares: known cloud keys, integers
-    in 0..MAX_WEIGHT, not all zero, and a target for every cloud that gets a record.
+    in 0..MAX_WEIGHT, not all zero, and a target for every cloud with a positive weight (a cloud
+    with weight 0 and no target, one no longer configured, is only taken to 0 where it has an entry).
 
     A bad weight is the caller's bug (ValueError); a cloud without an endpoint is a configuration
     gap (ConfigError).
@@ -159,7 +150,7 @@ def checked_weights(weights: Mapping[str, int], targets: Mapping[str, str], *, k
         # bool is an int subclass; True as a weight is a bug, not 1.
         if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= MAX_WEIGHT:
             raise ValueError(f"weight of {cloud} must be an integer in 0..{MAX_WEIGHT}, not {weight!r}")
-        if not targets.get(cloud):
+        if weight and not targets.get(cloud):
             raise ConfigError(
                 f"{kind} routing backend: cloud {cloud} has a weight but no endpoint to route to"
             )
@@ -170,3 +161,9 @@ def checked_weights(weights: Mapping[str, int], targets: Mapping[str, str], *, k
             "drained and unhealthy clouds included; keep the last applied weights instead (panic rule)"
         )
     return checked
+
+
+def untargeted_zero(cloud: str, weight: int, targets: Mapping[str, str]) -> bool:
+    """A weight that only takes an entry to 0 if there is one: a cloud with no target (no longer
+    configured) and weight 0. Its absence from a backend is no difference."""
+    return weight == 0 and not targets.get(cloud)

@@ -1,12 +1,22 @@
 """The Route 53 routing backend: one weighted CNAME record per cloud under one name.
 
 For ``record_name`` (say ``model.example.com.``) in hosted zone ``hosted_zone_id`` there is one
-record per cloud: SetIdentifier = the cloud key, Weight = the router's weight, value = the host
-of that cloud's endpoint URL, TTL = ``ttl``. Route 53 answers each query with one record, chosen
-with probability weight / sum of weights. :meth:`Route53Backend.apply` UPSERTs all of them in ONE
-change batch, which Route 53 applies atomically: resolvers never see a half-moved split (say the
-new cloud at full weight while the old one still has its share). Re-applying the same decision
-changes nothing. The batch's Comment says what decided it.
+record per cloud: SetIdentifier = the cloud key, Weight = the router's weight. Route 53 answers
+each query with one record, chosen with probability weight / sum of weights.
+
+The records belong to the ``dns`` stack (``infra/dns.py``), which creates them with their target
+(the host of the cloud's endpoint URL), TTL and health check; the orchestrator owns the Weight
+only. :meth:`Route53Backend.apply` therefore reads the group (ListResourceRecordSets) and UPSERTs
+each record whose weight differs with every attribute as read (HealthCheckId, TTL,
+ResourceRecords, and anything else the stack set) but the Weight, all in ONE change batch, which
+Route 53 applies atomically: resolvers never see a half-moved split. A record that does not exist
+is created from the configuration (target from the endpoint URL, the group's TTL or ``ttl``,
+``health_check_ids``). Re-applying the same decision sends no change at all. The batch's Comment
+says what decided it.
+
+Names are compared as Route 53 returns them (:func:`~orchestrator.routing.dnsname.route53_name`:
+absolute, lower case, ``\\052`` for ``*`` and octal escapes for other special characters), so
+``Model.Example.com`` in the configuration finds ``model.example.com.`` in the zone.
 
 Weight 0. A record with weight 0 stays in the zone and gets no answers, which is how a drained
 or unhealthy cloud is taken out: its record is kept, ready for failback by a weight change
@@ -19,15 +29,16 @@ alone. Two Route 53 rules make 0 less absolute, and both meet the router's "neve
   pass. That is Route 53's own panic mode: it only picks clouds that its checks find serving, so
   a cloud an operator drained (still up) may get traffic then; drain by removing its health
   check association too if that is unacceptable.
-Route 53 also forces one TTL for the whole group (the last one written wins), so every record
-is written with the same ``ttl``.
+Every record of a weighted group should have the same TTL, so a created record takes the TTL of
+the records already there.
 
 Only the host of an endpoint URL can go into DNS: clients must reach every cloud with the same
 scheme, port and path. Records of this name with other SetIdentifiers (added by hand) are left
 alone and still take their share; :meth:`Route53Backend.current` reports our clouds only.
 
 Settings: ``hosted_zone_id`` (``Z123...`` or ``/hostedzone/Z123...``), ``record_name``, ``ttl``
-(seconds, default 10), ``health_check_ids`` (``aws=ID,gcp=ID``; the DNS stack creates them),
+(seconds, default 10: for records it creates), ``health_check_ids`` (``aws=ID,gcp=ID``; the DNS
+stack creates them: attached to records it creates),
 ``endpoint_url`` (moto), ``region``, ``connect_timeout``, ``read_timeout``. Credentials come
 from the standard AWS chain. Errors: no such zone → NotFound naming it; throttling, 5xx and
 connection failures → TransientError, retried briefly (:data:`ROUTING_RETRY`); access denied
@@ -44,14 +55,19 @@ from urllib.parse import urlsplit
 
 from orchestrator.errors import (
     ConfigError,
-    NotFound,
     OrchestratorError,
-    PermissionDenied,
     StorageError,
-    TransientError,
 )
 from orchestrator.lazy import LazyClient
-from orchestrator.routing.backends import AppliedRouting, check_settings, checked_weights
+from orchestrator.routing.backends import (
+    AppliedRouting,
+    Comparison,
+    check_settings,
+    checked_weights,
+    untargeted_zero,
+)
+from orchestrator.routing.backends.route53_errors import translate_error
+from orchestrator.routing.dnsname import route53_name
 from orchestrator.storage.aws import boto3_client
 from orchestrator.storage.retry import RetryPolicy, call_with_retry
 from orchestrator.types import CLOUDS
@@ -91,20 +107,6 @@ RECORD_TYPE = "CNAME"
 
 _REQUIRED = {"hosted_zone_id", "record_name"}
 _OPTIONAL = {"ttl", "health_check_ids", "endpoint_url", "region", "connect_timeout", "read_timeout"}
-
-_DENIED_CODES = frozenset(
-    {"AccessDenied", "AccessDeniedException", "InvalidClientTokenId", "SignatureDoesNotMatch",
-     "ExpiredToken", "UnrecognizedClientException", "InvalidSignatureException"}
-)  # fmt: skip
-_TRANSIENT_CODES = frozenset(
-    {"Throttling", "ThrottlingException", "PriorRequestNotComplete", "RequestLimitExceeded",
-     "ServiceUnavailable", "InternalFailure", "InternalError", "RequestTimeout"}
-)  # fmt: skip
-# Route 53 refuses the change itself: every value in it comes from the configuration.
-_REFUSED_CODES = frozenset({"InvalidChangeBatch", "InvalidInput", "InvalidDomainName", "NoSuchHealthCheck"})
-
-# One session for the process, as in orchestrator.storage.aws: botocore parses a service model
-# once per session, and creating clients from one session must be serialised.
 
 
 def open_from_settings(settings: Mapping[str, str]) -> Route53Backend:
@@ -166,10 +168,11 @@ class Route53Backend:
             ) from None
         # Route 53 answers with the bare id, and accepts both forms.
         self.zone_id = hosted_zone_id.strip().removeprefix("/hostedzone/")
-        # Route 53 stores names lowercased and fully qualified; compare in that form.
-        self.record_name = record_name.strip().lower().rstrip(".") + "."
-        if self.record_name == "." or " " in self.record_name:
-            raise ConfigError(f"route53 routing backend: record_name {record_name!r} is not a DNS name")
+        # Route 53 returns names absolute, lower case and escaped; compare in that form.
+        try:
+            self.record_name = route53_name(record_name)
+        except ValueError as exc:
+            raise ConfigError(f"route53 routing backend: record_name is not a DNS name: {exc}") from None
         self.ttl = ttl
         self.health_check_ids = dict(health_check_ids or {})
         self.location = f"route53 zone {self.zone_id} record {self.record_name}"
@@ -197,31 +200,58 @@ class Route53Backend:
         self, weights: Mapping[str, int], targets: Mapping[str, str], *, reason: str = ""
     ) -> AppliedRouting:
         checked = checked_weights(weights, targets, kind=self.kind)
-        hosts = {cloud: endpoint_host(targets[cloud], cloud) for cloud in checked}
-        changes = [
-            {"Action": "UPSERT", "ResourceRecordSet": self._record(cloud, weight, hosts[cloud])}
-            for cloud, weight in checked.items()
-        ]
-        split = " ".join(f"{cloud}={weight}" for cloud, weight in checked.items())
-        comment = f"orchestrator: {split}" + (f"; {reason}" if reason else "")
-        response = self._call(
-            lambda: self._client.change_resource_record_sets(
-                HostedZoneId=self.zone_id,
-                ChangeBatch={"Comment": _truncate(comment, MAX_COMMENT), "Changes": changes},
+        hosts = {cloud: endpoint_host(targets[cloud], cloud) for cloud in checked if targets.get(cloud)}
+        existing = self.records()
+        ttls = [r["TTL"] for r in existing.values() if isinstance(r.get("TTL"), int)]
+        changes = []
+        for cloud, weight in checked.items():
+            record = existing.get(cloud)
+            if record is None and untargeted_zero(cloud, weight, targets):
+                continue  # a cloud no longer configured, and no record of it: nothing to take to 0
+            if record is None:  # created from the configuration; the stack normally made it
+                record = self._record(cloud, weight, hosts[cloud], ttl=ttls[0] if ttls else self.ttl)
+            elif record.get("Weight") == weight:
+                continue
+            changes.append({"Action": "UPSERT", "ResourceRecordSet": {**record, "Weight": weight}})
+        change_id = ""
+        if changes:
+            split = " ".join(f"{cloud}={weight}" for cloud, weight in checked.items())
+            comment = f"orchestrator: {split}" + (f"; {reason}" if reason else "")
+            response = self._call(
+                lambda: self._client.change_resource_record_sets(
+                    HostedZoneId=self.zone_id,
+                    ChangeBatch={"Comment": _truncate(comment, MAX_COMMENT), "Changes": changes},
+                )
             )
-        )
-        change_id = str(response["ChangeInfo"]["Id"]).removeprefix("/change/")
+            change_id = str(response["ChangeInfo"]["Id"]).removeprefix("/change/")
         return AppliedRouting(
             backend=self.kind,
             location=self.location,
             weights=checked,
-            targets=hosts,
+            targets={
+                c: _target(existing[c]) if c in existing else hosts[c]
+                for c in checked
+                if c in existing or c in hosts
+            },
             change_id=change_id,
             at=self._clock(),
         )
 
     def current(self) -> dict[str, int]:
         return {cloud: int(record["Weight"]) for cloud, record in self.records().items()}
+
+    def compare(self, weights: Mapping[str, int], targets: Mapping[str, str]) -> Comparison:
+        records = self.records()
+        held = {cloud: int(record["Weight"]) for cloud, record in records.items()}
+        differences = []
+        for cloud, weight in weights.items():
+            if cloud not in held and untargeted_zero(cloud, weight, targets):
+                continue
+            if cloud not in held:
+                differences.append(f"{cloud}: no record")
+            elif held[cloud] != weight:
+                differences.append(f"{cloud}: weight {held[cloud]}, decided {weight}")
+        return Comparison(held, tuple(differences))
 
     def records(self) -> dict[str, dict[str, Any]]:
         """Our records as Route 53 returns them, by cloud (for status and diagnostics)."""
@@ -240,7 +270,7 @@ class Route53Backend:
             seen.add(key)
             page = self._call(self._lister(cursor))
             for record in page.get("ResourceRecordSets", []):
-                if record.get("Name", "").lower() != self.record_name or record.get("Type") != RECORD_TYPE:
+                if _name(record) != self.record_name or record.get("Type") != RECORD_TYPE:
                     return found
                 cloud = record.get("SetIdentifier")
                 if cloud in CLOUDS and "Weight" in record:
@@ -253,13 +283,13 @@ class Route53Backend:
 
     # --- internals -----------------------------------------------------------------------
 
-    def _record(self, cloud: str, weight: int, host: str) -> dict[str, Any]:
+    def _record(self, cloud: str, weight: int, host: str, *, ttl: int) -> dict[str, Any]:
         record: dict[str, Any] = {
             "Name": self.record_name,
             "Type": RECORD_TYPE,
             "SetIdentifier": cloud,
             "Weight": weight,
-            "TTL": self.ttl,
+            "TTL": ttl,
             "ResourceRecords": [{"Value": host}],
         }
         if cloud in self.health_check_ids:
@@ -305,45 +335,25 @@ class Route53Backend:
         return call_with_retry(self._retry, attempt, target=self.location)
 
 
+def _name(record: Mapping[str, Any]) -> str:
+    """A listed record's name in Route 53's returned form (a name we cannot read matches nothing)."""
+    try:
+        return route53_name(str(record.get("Name", "")))
+    except ValueError:
+        return ""
+
+
+def _target(record: Mapping[str, Any]) -> str:
+    values = record.get("ResourceRecords") or [{}]
+    return str(values[0].get("Value", "")) if isinstance(values[0], dict) else ""
+
+
 def endpoint_host(url: str, cloud: str) -> str:
     """The host name of an endpoint URL: what a CNAME can point at (no scheme, port or path)."""
     host = urlsplit(url if "://" in url else f"//{url}").hostname
     if not host:
         raise ConfigError(f"route53 routing backend: endpoint {url!r} of {cloud} has no host name")
     return host
-
-
-def translate_error(  # noqa: PLR0911  # a flat table: one return per family of errors
-    exc: BaseException, *, zone_id: str, target: str, endpoint: str
-) -> OrchestratorError | None:
-    """Map a botocore exception from a Route 53 call to the project's tree (None: not an SDK error)."""
-    from botocore import exceptions as bx
-
-    if isinstance(exc, bx.ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-        message = error.get("Message") or code
-        if code == "NoSuchHostedZone":
-            return NotFound(
-                f"hosted zone {zone_id} does not exist at {endpoint}; check the routing setting "
-                "hosted_zone_id (the DNS stack outputs it)",
-                uri=target,
-            )
-        if code in _DENIED_CODES or status in (401, 403):
-            return PermissionDenied(f"Route 53 refused access ({code}): {message}", uri=target)
-        if code in _TRANSIENT_CODES or status in (408, 429) or status >= 500:
-            return TransientError(f"Route 53 error {status} {code}: {message}", uri=target)
-        if code in _REFUSED_CODES:
-            return ConfigError(f"{target}: Route 53 refused the change ({code}): {message}")
-        if status == 404:
-            return NotFound(f"Route 53 error {code}: {message}", uri=target)
-        return StorageError(f"Route 53 error {status} {code}: {message}", uri=target)
-    # Connections, timeouts, credentials, TLS and region problems are the same for every AWS
-    # service: the storage layer's S3 translation already says them well.
-    from orchestrator.storage.aws import translate_error as translate_aws_error
-
-    return translate_aws_error(exc, target, endpoint)
 
 
 def _truncate(text: str, limit: int) -> str:

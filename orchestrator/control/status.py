@@ -1,0 +1,80 @@
+"""`orchestrator status`: the recorded state, the decision, and what every routing backend holds now."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.control.reports import flip_dict
+from orchestrator.errors import OrchestratorError
+from orchestrator.health.probe import short
+from orchestrator.routing.backends import RoutingBackend
+from orchestrator.state import StateStore
+
+if TYPE_CHECKING:
+    from orchestrator.control.plane import ControlPlane
+
+__all__ = ["status_report"]
+
+
+def status_report(plane: ControlPlane) -> dict[str, Any]:
+    """Each cloud's state, the decision, the desired weights, and per backend what it holds now
+    (read live, all backends at once) against them, with what the last reconciliation found."""
+
+    def read(_: StateStore) -> tuple[Any, ...]:
+        records = plane.records()
+        return records, plane.store.desired(), plane.store.recent_flips(limit=20), plane.store.backends()
+
+    records, desired, flips, recorded = plane.store.atomically(read)
+    decision = plane.decide(records)
+    routable = plane.desired_for_backends() if desired else None
+    backends = _inspect(plane, routable.weights if routable else None)
+    for entry in backends:
+        last = recorded.get(entry["location"])
+        entry["last_reconciled"] = (
+            {"at": last.at, "ok": last.ok, "error": last.error} if last is not None else None
+        )
+    return {
+        "clouds": {
+            name: {
+                "state": record.machine.state.value,
+                "reason": record.machine.last_reason,
+                "hold_until": record.machine.hold_until or None,
+                "flaps": record.machine.flaps,
+                "last_probe": record.last_probe,
+                "p95_ms": record.p95_ms,
+                "served_version": (record.last_probe or {}).get("served_version"),
+                "weight": (desired.weights.get(name) if desired else None),
+                "cost_per_million_usd": round(plane.costs[name].total * 1e6, 4),
+            }
+            for name, record in records.items()
+        },
+        "desired": {"weights": desired.weights, "at": desired.at, "reason": desired.reason}
+        if desired
+        else None,
+        "backends": backends,
+        "decision": decision.as_dict(),
+        "flips": [flip_dict(f) for f in flips],
+    }
+
+
+def _inspect(plane: ControlPlane, desired: dict[str, int] | None) -> list[dict[str, Any]]:
+    def one(backend: RoutingBackend) -> dict[str, Any]:
+        entry: dict[str, Any] = {"kind": backend.kind, "location": backend.location}
+        try:
+            comparison = backend.compare(desired or {}, plane.endpoints)
+        except Exception as exc:  # one backend unreachable: said, not raised
+            text = str(exc) if isinstance(exc, OrchestratorError) else f"{type(exc).__name__}: {exc}"
+            return {**entry, "in_effect": None, "in_sync": False, "differences": [], "error": short(text)}
+        return {
+            **entry,
+            "in_effect": comparison.in_effect,
+            "in_sync": comparison.in_sync,
+            "differences": list(comparison.differences),
+            "error": None,
+        }
+
+    if not plane.backends:
+        return []
+    with ThreadPoolExecutor(max_workers=len(plane.backends), thread_name_prefix="status") as pool:
+        return list(pool.map(one, plane.backends))
