@@ -64,9 +64,9 @@ class World:
     def __init__(self, work: Path) -> None:
         import boto3
 
+        from orchestrator.core.storage import open_storage
         from orchestrator.emulators import scrubbed_environ, start_moto
         from orchestrator.processes import start_endpoint
-        from orchestrator.storage import open_storage
         from orchestrator.sync import Target, sync_artifact
         from serving.train import TrainOptions, train
         from tests.faults import MisbehavingEndpoint

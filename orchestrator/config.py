@@ -41,8 +41,8 @@ from orchestrator.config_checks import (
     check_url,
 )
 from orchestrator.config_file import MAX_CONFIG_BYTES, MAX_CONFIG_NODES, parse_yaml, read_text
-from orchestrator.errors import ConfigError
-from orchestrator.names import NAME_PATTERN
+from orchestrator.core.errors import ConfigError
+from orchestrator.core.names import NAME_PATTERN
 from orchestrator.types import CLOUDS, CloudName
 
 __all__ = [
@@ -143,7 +143,7 @@ class CloudConfig(_Strict):
         if value is not None and not value.startswith(("s3://", "gs://", "az://", "file://", "/")):
             raise ValueError(f"{value!r} is not a bucket URI (s3://, gs://, az:// or file://)")
         if value is not None:
-            from orchestrator.storage import parse_uri
+            from orchestrator.core.storage import parse_uri
 
             try:
                 parse_uri(value)

@@ -15,7 +15,7 @@ import math
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from orchestrator.errors import ConfigError
+from orchestrator.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from orchestrator.config import Config
@@ -26,7 +26,7 @@ __all__ = ["MAX_URL_LENGTH", "check_settings", "check_state_location", "check_to
 _SECRET_SETTINGS = frozenset(
     {"connection_string", "account_key", "secret_access_key", "sas_token", "credentials"}
 )
-# Storage settings that are numbers (orchestrator.storage.base.TransferSettings), checked finite here.
+# Storage settings that are numbers (orchestrator.core.storage.base.TransferSettings), checked finite here.
 _NUMERIC_SETTINGS = frozenset(
     {"page_size", "part_size", "max_concurrency", "connect_timeout", "read_timeout"}
 )
@@ -100,7 +100,7 @@ def check_state_location(location: str) -> None:
         raise ValueError(
             f"scheme {scheme}:// is neither a SQLite file (a path, file://) nor s3://, gs://, az://"
         )
-    from orchestrator.storage import parse_uri
+    from orchestrator.core.storage import parse_uri
 
     try:
         parse_uri(location)
@@ -110,7 +110,7 @@ def check_state_location(location: str) -> None:
 
 def check_together(config: Config, source: str) -> None:
     """What no single key can check: settings against their URI, prices, the state's settings."""
-    from orchestrator.storage import allowed_settings
+    from orchestrator.core.storage import allowed_settings
 
     for name, cloud in config.clouds.items():
         if cloud.storage_settings and cloud.storage is None:

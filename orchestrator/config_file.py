@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.errors import ConfigError
+from orchestrator.core.errors import ConfigError
 
 __all__ = ["MAX_CONFIG_BYTES", "MAX_CONFIG_NODES", "decode_text", "parse_yaml", "read_text"]
 
@@ -119,8 +119,8 @@ def decode_text(data: bytes, source: str) -> str:
 
 
 def _read_object(source: str) -> bytes:
-    from orchestrator.errors import NotFound
-    from orchestrator.storage import open_storage
+    from orchestrator.core.errors import NotFound
+    from orchestrator.core.storage import open_storage
 
     root, _, key = source.rpartition("/")
     try:

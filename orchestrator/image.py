@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import __version__
-from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.core.errors import ConfigError, OrchestratorError
 
 __all__ = ["BuiltImage", "ImageError", "PushResult", "build", "push"]
 

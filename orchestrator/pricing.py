@@ -70,7 +70,7 @@ from datetime import date
 from importlib import resources
 from typing import Any, Literal, cast
 
-from orchestrator.errors import ConfigError
+from orchestrator.core.errors import ConfigError
 
 __all__ = [
     "PRICE_FIELDS",

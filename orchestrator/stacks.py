@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from orchestrator.config import Config, check_together, validate
-from orchestrator.errors import ConfigError
+from orchestrator.core.errors import ConfigError
 from orchestrator.types import CLOUDS
 
 __all__ = ["ENDPOINT_KEYS", "MASKED_SECRET", "config_from_outputs", "load_outputs"]

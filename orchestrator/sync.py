@@ -36,13 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import ArtifactError, NotFound, OrchestratorError, PreconditionFailed
-from orchestrator.registry import MAX_SEQUENCE, Pointer, pointer_key, read_pointer, version_prefix
-from orchestrator.storage import ObjectInfo, Storage
-from serving.artifact import MANIFEST_NAME, SIGNATURE_NAME, Manifest, hash_file, verify_artifact
+from orchestrator.core.artifact.integrity import hash_file, verify_artifact
+from orchestrator.core.artifact.layout import MAX_SEQUENCE, Pointer, pointer_key, read_pointer, version_prefix
+from orchestrator.core.artifact.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
+from orchestrator.core.errors import ArtifactError, NotFound, OrchestratorError, PreconditionFailed
+from orchestrator.core.storage import ObjectInfo, Storage
 
 if TYPE_CHECKING:
-    from serving.signing import SignatureVerifier
+    from orchestrator.core.artifact.signing import SignatureVerifier
 
 __all__ = ["SyncEvent", "SyncResult", "Target", "object_sha256", "sync_artifact"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from orchestrator.config import CLOUDS, Config, load_config
-from orchestrator.errors import ConfigError
-from orchestrator.storage import open_storage
+from orchestrator.core.errors import ConfigError
+from orchestrator.core.storage import open_storage
 from orchestrator.sync import Target
 
 __all__ = ["parse_clouds", "resolve_targets"]

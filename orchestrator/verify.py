@@ -19,14 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import NotFound, OrchestratorError
-from orchestrator.registry import read_pointer, version_prefix
-from orchestrator.storage import Storage
+from orchestrator.core.artifact.layout import read_pointer, version_prefix
+from orchestrator.core.artifact.manifest import (
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    FileEntry,
+    Manifest,
+    parse_manifest,
+)
+from orchestrator.core.errors import NotFound, OrchestratorError
+from orchestrator.core.storage import Storage
 from orchestrator.sync import OBJECT_CONCURRENCY, Target, object_sha256
-from serving.artifact import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Manifest, parse_manifest
 
 if TYPE_CHECKING:
-    from serving.signing import SignatureVerifier
+    from orchestrator.core.artifact.signing import SignatureVerifier
 
 __all__ = ["Drift", "VerifyResult", "verify_targets"]
 
@@ -143,7 +149,7 @@ def _check_signature(
     drift: Callable[[str, str], None],
 ) -> None:
     """Download the version as the endpoint would and check its signature with the public key."""
-    from serving.signing import SignatureError
+    from orchestrator.core.artifact.signing import SignatureError
 
     with tempfile.TemporaryDirectory(prefix="verify-signature-") as tmp:
         root = Path(tmp) / "artifact"

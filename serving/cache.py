@@ -1,7 +1,7 @@
 """The endpoint's model cache: one directory per version, confined to the cache root.
 
 Every path is built from a model name and a version that passed the grammar
-(:mod:`orchestrator.names`), then resolved (symlinks followed) and checked to lie inside the
+(:mod:`orchestrator.core.names`), then resolved (symlinks followed) and checked to lie inside the
 resolved cache root before anything is created or removed there. Nothing outside the root is ever
 removed: a symlink planted in the cache is unlinked itself, never followed, and an entry that
 resolves elsewhere is refused with an error naming it.
@@ -33,8 +33,8 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 
-from orchestrator.errors import ArtifactError, ConfigError
-from orchestrator.names import check_model_name, check_version, is_valid_name
+from orchestrator.core.errors import ArtifactError, ConfigError
+from orchestrator.core.names import check_model_name, check_version, is_valid_name
 
 __all__ = ["CacheError", "ModelCache"]
 

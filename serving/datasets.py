@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from orchestrator.errors import DatasetError
+from orchestrator.core.errors import DatasetError
 
 __all__ = ["BUILTIN_DATASETS", "DEFAULT_TARGET", "Dataset", "Split", "encode_labels", "load_dataset", "split"]
 

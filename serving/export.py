@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from orchestrator.errors import ArtifactError
-from serving.artifact import MODEL_FILE
+from orchestrator.core.artifact.manifest import MODEL_FILE
+from orchestrator.core.errors import ArtifactError
 
 __all__ = [
     "INPUT_NAME",

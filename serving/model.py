@@ -15,19 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from orchestrator.errors import ArtifactError
-from serving.artifact import MANIFEST_NAME, Manifest, hash_file, verify_artifact, verify_bytes
+from orchestrator.core.artifact.integrity import hash_file, verify_artifact, verify_bytes
+from orchestrator.core.artifact.manifest import CANARY_TOLERANCE, MANIFEST_NAME, Manifest
+from orchestrator.core.errors import ArtifactError
 
 if TYPE_CHECKING:
     import onnxruntime as ort
 
-    from serving.signing import SignatureVerifier
+    from orchestrator.core.artifact.signing import SignatureVerifier
 
-__all__ = ["CANARY_TOLERANCE", "Predictor", "invalid_rows", "load_verified"]
+__all__ = ["Predictor", "invalid_rows", "load_verified"]
 
-# Probabilities of the canary rows must match the manifest this closely. The exported model runs in
-# float64 end to end, so honest differences are ~1e-15; 1e-6 is the contract health checks use too.
-CANARY_TOLERANCE = 1e-6
 INPUT_NAME = "input"
 OUTPUTS = ("label", "probabilities")
 

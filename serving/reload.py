@@ -81,8 +81,8 @@ def next_delay(interval_s: float | None, outcome: LoadOutcome, failures: int) ->
 
 def failure_reason(exc: BaseException) -> str:
     """The ``reason`` label of ``model_load_failures_total`` for a refused or failed load."""
-    from orchestrator.errors import ArtifactError, ConfigError, StorageError
-    from serving.signing import SignatureError
+    from orchestrator.core.artifact.signing import SignatureError
+    from orchestrator.core.errors import ArtifactError, ConfigError, StorageError
 
     if isinstance(exc, SignatureError):
         return "signature"

@@ -33,68 +33,45 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from orchestrator.errors import ArtifactError, ConfigError, PermissionDenied, TransientError
-from orchestrator.names import check_model_name, check_version
-from serving.artifact import MANIFEST_NAME, MAX_MANIFEST_BYTES, SIGNATURE_NAME, Manifest, parse_manifest
+from orchestrator.core.artifact.layout import (
+    ModelLocation,
+    fetch_pointer,
+    parse_model_uri,
+    parse_pointer,
+    pointer_key,
+    version_prefix,
+)
+from orchestrator.core.artifact.manifest import (
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    SIGNATURE_NAME,
+    Manifest,
+    parse_manifest,
+)
+from orchestrator.core.artifact.signing import MAX_SIGNATURE_BYTES, SignatureVerifier
+from orchestrator.core.errors import ArtifactError, ConfigError, NotFound, PermissionDenied, TransientError
 from serving.cache import CacheError, ModelCache
 from serving.model import Predictor, load_verified
-from serving.signing import MAX_SIGNATURE_BYTES, SignatureVerifier
 
-__all__ = ["Loader", "ModelLocation", "StillRefused", "make_loader", "parse_model_uri"]
+__all__ = ["Loader", "StillRefused", "make_loader"]
 
 # Given the model currently served (or None), return the model to serve: ``current`` itself when
 # nothing changed, a newly verified one otherwise; raise to refuse.
 Loader = Callable[[Predictor | None], Predictor]
 
-_REMOTE_SCHEMES = ("s3", "gs", "az")
-_MODEL_PATH = re.compile(r"(?P<root>.*?)/?models/(?P<name>[^/]+)/(?P<ref>[^/]+)/?")
-LATEST = "LATEST"
 # Refusals remembered per loader: a pointer moving between many bad versions forgets the oldest.
 _REMEMBERED = 64
 
 
 class StillRefused(ArtifactError):
     """The source still holds what was refused before; nothing was downloaded this time."""
-
-
-@dataclass(frozen=True)
-class ModelLocation:
-    """A parsed remote ``MODEL_URI``: the bucket root, the model's name, and a version or LATEST."""
-
-    root: str  # the bucket URI the registry lives under
-    name: str
-    ref: str  # a version, or "LATEST"
-
-    @property
-    def follows_latest(self) -> bool:
-        """Whether the URI names ``LATEST`` (followed at every reload) rather than a version."""
-        return self.ref == LATEST
-
-
-def parse_model_uri(uri: str) -> ModelLocation:
-    """Parse ``{s3,gs,az}://BUCKET[/PREFIX]/models/NAME/(VERSION|LATEST)``; ConfigError naming
-    ``MODEL_URI`` otherwise (a name or version outside the grammar included)."""
-    parsed = urlparse(uri)
-    match = _MODEL_PATH.fullmatch(f"{parsed.netloc}{parsed.path}")
-    if parsed.scheme not in _REMOTE_SCHEMES or not match or parsed.query or parsed.fragment:
-        raise ConfigError(
-            f"MODEL_URI {uri!r}: expected {{s3,gs,az}}://BUCKET[/PREFIX]/models/NAME/(VERSION|LATEST), "
-            "or a local artifact directory"
-        )
-    name = check_model_name(match["name"], where=f"MODEL_URI {uri!r}", error=ConfigError)
-    ref = match["ref"]
-    if ref != LATEST:
-        check_version(ref, where=f"MODEL_URI {uri!r}", error=ConfigError)
-    return ModelLocation(root=f"{parsed.scheme}://{match['root']}", name=name, ref=ref)
 
 
 def make_loader(
@@ -177,7 +154,8 @@ class _RemoteLoader:
     def __init__(
         self, location: ModelLocation, cache: ModelCache, verifier: SignatureVerifier | None
     ) -> None:
-        from orchestrator.storage import open_storage
+        # Imported here: an endpoint serving a local directory never loads the storage layer.
+        from orchestrator.core.storage import open_storage
 
         self.location = location
         self.cache = cache
@@ -186,8 +164,6 @@ class _RemoteLoader:
         self.refused = _Refusals()
 
     def __call__(self, current: Predictor | None) -> Predictor:
-        from orchestrator.registry import fetch_pointer, parse_pointer, pointer_key, version_prefix
-
         name = self.location.name
         expected_sha: str | None = None
         if self.location.follows_latest:
@@ -221,8 +197,6 @@ class _RemoteLoader:
     def _load(self, version: str, expected_sha: str | None, current: Predictor | None) -> Predictor:
         """Load ``version`` through the cache, then keep only it and ``current``'s in the cache.
         A local failure (OSError) becomes a CacheError naming the bucket object and the cache."""
-        from orchestrator.registry import version_prefix
-
         prefix = version_prefix(self.location.name, version)
         source = self.storage.key_uri(prefix).rstrip("/")
         try:
@@ -277,8 +251,6 @@ class _RemoteLoader:
             raise ArtifactError(f"{self.storage.key_uri(key)}: changed while it was downloaded", path=key)
 
     def _download(self, prefix: str, version: str, expected_sha: str | None, dest: Path) -> None:
-        from orchestrator.errors import NotFound
-
         manifest_uri = self.storage.key_uri(prefix + MANIFEST_NAME)
         self._fetch(prefix + MANIFEST_NAME, dest / MANIFEST_NAME, limit=MAX_MANIFEST_BYTES)
         raw = (dest / MANIFEST_NAME).read_bytes()

@@ -3,7 +3,7 @@
 This module owns the pipeline (standard scaling, then logistic regression, multinomial or
 one-vs-rest), the hyperparameter search, the metric gate, the content-derived version and the
 assembly of the manifest. Loading data, metrics, ONNX export and the report live in their own
-modules; the artifact format in :mod:`serving.artifact`.
+modules; the artifact format in :mod:`orchestrator.core.artifact.manifest`.
 
 Order matters: everything is computed in memory (fit, export, agreement check, metrics, gate), and
 only a model that passed is staged in a temporary directory beside its destination and moved into
@@ -30,10 +30,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 import orchestrator
-from orchestrator.errors import ConfigError, DatasetError, GateError
-from orchestrator.names import check_model_name, is_valid_name
+from orchestrator.core.artifact.manifest import MODEL_FILE, Manifest
+from orchestrator.core.artifact.write import write_artifact
+from orchestrator.core.errors import ConfigError, DatasetError, GateError
+from orchestrator.core.names import check_model_name, is_valid_name
 from serving import datasets, report
-from serving.artifact import MODEL_FILE, Manifest, write_artifact
 from serving.evaluate import cv_summary, evaluate
 from serving.export import OPSET, Exported, OnnxModel, export
 
@@ -80,7 +81,7 @@ class TrainOptions:
         if self.min_f1_macro is not None and not 0.0 <= self.min_f1_macro <= 1.0:
             raise ConfigError(f"--min-f1-macro {self.min_f1_macro}: must be between 0 and 1")
         if self.name is not None:
-            # The one grammar (orchestrator.names), checked before any work is done.
+            # The one grammar (orchestrator.core.names), checked before any work is done.
             check_model_name(self.name, where="--name", error=ConfigError)
 
 
@@ -327,7 +328,7 @@ def _write(
         report.write_report(staging, fields, y_test, exported.probabilities)
         sign = None
         if signing_key is not None:
-            from serving.signing import sign_artifact
+            from orchestrator.core.artifact.signing import sign_artifact
 
             key = signing_key
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.artifact import verify_artifact
+from orchestrator.core.artifact.integrity import verify_artifact
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -13,9 +13,10 @@ import pytest
 from sklearn import datasets as skdatasets
 from sklearn import metrics as skm
 
-from orchestrator.errors import ArtifactError, ConfigError, DatasetError, GateError
+from orchestrator.core.artifact.integrity import verify_artifact
+from orchestrator.core.artifact.manifest import MODEL_FILE
+from orchestrator.core.errors import ArtifactError, ConfigError, DatasetError, GateError
 from serving import datasets
-from serving.artifact import MODEL_FILE, verify_artifact
 from serving.evaluate import evaluate
 from serving.train import TrainOptions, TrainResult, content_version, train
 

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.errors import OrchestratorError
 
 if TYPE_CHECKING:
     import typer
@@ -96,7 +96,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 def main() -> None:
     """The console script: every error is one line on stderr (``error: ...``) and an exit code:
-    the project's errors their own (:mod:`orchestrator.errors`), usage errors 2, Ctrl-C 130, and
+    the project's errors their own (:mod:`orchestrator.core.errors`), usage errors 2, Ctrl-C 130, and
     anything unexpected :data:`EXIT_INTERNAL`, naming only its type and where it was raised."""
     argv = sys.argv[1:]
     from orchestrator.cli._output import error

@@ -48,7 +48,7 @@ def health(
     """
     from orchestrator.cli._output import emit_json, error
     from orchestrator.cli._render_control import health_table, report_stale, round_json
-    from orchestrator.errors import ConfigError
+    from orchestrator.core.errors import ConfigError
 
     if once == watch:
         raise ConfigError("choose one of --once (a single round, for schedulers) or --watch (continuous)")
@@ -212,7 +212,7 @@ def config_from_stacks(
     if out is None:
         console.print(text, markup=False, highlight=False, end="")
         return
-    from orchestrator.errors import ConfigError
+    from orchestrator.core.errors import ConfigError
 
     try:
         out.write_text(text)

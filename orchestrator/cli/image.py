@@ -57,7 +57,7 @@ def image_push(
 
 def _registries(to: list[str], config: str | None) -> dict[str, str]:
     from orchestrator.config import load_config
-    from orchestrator.errors import ConfigError
+    from orchestrator.core.errors import ConfigError
     from orchestrator.targets import parse_clouds
 
     registries: dict[str, str] = {}

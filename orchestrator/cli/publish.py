@@ -20,7 +20,7 @@ SIGNING_KEY_ENV = "ORCHESTRATOR_SIGNING_KEY"
 def _verifier(public_key: str | None) -> object:
     if not public_key:
         return None
-    from serving.signing import SignatureVerifier, load_public_key
+    from orchestrator.core.artifact.signing import SignatureVerifier, load_public_key
 
     return SignatureVerifier(load_public_key(public_key, where=f"--signing-public-key ({PUBLIC_KEY_ENV})"))
 
@@ -86,8 +86,8 @@ def verify(
     """Check that every cloud holds exactly the manifest's files and that LATEST agrees everywhere."""
     from orchestrator.cli._output import emit_json
     from orchestrator.cli._render import verify_table
-    from orchestrator.errors import ConfigError
-    from orchestrator.names import check_model_name, check_version
+    from orchestrator.core.errors import ConfigError
+    from orchestrator.core.names import check_model_name, check_version
     from orchestrator.targets import resolve_targets
     from orchestrator.verify import verify_targets
 
@@ -131,8 +131,8 @@ def sign(
 ) -> None:
     """Sign an artifact (OpenSSF model signing): writes model.sig inside it, covering every file."""
     from orchestrator.cli._output import console, emit_json
-    from serving.artifact import verify_artifact
-    from serving.signing import sign_artifact
+    from orchestrator.core.artifact.integrity import verify_artifact
+    from orchestrator.core.artifact.signing import sign_artifact
 
     manifest = verify_artifact(model)  # never sign what does not match its own manifest
     signature = sign_artifact(model, key)

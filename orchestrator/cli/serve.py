@@ -15,7 +15,7 @@ import os
 import re
 from typing import TYPE_CHECKING, TypedDict
 
-from orchestrator.errors import ConfigError
+from orchestrator.core.errors import ConfigError
 
 if TYPE_CHECKING:
     import typer
@@ -93,9 +93,9 @@ def run(
             raise ConfigError(f"{name} {value}: must be a positive number of seconds")
     import uvicorn
 
+    from orchestrator.core.artifact.signing import SignatureVerifier, load_public_key
     from serving.app import create_app
     from serving.protocol import protocol_with_header_timeout
-    from serving.signing import SignatureVerifier, load_public_key
     from serving.source import make_loader
     from serving.telemetry import configure_logging, get_logger
 

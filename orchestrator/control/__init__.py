@@ -25,7 +25,7 @@ and an operator never waits behind a probe:
 
 ``health --once`` and ``health --watch`` hold the state's health-job lease (:data:`HEALTH_JOB_LEASE`)
 while they run, renewed inside every commit (so a run that lost it commits nothing), so scheduled
-runs never pile up: a second one exits with :class:`~orchestrator.errors.LeaseHeld` (exit 75).
+runs never pile up: a second one exits with :class:`~orchestrator.core.errors.LeaseHeld` (exit 75).
 """
 
 from orchestrator.control.plane import LEASE_SLACK_S, MAX_ONCE_SPACING_S, ControlPlane, open_backends

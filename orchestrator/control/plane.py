@@ -21,7 +21,7 @@ from orchestrator.config import Config
 from orchestrator.control import steps
 from orchestrator.control.reports import FailoverRefused, OperatorResult, RoundReport
 from orchestrator.control.status import status_report
-from orchestrator.errors import ConfigError, LeaseHeld, OrchestratorError, StateCorrupt
+from orchestrator.core.errors import ConfigError, LeaseHeld, OrchestratorError, StateCorrupt
 from orchestrator.health.probe import ProbeResult, short
 from orchestrator.health.prober import EXPECTATION_DEADLINE_S, Prober
 from orchestrator.health.record import CloudRecord

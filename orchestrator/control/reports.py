@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.errors import OrchestratorError
 from orchestrator.health.probe import ProbeResult
 from orchestrator.health.record import CloudRecord
 from orchestrator.routing import Decision

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.control.reports import flip_dict
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.errors import OrchestratorError
 from orchestrator.health.probe import short
 from orchestrator.routing.backends import RoutingBackend
 from orchestrator.state import StateStore

@@ -23,12 +23,12 @@ from rich.markup import escape
 
 from orchestrator.config import Config, load_config
 from orchestrator.control import ControlPlane, RoundReport
+from orchestrator.core.errors import OrchestratorError
 from orchestrator.demo.report import Timeline, summary_table, write_report
 from orchestrator.demo.traffic import Traffic, WeightsCache
 from orchestrator.demo.watch import Watch
 from orchestrator.demo.world import CLOUDS, LocalClouds, emulator_environment
 from orchestrator.emulators import EmulatorUnavailable
-from orchestrator.errors import OrchestratorError
 from orchestrator.routing.backends import open_backend
 from orchestrator.state import StateStore
 from orchestrator.types import Flip, HealthState
@@ -171,7 +171,7 @@ class _Story:
         self.timeline.event("zone", f"Route 53 hosted zone {self.clouds.zone_id} on moto")
 
     def train_v1(self) -> None:
-        from serving.signing import SignatureVerifier, generate_key_pair, load_public_key
+        from orchestrator.core.artifact.signing import SignatureVerifier, generate_key_pair, load_public_key
         from serving.train import TrainOptions, train
 
         # An ephemeral key pair in the work directory; in production the private key comes from a

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from orchestrator.config import Config
 from orchestrator.control import ControlPlane, RoundReport
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.errors import OrchestratorError
 from orchestrator.state import StateStore
 from orchestrator.types import Flip, HealthState
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from orchestrator.core.storage import Storage, open_storage
 from orchestrator.emulators import (
     Emulator,
     MotoServer,
@@ -26,7 +27,6 @@ from orchestrator.emulators import (
     start_moto,
 )
 from orchestrator.processes import Endpoint, free_port, start_endpoint
-from orchestrator.storage import Storage, open_storage
 from orchestrator.sync import Target
 
 __all__ = ["CLOUDS", "DOMAIN", "RECORD", "LocalClouds", "emulator_environment"]

@@ -20,11 +20,11 @@ import time
 from dataclasses import replace
 
 from orchestrator.config import Config
-from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.core.artifact.layout import Pointer, read_pointer, version_prefix
+from orchestrator.core.artifact.manifest import MANIFEST_NAME, parse_manifest
+from orchestrator.core.errors import ConfigError, OrchestratorError
+from orchestrator.core.storage import Storage, open_storage
 from orchestrator.health.probe import Expectation
-from orchestrator.registry import Pointer, read_pointer, version_prefix
-from orchestrator.storage import Storage, open_storage
-from serving.artifact import MANIFEST_NAME, parse_manifest
 
 __all__ = ["expected_model", "storages"]
 

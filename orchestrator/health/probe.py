@@ -37,11 +37,11 @@ from typing import Any
 import httpx
 import orjson
 
+from orchestrator.core.artifact.manifest import CANARY_TOLERANCE
+from orchestrator.core.names import NAME_PATTERN
 from orchestrator.health.state import Observation, Verdict
-from orchestrator.names import NAME_PATTERN
 
 __all__ = [
-    "CANARY_TOLERANCE",
     "MAX_BODY_BYTES",
     "MAX_REASON",
     "BadAnswer",
@@ -55,8 +55,6 @@ __all__ = [
     "wrong_answer",
 ]
 
-# Same tolerance as the endpoint's own load-time canary check (serving.model.CANARY_TOLERANCE).
-CANARY_TOLERANCE = 1e-6
 # The largest answer a probe reads. /readyz is a few hundred bytes, /v1/model the manifest's public
 # part (features, classes, metrics, canary: tens of kilobytes for the digits model), a canary answer
 # a few rows of probabilities. 1 MiB is far above all three and still reads in milliseconds.

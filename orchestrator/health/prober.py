@@ -36,10 +36,10 @@ from typing import Any, TypeVar
 import httpx
 
 from orchestrator.config import Config
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.errors import OrchestratorError
+from orchestrator.core.storage import RetryPolicy, Storage, open_storage
 from orchestrator.health.expect import expected_model
 from orchestrator.health.probe import Expectation, ProbeResult, probe_many, short
-from orchestrator.storage import RetryPolicy, Storage, open_storage
 
 __all__ = [
     "BUCKET_RETRY",

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from orchestrator.errors import OrchestratorError, StorageError
+from orchestrator.core.errors import OrchestratorError, StorageError
 from orchestrator.routing.backends import RoutingBackend
 from orchestrator.state.base import BackendStatus, DesiredWeights
 

@@ -15,14 +15,14 @@ stopped, and the health job's :class:`Lease`, so that runs of it do not pile up.
 
 Transactions are short by contract: the control plane probes before one and writes routing after
 one, never inside, so SQLite's write lock is held for milliseconds. A value read back that no
-orchestrator writes raises :class:`~orchestrator.errors.StateCorrupt` naming the location and key.
+orchestrator writes raises :class:`~orchestrator.core.errors.StateCorrupt` naming the location and key.
 
 Modules: :mod:`.base` (the interface, its value types and checks), :mod:`.sqlite` (a local file,
 the default; transactions take its write lock) and :mod:`.objectstore` (one versioned JSON
 document in S3, GCS or Azure, for jobs running in the cloud; transactions are optimistic, with
 conditional writes). :func:`open_state` picks one from the location. Either way no command loses
 another's writes; with object storage, a step that read what another command changed meanwhile
-raises :class:`~orchestrator.errors.StateConflict` with nothing written, and
+raises :class:`~orchestrator.core.errors.StateConflict` with nothing written, and
 :meth:`StateStore.atomically` runs such a step again.
 """
 
@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from orchestrator.errors import ConfigError
+from orchestrator.core.errors import ConfigError
 from orchestrator.state.base import (
     BUSY_TIMEOUT,
     DEFAULT_FLIP_LIMIT,
@@ -102,7 +102,7 @@ def open_state(
     - ``s3://bucket[/prefix]``, ``gs://...`` or ``az://...``: the document ``orchestrator/state.json``
       under that prefix (or the object itself if the URI ends in ``.json``), in a bucket that must
       exist. ``settings`` are the storage settings of
-      :func:`~orchestrator.storage.open_storage` (``endpoint_url``, ``region``, ``project``,
+      :func:`~orchestrator.core.storage.open_storage` (``endpoint_url``, ``region``, ``project``,
       ``connection_string``, ``account_url``...), as ``state.settings`` in the configuration.
 
     ``busy_timeout`` bounds how long a command waits for others' writes (SQLite's lock, or the

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from orchestrator.errors import LeaseHeld, StateConflict
+from orchestrator.core.errors import LeaseHeld, StateConflict
 from orchestrator.types import CLOUDS, Flip
 
 __all__ = [
@@ -153,7 +153,7 @@ class StateStore(abc.ABC):
         raises. Concurrent transactions never see each other's partial writes and never
         overwrite each other's reads: one waits for the other (SQLite), or (object storage) the
         one that loses the race re-applies its writes to the newer state when nothing it read
-        has changed, and otherwise raises :class:`~orchestrator.errors.StateConflict` at exit
+        has changed, and otherwise raises :class:`~orchestrator.core.errors.StateConflict` at exit
         with nothing written, to be repeated by the caller (:meth:`atomically`). Transactions
         nest: an inner block that raises undoes only its own writes."""
 
@@ -229,7 +229,7 @@ class StateStore(abc.ABC):
 
     def acquire_lease(self, name: str, holder: str, ttl_s: float) -> Lease:
         """Take the lease ``name`` for ``holder`` until ``ttl_s`` from now: if it is free, expired,
-        or already ``holder``'s. Raises :class:`~orchestrator.errors.LeaseHeld` while another
+        or already ``holder``'s. Raises :class:`~orchestrator.core.errors.LeaseHeld` while another
         holder's lease is live. One short transaction."""
         _check_ttl(ttl_s)
 

@@ -2,7 +2,7 @@
 
 :class:`Document` holds the sections in their stored (JSON) form; :func:`decode` parses and checks
 a stored document (schema :data:`DOCUMENT_SCHEMA_VERSION`, or 1, read as 2), so that a malformed
-one is refused once, with its location and the key at fault (:class:`~orchestrator.errors.StateCorrupt`),
+one is refused once, with its location and the key at fault (:class:`~orchestrator.core.errors.StateCorrupt`),
 instead of surfacing as a confusing error in some later command. :mod:`.objectstore` owns the
 transactions over it.
 """
@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar, get_args
 
 import orjson
 
-from orchestrator.errors import StateCorrupt, StorageError
+from orchestrator.core.errors import StateCorrupt, StorageError
 from orchestrator.state.base import (
     DesiredWeights,
     Override,

@@ -6,7 +6,7 @@
 The scheduled health job runs in a container without a local disk, possibly in two clouds at
 once, so its memory lives in a bucket: the document ``orchestrator/state.json`` under the URI's
 prefix (or the object itself when the URI ends in ``.json``). Settings are those of
-:func:`~orchestrator.storage.open_storage` (``endpoint_url``, ``region``, ``connection_string``...).
+:func:`~orchestrator.core.storage.open_storage` (``endpoint_url``, ``region``, ``connection_string``...).
 
 The document (schema :data:`DOCUMENT_SCHEMA_VERSION`; keys sorted, times in unix seconds)::
 
@@ -24,7 +24,7 @@ Flips and desired weights are bounded histories (:data:`MAX_FLIPS`, :data:`MAX_D
 the oldest entries fall off, so the document stays small enough to read and rewrite whole on
 every commit. A document of a newer schema, or one that is not an orchestrator state document, is
 refused rather than misread, and one whose values no orchestrator writes (a health state
-``"bogus"``, a weight that is not an integer) raises :class:`~orchestrator.errors.StateCorrupt`
+``"bogus"``, a weight that is not an integer) raises :class:`~orchestrator.core.errors.StateCorrupt`
 naming the key. Schema 1 documents (``applied_weights``, no ``backends`` or ``leases``) are read
 as schema 2 and written back as schema 2 at their next commit.
 
@@ -39,9 +39,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
-from orchestrator.errors import (
-    ConfigError,
-)
+from orchestrator.core.errors import ConfigError
+from orchestrator.core.storage import RetryPolicy, open_storage, parse_uri
 from orchestrator.state.base import (
     BUSY_TIMEOUT,
     DEFAULT_FLIP_LIMIT,
@@ -65,7 +64,6 @@ from orchestrator.state.document import (
     override_from_row,
 )
 from orchestrator.state.objectstore_tx import COMMIT_ATTEMPTS, DOCUMENT_KEY, OptimisticDocument
-from orchestrator.storage import RetryPolicy, open_storage, parse_uri
 from orchestrator.types import Flip, HealthState
 
 __all__ = [

@@ -13,7 +13,7 @@ backs off with full jitter, re-reads, and then
 
 - if every section the block read is unchanged, replays the mutations, in order, on the fresh
   document and tries again (at most :data:`COMMIT_ATTEMPTS` tries within the busy timeout);
-- otherwise it raises :class:`~orchestrator.errors.StateConflict` naming the stale sections, with
+- otherwise it raises :class:`~orchestrator.core.errors.StateConflict` naming the stale sections, with
   nothing written.
 
 Why replaying is safe. A mutation carries values, not deltas computed from what was read: the
@@ -44,7 +44,7 @@ the reverse order could pair old content with a new token and overwrite a commit
 more request. Each commit's ``version`` and random ``commit`` make every written document unique,
 so an S3 ETag (an MD5 of the content) always changes, and the storage layer's check that a
 retried write "already landed" can only ever recognise our own write. Transient failures are
-retried by the storage layer (:mod:`orchestrator.storage.retry`); ``stats`` counts reads,
+retried by the storage layer (:mod:`orchestrator.core.storage.retry`); ``stats`` counts reads,
 commits, conflicts, replays and stale transactions.
 
 gcp-storage-emulator ignores preconditions, so it cannot test any of this; real GCS enforces
@@ -65,11 +65,8 @@ from typing import Self
 
 import orjson
 
-from orchestrator.errors import (
-    NotFound,
-    PreconditionFailed,
-    StateConflict,
-)
+from orchestrator.core.errors import NotFound, PreconditionFailed, StateConflict
+from orchestrator.core.storage import Storage
 from orchestrator.state.base import (
     BUSY_TIMEOUT,
     StateStore,
@@ -82,7 +79,6 @@ from orchestrator.state.document import (
     Section,
     decode,
 )
-from orchestrator.storage import Storage
 
 __all__ = ["COMMIT_ATTEMPTS", "COMMIT_WAIT_INITIAL", "COMMIT_WAIT_MAX", "DOCUMENT_KEY", "OptimisticDocument"]
 

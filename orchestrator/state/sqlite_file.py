@@ -22,7 +22,7 @@ from typing import Any, Self
 
 import orjson
 
-from orchestrator.errors import ConfigError, StateCorrupt, StorageError, TransientError
+from orchestrator.core.errors import ConfigError, StateCorrupt, StorageError, TransientError
 from orchestrator.state.base import BUSY_TIMEOUT, StateStore
 from orchestrator.state.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, SCHEMA_VERSION_TABLE
 

@@ -29,10 +29,10 @@ import yaml
 
 from orchestrator.config import Config, load_config
 from orchestrator.control import ControlPlane
+from orchestrator.core.storage import open_storage
 from orchestrator.emulators import MotoServer
 from orchestrator.processes import Endpoint, start_endpoint
 from orchestrator.state import StateStore
-from orchestrator.storage import open_storage
 from orchestrator.sync import Target, sync_artifact
 from serving.train import TrainOptions, TrainResult, train
 from tests.faults import DelayProxy

@@ -21,10 +21,10 @@ import pytest
 
 from orchestrator.config import load_config
 from orchestrator.control import ControlPlane, RoundReport
+from orchestrator.core.storage import RetryPolicy
 from orchestrator.routing.backends.file import FileBackend
 from orchestrator.routing.backends.route53 import Route53Backend
 from orchestrator.state import BUSY_TIMEOUT, open_state
-from orchestrator.storage import RetryPolicy
 from orchestrator.types import HealthState
 from tests.control.conftest import Fleet, WatchProcess, run_cli, wait_until
 from tests.faults import DelayProxy

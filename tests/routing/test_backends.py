@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from orchestrator.core.errors import ConfigError, NotFound, PermissionDenied, StorageError, TransientError
 from orchestrator.emulators import HOST, MotoServer, start_moto
-from orchestrator.errors import ConfigError, NotFound, PermissionDenied, StorageError, TransientError
 from orchestrator.routing.backends import AppliedRouting, RoutingBackend, open_backend
 from orchestrator.routing.backends.file import FileBackend
 from orchestrator.routing.backends.route53 import DEFAULT_TTL, Route53Backend, translate_error

@@ -10,7 +10,7 @@ from importlib import resources
 
 import pytest
 
-from orchestrator.errors import ConfigError
+from orchestrator.core.errors import ConfigError
 from orchestrator.pricing import (
     PRICE_FIELDS,
     CostBreakdown,

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.errors import ArtifactError
-from serving.artifact import hash_file
+from orchestrator.core.artifact.integrity import hash_file
+from orchestrator.core.errors import ArtifactError
 from serving.batching import MicroBatcher
 from serving.model import load_verified
 from serving.reload import LoadOutcome, ModelHolder

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import ArtifactError, ConfigError, TransientError
+from orchestrator.core.artifact.layout import parse_model_uri
+from orchestrator.core.errors import ArtifactError, ConfigError, TransientError
 from serving.cache import ModelCache
 from serving.model import Predictor, load_verified
 from serving.reload import MAX_STALLED, LoadOutcome, ModelHolder, keep_loaded, next_delay
-from serving.source import make_loader, parse_model_uri
+from serving.source import make_loader
 from serving.telemetry import Metrics
 from serving.train import TrainResult
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.core.storage import NO_WAIT_RETRY, open_storage
 from orchestrator.emulators import Emulator
 from orchestrator.state import ObjectStoreStateStore, StateStore, open_state
-from orchestrator.storage import NO_WAIT_RETRY, open_storage
 
 STATE_BACKENDS = [
     pytest.param("sqlite", id="sqlite"),

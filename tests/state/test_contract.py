@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from orchestrator.errors import LeaseHeld
+from orchestrator.core.errors import LeaseHeld
 from orchestrator.state import (
     HEALTH_JOB_LEASE,
     MAX_LEASE_S,

@@ -16,7 +16,7 @@ import pytest
 
 from orchestrator.config import Config
 from orchestrator.control import ControlPlane, RoundReport
-from orchestrator.errors import LeaseHeld
+from orchestrator.core.errors import LeaseHeld
 from orchestrator.health.state import Machine, MachineConfig, Observation, Verdict, observe
 from orchestrator.routing import CloudInput, Decision, Demand, decide
 from orchestrator.routing.backends import open_backend

@@ -30,8 +30,7 @@ import google_crc32c
 import orjson
 import pytest
 
-from orchestrator.emulators import Azurite, MotoServer, closed_port
-from orchestrator.errors import (
+from orchestrator.core.errors import (
     ConfigError,
     NotFound,
     StateConflict,
@@ -39,6 +38,8 @@ from orchestrator.errors import (
     StorageError,
     TransientError,
 )
+from orchestrator.core.storage import NO_RETRY, NO_WAIT_RETRY, open_storage
+from orchestrator.emulators import Azurite, MotoServer, closed_port
 from orchestrator.state import (
     DOCUMENT_KEY,
     DOCUMENT_SCHEMA_VERSION,
@@ -53,7 +54,6 @@ from orchestrator.state import (
 )
 from orchestrator.state.objectstore import split_location
 from orchestrator.state.objectstore_tx import COMMIT_WAIT_INITIAL, COMMIT_WAIT_MAX
-from orchestrator.storage import NO_RETRY, NO_WAIT_RETRY, open_storage
 from orchestrator.types import Flip, HealthState
 from tests.state.conftest import GCS_IGNORES_PRECONDITIONS, FakeClock, StateBackend
 

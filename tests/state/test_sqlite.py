@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.errors import ConfigError, StateCorrupt, StorageError, TransientError
+from orchestrator.core.errors import ConfigError, StateCorrupt, StorageError, TransientError
 from orchestrator.state import (
     DEFAULT_STATE_PATH,
     HEALTH_JOB_LEASE,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.core.storage import NO_WAIT_RETRY, RetryPolicy, Storage, open_storage
 from orchestrator.emulators import Emulator, unique_bucket_name
-from orchestrator.storage import NO_WAIT_RETRY, RetryPolicy, Storage, open_storage
 
 BACKENDS = [
     pytest.param("local", id="local"),

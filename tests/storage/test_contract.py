@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.core.errors import NotFound, PreconditionFailed, StorageError
+from orchestrator.core.storage import ObjectInfo, RetryPolicy, Storage
 from orchestrator.emulators import Azurite, MotoServer
-from orchestrator.errors import NotFound, PreconditionFailed, StorageError
-from orchestrator.storage import ObjectInfo, RetryPolicy, Storage
 from tests.storage.conftest import SMALL_PART, Backend
 
 GCS_NO_PRECONDITIONS = (

@@ -14,8 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from orchestrator.errors import PreconditionFailed
-from orchestrator.storage import NO_WAIT_RETRY, Storage, open_storage
+from orchestrator.core.errors import PreconditionFailed
+from orchestrator.core.storage import NO_WAIT_RETRY, Storage, open_storage
 
 BUCKET = "recorded"
 

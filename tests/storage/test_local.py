@@ -12,8 +12,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from orchestrator.errors import NotFound, PreconditionFailed, StorageError
-from orchestrator.storage import NO_RETRY, Storage, open_storage
+from orchestrator.core.errors import NotFound, PreconditionFailed, StorageError
+from orchestrator.core.storage import NO_RETRY, Storage, open_storage
 
 
 def sha(data: bytes) -> str:

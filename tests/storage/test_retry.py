@@ -16,16 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.emulators import (
-    AZURITE_ACCOUNT,
-    AZURITE_KEY,
-    MotoServer,
-    closed_port,
-    start_moto,
-    unique_bucket_name,
+from orchestrator.core.errors import (
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+    StorageError,
+    TransientError,
 )
-from orchestrator.errors import NotFound, PermissionDenied, PreconditionFailed, StorageError, TransientError
-from orchestrator.storage import (
+from orchestrator.core.storage import (
     DEFAULT_RETRY,
     NO_RETRY,
     NO_WAIT_RETRY,
@@ -34,6 +32,14 @@ from orchestrator.storage import (
     Storage,
     StorageURI,
     open_storage,
+)
+from orchestrator.emulators import (
+    AZURITE_ACCOUNT,
+    AZURITE_KEY,
+    MotoServer,
+    closed_port,
+    start_moto,
+    unique_bucket_name,
 )
 
 # --- the fake transport -------------------------------------------------------------------

@@ -7,8 +7,14 @@ from collections.abc import Callable
 
 import pytest
 
-from orchestrator.errors import NotFound, PermissionDenied, PreconditionFailed, StorageError, TransientError
-from orchestrator.storage import aws, azure, gcp
+from orchestrator.core.errors import (
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+    StorageError,
+    TransientError,
+)
+from orchestrator.core.storage import aws, azure, gcp
 
 TARGET = "x://bucket/prefix/key"
 ENDPOINT = "http://127.0.0.1:9"

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.core.errors import ConfigError
+from orchestrator.core.storage import NO_WAIT_RETRY, StorageURI, open_storage, parse_uri
+from orchestrator.core.storage.aws import S3Storage
+from orchestrator.core.storage.azure import AzureStorage
+from orchestrator.core.storage.gcp import GCSStorage
+from orchestrator.core.storage.local import LocalStorage
 from orchestrator.emulators import Azurite, GcsEmulator, MotoServer
-from orchestrator.errors import ConfigError
-from orchestrator.storage import NO_WAIT_RETRY, StorageURI, open_storage, parse_uri
-from orchestrator.storage.aws import S3Storage
-from orchestrator.storage.azure import AzureStorage
-from orchestrator.storage.gcp import GCSStorage
-from orchestrator.storage.local import LocalStorage
 
 
 @pytest.mark.parametrize(
@@ -147,8 +147,8 @@ def test_importing_the_package_imports_no_cloud_sdk(tmp_path: Path) -> None:
     code = textwrap.dedent(
         f"""
         import sys
-        import orchestrator.storage
-        from orchestrator.storage import open_storage
+        import orchestrator.core.storage
+        from orchestrator.core.storage import open_storage
         with open_storage({str(tmp_path)!r}) as storage:
             storage.put("k", b"v", sha256={hashlib.sha256(b"v").hexdigest()!r})
             assert [i.key for i in storage.list()] == ["k"]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.core.storage import NO_WAIT_RETRY, open_storage
 from orchestrator.emulators import Azurite, Emulator, GcsEmulator, MotoServer
-from orchestrator.storage import NO_WAIT_RETRY, open_storage
 from orchestrator.sync import Target
 from serving.train import TrainOptions, TrainResult, train
 

@@ -81,7 +81,7 @@ def test_sync_then_verify_then_resync_from_a_config_file(run, config: Path, iris
 def test_verify_exits_nonzero_naming_cloud_and_object(run, config: Path, iris_v1: TrainResult) -> None:
     run("sync", "--model", str(iris_v1.path), "--config", str(config))
     gcs_uri = yaml.safe_load(config.read_text())["clouds"]["gcp"]
-    from orchestrator.storage import open_storage
+    from orchestrator.core.storage import open_storage
 
     open_storage(gcs_uri["storage"], settings=gcs_uri["storage_settings"]).delete(
         f"models/iris/{iris_v1.manifest.version}/report.md"
@@ -177,7 +177,7 @@ def test_the_configuration_can_live_in_a_bucket(moto_server: MotoServer) -> None
     import hashlib
     import os
 
-    from orchestrator.storage import open_storage
+    from orchestrator.core.storage import open_storage
 
     bucket = moto_server.create_bucket()
     text = yaml.safe_dump(

@@ -23,13 +23,18 @@ import httpx
 import orjson
 import pytest
 
+from orchestrator.core.artifact.layout import pointer_key
+from orchestrator.core.artifact.signing import (
+    SignatureVerifier,
+    generate_key_pair,
+    load_public_key,
+    sign_artifact,
+)
+from orchestrator.core.storage import Storage
 from orchestrator.emulators import MotoServer
 from orchestrator.processes import start_endpoint
-from orchestrator.registry import pointer_key
-from orchestrator.storage import Storage
 from orchestrator.sync import sync_artifact
 from serving.cache import ModelCache
-from serving.signing import SignatureVerifier, generate_key_pair, load_public_key, sign_artifact
 from serving.train import TrainResult
 from tests.sync.conftest import sign_as_anyone, target
 

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.emulators import MotoServer
-from orchestrator.errors import ArtifactError
-from orchestrator.sync import sync_artifact
-from serving.cache import ModelCache
-from serving.signing import (
+from orchestrator.core.artifact.signing import (
     SignatureError,
     SignatureVerifier,
     generate_key_pair,
     load_public_key,
     sign_artifact,
 )
+from orchestrator.core.errors import ArtifactError
+from orchestrator.emulators import MotoServer
+from orchestrator.sync import sync_artifact
+from serving.cache import ModelCache
 from serving.source import make_loader
 from serving.train import TrainOptions, TrainResult, train
 from tests.sync.conftest import target

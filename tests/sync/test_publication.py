@@ -15,18 +15,18 @@ from pathlib import Path
 import orjson
 import pytest
 
-from orchestrator.errors import ArtifactError
-from orchestrator.registry import Pointer, pointer_key, read_pointer
-from orchestrator.sync import SyncEvent, Target, sync_artifact
-from orchestrator.verify import verify_targets
-from serving.artifact import verify_artifact
-from serving.signing import (
+from orchestrator.core.artifact.integrity import verify_artifact
+from orchestrator.core.artifact.layout import Pointer, pointer_key, read_pointer
+from orchestrator.core.artifact.signing import (
     SignatureError,
     SignatureVerifier,
     generate_key_pair,
     load_public_key,
     sign_artifact,
 )
+from orchestrator.core.errors import ArtifactError
+from orchestrator.sync import SyncEvent, Target, sync_artifact
+from orchestrator.verify import verify_targets
 from serving.train import TrainOptions, TrainResult, train
 from tests.sync.conftest import bucket_of, sign_as_anyone
 

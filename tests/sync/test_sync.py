@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.core.artifact.layout import read_pointer
+from orchestrator.core.storage import NO_WAIT_RETRY, open_storage
 from orchestrator.emulators import Azurite, GcsEmulator, MotoServer, start_azurite, start_moto
-from orchestrator.registry import read_pointer
-from orchestrator.storage import NO_WAIT_RETRY, open_storage
 from orchestrator.sync import SyncEvent, Target, sync_artifact
 from orchestrator.verify import verify_targets
 from serving.train import TrainResult
@@ -242,7 +242,7 @@ def test_a_frozen_emulator_fails_its_cloud_and_a_rerun_sends_only_what_is_missin
 def test_a_bad_local_artifact_sends_nothing(
     three_clouds: list[Target], iris_v1: TrainResult, tmp_path: Path
 ) -> None:
-    from orchestrator.errors import ArtifactError
+    from orchestrator.core.errors import ArtifactError
 
     broken = tmp_path / "broken"
     shutil.copytree(iris_v1.path, broken)

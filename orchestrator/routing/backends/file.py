@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from orchestrator.errors import StorageError
+from orchestrator.core.errors import StorageError
 from orchestrator.routing.backends import (
     AppliedRouting,
     Comparison,

@@ -53,12 +53,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from orchestrator.errors import (
-    ConfigError,
-    OrchestratorError,
-    StorageError,
-)
-from orchestrator.lazy import LazyClient
+from orchestrator.core.errors import ConfigError, OrchestratorError, StorageError
+from orchestrator.core.lazy import LazyClient
+from orchestrator.core.storage.aws import boto3_client
+from orchestrator.core.storage.retry import RetryPolicy, call_with_retry
 from orchestrator.routing.backends import (
     AppliedRouting,
     Comparison,
@@ -68,8 +66,6 @@ from orchestrator.routing.backends import (
 )
 from orchestrator.routing.backends.route53_errors import translate_error
 from orchestrator.routing.dnsname import route53_name
-from orchestrator.storage.aws import boto3_client
-from orchestrator.storage.retry import RetryPolicy, call_with_retry
 from orchestrator.types import CLOUDS
 
 __all__ = [

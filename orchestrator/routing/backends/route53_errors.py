@@ -8,7 +8,7 @@ configuration; connection, credential, TLS and region problems are translated as
 
 from __future__ import annotations
 
-from orchestrator.errors import (
+from orchestrator.core.errors import (
     ConfigError,
     NotFound,
     OrchestratorError,
@@ -59,6 +59,6 @@ def translate_error(  # noqa: PLR0911  # a flat table: one return per family of 
         return StorageError(f"Route 53 error {status} {code}: {message}", uri=target)
     # Connections, timeouts, credentials, TLS and region problems are the same for every AWS
     # service: the storage layer's S3 translation already says them well.
-    from orchestrator.storage.aws import translate_error as translate_aws_error
+    from orchestrator.core.storage.aws import translate_error as translate_aws_error
 
     return translate_aws_error(exc, target, endpoint)

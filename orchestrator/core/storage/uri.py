@@ -1,4 +1,4 @@
-"""Storage URIs: parsing them, and opening the backend a URI names.
+"""Storage URIs: parsing them (pure: this module imports nothing of the storage layer).
 
 Accepted forms (the bucket or container must already exist; the prefix need not)::
 
@@ -7,38 +7,25 @@ Accepted forms (the bucket or container must already exist; the prefix need not)
     gs://bucket[/prefix]                Google Cloud Storage (or gcp-storage-emulator)
     az://container[/prefix]             Azure Blob Storage; the account comes from settings
 
-Only this module knows the schemes. Each backend module is imported when its scheme is first
-opened, so importing :mod:`orchestrator.storage` never imports a cloud SDK.
+Only this module knows the schemes; :mod:`~orchestrator.core.storage.backends` maps each to its
+backend and opens it.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import Literal, get_args
 from urllib.parse import quote, unquote, urlsplit
 
-from orchestrator.errors import ConfigError
+from orchestrator.core.errors import ConfigError
 
-if TYPE_CHECKING:
-    from orchestrator.storage.base import Storage
-    from orchestrator.storage.retry import RetryPolicy
+__all__ = ["Scheme", "StorageURI", "parse_uri"]
 
-__all__ = ["Scheme", "StorageURI", "allowed_settings", "open_storage", "parse_uri"]
-
+# file:// and the three clouds' schemes (orchestrator.core.contract.REMOTE_SCHEMES).
 Scheme = Literal["file", "s3", "gs", "az"]
-
-# scheme -> "module:Class", imported on first use (the lazy-import rule for cloud SDKs).
-_BACKENDS: dict[str, str] = {
-    "file": "orchestrator.storage.local:LocalStorage",
-    "s3": "orchestrator.storage.aws:S3Storage",
-    "gs": "orchestrator.storage.gcp:GCSStorage",
-    "az": "orchestrator.storage.azure:AzureStorage",
-}
 
 # Loose on purpose: each backend checks its provider's exact naming rules and says which rule
 # failed; this only keeps obviously broken URIs (spaces, ports, credentials) out.
@@ -99,51 +86,6 @@ def parse_uri(uri: str) -> StorageURI:
     if prefix and any(seg in ("", ".", "..") for seg in prefix.split("/")):
         raise ConfigError(f"invalid storage URI {uri!r}: the prefix has an empty, '.' or '..' segment")
     return StorageURI(scheme, bucket, prefix)  # type: ignore[arg-type]  # checked against Scheme above
-
-
-def open_storage(
-    uri: str,
-    *,
-    settings: Mapping[str, str] | None = None,
-    retry: RetryPolicy | None = None,
-) -> Storage:
-    """Open the backend ``uri`` names. No request is sent until the first operation.
-
-    ``settings`` are strings, as a configuration file supplies them: ``endpoint_url`` and
-    ``region`` (s3), ``endpoint_url`` and ``project`` (gs), ``connection_string`` and
-    ``account_url`` (az), and for every backend ``page_size``, ``part_size``,
-    ``max_concurrency``, ``connect_timeout`` and ``read_timeout``. Without them the standard
-    environment variables apply (``AWS_ENDPOINT_URL``, ``STORAGE_EMULATOR_HOST``,
-    ``AZURE_STORAGE_CONNECTION_STRING``...). An unknown setting is a :class:`ConfigError`.
-    ``retry`` defaults to :data:`~orchestrator.storage.retry.DEFAULT_RETRY`.
-    """
-    from orchestrator.storage.retry import DEFAULT_RETRY
-
-    location = parse_uri(uri)
-    cls = _backend_class(location.scheme)
-    given = dict(settings or {})
-    allowed = allowed_settings(uri)
-    unknown = sorted(set(given) - allowed)
-    if unknown:
-        raise ConfigError(
-            f"storage {uri}: unknown setting(s) {', '.join(unknown)}; "
-            f"{location.scheme}:// accepts {', '.join(sorted(allowed))}"
-        )
-    return cls(location, settings=given, retry=retry or DEFAULT_RETRY)
-
-
-def allowed_settings(uri: str) -> frozenset[str]:
-    """The setting keys :func:`open_storage` accepts for ``uri`` (ConfigError for a bad URI).
-    Imports the backend's module, never its SDK."""
-    from orchestrator.storage.base import COMMON_SETTINGS
-
-    return COMMON_SETTINGS | _backend_class(parse_uri(uri).scheme).settings_keys
-
-
-def _backend_class(scheme: str) -> type[Storage]:
-    module_name, _, class_name = _BACKENDS[scheme].partition(":")
-    cls: type[Storage] = getattr(importlib.import_module(module_name), class_name)
-    return cls
 
 
 def _normal_dir(path: str, uri: str) -> str:

@@ -31,7 +31,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import (
+from orchestrator.core.contract import ENV_AZURE_STORAGE_ACCOUNT
+from orchestrator.core.errors import (
     ConfigError,
     NotFound,
     PermissionDenied,
@@ -39,8 +40,8 @@ from orchestrator.errors import (
     StorageError,
     TransientError,
 )
-from orchestrator.lazy import LazyClient
-from orchestrator.storage.base import (
+from orchestrator.core.lazy import LazyClient
+from orchestrator.core.storage.base import (
     DEFAULT_CONTENT_TYPE,
     SHA256_METADATA_KEY,
     ObjectInfo,
@@ -48,8 +49,8 @@ from orchestrator.storage.base import (
     error_for_status,
     valid_sha256,
 )
-from orchestrator.storage.retry import RetryPolicy
-from orchestrator.storage.uri import StorageURI
+from orchestrator.core.storage.retry import RetryPolicy
+from orchestrator.core.storage.uri import StorageURI
 
 __all__ = ["AzureStorage", "translate_error"]
 
@@ -84,7 +85,7 @@ class AzureStorage(Storage):
         self._connection_string = (
             settings.get("connection_string") or os.environ.get("AZURE_STORAGE_CONNECTION_STRING") or None
         )
-        account = os.environ.get("AZURE_STORAGE_ACCOUNT")
+        account = os.environ.get(ENV_AZURE_STORAGE_ACCOUNT)
         self._account_url = settings.get("account_url") or (
             f"https://{account}.blob.core.windows.net" if account else None
         )

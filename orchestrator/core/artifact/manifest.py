@@ -1,9 +1,10 @@
-"""The model artifact: a directory of files plus ``manifest.json`` that names each file's sha256.
+"""The model artifact's manifest: a directory of files plus ``manifest.json`` that names each file's sha256.
 
 An artifact is the unit that is trained, gated, synced to every cloud and served. Nothing in it is
-trusted until :func:`verify_artifact` has hashed every file the manifest lists: the endpoint, the
-sync and the verify command all go through it. The manifest itself is not listed in ``files`` (it
-cannot hold its own hash); its sha256 is what the ``LATEST`` pointer carries.
+trusted until :func:`~orchestrator.core.artifact.integrity.verify_artifact` has hashed every file
+the manifest lists: the endpoint, the sync and the verify command all go through it. The manifest
+itself is not listed in ``files`` (it cannot hold its own hash); its sha256 is what the ``LATEST``
+pointer carries. This module owns the manifest's schema and its limits, and the canary's tolerance.
 
 Layout::
 
@@ -17,22 +18,19 @@ Layout::
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from orchestrator.errors import ArtifactError
-from orchestrator.names import NAME_PATTERN
+from orchestrator.core.errors import ArtifactError
+from orchestrator.core.names import NAME_PATTERN
 
 __all__ = [
+    "CANARY_TOLERANCE",
     "MANIFEST_NAME",
     "MAX_MANIFEST_BYTES",
     "MODEL_FILE",
@@ -43,19 +41,14 @@ __all__ = [
     "FileEntry",
     "Manifest",
     "check_entry_path",
-    "hash_file",
-    "iter_files",
     "load_manifest",
     "parse_manifest",
-    "verify_artifact",
-    "verify_bytes",
-    "write_artifact",
 ]
 
 MANIFEST_NAME = "manifest.json"
 MODEL_FILE = "model.onnx"
-# The OpenSSF model signature (serving.signing): it signs every file, the manifest included, so the
-# manifest cannot list it.
+# The OpenSSF model signature (orchestrator.core.artifact.signing): it signs every file, the
+# manifest included, so the manifest cannot list it.
 SIGNATURE_NAME = "model.sig"
 # Names a manifest entry may not take: the manifest itself and the signature.
 RESERVED_NAMES = frozenset({MANIFEST_NAME, SIGNATURE_NAME})
@@ -76,8 +69,11 @@ MAX_FEATURES = 100_000
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,199}")
 _MAX_DEPTH = 8
 _MAX_PATH = 1024
-# 1 MiB reads keep hashing at disk speed without holding large files in memory.
-_CHUNK = 1 << 20
+# The canary's probabilities must be reproduced this closely, by the endpoint when it loads a model
+# and by every health probe. The exported model runs in float64 end to end, so honest differences
+# are ~1e-15 (batching changes the summation order: ~1e-16); 1e-6 leaves room for another CPU's
+# rounding and still catches any model that is not the one the manifest describes.
+CANARY_TOLERANCE = 1e-6
 
 
 class _Frozen(BaseModel):
@@ -250,24 +246,6 @@ class Manifest(BaseModel):
         return orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
 
 
-def hash_file(path: Path) -> tuple[str, int]:
-    """Return (sha256 hex, size) of a file, read in chunks."""
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
-def iter_files(root: Path) -> Iterator[Path]:
-    """Every regular file under root except the manifest and the signature, in a stable order."""
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.relative_to(root).as_posix() not in RESERVED_NAMES:
-            yield path
-
-
 def parse_manifest(raw: bytes, *, source: str) -> Manifest:
     """Parse and validate a manifest; ArtifactError naming ``source`` and the field at fault.
 
@@ -308,96 +286,3 @@ def load_manifest(root: Path) -> Manifest:
             f"{path}: no manifest (is this an artifact directory?)", path=MANIFEST_NAME
         ) from exc
     return parse_manifest(raw, source=str(path))
-
-
-def verify_bytes(entry: FileEntry, data: bytes, *, source: str) -> None:
-    """Check bytes already in memory against their manifest entry."""
-    if len(data) != entry.size:
-        raise ArtifactError(
-            f"{source}: {entry.path} is {len(data)} bytes, manifest says {entry.size}", path=entry.path
-        )
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != entry.sha256:
-        raise ArtifactError(
-            f"{source}: {entry.path} sha256 {actual[:12]}… does not match manifest {entry.sha256[:12]}…",
-            path=entry.path,
-        )
-
-
-def verify_artifact(root: Path, *, source: str | None = None) -> Manifest:
-    """Hash every file the manifest lists; raise ArtifactError naming the first one that differs.
-
-    ``source`` is what messages name (a bucket URI for a download; default: ``root``). Files
-    present on disk but not in the manifest are ignored here (the signature, when one is required,
-    covers them: :mod:`serving.signing`).
-    """
-    where = source or str(root)
-    manifest = load_manifest(root) if source is None else _load_manifest_as(root, where)
-    base = root.resolve()
-    for entry in manifest.files:
-        path = root / entry.path
-        if not path.resolve().is_relative_to(base):
-            raise ArtifactError(
-                f"{where}: manifest path {entry.path!r} escapes the artifact", path=entry.path
-            )
-        if not path.is_file():
-            raise ArtifactError(f"{where}: {entry.path} is missing", path=entry.path)
-        sha, size = hash_file(path)
-        if size != entry.size:
-            raise ArtifactError(
-                f"{where}: {entry.path} is {size} bytes, manifest says {entry.size}", path=entry.path
-            )
-        if sha != entry.sha256:
-            raise ArtifactError(
-                f"{where}: {entry.path} sha256 {sha[:12]}… does not match manifest {entry.sha256[:12]}…",
-                path=entry.path,
-            )
-    return manifest
-
-
-def _load_manifest_as(root: Path, source: str) -> Manifest:
-    try:
-        return load_manifest(root)
-    except ArtifactError as exc:
-        # Name the object the manifest came from, not the local directory it was downloaded to.
-        raise ArtifactError(
-            str(exc).replace(str(root / MANIFEST_NAME), f"{source}/{MANIFEST_NAME}"), path=exc.path
-        ) from exc
-
-
-def write_artifact(
-    staging: Path,
-    manifest_fields: dict[str, Any],
-    out_dir: Path,
-    *,
-    sign: Callable[[Path], None] | None = None,
-) -> tuple[Path, Manifest]:
-    """Hash the files in ``staging``, write the manifest, and move the directory into place atomically.
-
-    ``sign`` (e.g. :func:`serving.signing.sign_artifact` with a key) is called on the staging
-    directory once the manifest is written, before the move.
-
-    ``manifest_fields`` is every Manifest field except ``files``. The artifact lands at
-    ``out_dir/<name>/<version>``; if that version already exists it is replaced as a whole, so a
-    reader never sees a mix of two trainings.
-    """
-    files = []
-    for path in iter_files(staging):
-        sha, size = hash_file(path)
-        files.append(FileEntry(path=path.relative_to(staging).as_posix(), sha256=sha, size=size))
-    manifest = Manifest.model_validate({**manifest_fields, "files": files})
-    (staging / MANIFEST_NAME).write_bytes(manifest.to_json())
-    if sign is not None:
-        sign(staging)
-
-    final = out_dir / manifest.name / manifest.version
-    final.parent.mkdir(parents=True, exist_ok=True)
-    # Rename is atomic within one filesystem; an existing version is moved aside first.
-    old = None
-    if final.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{manifest.version}.old-", dir=final.parent))
-        final.replace(old / "a")
-    staging.replace(final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return final, manifest

@@ -1,12 +1,12 @@
 """When and how often a storage request is retried.
 
-Only :class:`~orchestrator.errors.TransientError` is retried (timeouts, throttling, 5xx, refused
+Only :class:`~orchestrator.core.errors.TransientError` is retried (timeouts, throttling, 5xx, refused
 or dropped connections), with exponential backoff and full jitter, bounded both in attempts and
 in total time. Not found, permission denied and precondition failed are answers, not accidents:
 they are never retried. The SDKs' own retries are switched off in every backend so that this is
 the only retry loop and its bounds hold.
 
-The policy is a value passed to :func:`~orchestrator.storage.open_storage`; tests pass one with
+The policy is a value passed to :func:`~orchestrator.core.storage.open_storage`; tests pass one with
 zero waits (:data:`NO_WAIT_RETRY`) or :data:`NO_RETRY`, so nothing sleeps needlessly.
 """
 
@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import stamina
 
-from orchestrator.errors import TransientError
+from orchestrator.core.errors import TransientError
 
 __all__ = ["DEFAULT_RETRY", "NO_RETRY", "NO_WAIT_RETRY", "RetryPolicy", "call_with_retry"]
 

@@ -34,16 +34,16 @@ from typing import BinaryIO
 
 import orjson
 
-from orchestrator.errors import NotFound, PermissionDenied, PreconditionFailed, StorageError
-from orchestrator.storage.base import (
+from orchestrator.core.errors import NotFound, PermissionDenied, PreconditionFailed, StorageError
+from orchestrator.core.storage.base import (
     DEFAULT_CONTENT_TYPE,
     RESERVED_SEGMENT_PREFIX,
     ObjectInfo,
     Storage,
     valid_sha256,
 )
-from orchestrator.storage.retry import RetryPolicy
-from orchestrator.storage.uri import StorageURI
+from orchestrator.core.storage.retry import RetryPolicy
+from orchestrator.core.storage.uri import StorageURI
 
 __all__ = ["LocalStorage"]
 

@@ -1,4 +1,4 @@
-"""The model registry layout in every bucket, and the ``LATEST`` pointer.
+"""The artifacts' layout in every bucket, the ``LATEST`` pointer, and the model URI grammar.
 
 ::
 
@@ -17,28 +17,38 @@ date inside the artifact: an artifact's ``created_at`` is whatever its writer pu
 pointer also keeps a bounded ``history`` of the versions it pointed at before (newest first);
 ``sync`` refuses to move it back to one of them unless forced. A pointer written before
 ``sequence`` existed reads as sequence 0 with an empty history.
+
+A model URI names one model in a bucket, as the endpoint's ``MODEL_URI`` and the stacks'
+``model_uri`` output do: ``{s3,gs,az}://BUCKET[/PREFIX]/models/NAME/(VERSION|LATEST)``
+(:func:`parse_model_uri`).
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
+from urllib.parse import urlparse
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from orchestrator.errors import ArtifactError, NotFound
-from orchestrator.names import NAME_PATTERN, check_model_name, check_version, is_valid_name
-from orchestrator.storage import ObjectInfo, Storage
+from orchestrator.core.contract import ENV_MODEL_URI, MODELS, POINTER, REMOTE_SCHEMES
+from orchestrator.core.errors import ArtifactError, ConfigError, NotFound
+from orchestrator.core.names import NAME_PATTERN, check_model_name, check_version, is_valid_name
+
+if TYPE_CHECKING:  # annotations only: parsing a model URI or a pointer imports no storage layer
+    from orchestrator.core.storage import ObjectInfo, Storage
 
 __all__ = [
     "HISTORY_LENGTH",
     "MAX_POINTER_BYTES",
     "MAX_SEQUENCE",
-    "MODELS",
-    "POINTER",
+    "ModelLocation",
     "Pointer",
     "fetch_pointer",
+    "parse_model_uri",
     "parse_pointer",
     "pointer_key",
     "read_pointer",
@@ -46,8 +56,6 @@ __all__ = [
     "version_prefix",
 ]
 
-MODELS = "models"
-POINTER = "LATEST"
 # Versions the pointer remembers it pointed at: enough for any realistic rollback window (a later
 # issue builds `rollback` on it), small enough that the pointer stays a few kB.
 HISTORY_LENGTH: Final = 20
@@ -199,3 +207,39 @@ def parse_pointer(raw: bytes, uri: str) -> Pointer:
         else:
             detail = str(exc)
         raise ArtifactError(f"{uri}: not a valid pointer ({detail})", path=uri) from exc
+
+
+# <root>/models/<name>/<ref>, on the URI's bucket and path (the root may be empty: the bucket itself).
+_MODEL_PATH = re.compile(r"(?P<root>.*?)/?models/(?P<name>[^/]+)/(?P<ref>[^/]+)/?")
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    """A parsed model URI: the bucket root, the model's name, and a version or ``LATEST``."""
+
+    root: str  # the bucket URI the models/ layout lives under
+    name: str
+    ref: str  # a version, or "LATEST"
+
+    @property
+    def follows_latest(self) -> bool:
+        """Whether the URI names ``LATEST`` (followed at every reload) rather than a version."""
+        return self.ref == POINTER
+
+
+def parse_model_uri(uri: str, *, where: str = ENV_MODEL_URI) -> ModelLocation:
+    """Parse ``{s3,gs,az}://BUCKET[/PREFIX]/models/NAME/(VERSION|LATEST)``; ConfigError naming
+    ``where`` (default ``MODEL_URI``) and the URI otherwise (a name or version outside the grammar
+    included)."""
+    parsed = urlparse(uri)
+    match = _MODEL_PATH.fullmatch(f"{parsed.netloc}{parsed.path}")
+    if parsed.scheme not in REMOTE_SCHEMES or not match or parsed.query or parsed.fragment:
+        raise ConfigError(
+            f"{where} {uri!r}: expected {{{','.join(REMOTE_SCHEMES)}}}://BUCKET[/PREFIX]/models/NAME/"
+            f"(VERSION|{POINTER}), or a local artifact directory"
+        )
+    name = check_model_name(match["name"], where=f"{where} {uri!r}", error=ConfigError)
+    ref = match["ref"]
+    if ref != POINTER:
+        check_version(ref, where=f"{where} {uri!r}", error=ConfigError)
+    return ModelLocation(root=f"{parsed.scheme}://{match['root']}", name=name, ref=ref)

@@ -25,12 +25,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.errors import ArtifactError, ConfigError
-from serving.artifact import SIGNATURE_NAME
+from orchestrator.core.artifact.integrity import iter_files
+from orchestrator.core.artifact.manifest import SIGNATURE_NAME, load_manifest
+from orchestrator.core.errors import ArtifactError, ConfigError
 
 __all__ = [
     "MAX_SIGNATURE_BYTES",
-    "SIGNATURE_NAME",
     "SignatureError",
     "SignatureVerifier",
     "generate_key_pair",
@@ -195,8 +195,6 @@ def sign_artifact(root: Path, private_key: Path) -> Path:
     unreadable or not a supported key; ArtifactError naming the files if ``root`` holds any that
     its manifest does not list (only those are published, so a signature covering more would be
     refused everywhere)."""
-    from serving.artifact import iter_files, load_manifest
-
     listed = {entry.path for entry in load_manifest(root).files}
     if extra := sorted(
         p.relative_to(root).as_posix()

@@ -22,7 +22,7 @@ ETag: that is what ``verify --deep`` is for). Encoding the hash in the key would
 layout, and tags cost a request per object to read.
 
 Retries: botocore's own retries are off (one attempt) and s3transfer's download retries too, so
-:mod:`orchestrator.storage.retry` alone decides; timeouts are the common settings.
+:mod:`orchestrator.core.storage.retry` alone decides; timeouts are the common settings.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import (
+from orchestrator.core.errors import (
     ConfigError,
     NotFound,
     PermissionDenied,
@@ -43,8 +43,8 @@ from orchestrator.errors import (
     StorageError,
     TransientError,
 )
-from orchestrator.lazy import LazyClient
-from orchestrator.storage.base import (
+from orchestrator.core.lazy import LazyClient
+from orchestrator.core.storage.base import (
     DEFAULT_CONTENT_TYPE,
     SHA256_METADATA_KEY,
     ObjectInfo,
@@ -52,8 +52,8 @@ from orchestrator.storage.base import (
     error_for_status,
     valid_sha256,
 )
-from orchestrator.storage.retry import RetryPolicy
-from orchestrator.storage.uri import StorageURI
+from orchestrator.core.storage.retry import RetryPolicy
+from orchestrator.core.storage.uri import StorageURI
 
 __all__ = ["S3Storage", "translate_error"]
 

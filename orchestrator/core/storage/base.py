@@ -6,7 +6,7 @@ mapping keys to object names under the URI's prefix, counting requests in ``stat
 transient failures, naming the object in every error, atomic downloads, and checking that
 ``put(bytes)`` really has the sha256 it claims. A backend implements only the ``_``-prefixed
 hooks (one provider call each) and ``_translate``, which turns its SDK's exceptions into the
-project's :class:`~orchestrator.errors.StorageError` tree at the boundary.
+project's :class:`~orchestrator.core.errors.StorageError` tree at the boundary.
 
 Content identity is our own sha256, stored in each object's metadata under ``sha256``. ETags,
 generations and MD5s are only version tokens and transfer checks, never content hashes.
@@ -29,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self, TypeVar
 
-from orchestrator.errors import (
+from orchestrator.core.errors import (
     ConfigError,
     NotFound,
     PermissionDenied,
@@ -37,8 +37,8 @@ from orchestrator.errors import (
     StorageError,
     TransientError,
 )
-from orchestrator.storage.retry import RetryPolicy, call_with_retry
-from orchestrator.storage.uri import StorageURI
+from orchestrator.core.storage.retry import RetryPolicy, call_with_retry
+from orchestrator.core.storage.uri import StorageURI
 
 __all__ = [
     "COMMON_SETTINGS",

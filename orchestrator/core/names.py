@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from orchestrator.errors import ArtifactError
+from orchestrator.core.errors import ArtifactError
 
 __all__ = ["NAME_PATTERN", "NAME_RULE", "check_model_name", "check_version", "is_valid_name"]
 

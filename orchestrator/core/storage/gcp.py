@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import (
+from orchestrator.core.errors import (
     ConfigError,
     NotFound,
     PermissionDenied,
@@ -36,8 +36,8 @@ from orchestrator.errors import (
     StorageError,
     TransientError,
 )
-from orchestrator.lazy import LazyClient
-from orchestrator.storage.base import (
+from orchestrator.core.lazy import LazyClient
+from orchestrator.core.storage.base import (
     DEFAULT_CONTENT_TYPE,
     SHA256_METADATA_KEY,
     ObjectInfo,
@@ -45,8 +45,8 @@ from orchestrator.storage.base import (
     error_for_status,
     valid_sha256,
 )
-from orchestrator.storage.retry import RetryPolicy
-from orchestrator.storage.uri import StorageURI
+from orchestrator.core.storage.retry import RetryPolicy
+from orchestrator.core.storage.uri import StorageURI
 
 __all__ = ["GCSStorage", "translate_error"]
 
