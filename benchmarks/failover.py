@@ -68,7 +68,7 @@ class World:
         from orchestrator.emulators import scrubbed_environ, start_moto
         from orchestrator.processes import start_endpoint
         from orchestrator.sync import Target, sync_artifact
-        from serving.train import TrainOptions, train
+        from orchestrator.training.pipeline import TrainOptions, train
         from tests.faults import MisbehavingEndpoint
 
         remove, setting = scrubbed_environ(os.environ)

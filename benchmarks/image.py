@@ -83,7 +83,7 @@ def main() -> None:
         bare, _ = client.images.build(path=str(work), tag="bare-fastapi:bench", network_mode="host", rm=True)
         ours = build("ml-endpoint:bench")
 
-        from serving.train import TrainOptions, train
+        from orchestrator.training.pipeline import TrainOptions, train
 
         model = train(TrainOptions(dataset="digits", out=work / "artifacts"))
         ours_times, bare_times = [], []

@@ -123,7 +123,7 @@ def wrk(url: str, seconds: float, connections: int, body: str | None, workdir: P
 
 
 def train_digits(out: Path) -> Path:
-    from serving.train import TrainOptions, train
+    from orchestrator.training.pipeline import TrainOptions, train
 
     return train(TrainOptions(dataset="digits", out=out)).path
 

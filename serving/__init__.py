@@ -1,1 +1,1 @@
-"""The model: training pipeline, artifact format and the HTTP endpoint every cloud runs."""
+"""The model endpoint every cloud runs: one verified model over HTTP (``python -m serving``)."""

@@ -60,8 +60,8 @@ def test_train_prints_a_summary_and_the_artifact_path_last(tmp_path):
 
 
 def test_json_output_and_the_version_matches_an_in_process_training(tmp_path):
-    from serving.datasets import load_dataset
-    from serving.train import TrainOptions, content_version
+    from orchestrator.training.datasets import load_dataset
+    from orchestrator.training.pipeline import TrainOptions, content_version
 
     result = run(
         "train", "--dataset", "wine", "--name", "vino", "--out", str(tmp_path), "--json", cwd=tmp_path

@@ -1,4 +1,4 @@
-"""serving.evaluate: every metric cross-checked against a direct scikit-learn call on the same predictions."""
+"""orchestrator.training.evaluate: each metric checked against scikit-learn on the same predictions."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from serving.evaluate import cv_summary, evaluate
+from orchestrator.training.evaluate import cv_summary, evaluate
 
 CLASSES = ["ant", "bee", "cat", "dog"]
 

@@ -15,10 +15,12 @@ from sklearn import metrics as skm
 
 from orchestrator.core.artifact.integrity import verify_artifact
 from orchestrator.core.artifact.manifest import MODEL_FILE
-from orchestrator.core.errors import ArtifactError, ConfigError, DatasetError, GateError
-from serving import datasets
-from serving.evaluate import evaluate
-from serving.train import TrainOptions, TrainResult, content_version, train
+from orchestrator.core.errors import ArtifactError, ConfigError
+from orchestrator.training import datasets
+from orchestrator.training.datasets import DatasetError
+from orchestrator.training.evaluate import evaluate
+from orchestrator.training.gate import GateError
+from orchestrator.training.pipeline import TrainOptions, TrainResult, content_version, train
 
 STRATEGIES = ("multinomial", "ovr")
 
@@ -36,7 +38,7 @@ def iris(request, iris_artifacts) -> TrainResult:
 
 
 def _onnx_predict(model_path: Path, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Run the exported model with onnxruntime directly, independent of serving.export."""
+    """Run the exported model with onnxruntime directly, independent of orchestrator.training.export."""
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     labels, proba = session.run(["label", "probabilities"], {"input": X})
     return labels, proba
@@ -297,7 +299,7 @@ def test_gate_refuses_before_writing(tmp_path):
 
 
 def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
-    from serving import report
+    from orchestrator.training import report
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
@@ -316,7 +318,7 @@ def test_export_disagreeing_with_sklearn_is_refused(monkeypatch):
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from serving.export import export
+    from orchestrator.training.export import export
 
     X, y = skdatasets.load_iris(return_X_y=True)
     pipeline = Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression(max_iter=1000))]).fit(X, y)

@@ -1,4 +1,4 @@
-"""`orchestrator train`: fit, evaluate, gate and write a model artifact; :mod:`serving.train` does the work.
+"""`orchestrator train`: fit, evaluate, gate and write a model artifact (:mod:`orchestrator.training`).
 
 scikit-learn, skl2onnx and friends are imported inside the command, so registering it costs nothing.
 """
@@ -14,7 +14,7 @@ from orchestrator.cli import app
 from orchestrator.cli._output import console, emit_json
 
 if TYPE_CHECKING:
-    from serving.train import TrainResult
+    from orchestrator.training.pipeline import TrainResult
 
 __all__ = ["train"]
 
@@ -58,8 +58,8 @@ def train(
     ] = False,
 ) -> None:
     """Train a classifier and write a verified, versioned artifact; its path is the last line printed."""
-    from serving.train import TrainOptions
-    from serving.train import train as run_training
+    from orchestrator.training.pipeline import TrainOptions
+    from orchestrator.training.pipeline import train as run_training
 
     options = TrainOptions(
         dataset=dataset,

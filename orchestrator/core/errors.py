@@ -2,8 +2,8 @@
 
     OrchestratorError            base; ``str(err)`` is a complete message for a human
     ├── ConfigError              a configuration file or option is wrong (names the key)
-    ├── DatasetError             training data is unusable (names the column or problem)
-    ├── GateError                a trained model is below the metric gate
+    ├── DatasetError             training data is unusable (orchestrator.training.datasets)
+    ├── GateError                a trained model is below the metric gate (orchestrator.training.gate)
     ├── ArtifactError            an artifact failed verification (names the file)
     ├── LeaseHeld                another health job holds the job lease    (exit 75: try later)
     └── StorageError             a storage backend failed (names the URI)
@@ -22,8 +22,6 @@ from __future__ import annotations
 __all__ = [
     "ArtifactError",
     "ConfigError",
-    "DatasetError",
-    "GateError",
     "LeaseHeld",
     "NotFound",
     "OrchestratorError",
@@ -46,21 +44,6 @@ class ConfigError(OrchestratorError):
     """A configuration file, stack output or command-line option is invalid."""
 
     exit_code = 2
-
-
-class DatasetError(OrchestratorError):
-    """Training data cannot be used as given."""
-
-
-class GateError(OrchestratorError):
-    """A model scored below the configured metric gate; nothing was written."""
-
-    def __init__(self, metric: str, value: float, threshold: float) -> None:
-        self.metric, self.value, self.threshold = metric, value, threshold
-        super().__init__(
-            f"metric gate failed: {metric} = {value:.4f} is below the threshold {threshold:.4f}; "
-            "no artifact was written"
-        )
 
 
 class ArtifactError(OrchestratorError):

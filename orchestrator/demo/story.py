@@ -172,7 +172,7 @@ class _Story:
 
     def train_v1(self) -> None:
         from orchestrator.core.artifact.signing import SignatureVerifier, generate_key_pair, load_public_key
-        from serving.train import TrainOptions, train
+        from orchestrator.training.pipeline import TrainOptions, train
 
         # An ephemeral key pair in the work directory; in production the private key comes from a
         # secret store and only the public key is configuration.

@@ -34,7 +34,7 @@ from orchestrator.emulators import MotoServer
 from orchestrator.processes import Endpoint, start_endpoint
 from orchestrator.state import StateStore
 from orchestrator.sync import Target, sync_artifact
-from serving.train import TrainOptions, TrainResult, train
+from orchestrator.training.pipeline import TrainOptions, TrainResult, train
 from tests.faults import DelayProxy
 
 CLOUDS = ("aws", "gcp", "azure")

@@ -24,8 +24,8 @@ import pytest
 
 from orchestrator.health.probe import MAX_REASON
 from orchestrator.state import open_state
+from orchestrator.training.pipeline import TrainResult
 from orchestrator.types import HealthState
-from serving.train import TrainResult
 from tests.control.conftest import RECORD, Fleet, WatchProcess, run_cli, running_fleet, wait_until
 from tests.faults import MisbehavingEndpoint
 from tests.misbehaving import MODES

@@ -7,7 +7,7 @@ import pytest
 
 from orchestrator.image import ImageError, push
 from orchestrator.processes import free_port, wait_http
-from serving.train import TrainOptions, train
+from orchestrator.training.pipeline import TrainOptions, train
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.processes import Endpoint, start_endpoint
-from serving.train import TrainOptions, TrainResult, train
+from orchestrator.training.pipeline import TrainOptions, TrainResult, train
 
 StartEndpoint = Callable[..., Endpoint]
 

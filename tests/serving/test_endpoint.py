@@ -13,7 +13,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from orchestrator.processes import Endpoint
-from serving.train import TrainResult
+from orchestrator.training.pipeline import TrainResult
 from tests.serving.conftest import StartEndpoint
 
 ROWS = load_digits().data

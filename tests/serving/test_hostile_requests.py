@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.processes import Endpoint, start_endpoint
+from orchestrator.training.pipeline import TrainResult
 from serving.inputs import MAX_ROWS, InputError, decode_predict_request, decode_v2_request
-from serving.train import TrainResult
 
 WIDTH = 64
 ZERO_ROW = "[" + ", ".join(["0"] * WIDTH) + "]"

@@ -11,11 +11,11 @@ import pytest
 
 from orchestrator.core.artifact.integrity import hash_file
 from orchestrator.core.errors import ArtifactError
+from orchestrator.training.pipeline import TrainResult
 from serving.batching import MicroBatcher
 from serving.model import load_verified
 from serving.reload import LoadOutcome, ModelHolder
 from serving.telemetry import Metrics
-from serving.train import TrainResult
 
 
 def rewrite_manifest(root: Path, **changes: object) -> None:

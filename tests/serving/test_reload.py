@@ -10,12 +10,12 @@ import pytest
 
 from orchestrator.core.artifact.layout import parse_model_uri
 from orchestrator.core.errors import ArtifactError, ConfigError, TransientError
+from orchestrator.training.pipeline import TrainResult
 from serving.cache import ModelCache
 from serving.model import Predictor, load_verified
 from serving.reload import MAX_STALLED, LoadOutcome, ModelHolder, keep_loaded, next_delay
 from serving.source import make_loader
 from serving.telemetry import Metrics
-from serving.train import TrainResult
 
 
 @pytest.mark.parametrize(

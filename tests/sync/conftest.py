@@ -12,7 +12,7 @@ import pytest
 from orchestrator.core.storage import NO_WAIT_RETRY, open_storage
 from orchestrator.emulators import Azurite, Emulator, GcsEmulator, MotoServer
 from orchestrator.sync import Target
-from serving.train import TrainOptions, TrainResult, train
+from orchestrator.training.pipeline import TrainOptions, TrainResult, train
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from orchestrator.emulators import Azurite, GcsEmulator, MotoServer
-from serving.train import TrainResult
+from orchestrator.training.pipeline import TrainResult
 
 
 @pytest.fixture

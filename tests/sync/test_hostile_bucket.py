@@ -34,8 +34,8 @@ from orchestrator.core.storage import Storage
 from orchestrator.emulators import MotoServer
 from orchestrator.processes import start_endpoint
 from orchestrator.sync import sync_artifact
+from orchestrator.training.pipeline import TrainResult
 from serving.cache import ModelCache
-from serving.train import TrainResult
 from tests.sync.conftest import sign_as_anyone, target
 
 RELOAD_S = "0.2"

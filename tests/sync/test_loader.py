@@ -20,9 +20,9 @@ from orchestrator.core.artifact.signing import (
 from orchestrator.core.errors import ArtifactError
 from orchestrator.emulators import MotoServer
 from orchestrator.sync import sync_artifact
+from orchestrator.training.pipeline import TrainOptions, TrainResult, train
 from serving.cache import ModelCache
 from serving.source import make_loader
-from serving.train import TrainOptions, TrainResult, train
 from tests.sync.conftest import target
 
 

@@ -26,8 +26,8 @@ from orchestrator.core.artifact.signing import (
 )
 from orchestrator.core.errors import ArtifactError
 from orchestrator.sync import SyncEvent, Target, sync_artifact
+from orchestrator.training.pipeline import TrainOptions, TrainResult, train
 from orchestrator.verify import verify_targets
-from serving.train import TrainOptions, TrainResult, train
 from tests.sync.conftest import bucket_of, sign_as_anyone
 
 

@@ -11,7 +11,7 @@ import pytest
 from orchestrator.emulators import Emulator
 from orchestrator.processes import Endpoint, start_endpoint
 from orchestrator.sync import Target, sync_artifact
-from serving.train import TrainOptions, TrainResult, train
+from orchestrator.training.pipeline import TrainOptions, TrainResult, train
 from tests.sync.conftest import bucket_of, target
 
 

@@ -10,7 +10,7 @@ import pytest
 from orchestrator.emulators import MotoServer
 from orchestrator.processes import start_endpoint
 from orchestrator.sync import sync_artifact
-from serving.train import TrainOptions, TrainResult, train
+from orchestrator.training.pipeline import TrainOptions, TrainResult, train
 from tests.sync.conftest import target
 from tests.sync.slow_proxy import SlowProxy
 from tests.sync.test_serve_from_cloud import wait_for

@@ -18,15 +18,28 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from orchestrator.core.errors import DatasetError
+from orchestrator.core.errors import OrchestratorError
 
-__all__ = ["BUILTIN_DATASETS", "DEFAULT_TARGET", "Dataset", "Split", "encode_labels", "load_dataset", "split"]
+__all__ = [
+    "BUILTIN_DATASETS",
+    "DEFAULT_TARGET",
+    "Dataset",
+    "DatasetError",
+    "Split",
+    "encode_labels",
+    "load_dataset",
+    "split",
+]
 
 BUILTIN_DATASETS = ("iris", "wine", "digits")
 # The column a CSV's labels are read from when --target is not given.
 DEFAULT_TARGET = "target"
 # Listing every column of a wide CSV in an error would drown the message.
 _MAX_NAMED_COLUMNS = 20
+
+
+class DatasetError(OrchestratorError):
+    """Training data cannot be used as given (the message names the column or the problem)."""
 
 
 @dataclass(frozen=True, eq=False)

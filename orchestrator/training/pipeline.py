@@ -1,9 +1,9 @@
-"""Training: from a dataset to a verified, versioned artifact, or to a refusal that writes nothing.
+"""The training pipeline: from a dataset to a verified, versioned artifact, or a refusal writing nothing.
 
 This module owns the pipeline (standard scaling, then logistic regression, multinomial or
-one-vs-rest), the hyperparameter search, the metric gate, the content-derived version and the
-assembly of the manifest. Loading data, metrics, ONNX export and the report live in their own
-modules; the artifact format in :mod:`orchestrator.core.artifact.manifest`.
+one-vs-rest), the hyperparameter search, the content-derived version and the assembly of the
+manifest. Loading data, metrics, ONNX export, the canary, the metric gate and the report live in
+their own modules; the artifact format in :mod:`orchestrator.core.artifact`.
 
 Order matters: everything is computed in memory (fit, export, agreement check, metrics, gate), and
 only a model that passed is staged in a temporary directory beside its destination and moved into
@@ -32,11 +32,13 @@ from numpy.typing import NDArray
 import orchestrator
 from orchestrator.core.artifact.manifest import MODEL_FILE, Manifest
 from orchestrator.core.artifact.write import write_artifact
-from orchestrator.core.errors import ConfigError, DatasetError, GateError
+from orchestrator.core.errors import ConfigError
 from orchestrator.core.names import check_model_name, is_valid_name
-from serving import datasets, report
-from serving.evaluate import cv_summary, evaluate
-from serving.export import OPSET, Exported, OnnxModel, export
+from orchestrator.training import datasets, report
+from orchestrator.training.canary import synthetic_canary
+from orchestrator.training.evaluate import cv_summary, evaluate
+from orchestrator.training.export import OPSET, Exported, export
+from orchestrator.training.gate import check_gate
 
 __all__ = ["C_GRID", "Strategy", "TrainOptions", "TrainResult", "artifact_name", "content_version", "train"]
 
@@ -47,10 +49,6 @@ C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
 # lbfgs on standardised features converges in well under 1,000 iterations on the built-in
 # datasets; a run that does not is recorded in the manifest (training.converged), not hidden.
 MAX_ITER = 1000
-# Canary rows replayed by every health probe: enough to cover several classes, small enough to be cheap.
-CANARY_ROWS = 5
-# Fewer distinct predicted labels than this and a constant model would pass the canary.
-MIN_CANARY_CLASSES = 2
 _STEP = "classifier"
 
 
@@ -107,7 +105,7 @@ def train(opts: TrainOptions) -> TrainResult:
     metrics["cv"] = cv_summary(
         search.cv_results_, int(search.best_index_), _param_key(opts.strategy), opts.cv_folds
     )
-    _gate(metrics, opts.min_f1_macro)
+    check_gate(metrics, opts.min_f1_macro)
 
     fields = _manifest_fields(
         opts=opts,
@@ -204,57 +202,12 @@ def _converged(pipeline: Any) -> bool:
     return all(int(np.max(e.n_iter_)) < MAX_ITER for e in estimators)
 
 
-def _gate(metrics: dict[str, Any], threshold: float | None) -> None:
-    if threshold is not None and metrics["f1_macro"] < threshold:
-        raise GateError("f1_macro", metrics["f1_macro"], threshold)
-
-
 def _framework() -> dict[str, str]:
     packages = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy")
     return {
         "python": platform.python_version(),
         **{p: metadata.version(p) for p in packages},
         "orchestrator": orchestrator.__version__,
-    }
-
-
-def _canary(dataset: datasets.Dataset, train: NDArray[np.intp], model: bytes) -> dict[str, Any]:
-    """Synthetic canary rows with the exported model's outputs: never rows of the dataset.
-
-    ``/v1/model`` publishes the canary to anyone, so it must not leak training data. Candidates are
-    each class's mean training row, then the midpoints between consecutive class means; any
-    candidate equal to a dataset row is dropped. Up to :data:`CANARY_ROWS` are kept, first those
-    whose predicted label is new (so the labels cover as many classes as possible), in class order.
-    Fewer than :data:`MIN_CANARY_CLASSES` distinct labels: DatasetError (a canary one constant model
-    would pass proves nothing).
-    """
-    X, y = dataset.X[train], dataset.y[train]
-    means = np.array([X[y == k].mean(axis=0) for k in range(len(dataset.classes)) if np.any(y == k)])
-    midpoints = (means[:-1] + means[1:]) / 2 if len(means) > 1 else np.empty((0, X.shape[1]))
-    candidates = np.vstack([means, midpoints])
-    known = {row.tobytes() for row in np.ascontiguousarray(dataset.X, dtype=np.float64)}
-    candidates = np.array([c for c in candidates if c.astype(np.float64).tobytes() not in known])
-    labels, probabilities = OnnxModel(model).predict(candidates)
-    chosen: list[int] = []
-    seen: set[int] = set()
-    for i, label in enumerate(labels):  # one row per new label first
-        if int(label) not in seen and len(chosen) < CANARY_ROWS:
-            chosen.append(i)
-            seen.add(int(label))
-    for i in range(len(candidates)):  # then fill up, if there are fewer labels than rows
-        if len(chosen) >= CANARY_ROWS:
-            break
-        if i not in chosen:
-            chosen.append(i)
-    if len(seen) < MIN_CANARY_CLASSES:
-        raise DatasetError(
-            f"the model predicts one class for every synthetic canary row; a canary must cover at least "
-            f"{MIN_CANARY_CLASSES} classes"
-        )
-    return {
-        "instances": candidates[chosen].tolist(),
-        "labels": [dataset.classes[int(labels[i])] for i in chosen],
-        "probabilities": probabilities[chosen].tolist(),
     }
 
 
@@ -304,7 +257,7 @@ def _manifest_fields(
         },
         "metrics": metrics,
         "export": exported.info,
-        "canary": _canary(dataset, split.train, exported.model),
+        "canary": synthetic_canary(dataset, split.train, exported.model),
     }
 
 
