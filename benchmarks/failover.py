@@ -67,7 +67,7 @@ class World:
         from orchestrator.core.storage import open_storage
         from orchestrator.emulators import scrubbed_environ, start_moto
         from orchestrator.processes import start_endpoint
-        from orchestrator.sync import Target, sync_artifact
+        from orchestrator.publish.sync import Target, sync_artifact
         from orchestrator.training.pipeline import TrainOptions, train
         from tests.faults import MisbehavingEndpoint
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from orchestrator.config import CLOUDS, Config, load_config
 from orchestrator.core.errors import ConfigError
 from orchestrator.core.storage import open_storage
-from orchestrator.sync import Target
+from orchestrator.publish.sync import Target
 
 __all__ = ["parse_clouds", "resolve_targets"]
 

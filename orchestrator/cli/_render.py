@@ -11,8 +11,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 from rich.table import Table
 
 from orchestrator.cli._output import console
-from orchestrator.sync import SyncEvent, SyncResult, Target
-from orchestrator.verify import Drift, VerifyResult
+from orchestrator.publish.sync import SyncEvent, SyncResult, Target
+from orchestrator.publish.verify import Drift, VerifyResult
 
 __all__ = ["sync_progress", "sync_table", "verify_table"]
 

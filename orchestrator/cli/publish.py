@@ -48,7 +48,7 @@ def sync(
     """Publish an artifact to every cloud's bucket, verify it landed, then move LATEST."""
     from orchestrator.cli._output import console, emit_json
     from orchestrator.cli._render import sync_progress, sync_table
-    from orchestrator.sync import sync_artifact
+    from orchestrator.publish.sync import sync_artifact
     from orchestrator.targets import resolve_targets
 
     verifier: Any = _verifier(signing_public_key)
@@ -88,8 +88,8 @@ def verify(
     from orchestrator.cli._render import verify_table
     from orchestrator.core.errors import ConfigError
     from orchestrator.core.names import check_model_name, check_version
+    from orchestrator.publish.verify import verify_targets
     from orchestrator.targets import resolve_targets
-    from orchestrator.verify import verify_targets
 
     verifier: Any = _verifier(signing_public_key)
     targets, cfg = resolve_targets(config_path=config, clouds=clouds, to=to)
@@ -131,11 +131,9 @@ def sign(
 ) -> None:
     """Sign an artifact (OpenSSF model signing): writes model.sig inside it, covering every file."""
     from orchestrator.cli._output import console, emit_json
-    from orchestrator.core.artifact.integrity import verify_artifact
-    from orchestrator.core.artifact.signing import sign_artifact
+    from orchestrator.publish.sign import sign_verified
 
-    manifest = verify_artifact(model)  # never sign what does not match its own manifest
-    signature = sign_artifact(model, key)
+    manifest, signature = sign_verified(model, key)
     if json_out:
         emit_json({"model": manifest.name, "version": manifest.version, "signature": str(signature)})
         return

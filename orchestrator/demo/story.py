@@ -199,8 +199,8 @@ class _Story:
         self.rows, self.labels = _held_out_rows(m)
 
     def sync(self, which: str) -> None:
-        from orchestrator.sync import sync_artifact
-        from orchestrator.verify import verify_targets
+        from orchestrator.publish.sync import sync_artifact
+        from orchestrator.publish.verify import verify_targets
 
         targets = self.clouds.targets()
         try:

@@ -27,7 +27,7 @@ from orchestrator.emulators import (
     start_moto,
 )
 from orchestrator.processes import Endpoint, free_port, start_endpoint
-from orchestrator.sync import Target
+from orchestrator.publish.sync import Target
 
 __all__ = ["CLOUDS", "DOMAIN", "RECORD", "LocalClouds", "emulator_environment"]
 

@@ -32,8 +32,8 @@ from orchestrator.control import ControlPlane
 from orchestrator.core.storage import open_storage
 from orchestrator.emulators import MotoServer
 from orchestrator.processes import Endpoint, start_endpoint
+from orchestrator.publish.sync import Target, sync_artifact
 from orchestrator.state import StateStore
-from orchestrator.sync import Target, sync_artifact
 from orchestrator.training.pipeline import TrainOptions, TrainResult, train
 from tests.faults import DelayProxy
 

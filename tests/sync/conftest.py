@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator.core.storage import NO_WAIT_RETRY, open_storage
 from orchestrator.emulators import Azurite, Emulator, GcsEmulator, MotoServer
-from orchestrator.sync import Target
+from orchestrator.publish.sync import Target
 from orchestrator.training.pipeline import TrainOptions, TrainResult, train
 
 

@@ -33,7 +33,7 @@ from orchestrator.core.artifact.signing import (
 from orchestrator.core.storage import Storage
 from orchestrator.emulators import MotoServer
 from orchestrator.processes import start_endpoint
-from orchestrator.sync import sync_artifact
+from orchestrator.publish.sync import sync_artifact
 from orchestrator.training.pipeline import TrainResult
 from serving.cache import ModelCache
 from tests.sync.conftest import sign_as_anyone, target

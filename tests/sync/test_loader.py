@@ -19,7 +19,7 @@ from orchestrator.core.artifact.signing import (
 )
 from orchestrator.core.errors import ArtifactError
 from orchestrator.emulators import MotoServer
-from orchestrator.sync import sync_artifact
+from orchestrator.publish.sync import sync_artifact
 from orchestrator.training.pipeline import TrainOptions, TrainResult, train
 from serving.cache import ModelCache
 from serving.source import make_loader

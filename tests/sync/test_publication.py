@@ -25,9 +25,9 @@ from orchestrator.core.artifact.signing import (
     sign_artifact,
 )
 from orchestrator.core.errors import ArtifactError
-from orchestrator.sync import SyncEvent, Target, sync_artifact
+from orchestrator.publish.sync import SyncEvent, Target, sync_artifact
+from orchestrator.publish.verify import verify_targets
 from orchestrator.training.pipeline import TrainOptions, TrainResult, train
-from orchestrator.verify import verify_targets
 from tests.sync.conftest import bucket_of, sign_as_anyone
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.emulators import Emulator
 from orchestrator.processes import Endpoint, start_endpoint
-from orchestrator.sync import Target, sync_artifact
+from orchestrator.publish.sync import Target, sync_artifact
 from orchestrator.training.pipeline import TrainOptions, TrainResult, train
 from tests.sync.conftest import bucket_of, target
 

@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.emulators import MotoServer
 from orchestrator.processes import start_endpoint
-from orchestrator.sync import sync_artifact
+from orchestrator.publish.sync import sync_artifact
 from orchestrator.training.pipeline import TrainOptions, TrainResult, train
 from tests.sync.conftest import target
 from tests.sync.slow_proxy import SlowProxy

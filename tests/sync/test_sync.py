@@ -11,9 +11,9 @@ import pytest
 from orchestrator.core.artifact.layout import read_pointer
 from orchestrator.core.storage import NO_WAIT_RETRY, open_storage
 from orchestrator.emulators import Azurite, GcsEmulator, MotoServer, start_azurite, start_moto
-from orchestrator.sync import SyncEvent, Target, sync_artifact
+from orchestrator.publish.sync import SyncEvent, Target, sync_artifact
+from orchestrator.publish.verify import verify_targets
 from orchestrator.training.pipeline import TrainResult
-from orchestrator.verify import verify_targets
 from tests.sync.conftest import bucket_of, rewritten, target
 
 ALL_FILES = {"model.onnx", "report.md", "confusion_matrix.png", "roc_ovr.png", "manifest.json"}

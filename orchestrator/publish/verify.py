@@ -29,7 +29,7 @@ from orchestrator.core.artifact.manifest import (
 )
 from orchestrator.core.errors import NotFound, OrchestratorError
 from orchestrator.core.storage import Storage
-from orchestrator.sync import OBJECT_CONCURRENCY, Target, object_sha256
+from orchestrator.publish.sync import OBJECT_CONCURRENCY, Target, object_sha256
 
 if TYPE_CHECKING:
     from orchestrator.core.artifact.signing import SignatureVerifier
