@@ -46,10 +46,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.health.state import Machine, MachineConfig, Observation, Verdict, observe  # noqa: E402
-from orchestrator.pricing import Traffic, cost_per_request, load_prices  # noqa: E402
-from orchestrator.routing import CloudInput, Demand, decide  # noqa: E402
-from orchestrator.types import HealthState  # noqa: E402
+from orchestrator.control.health.machine import Machine, MachineConfig, Observation, Verdict, observe  # noqa: E402
+from orchestrator.control.routing import CloudInput, Demand, decide  # noqa: E402
+from orchestrator.control.routing.pricing import Load, cost_per_request, load_prices  # noqa: E402
+from orchestrator.control.types import HealthState  # noqa: E402
 
 CLOUDS = ("aws", "gcp", "azure")
 INTERVAL_S, THRESHOLD, TIMEOUT_S = 0.5, 2, 0.5
@@ -156,13 +156,13 @@ def wait(condition, timeout: float = 30.0, what: str = "the fleet") -> float:
 
 # -- part 1: live ------------------------------------------------------------------------------
 def live(world: World, trials: int, mode_trials: int) -> dict[str, object]:
-    from orchestrator.config import load_config
-    from orchestrator.control import ControlPlane
-    from orchestrator.state import StateStore
+    from orchestrator.control.config import load_config
+    from orchestrator.control.store import StateStore
+    from orchestrator.control.wiring import open_plane
     from tests.misbehaving import MODES
 
     cfg = load_config(world.config("live"))
-    plane = ControlPlane(cfg, store=StateStore.open(cfg.state.path))
+    plane = open_plane(cfg, store=StateStore.open(cfg.state.path))
     stop = threading.Event()
     watcher = threading.Thread(
         target=plane.watch, kwargs={"apply": True, "stop": stop.is_set, "on_round": lambda r: None}
@@ -278,7 +278,7 @@ def rate_at(second: int, rng: random.Random) -> float:
 def replay(seed: int = 0) -> dict[str, float]:
     rng = random.Random(seed)
     prices = load_prices()
-    traffic = Traffic(70.0, 600.0, 400.0, 0.0003)
+    traffic = Load(70.0, 600.0, 400.0, 0.0003)
     cost = {c: cost_per_request(c, prices, traffic, 1.0, 2.0, 80).total for c in CLOUDS}
     cfg = MachineConfig(
         unhealthy_threshold=THRESHOLD, healthy_threshold=3, hold_down_s=10.0, max_hold_down_s=120.0

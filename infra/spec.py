@@ -62,7 +62,7 @@ __all__ = [
 
 Cloud: TypeAlias = Literal["aws", "gcp", "azure"]
 StackKind: TypeAlias = Literal["aws", "gcp", "azure", "dns"]
-# The same cloud keys as the orchestrator (orchestrator.types.CLOUDS) and Route 53's SetIdentifier.
+# The same cloud keys as the orchestrator (orchestrator.core.contract.CLOUDS) and Route 53's SetIdentifier.
 CLOUDS: Final[tuple[Cloud, ...]] = ("aws", "gcp", "azure")
 
 # Where each cloud's region lives: the provider's own configuration key.

@@ -11,10 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.cli._output import console, err_console, error, shown
-from orchestrator.control import EXIT_STALE_BACKEND, OperatorResult, RoundReport, flip_dict
-from orchestrator.routing import Decision
-from orchestrator.routing.reconcile import BackendResult
-from orchestrator.types import HealthState
+from orchestrator.control.reports import EXIT_STALE_BACKEND, OperatorResult, RoundReport, flip_dict
+from orchestrator.control.routing import Decision
+from orchestrator.control.routing.reconcile import BackendResult
+from orchestrator.control.types import HealthState
 
 __all__ = [
     "backend_json",
@@ -78,7 +78,7 @@ def decision_table(
 
 def report_stale(backends: Sequence[BackendResult], *, exit_code: bool = False) -> None:
     """One ``error:`` line per routing backend that does not hold the decision; with ``exit_code``,
-    then exit :data:`~orchestrator.control.EXIT_STALE_BACKEND` if there was any."""
+    then exit :data:`~orchestrator.control.reports.EXIT_STALE_BACKEND` if there was any."""
     stale = [b for b in backends if b.stale]
     for backend in stale:
         error(f"routing backend stale: {backend.location}: {backend.error}; the next round retries it")

@@ -10,7 +10,8 @@ import typer
 from orchestrator.cli import app
 
 if TYPE_CHECKING:
-    from orchestrator.control import ControlPlane, RoundReport
+    from orchestrator.control.plane import ControlPlane
+    from orchestrator.control.reports import RoundReport
 
 CONFIG_HELP = "Configuration file (default: $ORCHESTRATOR_CONFIG or ./orchestrator.yaml)."
 JSON_HELP = "Print one JSON document for automation."
@@ -20,17 +21,10 @@ app.add_typer(config_app, name="config")
 
 
 def _plane(config: str | None) -> ControlPlane:
-    from orchestrator.config import load_config
-    from orchestrator.control import ControlPlane
-    from orchestrator.state import StateStore
+    from orchestrator.control.config import load_config
+    from orchestrator.control.wiring import open_plane
 
-    cfg = load_config(config)
-    store = StateStore.open(cfg.state.path, settings=cfg.state.settings or None)
-    try:
-        return ControlPlane(cfg, store=store)
-    except BaseException:
-        store.close()
-        raise
+    return open_plane(load_config(config))
 
 
 @app.command()
@@ -99,7 +93,7 @@ def failover(
     """Drain a cloud and re-route its traffic to the healthy others. Idempotent."""
     from orchestrator.cli._output import console, emit_json
     from orchestrator.cli._render_control import decision_table, operator_json, report_stale
-    from orchestrator.control import current_user
+    from orchestrator.control.reports import current_user
 
     with _plane(config) as plane:
         result = plane.failover(
@@ -124,7 +118,7 @@ def failback(
     """Return a drained cloud to rotation, only if it passes health checks now."""
     from orchestrator.cli._output import console, emit_json
     from orchestrator.cli._render_control import decision_table, operator_json, report_stale
-    from orchestrator.control import current_user
+    from orchestrator.control.reports import current_user
 
     with _plane(config) as plane:
         result = plane.failback(to, actor=current_user())
@@ -186,7 +180,7 @@ def config_check(
     import yaml
 
     from orchestrator.cli._output import console, emit_json
-    from orchestrator.config import load_config
+    from orchestrator.control.config import load_config
 
     cfg = load_config(config)
     effective = cfg.model_dump(mode="json")
@@ -206,7 +200,7 @@ def config_from_stacks(
     import yaml
 
     from orchestrator.cli._output import console
-    from orchestrator.stacks import config_from_outputs, load_outputs
+    from orchestrator.control.stacks import config_from_outputs, load_outputs
 
     text = yaml.safe_dump(config_from_outputs(load_outputs(outputs)), sort_keys=False)
     if out is None:

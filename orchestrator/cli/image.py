@@ -56,9 +56,9 @@ def image_push(
 
 
 def _registries(to: list[str], config: str | None) -> dict[str, str]:
-    from orchestrator.config import load_config
+    from orchestrator.control.config import load_config
+    from orchestrator.control.targets import parse_clouds
     from orchestrator.core.errors import ConfigError
-    from orchestrator.targets import parse_clouds
 
     registries: dict[str, str] = {}
     named: list[str] = []

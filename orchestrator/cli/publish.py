@@ -48,8 +48,8 @@ def sync(
     """Publish an artifact to every cloud's bucket, verify it landed, then move LATEST."""
     from orchestrator.cli._output import console, emit_json
     from orchestrator.cli._render import sync_progress, sync_table
+    from orchestrator.control.targets import resolve_targets
     from orchestrator.publish.sync import sync_artifact
-    from orchestrator.targets import resolve_targets
 
     verifier: Any = _verifier(signing_public_key)
     targets, _ = resolve_targets(config_path=config, clouds=clouds, to=to)
@@ -86,10 +86,10 @@ def verify(
     """Check that every cloud holds exactly the manifest's files and that LATEST agrees everywhere."""
     from orchestrator.cli._output import emit_json
     from orchestrator.cli._render import verify_table
+    from orchestrator.control.targets import resolve_targets
     from orchestrator.core.errors import ConfigError
     from orchestrator.core.names import check_model_name, check_version
     from orchestrator.publish.verify import verify_targets
-    from orchestrator.targets import resolve_targets
 
     verifier: Any = _verifier(signing_public_key)
     targets, cfg = resolve_targets(config_path=config, clouds=clouds, to=to)

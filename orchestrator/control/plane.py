@@ -11,29 +11,28 @@ import random
 import secrets
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-import httpx
-
-from orchestrator.config import Config
 from orchestrator.control import steps
+from orchestrator.control.config import Config
+from orchestrator.control.health.machine import MachineConfig, Verdict, drain
+from orchestrator.control.health.probe import ProbeResult, short
+from orchestrator.control.health.prober import EXPECTATION_DEADLINE_S, Prober
+from orchestrator.control.health.record import CloudRecord
 from orchestrator.control.reports import FailoverRefused, OperatorResult, RoundReport
+from orchestrator.control.routing import CloudInput, Decision, Demand, decide
+from orchestrator.control.routing.backends import RoutingBackend
+from orchestrator.control.routing.pricing import CostBreakdown
+from orchestrator.control.routing.reconcile import BackendResult, Reconciler
 from orchestrator.control.status import status_report
+from orchestrator.control.store import HEALTH_JOB_LEASE, DesiredWeights, Lease, StateStore
+from orchestrator.control.types import Flip, HealthState
+from orchestrator.core.contract import CLOUDS
 from orchestrator.core.errors import ConfigError, LeaseHeld, OrchestratorError, StateCorrupt
-from orchestrator.health.probe import ProbeResult, short
-from orchestrator.health.prober import EXPECTATION_DEADLINE_S, Prober
-from orchestrator.health.record import CloudRecord
-from orchestrator.health.state import MachineConfig, Verdict, drain
-from orchestrator.pricing import CostBreakdown, Traffic, cost_per_request, load_prices
-from orchestrator.routing import CloudInput, Decision, Demand, decide
-from orchestrator.routing.backends import RoutingBackend, open_backend
-from orchestrator.routing.reconcile import BackendResult, Reconciler
-from orchestrator.state import HEALTH_JOB_LEASE, DesiredWeights, Lease, StateStore
-from orchestrator.types import CLOUDS, Flip, HealthState
 
-__all__ = ["LEASE_SLACK_S", "MAX_ONCE_SPACING_S", "ControlPlane", "open_backends"]
+__all__ = ["LEASE_SLACK_S", "MAX_ONCE_SPACING_S", "ControlPlane"]
 
 # Rounds of `health --once` are spaced like the watch loop's probes, but never longer than this:
 # a cron job with a 30 s interval should still finish its round in seconds.
@@ -57,21 +56,26 @@ class ControlPlane:
         config: Config,
         *,
         store: StateStore,
-        backends: Sequence[RoutingBackend] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        backends: Sequence[RoutingBackend],
+        prober: Prober,
+        costs: Mapping[str, CostBreakdown],
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
-        """``clock`` stamps what is stored (unix seconds, shared with other processes); the waits
-        between rounds are measured on ``monotonic``, which no clock step can move."""
+        """The plane over what it is given (:func:`orchestrator.control.wiring.open_plane` opens
+        them from the configuration): the state ``store``, the routing ``backends``, the ``prober``
+        of the configured endpoints and each cloud's expected cost per request (``costs``, cloud ->
+        CostBreakdown); :meth:`close` closes the store, the backends and the prober. ``clock``
+        stamps what is stored (unix seconds, shared with other processes); the waits between
+        rounds are measured on ``monotonic``, which no clock step can move."""
         self.config = config
         self.endpoints = config.endpoints()
         self.store = store
-        self.backends = list(backends) if backends is not None else open_backends(config)
+        self.backends = list(backends)
         self.reconciler = Reconciler(self.backends, self.endpoints, self.desired_for_backends, clock=clock)
-        self.prober = Prober(config, transport=transport, clock=clock)
+        self.prober = prober
         self.clock = clock
         self.sleep = sleep
         self.monotonic = monotonic
@@ -85,15 +89,7 @@ class ControlPlane:
             max_hold_down_s=h.max_hold_down_s,
             startup_grace_s=h.startup_grace_s,
         )
-        prices = load_prices({name: cloud.price for name, cloud in config.clouds.items() if cloud.price})
-        t = config.routing.traffic
-        traffic = Traffic(t.requests_per_s, t.request_bytes, t.response_bytes, t.cpu_ms_per_request / 1e3)
-        self.costs: dict[str, CostBreakdown] = {
-            name: cost_per_request(
-                name, prices, traffic, cloud.size.vcpu, cloud.size.memory_gib, cloud.size.concurrency
-            )
-            for name, cloud in config.clouds.items()
-        }
+        self.costs: dict[str, CostBreakdown] = dict(costs)
 
     def close(self) -> None:
         """Close the prober, the backends' workers and connections, and the state store."""
@@ -156,7 +152,7 @@ class ControlPlane:
     # -- routing -------------------------------------------------------------------------------
     def decide(self, records: dict[str, CloudRecord]) -> Decision:
         """The router's decision for these records (states, p95 latencies) and the configured
-        capacities, bounds, costs and demand; see :func:`orchestrator.routing.decide`."""
+        capacities, bounds, costs and demand; see :func:`orchestrator.control.routing.decide`."""
         inputs = []
         for name, record in sorted(records.items()):
             cloud = self.config.cloud(name)
@@ -176,7 +172,7 @@ class ControlPlane:
 
     def reconcile(self, *, wait: float | None = None) -> list[BackendResult]:
         """Bring every backend to the committed decision (after the commit, never inside it), and
-        record what each holds; see :mod:`orchestrator.routing.reconcile`. ``wait``: the longest
+        record what each holds; see :mod:`orchestrator.control.routing.reconcile`. ``wait``: the longest
         to wait for the backends (None: until each is done); one still at work is reported
         pending, and recorded by the reconciliation that sees it finished."""
         results = self.reconciler.run(wait=wait)
@@ -219,7 +215,7 @@ class ControlPlane:
         samples = samples or max(h.unhealthy_threshold, h.healthy_threshold)
         lease = self.store.acquire_lease(HEALTH_JOB_LEASE, self.holder, self.lease_ttl(samples))
         try:
-            self.store.atomically(lambda _: self.records())  # a corrupt state fails before probing
+            self.store.atomically(self.records)  # a corrupt state fails before probing
             probes: dict[str, list[ProbeResult]] = {name: [] for name in self.endpoints}
             for i in range(samples):
                 if i:
@@ -246,7 +242,7 @@ class ControlPlane:
         ttl = self.lease_ttl(1, watch=True)
         lease = self.store.acquire_lease(HEALTH_JOB_LEASE, self.holder, ttl)
         try:
-            self.store.atomically(lambda _: self.records())  # a corrupt state fails now, not every round
+            self.store.atomically(self.records)  # a corrupt state fails now, not every round
             while not stop():
                 started = self.monotonic()
                 try:
@@ -269,7 +265,7 @@ class ControlPlane:
     def _commit(
         self, probes: dict[str, list[ProbeResult]], lease: Lease, ttl: float, reason: str
     ) -> RoundReport:
-        return self.store.atomically(lambda _: steps.health_round(self, probes, lease, ttl, reason))
+        return self.store.atomically(lambda: steps.health_round(self, probes, lease, ttl, reason))
 
     def _finish(self, report: RoundReport, *, apply: bool, wait: float | None = None) -> RoundReport:
         report.expected_version = self.prober.expected.version if self.prober.expected else None
@@ -309,7 +305,7 @@ class ControlPlane:
                 f"(it is stored with the flip and shown in every status)"
             )
         result = self.store.atomically(
-            lambda _: steps.failover(
+            lambda: steps.failover(
                 self, cloud, to=to, reason=reason, actor=actor, dry_run=dry_run, force=force
             )
         )
@@ -325,7 +321,7 @@ class ControlPlane:
         The probes run before the transaction, which checks the cloud is still drained."""
         self._known(cloud)
         if not self._drained(cloud):
-            decision = self.store.atomically(lambda _: self.decide(self.records()))
+            decision = self.store.atomically(lambda: self.decide(self.records()))
             return OperatorResult([], decision, decision.weights, applied=False)
         results = []
         for i in range(self.config.health.healthy_threshold):
@@ -336,7 +332,7 @@ class ControlPlane:
                 raise FailoverRefused(f"{cloud} is not healthy now, so it stays drained: {result.reason}")
             results.append(result)
         outcome = self.store.atomically(
-            lambda _: steps.failback(self, cloud, results, actor=actor, reason=reason)
+            lambda: steps.failback(self, cloud, results, actor=actor, reason=reason)
         )
         if not outcome.flips:
             return outcome
@@ -349,7 +345,7 @@ class ControlPlane:
         """The decision from the recorded state (no probe); with ``apply``, committed and put into
         effect: (decision, whether a backend was rewritten, the backends' results)."""
 
-        def step(_: StateStore) -> Decision:
+        def step() -> Decision:
             decision = self.decide(self.records())
             if apply:
                 self.commit_decision(decision.weights, "orchestrator route")
@@ -366,7 +362,7 @@ class ControlPlane:
         return status_report(self)
 
     def _drained(self, cloud: str) -> bool:
-        return self.store.atomically(lambda _: self.records()[cloud].machine.state is HealthState.DRAINED)
+        return self.store.atomically(lambda: self.records()[cloud].machine.state is HealthState.DRAINED)
 
     def _known(self, *clouds: str | None) -> None:
         for cloud in clouds:
@@ -375,18 +371,6 @@ class ControlPlane:
                     f"unknown cloud {cloud!r}; configured: {', '.join(self.endpoints)}"
                     + (f" ({self.config.source})" if self.config.source else "")
                 )
-
-
-def open_backends(config: Config) -> list[RoutingBackend]:
-    """The configured routing backends, in order; each is reconciled on its own."""
-    routing = config.routing
-    backends = []
-    for kind in routing.backends:
-        if kind == "route53" and routing.route53 is not None:
-            backends.append(open_backend("route53", routing.route53.backend_settings()))
-        else:
-            backends.append(open_backend("file", {"path": str(routing.file.path)}))
-    return backends
 
 
 def _ignore(_: str) -> None:

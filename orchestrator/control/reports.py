@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.control.health.probe import ProbeResult
+from orchestrator.control.health.record import CloudRecord
+from orchestrator.control.routing import Decision
+from orchestrator.control.routing.reconcile import BackendResult
+from orchestrator.control.types import Flip, HealthState
 from orchestrator.core.errors import OrchestratorError
-from orchestrator.health.probe import ProbeResult
-from orchestrator.health.record import CloudRecord
-from orchestrator.routing import Decision
-from orchestrator.routing.reconcile import BackendResult
-from orchestrator.types import Flip, HealthState
 
 __all__ = [
     "EXIT_STALE_BACKEND",

@@ -5,11 +5,10 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.control.health.probe import short
 from orchestrator.control.reports import flip_dict
+from orchestrator.control.routing.backends import RoutingBackend
 from orchestrator.core.errors import OrchestratorError
-from orchestrator.health.probe import short
-from orchestrator.routing.backends import RoutingBackend
-from orchestrator.state import StateStore
 
 if TYPE_CHECKING:
     from orchestrator.control.plane import ControlPlane
@@ -21,7 +20,7 @@ def status_report(plane: ControlPlane) -> dict[str, Any]:
     """Each cloud's state, the decision, the desired weights, and per backend what it holds now
     (read live, all backends at once) against them, with what the last reconciliation found."""
 
-    def read(_: StateStore) -> tuple[Any, ...]:
+    def read() -> tuple[Any, ...]:
         records = plane.records()
         return records, plane.store.desired(), plane.store.recent_flips(limit=20), plane.store.backends()
 

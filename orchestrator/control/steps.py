@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from orchestrator.control.health.machine import drain, undrain
+from orchestrator.control.health.probe import ProbeResult
 from orchestrator.control.reports import FailoverRefused, OperatorResult, RoundReport, move_share
-from orchestrator.health.probe import ProbeResult
-from orchestrator.health.state import drain, undrain
-from orchestrator.state import Lease
-from orchestrator.types import Flip, HealthState
+from orchestrator.control.store import Lease
+from orchestrator.control.types import Flip, HealthState
 
 if TYPE_CHECKING:
     from orchestrator.control.plane import ControlPlane

@@ -93,7 +93,7 @@ class StateConflict(PreconditionFailed):
     """An optimistic state transaction could not commit, and nothing of it was written: another
     command changed what it had read (``stale`` names those parts of the state), or other writers
     kept winning for ``attempts`` attempts. Repeat the whole step on the fresh state
-    (:meth:`orchestrator.state.StateStore.atomically` does)."""
+    (:meth:`orchestrator.control.store.StateStore.atomically` does)."""
 
     def __init__(
         self, message: str, *, uri: str | None = None, stale: tuple[str, ...] = (), attempts: int

@@ -21,17 +21,19 @@ import httpx
 from rich.console import Console
 from rich.markup import escape
 
-from orchestrator.config import Config, load_config
-from orchestrator.control import ControlPlane, RoundReport
+from orchestrator.control.config import Config, load_config
+from orchestrator.control.plane import ControlPlane
+from orchestrator.control.reports import RoundReport
+from orchestrator.control.routing.backends import open_backend
+from orchestrator.control.store import StateStore
+from orchestrator.control.types import Flip, HealthState
+from orchestrator.control.wiring import open_plane
 from orchestrator.core.errors import OrchestratorError
 from orchestrator.demo.report import Timeline, summary_table, write_report
-from orchestrator.demo.traffic import Traffic, WeightsCache
+from orchestrator.demo.traffic import TrafficGenerator, WeightsCache
 from orchestrator.demo.watch import Watch
 from orchestrator.demo.world import CLOUDS, LocalClouds, emulator_environment
 from orchestrator.emulators import EmulatorUnavailable
-from orchestrator.routing.backends import open_backend
-from orchestrator.state import StateStore
-from orchestrator.types import Flip, HealthState
 
 __all__ = ["DemoError", "DemoOptions", "run_demo"]
 
@@ -133,7 +135,7 @@ class _Story:
         self.config: Config | None = None
         self.config_path: Path | None = None
         self.plane: ControlPlane | None = None
-        self.traffic: Traffic | None = None
+        self.traffic: TrafficGenerator | None = None
         self.watch: Watch | None = None
         self.started_pids: list[int] = []
         self.hold_until = 0.0  # when aws may come back after its fall (wall clock)
@@ -241,7 +243,7 @@ class _Story:
             latency_slo_ms=LATENCY_SLO_MS, requests_per_s=EXPECTED_RPS
         )
         self.config = load_config(self.config_path)
-        self.plane = ControlPlane(self.config, store=StateStore.open(Path(self.config.state.path)))
+        self.plane = open_plane(self.config, store=StateStore.open(Path(self.config.state.path)))
         report = self.plane.health_round(apply=True)
         if report.exit_code != 0:
             raise DemoError(f"not every cloud is healthy at the start: {_states(report)}")
@@ -263,7 +265,7 @@ class _Story:
         route53 = self.config.routing.route53
         self.dns = open_backend("route53", route53.backend_settings())
         self.weights = WeightsCache(self.dns.current, ttl_s=route53.ttl, clock=time.time)
-        self.traffic = Traffic(
+        self.traffic = TrafficGenerator(
             urls={c: self.clouds.url(c) for c in CLOUDS},
             weights=self.weights,
             rows=self.rows,

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["Request", "Traffic", "WeightsCache"]
+__all__ = ["Request", "TrafficGenerator", "WeightsCache"]
 
 
 class WeightsCache:
@@ -59,7 +59,7 @@ class WeightsCache:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    at: float  # when it was sent, by ``Traffic.clock``
+    at: float  # when it was sent, by ``TrafficGenerator.clock``
     first: str  # the cloud tried first
     served_by: str | None  # the cloud that answered, None if both attempts failed
     retried: bool
@@ -68,7 +68,7 @@ class Request:
 
 
 @dataclass
-class Traffic:
+class TrafficGenerator:
     urls: Mapping[str, str]
     weights: WeightsCache
     rows: Sequence[Sequence[float]]
@@ -83,7 +83,7 @@ class Traffic:
     _thread: threading.Thread | None = None
     _started: float = 0.0
 
-    def start(self) -> Traffic:
+    def start(self) -> TrafficGenerator:
         self._started = time.monotonic()
         self._client = httpx.Client(timeout=self.timeout_s, limits=httpx.Limits(max_connections=32))
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="client")

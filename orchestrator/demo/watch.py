@@ -12,11 +12,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from orchestrator.config import Config
-from orchestrator.control import ControlPlane, RoundReport
+from orchestrator.control.config import Config
+from orchestrator.control.reports import RoundReport
+from orchestrator.control.store import StateStore
+from orchestrator.control.types import Flip, HealthState
+from orchestrator.control.wiring import open_plane
 from orchestrator.core.errors import OrchestratorError
-from orchestrator.state import StateStore
-from orchestrator.types import Flip, HealthState
 
 __all__ = ["Watch"]
 
@@ -51,7 +52,7 @@ class Watch:
         return self._thread is not None and not self._thread.is_alive() and not self._stop.is_set()
 
     def _run(self) -> None:
-        plane = ControlPlane(self.config, store=StateStore.open(Path(self.config.state.path)))
+        plane = open_plane(self.config, store=StateStore.open(Path(self.config.state.path)))
         try:
             while not self._stop.is_set():
                 try:

@@ -27,13 +27,14 @@ import boto3
 import pytest
 import yaml
 
-from orchestrator.config import Config, load_config
-from orchestrator.control import ControlPlane
+from orchestrator.control.config import Config, load_config
+from orchestrator.control.plane import ControlPlane
+from orchestrator.control.store import StateStore
+from orchestrator.control.wiring import open_plane
 from orchestrator.core.storage import open_storage
 from orchestrator.emulators import MotoServer
 from orchestrator.processes import Endpoint, start_endpoint
 from orchestrator.publish.sync import Target, sync_artifact
-from orchestrator.state import StateStore
 from orchestrator.training.pipeline import TrainOptions, TrainResult, train
 from tests.faults import DelayProxy
 
@@ -137,7 +138,7 @@ class Fleet:
 
     def plane(self, config: Path | None = None) -> ControlPlane:
         cfg: Config = load_config(config or self.config())
-        plane = ControlPlane(cfg, store=StateStore.open(Path(cfg.state.path)))
+        plane = open_plane(cfg, store=StateStore.open(Path(cfg.state.path)))
         self.planes.append(plane)
         return plane
 

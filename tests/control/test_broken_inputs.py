@@ -31,9 +31,9 @@ import orjson
 import pytest
 import yaml
 
+from orchestrator.control.store import DOCUMENT_SCHEMA_VERSION, open_state
 from orchestrator.core.storage import open_storage
 from orchestrator.emulators import MotoServer, closed_port
-from orchestrator.state import DOCUMENT_SCHEMA_VERSION, open_state
 from tests.control.conftest import run_cli, run_clis
 
 SECRET = "s3cr3t-VALUE-4242"  # planted wherever a secret could be; must never be printed

@@ -23,15 +23,17 @@ import orjson
 import pytest
 import yaml
 
-from orchestrator.config import Config, load_config
-from orchestrator.control import ControlPlane, FailoverRefused
+from orchestrator.control.config import Config, load_config
+from orchestrator.control.health.machine import Machine
+from orchestrator.control.health.record import CloudRecord
+from orchestrator.control.plane import ControlPlane
+from orchestrator.control.reports import FailoverRefused
+from orchestrator.control.routing.backends.file import FileBackend
+from orchestrator.control.store import ObjectStoreStateStore, SQLiteStateStore, StateStore, open_state
+from orchestrator.control.types import HealthState
+from orchestrator.control.wiring import open_plane
 from orchestrator.emulators import Azurite, MotoServer
-from orchestrator.health.record import CloudRecord
-from orchestrator.health.state import Machine
-from orchestrator.routing.backends.file import FileBackend
-from orchestrator.state import ObjectStoreStateStore, SQLiteStateStore, StateStore, open_state
-from orchestrator.types import HealthState
-from tests.routing.test_backends import RecordingProxy
+from tests.control.routing.test_backends import RecordingProxy
 
 REPETITIONS = 6
 RECORD = "model.example.com."
@@ -86,7 +88,7 @@ def write_config(
 
 def plane(config: Config) -> ControlPlane:
     """A control plane with its own store, as another process would have."""
-    return ControlPlane(config, store=open_state(config.state.path, settings=config.state.settings or None))
+    return open_plane(config, store=open_state(config.state.path, settings=config.state.settings or None))
 
 
 def race(config: Config) -> tuple[list[str], dict[str, str]]:

@@ -130,10 +130,10 @@ def test_every_apply_round_repairs_drift_in_each_backend(fleet: Fleet, tmp_path:
 
 def test_a_routing_file_that_cannot_be_written_does_not_stop_route53(tmp_path: Path, moto_server) -> None:
     """The other way round from the Route 53 outage (test_incident.py): the file backend fails."""
-    from orchestrator.health.record import CloudRecord
-    from orchestrator.health.state import Machine
-    from orchestrator.state import open_state
-    from orchestrator.types import HealthState
+    from orchestrator.control.health.machine import Machine
+    from orchestrator.control.health.record import CloudRecord
+    from orchestrator.control.store import open_state
+    from orchestrator.control.types import HealthState
 
     client = boto3.client("route53", endpoint_url=moto_server.endpoint, region_name="us-east-1")
     zone = client.create_hosted_zone(Name="example.com.", CallerReference=uuid.uuid4().hex)["HostedZone"][
@@ -176,10 +176,10 @@ def test_a_cloud_removed_from_the_configuration_loses_its_weight_in_every_backen
     """azure carried everything; the operator removes it from the configuration (decommissioned,
     or dead): the backends hold entries for it that the orchestrator wrote, and the next decision
     takes them to 0 instead of leaving azure its share beside the clouds still configured."""
-    from orchestrator.health.record import CloudRecord
-    from orchestrator.health.state import Machine
-    from orchestrator.state import open_state
-    from orchestrator.types import HealthState
+    from orchestrator.control.health.machine import Machine
+    from orchestrator.control.health.record import CloudRecord
+    from orchestrator.control.store import open_state
+    from orchestrator.control.types import HealthState
 
     client = boto3.client("route53", endpoint_url=moto_server.endpoint, region_name="us-east-1")
     zone = client.create_hosted_zone(Name="example.com.", CallerReference=uuid.uuid4().hex)

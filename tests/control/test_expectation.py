@@ -14,10 +14,10 @@ import threading
 import time
 from pathlib import Path
 
+from orchestrator.control.health.machine import Verdict
+from orchestrator.control.health.prober import EXPECTATION_DEADLINE_S, EXPECTATION_MIN_AGE_S
+from orchestrator.control.types import HealthState
 from orchestrator.emulators import closed_port
-from orchestrator.health.prober import EXPECTATION_DEADLINE_S, EXPECTATION_MIN_AGE_S
-from orchestrator.health.state import Verdict
-from orchestrator.types import HealthState
 from tests.control.conftest import CLOUDS, Fleet
 from tests.faults import MisbehavingEndpoint
 

@@ -10,8 +10,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from orchestrator.control import ControlPlane, FailoverRefused, RoundReport
-from orchestrator.types import HealthState
+from orchestrator.control.plane import ControlPlane
+from orchestrator.control.reports import FailoverRefused, RoundReport
+from orchestrator.control.types import HealthState
 from tests.control.conftest import Fleet
 
 HEALTHY = HealthState.HEALTHY

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import load_config
-from orchestrator.control import ControlPlane, RoundReport
+from orchestrator.control.config import load_config
+from orchestrator.control.reports import RoundReport
+from orchestrator.control.routing.backends.file import FileBackend
+from orchestrator.control.routing.backends.route53 import Route53Backend
+from orchestrator.control.store import BUSY_TIMEOUT, open_state
+from orchestrator.control.types import HealthState
+from orchestrator.control.wiring import open_plane
 from orchestrator.core.storage import RetryPolicy
-from orchestrator.routing.backends.file import FileBackend
-from orchestrator.routing.backends.route53 import Route53Backend
-from orchestrator.state import BUSY_TIMEOUT, open_state
-from orchestrator.types import HealthState
 from tests.control.conftest import Fleet, WatchProcess, run_cli, wait_until
 from tests.faults import DelayProxy
 
@@ -171,7 +172,7 @@ def test_a_route53_api_that_never_answers_delays_neither_the_rounds_nor_the_file
         read_timeout=120.0,  # every call outlasts the test: the rounds must not wait for it
         retry=RetryPolicy(attempts=1, timeout=120.0),
     )
-    plane = ControlPlane(config, store=open_state(config.state.path), backends=[slow, FileBackend(routing)])
+    plane = open_plane(config, store=open_state(config.state.path), backends=[slow, FileBackend(routing)])
     reports: list[RoundReport] = []
     started = time.monotonic()
 

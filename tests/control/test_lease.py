@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.config import load_config
-from orchestrator.control import ControlPlane, RoundReport
+from orchestrator.control.config import load_config
+from orchestrator.control.reports import RoundReport
+from orchestrator.control.store import HEALTH_JOB_LEASE, MAX_LEASE_S, open_state
+from orchestrator.control.wiring import open_plane
 from orchestrator.emulators import MotoServer, closed_port
-from orchestrator.state import HEALTH_JOB_LEASE, MAX_LEASE_S, open_state
 from tests.control.conftest import run_cli
 
 
@@ -45,7 +46,7 @@ def test_the_watch_waits_one_interval_whatever_the_wall_clock_does(tmp_path: Pat
     wall = itertools.count(1_800_000_000.0, -3600.0)
     sleeps: list[float] = []
     rounds = iter(range(3))
-    plane = ControlPlane(
+    plane = open_plane(
         config,
         store=open_state(config.state.path),
         clock=lambda: next(wall),
@@ -75,7 +76,7 @@ def test_the_watch_goes_on_when_its_state_document_is_deleted(
         if len(rounds) == 1:
             moto_server.client.delete_object(Bucket=bucket, Key="prod/orchestrator/state.json")
 
-    plane = ControlPlane(config, store=open_state(config.state.path, settings=config.state.settings))
+    plane = open_plane(config, store=open_state(config.state.path, settings=config.state.settings))
     with plane:
         plane.watch(apply=False, stop=lambda: len(rounds) >= 3, on_round=on_round, on_error=pytest.fail)
         lease = plane.store.lease(HEALTH_JOB_LEASE)
@@ -94,7 +95,7 @@ def test_the_longest_lease_the_configuration_allows_is_within_the_bound(tmp_path
         "healthy_threshold": 10,
     }
     config = load_config(write_config(tmp_path, health=h))
-    with ControlPlane(config, store=open_state(config.state.path)) as plane:
+    with open_plane(config, store=open_state(config.state.path)) as plane:
         longest = max(plane.lease_ttl(10), plane.lease_ttl(1, watch=True))
     assert longest <= MAX_LEASE_S
 

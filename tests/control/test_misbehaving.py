@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.health.probe import MAX_REASON
-from orchestrator.state import open_state
+from orchestrator.control.health.probe import MAX_REASON
+from orchestrator.control.store import open_state
+from orchestrator.control.types import HealthState
 from orchestrator.training.pipeline import TrainResult
-from orchestrator.types import HealthState
 from tests.control.conftest import RECORD, Fleet, WatchProcess, run_cli, running_fleet, wait_until
 from tests.faults import MisbehavingEndpoint
 from tests.misbehaving import MODES

@@ -209,7 +209,7 @@ def test_the_configuration_can_live_in_a_bucket(moto_server: MotoServer) -> None
 def test_orchestrator_state_keeps_the_files_settings_for_a_store_of_the_same_kind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from orchestrator.config import load_config
+    from orchestrator.control.config import load_config
 
     path = tmp_path / "orchestrator.yaml"
     state = {"path": "s3://shared/state.json", "settings": {"endpoint_url": "http://127.0.0.1:9"}}

@@ -110,7 +110,7 @@ def test_moving_back_to_an_earlier_publication_is_refused_unless_forced(
 def test_the_pointer_names_the_version_it_replaced(
     three_clouds: list[Target], iris_v1: TrainResult, iris_v2: TrainResult
 ) -> None:
-    """What health checks accept during a rollout's grace period (orchestrator.health.expect)."""
+    """What health checks accept during a rollout's grace period (orchestrator.control.health.expect)."""
     sync_artifact(iris_v1.path, three_clouds)
     sync_artifact(iris_v2.path, three_clouds)
     sync_artifact(iris_v2.path, three_clouds)  # a no-op re-sync keeps the pointer as it is
