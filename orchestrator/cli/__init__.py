@@ -99,7 +99,7 @@ def main() -> None:
     the project's errors their own (:mod:`orchestrator.core.errors`), usage errors 2, Ctrl-C 130, and
     anything unexpected :data:`EXIT_INTERNAL`, naming only its type and where it was raised."""
     argv = sys.argv[1:]
-    from orchestrator.cli._output import error
+    from orchestrator.render.output import error
 
     try:
         if argv == ["serve"]:

@@ -40,9 +40,9 @@ def health(
     Exit code with --once: 0 all healthy, 1 degraded but serving, 2 no healthy cloud, 4 a routing
     backend is stale (named on stderr), 75 another health job holds the lease (nothing done).
     """
-    from orchestrator.cli._output import emit_json, error
-    from orchestrator.cli._render_control import health_table, report_stale, round_json
     from orchestrator.core.errors import ConfigError
+    from orchestrator.render.control import health_table, report_stale, round_json
+    from orchestrator.render.output import emit_json, error
 
     if once == watch:
         raise ConfigError("choose one of --once (a single round, for schedulers) or --watch (continuous)")
@@ -91,9 +91,9 @@ def failover(
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Drain a cloud and re-route its traffic to the healthy others. Idempotent."""
-    from orchestrator.cli._output import console, emit_json
-    from orchestrator.cli._render_control import decision_table, operator_json, report_stale
     from orchestrator.control.reports import current_user
+    from orchestrator.render.control import decision_table, operator_json, report_stale
+    from orchestrator.render.output import console, emit_json
 
     with _plane(config) as plane:
         result = plane.failover(
@@ -116,9 +116,9 @@ def failback(
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Return a drained cloud to rotation, only if it passes health checks now."""
-    from orchestrator.cli._output import console, emit_json
-    from orchestrator.cli._render_control import decision_table, operator_json, report_stale
     from orchestrator.control.reports import current_user
+    from orchestrator.render.control import decision_table, operator_json, report_stale
+    from orchestrator.render.output import console, emit_json
 
     with _plane(config) as plane:
         result = plane.failback(to, actor=current_user())
@@ -138,8 +138,8 @@ def route(
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Compute the cost-optimal traffic weights under the latency SLO, and explain them."""
-    from orchestrator.cli._output import emit_json
-    from orchestrator.cli._render_control import backend_json, decision_table, report_stale
+    from orchestrator.render.control import backend_json, decision_table, report_stale
+    from orchestrator.render.output import emit_json
 
     with _plane(config) as plane:
         decision, applied, backends = plane.route(apply=apply)
@@ -161,8 +161,8 @@ def status(
 ) -> None:
     """Each cloud's state, last probe, latency, version, weight and cost; the desired weights and
     what each routing backend holds; the recent flips. Exit 4 when a backend is stale."""
-    from orchestrator.cli._output import emit_json
-    from orchestrator.cli._render_control import status_table
+    from orchestrator.render.control import status_table
+    from orchestrator.render.output import emit_json
 
     with _plane(config) as plane:
         report = plane.status()
@@ -179,8 +179,8 @@ def config_check(
     """Validate a configuration file and print the effective configuration (defaults filled in)."""
     import yaml
 
-    from orchestrator.cli._output import console, emit_json
     from orchestrator.control.config import load_config
+    from orchestrator.render.output import console, emit_json
 
     cfg = load_config(config)
     effective = cfg.model_dump(mode="json")
@@ -199,8 +199,8 @@ def config_from_stacks(
     """Turn Pulumi stack outputs (aws, gcp, azure, and optionally dns) into orchestrator.yaml."""
     import yaml
 
-    from orchestrator.cli._output import console
     from orchestrator.control.stacks import config_from_outputs, load_outputs
+    from orchestrator.render.output import console
 
     text = yaml.safe_dump(config_from_outputs(load_outputs(outputs)), sort_keys=False)
     if out is None:

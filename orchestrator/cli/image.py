@@ -18,8 +18,8 @@ def image_build(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document for automation."),
 ) -> None:
     """Build serving/Dockerfile with the local Docker engine."""
-    from orchestrator.cli._output import console, emit_json
     from orchestrator.image import build
+    from orchestrator.render.output import console, emit_json
 
     with console.status("docker build (serving/Dockerfile)"):
         built = build(tag)
@@ -42,8 +42,8 @@ def image_push(
 ) -> None:
     """Push the image to each registry and check every registry stored the same digest."""
     from orchestrator import __version__
-    from orchestrator.cli._output import console, emit_json
     from orchestrator.image import DEFAULT_REPOSITORY, push
+    from orchestrator.render.output import console, emit_json
 
     registries = _registries(to, config)
     result = push(image or f"{DEFAULT_REPOSITORY}:{__version__}", registries)

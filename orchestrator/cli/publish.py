@@ -46,10 +46,10 @@ def sync(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document for automation."),
 ) -> None:
     """Publish an artifact to every cloud's bucket, verify it landed, then move LATEST."""
-    from orchestrator.cli._output import console, emit_json
-    from orchestrator.cli._render import sync_progress, sync_table
     from orchestrator.control.targets import resolve_targets
     from orchestrator.publish.sync import sync_artifact
+    from orchestrator.render.output import console, emit_json
+    from orchestrator.render.publish import sync_progress, sync_table
 
     verifier: Any = _verifier(signing_public_key)
     targets, _ = resolve_targets(config_path=config, clouds=clouds, to=to)
@@ -84,12 +84,12 @@ def verify(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document for automation."),
 ) -> None:
     """Check that every cloud holds exactly the manifest's files and that LATEST agrees everywhere."""
-    from orchestrator.cli._output import emit_json
-    from orchestrator.cli._render import verify_table
     from orchestrator.control.targets import resolve_targets
     from orchestrator.core.errors import ConfigError
     from orchestrator.core.names import check_model_name, check_version
     from orchestrator.publish.verify import verify_targets
+    from orchestrator.render.output import emit_json
+    from orchestrator.render.publish import verify_table
 
     verifier: Any = _verifier(signing_public_key)
     targets, cfg = resolve_targets(config_path=config, clouds=clouds, to=to)
@@ -130,8 +130,8 @@ def sign(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document for automation."),
 ) -> None:
     """Sign an artifact (OpenSSF model signing): writes model.sig inside it, covering every file."""
-    from orchestrator.cli._output import console, emit_json
     from orchestrator.publish.sign import sign_verified
+    from orchestrator.render.output import console, emit_json
 
     manifest, signature = sign_verified(model, key)
     if json_out:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 from orchestrator.cli import app
-from orchestrator.cli._output import console, emit_json
+from orchestrator.render.output import console, emit_json
 
 if TYPE_CHECKING:
     from orchestrator.training.pipeline import TrainResult

@@ -237,7 +237,7 @@ class _Story:
             )
 
     def first_route(self) -> None:
-        from orchestrator.cli._render_control import decision_table
+        from orchestrator.render.control import decision_table
 
         self.config_path = self.clouds.write_config(
             latency_slo_ms=LATENCY_SLO_MS, requests_per_s=EXPECTED_RPS

@@ -38,7 +38,7 @@ def change(fleet: Fleet, action: str, record: dict[str, Any]) -> None:
 def round_(fleet: Fleet, config: Path) -> dict[str, Any]:
     """One `health --once --apply --json` round, as a fresh control plane in this process (the
     same code and the same JSON document as the command; `status` below is run as the command)."""
-    from orchestrator.cli._render_control import round_json
+    from orchestrator.render.control import round_json
 
     report = fleet.plane(config).health_round(apply=True)
     assert report.exit_code == 0, [b.error for b in report.backends]

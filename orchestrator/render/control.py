@@ -10,11 +10,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.cli._output import console, err_console, error, shown
 from orchestrator.control.reports import EXIT_STALE_BACKEND, OperatorResult, RoundReport, flip_dict
 from orchestrator.control.routing import Decision
 from orchestrator.control.routing.reconcile import BackendResult
 from orchestrator.control.types import HealthState
+from orchestrator.render.output import console, err_console, error, shown
 
 __all__ = [
     "backend_json",

@@ -10,9 +10,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from orchestrator.cli._output import console
 from orchestrator.publish.sync import SyncEvent, SyncResult, Target
 from orchestrator.publish.verify import Drift, VerifyResult
+from orchestrator.render.output import console
 
 __all__ = ["sync_progress", "sync_table", "verify_table"]
 
