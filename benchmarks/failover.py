@@ -65,8 +65,8 @@ class World:
         import boto3
 
         from orchestrator.core.storage import open_storage
-        from orchestrator.emulators import scrubbed_environ, start_moto
-        from orchestrator.processes import start_endpoint
+        from orchestrator.demo.emulators import scrubbed_environ, start_moto
+        from orchestrator.demo.processes import start_endpoint
         from orchestrator.publish.sync import Target, sync_artifact
         from orchestrator.training.pipeline import TrainOptions, train
         from tests.faults import MisbehavingEndpoint

@@ -26,8 +26,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from orchestrator.demo.processes import free_port  # noqa: E402
 from orchestrator.image import build  # noqa: E402
-from orchestrator.processes import free_port  # noqa: E402
 
 BARE_DOCKERFILE = """\
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm

@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.processes import start_endpoint  # noqa: E402
+from orchestrator.demo.processes import start_endpoint  # noqa: E402
 
 CONNECTIONS = 32
 BATCH_CONNECTIONS = 8  # 1,000-row bodies are ~275 kB: 8 in flight already saturate one worker

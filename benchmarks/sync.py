@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from orchestrator.core.artifact.write import write_artifact  # noqa: E402
 from orchestrator.core.storage import open_storage  # noqa: E402
-from orchestrator.emulators import scrubbed_environ, start_azurite, start_gcs, start_moto  # noqa: E402
+from orchestrator.demo.emulators import scrubbed_environ, start_azurite, start_gcs, start_moto  # noqa: E402
 from orchestrator.publish.sync import Target, sync_artifact  # noqa: E402
 
 BIG_BYTES = 50 * 1000 * 1000

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need, idempotently: a virtualenv with the pinned
-# Python packages, and Azurite (Azure Blob emulator) from npm. Safe to run on every invocation:
-# each step is skipped when its inputs have not changed.
+# Python packages, and Azurite (Azure Blob emulator) from npm, linked into .venv/bin. Safe to run
+# on every invocation: each step is skipped when its inputs have not changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,4 +29,8 @@ if [ ! -x .cache/azurite/node_modules/.bin/azurite-blob ]; then
     echo "bootstrap: npm not found; Azurite (the Azure Blob emulator) cannot be installed. Install Node.js 20+." >&2
     exit 1
   fi
+fi
+# The emulators find azurite-blob beside the virtualenv's Python (or on PATH, or in $AZURITE_BIN).
+if [ "$(readlink .venv/bin/azurite-blob 2>/dev/null)" != "$PWD/.cache/azurite/node_modules/.bin/azurite-blob" ]; then
+  ln -sfn "$PWD/.cache/azurite/node_modules/.bin/azurite-blob" .venv/bin/azurite-blob
 fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts a private Docker engine for the image tests, the way ../shared/NOTES.md prescribes: its
+# Starts a private Docker engine for the image tests, the way docs/development.md prescribes: its
 # own data and exec roots and socket, and no networking changes (no bridge, no iptables, no
 # masquerade; containers run with --network host). Never start dockerd without these flags on
 # these machines: it would rewrite the firewall. Prints the DOCKER_HOST to export.

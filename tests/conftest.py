@@ -2,14 +2,14 @@
 
 - ``_no_real_clouds`` (session, autouse): no test can reach a real cloud account. Cloud
   credentials, profiles, endpoints and ``AWS_CA_BUNDLE`` are removed from the environment, fake
-  AWS credentials are set, and loopback bypasses proxies (``orchestrator.emulators.scrubbed_environ``).
+  AWS credentials are set, and loopback bypasses proxies (``orchestrator.demo.emulators.scrubbed_environ``).
 - ``moto_server``, ``gcs_emulator``, ``azurite`` (session): one running emulator each, started on
   first use on a free loopback port, stopped at the end. Tests create their own bucket with
   ``emulator.create_bucket()`` (unique names), so they never see each other's objects. A missing
   emulator fails the test with install instructions; it is never skipped.
 - ``emulator_log_dir`` (session): where emulator output goes; failures quote its tail.
 
-Tests that need to kill an emulator start their own with ``orchestrator.emulators.start_moto(...)``
+Tests that need to kill an emulator start their own with ``orchestrator.demo.emulators.start_moto(...)``
 etc. rather than killing a shared one.
 """
 
@@ -22,7 +22,7 @@ from typing import TypeVar
 
 import pytest
 
-from orchestrator.emulators import (
+from orchestrator.demo.emulators import (
     Azurite,
     Emulator,
     EmulatorUnavailable,

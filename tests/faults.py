@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from orchestrator.processes import ManagedProcess, free_port
+from orchestrator.demo.processes import ManagedProcess, free_port
 
 __all__ = ["MISBEHAVING", "DelayProxy", "MisbehavingEndpoint"]
 

@@ -28,7 +28,7 @@ def demo(
     """Three emulated clouds: train, sync, serve, route by cost, fail over and back, roll out v2."""
     import orjson
 
-    from orchestrator.demo import DemoOptions, run_demo
+    from orchestrator.demo.story import DemoOptions, run_demo
     from orchestrator.render.output import console, err_console
 
     options = DemoOptions(workdir=workdir, report_dir=report, keep_running=keep_running, rate_per_s=rate)

@@ -15,12 +15,8 @@
 8. Train a second version, sync it, and watch the endpoints hot-swap with canary checks passing.
 9. Print the summary, write a report with a traffic-share plot, stop everything (also on Ctrl-C).
 
-:mod:`.world` owns the processes, :mod:`.traffic` the clients, :mod:`.report` the timeline and
-the report, :mod:`.story` the steps.
+:mod:`.world` owns the processes, :mod:`.traffic` the clients (:class:`~.traffic.TrafficGenerator`),
+:mod:`.report` the timeline and the report, :mod:`.story` the steps (:func:`~.story.run_demo`).
+:mod:`.emulators` starts the storage emulators and :mod:`.processes` the endpoints (the tests use
+both too). Importing this package imports none of them.
 """
-
-from __future__ import annotations
-
-from orchestrator.demo.story import DemoError, DemoOptions, run_demo
-
-__all__ = ["DemoError", "DemoOptions", "run_demo"]

@@ -29,11 +29,11 @@ from orchestrator.control.store import StateStore
 from orchestrator.control.types import Flip, HealthState
 from orchestrator.control.wiring import open_plane
 from orchestrator.core.errors import OrchestratorError
+from orchestrator.demo.emulators import EmulatorUnavailable
 from orchestrator.demo.report import Timeline, summary_table, write_report
 from orchestrator.demo.traffic import TrafficGenerator, WeightsCache
 from orchestrator.demo.watch import Watch
 from orchestrator.demo.world import CLOUDS, LocalClouds, emulator_environment
-from orchestrator.emulators import EmulatorUnavailable
 
 __all__ = ["DemoError", "DemoOptions", "run_demo"]
 

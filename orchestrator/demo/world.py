@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from orchestrator.core.storage import Storage, open_storage
-from orchestrator.emulators import (
+from orchestrator.demo.emulators import (
     Emulator,
     MotoServer,
     scrubbed_environ,
@@ -26,7 +26,7 @@ from orchestrator.emulators import (
     start_gcs,
     start_moto,
 )
-from orchestrator.processes import Endpoint, free_port, start_endpoint
+from orchestrator.demo.processes import Endpoint, free_port, start_endpoint
 from orchestrator.publish.sync import Target
 
 __all__ = ["CLOUDS", "DOMAIN", "RECORD", "LocalClouds", "emulator_environment"]

@@ -32,8 +32,8 @@ from orchestrator.control.plane import ControlPlane
 from orchestrator.control.store import StateStore
 from orchestrator.control.wiring import open_plane
 from orchestrator.core.storage import open_storage
-from orchestrator.emulators import MotoServer
-from orchestrator.processes import Endpoint, start_endpoint
+from orchestrator.demo.emulators import MotoServer
+from orchestrator.demo.processes import Endpoint, start_endpoint
 from orchestrator.publish.sync import Target, sync_artifact
 from orchestrator.training.pipeline import TrainOptions, TrainResult, train
 from tests.faults import DelayProxy

@@ -33,7 +33,7 @@ import yaml
 
 from orchestrator.control.store import DOCUMENT_SCHEMA_VERSION, open_state
 from orchestrator.core.storage import open_storage
-from orchestrator.emulators import MotoServer, closed_port
+from orchestrator.demo.emulators import MotoServer, closed_port
 from tests.control.conftest import run_cli, run_clis
 
 SECRET = "s3cr3t-VALUE-4242"  # planted wherever a secret could be; must never be printed

@@ -32,7 +32,7 @@ from orchestrator.control.routing.backends.file import FileBackend
 from orchestrator.control.store import ObjectStoreStateStore, SQLiteStateStore, StateStore, open_state
 from orchestrator.control.types import HealthState
 from orchestrator.control.wiring import open_plane
-from orchestrator.emulators import Azurite, MotoServer
+from orchestrator.demo.emulators import Azurite, MotoServer
 from tests.control.routing.test_backends import RecordingProxy
 
 REPETITIONS = 6

@@ -17,7 +17,7 @@ from pathlib import Path
 from orchestrator.control.health.machine import Verdict
 from orchestrator.control.health.prober import EXPECTATION_DEADLINE_S, EXPECTATION_MIN_AGE_S
 from orchestrator.control.types import HealthState
-from orchestrator.emulators import closed_port
+from orchestrator.demo.emulators import closed_port
 from tests.control.conftest import CLOUDS, Fleet
 from tests.faults import MisbehavingEndpoint
 

@@ -21,7 +21,7 @@ from orchestrator.control.config import load_config
 from orchestrator.control.reports import RoundReport
 from orchestrator.control.store import HEALTH_JOB_LEASE, MAX_LEASE_S, open_state
 from orchestrator.control.wiring import open_plane
-from orchestrator.emulators import MotoServer, closed_port
+from orchestrator.demo.emulators import MotoServer, closed_port
 from tests.control.conftest import run_cli
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.processes import ManagedProcess, free_port, wait_http
+from orchestrator.demo.processes import ManagedProcess, free_port, wait_http
 
 BASE_IMAGE = "python:3.11-slim-bookworm"  # serving/Dockerfile's FROM
 

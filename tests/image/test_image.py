@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from orchestrator.demo.processes import free_port, wait_http
 from orchestrator.image import ImageError, push
-from orchestrator.processes import free_port, wait_http
 from orchestrator.training.pipeline import TrainOptions, train
 
 

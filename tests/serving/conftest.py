@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.processes import Endpoint, start_endpoint
+from orchestrator.demo.processes import Endpoint, start_endpoint
 from orchestrator.training.pipeline import TrainOptions, TrainResult, train
 
 StartEndpoint = Callable[..., Endpoint]

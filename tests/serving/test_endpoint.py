@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from sklearn.datasets import load_digits
 
-from orchestrator.processes import Endpoint
+from orchestrator.demo.processes import Endpoint
 from orchestrator.training.pipeline import TrainResult
 from tests.serving.conftest import StartEndpoint
 
@@ -296,7 +296,7 @@ def test_serve_configured_by_the_environment_alone_as_in_the_container(
     """The image runs bare `orchestrator serve`; MODEL_URI, HOST and PORT come from the environment."""
     import sys
 
-    from orchestrator.processes import ManagedProcess, free_port, wait_http
+    from orchestrator.demo.processes import ManagedProcess, free_port, wait_http
 
     port = free_port()
     process = ManagedProcess(

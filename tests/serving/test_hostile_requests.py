@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.processes import Endpoint, start_endpoint
+from orchestrator.demo.processes import Endpoint, start_endpoint
 from orchestrator.training.pipeline import TrainResult
 from serving.inputs import MAX_ROWS, InputError, decode_predict_request, decode_v2_request
 
@@ -260,7 +260,7 @@ def test_docs_are_off_by_default_and_on_with_the_flag(endpoint: Endpoint, fast_t
 def test_docs_from_the_environment(digits_model: TrainResult, tmp_path: Path) -> None:
     import sys
 
-    from orchestrator.processes import ManagedProcess, free_port, wait_http
+    from orchestrator.demo.processes import ManagedProcess, free_port, wait_http
 
     port = free_port()
     process = ManagedProcess(

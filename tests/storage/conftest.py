@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.core.storage import NO_WAIT_RETRY, RetryPolicy, Storage, open_storage
-from orchestrator.emulators import Emulator, unique_bucket_name
+from orchestrator.demo.emulators import Emulator, unique_bucket_name
 
 BACKENDS = [
     pytest.param("local", id="local"),
@@ -36,7 +36,7 @@ class Backend:
     settings: dict[str, str]
     emulator: Emulator | None
     missing_bucket_uri: str
-    # Documented emulator gaps (../shared/NOTES.md): gcp-storage-emulator ignores preconditions
+    # Documented emulator gaps (docs/development.md): gcp-storage-emulator ignores preconditions
     # and page sizes. Real GCS enforces both, and the requests we send are checked against a
     # recording server in test_gcs_requests.py.
     enforces_preconditions: bool = True

@@ -17,11 +17,11 @@ import pytest
 
 from orchestrator.core.errors import NotFound, PreconditionFailed, StorageError
 from orchestrator.core.storage import ObjectInfo, RetryPolicy, Storage
-from orchestrator.emulators import Azurite, MotoServer
+from orchestrator.demo.emulators import Azurite, MotoServer
 from tests.storage.conftest import SMALL_PART, Backend
 
 GCS_NO_PRECONDITIONS = (
-    "gcp-storage-emulator ignores preconditions (../shared/NOTES.md), so a conflicting write "
+    "gcp-storage-emulator ignores preconditions (docs/development.md), so a conflicting write "
     "succeeds there; real GCS enforces ifGenerationMatch, and test_gcs_requests.py checks we send it"
 )
 

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.emulators import EmulatorUnavailable, start_azurite, start_moto
+from orchestrator.demo.emulators import (
+    AZURITE_COMMAND,
+    EmulatorUnavailable,
+    azurite_binary,
+    start_azurite,
+    start_moto,
+)
 
 
 def test_a_missing_azurite_says_how_to_install_it(tmp_path: Path) -> None:
@@ -19,6 +25,57 @@ def test_a_missing_azurite_says_how_to_install_it(tmp_path: Path) -> None:
     assert "make test" in message
     assert "scripts/bootstrap.sh" in message
     assert "azurite@3.35.0" in message
+
+
+def _executable(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def no_azurite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No Azurite anywhere: not in $AZURITE_BIN, not beside this Python, not on PATH."""
+    monkeypatch.delenv("AZURITE_BIN", raising=False)
+    scripts = tmp_path / "venv-bin"
+    scripts.mkdir()
+    monkeypatch.setattr("sysconfig.get_path", lambda name, *a, **k: str(scripts))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-path"))
+    return scripts
+
+
+def test_azurite_is_found_through_azurite_bin_first(
+    tmp_path: Path, no_azurite: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _executable(no_azurite / AZURITE_COMMAND)
+    chosen = _executable(tmp_path / "elsewhere" / "azurite-blob")
+    monkeypatch.setenv("AZURITE_BIN", str(chosen))
+    assert azurite_binary() == chosen
+
+
+def test_azurite_is_found_beside_this_python_before_path(
+    tmp_path: Path, no_azurite: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    beside = _executable(no_azurite / AZURITE_COMMAND)
+    on_path = _executable(tmp_path / "on-path" / AZURITE_COMMAND)
+    monkeypatch.setenv("PATH", str(on_path.parent))
+    assert azurite_binary() == beside
+
+
+def test_azurite_is_found_on_path(tmp_path: Path, no_azurite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    on_path = _executable(tmp_path / "on-path" / AZURITE_COMMAND)
+    monkeypatch.setenv("PATH", str(on_path.parent))
+    assert azurite_binary() == on_path
+
+
+def test_no_azurite_anywhere_says_where_it_looked_and_how_to_get_it(tmp_path: Path, no_azurite: Path) -> None:
+    assert azurite_binary() is None
+    with pytest.raises(EmulatorUnavailable) as caught:
+        start_azurite(tmp_path)
+    message = str(caught.value)
+    for hint in ("AZURITE_BIN", "PATH", "make test", "scripts/bootstrap.sh", "azurite@3.35.0"):
+        assert hint in message
 
 
 @pytest.mark.emulator

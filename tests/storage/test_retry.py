@@ -33,7 +33,7 @@ from orchestrator.core.storage import (
     StorageURI,
     open_storage,
 )
-from orchestrator.emulators import (
+from orchestrator.demo.emulators import (
     AZURITE_ACCOUNT,
     AZURITE_KEY,
     MotoServer,

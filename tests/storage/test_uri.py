@@ -17,7 +17,7 @@ from orchestrator.core.storage.aws import S3Storage
 from orchestrator.core.storage.azure import AzureStorage
 from orchestrator.core.storage.gcp import GCSStorage
 from orchestrator.core.storage.local import LocalStorage
-from orchestrator.emulators import Azurite, GcsEmulator, MotoServer
+from orchestrator.demo.emulators import Azurite, GcsEmulator, MotoServer
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.core.storage import NO_WAIT_RETRY, open_storage
-from orchestrator.emulators import Azurite, Emulator, GcsEmulator, MotoServer
+from orchestrator.demo.emulators import Azurite, Emulator, GcsEmulator, MotoServer
 from orchestrator.publish.sync import Target
 from orchestrator.training.pipeline import TrainOptions, TrainResult, train
 

@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
-from orchestrator.processes import free_port
+from orchestrator.demo.processes import free_port
 
 __all__ = ["SlowProxy"]
 

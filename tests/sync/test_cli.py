@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.emulators import Azurite, GcsEmulator, MotoServer
+from orchestrator.demo.emulators import Azurite, GcsEmulator, MotoServer
 from orchestrator.training.pipeline import TrainResult
 
 

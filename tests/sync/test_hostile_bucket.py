@@ -31,8 +31,8 @@ from orchestrator.core.artifact.signing import (
     sign_artifact,
 )
 from orchestrator.core.storage import Storage
-from orchestrator.emulators import MotoServer
-from orchestrator.processes import start_endpoint
+from orchestrator.demo.emulators import MotoServer
+from orchestrator.demo.processes import start_endpoint
 from orchestrator.publish.sync import sync_artifact
 from orchestrator.training.pipeline import TrainResult
 from serving.cache import ModelCache

@@ -18,7 +18,7 @@ from orchestrator.core.artifact.signing import (
     sign_artifact,
 )
 from orchestrator.core.errors import ArtifactError
-from orchestrator.emulators import MotoServer
+from orchestrator.demo.emulators import MotoServer
 from orchestrator.publish.sync import sync_artifact
 from orchestrator.training.pipeline import TrainOptions, TrainResult, train
 from serving.cache import ModelCache

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator.emulators import Emulator
-from orchestrator.processes import Endpoint, start_endpoint
+from orchestrator.demo.emulators import Emulator
+from orchestrator.demo.processes import Endpoint, start_endpoint
 from orchestrator.publish.sync import Target, sync_artifact
 from orchestrator.training.pipeline import TrainOptions, TrainResult, train
 from tests.sync.conftest import bucket_of, target

@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator.emulators import MotoServer
-from orchestrator.processes import start_endpoint
+from orchestrator.demo.emulators import MotoServer
+from orchestrator.demo.processes import start_endpoint
 from orchestrator.publish.sync import sync_artifact
 from orchestrator.training.pipeline import TrainOptions, TrainResult, train
 from tests.sync.conftest import target

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.core.artifact.layout import read_pointer
 from orchestrator.core.storage import NO_WAIT_RETRY, open_storage
-from orchestrator.emulators import Azurite, GcsEmulator, MotoServer, start_azurite, start_moto
+from orchestrator.demo.emulators import Azurite, GcsEmulator, MotoServer, start_azurite, start_moto
 from orchestrator.publish.sync import SyncEvent, Target, sync_artifact
 from orchestrator.publish.verify import verify_targets
 from orchestrator.training.pipeline import TrainResult

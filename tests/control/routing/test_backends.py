@@ -26,7 +26,7 @@ from orchestrator.control.routing.backends.file import FileBackend
 from orchestrator.control.routing.backends.route53 import DEFAULT_TTL, Route53Backend, translate_error
 from orchestrator.control.routing.dnsname import route53_name
 from orchestrator.core.errors import ConfigError, NotFound, PermissionDenied, StorageError, TransientError
-from orchestrator.emulators import HOST, MotoServer, start_moto
+from orchestrator.demo.emulators import HOST, MotoServer, start_moto
 
 TARGETS = {
     "aws": "https://abc123.us-east-1.awsapprunner.example",

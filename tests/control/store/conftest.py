@@ -18,7 +18,7 @@ import pytest
 
 from orchestrator.control.store import ObjectStoreStateStore, StateStore, open_state
 from orchestrator.core.storage import NO_WAIT_RETRY, open_storage
-from orchestrator.emulators import Emulator
+from orchestrator.demo.emulators import Emulator
 
 STATE_BACKENDS = [
     pytest.param("sqlite", id="sqlite"),

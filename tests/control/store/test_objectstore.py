@@ -54,7 +54,7 @@ from orchestrator.core.errors import (
     TransientError,
 )
 from orchestrator.core.storage import NO_RETRY, NO_WAIT_RETRY, open_storage
-from orchestrator.emulators import Azurite, MotoServer, closed_port
+from orchestrator.demo.emulators import Azurite, MotoServer, closed_port
 from tests.control.store.conftest import GCS_IGNORES_PRECONDITIONS, FakeClock, StateBackend
 
 H, U, X = HealthState.HEALTHY, HealthState.UNHEALTHY, HealthState.DRAINED

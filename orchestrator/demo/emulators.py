@@ -13,7 +13,8 @@ test: buckets are created with it, and ``tamper()`` changes an object behind our
 Servers run in their own session, so a Ctrl-C at the terminal reaches only the caller, which stops
 them in ``finally``. A missing emulator raises :class:`EmulatorUnavailable` saying how to install
 it; the demo prints that, and the fixtures in ``tests/conftest.py`` turn it into a failure, never a
-skip. The exact commands and known gaps of each emulator are in ``../shared/NOTES.md``.
+skip. The commands that install them and the known gaps of each emulator are in
+``docs/development.md``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 import urllib.error
 import urllib.request
@@ -34,17 +36,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
-from orchestrator.processes import free_port
+from orchestrator.demo.processes import free_port
 
 __all__ = [
     "AZURITE_ACCOUNT",
-    "AZURITE_BIN",
+    "AZURITE_COMMAND",
     "AZURITE_KEY",
     "Azurite",
     "Emulator",
     "EmulatorUnavailable",
     "GcsEmulator",
     "MotoServer",
+    "azurite_binary",
     "closed_port",
     "free_port",
     "start_azurite",
@@ -53,21 +56,23 @@ __all__ = [
     "unique_bucket_name",
 ]
 
-REPO = Path(__file__).resolve().parents[1]
+AZURITE_COMMAND = "azurite-blob"  # Azurite's blob service alone, as npm installs it
+AZURITE_VERSION = "3.35.0"  # scripts/bootstrap.sh installs this one (3.37 needs Node.js 22)
 
 
-def _azurite_bin() -> Path:
-    """$AZURITE_BIN, else where scripts/bootstrap.sh (run by `make demo` and `make test`) installs
-    Azurite from npm, else ``azurite-blob`` on PATH."""
+def azurite_binary() -> Path | None:
+    """Azurite's ``azurite-blob``: ``$AZURITE_BIN`` when set, else the one beside this Python's
+    console scripts (scripts/bootstrap.sh links it into the virtualenv's ``bin``), else the first
+    on ``PATH``; None when there is none (:meth:`Azurite.start` says how to get it)."""
     if os.environ.get("AZURITE_BIN"):
         return Path(os.environ["AZURITE_BIN"])
-    local = REPO / ".cache" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
-    on_path = shutil.which("azurite-blob")
-    return local if local.exists() or on_path is None else Path(on_path)
+    beside = Path(sysconfig.get_path("scripts")) / AZURITE_COMMAND
+    if beside.exists():
+        return beside
+    on_path = shutil.which(AZURITE_COMMAND)
+    return Path(on_path) if on_path else None
 
 
-AZURITE_BIN = _azurite_bin()
-AZURITE_VERSION = "3.35.0"  # scripts/bootstrap.sh installs this one
 NODE_MAJOR = 20
 # Azurite's well-known development account (public, documented by Microsoft; not a secret).
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -298,7 +303,7 @@ class MotoServer(Emulator):
 
 
 class GcsEmulator(Emulator):
-    """gcp-storage-emulator, in memory. It ignores preconditions and page sizes (NOTES.md)."""
+    """gcp-storage-emulator, in memory. It ignores preconditions and page sizes (docs/development.md)."""
 
     scheme = "gs"
     name = "gcp-storage-emulator (GCS)"
@@ -345,10 +350,11 @@ class Azurite(Emulator):
     scheme = "az"
     name = "Azurite (Azure Blob)"
 
-    def __init__(self, port: int, log_path: Path, *, location: Path, binary: Path = AZURITE_BIN) -> None:
+    def __init__(self, port: int, log_path: Path, *, location: Path, binary: Path | None = None) -> None:
+        """``binary``: Azurite's ``azurite-blob`` (default: :func:`azurite_binary`)."""
         super().__init__(port, log_path)
         self.location = location
-        self.binary = binary
+        self.binary = binary if binary is not None else azurite_binary()
 
     @property
     def connection_string(self) -> str:
@@ -371,10 +377,17 @@ class Azurite(Emulator):
                 "--disableTelemetry"]  # fmt: skip
 
     def start(self) -> Self:
-        if not self.binary.exists():
+        if self.binary is None or not self.binary.exists():
+            where = (
+                f"no {self.binary}"
+                if self.binary is not None
+                else f"no {AZURITE_COMMAND} beside {sys.executable} nor on PATH, and AZURITE_BIN is not set"
+            )
             raise EmulatorUnavailable(
-                f"Azurite is not installed (no {self.binary}): {_INSTALL_HINT} "
-                "(it runs `npm install --prefix .cache/azurite azurite@3.35.0`; needs Node.js 20+)"
+                f"Azurite is not installed ({where}): {_INSTALL_HINT} (it installs azurite@{AZURITE_VERSION} "
+                f"from npm and links {AZURITE_COMMAND} into the virtualenv; needs Node.js 20+), or install "
+                f"it yourself (`npm install -g azurite@{AZURITE_VERSION}`) and put {AZURITE_COMMAND} on "
+                "PATH or its path in AZURITE_BIN"
             )
         node = shutil.which("node")
         if node is None:
@@ -430,7 +443,7 @@ def start_gcs(log_dir: Path, *, port: int | None = None) -> GcsEmulator:
     return GcsEmulator(port or free_port(), log_dir / "gcs.log").start()
 
 
-def start_azurite(log_dir: Path, *, port: int | None = None, binary: Path = AZURITE_BIN) -> Azurite:
+def start_azurite(log_dir: Path, *, port: int | None = None, binary: Path | None = None) -> Azurite:
     """Start Azurite's blob service as a process, storing under ``log_dir/azurite``."""
     return Azurite(
         port or free_port(), log_dir / "azurite.log", location=log_dir / "azurite", binary=binary
