@@ -48,7 +48,7 @@ retried by the storage layer (:mod:`orchestrator.core.storage.retry`); ``stats``
 commits, conflicts, replays and stale transactions.
 
 gcp-storage-emulator ignores preconditions, so it cannot test any of this; real GCS enforces
-``ifGenerationMatch``, which we always send (``tests/state``).
+``ifGenerationMatch``, which we always send (``tests/control/store``).
 """
 
 from __future__ import annotations

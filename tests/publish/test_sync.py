@@ -14,7 +14,7 @@ from orchestrator.demo.emulators import Azurite, GcsEmulator, MotoServer, start_
 from orchestrator.publish.sync import SyncEvent, Target, sync_artifact
 from orchestrator.publish.verify import verify_targets
 from orchestrator.training.pipeline import TrainResult
-from tests.sync.conftest import bucket_of, rewritten, target
+from tests.publish.conftest import bucket_of, rewritten, target
 
 ALL_FILES = {"model.onnx", "report.md", "confusion_matrix.png", "roc_ovr.png", "manifest.json"}
 

@@ -28,7 +28,7 @@ from orchestrator.core.errors import ArtifactError
 from orchestrator.publish.sync import SyncEvent, Target, sync_artifact
 from orchestrator.publish.verify import verify_targets
 from orchestrator.training.pipeline import TrainOptions, TrainResult, train
-from tests.sync.conftest import bucket_of, sign_as_anyone
+from tests.publish.conftest import bucket_of, sign_as_anyone
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from orchestrator.publish.sync import sync_artifact
 from orchestrator.training.pipeline import TrainOptions, TrainResult, train
 from serving.cache import ModelCache
 from serving.source import make_loader
-from tests.sync.conftest import target
+from tests.publish.conftest import target
 
 
 @pytest.fixture

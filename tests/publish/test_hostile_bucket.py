@@ -36,7 +36,7 @@ from orchestrator.demo.processes import start_endpoint
 from orchestrator.publish.sync import sync_artifact
 from orchestrator.training.pipeline import TrainResult
 from serving.cache import ModelCache
-from tests.sync.conftest import sign_as_anyone, target
+from tests.publish.conftest import sign_as_anyone, target
 
 RELOAD_S = "0.2"
 

@@ -18,7 +18,7 @@ import pytest
 from orchestrator.core.errors import NotFound, PreconditionFailed, StorageError
 from orchestrator.core.storage import ObjectInfo, RetryPolicy, Storage
 from orchestrator.demo.emulators import Azurite, MotoServer
-from tests.storage.conftest import SMALL_PART, Backend
+from tests.core.storage.conftest import SMALL_PART, Backend
 
 GCS_NO_PRECONDITIONS = (
     "gcp-storage-emulator ignores preconditions (docs/development.md), so a conflicting write "

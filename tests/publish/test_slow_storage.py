@@ -11,9 +11,9 @@ from orchestrator.demo.emulators import MotoServer
 from orchestrator.demo.processes import start_endpoint
 from orchestrator.publish.sync import sync_artifact
 from orchestrator.training.pipeline import TrainOptions, TrainResult, train
-from tests.sync.conftest import target
-from tests.sync.slow_proxy import SlowProxy
-from tests.sync.test_serve_from_cloud import wait_for
+from tests.publish.conftest import target
+from tests.publish.slow_proxy import SlowProxy
+from tests.publish.test_serve_from_cloud import wait_for
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from orchestrator.demo.emulators import Emulator
 from orchestrator.demo.processes import Endpoint, start_endpoint
 from orchestrator.publish.sync import Target, sync_artifact
 from orchestrator.training.pipeline import TrainOptions, TrainResult, train
-from tests.sync.conftest import bucket_of, target
+from tests.publish.conftest import bucket_of, target
 
 
 @pytest.fixture(params=["aws", "gcp", "azure"])
