@@ -41,5 +41,5 @@ and an operator never waits behind a probe:
 ``health --once`` and ``health --watch`` hold the state's health-job lease
 (:data:`~orchestrator.control.store.HEALTH_JOB_LEASE`) while they run, renewed inside every commit
 (so a run that lost it commits nothing), so scheduled runs never pile up: a second one exits
-with :class:`~orchestrator.core.errors.LeaseHeld` (exit 75).
+with :class:`~orchestrator.control.errors.LeaseHeld` (exit 75).
 """

@@ -17,6 +17,7 @@ from typing import Any
 
 from orchestrator.control import steps
 from orchestrator.control.config import Config
+from orchestrator.control.errors import LeaseHeld, StateCorrupt
 from orchestrator.control.health.machine import MachineConfig, Verdict, drain
 from orchestrator.control.health.probe import ProbeResult, short
 from orchestrator.control.health.prober import EXPECTATION_DEADLINE_S, Prober
@@ -30,7 +31,7 @@ from orchestrator.control.status import status_report
 from orchestrator.control.store import HEALTH_JOB_LEASE, DesiredWeights, Lease, StateStore
 from orchestrator.control.types import Flip, HealthState
 from orchestrator.core.contract import CLOUDS
-from orchestrator.core.errors import ConfigError, LeaseHeld, OrchestratorError, StateCorrupt
+from orchestrator.core.errors import ConfigError, OrchestratorError
 
 __all__ = ["LEASE_SLACK_S", "MAX_ONCE_SPACING_S", "ControlPlane"]
 

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from orchestrator.control.config import Config, check_together, validate
+from orchestrator.core.artifact.layout import ModelLocation, parse_model_uri
 from orchestrator.core.contract import CLOUDS
 from orchestrator.core.errors import ConfigError
 
@@ -36,8 +37,6 @@ DNS_KEYS = ("zone_id", "record_name")
 MASKED_SECRET = "[secret]"  # noqa: S105  # a placeholder Pulumi prints, not a password
 # A stack's outputs are a few kilobytes; anything far larger is not `pulumi stack output --json`.
 MAX_OUTPUTS_BYTES = 1024 * 1024
-# A model URI names the registry's pointer: <bucket URI>/models/<name>/LATEST.
-_MODEL_URI = re.compile(r"^(?P<root>(s3|gs|az)://.+?)/models/(?P<name>[^/]+)/LATEST$")
 # The capacity written for each vCPU of each instance, a deliberately conservative planning figure:
 # benchmarks/serving.py measures ~7,600 one-row requests/s on one idle core, but real requests
 # arrive through TLS and a load balancer and the SLO needs headroom. Measure, then set capacity_rps.
@@ -109,10 +108,8 @@ def _endpoint(
     cloud = out["cloud"]
     if cloud not in CLOUDS:
         raise ConfigError(f"{source}: stack output 'cloud' is not one of {', '.join(CLOUDS)}")
-    match = _MODEL_URI.match(out["model_uri"]) if isinstance(out["model_uri"], str) else None
-    if not match:
-        raise ConfigError(f"{source}: stack output 'model_uri' is not <bucket URI>/models/<name>/LATEST")
-    names.add(match["name"])
+    location = _follows_latest(out["model_uri"], source)
+    names.add(location.name)
     vcpu = _number(out["cpu"], source, "cpu")
     instances = _number(out["max_instances"], source, "max_instances")
     prefix = f"clouds.{cloud}"
@@ -126,7 +123,7 @@ def _endpoint(
     origins["model.name"] = (source, "model_uri")
     config: dict[str, Any] = {
         "endpoint": _text(out["endpoint_url"], source, "endpoint_url").rstrip("/"),
-        "storage": match["root"],
+        "storage": location.root,
         "region": _text(out["region"], source, "region"),
         "capacity_rps": REQUESTS_PER_INSTANCE * vcpu * instances,
         "size": {"vcpu": vcpu, "memory_gib": _gib(out["memory"], source)},
@@ -251,3 +248,15 @@ def _gib(value: Any, source: str) -> float:
     if unit.startswith("m") or (not unit and n > 64):  # a bare number above 64 can only be MiB
         return n / 1024
     return n
+
+
+def _follows_latest(uri: object, source: str) -> ModelLocation:
+    """The endpoint's model URI, which must name a pointer: <bucket URI>/models/<name>/LATEST (the
+    grammar of :func:`~orchestrator.core.artifact.layout.parse_model_uri`)."""
+    try:
+        location = parse_model_uri(uri, where="model_uri") if isinstance(uri, str) else None
+    except ConfigError:
+        location = None
+    if location is None or not location.follows_latest:
+        raise ConfigError(f"{source}: stack output 'model_uri' is not <bucket URI>/models/<name>/LATEST")
+    return location

@@ -5,13 +5,13 @@
     ├── DatasetError             training data is unusable (orchestrator.training.datasets)
     ├── GateError                a trained model is below the metric gate (orchestrator.training.gate)
     ├── ArtifactError            an artifact failed verification (names the file)
-    ├── LeaseHeld                another health job holds the job lease    (exit 75: try later)
+    ├── LeaseHeld                another health job holds the job lease    (orchestrator.control.errors)
     └── StorageError             a storage backend failed (names the URI)
         ├── NotFound             object or bucket does not exist           (never retried)
         ├── PermissionDenied     credentials lack access                   (never retried)
         ├── PreconditionFailed   a conditional write lost a race           (never retried)
-        │   └── StateConflict    a state transaction could not commit      (re-run the whole step)
-        ├── StateCorrupt         the state holds what no orchestrator wrote (names location, key)
+        │   └── StateConflict    a state transaction could not commit      (orchestrator.control.errors)
+        ├── StateCorrupt         the state holds what no orchestrator wrote (orchestrator.control.errors)
         └── TransientError       timeouts, throttling, 5xx                 (retried with backoff)
 
 The CLI maps them to a message on stderr and a non-zero exit code; nothing else catches ``Exception``.
@@ -22,13 +22,10 @@ from __future__ import annotations
 __all__ = [
     "ArtifactError",
     "ConfigError",
-    "LeaseHeld",
     "NotFound",
     "OrchestratorError",
     "PermissionDenied",
     "PreconditionFailed",
-    "StateConflict",
-    "StateCorrupt",
     "StorageError",
     "TransientError",
 ]
@@ -54,21 +51,6 @@ class ArtifactError(OrchestratorError):
         super().__init__(message)
 
 
-class LeaseHeld(OrchestratorError):
-    """Another run of the health job holds the job's lease (or took it over from this one).
-
-    Exit code 75 is EX_TEMPFAIL of sysexits.h ("temporary failure, the user is invited to retry
-    later"): a scheduler that sees it knows the job is being done by the holder, and that this run
-    changed nothing."""
-
-    exit_code = 75
-
-    def __init__(self, message: str, *, holder: str, expires_at: float) -> None:
-        self.holder = holder
-        self.expires_at = expires_at
-        super().__init__(message)
-
-
 class StorageError(OrchestratorError):
     """A storage operation failed; ``uri`` names the object or bucket at fault."""
 
@@ -87,26 +69,6 @@ class PermissionDenied(StorageError):
 
 class PreconditionFailed(StorageError):
     """A conditional write or read found a different version than expected."""
-
-
-class StateConflict(PreconditionFailed):
-    """An optimistic state transaction could not commit, and nothing of it was written: another
-    command changed what it had read (``stale`` names those parts of the state), or other writers
-    kept winning for ``attempts`` attempts. Repeat the whole step on the fresh state
-    (:meth:`orchestrator.control.store.StateStore.atomically` does)."""
-
-    def __init__(
-        self, message: str, *, uri: str | None = None, stale: tuple[str, ...] = (), attempts: int
-    ) -> None:
-        self.stale = stale
-        self.attempts = attempts
-        super().__init__(message, uri=uri)
-
-
-class StateCorrupt(StorageError):
-    """The state holds a value no orchestrator writes (a health state ``"bogus"``, a negative
-    counter, a weight that is not an integer...): the message names the location and the key.
-    Nothing is written over it; restore the state or choose another location."""
 
 
 class TransientError(StorageError):

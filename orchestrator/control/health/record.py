@@ -3,7 +3,7 @@
 The state store keeps each record as an opaque JSON object (:meth:`CloudRecord.to_dict`);
 :meth:`CloudRecord.from_dict` reads it back strictly, so a value no orchestrator writes (a state
 ``"bogus"``, a negative counter, a latency that is not a number) is a ValueError naming the key,
-which the control plane reports as :class:`~orchestrator.core.errors.StateCorrupt`.
+which the control plane reports as :class:`~orchestrator.control.errors.StateCorrupt`.
 """
 
 from __future__ import annotations

@@ -15,14 +15,14 @@ stopped, and the health job's :class:`Lease`, so that runs of it do not pile up.
 
 Transactions are short by contract: the control plane probes before one and writes routing after
 one, never inside, so SQLite's write lock is held for milliseconds. A value read back that no
-orchestrator writes raises :class:`~orchestrator.core.errors.StateCorrupt` naming the location and key.
+orchestrator writes raises :class:`~orchestrator.control.errors.StateCorrupt` naming the location and key.
 
 Modules: :mod:`.base` (the interface, its value types and checks), :mod:`.sqlite` (a local file,
 the default; transactions take its write lock) and :mod:`.objectstore` (one versioned JSON
 document in S3, GCS or Azure, for jobs running in the cloud; transactions are optimistic, with
 conditional writes). :func:`open_state` picks one from the location. Either way no command loses
 another's writes; with object storage, a step that read what another command changed meanwhile
-raises :class:`~orchestrator.core.errors.StateConflict` with nothing written, and
+raises :class:`~orchestrator.control.errors.StateConflict` with nothing written, and
 :meth:`StateStore.atomically` runs such a step again.
 """
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from orchestrator.control.errors import LeaseHeld, StateConflict
 from orchestrator.control.types import Flip
 from orchestrator.core.contract import CLOUDS
-from orchestrator.core.errors import LeaseHeld, StateConflict
 
 __all__ = [
     "BUSY_TIMEOUT",
@@ -154,7 +154,7 @@ class StateStore(abc.ABC):
         raises. Concurrent transactions never see each other's partial writes and never
         overwrite each other's reads: one waits for the other (SQLite), or (object storage) the
         one that loses the race re-applies its writes to the newer state when nothing it read
-        has changed, and otherwise raises :class:`~orchestrator.core.errors.StateConflict` at exit
+        has changed, and otherwise raises :class:`~orchestrator.control.errors.StateConflict` at exit
         with nothing written, to be repeated by the caller (:meth:`atomically`). Transactions
         nest: an inner block that raises undoes only its own writes."""
 
@@ -231,7 +231,7 @@ class StateStore(abc.ABC):
 
     def acquire_lease(self, name: str, holder: str, ttl_s: float) -> Lease:
         """Take the lease ``name`` for ``holder`` until ``ttl_s`` from now: if it is free, expired,
-        or already ``holder``'s. Raises :class:`~orchestrator.core.errors.LeaseHeld` while another
+        or already ``holder``'s. Raises :class:`~orchestrator.control.errors.LeaseHeld` while another
         holder's lease is live. One short transaction."""
         _check_ttl(ttl_s)
 

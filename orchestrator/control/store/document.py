@@ -2,8 +2,9 @@
 
 :class:`Document` holds the sections in their stored (JSON) form; :func:`decode` parses and checks
 a stored document (schema :data:`DOCUMENT_SCHEMA_VERSION`, or 1, read as 2), so that a malformed
-one is refused once, with its location and the key at fault (:class:`~orchestrator.core.errors.StateCorrupt`),
-instead of surfacing as a confusing error in some later command. :mod:`.objectstore` owns the
+one is refused once, with its location and the key at fault
+(:class:`~orchestrator.control.errors.StateCorrupt`), instead of surfacing as a confusing error in
+some later command. :mod:`.objectstore` owns the
 transactions over it.
 """
 
@@ -15,6 +16,7 @@ from typing import Any, Literal, TypeVar, get_args
 
 import orjson
 
+from orchestrator.control.errors import StateCorrupt
 from orchestrator.control.store.base import (
     DesiredWeights,
     Override,
@@ -24,7 +26,7 @@ from orchestrator.control.store.base import (
     parse_lease,
 )
 from orchestrator.control.types import Flip, HealthState
-from orchestrator.core.errors import StateCorrupt, StorageError
+from orchestrator.core.errors import StorageError
 
 __all__ = [
     "DOCUMENT_KIND",

@@ -24,7 +24,7 @@ Flips and desired weights are bounded histories (:data:`MAX_FLIPS`, :data:`MAX_D
 the oldest entries fall off, so the document stays small enough to read and rewrite whole on
 every commit. A document of a newer schema, or one that is not an orchestrator state document, is
 refused rather than misread, and one whose values no orchestrator writes (a health state
-``"bogus"``, a weight that is not an integer) raises :class:`~orchestrator.core.errors.StateCorrupt`
+``"bogus"``, a weight that is not an integer) raises :class:`~orchestrator.control.errors.StateCorrupt`
 naming the key. Schema 1 documents (``applied_weights``, no ``backends`` or ``leases``) are read
 as schema 2 and written back as schema 2 at their next commit.
 

@@ -13,7 +13,7 @@ backs off with full jitter, re-reads, and then
 
 - if every section the block read is unchanged, replays the mutations, in order, on the fresh
   document and tries again (at most :data:`COMMIT_ATTEMPTS` tries within the busy timeout);
-- otherwise it raises :class:`~orchestrator.core.errors.StateConflict` naming the stale sections, with
+- otherwise it raises :class:`~orchestrator.control.errors.StateConflict` naming the stale sections, with
   nothing written.
 
 Why replaying is safe. A mutation carries values, not deltas computed from what was read: the
@@ -65,6 +65,7 @@ from typing import Self
 
 import orjson
 
+from orchestrator.control.errors import StateConflict
 from orchestrator.control.store.base import (
     BUSY_TIMEOUT,
     StateStore,
@@ -77,7 +78,7 @@ from orchestrator.control.store.document import (
     Section,
     decode,
 )
-from orchestrator.core.errors import NotFound, PreconditionFailed, StateConflict
+from orchestrator.core.errors import NotFound, PreconditionFailed
 from orchestrator.core.storage import Storage
 
 __all__ = ["COMMIT_ATTEMPTS", "COMMIT_WAIT_INITIAL", "COMMIT_WAIT_MAX", "DOCUMENT_KEY", "OptimisticDocument"]

@@ -22,9 +22,10 @@ from typing import Any, Self
 
 import orjson
 
+from orchestrator.control.errors import StateCorrupt
 from orchestrator.control.store.base import BUSY_TIMEOUT, StateStore
 from orchestrator.control.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, SCHEMA_VERSION_TABLE
-from orchestrator.core.errors import ConfigError, StateCorrupt, StorageError, TransientError
+from orchestrator.core.errors import ConfigError, StorageError, TransientError
 
 __all__ = ["DEFAULT_STATE_PATH", "SQLiteFile"]
 

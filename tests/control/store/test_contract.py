@@ -14,6 +14,7 @@ import threading
 
 import pytest
 
+from orchestrator.control.errors import LeaseHeld
 from orchestrator.control.store import (
     HEALTH_JOB_LEASE,
     MAX_LEASE_S,
@@ -24,7 +25,6 @@ from orchestrator.control.store import (
     StateStore,
 )
 from orchestrator.control.types import Flip, HealthState
-from orchestrator.core.errors import LeaseHeld
 from tests.control.store.conftest import GCS_IGNORES_PRECONDITIONS, FakeClock, StateBackend
 
 H, D, U, X = HealthState.HEALTHY, HealthState.DEGRADED, HealthState.UNHEALTHY, HealthState.DRAINED

@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from orchestrator.control.config import Config
+from orchestrator.control.errors import LeaseHeld
 from orchestrator.control.health.machine import Machine, MachineConfig, Observation, Verdict, observe
 from orchestrator.control.plane import ControlPlane
 from orchestrator.control.reports import RoundReport
@@ -23,7 +24,6 @@ from orchestrator.control.routing.backends import open_backend
 from orchestrator.control.store import HEALTH_JOB_LEASE, ObjectStoreStateStore, StateStore
 from orchestrator.control.types import Flip, HealthState
 from orchestrator.control.wiring import open_plane
-from orchestrator.core.errors import LeaseHeld
 from tests.control.store.conftest import FakeClock, StateBackend
 
 CFG = MachineConfig(unhealthy_threshold=2, healthy_threshold=2, hold_down_s=10, startup_grace_s=0)

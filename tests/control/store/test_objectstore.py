@@ -30,6 +30,7 @@ import google_crc32c
 import orjson
 import pytest
 
+from orchestrator.control.errors import StateConflict, StateCorrupt
 from orchestrator.control.store import (
     DOCUMENT_KEY,
     DOCUMENT_SCHEMA_VERSION,
@@ -45,14 +46,7 @@ from orchestrator.control.store import (
 from orchestrator.control.store.objectstore import split_location
 from orchestrator.control.store.objectstore_tx import COMMIT_WAIT_INITIAL, COMMIT_WAIT_MAX
 from orchestrator.control.types import Flip, HealthState
-from orchestrator.core.errors import (
-    ConfigError,
-    NotFound,
-    StateConflict,
-    StateCorrupt,
-    StorageError,
-    TransientError,
-)
+from orchestrator.core.errors import ConfigError, NotFound, StorageError, TransientError
 from orchestrator.core.storage import NO_RETRY, NO_WAIT_RETRY, open_storage
 from orchestrator.demo.emulators import Azurite, MotoServer, closed_port
 from tests.control.store.conftest import GCS_IGNORES_PRECONDITIONS, FakeClock, StateBackend

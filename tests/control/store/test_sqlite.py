@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.control.errors import StateCorrupt
 from orchestrator.control.store import (
     DEFAULT_STATE_PATH,
     HEALTH_JOB_LEASE,
@@ -24,7 +25,7 @@ from orchestrator.control.store import (
     open_state,
 )
 from orchestrator.control.types import Flip, HealthState
-from orchestrator.core.errors import ConfigError, StateCorrupt, StorageError, TransientError
+from orchestrator.core.errors import ConfigError, StorageError, TransientError
 
 H, U = HealthState.HEALTHY, HealthState.UNHEALTHY
 
