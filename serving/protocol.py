@@ -22,9 +22,9 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from serving.settings import DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S
+
 __all__ = [
-    "DEFAULT_BODY_TIMEOUT_S",
-    "DEFAULT_HEADER_TIMEOUT_S",
     "DEFAULT_MAX_HEADER_BYTES",
     "BodyLimitMiddleware",
     "HeaderTimeoutProtocol",
@@ -32,9 +32,6 @@ __all__ = [
     "send_error",
 ]
 
-# Request line and headers are a few hundred bytes; 10 s is generous on the slowest mobile link
-# and still frees a slowloris connection quickly.
-DEFAULT_HEADER_TIMEOUT_S = 10.0
 # Request line plus headers, in bytes. Clients send a few hundred; uvicorn's other parser (h11)
 # refuses more than 16 KiB and nginx's defaults allow 4 x 8 KiB, so 64 KiB refuses no real client.
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
@@ -158,11 +155,6 @@ def protocol_with_header_timeout(
         (HeaderTimeoutProtocol,),
         {"header_timeout_s": seconds, "max_header_bytes": max_header_bytes},
     )
-
-
-# The whole body must arrive within this many seconds of the request's start: 32 MiB at 5 Mbit/s
-# takes ~55 s. A client trickling its body (slowloris) is answered 408 and disconnected.
-DEFAULT_BODY_TIMEOUT_S = 60.0
 
 
 class BodyLimitMiddleware:

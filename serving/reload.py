@@ -24,12 +24,12 @@ import threading
 import time
 from dataclasses import dataclass
 
+from serving.loader import Loader, StillRefused
 from serving.model import Predictor
-from serving.source import Loader, StillRefused
+from serving.settings import DEFAULT_RELOAD_TIMEOUT_S
 from serving.telemetry import Metrics, get_logger
 
 __all__ = [
-    "DEFAULT_RELOAD_TIMEOUT_S",
     "MAX_STALLED",
     "LoadOutcome",
     "ModelHolder",
@@ -45,9 +45,6 @@ __all__ = [
 BACKOFF_GROWTH_CAP = 16
 MAX_BACKOFF_S = 300.0
 STARTUP_RETRY_S = 1.0
-# A reload's total deadline: a 2 GiB model (the most ONNX Runtime loads from memory, protobuf's
-# limit) takes ~570 s over a 30 Mbit/s link. Ours are kilobytes and load in well under a second.
-DEFAULT_RELOAD_TIMEOUT_S = 600.0
 # Abandoned reloads that may still be waiting on storage at once: each holds a thread and a
 # connection until the storage answers or drops it.
 MAX_STALLED = 4

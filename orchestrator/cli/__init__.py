@@ -6,10 +6,9 @@ project's exception tree become one line on stderr and a non-zero exit code; so 
 and anything unexpected (see :func:`main`).
 
 :data:`app` (the typer application) is built on first use and :func:`main` registers the commands
-on it, only ``serve``'s when that is the command. The container's bare ``orchestrator serve``, with
-its settings in the environment, does not build the CLI at all (see :mod:`orchestrator.cli.serve`):
-its cold start should not pay for typer and the other commands' imports. Code that drives
-:data:`app` itself (e.g. with a ``CliRunner``) calls :func:`register_commands` first.
+on it, only ``serve``'s when that is the command (it execs ``python -m serving``, see
+:mod:`orchestrator.cli.serve`). Code that drives :data:`app` itself (e.g. with a ``CliRunner``)
+calls :func:`register_commands` first.
 """
 
 from __future__ import annotations
@@ -102,13 +101,6 @@ def main() -> None:
     from orchestrator.render.output import error
 
     try:
-        if argv == ["serve"]:
-            # The container's command: settings from the environment, no CLI to build if they parse.
-            from orchestrator.cli.serve import from_environment, run
-
-            if (settings := from_environment()) is not None:
-                run(**settings)
-                return
         # Retries are summed up in the error that ends them ("gave up after 3 attempts in 0.8 s");
         # stamina's per-retry log records would otherwise reach stderr through logging's last resort.
         logging.getLogger("stamina").addHandler(logging.NullHandler())

@@ -18,10 +18,13 @@ __all__ = [
     "DNS_EXPORTS",
     "ENDPOINT_EXPORTS",
     "ENV_AZURE_STORAGE_ACCOUNT",
+    "ENV_BODY_TIMEOUT",
     "ENV_CACHE_DIR",
     "ENV_CONFIG",
     "ENV_ENDPOINTS",
+    "ENV_HEADER_TIMEOUT",
     "ENV_HOST",
+    "ENV_LOG_LEVEL",
     "ENV_MAX_BODY_MB",
     "ENV_MODEL_URI",
     "ENV_PORT",
@@ -96,6 +99,9 @@ ENV_CACHE_DIR: Final = "MODEL_CACHE_DIR"
 ENV_MAX_BODY_MB: Final = "MAX_BODY_MB"
 ENV_SIGNING_PUBLIC_KEY: Final = "MODEL_SIGNING_PUBLIC_KEY"
 ENV_SERVE_DOCS: Final = "SERVE_DOCS"
+ENV_HEADER_TIMEOUT: Final = "HTTP_HEADER_TIMEOUT_S"
+ENV_BODY_TIMEOUT: Final = "HTTP_BODY_TIMEOUT_S"
+ENV_LOG_LEVEL: Final = "LOG_LEVEL"
 # The Azure endpoint's and job's storage account (set by the Azure stack beside AZURE_CLIENT_ID,
 # which only the Azure SDK reads; read by the Azure storage backend when no account_url is given).
 ENV_AZURE_STORAGE_ACCOUNT: Final = "AZURE_STORAGE_ACCOUNT"

@@ -140,13 +140,13 @@ def start_endpoint(
     env: Mapping[str, str] | None = None,
     cpu: int | None = None,
 ) -> Endpoint:
-    """Start ``orchestrator serve --model MODEL`` on a free (or given) port; does not wait for ready.
+    """Start the endpoint (``python -m serving --model MODEL``, what the image runs) on a free (or given) port; does not wait for ready.
 
     ``cpu`` pins the process to one core with taskset where available (benchmarks use it to keep the
     server and the load generator off each other's core).
     """
     port = port or free_port()
-    argv = [sys.executable, "-m", "orchestrator", "serve", "--model", model, "--port", str(port), *extra_args]
+    argv = [sys.executable, "-m", "serving", "--model", model, "--port", str(port), *extra_args]
     if cpu is not None and Path("/usr/bin/taskset").exists():
         argv = ["taskset", "-c", str(cpu), *argv]
     process = ManagedProcess(name=name, argv=argv, env=env, log_path=log_path).start()

@@ -18,7 +18,7 @@ def artifact(tmp_path_factory: pytest.TempPathFactory):
 def test_the_image_is_slim_non_root_and_labelled(built_image, docker_client) -> None:
     config = docker_client.images.get(built_image.tag).attrs["Config"]
     assert config["User"] == "10001:10001"
-    assert config["Entrypoint"] == ["orchestrator", "serve"]
+    assert config["Entrypoint"] == ["python", "-m", "serving"]
     assert config["Healthcheck"]["Test"][0] == "CMD"
     assert config["Labels"]["org.opencontainers.image.version"]
     assert config["Labels"]["org.opencontainers.image.source"]

@@ -22,7 +22,7 @@ from orchestrator.demo.emulators import MotoServer
 from orchestrator.publish.sync import sync_artifact
 from orchestrator.training.pipeline import TrainOptions, TrainResult, train
 from serving.cache import ModelCache
-from serving.source import make_loader
+from serving.loader import make_loader
 from tests.publish.conftest import target
 
 

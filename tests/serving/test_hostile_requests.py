@@ -265,7 +265,7 @@ def test_docs_from_the_environment(digits_model: TrainResult, tmp_path: Path) ->
     port = free_port()
     process = ManagedProcess(
         "serve",
-        [sys.executable, "-m", "orchestrator", "serve"],
+        [sys.executable, "-m", "serving"],
         env={"MODEL_URI": str(digits_model.path), "PORT": str(port), "SERVE_DOCS": "1"},
         log_path=tmp_path / "serve.log",
     ).start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 from pathlib import Path
 
@@ -10,11 +11,13 @@ import pytest
 
 from orchestrator.core.artifact.layout import parse_model_uri
 from orchestrator.core.errors import ArtifactError, ConfigError, TransientError
+from orchestrator.core.storage import NO_WAIT_RETRY, open_storage
+from orchestrator.demo.emulators import MotoServer
 from orchestrator.training.pipeline import TrainResult
 from serving.cache import ModelCache
+from serving.loader import make_loader
 from serving.model import Predictor, load_verified
 from serving.reload import MAX_STALLED, LoadOutcome, ModelHolder, keep_loaded, next_delay
-from serving.source import make_loader
 from serving.telemetry import Metrics
 
 
@@ -257,7 +260,7 @@ def test_the_endpoint_exits_2_on_a_cache_directory_that_is_not_a_cache(tmp_path:
 
     (tmp_path / "other" / "files").mkdir(parents=True)
     result = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "serve", "--model", "s3://b/models/iris/LATEST"],
+        [sys.executable, "-m", "serving", "--model", "s3://b/models/iris/LATEST"],
         check=False,
         capture_output=True,
         text=True,
@@ -278,3 +281,27 @@ def test_a_local_model_uri_naming_a_file_is_a_clear_error(tmp_path: Path) -> Non
     for uri in (f"file://{pointer}", str(pointer)):
         with pytest.raises(ConfigError, match="is a file, not an artifact directory"):
             make_loader(uri)
+
+
+def test_a_pointer_too_large_to_read_is_refused_once_until_it_changes(
+    moto_server: MotoServer, digits_model: TrainResult, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """LATEST of 100 kB is refused by its size, unread. It was not remembered (a refusal is
+    remembered by the bytes it read), so every reload logged and counted it again; it is remembered
+    by the object's version token, and a pointer written over it is read again."""
+    for name, value in moto_server.env.items():
+        monkeypatch.setenv(name, value)
+    bucket = moto_server.create_bucket()
+    storage = open_storage(moto_server.uri(bucket), settings=moto_server.settings, retry=NO_WAIT_RETRY)
+    big, small = tmp_path / "big", tmp_path / "small"
+    big.write_bytes(b" " * 100_000)
+    small.write_bytes(b"{}")
+    storage.put("models/digits/LATEST", big, sha256=hashlib.sha256(big.read_bytes()).hexdigest())
+    loader = make_loader(f"{storage.uri}/models/digits/LATEST", cache_dir=tmp_path / "cache")
+    holder = ModelHolder(loader=loader, metrics=Metrics())
+    assert holder.load() is LoadOutcome.FAILED
+    assert "is not a pointer" in (holder.last_error or "")
+    assert holder.load() is LoadOutcome.STILL_REFUSED, "the same object: not counted or logged again"
+    storage.put("models/digits/LATEST", small, sha256=hashlib.sha256(b"{}").hexdigest())
+    assert holder.load() is LoadOutcome.FAILED
+    assert "not a valid pointer" in (holder.last_error or "")

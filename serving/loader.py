@@ -19,20 +19,20 @@ Remote versions are downloaded into the cache (:class:`serving.cache.ModelCache`
 A cached version is re-verified before use; if it fails it is removed (inside the cache only) and
 downloaded again.
 
-A refusal is remembered by what was refused: the pointer's bytes (``LATEST``), the manifest
-object's version token (a pinned version), or the manifest's bytes and the files' sizes and
-modification times (a local directory). Until that changes, a reload raises :class:`StillRefused`
-at the cost of one small read, and nothing is downloaded again. Failures that are not the
-content's are not remembered, and are retried with backoff: transient storage errors, denied
-access, and local ones (``OSError``: a full disk, an unusable cache directory, another endpoint
-sharing the cache installing the same version at the same moment).
+A refusal is remembered by what was refused: the pointer's bytes (``LATEST``; its version token
+when it is too large to be read), the manifest object's version token (a pinned version), or the
+manifest's bytes and the files' sizes and modification times (a local directory). Until that
+changes, a reload raises :class:`StillRefused` at the cost of one small read, and nothing is
+downloaded again. Failures that are not the content's are not remembered, and are retried with
+backoff: transient storage errors, denied access, and local ones (``OSError``: a full disk, an
+unusable cache directory, another endpoint sharing the cache installing the same version at the
+same moment).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import tempfile
 import threading
 from collections import OrderedDict
@@ -78,7 +78,9 @@ def make_loader(
     uri: str, *, cache_dir: Path | None = None, verifier: SignatureVerifier | None = None
 ) -> Loader:
     """The loader for ``uri``; the endpoint calls it at start-up and at every reload. With a
-    ``verifier``, every version must carry a signature that verifies with its key."""
+    ``verifier``, every version must carry a signature that verifies with its key. Remote versions
+    are cached under ``cache_dir`` (default ``$TMPDIR/model-cache``; the endpoint passes
+    ``$MODEL_CACHE_DIR``). ConfigError for a URI outside the grammar or a local path to a file."""
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
         root = Path(parsed.path if parsed.scheme == "file" else uri).expanduser()
@@ -89,9 +91,7 @@ def make_loader(
             )
         return _LocalLoader(root, verifier)
     location = parse_model_uri(uri)
-    cache = cache_dir or Path(
-        os.environ.get("MODEL_CACHE_DIR") or Path(tempfile.gettempdir()) / "model-cache"
-    )
+    cache = cache_dir or Path(tempfile.gettempdir()) / "model-cache"
     return _RemoteLoader(location, ModelCache(cache), verifier)
 
 
@@ -167,7 +167,16 @@ class _RemoteLoader:
         name = self.location.name
         expected_sha: str | None = None
         if self.location.follows_latest:
-            raw, info = fetch_pointer(self.storage, name)
+            try:
+                raw, info = fetch_pointer(self.storage, name)
+            except ArtifactError as exc:
+                # Too large to be a pointer, refused by its size before it was read: remembered by
+                # the object's version token instead of its bytes (one more small read).
+                token = self.storage.stat(pointer_key(name)).token
+                if token is not None:
+                    self.refused.check(f"pointer-object:{token}")
+                    self.refused.remember(f"pointer-object:{token}", exc)
+                raise
             uri = self.storage.key_uri(pointer_key(name))
             if info is None:
                 raise ArtifactError(f"{uri}: no model published yet")
