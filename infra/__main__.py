@@ -20,8 +20,8 @@ if str(_HERE.parent) not in sys.path:
 
 import pulumi  # noqa: E402
 
-from infra import spec  # noqa: E402
-from infra.endpoint import EndpointComponent  # noqa: E402
+from infra.components.endpoint import EndpointComponent  # noqa: E402
+from infra.specs import endpoint as spec  # noqa: E402
 
 # What every cloud stack exports, in this order; the values' meaning:
 #   cloud, region          the stack's cloud key and region
@@ -66,14 +66,14 @@ def _endpoint(cloud: spec.Cloud) -> None:
     component: EndpointComponent
     control_root: pulumi.Output[str] | None = None  # the job's control bucket, when it exists
     if cloud == "aws":
-        from infra.aws import AwsEndpoint, AwsHealthJob
+        from infra.components.aws_endpoint import AwsEndpoint, AwsHealthJob
 
         aws_endpoint = AwsEndpoint(COMPONENT_NAME, endpoint, spec.load_aws_options(endpoint))
         if job.enabled:
             control_root = AwsHealthJob(HEALTH_JOB_NAME, endpoint, job, aws_endpoint).control_root
         component = aws_endpoint
     elif cloud == "gcp":
-        from infra.gcp import GcpEndpoint, GcpHealthJob
+        from infra.components.gcp_endpoint import GcpEndpoint, GcpHealthJob
 
         gcp_options = spec.load_gcp_options()
         gcp_endpoint = GcpEndpoint(COMPONENT_NAME, endpoint, gcp_options)
@@ -83,7 +83,7 @@ def _endpoint(cloud: spec.Cloud) -> None:
             ).control_root
         component = gcp_endpoint
     else:
-        from infra.azure import AzureEndpoint, AzureHealthJob
+        from infra.components.azure_endpoint import AzureEndpoint, AzureHealthJob
 
         azure_options = spec.load_azure_options()
         azure_endpoint = AzureEndpoint(COMPONENT_NAME, endpoint, azure_options)
@@ -113,7 +113,7 @@ def _endpoint(cloud: spec.Cloud) -> None:
 
 
 def _dns() -> None:
-    from infra.dns import WeightedDns
+    from infra.components.weighted_dns import WeightedDns
 
     dns_spec = spec.load_dns_spec()
     dns = WeightedDns("weighted", dns_spec)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from infra.spec import (
+from infra.specs.endpoint import (
     FARGATE_SIZES,
     ConfigError,
     parse_aws_options,

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.schedule import aws_expression, unix_cron
-from infra.spec import ConfigError, parse_gcp_options, parse_health_job_spec
+from infra.specs.endpoint import ConfigError, parse_gcp_options, parse_health_job_spec
+from infra.specs.schedule import aws_expression, unix_cron
 from tests.infra.conftest import AZURE_AWS_CREDENTIALS, ENDPOINT_COMPONENTS
 from tests.infra.harness import ROOT, SUBSCRIPTION_ID, StackRun
 

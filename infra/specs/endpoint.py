@@ -30,7 +30,7 @@ from typing import Any, Final, Literal, TypeAlias, cast
 
 import pulumi
 
-from infra import schedule
+from infra.specs import schedule
 
 __all__ = [
     "CLOUDS",

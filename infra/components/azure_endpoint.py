@@ -40,8 +40,8 @@ from pulumi_azure_native import (
     storage,
 )
 
-from infra.endpoint import EndpointComponent
-from infra.spec import (
+from infra.components.endpoint import EndpointComponent
+from infra.specs.endpoint import (
     AWS_CREDENTIALS_DIR,
     AWS_CREDENTIALS_FILE,
     AWS_CREDENTIALS_NAME,

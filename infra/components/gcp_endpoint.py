@@ -26,8 +26,8 @@ from __future__ import annotations
 import pulumi
 import pulumi_gcp as gcp
 
-from infra.endpoint import EndpointComponent
-from infra.spec import (
+from infra.components.endpoint import EndpointComponent
+from infra.specs.endpoint import (
     AWS_CREDENTIALS_DIR,
     AWS_CREDENTIALS_FILE,
     AWS_CREDENTIALS_NAME,

@@ -31,8 +31,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.endpoint import EndpointComponent
-from infra.spec import AwsOptions, EndpointSpec, HealthJobSpec
+from infra.components.endpoint import EndpointComponent
+from infra.specs.endpoint import AwsOptions, EndpointSpec, HealthJobSpec
 
 __all__ = ["CONTAINER_NAME", "JOB_CONTAINER_NAME", "AwsEndpoint", "AwsHealthJob", "private_bucket"]
 
