@@ -8,12 +8,16 @@ and a typo is an import error, not a silent mismatch between a stack and the cod
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Final, Literal
 
 __all__ = [
     "CLOUDS",
+    "CLOUD_SCHEMES",
     "DNS_EXPORTS",
     "ENDPOINT_EXPORTS",
+    "ENV_AZURE_STORAGE_ACCOUNT",
     "ENV_CACHE_DIR",
     "ENV_CONFIG",
     "ENV_ENDPOINTS",
@@ -26,6 +30,7 @@ __all__ = [
     "ENV_SERVE_DOCS",
     "ENV_SIGNING_PUBLIC_KEY",
     "ENV_STATE",
+    "MODELS",
     "POINTER",
     "REMOTE_SCHEMES",
     "CloudName",
@@ -36,8 +41,11 @@ __all__ = [
 CLOUDS: Final[tuple[str, ...]] = ("aws", "gcp", "azure")
 CloudName = Literal["aws", "gcp", "azure"]
 
-# Object-storage URI schemes of the three clouds (file:// is local and not a cloud's).
-REMOTE_SCHEMES: Final[tuple[str, ...]] = ("s3", "gs", "az")
+# Each cloud's object-storage URI scheme (file:// is local and not a cloud's): the buckets infra/
+# creates and the URIs the stacks export (model_uri, the health job's config_uri and state_uri).
+CLOUD_SCHEMES: Final[Mapping[CloudName, str]] = MappingProxyType({"aws": "s3", "gcp": "gs", "azure": "az"})
+# The same schemes, in the order of CLOUDS.
+REMOTE_SCHEMES: Final[tuple[str, ...]] = tuple(CLOUD_SCHEMES.values())
 
 # What every cloud stack exports (`pulumi stack output --json`), in this order:
 #   cloud, region          the stack's cloud key and region
@@ -68,6 +76,8 @@ ENDPOINT_EXPORTS: Final[tuple[str, ...]] = (
 # What the dns stack exports: the weighted record, its zone, its TTL and each cloud's health check.
 DNS_EXPORTS: Final[tuple[str, ...]] = ("record_name", "zone_id", "ttl", "health_check_ids")
 
+# Where a bucket keeps the models: models/<name>/<version>/ and the pointer models/<name>/LATEST.
+MODELS: Final = "models"
 # The pointer every endpoint follows by default: models/<name>/LATEST.
 POINTER: Final = "LATEST"
 
@@ -86,3 +96,6 @@ ENV_CACHE_DIR: Final = "MODEL_CACHE_DIR"
 ENV_MAX_BODY_MB: Final = "MAX_BODY_MB"
 ENV_SIGNING_PUBLIC_KEY: Final = "MODEL_SIGNING_PUBLIC_KEY"
 ENV_SERVE_DOCS: Final = "SERVE_DOCS"
+# The Azure endpoint's and job's storage account (set by the Azure stack beside AZURE_CLIENT_ID,
+# which only the Azure SDK reads; read by the Azure storage backend when no account_url is given).
+ENV_AZURE_STORAGE_ACCOUNT: Final = "AZURE_STORAGE_ACCOUNT"
