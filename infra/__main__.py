@@ -21,7 +21,8 @@ if str(_HERE.parent) not in sys.path:
 import pulumi  # noqa: E402
 
 from infra.components.endpoint import EndpointComponent  # noqa: E402
-from infra.specs import endpoint as spec  # noqa: E402
+from infra.specs import load  # noqa: E402
+from orchestrator.core.contract import CloudName  # noqa: E402
 
 # What every cloud stack exports, in this order; the values' meaning:
 #   cloud, region          the stack's cloud key and region
@@ -58,24 +59,24 @@ COMPONENT_NAME = "ml-endpoint"
 HEALTH_JOB_NAME = f"{COMPONENT_NAME}-health"
 
 
-def _endpoint(cloud: spec.Cloud) -> None:
+def _endpoint(cloud: CloudName) -> None:
     # All configuration is read and validated before the first resource exists.
-    endpoint = spec.load_endpoint_spec(cloud)
-    job = spec.load_health_job_spec(cloud)
+    endpoint = load.load_endpoint_spec(cloud)
+    job = load.load_health_job_spec(cloud)
     # Each cloud's SDK is imported only by the stack that deploys there.
     component: EndpointComponent
     control_root: pulumi.Output[str] | None = None  # the job's control bucket, when it exists
     if cloud == "aws":
         from infra.components.aws_endpoint import AwsEndpoint, AwsHealthJob
 
-        aws_endpoint = AwsEndpoint(COMPONENT_NAME, endpoint, spec.load_aws_options(endpoint))
+        aws_endpoint = AwsEndpoint(COMPONENT_NAME, endpoint, load.load_aws_options(endpoint))
         if job.enabled:
             control_root = AwsHealthJob(HEALTH_JOB_NAME, endpoint, job, aws_endpoint).control_root
         component = aws_endpoint
     elif cloud == "gcp":
         from infra.components.gcp_endpoint import GcpEndpoint, GcpHealthJob
 
-        gcp_options = spec.load_gcp_options()
+        gcp_options = load.load_gcp_options(endpoint)
         gcp_endpoint = GcpEndpoint(COMPONENT_NAME, endpoint, gcp_options)
         if job.enabled:
             control_root = GcpHealthJob(
@@ -85,7 +86,7 @@ def _endpoint(cloud: spec.Cloud) -> None:
     else:
         from infra.components.azure_endpoint import AzureEndpoint, AzureHealthJob
 
-        azure_options = spec.load_azure_options()
+        azure_options = load.load_azure_options(endpoint)
         azure_endpoint = AzureEndpoint(COMPONENT_NAME, endpoint, azure_options)
         if job.enabled:
             control_root = AzureHealthJob(
@@ -115,7 +116,7 @@ def _endpoint(cloud: spec.Cloud) -> None:
 def _dns() -> None:
     from infra.components.weighted_dns import WeightedDns
 
-    dns_spec = spec.load_dns_spec()
+    dns_spec = load.load_dns_spec()
     dns = WeightedDns("weighted", dns_spec)
     values = {
         "record_name": dns.record_name,
@@ -127,7 +128,7 @@ def _dns() -> None:
         pulumi.export(key, values[key])
 
 
-_kind = spec.stack_kind()
+_kind = load.stack_kind()
 if _kind == "dns":
     _dns()
 else:

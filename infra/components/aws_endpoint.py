@@ -32,7 +32,9 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.components.endpoint import EndpointComponent
-from infra.specs.endpoint import AwsOptions, EndpointSpec, HealthJobSpec
+from infra.specs.aws_options import AwsOptions
+from infra.specs.endpoint import EndpointSpec
+from infra.specs.health_job import HealthJobSpec
 
 __all__ = ["CONTAINER_NAME", "JOB_CONTAINER_NAME", "AwsEndpoint", "AwsHealthJob", "private_bucket"]
 

@@ -41,13 +41,13 @@ from pulumi_azure_native import (
 )
 
 from infra.components.endpoint import EndpointComponent
-from infra.specs.endpoint import (
+from infra.specs.azure_options import AzureOptions
+from infra.specs.endpoint import EndpointSpec
+from infra.specs.health_job import (
     AWS_CREDENTIALS_DIR,
     AWS_CREDENTIALS_FILE,
     AWS_CREDENTIALS_NAME,
     JOB_TIMEOUT_S,
-    AzureOptions,
-    EndpointSpec,
     HealthJobSpec,
 )
 

@@ -27,13 +27,13 @@ import pulumi
 import pulumi_gcp as gcp
 
 from infra.components.endpoint import EndpointComponent
-from infra.specs.endpoint import (
+from infra.specs.endpoint import EndpointSpec
+from infra.specs.gcp_options import GcpOptions
+from infra.specs.health_job import (
     AWS_CREDENTIALS_DIR,
     AWS_CREDENTIALS_FILE,
     AWS_CREDENTIALS_NAME,
     JOB_TIMEOUT_S,
-    EndpointSpec,
-    GcpOptions,
     HealthJobSpec,
 )
 
