@@ -17,7 +17,8 @@ Child side (``__main__``): sets the configuration, then ``pulumi.runtime.set_moc
 not on ``sys.path``: the language host's executor script's own directory is, and ``runpy`` puts
 ``infra/`` first), so ``infra`` and ``orchestrator`` are imported from the installed distribution,
 and a module in ``infra/`` named like an importable package would shadow it; writes the result,
-with the provider SDKs the run imported, as JSON. ``-W error`` keeps the suite's warnings-as-errors rule inside the child.
+with the provider SDKs the run imported, as JSON. ``-W error`` keeps the suite's warnings-as-errors
+rule inside the child.
 
 :class:`ProviderMocks` answers what the real providers would: auto-names (with the provider's
 suffix style and name rules, so a name the cloud would refuse fails here), ids, ARNs, ARM ids,
@@ -31,7 +32,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 import re
 import runpy
 import subprocess

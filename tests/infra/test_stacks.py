@@ -60,7 +60,7 @@ def test_every_resource_belongs_to_the_stacks_components(runs: dict[str, StackRu
 
 
 def test_each_stack_imports_only_its_own_provider_sdk(runs: dict[str, StackRun]) -> None:
-    """A cloud's stack loads one provider SDK (each is hundreds of MB); the dns stack loads AWS's (Route 53)."""
+    """A cloud's stack loads one provider SDK (each is hundreds of MB); dns loads AWS's (Route 53)."""
     sdk = {"aws": "pulumi_aws", "gcp": "pulumi_gcp", "azure": "pulumi_azure_native", "dns": "pulumi_aws"}
     for name, run in runs.items():
         if run.error is None:
