@@ -1,111 +1,108 @@
 """The Pulumi program: composes one stack (aws, gcp, azure or dns) from its configuration.
 
 A cloud stack is the endpoint and, when ``ml-orchestrator:health_job.enabled``, the scheduled
-health job beside it (same image, same bucket). Every cloud stack exports the same keys
-(:data:`ENDPOINT_EXPORTS`), which ``orchestrator config from-stacks`` turns into
-``orchestrator.yaml``; the dns stack exports the record it manages and its health checks
-(:data:`DNS_EXPORTS`).
+health job beside it (same image, same bucket), built from the cloud's row of
+:data:`CLOUD_STACKS`. Every cloud stack exports the same keys (``ENDPOINT_EXPORTS``), which
+``orchestrator config from-stacks`` turns into ``orchestrator.yaml``; the dns stack exports the
+record it manages and its health checks (``DNS_EXPORTS``). Both tuples are
+:mod:`orchestrator.core.contract`'s.
 """
 
-import sys
-from pathlib import Path
+from __future__ import annotations
 
-# Pulumi runs this directory with runpy.run_path("infra/"), which puts infra/ itself first on
-# sys.path: `import azure` would then find infra/azure.py instead of the namespace package, and
-# the package `infra` would not be importable. Put the repository root there instead.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-if str(_HERE.parent) not in sys.path:
-    sys.path.insert(0, str(_HERE.parent))
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import pulumi  # noqa: E402
+import pulumi
 
-from infra import spec  # noqa: E402
-from infra.endpoint import EndpointComponent  # noqa: E402
+from infra.components.endpoint import EndpointComponent
+from infra.components.health_job import HealthJobComponent
+from infra.specs import load
+from infra.specs.endpoint import EndpointSpec
+from infra.specs.health_job import HealthJobSpec
+from orchestrator.core.contract import DNS_EXPORTS, ENDPOINT_EXPORTS, CloudName
 
-# What every cloud stack exports, in this order; the values' meaning:
-#   cloud, region          the stack's cloud key and region
-#   endpoint_url           the endpoint's base URL (health checks and DNS use its host)
-#   model_uri              the bucket URI of models/<name>/LATEST the endpoint follows
-#   registry, image        where `orchestrator image push` copies the image; what runs (registry@digest)
-#   cpu, memory            vCPU and GiB per instance
-#   min_instances, max_instances, concurrency
-#   readiness_path         what the dns stack's health checks ask
-#   storage_settings       orchestrator.yaml's clouds.<cloud>.storage_settings for model_uri's bucket
-#   health_job             {enabled, schedule, command, config_uri, state_uri}: what the job runs and
-#                          when, and where its orchestrator.yaml and state live in its own control
-#                          bucket (all null while disabled)
-ENDPOINT_EXPORTS = (
-    "cloud",
-    "region",
-    "endpoint_url",
-    "model_uri",
-    "registry",
-    "image",
-    "cpu",
-    "memory",
-    "min_instances",
-    "max_instances",
-    "concurrency",
-    "readiness_path",
-    "storage_settings",
-    "health_job",
-)
-DNS_EXPORTS = ("record_name", "zone_id", "ttl", "health_check_ids")
+if TYPE_CHECKING:
+    from infra.components.aws_endpoint import AwsEndpoint
+    from infra.components.azure_endpoint import AzureEndpoint
+    from infra.components.gcp_endpoint import GcpEndpoint
+    from infra.specs.aws_options import AwsOptions
+    from infra.specs.azure_options import AzureOptions
+    from infra.specs.gcp_options import GcpOptions
+
 # The component's name prefixes every child's; short, since ALB and target group names
 # (32 characters) carry it plus Pulumi's 8-character suffix.
 COMPONENT_NAME = "ml-endpoint"
 HEALTH_JOB_NAME = f"{COMPONENT_NAME}-health"
 
+OptionsT = TypeVar("OptionsT")
+EndpointT = TypeVar("EndpointT", bound=EndpointComponent)
 
-def _endpoint(cloud: spec.Cloud) -> None:
-    # All configuration is read and validated before the first resource exists.
-    endpoint = spec.load_endpoint_spec(cloud)
-    job = spec.load_health_job_spec(cloud)
-    # Each cloud's SDK is imported only by the stack that deploys there.
-    component: EndpointComponent
-    control_root: pulumi.Output[str] | None = None  # the job's control bucket, when it exists
-    if cloud == "aws":
-        from infra.aws import AwsEndpoint, AwsHealthJob
 
-        aws_endpoint = AwsEndpoint(COMPONENT_NAME, endpoint, spec.load_aws_options(endpoint))
-        if job.enabled:
-            control_root = AwsHealthJob(HEALTH_JOB_NAME, endpoint, job, aws_endpoint).control_root
-        component = aws_endpoint
-    elif cloud == "gcp":
-        from infra.gcp import GcpEndpoint, GcpHealthJob
+@dataclass(frozen=True)
+class CloudStack(Generic[OptionsT, EndpointT]):
+    """One cloud's row: how its options are read, and its two components."""
 
-        gcp_options = spec.load_gcp_options()
-        gcp_endpoint = GcpEndpoint(COMPONENT_NAME, endpoint, gcp_options)
-        if job.enabled:
-            control_root = GcpHealthJob(
-                HEALTH_JOB_NAME, endpoint, job, gcp_options, gcp_endpoint
-            ).control_root
-        component = gcp_endpoint
-    else:
-        from infra.azure import AzureEndpoint, AzureHealthJob
+    load_options: Callable[[EndpointSpec], OptionsT]
+    endpoint: Callable[[str, EndpointSpec, OptionsT], EndpointT]
+    health_job: Callable[[str, EndpointSpec, HealthJobSpec, OptionsT, EndpointT], HealthJobComponent]
 
-        azure_options = spec.load_azure_options()
-        azure_endpoint = AzureEndpoint(COMPONENT_NAME, endpoint, azure_options)
-        if job.enabled:
-            control_root = AzureHealthJob(
-                HEALTH_JOB_NAME, endpoint, job, azure_options, azure_endpoint
-            ).control_root
-        component = azure_endpoint
+
+# Each row imports its cloud's components, and so its provider SDK, only when its stack runs.
+def _aws() -> CloudStack[AwsOptions, AwsEndpoint]:
+    from infra.components.aws_endpoint import AwsEndpoint
+    from infra.components.aws_health_job import AwsHealthJob
+
+    return CloudStack(load.load_aws_options, AwsEndpoint, AwsHealthJob)
+
+
+def _gcp() -> CloudStack[GcpOptions, GcpEndpoint]:
+    from infra.components.gcp_endpoint import GcpEndpoint
+    from infra.components.gcp_health_job import GcpHealthJob
+
+    return CloudStack(load.load_gcp_options, GcpEndpoint, GcpHealthJob)
+
+
+def _azure() -> CloudStack[AzureOptions, AzureEndpoint]:
+    from infra.components.azure_endpoint import AzureEndpoint
+    from infra.components.azure_health_job import AzureHealthJob
+
+    return CloudStack(load.load_azure_options, AzureEndpoint, AzureHealthJob)
+
+
+CLOUD_STACKS: Mapping[CloudName, Callable[[], CloudStack[Any, Any]]] = {
+    "aws": _aws,
+    "gcp": _gcp,
+    "azure": _azure,
+}
+
+
+def _cloud(cloud: CloudName) -> None:
+    # All of the stack's own configuration is read and validated before the first resource exists.
+    spec = load.load_endpoint_spec(cloud)
+    job = load.load_health_job_spec(cloud)
+    stack = CLOUD_STACKS[cloud]()
+    options = stack.load_options(spec)
+    endpoint = stack.endpoint(COMPONENT_NAME, spec, options)
+    # The job's control bucket, when the job exists.
+    control_root = (
+        stack.health_job(HEALTH_JOB_NAME, spec, job, options, endpoint).control_root if job.enabled else None
+    )
     values = {
         "cloud": cloud,
-        "region": endpoint.region,
-        "endpoint_url": component.endpoint_url,
-        "model_uri": component.model_uri,
-        "registry": component.registry,
-        "image": component.image,
-        "cpu": endpoint.cpu,
-        "memory": endpoint.memory_gib,
-        "min_instances": endpoint.min_instances,
-        "max_instances": endpoint.max_instances,
-        "concurrency": endpoint.concurrency,
-        "readiness_path": endpoint.readiness_path,
-        "storage_settings": component.storage_settings,
+        "region": spec.region,
+        "endpoint_url": endpoint.endpoint_url,
+        "model_uri": endpoint.model_uri,
+        "registry": endpoint.registry,
+        "image": endpoint.image,
+        "cpu": spec.cpu,
+        "memory": spec.memory_gib,
+        "min_instances": spec.min_instances,
+        "max_instances": spec.max_instances,
+        "concurrency": spec.concurrency,
+        "readiness_path": spec.readiness_path,
+        "storage_settings": endpoint.storage_settings,
         "health_job": job.export(control_root),
     }
     for key in ENDPOINT_EXPORTS:
@@ -113,22 +110,22 @@ def _endpoint(cloud: spec.Cloud) -> None:
 
 
 def _dns() -> None:
-    from infra.dns import WeightedDns
+    from infra.components.weighted_dns import WeightedDns
 
-    dns_spec = spec.load_dns_spec()
-    dns = WeightedDns("weighted", dns_spec)
+    spec = load.load_dns_spec()
+    dns = WeightedDns("weighted", spec)
     values = {
         "record_name": dns.record_name,
         "zone_id": dns.zone_id,
-        "ttl": dns_spec.ttl,
+        "ttl": spec.ttl,
         "health_check_ids": dns.health_check_ids,
     }
     for key in DNS_EXPORTS:
         pulumi.export(key, values[key])
 
 
-_kind = spec.stack_kind()
+_kind = load.stack_kind()
 if _kind == "dns":
     _dns()
 else:
-    _endpoint(_kind)
+    _cloud(_kind)

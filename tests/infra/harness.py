@@ -13,8 +13,12 @@ error the program stopped with).
 
 Child side (``__main__``): sets the configuration, then ``pulumi.runtime.set_mocks`` with
 :class:`ProviderMocks`, *then* runs ``infra/`` exactly as Pulumi's Python host does
-(``runpy.run_path("infra/", run_name="__main__")`` from the project root), and writes the result
-as JSON. ``-W error`` keeps the suite's warnings-as-errors rule inside the child.
+(``runpy.run_path("infra/", run_name="__main__")`` from the project root, with the project root
+not on ``sys.path``: the language host's executor script's own directory is, and ``runpy`` puts
+``infra/`` first), so ``infra`` and ``orchestrator`` are imported from the installed distribution,
+and a module in ``infra/`` named like an importable package would shadow it; writes the result,
+with the provider SDKs the run imported, as JSON. ``-W error`` keeps the suite's warnings-as-errors
+rule inside the child.
 
 :class:`ProviderMocks` answers what the real providers would: auto-names (with the provider's
 suffix style and name rules, so a name the cloud would refuse fails here), ids, ARNs, ARM ids,
@@ -28,7 +32,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 import re
 import runpy
 import subprocess
@@ -50,6 +53,7 @@ TENANT_ID = "00000000-0000-4000-8000-000000000002"
 DELETE = object()  # an override value that removes the key
 # A run imports pulumi and one provider (1 to 3 s); generous for a loaded 2-core machine.
 RUN_TIMEOUT_S = 120
+PROVIDER_SDKS = frozenset({"pulumi_aws", "pulumi_gcp", "pulumi_azure_native"})
 
 
 # --- parent side -----------------------------------------------------------------------------
@@ -84,6 +88,7 @@ class StackRun:
     exports: dict[str, Any] = field(default_factory=dict)
     log: list[dict[str, str]] = field(default_factory=list)
     error: str | None = None
+    providers: list[str] = field(default_factory=list)  # the provider SDKs the run imported
 
     def of_type(self, typ: str) -> list[Resource]:
         return [r for r in self.resources if r.type == typ]
@@ -101,7 +106,9 @@ class StackRun:
     def within(self, component: str) -> StackRun:
         """The run narrowed to one component (by type) and its children; exports kept."""
         resources = [r for r in self.resources if r.type == component or f"{component}$" in r.urn]
-        return StackRun(self.stack, self.config, resources, self.calls, self.exports, self.log, self.error)
+        return StackRun(
+            self.stack, self.config, resources, self.calls, self.exports, self.log, self.error, self.providers
+        )
 
     def warnings(self) -> list[str]:
         return [entry["message"] for entry in self.log if entry["level"] in ("WARNING", "ERROR")]
@@ -159,7 +166,6 @@ def run_stack(
             capture_output=True,
             text=True,
             timeout=RUN_TIMEOUT_S,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
             check=False,
         )
         if proc.returncode != 0 or not result.exists():
@@ -189,6 +195,7 @@ def run_stack(
         exports=data["exports"],
         log=data["log"],
         error=data["error"],
+        providers=data["providers"],
     )
 
 
@@ -588,6 +595,8 @@ def _child(request_path: Path, result_path: Path) -> None:
     exports: dict[str, Any] = {}
 
     async def program() -> None:
+        # As under the language host: the project root is not on sys.path (python -m put it there).
+        sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT]
         runpy.run_path(str(ROOT / "infra"), run_name="__main__")
         outputs = getattr(root, "outputs", {})
         exports.update(await pulumi.Output.from_input(dict(outputs)).future() or {})
@@ -611,6 +620,7 @@ def _child(request_path: Path, result_path: Path) -> None:
                 "exports": exports,
                 "log": log_records,
                 "error": error,
+                "providers": sorted({name.partition(".")[0] for name in sys.modules} & PROVIDER_SDKS),
                 "urns": urns,
                 "options": options,
             },

@@ -10,14 +10,11 @@ from typing import Any
 
 import pytest
 
-from infra.spec import (
-    FARGATE_SIZES,
-    ConfigError,
-    parse_aws_options,
-    parse_dns_spec,
-    parse_endpoint_spec,
-    parse_gcp_options,
-)
+from infra.specs.aws_options import FARGATE_SIZES, parse_aws_options
+from infra.specs.endpoint import parse_endpoint_spec
+from infra.specs.fields import ConfigError
+from infra.specs.gcp_options import parse_gcp_options
+from infra.specs.weighted_dns import parse_dns_spec
 from tests.infra.conftest import CERTIFICATE_ARN, run_all
 from tests.infra.harness import DELETE, StackRun, stack_config
 

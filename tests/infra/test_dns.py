@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from infra.dns import parse_target
+from infra.components.weighted_dns import parse_target
 from tests.infra.harness import ORGANIZATION, PROJECT, StackRun
 
 WEIGHTS = {"aws": 34, "gcp": 33, "azure": 33}  # Pulumi.dns.yaml

@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.schedule import aws_expression, unix_cron
-from infra.spec import ConfigError, parse_gcp_options, parse_health_job_spec
+from infra.specs.fields import ConfigError
+from infra.specs.gcp_options import parse_gcp_options
+from infra.specs.health_job import parse_health_job_spec
+from infra.specs.schedule import aws_expression, unix_cron
 from tests.infra.conftest import AZURE_AWS_CREDENTIALS, ENDPOINT_COMPONENTS
 from tests.infra.harness import ROOT, SUBSCRIPTION_ID, StackRun
 

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from infra.spec import ConfigError, parse_endpoint_spec, parse_health_job_spec
+from infra.specs.endpoint import parse_endpoint_spec
+from infra.specs.fields import ConfigError
+from infra.specs.health_job import parse_health_job_spec
 from tests.infra.conftest import ENDPOINT_COMPONENTS, OTHER_ENDPOINTS, SIGNING_PUBLIC_KEY
 from tests.infra.harness import StackRun
 

@@ -59,6 +59,14 @@ def test_every_resource_belongs_to_the_stacks_components(runs: dict[str, StackRu
         assert not orphans, f"{name}: not parented to a component: {orphans}"
 
 
+def test_each_stack_imports_only_its_own_provider_sdk(runs: dict[str, StackRun]) -> None:
+    """A cloud's stack loads one provider SDK (each is hundreds of MB); dns loads AWS's (Route 53)."""
+    sdk = {"aws": "pulumi_aws", "gcp": "pulumi_gcp", "azure": "pulumi_azure_native", "dns": "pulumi_aws"}
+    for name, run in runs.items():
+        if run.error is None:
+            assert run.providers == [sdk[run.stack]], name
+
+
 def test_no_deprecated_resource_or_argument_is_used(runs: dict[str, StackRun]) -> None:
     for name, run in runs.items():
         deprecated = [m for m in run.warnings() if "deprecated" in m.lower()]

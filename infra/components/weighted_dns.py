@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import pulumi
 import pulumi_aws as aws
 
-from infra.spec import DnsSpec
+from infra.specs.weighted_dns import DnsSpec
 
 __all__ = ["Target", "WeightedDns", "parse_target"]
 

@@ -1,0 +1,23 @@
+"""The contract every cloud's health job component keeps.
+
+A health job runs ``orchestrator health --once [--apply]`` on a schedule beside a cloud's
+endpoint, with the endpoint's image (same registry, same digest), and keeps its configuration and
+state in a control bucket of its own (never the model bucket, which publishers write). Each cloud
+deploys it its own way: ``AwsHealthJob`` (EventBridge Scheduler starting a Fargate task),
+``GcpHealthJob`` (Cloud Scheduler running a Cloud Run job), ``AzureHealthJob`` (a Container Apps
+job with a cron trigger); each takes ``(name, spec, job, options, endpoint)``.
+"""
+
+from __future__ import annotations
+
+import pulumi
+
+__all__ = ["HealthJobComponent"]
+
+
+class HealthJobComponent(pulumi.ComponentResource):
+    """Base of AwsHealthJob, GcpHealthJob and AzureHealthJob; each sets :attr:`control_root`."""
+
+    # s3://, gs:// or az:// root of the job's control bucket; the stack's health_job output
+    # derives config_uri and state_uri from it.
+    control_root: pulumi.Output[str]
