@@ -324,7 +324,7 @@ _EXAMPLES: Mapping[str, str] = {
     "cli": "orchestrator.cli.control",
     "demo": "orchestrator.demo.story",
     "serving": "serving.app",
-    "infra": "infra.spec",
+    "infra": "infra.specs.endpoint",
 }
 
 

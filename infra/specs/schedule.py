@@ -14,7 +14,7 @@ Cloud Scheduler (GCP) and Container Apps jobs (Azure) take a five-field unix cro
   given explicit starts for ``*/N`` steps.
 
 Pure functions, no Pulumi: the tests call them directly. Each raises :class:`ValueError` with a
-reason; :mod:`infra.spec` turns it into a ConfigError naming the key.
+reason; :mod:`infra.specs.health_job` turns it into a ConfigError naming the key.
 """
 
 from __future__ import annotations
