@@ -182,7 +182,12 @@ async def _attempt_within(
     thread = threading.Thread(target=run, name="model-reload", daemon=True)
     thread.start()
     try:
-        result = await asyncio.wait_for(asyncio.shield(answer), timeout_s)
+        # asyncio.timeout, not wait_for: on Python 3.11, wait_for returns the result and swallows a
+        # cancellation that arrives as the answer lands (CPython gh-86296), so the loop went on
+        # forever after the server cancelled it at shutdown. timeout() tells its own expiry apart
+        # from a cancellation from outside, which propagates.
+        async with asyncio.timeout(timeout_s):
+            result = await asyncio.shield(answer)
     except TimeoutError:
         message = (
             f"reload did not finish within {timeout_s:g} s (the storage is too slow, or stalled); "

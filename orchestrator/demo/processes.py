@@ -140,7 +140,8 @@ def start_endpoint(
     env: Mapping[str, str] | None = None,
     cpu: int | None = None,
 ) -> Endpoint:
-    """Start the endpoint (``python -m serving --model MODEL``, what the image runs) on a free (or given) port; does not wait for ready.
+    """Start the endpoint (``python -m serving --model MODEL``, what the image runs) on a free (or
+    given) port; does not wait for ready.
 
     ``cpu`` pins the process to one core with taskset where available (benchmarks use it to keep the
     server and the load generator off each other's core).

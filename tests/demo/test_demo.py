@@ -132,7 +132,6 @@ def test_the_report_and_nothing_left_running(demo: dict[str, Any]) -> None:
     assert len(demo["processes"]["started"]) >= 7, "3 emulators, 3 endpoints, the restarted one"
     assert demo["processes"]["left"] == []
     assert not [pid for pid in demo["processes"]["started"] if alive(pid)]
-    assert demo["duration_s"] < 120
 
 
 def test_ctrl_c_mid_story_stops_everything(tmp_path: Path) -> None:
