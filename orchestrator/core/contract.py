@@ -103,8 +103,8 @@ ENV_ENDPOINTS: Final = "ORCHESTRATOR_ENDPOINTS"
 # The API tokens predictions need (`Authorization: Bearer <token>`), given to the endpoint and the
 # health job by reference to the cloud's secret store (never as plain configuration): the current
 # token, and during a rotation the previous one too; both are accepted while both are set.
-ENV_API_TOKEN: Final = "API_TOKEN"
-ENV_API_TOKEN_PREVIOUS: Final = "API_TOKEN_PREVIOUS"
+ENV_API_TOKEN: Final = "API_TOKEN"  # noqa: S105  # a variable name, not a token
+ENV_API_TOKEN_PREVIOUS: Final = "API_TOKEN_PREVIOUS"  # noqa: S105  # a variable name
 ENV_API_TOKENS: Final[tuple[str, ...]] = (ENV_API_TOKEN, ENV_API_TOKEN_PREVIOUS)
 
 # Environment of the endpoint container (set by the stacks and the demo, read by `python -m serving`).
