@@ -65,21 +65,25 @@ def job_alerts(
         evaluation_frequency=FREQUENCY,
         window_size=WINDOW,
         auto_mitigate=True,
-        criteria={
-            "odata_type": "Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria",
-            "all_of": [
-                {
-                    "criterion_type": "StaticThresholdCriterion",
-                    "name": "failed-executions",
-                    "metric_namespace": "Microsoft.App/jobs",
-                    "metric_name": "Executions",
-                    "dimensions": [{"name": "state", "operator": "Include", "values": ["Failed"]}],
-                    "operator": "GreaterThan",
-                    "threshold": 0,
-                    "time_aggregation": "Total",
-                }
+        # Args classes, not a dict: the criteria are a union of shapes, and only the classes carry
+        # the wire names (a dict would reach the provider with snake_case keys).
+        criteria=monitor.MetricAlertSingleResourceMultipleMetricCriteriaArgs(
+            odata_type="Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria",
+            all_of=[
+                monitor.MetricCriteriaArgs(
+                    criterion_type="StaticThresholdCriterion",
+                    name="failed-executions",
+                    metric_namespace="Microsoft.App/jobs",
+                    metric_name="Executions",
+                    dimensions=[
+                        monitor.MetricDimensionArgs(name="state", operator="Include", values=["Failed"])
+                    ],
+                    operator="GreaterThan",
+                    threshold=0,
+                    time_aggregation="Total",
+                )
             ],
-        },
+        ),
         actions=[{"action_group_id": group.id}],
         opts=child,
     )

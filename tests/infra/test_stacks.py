@@ -67,6 +67,33 @@ def test_each_stack_imports_only_its_own_provider_sdk(runs: dict[str, StackRun])
             assert run.providers == [sdk[run.stack]], name
 
 
+# Maps whose keys are the user's, not the provider's schema (GCP labels: email_address...).
+_USER_MAPS = ("labels", "tags", "dimensions", "metadata")
+_SNAKE = re.compile(r"[a-z]+(_[a-z0-9]+)+")
+
+
+def _snake_keys(node: Any, path: str) -> list[str]:
+    found: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if _SNAKE.fullmatch(str(key)):
+                found.append(f"{path}.{key}")
+            if str(key) not in _USER_MAPS:
+                found += _snake_keys(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for value in node:
+            found += _snake_keys(value, f"{path}[]")
+    return found
+
+
+def test_every_input_reaches_the_provider_with_its_wire_names(runs: dict[str, StackRun]) -> None:
+    """A plain dict passed where a provider expects a union of shapes is not translated to the wire
+    (camelCase) names: the provider would get ``all_of`` for ``allOf`` and ignore or refuse it."""
+    for name, run in runs.items():
+        found = [key for r in run.resources for key in _snake_keys(r.inputs, r.type)]
+        assert not found, f"{name}: {found}"
+
+
 def test_no_deprecated_resource_or_argument_is_used(runs: dict[str, StackRun]) -> None:
     for name, run in runs.items():
         deprecated = [m for m in run.warnings() if "deprecated" in m.lower()]
