@@ -45,7 +45,6 @@ from pulumi_azure_native import (
     authorization,
     containerregistry,
     managedidentity,
-    monitor,
     operationalinsights,
     resources,
     storage,
@@ -67,6 +66,7 @@ from infra.components.azure_shared import (
     identity_env,
     role_definition,
 )
+from infra.components.azure_storage import model_storage
 from infra.components.endpoint import DnsRecord, EndpointComponent
 from infra.specs.auth import ApiTokens
 from infra.specs.azure_options import AzureOptions
@@ -75,10 +75,6 @@ from infra.specs.endpoint import EndpointSpec
 __all__ = ["AzureEndpoint"]
 
 CONTAINER_NAME = "endpoint"
-# Soft delete keeps an overwritten or deleted model blob recoverable for a week.
-BLOB_RETENTION_DAYS = 7
-# Every data-plane access to blobs (Azure Monitor, blob service log categories).
-BLOB_LOG_CATEGORIES = ("StorageRead", "StorageWrite", "StorageDelete")
 
 
 class AzureEndpoint(EndpointComponent):
@@ -123,7 +119,7 @@ class AzureEndpoint(EndpointComponent):
             retention_in_days=options.log_retention_days,
             opts=child,
         )
-        account, container = self._storage(alnum, name, spec, options, group, workspace)
+        account, container = model_storage(alnum, name, self, spec, options, group, workspace)
 
         # Registry: no admin user; the app pulls with its identity.
         registry = containerregistry.Registry(
@@ -274,67 +270,6 @@ class AzureEndpoint(EndpointComponent):
             **({"principal_type": principal_type} if principal_type else {}),
             opts=pulumi.ResourceOptions(parent=self),
         )
-
-    def _storage(
-        self,
-        alnum: str,
-        name: str,
-        spec: EndpointSpec,
-        options: AzureOptions,
-        group: resources.ResourceGroup,
-        workspace: operationalinsights.Workspace,
-    ) -> tuple[storage.StorageAccount, storage.BlobContainer]:
-        """The account (identities only, no shared key), its blob service, the models container,
-        and the blob access logs."""
-        child = pulumi.ResourceOptions(parent=self)
-        account = storage.StorageAccount(
-            f"{alnum}models",
-            resource_group_name=group.name,
-            location=spec.region,
-            kind="StorageV2",
-            sku={"name": "Standard_LRS"},
-            allow_blob_public_access=False,
-            # No account key works: every reader (endpoint, job) and writer (`orchestrator sync`)
-            # uses an Entra identity and a data-plane role scoped to its container.
-            allow_shared_key_access=False,
-            default_to_o_auth_authentication=True,
-            enable_https_traffic_only=True,
-            minimum_tls_version="TLS1_2",
-            allow_cross_tenant_replication=False,
-            encryption={
-                "key_source": "Microsoft.Storage",
-                "services": {"blob": {"enabled": True, "key_type": "Account"}},
-            },
-            opts=child,
-        )
-        storage.BlobServiceProperties(
-            f"{name}-blob-service",
-            resource_group_name=group.name,
-            account_name=account.name,
-            blob_services_name="default",
-            is_versioning_enabled=True,
-            delete_retention_policy={"enabled": True, "days": BLOB_RETENTION_DAYS},
-            opts=child,
-        )
-        container = storage.BlobContainer(
-            f"{name}-models",
-            resource_group_name=group.name,
-            account_name=account.name,
-            container_name=options.container,
-            public_access=storage.PublicAccess.NONE,
-            opts=child,
-        )
-        # Who read, wrote or deleted which blob: the StorageBlobLogs table of the workspace.
-        monitor.DiagnosticSetting(
-            f"{name}-blob-access-logs",
-            name="blob-access-logs",
-            resource_uri=account.id.apply(lambda account_id: f"{account_id}/blobServices/default"),
-            workspace_id=workspace.id,
-            log_analytics_destination_type="Dedicated",
-            logs=[{"category": category, "enabled": True} for category in BLOB_LOG_CATEGORIES],
-            opts=child,
-        )
-        return account, container
 
     def _app(
         self,
