@@ -1,8 +1,10 @@
 """The Pulumi program: composes one stack (aws, gcp, azure or dns) from its configuration.
 
-A cloud stack is the endpoint and, when ``ml-orchestrator:health_job.enabled``, the scheduled
-health job beside it (same image, same bucket), built from the cloud's row of
-:data:`CLOUD_STACKS`. Every cloud stack exports the same keys (``ENDPOINT_EXPORTS``), which
+A cloud stack is the endpoint and, when ``ml-orchestrator:health_job.enabled`` and an image is
+configured, the scheduled health job beside it (same image, same bucket), built from the cloud's
+row of :data:`CLOUD_STACKS`. Before anything is created, every configuration value is validated,
+including the API tokens (Pulumi secrets only) and the providers' credential keys (never plain).
+Every cloud stack exports the same keys (``ENDPOINT_EXPORTS``), which
 ``orchestrator config from-stacks`` turns into ``orchestrator.yaml``; the dns stack exports the
 record it manages and its health checks (``DNS_EXPORTS``). Both tuples are
 :mod:`orchestrator.core.contract`'s.
@@ -19,6 +21,7 @@ import pulumi
 from infra.components.endpoint import EndpointComponent
 from infra.components.health_job import HealthJobComponent
 from infra.specs import load
+from infra.specs.auth import ApiTokens
 from infra.specs.endpoint import EndpointSpec
 from infra.specs.health_job import HealthJobSpec
 from orchestrator.core.contract import DNS_EXPORTS, ENDPOINT_EXPORTS, CloudName
@@ -45,7 +48,7 @@ class CloudStack(Generic[OptionsT, EndpointT]):
     """One cloud's row: how its options are read, and its two components."""
 
     load_options: Callable[[EndpointSpec], OptionsT]
-    endpoint: Callable[[str, EndpointSpec, OptionsT], EndpointT]
+    endpoint: Callable[[str, EndpointSpec, OptionsT, ApiTokens], EndpointT]
     health_job: Callable[[str, EndpointSpec, HealthJobSpec, OptionsT, EndpointT], HealthJobComponent]
 
 
@@ -80,14 +83,23 @@ CLOUD_STACKS: Mapping[CloudName, Callable[[], CloudStack[Any, Any]]] = {
 
 def _cloud(cloud: CloudName) -> None:
     # All of the stack's own configuration is read and validated before the first resource exists.
+    load.check_provider_credentials()
     spec = load.load_endpoint_spec(cloud)
     job = load.load_health_job_spec(cloud)
+    tokens = load.load_api_tokens()
     stack = CLOUD_STACKS[cloud]()
     options = stack.load_options(spec)
-    endpoint = stack.endpoint(COMPONENT_NAME, spec, options)
-    # The job's control bucket, when the job exists.
+    endpoint = stack.endpoint(COMPONENT_NAME, spec, options, tokens)
+    if not tokens.enabled:
+        pulumi.log.warn(
+            f"{cloud}: no API token (`pulumi config set --secret api_token ...`): predictions are "
+            "anonymous; set one so the endpoint can require it"
+        )
+    # The job runs the endpoint's image: it exists once an image is configured (the endpoint
+    # component warned that it is not), with its control bucket.
+    runs_job = job.enabled and endpoint.image is not None
     control_root = (
-        stack.health_job(HEALTH_JOB_NAME, spec, job, options, endpoint).control_root if job.enabled else None
+        stack.health_job(HEALTH_JOB_NAME, spec, job, options, endpoint).control_root if runs_job else None
     )
     values = {
         "cloud": cloud,
@@ -104,6 +116,10 @@ def _cloud(cloud: CloudName) -> None:
         "readiness_path": spec.readiness_path,
         "storage_settings": endpoint.storage_settings,
         "health_job": job.export(control_root),
+        "public_name": endpoint.public_name,
+        "dns_records": endpoint.dns_records,
+        "health_check_ip": endpoint.health_check_ip,
+        "api_token_secrets": endpoint.api_token_secrets,
     }
     for key in ENDPOINT_EXPORTS:
         pulumi.export(key, values[key])
@@ -112,6 +128,7 @@ def _cloud(cloud: CloudName) -> None:
 def _dns() -> None:
     from infra.components.weighted_dns import WeightedDns
 
+    load.check_provider_credentials()
     spec = load.load_dns_spec()
     dns = WeightedDns("weighted", spec)
     values = {

@@ -7,11 +7,21 @@ One :class:`AwsEndpoint` component owns every resource of the AWS endpoint:
   access blocked, ACLs disabled, and a policy that refuses requests without TLS 1.2+;
 - a task execution role (pull from this repository, write to this log group) and a task role
   that can only read this bucket (``s3:GetObject`` on its objects, ``s3:ListBucket`` on it);
-- an ECS cluster, a Fargate task definition and service in the default VPC (or the configured
-  subnets), behind an ALB whose target group checks the readiness path;
-- an HTTPS listener when a certificate is configured (HTTP redirects to it), else HTTP only,
-  with a warning; target-tracking autoscaling between min and max tasks; a log group with
-  retention.
+- an access log bucket receiving the model bucket's S3 server access logs (who wrote or read
+  which object: a tampered artifact leaves a trace);
+- one Secrets Manager secret per configured API token (:mod:`infra.components.aws_secrets`),
+  given to the container by reference (``secrets[].valueFrom``), read by the execution role;
+- with ``aws.deployers``, the deployer role (:mod:`infra.components.aws_deployer`);
+- an ECS cluster, and once ``endpoint.image`` is set, a Fargate task definition and service in
+  the default VPC (or the configured subnets), behind an ALB whose target group checks the
+  readiness path (:mod:`infra.components.aws_ingress`: with a public name, HTTPS with an ACM
+  certificate validated in the zone, HTTP redirected; else plain HTTP with a warning);
+  target-tracking autoscaling between min and max tasks; a log group with retention. Without an
+  image, no task definition, service or scaling is created (a warning says so): the first `up`
+  creates the registry and buckets the image and models are pushed to.
+
+The container runs with a read-only root filesystem; ``/tmp`` (and the model cache, when
+configured outside it) is a writable task volume (Fargate ephemeral storage).
 
 Probes on ECS: the ALB target group asks the readiness path (a task takes traffic only once the
 model is verified), the container health check asks the liveness path (ECS replaces a task that
@@ -28,20 +38,19 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
+from infra.components.aws_deployer import deployer_role
+from infra.components.aws_ingress import load_balancer
 from infra.components.aws_network import endpoint_security_groups, network
-from infra.components.aws_shared import HTTP_PORT, HTTPS_PORT, ecs_tasks_trust, policy, private_bucket
-from infra.components.endpoint import EndpointComponent
+from infra.components.aws_secrets import TokenReference, api_token_secrets, read_statement
+from infra.components.aws_shared import access_log_bucket, ecs_tasks_trust, policy, private_bucket
+from infra.components.endpoint import EndpointComponent, writable_paths
+from infra.specs.auth import ApiTokens
 from infra.specs.aws_options import AwsOptions
 from infra.specs.endpoint import EndpointSpec
 
 __all__ = ["CONTAINER_NAME", "AwsEndpoint"]
 
 CONTAINER_NAME = "endpoint"
-# TLS 1.3 and 1.2 only, forward-secret ciphers: AWS's recommended ALB policy.
-SSL_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
-# Long enough for in-flight predictions (milliseconds each) to finish, short enough that a
-# deployment does not wait the default 300 s per task.
-DEREGISTRATION_DELAY_S = 30
 # Scale out fast on load, scale in slowly so a burst does not flap the task count.
 SCALE_OUT_COOLDOWN_S = 60
 SCALE_IN_COOLDOWN_S = 300
@@ -55,16 +64,25 @@ class AwsEndpoint(EndpointComponent):
     """The model endpoint on ECS Fargate; see the module docstring for what it creates."""
 
     # What the health job reuses: the bucket, the cluster, the execution role (pull this image,
-    # write this log group), the log group and the network.
+    # write this log group, read the token secrets), the log group, the network, the tokens
+    # and the access log bucket.
     bucket_arn: pulumi.Output[str]
     cluster: aws.ecs.Cluster
     execution_role: aws.iam.Role
     log_group: aws.cloudwatch.LogGroup
     vpc_id: pulumi.Input[str]
     subnet_ids: pulumi.Input[list[str]]
+    tokens: list[TokenReference]
+    access_logs: aws.s3.Bucket
+    deployer: aws.iam.Role | None
 
     def __init__(
-        self, name: str, spec: EndpointSpec, options: AwsOptions, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        spec: EndpointSpec,
+        options: AwsOptions,
+        tokens: ApiTokens,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("ml-orchestrator:infra:AwsEndpoint", name, None, opts)
         self._name, self._spec, self._options = name, spec, options
@@ -79,29 +97,46 @@ class AwsEndpoint(EndpointComponent):
             encryption_configurations=[{"encryption_type": "AES256"}],
             opts=self._child,
         )
+        account_id = aws.get_caller_identity_output(opts=self._invoke).account_id
+        self.access_logs = access_log_bucket(f"{name}-access-logs", self, account_id)
         bucket = self._model_bucket()
         log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs", retention_in_days=options.log_retention_days, opts=self._child
         )
+        self.tokens = api_token_secrets(name, self, tokens)
         execution_role, task_role = self._roles(repository, bucket, log_group)
         vpc_id, subnet_ids = network(options, self._invoke)
         self.bucket_arn, self.execution_role, self.log_group = bucket.arn, execution_role, log_group
         self.vpc_id, self.subnet_ids = vpc_id, subnet_ids
         alb_sg, task_sg = endpoint_security_groups(name, self, vpc_id, spec.port, options.https)
-        target_group, listener = self._load_balancer(vpc_id, subnet_ids, alb_sg)
+        ingress = load_balancer(name, self, spec, options, vpc_id, subnet_ids, alb_sg)
+        self.endpoint_url = ingress.endpoint_url
+        self.deployer = deployer_role(name, self, options.deployers, bucket.arn, repository.arn)
 
         self.registry = repository.repository_url
-        self.image = pulumi.Output.concat(repository.repository_url, "@", spec.digest)
         self.set_model_bucket(spec, bucket.bucket)
         self.storage_settings = {"region": spec.region}
-        task_definition = self._task_definition(execution_role, task_role, log_group)
-        self._service(task_definition, target_group, listener, subnet_ids, task_sg)
+        self.set_public_entry(spec, dns_records=[], health_check_ip=None)
+        self.api_token_secrets = {reference.slot: reference.arn for reference in self.tokens}
+        # The cluster exists from the first `up` (the health job runs in it too); tasks only once
+        # an image is configured.
+        self.cluster = aws.ecs.Cluster(
+            f"{name}-cluster", settings=[{"name": "containerInsights", "value": "enabled"}], opts=self._child
+        )
+        if spec.digest is None:
+            self.image = None
+            self.warn_no_image()
+        else:
+            self.image = pulumi.Output.concat(repository.repository_url, "@", spec.digest)
+            task_definition = self._task_definition(self.image, execution_role, task_role, log_group)
+            self._service(task_definition, ingress.target_group, ingress.attached, subnet_ids, task_sg)
 
         self.register_endpoint_outputs()
 
     def _model_bucket(self) -> aws.s3.Bucket:
-        """Private (public access blocked, ACLs disabled), versioned, encrypted, TLS only."""
-        return private_bucket(f"{self._name}-models", self)
+        """Private (public access blocked, ACLs disabled), versioned, encrypted, TLS only, with
+        server access logs."""
+        return private_bucket(f"{self._name}-models", self, access_logs=self.access_logs)
 
     def _roles(
         self, repository: aws.ecr.Repository, bucket: aws.s3.Bucket, log_group: aws.cloudwatch.LogGroup
@@ -136,6 +171,8 @@ class AwsEndpoint(EndpointComponent):
                     "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
                     "Resource": pulumi.Output.concat(log_group.arn, ":*"),
                 },
+                # ECS reads the token secrets when a task starts; the task itself cannot.
+                *read_statement(self.tokens),
             ),
             opts=child,
         )
@@ -160,109 +197,32 @@ class AwsEndpoint(EndpointComponent):
         )
         return execution_role, task_role
 
-    def _load_balancer(
-        self, vpc_id: pulumi.Input[str], subnet_ids: pulumi.Input[list[str]], alb_sg: aws.ec2.SecurityGroup
-    ) -> tuple[aws.lb.TargetGroup, aws.lb.Listener]:
-        """The ALB, its target group (health check = readiness) and listeners; sets endpoint_url."""
-        name, child, options = self._name, self._child, self._options
-        alb = aws.lb.LoadBalancer(
-            f"{name}-alb",
-            load_balancer_type="application",
-            internal=False,
-            security_groups=[alb_sg.id],
-            subnets=subnet_ids,
-            drop_invalid_header_fields=True,
-            opts=child,
-        )
-        readiness = self._spec.readiness_probe
-        target_group = aws.lb.TargetGroup(
-            f"{name}-tg",
-            port=self._spec.port,
-            protocol="HTTP",
-            target_type="ip",
-            vpc_id=vpc_id,
-            deregistration_delay=DEREGISTRATION_DELAY_S,
-            health_check={
-                "enabled": True,
-                "path": readiness.path,
-                "port": "traffic-port",
-                "protocol": "HTTP",
-                "matcher": "200",
-                "interval": readiness.period_s,
-                "timeout": readiness.timeout_s,
-                "healthy_threshold": readiness.success_threshold,
-                "unhealthy_threshold": readiness.failure_threshold,
-            },
-            opts=child,
-        )
-        forward: list[aws.lb.ListenerDefaultActionArgsDict] = [
-            {"type": "forward", "target_group_arn": target_group.arn}
-        ]
-        if not options.https:
-            pulumi.log.warn(
-                "aws: no certificate configured (ml-orchestrator:aws.certificate_arn and .domain): the "
-                "endpoint is served over plain HTTP; set both to serve HTTPS",
-                resource=self,
-            )
-            self.endpoint_url = pulumi.Output.concat("http://", alb.dns_name)
-            listener = aws.lb.Listener(
-                f"{name}-http",
-                load_balancer_arn=alb.arn,
-                port=HTTP_PORT,
-                protocol="HTTP",
-                default_actions=forward,
-                opts=child,
-            )
-            return target_group, listener
-        self.endpoint_url = pulumi.Output.from_input(f"https://{options.domain}")
-        listener = aws.lb.Listener(
-            f"{name}-https",
-            load_balancer_arn=alb.arn,
-            port=HTTPS_PORT,
-            protocol="HTTPS",
-            ssl_policy=SSL_POLICY,
-            certificate_arn=options.certificate_arn,
-            default_actions=forward,
-            opts=child,
-        )
-        aws.lb.Listener(
-            f"{name}-http-redirect",
-            load_balancer_arn=alb.arn,
-            port=HTTP_PORT,
-            protocol="HTTP",
-            default_actions=[
-                {
-                    "type": "redirect",
-                    "redirect": {"port": str(HTTPS_PORT), "protocol": "HTTPS", "status_code": "HTTP_301"},
-                }
-            ],
-            opts=child,
-        )
-        if options.hosted_zone_id is not None:
-            aws.route53.Record(
-                f"{name}-domain",
-                zone_id=options.hosted_zone_id,
-                name=options.domain,
-                type="A",
-                aliases=[{"name": alb.dns_name, "zone_id": alb.zone_id, "evaluate_target_health": True}],
-                opts=child,
-            )
-        return target_group, listener
-
     def _task_definition(
-        self, execution_role: aws.iam.Role, task_role: aws.iam.Role, log_group: aws.cloudwatch.LogGroup
+        self,
+        image: pulumi.Output[str],
+        execution_role: aws.iam.Role,
+        task_role: aws.iam.Role,
+        log_group: aws.cloudwatch.LogGroup,
     ) -> aws.ecs.TaskDefinition:
-        """The image by digest from this account's repository, with the common environment."""
+        """The image by digest from this account's repository, with the common environment, the
+        tokens by reference, and a read-only root filesystem with writable scratch volumes."""
         spec = self._spec
         liveness = spec.liveness_probe
+        volumes = writable_paths(spec)
         container = {
             "name": CONTAINER_NAME,
-            "image": self.image,
+            "image": image,
             "essential": True,
             "portMappings": [{"containerPort": spec.port, "hostPort": spec.port, "protocol": "tcp"}],
             "environment": [
                 {"name": key, "value": value}
                 for key, value in sorted(spec.container_env(self.model_uri).items())
+            ],
+            "secrets": [reference.container_secret() for reference in self.tokens],
+            "readonlyRootFilesystem": True,
+            "mountPoints": [
+                {"sourceVolume": volume, "containerPath": path, "readOnly": False}
+                for volume, path in volumes.items()
             ],
             "healthCheck": {
                 "command": [
@@ -297,6 +257,8 @@ class AwsEndpoint(EndpointComponent):
             runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
             execution_role_arn=execution_role.arn,
             task_role_arn=task_role.arn,
+            # Fargate task storage (ephemeral, per task) behind each writable path.
+            volumes=[{"name": volume} for volume in volumes],
             container_definitions=pulumi.Output.json_dumps([container]),
             opts=self._child,
         )
@@ -305,16 +267,12 @@ class AwsEndpoint(EndpointComponent):
         self,
         task_definition: aws.ecs.TaskDefinition,
         target_group: aws.lb.TargetGroup,
-        listener: aws.lb.Listener,
+        attached: pulumi.Resource,
         subnet_ids: pulumi.Input[list[str]],
         task_sg: aws.ec2.SecurityGroup,
     ) -> None:
-        """The cluster, the Fargate service behind the target group, and its autoscaling."""
-        name, spec = self._name, self._spec
-        cluster = aws.ecs.Cluster(
-            f"{name}-cluster", settings=[{"name": "containerInsights", "value": "enabled"}], opts=self._child
-        )
-        self.cluster = cluster
+        """The Fargate service behind the target group, and its autoscaling."""
+        name, spec, cluster = self._name, self._spec, self.cluster
         service = aws.ecs.Service(
             f"{name}-service",
             cluster=cluster.arn,
@@ -340,7 +298,7 @@ class AwsEndpoint(EndpointComponent):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 # The target group must belong to a listener before a service can register in it.
-                depends_on=[listener],
+                depends_on=[attached],
                 # Autoscaling owns the task count after creation.
                 ignore_changes=["desiredCount"],
             ),

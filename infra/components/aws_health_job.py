@@ -12,11 +12,12 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from infra.components.aws_alarms import JobAlarms, job_alarms
 from infra.components.aws_endpoint import AwsEndpoint
 from infra.components.aws_network import job_security_group
 from infra.components.aws_shared import ecs_tasks_trust, policy, private_bucket
-from infra.components.endpoint import storage_root
-from infra.components.health_job import HealthJobComponent
+from infra.components.endpoint import SCRATCH_DIR, storage_root
+from infra.components.health_job import HealthJobComponent, running_endpoint
 from infra.specs.aws_options import AwsOptions
 from infra.specs.endpoint import EndpointSpec
 from infra.specs.health_job import HealthJobSpec
@@ -41,18 +42,22 @@ class AwsHealthJob(HealthJobComponent):
       only the weighted CNAME records of the configured name in the configured hosted zone (UPSERT),
       and list that zone's records. Probing the three endpoints needs no IAM: they are HTTP(S)
       URLs, reached over the network like any client.
-    - execution role: the endpoint's (pull from this repository, write to this log group; logs
-      go to the stream prefix ``health``).
+    - execution role: the endpoint's (pull from this repository, write to this log group, read
+      the API token secrets, which the container gets by reference as the endpoint does; logs
+      go to the stream prefix ``health``). Read-only root filesystem, ``/tmp`` a task volume.
     - a security group with no ingress; egress HTTPS (AWS APIs, the GCP and Azure endpoints) and,
       when the AWS endpoint serves plain HTTP, HTTP.
     - scheduler role: EventBridge Scheduler may run this task definition (any revision: each
       image change makes a new one) in this cluster only, and pass exactly the two roles above.
+    - the schedule in a schedule group of its own (the scheduler's metrics are per group), and
+      the alarms of :mod:`infra.components.aws_alarms` on an SNS topic.
     """
 
     task_definition: aws.ecs.TaskDefinition
     task_role: aws.iam.Role
     scheduler_role: aws.iam.Role
     schedule: aws.scheduler.Schedule
+    alarms: JobAlarms
 
     def __init__(
         self,
@@ -66,10 +71,11 @@ class AwsHealthJob(HealthJobComponent):
         super().__init__("ml-orchestrator:infra:AwsHealthJob", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         invoke = pulumi.InvokeOutputOptions(parent=self)
+        image, endpoint_url = running_endpoint(endpoint)
         partition = aws.get_partition_output(opts=invoke).partition
         # The job's configuration and state live in their own bucket, which only operators and the
         # job write: not the model bucket, which publishers write.
-        control = private_bucket(f"{name}-control", self)
+        control = private_bucket(f"{name}-control", self, access_logs=endpoint.access_logs)
         self.control_root = storage_root("aws", control.bucket)
 
         self.task_role = aws.iam.Role(
@@ -89,15 +95,19 @@ class AwsHealthJob(HealthJobComponent):
 
         container = {
             "name": JOB_CONTAINER_NAME,
-            "image": endpoint.image,
+            "image": image,
             "essential": True,
             # The whole argv, whatever the image's ENTRYPOINT (it starts the endpoint).
             "entryPoint": list(job.command[:1]),
             "command": list(job.command[1:]),
             "environment": [
                 {"name": key, "value": value}
-                for key, value in sorted(job.container_env(self.control_root, endpoint.endpoint_url).items())
+                for key, value in sorted(job.container_env(self.control_root, endpoint_url).items())
             ],
+            # The probes send the API token; ECS reads it from Secrets Manager at start.
+            "secrets": [reference.container_secret() for reference in endpoint.tokens],
+            "readonlyRootFilesystem": True,
+            "mountPoints": [{"sourceVolume": "scratch", "containerPath": SCRATCH_DIR, "readOnly": False}],
             "logConfiguration": {
                 "logDriver": "awslogs",
                 "options": {
@@ -117,6 +127,7 @@ class AwsHealthJob(HealthJobComponent):
             runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
             execution_role_arn=endpoint.execution_role.arn,
             task_role_arn=self.task_role.arn,
+            volumes=[{"name": "scratch"}],
             container_definitions=pulumi.Output.json_dumps([container]),
             opts=child,
         )
@@ -159,8 +170,11 @@ class AwsHealthJob(HealthJobComponent):
             ),
             opts=child,
         )
+        # A group of its own: the scheduler's error metric has the group as its only dimension.
+        group = aws.scheduler.ScheduleGroup(f"{name}-schedules", opts=child)
         self.schedule = aws.scheduler.Schedule(
             name,
+            group_name=group.name,
             description="orchestrator " + " ".join(job.command[1:]),
             schedule_expression=job.schedule,
             schedule_expression_timezone="UTC",
@@ -188,7 +202,28 @@ class AwsHealthJob(HealthJobComponent):
             # The first invocation must find its permissions in place.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[scheduler_policy]),
         )
-        self.register_outputs({"schedule": self.schedule.arn, "task_definition": self.task_definition.arn})
+        self.alarms = job_alarms(
+            name,
+            self,
+            cluster_arn=endpoint.cluster.arn,
+            family_arn=self.task_definition.arn_without_revision,
+            schedule_group=group.name,
+            emails=job.alert_emails,
+            account_id=account_id,
+        )
+        if not job.alert_emails:
+            pulumi.log.warn(
+                "aws: no health_job.alert_emails: the job's alarms publish to the SNS topic "
+                "(the alerts_topic output) with no subscriber; subscribe someone",
+                resource=self,
+            )
+        self.register_outputs(
+            {
+                "schedule": self.schedule.arn,
+                "task_definition": self.task_definition.arn,
+                "alerts_topic": self.alarms.topic.arn,
+            }
+        )
 
     @staticmethod
     def _job_statements(

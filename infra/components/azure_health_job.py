@@ -13,7 +13,9 @@ from typing import Any
 import pulumi
 from pulumi_azure_native import app, authorization, managedidentity, storage
 
+from infra.components.azure_alarms import job_alerts
 from infra.components.azure_endpoint import AzureEndpoint
+from infra.components.azure_secrets import grant_access
 from infra.components.azure_shared import (
     ACR_PULL,
     KEY_VAULT_SECRETS_USER,
@@ -22,7 +24,7 @@ from infra.components.azure_shared import (
     role_definition,
 )
 from infra.components.endpoint import storage_root
-from infra.components.health_job import HealthJobComponent
+from infra.components.health_job import HealthJobComponent, running_endpoint
 from infra.specs.azure_options import AzureOptions
 from infra.specs.endpoint import EndpointSpec
 from infra.specs.health_job import (
@@ -76,7 +78,11 @@ class AzureHealthJob(HealthJobComponent):
       Route 53 (mounted as a file; Route 53 rights are whatever that AWS principal's policy
       grants; the vault must use the Azure RBAC permission model).
 
-    Probing the endpoints needs no role: they are HTTPS URLs. Environment:
+    - with API tokens, Key Vault Secrets User on each token secret: the job references them as
+      the endpoint does (its probes send the token).
+
+    Alerts: :mod:`infra.components.azure_alarms`. Probing the endpoints needs no role: they are
+    HTTPS URLs. Environment:
     :meth:`HealthJobSpec.container_env` plus ``AZURE_STORAGE_ACCOUNT`` and this identity's
     ``AZURE_CLIENT_ID`` (as the endpoint), and ``AWS_SHARED_CREDENTIALS_FILE`` with ``apply``.
     """
@@ -96,6 +102,7 @@ class AzureHealthJob(HealthJobComponent):
         super().__init__("ml-orchestrator:infra:AzureHealthJob", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         group, subscription_id = endpoint.group, endpoint.subscription_id
+        image, endpoint_url = running_endpoint(endpoint)
 
         identity = managedidentity.UserAssignedIdentity(
             f"{name}-identity", resource_group_name=group.name, location=spec.region, opts=child
@@ -157,15 +164,16 @@ class AzureHealthJob(HealthJobComponent):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[writer]),
             ),
             assign("pulls-images", ACR_PULL, endpoint.container_registry.id, opts=child),
+            *grant_access(name, self, endpoint.tokens, identity.principal_id, subscription_id),
         ]
 
         env = {
-            **job.container_env(self.control_root, endpoint.endpoint_url),
+            **job.container_env(self.control_root, endpoint_url),
             **identity_env(endpoint.account.name, identity.client_id),
         }
         container: app.ContainerArgsDict = {
             "name": JOB_CONTAINER_NAME,
-            "image": endpoint.image,
+            "image": image,
             # The whole argv, whatever the image's ENTRYPOINT (it starts the endpoint).
             "command": list(job.command[:1]),
             "args": list(job.command[1:]),
@@ -184,6 +192,10 @@ class AzureHealthJob(HealthJobComponent):
             "registries": [{"server": endpoint.container_registry.login_server, "identity": identity.id}],
         }
         template: app.JobTemplateArgsDict = {"containers": [container]}
+        secrets: list[app.SecretArgsDict] = [
+            {"name": reference.secret_name, "key_vault_url": reference.url, "identity": identity.id}
+            for reference in endpoint.tokens
+        ]
         if job.aws_credentials_secret is not None:
             grants.append(
                 assign(
@@ -192,13 +204,13 @@ class AzureHealthJob(HealthJobComponent):
             )
             # A Key Vault reference read with the job's identity: the credentials never pass
             # through Pulumi or its state. Versionless: a rotated key needs no redeploy.
-            configuration["secrets"] = [
+            secrets.append(
                 {
                     "name": AWS_CREDENTIALS_REF,
                     "key_vault_url": job.key_vault_secret_url,
                     "identity": identity.id,
                 }
-            ]
+            )
             template["volumes"] = [
                 {
                     "name": AWS_CREDENTIALS_REF,
@@ -210,7 +222,15 @@ class AzureHealthJob(HealthJobComponent):
                 {"volume_name": AWS_CREDENTIALS_REF, "mount_path": AWS_CREDENTIALS_DIR}
             ]
             env[AWS_CREDENTIALS_ENV] = AWS_CREDENTIALS_FILE
-        container["env"] = [{"name": key, "value": value} for key, value in sorted(env.items())]
+        if secrets:
+            configuration["secrets"] = secrets
+        plain: list[app.EnvironmentVarArgsDict] = [
+            {"name": key, "value": value} for key, value in sorted(env.items())
+        ]
+        by_reference: list[app.EnvironmentVarArgsDict] = [
+            {"name": reference.env, "secret_ref": reference.secret_name} for reference in endpoint.tokens
+        ]
+        container["env"] = [*plain, *by_reference]
 
         self.job = app.Job(
             f"{name}-job",
@@ -224,4 +244,20 @@ class AzureHealthJob(HealthJobComponent):
             # The first run pulls the image, reads its config and writes its state with these.
             opts=pulumi.ResourceOptions(parent=self, depends_on=grants),
         )
+        job_alerts(
+            name,
+            self,
+            resource_group_name=group.name,
+            location=spec.region,
+            job_id=self.job.id,
+            job_name=self.job.name,
+            workspace_id=endpoint.workspace.id,
+            emails=job.alert_emails,
+        )
+        if not job.alert_emails:
+            pulumi.log.warn(
+                "azure: no health_job.alert_emails: the job's alerts notify an action group without "
+                "receivers; add one",
+                resource=self,
+            )
         self.register_outputs({"job": self.job.name})

@@ -18,8 +18,10 @@ from orchestrator.core.contract import ENV_AZURE_STORAGE_ACCOUNT
 
 __all__ = [
     "ACR_PULL",
+    "ACR_PUSH",
     "AZURE_EXTRA_ENV",
     "KEY_VAULT_SECRETS_USER",
+    "STORAGE_BLOB_DATA_CONTRIBUTOR",
     "STORAGE_BLOB_DATA_READER",
     "identity_env",
     "role_definition",
@@ -27,7 +29,9 @@ __all__ = [
 
 # Built-in role definition ids (the same in every tenant).
 STORAGE_BLOB_DATA_READER: Final = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
+STORAGE_BLOB_DATA_CONTRIBUTOR: Final = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 ACR_PULL: Final = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+ACR_PUSH: Final = "8311e382-0749-4cb8-b61a-304f252e45ec"
 KEY_VAULT_SECRETS_USER: Final = "4633458b-17de-408a-b874-0445c86b69e6"
 # AZURE_CLIENT_ID is read by azure-identity's DefaultAzureCredential, not by this project's code.
 AZURE_EXTRA_ENV: Final = (ENV_AZURE_STORAGE_ACCOUNT, "AZURE_CLIENT_ID")

@@ -7,13 +7,17 @@ are in its docstring.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pulumi
 import pulumi_gcp as gcp
 
 from infra.components.endpoint import storage_root
+from infra.components.gcp_alarms import MONITORING_API, job_alert_policy
 from infra.components.gcp_endpoint import GcpEndpoint
+from infra.components.gcp_secrets import grant_access
 from infra.components.gcp_shared import private_bucket
-from infra.components.health_job import HealthJobComponent
+from infra.components.health_job import HealthJobComponent, running_endpoint
 from infra.specs.endpoint import EndpointSpec
 from infra.specs.gcp_options import GcpOptions
 from infra.specs.health_job import (
@@ -56,12 +60,16 @@ class GcpHealthJob(HealthJobComponent):
       ``roles/secretmanager.secretAccessor`` on the one secret holding the AWS credentials for
       Route 53 (mounted as a file; Route 53 rights are whatever that AWS principal's policy
       grants). No project-level role. Probing the endpoints needs none: they are HTTPS URLs.
+      With API tokens configured, ``roles/secretmanager.secretAccessor`` on each token secret:
+      the job references them as the endpoint does (its probes send the token).
     - the scheduler's account: ``roles/run.invoker`` on this job only, used to mint the OAuth
       token Cloud Scheduler sends with each run request.
+    - a Cloud Monitoring alert policy (:mod:`infra.components.gcp_alarms`).
     """
 
     job: gcp.cloudrunv2.Job
     scheduler: gcp.cloudscheduler.Job
+    alert_policy: gcp.monitoring.AlertPolicy
 
     def __init__(
         self,
@@ -75,13 +83,17 @@ class GcpHealthJob(HealthJobComponent):
         super().__init__("ml-orchestrator:infra:GcpHealthJob", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         project, region = options.project, spec.region
+        image, endpoint_url = running_endpoint(endpoint)
 
-        scheduler_api = gcp.projects.Service(
-            f"{name}-cloudscheduler",
-            project=project,
-            service=SCHEDULER_API,
-            disable_on_destroy=False,  # other workloads in the project may schedule too
-            opts=child,
+        scheduler_api, monitoring_api = (
+            gcp.projects.Service(
+                f"{name}-{api.split('.')[0]}",
+                project=project,
+                service=api,
+                disable_on_destroy=False,  # other workloads in the project may use them too
+                opts=child,
+            )
+            for api in (SCHEDULER_API, MONITORING_API)
         )
         after_apis = pulumi.ResourceOptions(parent=self, depends_on=endpoint.apis)
         runtime = gcp.serviceaccount.Account(
@@ -137,7 +149,8 @@ class GcpHealthJob(HealthJobComponent):
                 opts=child,
             ),
         ]
-        env: dict[str, pulumi.Input[str]] = job.container_env(self.control_root, endpoint.endpoint_url)
+        grants += grant_access(f"{name}-job", self, endpoint.tokens, runtime.member)
+        env: dict[str, pulumi.Input[str]] = job.container_env(self.control_root, endpoint_url)
         volumes: list[gcp.cloudrunv2.JobTemplateTemplateVolumeArgsDict] = []
         mounts: list[gcp.cloudrunv2.JobTemplateTemplateContainerVolumeMountArgsDict] = []
         if job.aws_credentials_secret is not None:
@@ -168,11 +181,14 @@ class GcpHealthJob(HealthJobComponent):
 
         container: gcp.cloudrunv2.JobTemplateTemplateContainerArgsDict = {
             "name": JOB_CONTAINER_NAME,
-            "image": endpoint.image,
+            "image": image,
             # The whole argv, whatever the image's ENTRYPOINT (it starts the endpoint).
             "commands": list(job.command[:1]),
             "args": list(job.command[1:]),
-            "envs": [{"name": key, "value": value} for key, value in sorted(env.items())],
+            "envs": [
+                *(cast(Any, {"name": key, "value": value}) for key, value in sorted(env.items())),
+                *(cast(Any, reference.env_var()) for reference in endpoint.tokens),
+            ],
             "resources": {"limits": {"cpu": JOB_CPU, "memory": JOB_MEMORY}},
         }
         task: gcp.cloudrunv2.JobTemplateTemplateArgsDict = {
@@ -223,4 +239,17 @@ class GcpHealthJob(HealthJobComponent):
             },
             opts=pulumi.ResourceOptions(parent=self, depends_on=[scheduler_api, runs_job]),
         )
+        self.alert_policy, _ = job_alert_policy(
+            name,
+            self,
+            project=project,
+            job_name=self.job.name,
+            emails=job.alert_emails,
+            depends_on=[monitoring_api],
+        )
+        if not job.alert_emails:
+            pulumi.log.warn(
+                "gcp: no health_job.alert_emails: the job's alert policy notifies no channel; add one",
+                resource=self,
+            )
         self.register_outputs({"job": self.job.name, "scheduler": self.scheduler.name})

@@ -12,7 +12,17 @@ from __future__ import annotations
 
 import pulumi
 
-__all__ = ["HealthJobComponent"]
+from infra.components.endpoint import EndpointComponent
+
+__all__ = ["HealthJobComponent", "running_endpoint"]
+
+
+def running_endpoint(endpoint: EndpointComponent) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+    """The endpoint's ``(image, endpoint_url)``; ValueError if it has no image (``infra/__main__.py``
+    creates a job only once an image is configured: the job runs the endpoint's image)."""
+    if endpoint.image is None or endpoint.endpoint_url is None:
+        raise ValueError("a health job needs the endpoint's image and URL: configure endpoint.image first")
+    return endpoint.image, endpoint.endpoint_url
 
 
 class HealthJobComponent(pulumi.ComponentResource):

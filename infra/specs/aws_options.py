@@ -1,8 +1,8 @@
 """What only the AWS stack needs or accepts: ``ml-orchestrator:aws`` and Fargate's rules.
 
-:class:`AwsOptions` holds the load balancer's HTTPS (an ACM certificate and the name it covers,
-optionally pointed at the ALB through a Route 53 zone), the network (default VPC or configured
-subnets), log retention and the autoscaling target. :data:`PLATFORM` is Fargate's region names
+:class:`AwsOptions` holds the Route 53 zone of the public name (the stack's ACM certificate is
+validated there), the network (default VPC or configured subnets), log retention, the
+autoscaling target and the deployer principals. :data:`PLATFORM` is Fargate's region names
 and its fixed CPU/memory pairs, applied to the endpoint spec.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
-from infra.specs.fields import ConfigError, ConfigObject, check_hostname, check_zone_id
+from infra.specs.fields import ConfigError, ConfigObject, check_zone_id
 from infra.specs.platform import Platform, Size, fmt
 
 __all__ = ["FARGATE_SIZES", "LOG_RETENTION_DAYS", "PLATFORM", "AwsOptions", "parse_aws_options"]
@@ -34,7 +34,7 @@ FARGATE_SIZES: Final[Mapping[float, tuple[float, ...]]] = MappingProxyType(
 )
 # CloudWatch Logs accepts only these retention periods.
 LOG_RETENTION_DAYS: Final = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827)
-_ACM_ARN = re.compile(r"arn:aws[a-z-]*:acm:(?P<region>[a-z0-9-]+):\d{12}:certificate/[0-9a-f-]{36}")
+_IAM_PRINCIPAL = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]{1,512}")
 
 
 def _check_fargate(size: Size) -> None:
@@ -62,10 +62,8 @@ PLATFORM: Final = Platform(
 class AwsOptions:
     """What only the AWS stack needs (``ml-orchestrator:aws``)."""
 
-    # HTTPS on the load balancer: an ACM certificate in the stack's region and the name it covers.
-    certificate_arn: str | None = None
-    domain: str | None = None
-    # With a Route 53 zone for ``domain``, an alias record points it at the load balancer.
+    # The Route 53 zone of the endpoint's public name: the stack validates its ACM certificate
+    # there and points aws.<public name> at the load balancer. Required with a public name.
     hosted_zone_id: str | None = None
     # Without both, the account's default VPC and its default subnets.
     vpc_id: str | None = None
@@ -74,50 +72,47 @@ class AwsOptions:
     # ECS service autoscaling keeps average CPU near this; predictions are CPU-bound and the ALB
     # has no in-flight-requests metric to match Cloud Run's and Container Apps' concurrency.
     target_cpu_percent: int = 60
+    # IAM principals (role or user ARNs) that may assume the stack's deployer role: publish
+    # models to the bucket (`orchestrator sync`) and push images to the repository, nothing else.
+    deployers: tuple[str, ...] = ()
 
     @property
     def https(self) -> bool:
-        return self.certificate_arn is not None
+        """Whether the load balancer serves HTTPS (it does once a public name, and so a zone, is set)."""
+        return self.hosted_zone_id is not None
 
 
-def parse_aws_options(raw: object, region: str, *, namespace: str) -> AwsOptions:
-    """The AWS options from ``ml-orchestrator:aws`` for a stack in ``region``; pure, raises
-    ConfigError naming the key."""
+def parse_aws_options(
+    raw: object, region: str, *, namespace: str, public_name: str | None = None
+) -> AwsOptions:
+    """The AWS options from ``ml-orchestrator:aws`` for a stack in ``region`` whose endpoint
+    answers ``public_name``; pure, raises ConfigError naming the key."""
     obj = ConfigObject(f"{namespace}:aws", raw)
-    certificate_arn = obj.optional("certificate_arn")
-    domain = obj.optional("domain")
     hosted_zone_id = obj.optional("hosted_zone_id")
     vpc_id = obj.optional("vpc_id")
     subnet_ids = obj.strings("subnet_ids", ())
     retention = obj.integer("log_retention_days", 30, low=1)
     target_cpu = obj.integer("target_cpu_percent", 60, low=10, high=90)
+    deployers = obj.strings("deployers", ())
     obj.done()
-    if certificate_arn is not None:
-        match = _ACM_ARN.fullmatch(certificate_arn)
-        if match is None:
-            raise ConfigError(
-                obj.sub("certificate_arn"), f"{certificate_arn!r} is not an ACM certificate ARN"
-            )
-        if match["region"] != region:
-            raise ConfigError(
-                obj.sub("certificate_arn"),
-                f"the certificate is in {match['region']}; a load balancer in {region} needs one from there",
-            )
-        if domain is None:
-            raise ConfigError(
-                obj.sub("domain"), "is required with certificate_arn: the name the certificate covers"
-            )
-    if domain is not None:
-        domain = check_hostname(obj.sub("domain"), domain)
-        if certificate_arn is None:
-            raise ConfigError(
-                obj.sub("certificate_arn"), f"is required with domain ({domain}) to serve HTTPS"
-            )
     if hosted_zone_id is not None:
         hosted_zone_id = check_zone_id(obj.sub("hosted_zone_id"), hosted_zone_id)
-        if domain is None:
+        if public_name is None:
             raise ConfigError(
-                obj.sub("domain"), "is required with hosted_zone_id: the name to point at the ALB"
+                obj.sub("hosted_zone_id"),
+                f"is only used with {namespace}:endpoint.public_name (the name its certificate covers)",
+            )
+    elif public_name is not None:
+        raise ConfigError(
+            obj.sub("hosted_zone_id"),
+            f"is required with endpoint.public_name ({public_name}): the Route 53 zone the ACM "
+            "certificate is validated in",
+        )
+    for deployer in deployers:
+        if not _IAM_PRINCIPAL.fullmatch(deployer):
+            raise ConfigError(
+                obj.sub("deployers"),
+                f"{deployer!r} is not an IAM role or user ARN (arn:aws:iam::<account>:role/...)",
             )
     if (vpc_id is None) != (not subnet_ids):
         raise ConfigError(obj.sub("subnet_ids" if vpc_id else "vpc_id"), "vpc_id and subnet_ids go together")
@@ -127,11 +122,10 @@ def parse_aws_options(raw: object, region: str, *, namespace: str) -> AwsOptions
             f"CloudWatch Logs accepts {', '.join(map(str, LOG_RETENTION_DAYS))} days, not {retention}",
         )
     return AwsOptions(
-        certificate_arn=certificate_arn,
-        domain=domain,
         hosted_zone_id=hosted_zone_id,
         vpc_id=vpc_id,
         subnet_ids=subnet_ids,
         log_retention_days=retention,
         target_cpu_percent=target_cpu,
+        deployers=deployers,
     )

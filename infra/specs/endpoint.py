@@ -22,9 +22,10 @@ from typing import Any, Final
 import pulumi
 
 from infra.specs import aws_options, azure_options, gcp_options
-from infra.specs.fields import ConfigError, ConfigObject, check_path
+from infra.specs.fields import ConfigError, ConfigObject, check_hostname, check_path
 from infra.specs.platform import Platform, Size, fmt
 from orchestrator.core.contract import (
+    ENV_API_TOKENS,
     ENV_CACHE_DIR,
     ENV_HOST,
     ENV_MODEL_URI,
@@ -60,6 +61,8 @@ REGION_KEYS: Final[Mapping[CloudName, str]] = MappingProxyType(
 DEFAULT_PORT: Final = 8080
 DEFAULT_LIVENESS_PATH: Final = "/healthz"
 DEFAULT_READINESS_PATH: Final = "/readyz"
+# The repository name `orchestrator image push` uses (serving/Dockerfile's image).
+DEFAULT_IMAGE_NAME: Final = "ml-endpoint"
 DEFAULT_CACHE_DIR: Final = "/tmp/model-cache"  # noqa: S108  # the container's own /tmp, as in serving/Dockerfile
 # Poll LATEST once a minute: a published model reaches every cloud within about a minute, at
 # one small GET per instance per minute.
@@ -125,8 +128,13 @@ class EndpointSpec:
 
     cloud: CloudName
     region: str
-    image: str  # repository@sha256:<64 hex>, as configured
+    # repository@sha256:<64 hex>, as configured; None before the first image is pushed: the
+    # stack then creates registries, buckets and the public entry, but no service and no job.
+    image: str | None
     model_name: str
+    # The one DNS name clients use (the dns stack's record_name): every cloud answers it over
+    # TLS. None: each cloud serves on its platform's own host name only.
+    public_name: str | None = None
     port: int = DEFAULT_PORT
     cpu: float = DEFAULT_CPU  # vCPU
     memory_gib: float = DEFAULT_MEMORY_GIB
@@ -143,15 +151,25 @@ class EndpointSpec:
     signing_public_key: str | None = None
 
     @property
-    def digest(self) -> str:
-        """``sha256:<hex>``: the same in every cloud's registry, since a copy keeps the manifest."""
-        return self.image.rpartition("@")[2]
+    def digest(self) -> str | None:
+        """``sha256:<hex>``: the same in every cloud's registry, since a copy keeps the manifest;
+        None while no image is configured."""
+        return None if self.image is None else self.image.rpartition("@")[2]
 
     @property
     def image_name(self) -> str:
-        """The repository's last path component (``ml-endpoint``): the name in each cloud's registry."""
+        """The repository's last path component (``ml-endpoint``, also before an image is
+        configured): the name in each cloud's registry."""
+        if self.image is None:
+            return DEFAULT_IMAGE_NAME
         name = self.image.rpartition("@")[0].rpartition("/")[2]
         return name.partition(":")[0]
+
+    @property
+    def cloud_name(self) -> str | None:
+        """``<cloud>.<public_name>``: a name only this cloud answers (a weighted record's target,
+        covered by the same certificate as the public name); None without a public name."""
+        return None if self.public_name is None else f"{self.cloud}.{self.public_name}"
 
     @property
     def cpu_milli(self) -> int:
@@ -241,7 +259,7 @@ def _check_environment(key: str, raw: Mapping[str, Any]) -> Mapping[str, str]:
         sub = f"{key}.{name}"
         if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
             raise ConfigError(sub, "is not an environment variable name (A-Z, 0-9 and _)")
-        if name in (*COMMON_ENV_KEYS, ENV_SIGNING_PUBLIC_KEY) or name.startswith(
+        if name in (*COMMON_ENV_KEYS, ENV_SIGNING_PUBLIC_KEY, *ENV_API_TOKENS) or name.startswith(
             ("AWS_", "AZURE_", "GOOGLE_", "K_", "CLOUD_RUN_")
         ):
             raise ConfigError(sub, "is set by this program or the platform; it cannot be overridden here")
@@ -269,7 +287,10 @@ def parse_endpoint_spec(cloud: CloudName, raw: object, region: str | None, *, na
     """The endpoint for ``cloud`` from the ``endpoint`` object and the region; pure, raises
     ConfigError naming the key."""
     obj = ConfigObject(f"{namespace}:endpoint", raw)
-    image = _check_image(obj.sub("image"), obj.required("image"))
+    raw_image = obj.optional("image")
+    image = None if raw_image is None else _check_image(obj.sub("image"), raw_image)
+    raw_public_name = obj.optional("public_name")
+    public_name = None if raw_public_name is None else check_hostname(obj.sub("public_name"), raw_public_name)
     model_name = obj.required("model_name")
     if not _MODEL_NAME.fullmatch(model_name):
         raise ConfigError(obj.sub("model_name"), f"{model_name!r} is not a model name ([a-z0-9][a-z0-9._-]*)")
@@ -306,6 +327,7 @@ def parse_endpoint_spec(cloud: CloudName, raw: object, region: str | None, *, na
         region=_check_region(cloud, region),
         image=image,
         model_name=model_name,
+        public_name=public_name,
         port=port,
         cpu=cpu,
         memory_gib=memory,

@@ -15,6 +15,7 @@ from typing import Any, Final, TypeGuard
 
 import pulumi
 
+from infra.specs.secret_shapes import iter_strings, secret_shape
 from orchestrator.core.contract import CLOUDS, CloudName
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "check_hostname",
     "check_path",
     "check_zone_id",
+    "refuse_secret_values",
 ]
 
 _PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
@@ -49,7 +51,9 @@ class ConfigObject:
     """A configuration object's fields, read once each, with the full key in every error.
 
     ``key`` is the object's full key (``ml-orchestrator:endpoint``); ``raw`` its value (None
-    reads as empty). Raises ConfigError unless ``raw`` is a mapping.
+    reads as empty). Raises ConfigError unless ``raw`` is a mapping, and if any string in it
+    (a value or a key, at any depth) looks like a credential
+    (:func:`infra.specs.secret_shapes.secret_shape`): the error names the key, never the value.
     """
 
     def __init__(self, key: str, raw: object) -> None:
@@ -57,6 +61,7 @@ class ConfigObject:
             raw = {}
         if not isinstance(raw, Mapping):
             raise ConfigError(key, f"must be an object, not {type(raw).__name__}")
+        refuse_secret_values(key, raw)
         self.key = key
         self._raw: Mapping[str, Any] = raw
         self._seen: set[str] = set()
@@ -136,6 +141,18 @@ class ConfigObject:
         if unknown:
             raise ConfigError(
                 self.sub(unknown[0]), f"is not a known key; known: {', '.join(sorted(self._seen))}"
+            )
+
+
+def refuse_secret_values(key: str, raw: object) -> None:
+    """ConfigError naming the first key under ``key`` whose plain value looks like a credential."""
+    for path, text in iter_strings(raw):
+        kind = secret_shape(text)
+        if kind is not None:
+            raise ConfigError(
+                f"{key}.{path}" if path else key,
+                f"looks like {kind}: plain stack configuration is no place for a secret "
+                "(use `pulumi config set --secret`, the cloud's secret store, or its identity)",
             )
 
 

@@ -1,9 +1,10 @@
 """What only the GCP stack needs or accepts: ``ml-orchestrator:gcp``, ``gcp:project`` and Cloud
 Run's rules.
 
-:class:`GcpOptions` holds the project, who may invoke the service, and the ids of the service
-accounts and the Artifact Registry repository. :data:`PLATFORM` is Cloud Run's region names and
-its CPU/memory bounds, applied to the endpoint spec.
+:class:`GcpOptions` holds the project, who may invoke the service, the ids of the service
+accounts, the Artifact Registry repository and the Cloud Run service, and the deployer members.
+:data:`PLATFORM` is Cloud Run's region names and its CPU/memory bounds, applied to the endpoint
+spec.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ CLOUD_RUN_MIN_MEMORY_FOR_CPU: Final = ((6, 4), (4, 2))
 _GCP_PROJECT = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
 _GCP_ACCOUNT_ID = re.compile(r"[a-z]([-a-z0-9]{4,28}[a-z0-9])")
 _GCP_REPOSITORY_ID = re.compile(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?")
+# Cloud Run service names: lowercase letters, digits and hyphens, a letter first, at most 49.
+_CLOUD_RUN_NAME = re.compile(r"[a-z]([a-z0-9-]{0,47}[a-z0-9])?")
+# Deployers are identities, never allUsers/allAuthenticatedUsers or a whole domain.
+_GCP_DEPLOYER = re.compile(r"(user|serviceAccount|group|principal\w*):\S+")
 _GCP_MEMBER = re.compile(
     r"allUsers|allAuthenticatedUsers|(user|serviceAccount|group|domain|principal\w*):\S+"
 )
@@ -84,6 +89,12 @@ class GcpOptions:
     # triggers it, so neither holds the other's rights.
     health_job_account_id: str = "ml-health-job"
     health_scheduler_account_id: str = "ml-health-scheduler"
+    # The Cloud Run service's name, fixed so the load balancer's serverless NEG can name it
+    # before the service exists (the first `up` has no image yet).
+    service_name: str = "ml-endpoint"
+    # IAM members that may publish models to the bucket (`orchestrator sync`) and push images to
+    # the repository, nothing else.
+    deployers: tuple[str, ...] = ()
 
 
 def parse_gcp_options(raw: object, project: str | None, *, namespace: str) -> GcpOptions:
@@ -99,7 +110,17 @@ def parse_gcp_options(raw: object, project: str | None, *, namespace: str) -> Gc
     repository_id = obj.string("repository_id", "ml-endpoint")
     job_account_id = obj.string("health_job_account_id", "ml-health-job")
     scheduler_account_id = obj.string("health_scheduler_account_id", "ml-health-scheduler")
+    service_name = obj.string("service_name", "ml-endpoint")
+    deployers = obj.strings("deployers", ())
     obj.done()
+    if not _CLOUD_RUN_NAME.fullmatch(service_name):
+        raise ConfigError(obj.sub("service_name"), f"{service_name!r} is not a Cloud Run service name")
+    for member in deployers:
+        if not _GCP_DEPLOYER.fullmatch(member):
+            raise ConfigError(
+                obj.sub("deployers"),
+                f"{member!r} is not one identity (user:, serviceAccount:, group: or principal:...)",
+            )
     if not invokers:
         raise ConfigError(obj.sub("invokers"), 'must name at least one member, or ["allUsers"] for public')
     for member in invokers:
@@ -129,4 +150,6 @@ def parse_gcp_options(raw: object, project: str | None, *, namespace: str) -> Gc
         repository_id=repository_id,
         health_job_account_id=job_account_id,
         health_scheduler_account_id=scheduler_account_id,
+        service_name=service_name,
+        deployers=deployers,
     )

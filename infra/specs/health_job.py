@@ -58,6 +58,8 @@ AWS_CREDENTIALS_DIR: Final = "/secrets/aws"
 AWS_CREDENTIALS_NAME: Final = "credentials"
 AWS_CREDENTIALS_FILE: Final = f"{AWS_CREDENTIALS_DIR}/{AWS_CREDENTIALS_NAME}"
 AWS_CREDENTIALS_ENV: Final = "AWS_SHARED_CREDENTIALS_FILE"
+# An addr-spec without quoting or comments (what the three notification services accept).
+_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
 _OBJECT_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
 _GCP_SECRET = re.compile(r"(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/secrets/)?[A-Za-z0-9_-]{1,255}")
 _KEY_VAULT_SECRET = re.compile(
@@ -95,6 +97,9 @@ class HealthJobSpec:
     # The other clouds' endpoint URLs (their stacks' endpoint_url outputs); the job's own cloud's
     # comes from its own stack. Together: ORCHESTRATOR_ENDPOINTS, the only endpoints it accepts.
     endpoints: Mapping[CloudName, str] = field(default_factory=lambda: MappingProxyType({}))
+    # Who is told when the job fails, cannot run or finds no healthy cloud: the addresses
+    # subscribed to the stack's notification target (SNS topic, notification channel, action group).
+    alert_emails: tuple[str, ...] = ()
 
     @property
     def command(self) -> tuple[str, ...]:
@@ -137,13 +142,15 @@ class HealthJobSpec:
         }
 
     def export(self, control_root: pulumi.Input[str] | None) -> dict[str, Any]:
-        """The stack's ``health_job`` output: where config and state live (None while the job, and
-        so its control bucket, does not exist), and what runs when."""
+        """The stack's ``health_job`` output: whether the job exists (enabled, and an image to run
+        is configured: its control bucket is then ``control_root``), where config and state live,
+        and what runs when (None while it does not exist)."""
+        exists = control_root is not None
         config_uri, state_uri = self.uris(control_root) if control_root is not None else (None, None)
         return {
-            "enabled": self.enabled,
-            "schedule": self.schedule if self.enabled else None,
-            "command": list(self.command) if self.enabled else None,
+            "enabled": exists,
+            "schedule": self.schedule if exists else None,
+            "command": list(self.command) if exists else None,
             "config_uri": config_uri,
             "state_uri": state_uri,
         }
@@ -209,7 +216,11 @@ def parse_health_job_spec(cloud: CloudName, raw: object, *, namespace: str) -> H
     raw_route53 = obj.mapping("route53")
     secret = obj.optional("aws_credentials_secret")
     raw_endpoints = obj.mapping("endpoints")
+    alert_emails = obj.strings("alert_emails", ())
     obj.done()
+    for address in alert_emails:
+        if not _EMAIL.fullmatch(address):
+            raise ConfigError(obj.sub("alert_emails"), f"{address!r} is not an email address")
     endpoints = _job_endpoints(cloud, obj.sub("endpoints"), raw_endpoints)
     if state_path == config_path:
         raise ConfigError(
@@ -261,4 +272,5 @@ def parse_health_job_spec(cloud: CloudName, raw: object, *, namespace: str) -> H
         route53=route53,
         aws_credentials_secret=secret,
         endpoints=MappingProxyType(endpoints),
+        alert_emails=alert_emails,
     )

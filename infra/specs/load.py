@@ -7,10 +7,12 @@ The stack's kind comes from ``ml-orchestrator:cloud``, defaulting to the stack's
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias, cast
+from typing import Final, Literal, TypeAlias, cast
 
 import pulumi
+from pulumi.runtime.config import get_config, is_config_secret
 
+from infra.specs.auth import TOKEN_SLOTS, ApiTokens, parse_api_tokens
 from infra.specs.aws_options import AwsOptions, parse_aws_options
 from infra.specs.azure_options import AzureOptions, parse_azure_options
 from infra.specs.endpoint import REGION_KEYS, EndpointSpec, parse_endpoint_spec
@@ -21,7 +23,10 @@ from infra.specs.weighted_dns import DnsSpec, parse_dns_spec
 from orchestrator.core.contract import CLOUDS, CloudName
 
 __all__ = [
+    "PROVIDER_CREDENTIAL_KEYS",
     "StackKind",
+    "check_provider_credentials",
+    "load_api_tokens",
     "load_aws_options",
     "load_azure_options",
     "load_dns_spec",
@@ -32,6 +37,19 @@ __all__ = [
 ]
 
 StackKind: TypeAlias = Literal["aws", "gcp", "azure", "dns"]
+
+# The providers' own credential keys: Pulumi would read them from plain text if set without
+# --secret (each provider's configuration reference).
+PROVIDER_CREDENTIAL_KEYS: Final = (
+    "aws:accessKey",
+    "aws:secretKey",
+    "aws:token",
+    "gcp:credentials",
+    "gcp:accessToken",
+    "azure-native:clientSecret",
+    "azure-native:clientCertificatePassword",
+    "azure-native:oidcToken",
+)
 
 
 def stack_kind() -> StackKind:
@@ -67,8 +85,13 @@ def load_health_job_spec(cloud: CloudName) -> HealthJobSpec:
 
 
 def load_aws_options(spec: EndpointSpec) -> AwsOptions:
-    """``ml-orchestrator:aws``, checked against the endpoint's region (the certificate's)."""
-    return parse_aws_options(pulumi.Config().get_object("aws"), spec.region, namespace=pulumi.get_project())
+    """``ml-orchestrator:aws``, checked against the endpoint's public name (which needs a zone)."""
+    return parse_aws_options(
+        pulumi.Config().get_object("aws"),
+        spec.region,
+        namespace=pulumi.get_project(),
+        public_name=spec.public_name,
+    )
 
 
 def load_gcp_options(spec: EndpointSpec) -> GcpOptions:  # spec: one signature for every cloud
@@ -91,3 +114,23 @@ def load_dns_spec() -> DnsSpec:
         organization=pulumi.get_organization(),
         project=pulumi.get_project(),
     )
+
+
+def load_api_tokens() -> ApiTokens:
+    """``ml-orchestrator:api_token`` and ``api_token_previous``; each must be a Pulumi secret."""
+    project = pulumi.get_project()
+    names = [name for _, name, _ in TOKEN_SLOTS]
+    values = {name: get_config(f"{project}:{name}") for name in names}
+    secret = {name: is_config_secret(f"{project}:{name}") for name in names}
+    return parse_api_tokens(values, secret, namespace=project)
+
+
+def check_provider_credentials() -> None:
+    """ConfigError naming the first provider credential key set in plain text (not --secret)."""
+    for key in PROVIDER_CREDENTIAL_KEYS:
+        if get_config(key) and not is_config_secret(key):
+            raise ConfigError(
+                key,
+                f"is stored in plain text: set it with `pulumi config set --secret {key}`, or use the "
+                "provider's credential chain (environment, CLI login, workload identity)",
+            )

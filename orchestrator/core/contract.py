@@ -17,6 +17,9 @@ __all__ = [
     "CLOUD_SCHEMES",
     "DNS_EXPORTS",
     "ENDPOINT_EXPORTS",
+    "ENV_API_TOKEN",
+    "ENV_API_TOKENS",
+    "ENV_API_TOKEN_PREVIOUS",
     "ENV_AZURE_STORAGE_ACCOUNT",
     "ENV_BODY_TIMEOUT",
     "ENV_CACHE_DIR",
@@ -60,6 +63,13 @@ REMOTE_SCHEMES: Final[tuple[str, ...]] = tuple(CLOUD_SCHEMES.values())
 #   readiness_path         what the dns stack's health checks ask
 #   storage_settings       orchestrator.yaml's clouds.<cloud>.storage_settings for model_uri's bucket
 #   health_job             what the scheduled job runs, when, and where its configuration and state live
+#   public_name            the one name clients use (every cloud answers it over TLS), or None
+#   dns_records            records the dns stack must create in the zone for this cloud ({name, type,
+#                          value}: certificate validation, domain ownership, the entry's address)
+#   health_check_ip        the address a Route 53 health check connects to while sending the public
+#                          name as Host and SNI (None: it resolves endpoint_url's host instead)
+#   api_token_secrets      where the API tokens are stored in this cloud's secret store (references,
+#                          never values): {"current": ..., "previous": ...}
 ENDPOINT_EXPORTS: Final[tuple[str, ...]] = (
     "cloud",
     "region",
@@ -75,6 +85,10 @@ ENDPOINT_EXPORTS: Final[tuple[str, ...]] = (
     "readiness_path",
     "storage_settings",
     "health_job",
+    "public_name",
+    "dns_records",
+    "health_check_ip",
+    "api_token_secrets",
 )
 # What the dns stack exports: the weighted record, its zone, its TTL and each cloud's health check.
 DNS_EXPORTS: Final[tuple[str, ...]] = ("record_name", "zone_id", "ttl", "health_check_ids")
@@ -88,6 +102,13 @@ POINTER: Final = "LATEST"
 ENV_CONFIG: Final = "ORCHESTRATOR_CONFIG"
 ENV_STATE: Final = "ORCHESTRATOR_STATE"
 ENV_ENDPOINTS: Final = "ORCHESTRATOR_ENDPOINTS"
+
+# The API tokens predictions need (`Authorization: Bearer <token>`), given to the endpoint and the
+# health job by reference to the cloud's secret store (never as plain configuration): the current
+# token, and during a rotation the previous one too; both are accepted while both are set.
+ENV_API_TOKEN: Final = "API_TOKEN"  # noqa: S105  # a variable name, not a token
+ENV_API_TOKEN_PREVIOUS: Final = "API_TOKEN_PREVIOUS"  # noqa: S105  # a variable name
+ENV_API_TOKENS: Final[tuple[str, ...]] = (ENV_API_TOKEN, ENV_API_TOKEN_PREVIOUS)
 
 # Environment of the endpoint container (set by the stacks and the demo, read by `python -m serving`).
 ENV_MODEL_URI: Final = "MODEL_URI"

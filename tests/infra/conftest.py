@@ -4,15 +4,18 @@ The program runs under ``pulumi.runtime.set_mocks`` in a fresh process per run
 (``tests.infra.harness``, which also holds the ``Mocks`` that answer like the providers), with
 the committed ``Pulumi.<stack>.yaml`` as its configuration, plus overrides for the variants:
 
-- ``aws``, ``gcp``, ``azure``: the committed stack files as they are;
-- ``aws_https``: the AWS stack with a certificate, domain and hosted zone configured;
-- ``gcp_private``: the GCP stack with a list of invokers instead of ``allUsers``;
-- ``aws_job_no_apply``: the AWS health job without ``--apply``;
-- ``gcp_job``, ``azure_job``: their health jobs enabled (probe and record only, the default);
-- ``gcp_job_apply``, ``azure_job_apply``: enabled with ``--apply`` and AWS credentials from the
-  cloud's secret store;
-- ``aws_signed``, ``gcp_signed``, ``azure_signed``: a signing public key configured (and, on AWS,
-  the other clouds' endpoints for the job's allowlist);
+- ``aws``, ``gcp``, ``azure``: the committed stack files (a public name, HTTPS) with an image
+  configured and two API tokens (a rotation: current and previous) set as Pulumi secrets;
+- ``aws_first_up``, ``gcp_first_up``, ``azure_first_up``: the committed stack files as the first
+  `up` sees them (no image yet, no token; jobs enabled), with deployer principals;
+- ``aws_http``: an image, no public name, no token, the health job without ``--apply``;
+- ``gcp_job``, ``azure_job``: their health jobs enabled (probe and record only, the default), no
+  public name, no token;
+- ``gcp_job_apply``, ``azure_job_apply``: enabled with ``--apply``, AWS credentials from the
+  cloud's secret store, alert emails;
+- ``aws_signed``, ``gcp_signed``, ``azure_signed``: a signing public key configured (and on AWS
+  the other clouds' endpoints for the job's allowlist and alert emails; on GCP a list of
+  invokers instead of ``allUsers``; on Azure the custom domain's second step, bound);
 - ``dns``: the DNS stack, its StackReferences answered with the three cloud runs' real exports.
 
 The endpoint fixtures (``aws_run``, ``gcp_run``, ``azure_run``, ``cloud_runs``...) hold the
@@ -32,12 +35,24 @@ from typing import Any
 
 import pytest
 
-from tests.infra.harness import StackRun, run_stack
+from tests.infra.harness import DELETE, StackRun, run_stack
 
 # The variants the tests look at; they all start together on first use.
-CERTIFICATE_ARN = "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
-HTTPS_DOMAIN = "aws.model.example.com"
-HOSTED_ZONE_ID = "Z0123456789AWSZONE"
+IMAGE = "ghcr.io/example/ml-endpoint@sha256:" + "0123456789abcdef" * 4
+PUBLIC_NAME = "model.example.com"  # the committed stack files' placeholder, the dns stack's record
+HOSTED_ZONE_ID = "Z0123456789EXAMPLE"
+# Two tokens, as during a rotation; test values set as Pulumi secrets (never in a stack file).
+TOKENS = {
+    "ml-orchestrator:api_token": "current-token-0123456789abcdefghijklmnopqrstuvwxyz",
+    "ml-orchestrator:api_token_previous": "previous-token-0123456789abcdefghijklmnopqrstuvwxyz",
+}
+E = "ml-orchestrator:endpoint"
+WITH_IMAGE = {f"{E}.image": IMAGE}
+NO_PUBLIC_NAME = {f"{E}.public_name": DELETE}
+ALERT_EMAILS = ["ops@example.com", "oncall@example.com"]
+AWS_DEPLOYER = "arn:aws:iam::123456789012:role/ml-release"
+GCP_DEPLOYER = "serviceAccount:release@my-ml-project.iam.gserviceaccount.com"
+AZURE_DEPLOYER = "11111111-2222-4333-8444-555555555555"
 PRIVATE_INVOKER = "serviceAccount:orchestrator@my-ml-project.iam.gserviceaccount.com"
 GCP_AWS_CREDENTIALS = "route53-applier"
 AZURE_AWS_CREDENTIALS = (
@@ -58,56 +73,94 @@ ENDPOINT_COMPONENTS = {
     "gcp": "ml-orchestrator:infra:GcpEndpoint",
     "azure": "ml-orchestrator:infra:AzureEndpoint",
 }
-VARIANTS: Mapping[str, tuple[str, Mapping[str, Any]]] = {
-    "aws": ("aws", {}),
-    "gcp": ("gcp", {}),
-    "azure": ("azure", {}),
-    "aws_https": (
-        "aws",
-        {
-            "ml-orchestrator:aws.certificate_arn": CERTIFICATE_ARN,
-            "ml-orchestrator:aws.domain": HTTPS_DOMAIN,
-            "ml-orchestrator:aws.hosted_zone_id": HOSTED_ZONE_ID,
-        },
+# name: (stack, overrides, secrets). Each run costs seconds of CPU, so a variant covers several
+# independent options where no assertion depends on their combination.
+VARIANTS: Mapping[str, tuple[str, Mapping[str, Any], Mapping[str, str]]] = {
+    "aws": ("aws", WITH_IMAGE, TOKENS),
+    "gcp": ("gcp", WITH_IMAGE, TOKENS),
+    "azure": ("azure", WITH_IMAGE, TOKENS),
+    # The committed files as the runbook's first `up` sees them (jobs on everywhere), plus the
+    # deployer principals that will push the image.
+    "aws_first_up": ("aws", {"ml-orchestrator:aws.deployers": [AWS_DEPLOYER]}, {}),
+    "gcp_first_up": ("gcp", {f"{JOB}.enabled": True, "ml-orchestrator:gcp.deployers": [GCP_DEPLOYER]}, {}),
+    "azure_first_up": (
+        "azure",
+        {f"{JOB}.enabled": True, "ml-orchestrator:azure.deployers": [AZURE_DEPLOYER]},
+        {},
     ),
-    "gcp_private": ("gcp", {"ml-orchestrator:gcp.invokers": [PRIVATE_INVOKER]}),
-    "aws_job_no_apply": ("aws", {f"{JOB}.apply": False}),
-    "gcp_job": ("gcp", {f"{JOB}.enabled": True}),
+    # No public name (each platform's own host), no token; the AWS job without --apply.
+    "aws_http": (
+        "aws",
+        {**WITH_IMAGE, **NO_PUBLIC_NAME, "ml-orchestrator:aws.hosted_zone_id": DELETE, f"{JOB}.apply": False},
+        {},
+    ),
+    "gcp_job": ("gcp", {**WITH_IMAGE, **NO_PUBLIC_NAME, f"{JOB}.enabled": True}, {}),
+    "azure_job": ("azure", {**WITH_IMAGE, **NO_PUBLIC_NAME, f"{JOB}.enabled": True}, {}),
     "gcp_job_apply": (
         "gcp",
-        {f"{JOB}.enabled": True, f"{JOB}.apply": True, f"{JOB}.aws_credentials_secret": GCP_AWS_CREDENTIALS},
-    ),
-    "azure_job": ("azure", {f"{JOB}.enabled": True}),
-    # Signing required, and the AWS job told the other clouds' endpoints.
-    "aws_signed": (
-        "aws",
         {
-            "ml-orchestrator:endpoint.signing_public_key": SIGNING_PUBLIC_KEY,
-            f"{JOB}.endpoints": OTHER_ENDPOINTS,
+            **WITH_IMAGE,
+            f"{JOB}.enabled": True,
+            f"{JOB}.apply": True,
+            f"{JOB}.aws_credentials_secret": GCP_AWS_CREDENTIALS,
+            f"{JOB}.alert_emails": ALERT_EMAILS,
         },
+        TOKENS,
     ),
-    "gcp_signed": ("gcp", {"ml-orchestrator:endpoint.signing_public_key": SIGNING_PUBLIC_KEY}),
-    "azure_signed": ("azure", {"ml-orchestrator:endpoint.signing_public_key": SIGNING_PUBLIC_KEY}),
     "azure_job_apply": (
         "azure",
         {
+            **WITH_IMAGE,
             f"{JOB}.enabled": True,
             f"{JOB}.apply": True,
             f"{JOB}.aws_credentials_secret": AZURE_AWS_CREDENTIALS,
+            f"{JOB}.alert_emails": ALERT_EMAILS,
         },
+        TOKENS,
+    ),
+    # Signing required; the AWS job told the other clouds' endpoints and alerting two addresses;
+    # GCP invoked by a list of members; Azure's custom domain bound (its second step).
+    "aws_signed": (
+        "aws",
+        {
+            **WITH_IMAGE,
+            "ml-orchestrator:endpoint.signing_public_key": SIGNING_PUBLIC_KEY,
+            f"{JOB}.endpoints": OTHER_ENDPOINTS,
+            f"{JOB}.alert_emails": ALERT_EMAILS,
+        },
+        TOKENS,
+    ),
+    "gcp_signed": (
+        "gcp",
+        {
+            **WITH_IMAGE,
+            "ml-orchestrator:endpoint.signing_public_key": SIGNING_PUBLIC_KEY,
+            "ml-orchestrator:gcp.invokers": [PRIVATE_INVOKER],
+        },
+        TOKENS,
+    ),
+    "azure_signed": (
+        "azure",
+        {
+            **WITH_IMAGE,
+            "ml-orchestrator:endpoint.signing_public_key": SIGNING_PUBLIC_KEY,
+            "ml-orchestrator:azure.certificate_bound": True,
+        },
+        TOKENS,
     ),
 }
 
 
 def run_all(
-    scenarios: Mapping[str, tuple[str, Mapping[str, Any]]],
+    scenarios: Mapping[str, tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], Mapping[str, str]]],
     references: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, StackRun]:
-    """Run several scenarios at once, one process each (a run is mostly CPU: one per core)."""
+    """Run several scenarios at once, one process each (a run is mostly CPU: one per core);
+    a scenario is ``(stack, overrides)`` or ``(stack, overrides, secret configuration)``."""
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
         futures: dict[str, Future[StackRun]] = {
-            name: pool.submit(run_stack, stack, overrides, references)
-            for name, (stack, overrides) in scenarios.items()
+            name: pool.submit(run_stack, scenario[0], scenario[1], references, *scenario[2:])
+            for name, scenario in scenarios.items()
         }
         return {name: future.result() for name, future in futures.items()}
 
@@ -123,8 +176,8 @@ def aws_run(runs: dict[str, StackRun]) -> StackRun:
 
 
 @pytest.fixture(scope="session")
-def aws_https_run(runs: dict[str, StackRun]) -> StackRun:
-    return runs["aws_https"].ok().within(ENDPOINT_COMPONENTS["aws"])
+def aws_http_run(runs: dict[str, StackRun]) -> StackRun:
+    return runs["aws_http"].ok().within(ENDPOINT_COMPONENTS["aws"])
 
 
 @pytest.fixture(scope="session")
@@ -134,12 +187,22 @@ def gcp_run(runs: dict[str, StackRun]) -> StackRun:
 
 @pytest.fixture(scope="session")
 def gcp_private_run(runs: dict[str, StackRun]) -> StackRun:
-    return runs["gcp_private"].ok().within(ENDPOINT_COMPONENTS["gcp"])
+    return runs["gcp_signed"].ok().within(ENDPOINT_COMPONENTS["gcp"])
 
 
 @pytest.fixture(scope="session")
 def azure_run(runs: dict[str, StackRun]) -> StackRun:
     return runs["azure"].ok().within(ENDPOINT_COMPONENTS["azure"])
+
+
+@pytest.fixture(scope="session")
+def gcp_http_run(runs: dict[str, StackRun]) -> StackRun:
+    return runs["gcp_job"].ok().within(ENDPOINT_COMPONENTS["gcp"])
+
+
+@pytest.fixture(scope="session")
+def azure_http_run(runs: dict[str, StackRun]) -> StackRun:
+    return runs["azure_job"].ok().within(ENDPOINT_COMPONENTS["azure"])
 
 
 @pytest.fixture(scope="session")

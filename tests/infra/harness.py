@@ -98,6 +98,12 @@ class StackRun:
         assert len(found) == 1, f"{self.stack}: expected one {typ}, found {[r.name for r in found]}"
         return found[0]
 
+    def named(self, typ: str, name: str) -> Resource:
+        """The one resource of ``typ`` whose Pulumi name is ``name``."""
+        found = [r for r in self.of_type(typ) if r.name == name]
+        assert len(found) == 1, f"{self.stack}: expected one {typ} named {name}, found {len(found)}"
+        return found[0]
+
     def by_id(self, resource_id: str) -> Resource:
         found = [r for r in self.resources if r.outputs.get("id") == resource_id]
         assert len(found) == 1, f"{self.stack}: no single resource with id {resource_id}"
@@ -153,13 +159,21 @@ def run_stack(
     stack: str,
     overrides: Mapping[str, Any] | None = None,
     references: Mapping[str, Mapping[str, Any]] | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> StackRun:
     """Run the program for ``stack`` under mocks in a new process; ``references`` are the
-    exports StackReferences see, keyed by the referenced stack's short name."""
+    exports StackReferences see, keyed by the referenced stack's short name; ``secrets`` are
+    configuration values Pulumi holds as secrets (``pulumi config set --secret``)."""
     config = apply_overrides(stack_config(stack), overrides or {})
+    secret_keys = sorted(secrets or {})
+    config.update(secrets or {})
     with tempfile.TemporaryDirectory(prefix="infra-run-") as tmp:
         request, result = Path(tmp, "request.json"), Path(tmp, "result.json")
-        request.write_text(json.dumps({"stack": stack, "config": config, "references": references or {}}))
+        request.write_text(
+            json.dumps(
+                {"stack": stack, "config": config, "references": references or {}, "secrets": secret_keys}
+            )
+        )
         proc = subprocess.run(
             [sys.executable, "-W", "error", "-m", "tests.infra.harness", str(request), str(result)],
             cwd=ROOT,
@@ -238,6 +252,7 @@ _AWS_LB_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?")
 _AZURE_STORAGE_ACCOUNT = re.compile(r"[a-z0-9]{3,24}")
 _AZURE_REGISTRY = re.compile(r"[A-Za-z0-9]{5,50}")
 _AZURE_CONTAINER_APP = re.compile(r"[a-z][a-z0-9-]{0,30}[a-z0-9]")  # apps and jobs alike
+_AZURE_KEY_VAULT = re.compile(r"[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]")
 _AZURE_ENVIRONMENT = re.compile(r"[a-z][a-z0-9-]{0,58}[a-z0-9]")
 _GCP_ACCOUNT_ID = re.compile(r"[a-z]([-a-z0-9]{4,28}[a-z0-9])")
 _GCS_BUCKET = re.compile(r"[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]")
@@ -256,6 +271,13 @@ _AZURE_NAME_INPUT = {
     "azure-native:app:ContainerApp": "containerAppName",
     "azure-native:app:Job": "jobName",
     "azure-native:authorization:RoleDefinition": "roleDefinitionId",
+    "azure-native:keyvault:Vault": "vaultName",
+    "azure-native:keyvault:Secret": "secretName",
+    "azure-native:app:ManagedCertificate": "managedCertificateName",
+    "azure-native:monitor:ActionGroup": "actionGroupName",
+    "azure-native:monitor:MetricAlert": "ruleName",
+    "azure-native:monitor:ScheduledQueryRule": "ruleName",
+    "azure-native:monitor:DiagnosticSetting": "name",
 }
 _AZURE_PROVIDER_PATH = {
     "azure-native:storage:StorageAccount": "Microsoft.Storage/storageAccounts",
@@ -265,6 +287,10 @@ _AZURE_PROVIDER_PATH = {
     "azure-native:app:ManagedEnvironment": "Microsoft.App/managedEnvironments",
     "azure-native:app:ContainerApp": "Microsoft.App/containerApps",
     "azure-native:app:Job": "Microsoft.App/jobs",
+    "azure-native:keyvault:Vault": "Microsoft.KeyVault/vaults",
+    "azure-native:monitor:ActionGroup": "Microsoft.Insights/actionGroups",
+    "azure-native:monitor:MetricAlert": "Microsoft.Insights/metricAlerts",
+    "azure-native:monitor:ScheduledQueryRule": "Microsoft.Insights/scheduledQueryRules",
 }
 
 
@@ -308,6 +334,8 @@ class ProviderMocks:
                 "subscriptionId": SUBSCRIPTION_ID,
                 "tenantId": TENANT_ID,
             }
+        if token == "azure-native:app:getCustomDomainVerificationId":
+            return {"value": _hex("verification", 64).upper()}
         if token == "azure-native:operationalinsights:getSharedKeys":
             return {"primarySharedKey": "mock-primary-key", "secondarySharedKey": "mock-secondary-key"}
         raise NotImplementedError(f"no mock for invoke {token}")
@@ -403,13 +431,63 @@ class ProviderMocks:
             return f"arn:aws:ecs:{region}:{account}:service/{service}"
         if typ == "aws:scheduler/schedule:Schedule":
             schedule = out.setdefault("name", auto)
-            out["arn"] = f"arn:aws:scheduler:{region}:{account}:schedule/default/{schedule}"
+            group = out.get("groupName") or "default"
+            out["arn"] = f"arn:aws:scheduler:{region}:{account}:schedule/{group}/{schedule}"
             return str(schedule)
         if typ == "aws:route53/healthCheck:HealthCheck":
             return _uuid(name)
         if typ == "aws:route53/record:Record":
             out["fqdn"] = out["name"]
             return f"{out['zoneId']}_{out['name']}_{out['type']}_{out.get('setIdentifier', '')}"
+        if typ == "aws:secretsmanager/secret:Secret":
+            # Secrets Manager appends a dash and six random characters to the name in the ARN.
+            secret = out.setdefault("name", auto)
+            arn = f"arn:aws:secretsmanager:{region}:{account}:secret:{secret}-{_hex(name, 6)}"
+            out["arn"] = arn
+            return arn
+        if typ == "aws:secretsmanager/secretVersion:SecretVersion":
+            version = _uuid(f"{name}-{out.get('secretString')}")  # a new value is a new version
+            out.update(versionId=version, arn=out["secretId"])
+            return f"{out['secretId']}|{version}"
+        if typ == "aws:acm/certificate:Certificate":
+            arn = f"arn:aws:acm:{region}:{account}:certificate/{_uuid(name)}"
+            names = [out["domainName"], *(out.get("subjectAlternativeNames") or [])]
+            out.update(
+                arn=arn,
+                status="PENDING_VALIDATION",
+                domainValidationOptions=[
+                    {
+                        "domainName": domain,
+                        "resourceRecordName": f"_{_hex(domain, 32)}.{domain}.",
+                        "resourceRecordType": "CNAME",
+                        "resourceRecordValue": f"_{_hex(domain + 'v', 32)}.acm-validations.aws.",
+                    }
+                    for domain in names
+                ],
+            )
+            return arn
+        if typ == "aws:acm/certificateValidation:CertificateValidation":
+            return str(out["certificateArn"])
+        if typ == "aws:lb/listenerRule:ListenerRule":
+            arn = f"arn:aws:elasticloadbalancing:{region}:{account}:listener-rule/app/{_hex(name, 16)}"
+            out["arn"] = arn
+            return arn
+        if typ == "aws:sns/topic:Topic":
+            arn = f"arn:aws:sns:{region}:{account}:{out.setdefault('name', auto)}"
+            out["arn"] = arn
+            return arn
+        if typ == "aws:cloudwatch/eventRule:EventRule":
+            rule = out.setdefault("name", auto)
+            out["arn"] = f"arn:aws:events:{region}:{account}:rule/{rule}"
+            return str(rule)
+        if typ == "aws:cloudwatch/metricAlarm:MetricAlarm":
+            alarm = out.setdefault("name", auto)
+            out["arn"] = f"arn:aws:cloudwatch:{region}:{account}:alarm:{alarm}"
+            return str(alarm)
+        if typ == "aws:scheduler/scheduleGroup:ScheduleGroup":
+            group = out.setdefault("name", auto)
+            out["arn"] = f"arn:aws:scheduler:{region}:{account}:schedule-group/{group}"
+            return str(group)
         return f"{name}-{_hex(name, 8)}"
 
     def _gcp(self, typ: str, name: str, out: dict[str, Any]) -> str:
@@ -447,6 +525,40 @@ class ProviderMocks:
         if typ == "gcp:cloudscheduler/job:Job":
             scheduler_job = out.setdefault("name", auto)
             return f"projects/{project}/locations/{out['region']}/jobs/{scheduler_job}"
+        if typ == "gcp:secretmanager/secret:Secret":
+            secret_id = out["secretId"]
+            out["name"] = f"projects/{int(_hex(project, 10), 16)}/secrets/{secret_id}"
+            return f"projects/{project}/secrets/{secret_id}"
+        if typ == "gcp:secretmanager/secretVersion:SecretVersion":
+            version = str(int(_hex(f"{name}-{out.get('secretData')}", 4), 16))  # a new value, a new version
+            out.update(version=version, name=f"{out['secret']}/versions/{version}")
+            return str(out["name"])
+        if typ == "gcp:compute/globalAddress:GlobalAddress":
+            octets = bytes.fromhex(_hex(name, 6))
+            out["address"] = f"34.{octets[0]}.{octets[1]}.{octets[2]}"
+            return f"projects/{project}/global/addresses/{out.setdefault('name', auto)}"
+        if typ == "gcp:certificatemanager/dnsAuthorization:DnsAuthorization":
+            domain = out["domain"]
+            out["dnsResourceRecords"] = [
+                {
+                    "name": f"_acme-challenge.{domain}.",
+                    "type": "CNAME",
+                    "data": f"{_uuid(domain)}.{_hex(domain, 2)}.authorize.certificatemanager.goog.",
+                }
+            ]
+            return f"projects/{project}/locations/global/dnsAuthorizations/{out.setdefault('name', auto)}"
+        if typ.startswith("gcp:certificatemanager/"):
+            kind = typ.rsplit(":", maxsplit=1)[-1]
+            collection = f"{kind[0].lower() + kind[1:]}s"
+            return f"projects/{project}/locations/global/{collection}/{out.setdefault('name', auto)}"
+        if typ.startswith("gcp:compute/"):
+            kind = typ.rsplit(":", maxsplit=1)[-1]
+            scope = f"regions/{out['region']}" if "region" in out else "global"
+            return f"projects/{project}/{scope}/{kind[0].lower() + kind[1:]}s/{out.setdefault('name', auto)}"
+        if typ == "gcp:monitoring/notificationChannel:NotificationChannel":
+            return f"projects/{project}/notificationChannels/{int(_hex(name, 8), 16)}"
+        if typ == "gcp:monitoring/alertPolicy:AlertPolicy":
+            return f"projects/{project}/alertPolicies/{int(_hex(name, 8), 16)}"
         return f"{name}-{_hex(name, 8)}"
 
     def _azure(self, typ: str, name: str, out: dict[str, Any]) -> str:
@@ -490,12 +602,38 @@ class ProviderMocks:
             out["customerId"] = _uuid(f"{name}-customer")
         elif typ == "azure-native:app:ManagedEnvironment":
             _check(_AZURE_ENVIRONMENT, resource_name, "Container Apps environment name")
-            out["defaultDomain"] = f"{_hex(name, 10)}.{location}.azurecontainerapps.io"
+            out["defaultDomain"] = f"{_hex(resource_name, 10)}.{location}.azurecontainerapps.io"
+            octets = bytes.fromhex(_hex(name, 6))
+            out["staticIp"] = f"20.{octets[0]}.{octets[1]}.{octets[2]}"
+        elif typ == "azure-native:keyvault:Vault":
+            _check(_AZURE_KEY_VAULT, resource_name, "key vault name")
+            out["properties"] = {**out["properties"], "vaultUri": f"https://{resource_name}.vault.azure.net/"}
+        elif typ == "azure-native:keyvault:Secret":
+            vault = out["vaultName"]
+            version = _hex(f"{name}-{json.dumps(out.get('properties'), sort_keys=True)}", 32)
+            out["properties"] = {
+                **out["properties"],
+                "secretUri": f"https://{vault}.vault.azure.net/secrets/{resource_name}",
+                "secretUriWithVersion": f"https://{vault}.vault.azure.net/secrets/{resource_name}/{version}",
+            }
+            return f"{base}/providers/Microsoft.KeyVault/vaults/{vault}/secrets/{resource_name}"
+        elif typ == "azure-native:app:ManagedCertificate":
+            out["properties"] = {
+                **out["properties"],
+                "provisioningState": "Pending",
+                "validationToken": _hex(f"{name}-token", 32),
+            }
+            environment = out["environmentName"]
+            environment_id = f"{base}/providers/Microsoft.App/managedEnvironments/{environment}"
+            return f"{environment_id}/managedCertificates/{resource_name}"
+        elif typ == "azure-native:monitor:DiagnosticSetting":
+            return f"{out['resourceUri']}/providers/Microsoft.Insights/diagnosticSettings/{resource_name}"
         elif typ == "azure-native:app:Job":
             _check(_AZURE_CONTAINER_APP, resource_name, "container apps job name")
         elif typ == "azure-native:app:ContainerApp":
             _check(_AZURE_CONTAINER_APP, resource_name, "container app name")
-            fqdn = f"{resource_name}.{_hex(name, 10)}.{location}.azurecontainerapps.io"
+            environment = str(out["managedEnvironmentId"]).rsplit("/", 1)[-1]
+            fqdn = f"{resource_name}.{_hex(environment, 10)}.{location}.azurecontainerapps.io"
             configuration = dict(out.get("configuration") or {})
             configuration["ingress"] = {**(configuration.get("ingress") or {}), "fqdn": fqdn}
             out.update(configuration=configuration, latestRevisionFqdn=fqdn)
@@ -544,7 +682,9 @@ def _child(request_path: Path, result_path: Path) -> None:
     from pulumi.runtime.settings import get_root_resource
     from pulumi.runtime.stack import run_pulumi_func
 
-    pulumi.runtime.set_all_config({key: _config_value(value) for key, value in config.items()}, [])
+    pulumi.runtime.set_all_config(
+        {key: _config_value(value) for key, value in config.items()}, list(request["secrets"])
+    )
     log_records: list[dict[str, str]] = []
 
     class _Collect(logging.Handler):

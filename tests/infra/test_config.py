@@ -15,13 +15,14 @@ from infra.specs.endpoint import parse_endpoint_spec
 from infra.specs.fields import ConfigError
 from infra.specs.gcp_options import parse_gcp_options
 from infra.specs.weighted_dns import parse_dns_spec
-from tests.infra.conftest import CERTIFICATE_ARN, run_all
+from tests.infra.conftest import IMAGE, TOKENS, run_all
 from tests.infra.harness import DELETE, StackRun, stack_config
 
 NS = "ml-orchestrator"
 E = f"{NS}:endpoint"
 
-# name: (stack, overrides, the key the error must name, a fragment of the reason)
+# name: (stack, overrides, the key the error must name, a fragment of the reason); overrides
+# may carry "secrets": configuration Pulumi holds as secrets.
 BAD: dict[str, tuple[str, dict[str, Any], str, str]] = {
     "image_not_pinned": (
         "aws",
@@ -29,7 +30,7 @@ BAD: dict[str, tuple[str, dict[str, Any], str, str]] = {
         f"{E}.image",
         "pinned by digest",
     ),
-    "image_missing": ("gcp", {f"{E}.image": DELETE}, f"{E}.image", "is required"),
+    "image_empty_digest": ("gcp", {f"{E}.image": "ghcr.io/example/ml-endpoint@"}, f"{E}.image", "sha256"),
     "digest_malformed": (
         "azure",
         {f"{E}.image": "ghcr.io/example/ml-endpoint@sha256:abc"},
@@ -62,11 +63,107 @@ BAD: dict[str, tuple[str, dict[str, Any], str, str]] = {
         f"{E}.environment.DB_PASSWORD",
         "secret",
     ),
-    "certificate_without_domain": (
+    # A public name on AWS needs the zone its certificate is validated in.
+    "public_name_without_zone": (
         "aws",
-        {f"{NS}:aws.certificate_arn": CERTIFICATE_ARN},
-        f"{NS}:aws.domain",
-        "is required with certificate_arn",
+        {f"{NS}:aws.hosted_zone_id": DELETE},
+        f"{NS}:aws.hosted_zone_id",
+        "is required with endpoint.public_name",
+    ),
+    "public_name_not_a_name": (
+        "gcp",
+        {f"{E}.public_name": "https://model.example.com"},
+        f"{E}.public_name",
+        "DNS name",
+    ),
+    # Secrets by value shape, whatever the key, at any depth of any object.
+    "aws_key_in_environment": (
+        "aws",
+        {f"{E}.environment": {"NOTE": "AKIAABCDEFGHIJKLMNOP"}},
+        f"{E}.environment.NOTE",
+        "an AWS access key id",
+    ),
+    "private_key_as_signing_key": (
+        "gcp",
+        {
+            f"{E}.signing_public_key": (
+                "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----\n"
+            )
+        },
+        f"{E}.signing_public_key",
+        "a PEM private key",
+    ),
+    "connection_string_in_azure_options": (
+        "azure",
+        {f"{NS}:azure.container": "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=abc=="},
+        f"{NS}:azure.container",
+        "connection string",
+    ),
+    "random_token_in_job_endpoints": (
+        "aws",
+        {
+            f"{NS}:health_job.endpoints": {
+                "gcp": "https://gcp.example.com/?key=Zx81kQ2mN7pL4rT9vW3yB6cD0fH5jS8a"
+            }
+        },
+        f"{NS}:health_job.endpoints.gcp",
+        "random token",
+    ),
+    "password_in_url": (
+        "dns",
+        {f"{NS}:dns.stacks": {"aws": "https://user:hunter2@example.com/aws"}},
+        f"{NS}:dns.stacks.aws",
+        "a URL with a password",
+    ),
+    "jwt_in_alert_emails": (
+        "gcp",
+        {f"{NS}:health_job.alert_emails": ["eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJvcHMifQ.c2lnbmF0dXJl"]},
+        f"{NS}:health_job.alert_emails[0]",
+        "a JSON Web Token",
+    ),
+    # The API token: a Pulumi secret or nothing.
+    "token_in_plain_text": (
+        "aws",
+        {f"{NS}:api_token": TOKENS[f"{NS}:api_token"]},
+        f"{NS}:api_token",
+        "stored in plain text",
+    ),
+    "previous_token_alone": (
+        "gcp",
+        {"secrets": {f"{NS}:api_token_previous": TOKENS[f"{NS}:api_token_previous"]}},
+        f"{NS}:api_token",
+        "is required with api_token_previous",
+    ),
+    "short_token": ("azure", {"secrets": {f"{NS}:api_token": "short"}}, f"{NS}:api_token", "at least 32"),
+    "provider_key_in_plain_text": (
+        "dns",
+        {"aws:secretKey": "x"},
+        "aws:secretKey",
+        "stored in plain text",
+    ),
+    "alert_email_malformed": (
+        "aws",
+        {f"{NS}:health_job.alert_emails": ["ops at example.com"]},
+        f"{NS}:health_job.alert_emails",
+        "not an email address",
+    ),
+    "aws_deployer_not_an_arn": (
+        "aws",
+        {f"{NS}:aws.deployers": ["ml-release"]},
+        f"{NS}:aws.deployers",
+        "not an IAM role or user ARN",
+    ),
+    "gcp_deployer_is_everyone": (
+        "gcp",
+        {f"{NS}:gcp.deployers": ["allUsers"]},
+        f"{NS}:gcp.deployers",
+        "not one identity",
+    ),
+    "azure_deployer_not_an_object_id": (
+        "azure",
+        {f"{NS}:azure.deployers": ["alice@example.com"]},
+        f"{NS}:azure.deployers",
+        "not an Entra object id",
     ),
     "gcp_project_missing": ("gcp", {"gcp:project": DELETE}, "gcp:project", "is required"),
     "dns_all_zero": (
@@ -89,7 +186,15 @@ BAD: dict[str, tuple[str, dict[str, Any], str, str]] = {
 
 @pytest.fixture(scope="module")
 def bad_runs() -> dict[str, StackRun]:
-    return run_all({name: (stack, overrides) for name, (stack, overrides, _, _) in BAD.items()})
+    scenarios = {}
+    for name, (stack, overrides, _, _) in BAD.items():
+        plain = {key: value for key, value in overrides.items() if key != "secrets"}
+        scenarios[name] = (
+            stack,
+            {f"{E}.image": IMAGE, **plain} if stack != "dns" else plain,
+            overrides.get("secrets", {}),
+        )
+    return run_all(scenarios)
 
 
 @pytest.mark.parametrize("case", list(BAD))
@@ -99,8 +204,19 @@ def test_bad_configuration_fails_at_start_naming_the_key(bad_runs: dict[str, Sta
     assert run.error is not None, f"{case}: the program accepted it"
     assert run.error.startswith(f"ConfigError: configuration {key}: "), run.error
     assert reason in run.error
+    # The message names the key, never the value it refused.
+    for value in _secret_values(BAD[case][1]):
+        assert value not in run.error
     # At program start: nothing was registered, not even the component.
     assert run.resources == []
+
+
+def _secret_values(overrides: dict[str, Any]) -> list[str]:
+    values = [*overrides.get("secrets", {}).values()]
+    for key, value in overrides.items():
+        if key in (f"{NS}:api_token", "aws:secretKey"):
+            values.append(value)
+    return [v for v in values if len(v) > 1]
 
 
 # --- the parsers, directly ---------------------------------------------------------------------
@@ -160,11 +276,15 @@ def test_sizes_each_platform_accepts(cloud: Any, region: str, changes: dict[str,
     assert spec.region == region
 
 
-def test_aws_certificate_must_be_in_the_stacks_region() -> None:
-    arn = "arn:aws:acm:eu-west-1:123456789012:certificate/0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
-    with pytest.raises(ConfigError, match="needs one from there") as caught:
-        parse_aws_options({"certificate_arn": arn, "domain": "a.example.com"}, "us-east-1", namespace=NS)
-    assert caught.value.key == f"{NS}:aws.certificate_arn"
+def test_aws_zone_without_a_public_name_is_refused() -> None:
+    with pytest.raises(ConfigError, match="only used with") as caught:
+        parse_aws_options({"hosted_zone_id": "Z0123456789EXAMPLE"}, "us-east-1", namespace=NS)
+    assert caught.value.key == f"{NS}:aws.hosted_zone_id"
+
+
+def test_the_first_up_needs_no_image() -> None:
+    spec = parse_endpoint_spec("gcp", _endpoint(image=None), "us-central1", namespace=NS)
+    assert (spec.image, spec.digest, spec.image_name) == (None, None, "ml-endpoint")
 
 
 def test_gcp_invokers_must_be_iam_members() -> None:

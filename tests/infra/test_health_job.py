@@ -36,8 +36,8 @@ APPLY = [*PROBE_ONLY, "--apply"]
 # Every variant that runs the job, and the argv it must run.
 COMMANDS = {
     "aws": APPLY,
-    "aws_https": APPLY,
-    "aws_job_no_apply": PROBE_ONLY,
+    "aws_signed": APPLY,
+    "aws_http": PROBE_ONLY,
     "gcp_job": PROBE_ONLY,
     "gcp_job_apply": APPLY,
     "azure_job": PROBE_ONLY,
@@ -69,8 +69,22 @@ def _control_root(run: StackRun) -> str:
     return "az://" + job.one("azure-native:storage:BlobContainer").outputs["name"]
 
 
-def _env(pairs: list[dict[str, str]]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in pairs}
+def _env(pairs: list[dict[str, Any]]) -> dict[str, str]:
+    """The plain environment (secrets by reference are in :func:`_secret_env`)."""
+    return {e["name"]: e["value"] for e in pairs if "value" in e}
+
+
+def _secret_env(run: StackRun) -> dict[str, Any]:
+    """The job container's environment variables given by secret reference, as deployed."""
+    job = _job(run)
+    if run.stack == "aws":
+        (container,) = json.loads(job.one("aws:ecs/taskDefinition:TaskDefinition")["containerDefinitions"])
+        return {e["name"]: e["valueFrom"] for e in container.get("secrets", [])}
+    if run.stack == "gcp":
+        (container,) = job.one("gcp:cloudrunv2/job:Job")["template"]["template"]["containers"]
+        return {e["name"]: e["valueSource"] for e in container["envs"] if "valueSource" in e}
+    (container,) = job.one("azure-native:app:Job")["template"]["containers"]
+    return {e["name"]: e["secretRef"] for e in container["env"] if "secretRef" in e}
 
 
 def _job_container(run: StackRun) -> tuple[list[str], str, dict[str, str]]:
@@ -236,8 +250,10 @@ def test_gcp_scheduler_runs_the_cloud_run_job_every_minute(runs: dict[str, Stack
             "scope": "https://www.googleapis.com/auth/cloud-platform",
         },
     }
-    api = job.one("gcp:projects/service:Service")
-    assert (api["service"], api["disableOnDestroy"]) == ("cloudscheduler.googleapis.com", False)
+    apis = {r["service"]: r for r in job.of_type("gcp:projects/service:Service")}
+    assert sorted(apis) == ["cloudscheduler.googleapis.com", "monitoring.googleapis.com"]
+    api = apis["cloudscheduler.googleapis.com"]
+    assert api["disableOnDestroy"] is False
     assert api.urn in scheduler.depends_on
     assert job.one("gcp:cloudrunv2/jobIamMember:JobIamMember").urn in scheduler.depends_on
     assert run_job["location"] == "us-central1"
@@ -339,7 +355,7 @@ def test_aws_job_role_reads_its_bucket_writes_its_state_and_moves_one_record(
 ) -> None:
     run = runs["aws"].ok()
     roles, grants = _aws_job_policies(run)
-    bucket_arn = _endpoint(run).one("aws:s3/bucket:Bucket").outputs["arn"]
+    bucket_arn = _endpoint(run).named("aws:s3/bucket:Bucket", "ml-endpoint-models").outputs["arn"]
     control_arn = _job(run).one("aws:s3/bucket:Bucket").outputs["arn"]
     only_upserts_of_the_record = json.dumps(
         {
@@ -365,9 +381,9 @@ def test_aws_job_role_reads_its_bucket_writes_its_state_and_moves_one_record(
 
 
 def test_aws_job_without_apply_gets_no_route53_rights(runs: dict[str, StackRun]) -> None:
-    run = runs["aws_job_no_apply"].ok()
+    run = runs["aws_http"].ok()
     _, grants = _aws_job_policies(run)
-    bucket_arn = _endpoint(run).one("aws:s3/bucket:Bucket").outputs["arn"]
+    bucket_arn = _endpoint(run).named("aws:s3/bucket:Bucket", "ml-endpoint-models").outputs["arn"]
     control_arn = _job(run).one("aws:s3/bucket:Bucket").outputs["arn"]
     assert grants["ml-endpoint-health-task"] == _model_and_control_grants(bucket_arn, control_arn)
     assert "route53" not in json.dumps([r.inputs for r in run.of_type("aws:iam/rolePolicy:RolePolicy")])
@@ -394,7 +410,7 @@ def test_aws_scheduler_role_can_only_run_the_job(runs: dict[str, StackRun]) -> N
     assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
 
 
-@pytest.mark.parametrize(("variant", "ports"), [("aws", {80, 443}), ("aws_https", {443})])
+@pytest.mark.parametrize(("variant", "ports"), [("aws_http", {80, 443}), ("aws", {443})])
 def test_aws_job_takes_no_traffic_and_reaches_out_on_web_ports_only(
     runs: dict[str, StackRun], variant: str, ports: set[int]
 ) -> None:
@@ -456,13 +472,25 @@ def test_gcp_job_accounts_hold_exactly_their_grants(runs: dict[str, StackRun], v
                 None,
             )
         )
+        # The API tokens it sends with its probes, each secret alone (this variant sets two).
+        for secret in endpoint.of_type("gcp:secretmanager/secret:Secret"):
+            expected.add(
+                (
+                    "secretmanager/secretIamMember",
+                    secret.outputs["secretId"],
+                    "roles/secretmanager.secretAccessor",
+                    None,
+                )
+            )
     assert grants(runtime["member"]) == expected
     assert grants(trigger["member"]) == {
         ("cloudrunv2/jobIamMember", run_job.outputs["name"], "roles/run.invoker", None)
     }
     # Nothing at project, folder or organization level, for anyone.
     assert not [
-        r.type for r in run.resources if re.match(r"gcp:(projects|folder|organizations)/iam", r.type, re.I)
+        r.type
+        for r in run.resources
+        if re.match(r"gcp:(projects|folder|organizations)/iam(member|binding|policy)", r.type, re.I)
     ]
     # Each account is used only where expected: the runtime by the job, the trigger by the scheduler.
     uses = {
@@ -479,10 +507,19 @@ def test_gcp_job_accounts_hold_exactly_their_grants(runs: dict[str, StackRun], v
         "ml-health-job": ["gcp:cloudrunv2/job:Job"],
         "ml-health-scheduler": ["gcp:cloudscheduler/job:Job"],
     }
-    # The endpoint's own account gained nothing.
+    # The endpoint's own account gained nothing (it reads its models, and the tokens if any).
     endpoint_member = endpoint.one("gcp:serviceaccount/account:Account").outputs["member"]
     assert grants(endpoint_member) == {
-        ("storage/bucketIAMMember", bucket, "roles/storage.objectViewer", None)
+        ("storage/bucketIAMMember", bucket, "roles/storage.objectViewer", None),
+        *(
+            (
+                "secretmanager/secretIamMember",
+                s.outputs["secretId"],
+                "roles/secretmanager.secretAccessor",
+                None,
+            )
+            for s in endpoint.of_type("gcp:secretmanager/secret:Secret")
+        ),
     }
 
 
@@ -538,8 +575,12 @@ def test_azure_job_identity_holds_exactly_its_role_assignments(
         (ROLE + ACR_PULL, registry_id, None, None),
         (ROLE + writer["roleDefinitionId"], control_id, state_only, "2.0"),
     ]
+    tokens = endpoint.of_type("azure-native:keyvault:Secret")
     if variant == "azure_job_apply":
         expected.append((ROLE + KEY_VAULT_SECRETS_USER, AZURE_AWS_CREDENTIALS, None, None))
+        # The API tokens it sends with its probes, each secret alone (this variant sets two).
+        assert len(tokens) == 2
+        expected += [(ROLE + KEY_VAULT_SECRETS_USER, token.outputs["id"], None, None) for token in tokens]
     assert mine == sorted(expected)
     assert all(a["principalType"] == "ServicePrincipal" for a in assignments)
     # Every other assignment is the endpoint's two, unchanged.
@@ -547,7 +588,7 @@ def test_azure_job_identity_holds_exactly_its_role_assignments(
         "principalId"
     ]
     others = [a for a in assignments if a["principalId"] != identity]
-    assert len(others) == 2
+    assert len(others) == 2 + len(tokens)  # models, images, and each token
     assert {a["principalId"] for a in others} == {endpoint_identity}
 
 
@@ -556,12 +597,16 @@ def test_azure_job_with_apply_reads_the_aws_credentials_from_key_vault(runs: dic
     container_job = job.one("azure-native:app:Job")
     identity = job.one("azure-native:managedidentity:UserAssignedIdentity").outputs["id"]
     # A Key Vault reference resolved with the job's identity: no secret value passes through Pulumi.
-    assert container_job["configuration"]["secrets"] == [
-        {
-            "name": "aws-credentials",
-            "keyVaultUrl": "https://ml-secrets.vault.azure.net/secrets/route53-applier",
-            "identity": identity,
-        }
+    # (The API tokens come first, referenced the same way.)
+    assert container_job["configuration"]["secrets"][-1] == {
+        "name": "aws-credentials",
+        "keyVaultUrl": "https://ml-secrets.vault.azure.net/secrets/route53-applier",
+        "identity": identity,
+    }
+    assert [s["name"] for s in container_job["configuration"]["secrets"]] == [
+        "api-token-current",
+        "api-token-previous",
+        "aws-credentials",
     ]
     assert container_job["template"]["volumes"] == [
         {

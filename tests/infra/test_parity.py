@@ -30,11 +30,29 @@ EXPORTED_KEYS = {
     "readiness_path",
     "storage_settings",
     "health_job",
+    "public_name",
+    "dns_records",
+    "health_check_ip",
+    "api_token_secrets",
 }
 # Exports whose value must be the same everywhere (the others name the cloud's own resources).
-NEUTRAL_EXPORTS = ("cpu", "memory", "min_instances", "max_instances", "concurrency", "readiness_path")
-# The only environment a cloud may add to the common set, and why.
-EXTRA_ENV = {"aws": set(), "gcp": set(), "azure": {"AZURE_STORAGE_ACCOUNT", "AZURE_CLIENT_ID"}}
+NEUTRAL_EXPORTS = (
+    "cpu",
+    "memory",
+    "min_instances",
+    "max_instances",
+    "concurrency",
+    "readiness_path",
+    "public_name",
+)
+# The only environment a cloud may add to the common set, and why: a managed identity's account
+# and client id, and the token secrets' versions (Container Apps starts no new revision when only
+# a secret changes).
+EXTRA_ENV = {
+    "aws": set(),
+    "gcp": set(),
+    "azure": {"AZURE_STORAGE_ACCOUNT", "AZURE_CLIENT_ID", "API_TOKEN_VERSIONS"},
+}
 
 
 def _common(env: dict[str, str], run: StackRun) -> dict[str, str]:
@@ -55,6 +73,7 @@ def _aws(run: StackRun) -> dict[str, Any]:
     assert found is not None, liveness["command"]
     liveness_port, liveness_path = found.groups()
     env = {e["name"]: e["value"] for e in container["environment"]}
+    secret_env = sorted(e["name"] for e in container["secrets"])
     assert service["desiredCount"] == scaling["minCapacity"]
     assert int(liveness_port) == container["portMappings"][0]["containerPort"] == target_group["port"]
     return {
@@ -70,6 +89,7 @@ def _aws(run: StackRun) -> dict[str, Any]:
         "startup": (target_group["healthCheck"]["path"], service["healthCheckGracePeriodSeconds"]),
         "readiness_path": target_group["healthCheck"]["path"],
         "env": env,
+        "secret_env": secret_env,
     }
 
 
@@ -80,7 +100,8 @@ def _gcp(run: StackRun) -> dict[str, Any]:
     limits = container["resources"]["limits"]
     cpu, memory = limits["cpu"], limits["memory"]
     startup, liveness = container["startupProbe"], container["livenessProbe"]
-    env = {e["name"]: e["value"] for e in container["envs"]}
+    env = {e["name"]: e["value"] for e in container["envs"] if "value" in e}
+    secret_env = sorted(e["name"] for e in container["envs"] if "valueSource" in e)
     assert "PORT" not in env
     # Cloud Run sets PORT itself, to the container port.
     env["PORT"] = str(int(container["ports"]["containerPort"]))  # the mock monitor's numbers are floats
@@ -101,6 +122,7 @@ def _gcp(run: StackRun) -> dict[str, Any]:
         # No readiness probe on Cloud Run: an instance serves once its startup probe passed.
         "readiness_path": startup["httpGet"]["path"],
         "env": env,
+        "secret_env": secret_env,
         "concurrency": template["maxInstanceRequestConcurrency"],
     }
 
@@ -127,7 +149,8 @@ def _azure(run: StackRun) -> dict[str, Any]:
         ),
         "startup": (startup["httpGet"]["path"], startup["periodSeconds"] * startup["failureThreshold"]),
         "readiness_path": readiness["httpGet"]["path"],
-        "env": {e["name"]: e["value"] for e in container["env"]},
+        "env": {e["name"]: e["value"] for e in container["env"] if "value" in e},
+        "secret_env": sorted(e["name"] for e in container["env"] if "secretRef" in e),
         "concurrency": int(rule["http"]["metadata"]["concurrentRequests"]),
     }
 
@@ -188,6 +211,9 @@ def test_the_three_clouds_deploy_the_same_endpoint(cloud_runs: dict[str, StackRu
     assert reference["exported_size"] == (1.0, 2.0)
     assert reference["exported_scaling"] == (1, 3)
     assert reference["job_keys"] == ["command", "config_uri", "enabled", "schedule", "state_uri"]
+    # Both tokens of a rotation, by reference only, under the contract's names.
+    assert reference["secret_env"] == ["API_TOKEN", "API_TOKEN_PREVIOUS"]
+    assert reference["exports"]["public_name"] == "model.example.com"
     assert reference["env"] == {
         "PORT": "8080",
         "HOST": "0.0.0.0",

@@ -23,6 +23,7 @@ from tests.infra.harness import ROOT, SUBSCRIPTION_ID, StackRun
 
 STORAGE_BLOB_DATA_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
 ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 
 
 def _statements(document: str) -> list[dict[str, Any]]:
@@ -39,33 +40,69 @@ def _as_list(value: str | list[str]) -> list[str]:
 # --- buckets -------------------------------------------------------------------------------------
 
 
-def test_aws_bucket_is_private_encrypted_and_versioned(aws_run: StackRun) -> None:
-    bucket = aws_run.one("aws:s3/bucket:Bucket")
+def _of_bucket(run: StackRun, typ: str, bucket: str) -> Any:
+    (found,) = [r for r in run.of_type(typ) if r["bucket"] == bucket]
+    return found
+
+
+@pytest.mark.parametrize("bucket_name", ["ml-endpoint-models", "ml-endpoint-access-logs"])
+def test_aws_buckets_are_private_and_encrypted(aws_run: StackRun, bucket_name: str) -> None:
+    bucket = aws_run.named("aws:s3/bucket:Bucket", bucket_name)
     name = bucket.outputs["bucket"]
-    block = aws_run.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
-    assert block["bucket"] == name
+    block = _of_bucket(aws_run, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", name)
     assert all(
         block[k] is True
         for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
     )
-    ownership = aws_run.one("aws:s3/bucketOwnershipControls:BucketOwnershipControls")
-    assert ownership["bucket"] == name
+    ownership = _of_bucket(aws_run, "aws:s3/bucketOwnershipControls:BucketOwnershipControls", name)
     assert ownership["rule"] == {"objectOwnership": "BucketOwnerEnforced"}  # ACLs disabled
     assert "acl" not in bucket.inputs
     assert "policy" not in bucket.inputs
-    encryption = aws_run.one(
-        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+    encryption = _of_bucket(
+        aws_run,
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+        name,
     )
-    assert encryption["bucket"] == name
+    # SSE-S3: the only default encryption S3 server access log delivery accepts.
     assert encryption["rules"] == [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}]
-    versioning = aws_run.one("aws:s3/bucketVersioning:BucketVersioning")
-    assert versioning["bucket"] == name
-    assert versioning["versioningConfiguration"] == {"status": "Enabled"}
-    # The bucket policy only denies: it grants nobody anything.
-    policy = aws_run.one("aws:s3/bucketPolicy:BucketPolicy")
-    assert policy["bucket"] == name
+    policy = _of_bucket(aws_run, "aws:s3/bucketPolicy:BucketPolicy", name)
     assert block.urn in policy.depends_on  # S3 refuses concurrent changes to one bucket
-    assert {s["Effect"] for s in _statements(policy["policy"])} == {"Deny"}
+    allows = [s for s in _statements(policy["policy"]) if s["Effect"] == "Allow"]
+    if bucket_name == "ml-endpoint-models":
+        # The model bucket's policy only denies: it grants nobody anything; it is versioned.
+        assert allows == []
+        versioning = _of_bucket(aws_run, "aws:s3/bucketVersioning:BucketVersioning", name)
+        assert versioning["versioningConfiguration"] == {"status": "Enabled"}
+    else:
+        # The log bucket: only the S3 logging service, only for this account, only under s3-access/.
+        assert allows == [
+            {
+                "Sid": "S3ServerAccessLogsPolicy",
+                "Effect": "Allow",
+                "Principal": {"Service": "logging.s3.amazonaws.com"},
+                "Action": "s3:PutObject",
+                "Resource": f"{bucket.outputs['arn']}/s3-access/*",
+                "Condition": {"StringEquals": {"aws:SourceAccount": "123456789012"}},
+            }
+        ]
+        (expiry,) = aws_run.of_type("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+        assert expiry["bucket"] == name
+        assert expiry["rules"][0]["expiration"] == {"days": 365}
+
+
+def test_aws_model_bucket_access_is_logged(runs: dict[str, StackRun]) -> None:
+    """Who wrote or read which object: S3 server access logs of the model bucket (and the health
+    job's control bucket) go to the log bucket, which does not log itself."""
+    run = runs["aws"].ok()
+    logs = run.named("aws:s3/bucket:Bucket", "ml-endpoint-access-logs").outputs["bucket"]
+    logged = {r["bucket"]: r for r in run.of_type("aws:s3/bucketLogging:BucketLogging")}
+    models = run.named("aws:s3/bucket:Bucket", "ml-endpoint-models").outputs["bucket"]
+    control = run.named("aws:s3/bucket:Bucket", "ml-endpoint-health-control").outputs["bucket"]
+    assert set(logged) == {models, control}
+    for bucket, logging in logged.items():
+        assert logging["targetBucket"] == logs, bucket
+        assert logging["targetPrefix"].startswith("s3-access/"), bucket
+    assert logs not in logged
 
 
 def test_gcp_bucket_is_private_encrypted_and_versioned(gcp_run: StackRun) -> None:
@@ -102,8 +139,11 @@ def test_azure_storage_is_private_encrypted_and_versioned(azure_run: StackRun) -
 
 
 def test_aws_bucket_refuses_requests_without_tls(aws_run: StackRun) -> None:
-    bucket_arn = aws_run.one("aws:s3/bucket:Bucket").outputs["arn"]
-    statements = _statements(aws_run.one("aws:s3/bucketPolicy:BucketPolicy")["policy"])
+    bucket = aws_run.named("aws:s3/bucket:Bucket", "ml-endpoint-models")
+    bucket_arn = bucket.outputs["arn"]
+    statements = _statements(
+        _of_bucket(aws_run, "aws:s3/bucketPolicy:BucketPolicy", bucket.outputs["bucket"])["policy"]
+    )
     conditions = {json.dumps(s["Condition"], sort_keys=True): s for s in statements}
     insecure = conditions[json.dumps({"Bool": {"aws:SecureTransport": "false"}}, sort_keys=True)]
     old_tls = conditions[json.dumps({"NumericLessThan": {"s3:TlsVersion": "1.2"}}, sort_keys=True)]
@@ -112,7 +152,8 @@ def test_aws_bucket_refuses_requests_without_tls(aws_run: StackRun) -> None:
         assert sorted(statement["Resource"]) == sorted([bucket_arn, f"{bucket_arn}/*"])
 
 
-def test_aws_load_balancer_uses_tls_12_or_later_when_https(aws_https_run: StackRun) -> None:
+def test_aws_load_balancer_uses_tls_12_or_later_when_https(aws_run: StackRun) -> None:
+    aws_https_run = aws_run
     (https,) = [r for r in aws_https_run.of_type("aws:lb/listener:Listener") if r["protocol"] == "HTTPS"]
     assert https["sslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
     # Plain HTTP only redirects: no listener forwards unencrypted traffic.
@@ -136,7 +177,7 @@ def test_gcp_and_azure_serve_https_only(gcp_run: StackRun, azure_run: StackRun) 
 def test_aws_task_role_can_only_read_its_bucket(aws_run: StackRun) -> None:
     roles = {r.name: r for r in aws_run.of_type("aws:iam/role:Role")}
     task_role, execution_role = roles["ml-endpoint-task"], roles["ml-endpoint-execution"]
-    bucket_arn = aws_run.one("aws:s3/bucket:Bucket").outputs["arn"]
+    bucket_arn = aws_run.named("aws:s3/bucket:Bucket", "ml-endpoint-models").outputs["arn"]
     for role in (task_role, execution_role):
         # No managed policies, no inline policies but the RolePolicy resources checked below.
         assert not role.get("managedPolicyArns"), role.name
@@ -167,7 +208,11 @@ def test_aws_task_role_can_only_read_its_bucket(aws_run: StackRun) -> None:
         for action in _as_list(s["Action"])
         for resource in _as_list(s["Resource"])
     }
+    secrets = [r.outputs["arn"] for r in aws_run.of_type("aws:secretsmanager/secret:Secret")]
+    assert len(secrets) == 2
     assert execution == {
+        # ECS reads the two token secrets when a task starts (the task role cannot).
+        *(("secretsmanager:GetSecretValue", arn) for arn in secrets),
         ("ecr:GetAuthorizationToken", "*"),
         ("ecr:BatchCheckLayerAvailability", repository_arn),
         ("ecr:GetDownloadUrlForLayer", repository_arn),
@@ -187,7 +232,18 @@ def test_gcp_service_account_can_only_read_its_bucket(gcp_run: StackRun) -> None
         for r in gcp_run.resources
         if r is not account and account.outputs["email"] in json.dumps(r.inputs)
     )
-    assert mentions == ["gcp:cloudrunv2/service:Service", "gcp:storage/bucketIAMMember:BucketIAMMember"]
+    assert mentions == [
+        "gcp:cloudrunv2/service:Service",
+        # each token secret, alone
+        "gcp:secretmanager/secretIamMember:SecretIamMember",
+        "gcp:secretmanager/secretIamMember:SecretIamMember",
+        "gcp:storage/bucketIAMMember:BucketIAMMember",
+    ]
+    secrets = {r.outputs["secretId"] for r in gcp_run.of_type("gcp:secretmanager/secret:Secret")}
+    readers = gcp_run.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")
+    assert {(r["secretId"], r["role"], r["member"]) for r in readers} == {
+        (secret, "roles/secretmanager.secretAccessor", member) for secret in secrets
+    }
     (grant,) = gcp_run.of_type("gcp:storage/bucketIAMMember:BucketIAMMember")
     assert (grant["bucket"], grant["role"], grant["member"]) == (
         bucket.outputs["name"],
@@ -213,8 +269,15 @@ def test_azure_identity_can_only_read_its_container_and_pull_its_images(azure_ru
     assert all(a["principalId"] == identity.outputs["principalId"] for a in assignments)
     assert all(a["principalType"] == "ServicePrincipal" for a in assignments)
     role = f"/subscriptions/{SUBSCRIPTION_ID}/providers/Microsoft.Authorization/roleDefinitions/"
+    secrets = [r.outputs["id"] for r in azure_run.of_type("azure-native:keyvault:Secret")]
+    assert len(secrets) == 2
     assert sorted((a["roleDefinitionId"], a["scope"]) for a in assignments) == sorted(
-        [(role + STORAGE_BLOB_DATA_READER, container_id), (role + ACR_PULL, registry_id)]
+        [
+            (role + STORAGE_BLOB_DATA_READER, container_id),
+            (role + ACR_PULL, registry_id),
+            # each token secret alone, not the vault
+            *((role + KEY_VAULT_SECRETS_USER, secret) for secret in secrets),
+        ]
     )
     # The container scope is the container itself, not its account or resource group.
     assert container_id.endswith("/blobServices/default/containers/models")
@@ -225,10 +288,11 @@ def test_no_registry_admin_user(azure_run: StackRun) -> None:
     registry = azure_run.one("azure-native:containerregistry:Registry")
     assert registry["adminUserEnabled"] is False
     assert not registry.get("anonymousPullEnabled")
-    # Pulls go through the identity: no username or password secret on the app.
+    # Pulls go through the identity: no username or password secret on the app; its only
+    # secrets are Key Vault references read with the identity (the API tokens), never values.
     configuration = azure_run.one("azure-native:app:ContainerApp")["configuration"]
     assert all(set(r) == {"server", "identity"} for r in configuration["registries"])
-    assert "secrets" not in configuration
+    assert [set(secret) for secret in configuration["secrets"]] == [{"name", "keyVaultUrl", "identity"}] * 2
 
 
 # --- no secrets in stack files -------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from tests.infra.conftest import CERTIFICATE_ARN, HOSTED_ZONE_ID, HTTPS_DOMAIN, PRIVATE_INVOKER
+from tests.infra.conftest import ENDPOINT_COMPONENTS, HOSTED_ZONE_ID, PRIVATE_INVOKER, PUBLIC_NAME
 from tests.infra.harness import ROOT, StackRun
 
 COMMON_ENV = {"MODEL_URI", "PORT", "HOST", "MODEL_RELOAD_INTERVAL_S", "MODEL_CACHE_DIR"}
@@ -67,6 +67,33 @@ def test_each_stack_imports_only_its_own_provider_sdk(runs: dict[str, StackRun])
             assert run.providers == [sdk[run.stack]], name
 
 
+# Maps whose keys are the user's, not the provider's schema (GCP labels: email_address...).
+_USER_MAPS = ("labels", "tags", "dimensions", "metadata")
+_SNAKE = re.compile(r"[a-z]+(_[a-z0-9]+)+")
+
+
+def _snake_keys(node: Any, path: str) -> list[str]:
+    found: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if _SNAKE.fullmatch(str(key)):
+                found.append(f"{path}.{key}")
+            if str(key) not in _USER_MAPS:
+                found += _snake_keys(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for value in node:
+            found += _snake_keys(value, f"{path}[]")
+    return found
+
+
+def test_every_input_reaches_the_provider_with_its_wire_names(runs: dict[str, StackRun]) -> None:
+    """A plain dict passed where a provider expects a union of shapes is not translated to the wire
+    (camelCase) names: the provider would get ``all_of`` for ``allOf`` and ignore or refuse it."""
+    for name, run in runs.items():
+        found = [key for r in run.resources for key in _snake_keys(r.inputs, r.type)]
+        assert not found, f"{name}: {found}"
+
+
 def test_no_deprecated_resource_or_argument_is_used(runs: dict[str, StackRun]) -> None:
     for name, run in runs.items():
         deprecated = [m for m in run.warnings() if "deprecated" in m.lower()]
@@ -76,30 +103,77 @@ def test_no_deprecated_resource_or_argument_is_used(runs: dict[str, StackRun]) -
 # --- AWS -------------------------------------------------------------------------------------
 
 
+AWS_STORAGE = {
+    # the model bucket and the access log bucket
+    "aws:s3/bucket:Bucket": 2,
+    "aws:s3/bucketOwnershipControls:BucketOwnershipControls": 2,
+    "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": 2,
+    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": 2,
+    "aws:s3/bucketPolicy:BucketPolicy": 2,
+    "aws:s3/bucketVersioning:BucketVersioning": 1,  # the models; access logs expire instead
+    "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration": 1,
+    "aws:s3/bucketLogging:BucketLogging": 1,
+}
+AWS_ENTRY = {
+    "aws:ecr/repository:Repository": 1,
+    "aws:cloudwatch/logGroup:LogGroup": 1,
+    "aws:iam/role:Role": 2,
+    "aws:iam/rolePolicy:RolePolicy": 2,
+    "aws:ec2/securityGroup:SecurityGroup": 2,
+    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": 3,  # 80 and 443 in, the port from the ALB
+    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": 2,
+    "aws:lb/loadBalancer:LoadBalancer": 1,
+    "aws:lb/targetGroup:TargetGroup": 1,
+    "aws:lb/listener:Listener": 2,  # HTTPS, and HTTP redirecting to it
+    "aws:lb/listenerRule:ListenerRule": 1,  # the public names reach the tasks
+    "aws:acm/certificate:Certificate": 1,
+    "aws:acm/certificateValidation:CertificateValidation": 1,
+    "aws:route53/record:Record": 3,  # two validation records, aws.<public name>
+    "aws:ecs/cluster:Cluster": 1,
+}
+AWS_SERVICE = {
+    "aws:ecs/taskDefinition:TaskDefinition": 1,
+    "aws:ecs/service:Service": 1,
+    "aws:appautoscaling/target:Target": 1,
+    "aws:appautoscaling/policy:Policy": 1,
+}
+AWS_TOKENS = {"aws:secretsmanager/secret:Secret": 2, "aws:secretsmanager/secretVersion:SecretVersion": 2}
+
+
 def test_aws_creates_exactly_the_endpoint_resources(aws_run: StackRun) -> None:
-    assert _inventory(aws_run) == {
-        "aws:ecr/repository:Repository": 1,
-        "aws:s3/bucket:Bucket": 1,
-        "aws:s3/bucketOwnershipControls:BucketOwnershipControls": 1,
-        "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": 1,
-        "aws:s3/bucketVersioning:BucketVersioning": 1,
-        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": 1,
-        "aws:s3/bucketPolicy:BucketPolicy": 1,
-        "aws:cloudwatch/logGroup:LogGroup": 1,
-        "aws:iam/role:Role": 2,
-        "aws:iam/rolePolicy:RolePolicy": 2,
-        "aws:ec2/securityGroup:SecurityGroup": 2,
-        "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": 2,
-        "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": 2,
-        "aws:lb/loadBalancer:LoadBalancer": 1,
-        "aws:lb/targetGroup:TargetGroup": 1,
-        "aws:lb/listener:Listener": 1,
-        "aws:ecs/cluster:Cluster": 1,
-        "aws:ecs/taskDefinition:TaskDefinition": 1,
-        "aws:ecs/service:Service": 1,
-        "aws:appautoscaling/target:Target": 1,
-        "aws:appautoscaling/policy:Policy": 1,
-    }
+    assert _inventory(aws_run) == {**AWS_STORAGE, **AWS_ENTRY, **AWS_SERVICE, **AWS_TOKENS}
+
+
+def test_first_up_creates_no_service_and_no_job_and_says_so(runs: dict[str, StackRun]) -> None:
+    """The committed stack files have no image: registries, buckets and the entry, nothing that
+    would run a placeholder image (and the AWS job, enabled there, waits for the image too)."""
+    aws = runs["aws_first_up"].ok()
+    deployer = {"aws:iam/role:Role": 3, "aws:iam/rolePolicy:RolePolicy": 3}  # this variant has deployers
+    assert _inventory(aws.within(ENDPOINT_COMPONENTS["aws"])) == {**AWS_STORAGE, **AWS_ENTRY, **deployer}
+    for name in ("aws_first_up", "gcp_first_up", "azure_first_up"):
+        run = runs[name].ok()
+        types = {r.type for r in run.resources}
+        assert not types & {
+            "aws:ecs/taskDefinition:TaskDefinition",
+            "aws:ecs/service:Service",
+            "aws:scheduler/schedule:Schedule",
+            "gcp:cloudrunv2/service:Service",
+            "gcp:cloudrunv2/job:Job",
+            "gcp:cloudscheduler/job:Job",
+            "azure-native:app:ContainerApp",
+            "azure-native:app:Job",
+        }, name
+        assert not [r for r in run.resources if "HealthJob" in r.type], name
+        assert run.exports["image"] is None
+        assert run.exports["health_job"]["enabled"] is False  # configured on (aws, and here gcp/azure)
+        assert run.exports["registry"]  # where `orchestrator image push` copies the image
+        assert run.exports["model_uri"]  # where `orchestrator sync` publishes
+        assert any("no image configured (ml-orchestrator:endpoint.image)" in m for m in run.warnings()), name
+        assert any("no API token" in m for m in run.warnings()), name
+    # The entry exists already, so the dns stack can point the public name at it.
+    assert runs["aws_first_up"].exports["endpoint_url"] == f"https://aws.{PUBLIC_NAME}"
+    assert runs["gcp_first_up"].exports["endpoint_url"] == f"https://gcp.{PUBLIC_NAME}"
+    assert runs["azure_first_up"].exports["endpoint_url"].startswith("https://ml-endpoint.")
 
 
 def test_aws_registry_is_immutable_and_scans_on_push(aws_run: StackRun) -> None:
@@ -122,37 +196,70 @@ def test_aws_target_group_checks_the_readiness_path(aws_run: StackRun) -> None:
     assert (check["interval"], check["timeout"], check["unhealthyThreshold"]) == (10, 3, 3)
 
 
-def test_aws_without_certificate_serves_http_and_warns(aws_run: StackRun) -> None:
-    listener = aws_run.one("aws:lb/listener:Listener")
-    target_group = aws_run.one("aws:lb/targetGroup:TargetGroup")
-    alb = aws_run.one("aws:lb/loadBalancer:LoadBalancer")
+def test_aws_without_public_name_serves_http_and_warns(aws_http_run: StackRun) -> None:
+    listener = aws_http_run.one("aws:lb/listener:Listener")
+    target_group = aws_http_run.one("aws:lb/targetGroup:TargetGroup")
+    alb = aws_http_run.one("aws:lb/loadBalancer:LoadBalancer")
     assert (listener["port"], listener["protocol"]) == (80, "HTTP")
     assert listener["defaultActions"] == [{"type": "forward", "targetGroupArn": target_group.outputs["arn"]}]
     assert listener["loadBalancerArn"] == alb.outputs["arn"]
-    assert any("certificate_arn" in m and "plain HTTP" in m for m in aws_run.warnings())
-    assert aws_run.exports["endpoint_url"] == f"http://{alb.outputs['dnsName']}"
+    assert any("public_name" in m and "plain HTTP" in m for m in aws_http_run.warnings())
+    assert aws_http_run.exports["endpoint_url"] == f"http://{alb.outputs['dnsName']}"
+    assert not aws_http_run.of_type("aws:acm/certificate:Certificate")
+    assert aws_http_run.exports["public_name"] is None
 
 
-def test_aws_with_certificate_serves_https_and_redirects_http(aws_https_run: StackRun) -> None:
-    listeners = {r["port"]: r for r in aws_https_run.of_type("aws:lb/listener:Listener")}
+def test_aws_serves_the_public_name_over_https_and_redirects_http(aws_run: StackRun) -> None:
+    listeners = {r["port"]: r for r in aws_run.of_type("aws:lb/listener:Listener")}
     assert set(listeners) == {80, 443}
     https, http = listeners[443], listeners[80]
     assert https["protocol"] == "HTTPS"
-    assert https["certificateArn"] == CERTIFICATE_ARN
     assert https["sslPolicy"].startswith("ELBSecurityPolicy-TLS13-1-2")
-    assert https["defaultActions"][0]["type"] == "forward"
+    # The listener takes the certificate from its validation: only an ISSUED one.
+    validation = aws_run.one("aws:acm/certificateValidation:CertificateValidation")
+    certificate = aws_run.one("aws:acm/certificate:Certificate")
+    assert https["certificateArn"] == validation.outputs["certificateArn"] == certificate.outputs["arn"]
+    assert (certificate["domainName"], certificate["subjectAlternativeNames"]) == (
+        PUBLIC_NAME,
+        [f"aws.{PUBLIC_NAME}"],
+    )
+    assert certificate["validationMethod"] == "DNS"
+    # One validation record per name, in the public name's zone, and the validation waits for both.
+    options = {o["domainName"]: o for o in certificate.outputs["domainValidationOptions"]}
+    records = {r["name"]: r for r in aws_run.of_type("aws:route53/record:Record")}
+    fqdns = []
+    for domain, option in options.items():
+        record = records[option["resourceRecordName"]]
+        assert (record["zoneId"], record["type"], record["records"]) == (
+            HOSTED_ZONE_ID,
+            "CNAME",
+            [option["resourceRecordValue"]],
+        ), domain
+        fqdns.append(record.outputs["fqdn"])
+    assert sorted(validation["validationRecordFqdns"]) == sorted(fqdns)
+    # Unknown host names get 421; the public names (and only they) reach the tasks.
+    assert https["defaultActions"][0]["type"] == "fixed-response"
+    assert https["defaultActions"][0]["fixedResponse"]["statusCode"] == "421"
+    rule = aws_run.one("aws:lb/listenerRule:ListenerRule")
+    target_group = aws_run.one("aws:lb/targetGroup:TargetGroup")
+    assert rule["listenerArn"] == https.outputs["arn"]
+    assert rule["conditions"] == [{"hostHeader": {"values": [PUBLIC_NAME, f"aws.{PUBLIC_NAME}"]}}]
+    assert rule["actions"] == [{"type": "forward", "targetGroupArn": target_group.outputs["arn"]}]
     assert http["defaultActions"] == [
         {"type": "redirect", "redirect": {"port": "443", "protocol": "HTTPS", "statusCode": "HTTP_301"}}
     ]
-    assert not any("certificate" in m for m in aws_https_run.warnings())
-    assert aws_https_run.exports["endpoint_url"] == f"https://{HTTPS_DOMAIN}"
-    alias = aws_https_run.one("aws:route53/record:Record")
-    alb = aws_https_run.one("aws:lb/loadBalancer:LoadBalancer")
-    assert (alias["zoneId"], alias["name"], alias["type"]) == (HOSTED_ZONE_ID, HTTPS_DOMAIN, "A")
+    assert not any("plain HTTP" in m for m in aws_run.warnings())
+    # aws.<public name>: the weighted record's target, an alias of the load balancer.
+    assert aws_run.exports["endpoint_url"] == f"https://aws.{PUBLIC_NAME}"
+    alias = records[f"aws.{PUBLIC_NAME}"]
+    alb = aws_run.one("aws:lb/loadBalancer:LoadBalancer")
+    assert (alias["zoneId"], alias["type"]) == (HOSTED_ZONE_ID, "A")
     assert alias["aliases"][0]["name"] == alb.outputs["dnsName"]
+    assert (aws_run.exports["public_name"], aws_run.exports["dns_records"]) == (PUBLIC_NAME, [])
+    assert aws_run.exports["health_check_ip"] is None  # an ALB has no fixed address
     ingress_ports = {
         r["fromPort"]
-        for r in aws_https_run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+        for r in aws_run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
         if r.get("cidrIpv4")
     }
     assert ingress_ports == {80, 443}
@@ -204,7 +311,7 @@ def test_aws_service_scales_between_min_and_max_behind_the_load_balancer(aws_run
     }
     # Autoscaling owns the task count; the target group is attached to a listener first.
     assert service.ignore_changes == ["desiredCount"]
-    assert aws_run.one("aws:lb/listener:Listener").urn in service.depends_on
+    assert aws_run.one("aws:lb/listenerRule:ListenerRule").urn in service.depends_on
     # The default VPC's subnets are looked up by the default VPC's id.
     (subnets_call,) = [c for c in aws_run.calls if c["token"] == "aws:ec2/getSubnets:getSubnets"]
     assert {"name": "vpc-id", "values": ["vpc-0default"]} in subnets_call["args"]["filters"]
@@ -219,7 +326,8 @@ def test_aws_service_scales_between_min_and_max_behind_the_load_balancer(aws_run
     assert tracking["targetValue"] == 60
 
 
-def test_aws_tasks_accept_traffic_only_from_the_load_balancer(aws_run: StackRun) -> None:
+def test_aws_tasks_accept_traffic_only_from_the_load_balancer(aws_http_run: StackRun) -> None:
+    aws_run = aws_http_run
     groups = {r.name: r.outputs["id"] for r in aws_run.of_type("aws:ec2/securityGroup:SecurityGroup")}
     alb_sg, task_sg = groups["ml-endpoint-alb"], groups["ml-endpoint-task"]
     ingress = aws_run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
@@ -235,21 +343,45 @@ def test_aws_tasks_accept_traffic_only_from_the_load_balancer(aws_run: StackRun)
 # --- GCP ---------------------------------------------------------------------------------------
 
 
+GCP_LOAD_BALANCER = {
+    "gcp:compute/globalAddress:GlobalAddress": 1,
+    "gcp:certificatemanager/dnsAuthorization:DnsAuthorization": 2,
+    "gcp:certificatemanager/certificate:Certificate": 1,
+    "gcp:certificatemanager/certificateMap:CertificateMap": 1,
+    "gcp:certificatemanager/certificateMapEntry:CertificateMapEntry": 2,
+    "gcp:compute/regionNetworkEndpointGroup:RegionNetworkEndpointGroup": 1,
+    "gcp:compute/backendService:BackendService": 1,
+    "gcp:compute/uRLMap:URLMap": 2,  # to the backend; the redirect to HTTPS
+    "gcp:compute/sSLPolicy:SSLPolicy": 1,
+    "gcp:compute/targetHttpsProxy:TargetHttpsProxy": 1,
+    "gcp:compute/targetHttpProxy:TargetHttpProxy": 1,
+    "gcp:compute/globalForwardingRule:GlobalForwardingRule": 2,
+}
+
+
 def test_gcp_creates_exactly_the_endpoint_resources(gcp_run: StackRun) -> None:
     assert _inventory(gcp_run) == {
-        "gcp:projects/service:Service": 3,
+        "gcp:projects/service:Service": 6,
         "gcp:artifactregistry/repository:Repository": 1,
         "gcp:storage/bucket:Bucket": 1,
+        "gcp:projects/iAMAuditConfig:IAMAuditConfig": 1,
         "gcp:serviceaccount/account:Account": 1,
         "gcp:storage/bucketIAMMember:BucketIAMMember": 1,
+        "gcp:secretmanager/secret:Secret": 2,
+        "gcp:secretmanager/secretVersion:SecretVersion": 2,
+        "gcp:secretmanager/secretIamMember:SecretIamMember": 2,
         "gcp:cloudrunv2/service:Service": 1,
         "gcp:cloudrunv2/serviceIamBinding:ServiceIamBinding": 1,
+        **GCP_LOAD_BALANCER,
     }
     apis = {r["service"]: r["disableOnDestroy"] for r in gcp_run.of_type("gcp:projects/service:Service")}
     assert apis == {
         "run.googleapis.com": False,
         "artifactregistry.googleapis.com": False,
         "iam.googleapis.com": False,
+        "compute.googleapis.com": False,
+        "certificatemanager.googleapis.com": False,
+        "secretmanager.googleapis.com": False,
     }
 
 
@@ -261,10 +393,12 @@ def test_gcp_registry_holds_the_image_with_immutable_tags(gcp_run: StackRun) -> 
     assert gcp_run.exports["image"] == f"{gcp_run.exports['registry']}@{_digest(gcp_run)}"
 
 
-def test_gcp_cloud_run_service(gcp_run: StackRun) -> None:
+def test_gcp_cloud_run_service(gcp_http_run: StackRun) -> None:
+    gcp_run = gcp_http_run
     service = gcp_run.one("gcp:cloudrunv2/service:Service")
     account = gcp_run.one("gcp:serviceaccount/account:Account")
     assert (service["location"], service["ingress"]) == ("us-central1", "INGRESS_TRAFFIC_ALL")
+    assert service["name"] == "ml-endpoint"  # fixed: the load balancer's NEG names it
     template = service["template"]
     assert template["serviceAccount"] == account.outputs["email"]
     assert template["scaling"] == {"minInstanceCount": 1, "maxInstanceCount": 3}
@@ -313,12 +447,17 @@ def test_azure_creates_exactly_the_endpoint_resources(azure_run: StackRun) -> No
         "azure-native:storage:StorageAccount": 1,
         "azure-native:storage:BlobServiceProperties": 1,
         "azure-native:storage:BlobContainer": 1,
+        "azure-native:monitor:DiagnosticSetting": 1,  # blob access logs
         "azure-native:containerregistry:Registry": 1,
         "azure-native:managedidentity:UserAssignedIdentity": 1,
-        "azure-native:authorization:RoleAssignment": 2,
+        # models, images, and the two token secrets
+        "azure-native:authorization:RoleAssignment": 4,
+        "azure-native:keyvault:Vault": 1,
+        "azure-native:keyvault:Secret": 2,
         "azure-native:operationalinsights:Workspace": 1,
         "azure-native:app:ManagedEnvironment": 1,
         "azure-native:app:ContainerApp": 1,
+        "azure-native:app:ManagedCertificate": 1,
     }
     group = azure_run.one("azure-native:resources:ResourceGroup")
     for resource in azure_run.resources:
@@ -331,7 +470,8 @@ def test_azure_creates_exactly_the_endpoint_resources(azure_run: StackRun) -> No
             assert resource["resourceGroupName"] == group.outputs["name"], resource.name
 
 
-def test_azure_container_app(azure_run: StackRun) -> None:
+def test_azure_container_app(azure_http_run: StackRun) -> None:
+    azure_run = azure_http_run
     app = azure_run.one("azure-native:app:ContainerApp")
     identity = azure_run.one("azure-native:managedidentity:UserAssignedIdentity")
     registry = azure_run.one("azure-native:containerregistry:Registry")
@@ -401,7 +541,10 @@ def test_azure_environment_logs_to_its_workspace(azure_run: StackRun) -> None:
 
 def test_model_uri_names_the_latest_pointer_in_the_stacks_bucket(cloud_runs: dict[str, StackRun]) -> None:
     buckets = {
-        "aws": ("s3", cloud_runs["aws"].one("aws:s3/bucket:Bucket").outputs["bucket"]),
+        "aws": (
+            "s3",
+            _by_name(cloud_runs["aws"], "aws:s3/bucket:Bucket", "ml-endpoint-models").outputs["bucket"],
+        ),
         "gcp": ("gs", cloud_runs["gcp"].one("gcp:storage/bucket:Bucket").outputs["name"]),
         "azure": ("az", cloud_runs["azure"].one("azure-native:storage:BlobContainer").outputs["name"]),
     }
@@ -410,16 +553,24 @@ def test_model_uri_names_the_latest_pointer_in_the_stacks_bucket(cloud_runs: dic
     assert re.fullmatch(r"az://models/models/digits/LATEST", cloud_runs["azure"].exports["model_uri"])
 
 
+def _by_name(run: StackRun, typ: str, name: str) -> Any:
+    (found,) = [r for r in run.of_type(typ) if r.name == name]
+    return found
+
+
 def _digest(run: StackRun) -> str:
     return str(run.config["ml-orchestrator:endpoint"]["image"]).split("@")[1]
 
 
-def test_stack_files_pin_one_well_formed_placeholder_digest() -> None:
-    images = {
-        yaml.safe_load(Path(ROOT, f"Pulumi.{s}.yaml").read_text())["config"]["ml-orchestrator:endpoint"][
-            "image"
-        ]
+def test_stack_files_configure_no_image_and_one_public_name() -> None:
+    """The first `up` runs with the committed files: no image (nothing to run yet), and the same
+    public name in every cloud file as the dns stack's record."""
+    endpoints = [
+        yaml.safe_load(Path(ROOT, f"Pulumi.{s}.yaml").read_text())["config"]["ml-orchestrator:endpoint"]
         for s in ("aws", "gcp", "azure")
-    }
-    (image,) = images
-    assert re.fullmatch(r"ghcr\.io/example/ml-endpoint@sha256:[0-9a-f]{64}", image)
+    ]
+    assert all("image" not in endpoint for endpoint in endpoints)
+    dns = yaml.safe_load(Path(ROOT, "Pulumi.dns.yaml").read_text())["config"]["ml-orchestrator:dns"]
+    assert {endpoint["public_name"] for endpoint in endpoints} == {dns["record_name"]} == {PUBLIC_NAME}
+    aws = yaml.safe_load(Path(ROOT, "Pulumi.aws.yaml").read_text())["config"]["ml-orchestrator:aws"]
+    assert aws["hosted_zone_id"] == dns["zone_id"]
