@@ -6,5 +6,5 @@ refused by name and by shape); ``components`` holds the ``pulumi.ComponentResour
 endpoint of each cloud with its public entry, secrets and grants, the optional scheduled health
 job with its alarms, and ``weighted_dns`` (Route 53 health checks, weighted records and the
 records each cloud needs in the zone). A cloud's provider SDK is imported only by the stack that
-deploys to it. ``DEPLOYING.md`` is the runbook.
+deploys to it. ``docs/deploying.md`` is the runbook.
 """

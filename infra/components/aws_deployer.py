@@ -9,7 +9,7 @@ Created when ``ml-orchestrator:aws.deployers`` names IAM principals; they assume
 - push to the endpoint's repository (and read it back: a push checks which layers exist) and get
   an ECR authorization token (an action without resource-level permissions).
 
-No other bucket, prefix, repository or service. The stack's ``deployer_role`` output names it.
+No other bucket, prefix, repository or service.
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ class AwsHealthJob(HealthJobComponent):
                 {"name": key, "value": value}
                 for key, value in sorted(job.container_env(self.control_root, endpoint_url).items())
             ],
-            # The probes send the API token; ECS reads it from Secrets Manager at start.
+            # For the probes to send once they authenticate (not yet); ECS reads it from Secrets Manager.
             "secrets": [reference.container_secret() for reference in endpoint.tokens],
             "readonlyRootFilesystem": True,
             "mountPoints": [{"sourceVolume": "scratch", "containerPath": SCRATCH_DIR, "readOnly": False}],
@@ -214,7 +214,7 @@ class AwsHealthJob(HealthJobComponent):
         if not job.alert_emails:
             pulumi.log.warn(
                 "aws: no health_job.alert_emails: the job's alarms publish to the SNS topic "
-                "(the alerts_topic output) with no subscriber; subscribe someone",
+                "(the health job component's alerts_topic) with no subscriber; subscribe someone",
                 resource=self,
             )
         self.register_outputs(

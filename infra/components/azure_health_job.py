@@ -79,7 +79,7 @@ class AzureHealthJob(HealthJobComponent):
       grants; the vault must use the Azure RBAC permission model).
 
     - with API tokens, Key Vault Secrets User on each token secret: the job references them as
-      the endpoint does (its probes send the token).
+      the endpoint does (for its probes to send once they authenticate; they do not yet).
 
     Alerts: :mod:`infra.components.azure_alarms`. Probing the endpoints needs no role: they are
     HTTPS URLs. Environment:

@@ -61,7 +61,8 @@ class GcpHealthJob(HealthJobComponent):
       Route 53 (mounted as a file; Route 53 rights are whatever that AWS principal's policy
       grants). No project-level role. Probing the endpoints needs none: they are HTTPS URLs.
       With API tokens configured, ``roles/secretmanager.secretAccessor`` on each token secret:
-      the job references them as the endpoint does (its probes send the token).
+      the job references them as the endpoint does (for its probes to send once they
+      authenticate; they do not yet).
     - the scheduler's account: ``roles/run.invoker`` on this job only, used to mint the OAuth
       token Cloud Scheduler sends with each run request.
     - a Cloud Monitoring alert policy (:mod:`infra.components.gcp_alarms`).

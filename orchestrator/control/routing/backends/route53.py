@@ -4,10 +4,11 @@ For ``record_name`` (say ``model.example.com.``) in hosted zone ``hosted_zone_id
 record per cloud: SetIdentifier = the cloud key, Weight = the router's weight. Route 53 answers
 each query with one record, chosen with probability weight / sum of weights.
 
-The records belong to the ``dns`` stack (``infra/dns.py``), which creates them with their target
-(the host of the cloud's endpoint URL), TTL and health check; the orchestrator owns the Weight
-only. :meth:`Route53Backend.apply` therefore reads the group (ListResourceRecordSets) and UPSERTs
-each record whose weight differs with every attribute as read (HealthCheckId, TTL,
+The records belong to the ``dns`` stack (``infra/components/weighted_dns.py``, configured by
+``infra/specs/weighted_dns.py``), which creates them with their target (the host of the cloud's
+endpoint URL), TTL and health check; the orchestrator owns the Weight only.
+:meth:`Route53Backend.apply` therefore reads the group (ListResourceRecordSets) and UPSERTs each
+record whose weight differs with every attribute as read (HealthCheckId, TTL,
 ResourceRecords, and anything else the stack set) but the Weight, all in ONE change batch, which
 Route 53 applies atomically: resolvers never see a half-moved split. A record that does not exist
 is created from the configuration (target from the endpoint URL, the group's TTL or ``ttl``,
