@@ -161,15 +161,18 @@ def export(
     *,
     rows: str = "test set",
     class_keys: Sequence[Any] | None = None,
+    layout: Layout | None = None,
 ) -> Exported:
     """Convert a fitted classifier or pipeline and check it against scikit-learn on ``features``.
 
     ``columns``: the model's input columns (names, kinds) for the columns layout, empty for the
     matrix layout (``features`` then a float64 matrix). ``class_keys``: ``estimator.classes_`` when
     they are not the class indices 0..K-1 (a packaged model's labels). ``rows`` names the rows in
-    messages. ArtifactError if skl2onnx cannot convert it or the outputs disagree.
+    messages. ``layout`` forces the layout (a model fitted on a DataFrame takes its columns by
+    name even when all are numeric), else it follows the columns' kinds. ArtifactError if skl2onnx
+    cannot convert it or the outputs disagree.
     """
-    model, columns = to_onnx(estimator, columns, features, class_keys=class_keys)
+    model, columns = to_onnx(estimator, columns, features, class_keys=class_keys, layout=layout)
     labels, probabilities = OnnxModel(model, columns).predict(features)
     expected_proba = np.asarray(estimator.predict_proba(features), dtype=np.float64)
     predicted = np.asarray(estimator.predict(features))
@@ -207,7 +210,12 @@ def _final_estimator(estimator: Any) -> Any:
 
 
 def to_onnx(
-    estimator: Any, columns: Sequence[Column], features: Any, *, class_keys: Sequence[Any] | None = None
+    estimator: Any,
+    columns: Sequence[Column],
+    features: Any,
+    *,
+    class_keys: Sequence[Any] | None = None,
+    layout: Layout | None = None,
 ) -> tuple[bytes, list[Column]]:
     """The contract graph of a fitted estimator, and its columns with their ONNX input names.
 
@@ -221,7 +229,8 @@ def to_onnx(
     from orchestrator.training.converters import register_converters
 
     register_converters()
-    layout: Layout = "columns" if any(c.kind == "categorical" or c.input for c in columns) else "matrix"
+    if layout is None:
+        layout = "columns" if any(c.kind == "categorical" or c.input for c in columns) else "matrix"
     if layout == "matrix":
         width = int(np.shape(features)[1])
         initial: list[tuple[str, Any]] = [(INPUT_NAME, DoubleTensorType([None, width]))]

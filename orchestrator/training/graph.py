@@ -101,6 +101,9 @@ def to_contract_outputs(
     _rename_everywhere(graph, probabilities, source_proba)
     if label is not None:
         _rename_everywhere(graph, label, source_label)
+    for name in (LABEL_OUTPUT, PROBABILITIES_OUTPUT):  # an inner tensor already called so
+        if any(name in (*node.input, *node.output) for node in graph.node):
+            _rename_everywhere(graph, name, f"{name}__inner")
     nodes = [helper.make_node("Cast", [source_proba], [PROBABILITIES_OUTPUT], to=TensorProto.DOUBLE)]
     if label is None:
         nodes.append(helper.make_node("ArgMax", [PROBABILITIES_OUTPUT], [LABEL_OUTPUT], axis=1, keepdims=0))
