@@ -249,7 +249,7 @@ def adapt(source: OnnxSource, columns: Sequence[Column], class_keys: Sequence[in
     ``label`` (int64 class index) and ``probabilities`` (float64). ``class_keys``: the label
     values in class order (None: the label already is the index, or there is no label)."""
     import onnx
-    from onnx import helper
+    from onnx import TensorProto, helper
 
     model = copy.deepcopy(source.model)
     label = source.label
@@ -257,7 +257,7 @@ def adapt(source: OnnxSource, columns: Sequence[Column], class_keys: Sequence[in
         # Some converters give the label as [N, 1]: flatten it to the contract's [N].
         flat = f"{label}__flat"
         shape = f"{label}__shape"
-        model.graph.node.append(helper.make_node("Constant", [], [shape], value_ints=[-1]))
+        model.graph.initializer.append(helper.make_tensor(shape, TensorProto.INT64, [1], [-1]))
         model.graph.node.append(helper.make_node("Reshape", [label, shape], [flat]))
         label = flat
     to_contract_outputs(model, probabilities=source.probabilities, label=label, class_keys=class_keys)

@@ -337,6 +337,12 @@ def _classes(opts: PackageOptions, carried: list[str] | None, count: int) -> lis
     """The manifest's classes from the model's own and ``--labels`` (see the module docstring)."""
     where = str(opts.model)
     given = list(opts.labels) if opts.labels is not None else None
+    if count < 2:
+        raise ArtifactError(
+            f"{where}: the model gives {count} probability per row; a classifier gives one per class "
+            "(2 or more)",
+            path=where,
+        )
     if carried is not None and len(carried) != count:
         raise ArtifactError(
             f"{where}: the model names {len(carried)} classes but gives {count} probabilities per row",
@@ -391,15 +397,16 @@ def _feature_names(
         raise ConfigError(
             f"--features names {len(opts.features)} columns; the model takes {len(model_names)}"
         )
+    hint = "" if opts.target else "; pass --target COLUMN for the labels"
     if width is not None and len(names) != width:
+        besides = " besides the target" if opts.target else ""
         raise DatasetError(
             f"{table.path}: the model takes {width} features; the reference table has {len(names)} "
-            f"columns besides the target ({name_columns(names)})"
+            f"columns{besides} ({name_columns(names)}){hint}"
         )
     if missing := [n for n in names if n not in table.columns]:
         raise DatasetError(f"{table.path}: no column for the model's inputs {name_columns(missing)}")
     if extra := [n for n in available if n not in names]:
-        hint = "" if opts.target else "; pass --target COLUMN for the labels"
         raise DatasetError(f"{table.path}: columns {name_columns(extra)} are not inputs of the model{hint}")
     return names
 

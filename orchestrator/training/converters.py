@@ -187,6 +187,11 @@ class _Float64Trees:
                 if key in attrs:
                     values = np.asarray(attrs.pop(key), dtype=np.float64)
                     attrs[f"{key}_as_tensor"] = numpy_helper.from_array(values, name=key)
+            # skl2onnx passes histogram trees' node ids as numpy uint32, which protobuf converts
+            # with a DeprecationWarning (an error where warnings are errors): plain ints instead.
+            for key, value in attrs.items():
+                if isinstance(value, list) and any(isinstance(v, np.integer) for v in value):
+                    attrs[key] = [int(v) for v in value]
         return self._container.add_node(op_type, *args, **attrs)
 
 
