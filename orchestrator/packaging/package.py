@@ -36,9 +36,9 @@ import orchestrator
 from orchestrator.core.artifact.manifest import SCHEMA_VERSION, Column, Manifest
 from orchestrator.core.errors import ArtifactError, ConfigError
 from orchestrator.core.names import check_model_name, is_valid_name
+from orchestrator.packaging import checks
 from orchestrator.training import report
 from orchestrator.training.canary import synthetic_canary
-from orchestrator.training.datasets import read_labels
 from orchestrator.training.evaluate import evaluate
 from orchestrator.training.export import MAX_PROBABILITY_DIFF, OnnxModel, agreement, export, input_name
 from orchestrator.training.staging import write_staged
@@ -52,11 +52,6 @@ from orchestrator.training.tables import (
 )
 
 __all__ = ["PackageOptions", "PackageResult", "package"]
-
-# How far a probability may stray from [0, 1], and a row's sum from 1, before an output is not
-# probabilities: float32 softmax outputs sum to 1 within ~1e-6; decision scores and logits miss
-# by far more.
-_PROBABILITY_SLACK = 1e-4
 
 
 @dataclass(frozen=True)
@@ -126,7 +121,7 @@ def package(opts: PackageOptions) -> PackageResult:
     metrics: dict[str, Any] = {}
     y_true = None
     if opts.target is not None:
-        y_true = _true_labels(table, opts.target, packaged.classes)
+        y_true = checks.true_labels(table, opts.target, packaged.classes)
         metrics = evaluate(y_true, packaged.labels, packaged.probabilities, packaged.classes)
     fields = {
         "schema_version": SCHEMA_VERSION,
@@ -193,10 +188,10 @@ def _from_sklearn(opts: PackageOptions, table: RawTable) -> _Packaged:
             path=str(opts.model),
         )
     keys = estimator.classes_.tolist()
-    classes = _classes(opts, [str(k) for k in keys], len(keys))
+    classes = checks.classes(opts, [str(k) for k in keys], len(keys))
     names_in = getattr(estimator, "feature_names_in_", None)
     model_names = [str(n) for n in names_in] if names_in is not None else None
-    names = _feature_names(opts, table, model_names, getattr(estimator, "n_features_in_", None))
+    names = checks.feature_names(opts, table, model_names, getattr(estimator, "n_features_in_", None))
     typed = [type_column(table.path, table.columns[n], categorical=opts.categorical) for n in names]
     layout: Literal["matrix", "columns"] = "columns" if model_names is not None else "matrix"
     if layout == "matrix" and any(c.kind == "categorical" for c in typed):
@@ -205,9 +200,9 @@ def _from_sklearn(opts: PackageOptions, table: RawTable) -> _Packaged:
             f"{table.path}: columns {name_columns(text)} hold text, but {kind} was fitted on a numeric "
             "matrix (no feature names)"
         )
-    categories = _encoder_categories(estimator)
+    categories = checks.encoder_categories(estimator)
     columns = [Column(name=c.name, kind=c.kind, categories=categories.get(c.name, [])) for c in typed]
-    features = _features(typed, layout)
+    features = checks.features(typed, layout)
     class_keys = None if keys == list(range(len(keys))) else keys
     try:
         exported = export(
@@ -246,7 +241,7 @@ def _from_onnx(opts: PackageOptions, table: RawTable) -> _Packaged:
     carried = source.classes
     model_names = [i.name for i in source.inputs] if source.layout == "columns" else None
     width = source.inputs[0].width if source.layout == "matrix" else None
-    names = _feature_names(opts, table, model_names, width)
+    names = checks.feature_names(opts, table, model_names, width)
     if source.layout == "matrix":
         kinds = ["numeric"] * len(names)
     else:
@@ -262,10 +257,10 @@ def _from_onnx(opts: PackageOptions, table: RawTable) -> _Packaged:
         )
         for c in typed
     ]
-    features = _features(typed, source.layout)
+    features = checks.features(typed, source.layout)
     original_labels, original_proba = run_original(source, features, columns)
-    classes = _classes(opts, carried, original_proba.shape[1])
-    _check_probabilities(opts.model, source.probability_output, original_proba)
+    classes = checks.classes(opts, carried, original_proba.shape[1])
+    checks.check_probabilities(opts.model, source.probability_output, original_proba)
     keys = source.class_keys
     if source.label is None:
         expected = np.argmax(original_proba, axis=1).astype(np.int64)
@@ -328,134 +323,6 @@ def _from_onnx(opts: PackageOptions, table: RawTable) -> _Packaged:
         training=training,
         framework=(),
     )
-
-
-# --- the checks ---------------------------------------------------------------------------------
-
-
-def _classes(opts: PackageOptions, carried: list[str] | None, count: int) -> list[str]:
-    """The manifest's classes from the model's own and ``--labels`` (see the module docstring)."""
-    where = str(opts.model)
-    given = list(opts.labels) if opts.labels is not None else None
-    if count < 2:
-        raise ArtifactError(
-            f"{where}: the model gives {count} probability per row; a classifier gives one per class "
-            "(2 or more)",
-            path=where,
-        )
-    if carried is not None and len(carried) != count:
-        raise ArtifactError(
-            f"{where}: the model names {len(carried)} classes but gives {count} probabilities per row",
-            path=where,
-        )
-    if given is not None and len(given) != count:
-        raise ArtifactError(
-            f"{where}: --labels names {len(given)} classes but the model gives {count} probabilities per row",
-            path=where,
-        )
-    if given is not None and carried is not None and given != carried:
-        codes = [str(i) for i in range(count)]
-        if carried != codes:
-            raise ArtifactError(
-                f"{where}: the model's classes are {carried}, --labels says {given}", path=where
-            )
-    classes = given if given is not None else carried
-    if classes is None:
-        raise ArtifactError(
-            f"{where}: the model carries no class labels; pass --labels A,B,... in the order of its "
-            "probability columns",
-            path=where,
-        )
-    if count < 2:
-        raise ArtifactError(
-            f"{where}: the model gives {count} probability per row; a classifier has 2 or more", path=where
-        )
-    return classes
-
-
-def _check_probabilities(path: Path, output: str, probabilities: NDArray[np.float64]) -> None:
-    """ArtifactError unless every value is in [0, 1] and every row sums to 1 (within the slack)."""
-    low, high = float(np.min(probabilities)), float(np.max(probabilities))
-    sums = probabilities.sum(axis=1)
-    worst = float(np.max(np.abs(sums - 1.0)))
-    if low < -_PROBABILITY_SLACK or high > 1 + _PROBABILITY_SLACK or worst > _PROBABILITY_SLACK:
-        raise ArtifactError(
-            f"{path}: output {output!r} does not hold class probabilities on the reference rows "
-            f"(values from {low:.4g} to {high:.4g}, row sums off by up to {worst:.3g}); scores or "
-            "logits cannot be served as probabilities",
-            path=str(path),
-        )
-
-
-def _feature_names(
-    opts: PackageOptions, table: RawTable, model_names: list[str] | None, width: int | None
-) -> list[str]:
-    """The model's feature names, in its input order, all present in the table, and no other."""
-    available = [n for n in table.columns if n != opts.target]
-    names = list(opts.features) if opts.features is not None else model_names or available
-    if model_names is not None and opts.features is not None and len(opts.features) != len(model_names):
-        raise ConfigError(
-            f"--features names {len(opts.features)} columns; the model takes {len(model_names)}"
-        )
-    hint = "" if opts.target else "; pass --target COLUMN for the labels"
-    if width is not None and len(names) != width:
-        besides = " besides the target" if opts.target else ""
-        raise DatasetError(
-            f"{table.path}: the model takes {width} features; the reference table has {len(names)} "
-            f"columns{besides} ({name_columns(names)}){hint}"
-        )
-    if missing := [n for n in names if n not in table.columns]:
-        raise DatasetError(f"{table.path}: no column for the model's inputs {name_columns(missing)}")
-    if extra := [n for n in available if n not in names]:
-        raise DatasetError(f"{table.path}: columns {name_columns(extra)} are not inputs of the model{hint}")
-    return names
-
-
-def _features(typed: list[TypedColumn], layout: str) -> Any:
-    if layout == "matrix":
-        return np.ascontiguousarray(np.column_stack([c.values for c in typed]), dtype=np.float64)
-    import pandas as pd
-
-    return pd.DataFrame(
-        {c.name: pd.Series(c.values, dtype=np.float64 if c.kind == "numeric" else object) for c in typed}
-    )
-
-
-def _true_labels(table: RawTable, target: str, classes: list[str]) -> NDArray[np.int64]:
-    labels = read_labels(table, target)
-    index = {c: i for i, c in enumerate(classes)}
-    for row, label in enumerate(labels):
-        if label not in index:
-            raise DatasetError(
-                f"{table.path}: target column {target!r} row {row + 1} holds {label!r}, not one of the "
-                f"model's classes ({', '.join(repr(c) for c in classes[:20])})"
-            )
-    y = np.array([index[label] for label in labels], dtype=np.int64)
-    if absent := [c for i, c in enumerate(classes) if not np.any(y == i)]:
-        raise DatasetError(
-            f"{table.path}: target column {target!r} has no row of classes {absent[:20]}; the "
-            "evaluation (per-class metrics, ROC curves) needs every class"
-        )
-    return y
-
-
-def _encoder_categories(estimator: Any) -> dict[str, list[str]]:
-    """Column → categories of every fitted OneHotEncoder a ColumnTransformer feeds named columns."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.preprocessing import OneHotEncoder
-
-    found: dict[str, list[str]] = {}
-    parts = [estimator, *estimator.get_params(deep=True).values()] if hasattr(estimator, "get_params") else []
-    for part in parts:
-        if not isinstance(part, ColumnTransformer) or not hasattr(part, "transformers_"):
-            continue
-        for _, transformer, selected in part.transformers_:
-            steps = getattr(transformer, "steps", [(None, transformer)])
-            encoders = [s for _, s in steps if isinstance(s, OneHotEncoder)]
-            if encoders and isinstance(selected, list) and all(isinstance(c, str) for c in selected):
-                for column, categories in zip(selected, encoders[0].categories_, strict=False):
-                    found[column] = [str(v) for v in categories]
-    return found
 
 
 def _estimator_text(estimator: Any) -> str:
