@@ -22,14 +22,36 @@ __all__ = ["train"]
 @app.command()
 def train(
     *,
-    dataset: Annotated[str, typer.Option(help="iris, wine, digits, or a path to a CSV file.")],
+    dataset: Annotated[str, typer.Option(help="iris, wine, digits, or a path to a CSV or Parquet file.")],
     target: Annotated[
         str | None,
-        typer.Option(help="The CSV column holding the labels (default: the column named 'target')."),
+        typer.Option(
+            help="The table's column holding the labels, read as text exactly as written "
+            "(default: the column named 'target')."
+        ),
     ] = None,
+    model: Annotated[
+        Literal["logreg", "random_forest", "hist_gradient_boosting", "auto"],
+        typer.Option(
+            help="The classifier; auto compares all three in the same cross-validated search.",
+        ),
+    ] = "logreg",
     strategy: Annotated[
-        Literal["multinomial", "ovr"], typer.Option(help="One softmax model, or one binary model per class.")
+        Literal["multinomial", "ovr"],
+        typer.Option(help="Logistic regression: one softmax model, or one binary model per class."),
     ] = "multinomial",
+    class_weight: Annotated[
+        Literal["none", "balanced"],
+        typer.Option(
+            help="balanced: weight classes inversely to their frequency (recorded in the manifest)."
+        ),
+    ] = "none",
+    categorical: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A column to read as text categories even if every value is a number (repeatable)."
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="The artifact is written to OUT/NAME/VERSION.")] = Path(
         "artifacts"
     ),
@@ -64,7 +86,10 @@ def train(
     options = TrainOptions(
         dataset=dataset,
         target=target,
+        model=model,
         strategy=strategy,
+        class_weight=class_weight,
+        categorical=tuple(categorical or ()),
         out=out,
         seed=seed,
         min_f1_macro=min_f1_macro,
@@ -102,10 +127,14 @@ def _print_summary(result: TrainResult) -> None:
             ("roc_auc_ovr_macro", "ROC AUC"),
         )
     )
+    chosen = ", ".join(
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in cv["best_params"].items()
+    )
+    model = manifest.training.get("chosen", "logreg")
+    kind = manifest.training["strategy"] if model == "logreg" else model
     lines = [
         f"[bold green]trained[/] {manifest.name} [bold]{manifest.version}[/] "
-        f"({manifest.training['strategy']}, C={cv['best_params']['C']:g}, "
-        f"{split['n_train']} train / {split['n_test']} test rows)",
+        f"({kind}, {chosen}, {split['n_train']} train / {split['n_test']} test rows)",
         f"  test: {test_scores}",
         f"  cross-validated F1 macro {cv['f1_macro_mean']:.4f} ± {cv['f1_macro_std']:.4f} · ONNX agrees with "
         f"scikit-learn (max probability difference {manifest.export['max_probability_diff']:.1e})",

@@ -1,16 +1,17 @@
-"""Training data: the built-in scikit-learn datasets and CSV files, checked, encoded and split.
+"""Training data: the built-in scikit-learn datasets and CSV or Parquet tables, checked, typed and split.
 
-This module owns turning a ``--dataset`` argument into a float64 feature matrix with integer class
-indices, every refusal of data that cannot be trained on (a :class:`DatasetError` naming the
-problem: nothing is coerced or imputed behind the user's back), and the stratified train/test split
-whose test row indices go into the manifest.
+This module owns turning a ``--dataset`` argument into feature columns (numeric float64 with NaN
+for missing values, or categorical text; :mod:`.tables` says how a cell is read) and labels kept
+exactly as written, encoded as class indices; every refusal of data that cannot be trained on (a
+:class:`DatasetError` naming the column, the row or the problem); and the stratified train/test
+split whose test row indices go into the manifest.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,14 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from orchestrator.core.errors import OrchestratorError
+from orchestrator.training.tables import (
+    DatasetError,
+    RawTable,
+    TypedColumn,
+    name_columns,
+    read_table,
+    type_column,
+)
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -28,40 +36,82 @@ __all__ = [
     "Split",
     "encode_labels",
     "load_dataset",
+    "read_labels",
     "split",
 ]
 
 BUILTIN_DATASETS = ("iris", "wine", "digits")
-# The column a CSV's labels are read from when --target is not given.
+# The column a table's labels are read from when --target is not given.
 DEFAULT_TARGET = "target"
-# Listing every column of a wide CSV in an error would drown the message.
-_MAX_NAMED_COLUMNS = 20
-
-
-class DatasetError(OrchestratorError):
-    """Training data cannot be used as given (the message names the column or the problem)."""
 
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A dataset ready to train on: finite float64 features and labels encoded as class indices."""
+    """A dataset ready to train on: typed feature columns and labels encoded as class indices.
+
+    ``layout`` is ``matrix`` when every column is numeric (the model takes one float64 matrix),
+    else ``columns`` (one input per column).
+    """
 
     name: str
-    """``iris``, ``wine``, ``digits``, or the CSV's file name."""
-    source: Literal["builtin", "csv"]
-    X: NDArray[np.float64]
+    """``iris``, ``wine``, ``digits``, or the table's file name."""
+    source: Literal["builtin", "csv", "parquet"]
+    columns: list[TypedColumn]
     y: NDArray[np.int64]
     """Index into ``classes`` for every row."""
     classes: list[str]
-    feature_names: list[str]
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Column names in order."""
+        return [c.name for c in self.columns]
+
+    @property
+    def layout(self) -> Literal["matrix", "columns"]:
+        """``matrix`` when every column is numeric, else ``columns``."""
+        return "matrix" if all(c.kind == "numeric" for c in self.columns) else "columns"
+
+    @property
+    def X(self) -> NDArray[np.float64]:
+        """The features as a float64 matrix ``[rows, columns]`` (NaN: missing); matrix layout only."""
+        if self.layout != "matrix":
+            raise ValueError("a dataset with categorical columns has no numeric matrix")
+        return np.ascontiguousarray(np.column_stack([c.values for c in self.columns]), dtype=np.float64)
+
+    def features(self, rows: NDArray[np.intp] | None = None) -> Any:
+        """The model's input for ``rows`` (all by default): the float64 matrix in the matrix
+        layout, else a pandas DataFrame with one column per feature (float64 or object text)."""
+        if self.layout == "matrix":
+            return self.X if rows is None else self.X[rows]
+        import pandas as pd
+
+        picked = {c.name: c.values if rows is None else c.values[rows] for c in self.columns}
+        return pd.DataFrame(
+            {
+                n: pd.Series(v, dtype=np.float64 if v.dtype == np.float64 else object)
+                for n, v in picked.items()
+            }
+        )
 
     @property
     def sha256(self) -> str:
-        """Hash of the data as trained on (shapes, feature bytes, label bytes), independent of file format."""
+        """Hash of the data as trained on (shapes, feature values, labels), independent of file format."""
         digest = hashlib.sha256()
-        digest.update(repr((self.X.shape, self.y.shape)).encode())
-        digest.update(np.ascontiguousarray(self.X, dtype="<f8").tobytes())
+        if self.layout == "matrix":
+            # Unchanged from schema 1, so a built-in dataset keeps its hash.
+            digest.update(repr((self.X.shape, self.y.shape)).encode())
+            digest.update(np.ascontiguousarray(self.X, dtype="<f8").tobytes())
+        else:
+            digest.update(repr((len(self.y), [(c.name, c.kind) for c in self.columns])).encode())
+            for column in self.columns:
+                if column.kind == "numeric":
+                    digest.update(np.ascontiguousarray(column.values, dtype="<f8").tobytes())
+                else:
+                    for cell in column.values:
+                        encoded = str(cell).encode()
+                        digest.update(len(encoded).to_bytes(8, "little") + encoded)
         digest.update(np.ascontiguousarray(self.y, dtype="<i8").tobytes())
+        digest.update(repr(self.classes).encode())
         return digest.hexdigest()
 
 
@@ -73,21 +123,28 @@ class Split:
     test: NDArray[np.intp]
 
 
-def load_dataset(spec: str, target: str | None = None) -> Dataset:
-    """Load a built-in dataset by name, or a CSV file by path."""
+def load_dataset(spec: str, target: str | None = None, categorical: Collection[str] = ()) -> Dataset:
+    """Load a built-in dataset by name, or a CSV or Parquet file by path.
+
+    ``categorical`` names columns to read as text categories whatever their cells look like.
+    DatasetError for anything :mod:`.tables` refuses, a missing label, a single class, or a
+    ``categorical`` name that is not a feature column.
+    """
     if spec in BUILTIN_DATASETS:
-        if target is not None:
+        if target is not None or categorical:
+            option = "--target" if target is not None else "--categorical"
             raise DatasetError(
-                f"--target applies to CSV files only; the built-in dataset {spec!r} has its own"
+                f"{option} applies to CSV and Parquet files only; the built-in dataset {spec!r} has its own"
             )
         return _load_builtin(spec)
     path = Path(spec)
     if path.is_file():
-        return _load_csv(path, target)
-    if path.suffix.lower() == ".csv" or path.parent != Path():
+        return _load_table(read_table(path), target, categorical)
+    if path.suffix.lower() in {".csv", ".parquet", ".pq"} or path.parent != Path():
         raise DatasetError(f"dataset file not found: {spec}")
     raise DatasetError(
-        f"unknown dataset {spec!r}: use one of {', '.join(BUILTIN_DATASETS)}, or a path to a .csv file"
+        f"unknown dataset {spec!r}: use one of {', '.join(BUILTIN_DATASETS)}, "
+        "or a path to a .csv or .parquet file"
     )
 
 
@@ -101,98 +158,69 @@ def _load_builtin(name: str) -> Dataset:
     # keep sklearn's order: the manifest's test indices point straight into `load_<name>()`.
     names = [str(n) for n in bunch.target_names]
     y, classes = encode_labels([names[int(t)] for t in bunch.target])
-    return Dataset(
-        name=name,
-        source="builtin",
-        X=np.asarray(bunch.data, dtype=np.float64),
-        y=y,
-        classes=classes,
-        feature_names=[str(f) for f in bunch.feature_names],
-    )
+    data = np.asarray(bunch.data, dtype=np.float64)
+    columns = [
+        TypedColumn(str(f), "numeric", np.ascontiguousarray(data[:, i]))
+        for i, f in enumerate(bunch.feature_names)
+    ]
+    return Dataset(name=name, source="builtin", columns=columns, y=y, classes=classes)
 
 
-def _load_csv(path: Path, target: str | None) -> Dataset:
-    import pandas as pd
-
-    try:
-        frame = pd.read_csv(path)
-    except pd.errors.EmptyDataError as exc:
-        raise DatasetError(f"{path}: the file is empty") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
-        raise DatasetError(f"{path}: not a readable CSV file ({exc})") from exc
-
-    columns = [str(c) for c in frame.columns]
-    frame.columns = pd.Index(columns)
-    target_column = _target_column(path, columns, target)
-    if frame.empty:
-        raise DatasetError(f"{path}: the file has a header but no data rows")
-    features = frame.drop(columns=[target_column])
-    if features.shape[1] == 0:
+def _load_table(table: RawTable, target: str | None, categorical: Collection[str]) -> Dataset:
+    path, names = table.path, list(table.columns)
+    target_column = _target_column(path, names, target)
+    features = [n for n in names if n != target_column]
+    if not features:
         raise DatasetError(f"{path}: no feature columns besides the target {target_column!r}")
-
-    labels = frame[target_column]
-    if bool(labels.isna().any()):
+    if unknown := sorted(set(categorical) - set(features)):
         raise DatasetError(
-            f"{path}: target column {target_column!r} has {int(labels.isna().sum())} missing values"
+            f"{path}: --categorical names {name_columns(unknown)}, not feature columns "
+            f"(they are: {name_columns(features)})"
         )
-    X = _numeric_features(path, features)
+    labels = read_labels(table, target_column)
+    columns = [type_column(path, table.columns[n], categorical=categorical) for n in features]
     try:
-        y, classes = encode_labels(labels.tolist())
+        y, classes = encode_labels(labels)
     except DatasetError as exc:
         raise DatasetError(f"{path}: target column {target_column!r}: {exc}") from exc
-    return Dataset(
-        name=path.name, source="csv", X=X, y=y, classes=classes, feature_names=list(features.columns)
-    )
+    return Dataset(name=path.name, source=table.format, columns=columns, y=y, classes=classes)
+
+
+def read_labels(table: RawTable, column: str) -> list[str]:
+    """The labels in ``column`` exactly as written; DatasetError naming the column, the count and
+    the first row if any cell is empty (the only missing label)."""
+    spelled = table.columns[column].spelled
+    missing = [i for i, label in enumerate(spelled) if label is None]
+    if missing:
+        raise DatasetError(
+            f"{table.path}: target column {column!r} has {len(missing)} missing values (empty cells), "
+            f"the first at row {missing[0] + 1}; label every row or drop the unlabelled ones"
+        )
+    return [label for label in spelled if label is not None]
 
 
 def _target_column(path: Path, columns: list[str], target: str | None) -> str:
     if target is not None:
         if target not in columns:
             raise DatasetError(
-                f"{path}: target column {target!r} not found; columns are: {_name_columns(columns)}"
+                f"{path}: target column {target!r} not found; columns are: {name_columns(columns)}"
             )
         return target
     if DEFAULT_TARGET in columns:
         return DEFAULT_TARGET
     raise DatasetError(
         f"{path}: no column named {DEFAULT_TARGET!r}; pass --target COLUMN "
-        f"(columns are: {_name_columns(columns)})"
+        f"(columns are: {name_columns(columns)})"
     )
-
-
-def _numeric_features(path: Path, features: Any) -> NDArray[np.float64]:
-    """Refuse what cannot be a model input as is: text or dates (no implicit encoding), NaN, inf."""
-    import pandas as pd
-
-    # Booleans are numeric to pandas and map cleanly to 0/1; anything else non-numeric needs a
-    # deliberate encoding the served model would also have to apply, so it is refused.
-    non_numeric = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
-    if non_numeric:
-        raise DatasetError(
-            f"{path}: non-numeric feature columns {_name_columns(non_numeric)}; "
-            "encode them as numbers first (no automatic encoding is applied)"
-        )
-    X = features.to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = ~np.isfinite(X)
-    if bad.any():
-        columns = [c for c, has_bad in zip(features.columns, bad.any(axis=0), strict=True) if has_bad]
-        raise DatasetError(
-            f"{path}: {int(bad.sum())} missing or infinite values in feature columns {_name_columns(columns)}"
-        )
-    return np.ascontiguousarray(X)
-
-
-def _name_columns(columns: Sequence[str]) -> str:
-    shown = ", ".join(repr(c) for c in columns[:_MAX_NAMED_COLUMNS])
-    more = len(columns) - _MAX_NAMED_COLUMNS
-    return f"{shown} and {more} more" if more > 0 else shown
 
 
 def encode_labels(labels: Sequence[object]) -> tuple[NDArray[np.int64], list[str]]:
     """Encode labels as indices into their sorted string forms; refuse a single class.
 
-    Labels are compared as ``str(label)``, so ``1`` and ``"1"`` are one class. When every label is a
-    number the order is numeric (``2`` before ``10``), otherwise lexicographic.
+    Labels are compared as ``str(label)``, so ``1`` and ``"1"`` are one class (a table's labels
+    are text already: ``"1"`` and ``"1.0"`` stay two). Labels that read as numbers sort by value
+    first (``2`` before ``10``; ``"001"`` before ``"1"`` at equal value), the others after them,
+    lexicographically.
     """
     as_text = [str(label) for label in labels]
     classes = sorted(set(as_text), key=_class_order)

@@ -6,7 +6,7 @@ numbers, lists and dicts, ready for ``manifest.json``. Nothing here fits, predic
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -75,13 +75,29 @@ def _roc_auc_ovr_macro(true: NDArray[np.int64], proba: NDArray[np.float64], labe
     return float(roc_auc_score(true, proba, multi_class="ovr", average="macro", labels=labels))
 
 
-def cv_summary(cv_results: Mapping[str, Any], best_index: int, param: str, n_folds: int) -> dict[str, Any]:
+def cv_summary(
+    cv_results: Mapping[str, Any],
+    best_index: int,
+    param: str | None,
+    n_folds: int,
+    *,
+    describe: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """The cross-validated search in manifest form, from a fitted ``GridSearchCV.cv_results_``.
 
-    ``param`` is the searched parameter's pipeline key (``clf__C``); the manifest calls it ``C``.
+    ``param`` is the one searched parameter's pipeline key (``clf__C``), which the manifest calls
+    ``C``; or ``describe`` turns each grid point's parameters into the manifest's names for them
+    (``{"model": "random_forest", "min_samples_leaf": 5}``).
     """
+
+    def named(params: Mapping[str, Any]) -> dict[str, Any]:
+        if describe is not None:
+            return describe(params)
+        assert param is not None
+        return {"C": float(params[param])}
+
     grid = [
-        {"C": float(params[param]), "mean": float(mean), "std": float(std)}
+        {**named(params), "mean": float(mean), "std": float(std)}
         for params, mean, std in zip(
             cv_results["params"], cv_results["mean_test_score"], cv_results["std_test_score"], strict=True
         )
@@ -91,6 +107,6 @@ def cv_summary(cv_results: Mapping[str, Any], best_index: int, param: str, n_fol
         "f1_macro_mean": best["mean"],
         "f1_macro_std": best["std"],
         "folds": n_folds,
-        "best_params": {"C": best["C"]},
+        "best_params": {k: v for k, v in best.items() if k not in ("mean", "std")},
         "grid": grid,
     }

@@ -1,8 +1,8 @@
 """The training pipeline: from a dataset to a verified, versioned artifact, or a refusal writing nothing.
 
-This module owns the pipeline (standard scaling, then logistic regression, multinomial or
-one-vs-rest), the hyperparameter search, the content-derived version and the assembly of the
-manifest. Loading data, metrics, ONNX export, the canary, the metric gate and the report live in
+This module owns the training run (options, the order of the steps), the content-derived version
+and the assembly of the manifest. The estimators and their search are :mod:`.models`'; loading
+data, metrics, ONNX export, the canary, the metric gate, the report and the staged write live in
 their own modules; the artifact format in :mod:`orchestrator.core.artifact`.
 
 Order matters: everything is computed in memory (fit, export, agreement check, metrics, gate), and
@@ -12,44 +12,38 @@ only a model that passed is staged in a temporary directory beside its destinati
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import platform
 import re
-import shutil
-import tempfile
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal, get_args
-
-import numpy as np
-from numpy.typing import NDArray
+from typing import Any, get_args
 
 import orchestrator
-from orchestrator.core.artifact.manifest import MODEL_FILE, Manifest
-from orchestrator.core.artifact.write import write_artifact
+from orchestrator.core.artifact.manifest import SCHEMA_VERSION, Column, Manifest
 from orchestrator.core.errors import ConfigError
 from orchestrator.core.names import check_model_name, is_valid_name
-from orchestrator.training import datasets, report
+from orchestrator.training import datasets, models, report
 from orchestrator.training.canary import synthetic_canary
 from orchestrator.training.evaluate import cv_summary, evaluate
-from orchestrator.training.export import OPSET, Exported, export
+from orchestrator.training.export import ML_OPSET, OPSET, Exported, export
 from orchestrator.training.gate import check_gate
+from orchestrator.training.models import C_GRID, MAX_ITER, ClassWeight, ModelChoice, Strategy
+from orchestrator.training.staging import write_staged
 
-__all__ = ["C_GRID", "Strategy", "TrainOptions", "TrainResult", "artifact_name", "content_version", "train"]
-
-Strategy = Literal["multinomial", "ovr"]
-# Regularisation strengths searched: four decades either side of sklearn's default C=1 covers
-# under- and over-fitting for standardised features, at five fits per fold (digits trains in ~1 s).
-C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
-# lbfgs on standardised features converges in well under 1,000 iterations on the built-in
-# datasets; a run that does not is recorded in the manifest (training.converged), not hidden.
-MAX_ITER = 1000
-_STEP = "classifier"
+__all__ = [
+    "C_GRID",
+    "ModelChoice",
+    "Strategy",
+    "TrainOptions",
+    "TrainResult",
+    "artifact_name",
+    "content_version",
+    "train",
+]
 
 
 @dataclass(frozen=True)
@@ -68,10 +62,23 @@ class TrainOptions:
     into place, so no unsigned copy of a signed version ever exists."""
     test_size: float = 0.25
     cv_folds: int = 5
+    model: ModelChoice = "logreg"
+    """``logreg`` (the default), ``random_forest``, ``hist_gradient_boosting``, or ``auto``: all
+    three compared in one cross-validated search."""
+    class_weight: ClassWeight = "none"
+    """``balanced``: classes weighted inversely to their frequency (recorded in the manifest)."""
+    categorical: tuple[str, ...] = field(default=())
+    """Columns read as text categories even when every value is a number (codes, zip codes)."""
 
     def __post_init__(self) -> None:
         if self.strategy not in get_args(Strategy):
             raise ConfigError(f"strategy {self.strategy!r}: use one of {', '.join(get_args(Strategy))}")
+        if self.model not in get_args(ModelChoice):
+            raise ConfigError(f"--model {self.model!r}: use one of {', '.join(get_args(ModelChoice))}")
+        if self.class_weight not in get_args(ClassWeight):
+            raise ConfigError(
+                f"--class-weight {self.class_weight!r}: use one of {', '.join(get_args(ClassWeight))}"
+            )
         if not 0.0 < self.test_size < 1.0:
             raise ConfigError(f"test_size {self.test_size}: must be between 0 and 1 (exclusive)")
         if self.cv_folds < 2:
@@ -93,31 +100,56 @@ class TrainResult:
 
 def train(opts: TrainOptions) -> TrainResult:
     """Fit, evaluate, gate, export and write one artifact; raise an OrchestratorError otherwise."""
-    dataset = datasets.load_dataset(opts.dataset, opts.target)
+    dataset = datasets.load_dataset(opts.dataset, opts.target, opts.categorical)
     name = artifact_name(opts, dataset)
     split = datasets.split(dataset, test_size=opts.test_size, seed=opts.seed, cv_folds=opts.cv_folds)
-    X_test, y_test = dataset.X[split.test], dataset.y[split.test]
+    y_test = dataset.y[split.test]
+    kinds = [c.kind for c in dataset.columns]
 
-    search = _search(dataset.X[split.train], dataset.y[split.train], opts)
-    exported = export(search.best_estimator_, X_test)
+    search = models.search(
+        dataset.features(split.train),
+        dataset.y[split.train],
+        kinds=kinds,
+        names=dataset.feature_names,
+        model=opts.model,
+        strategy=opts.strategy,
+        class_weight=opts.class_weight,
+        seed=opts.seed,
+        cv_folds=opts.cv_folds,
+    )
+    fitted = search.best_estimator_
+    columns = _columns(dataset, fitted)
+    exported = export(fitted, dataset.features(split.test), columns)
     # Metrics describe the model that is served: the ONNX outputs (whose labels equal sklearn's).
     metrics = evaluate(y_test, exported.labels, exported.probabilities, dataset.classes)
+    describe = models.describe if opts.model == "auto" else _describe(opts)
     metrics["cv"] = cv_summary(
-        search.cv_results_, int(search.best_index_), _param_key(opts.strategy), opts.cv_folds
+        search.cv_results_, int(search.best_index_), None, opts.cv_folds, describe=describe
     )
     check_gate(metrics, opts.min_f1_macro)
 
     fields = _manifest_fields(
-        opts=opts,
-        dataset=dataset,
-        split=split,
-        name=name,
-        pipeline=search.best_estimator_,
-        metrics=metrics,
-        exported=exported,
+        opts=opts, dataset=dataset, split=split, name=name, fitted=fitted, metrics=metrics, exported=exported
     )
-    path, manifest = _write(opts.out, fields, exported, y_test, signing_key=opts.signing_key)
+
+    def write_report(staging: Path) -> None:
+        report.write_report(staging, fields, y_test, exported.probabilities)
+
+    path, manifest = write_staged(
+        opts.out, fields, exported.model, extra=write_report, signing_key=opts.signing_key
+    )
     return TrainResult(path=path, manifest=manifest, signed=opts.signing_key is not None)
+
+
+def _columns(dataset: datasets.Dataset, fitted: Any) -> list[Column]:
+    """The manifest's columns: each feature's kind, and the categories one-hot encoded in training."""
+    categories: dict[str, list[str]] = {}
+    prepare = fitted.steps[0][1]
+    if dataset.layout == "columns":
+        encoder = prepare.named_transformers_["categorical"]
+        names = [c.name for c in dataset.columns if c.kind == "categorical"]
+        categories = {n: [str(v) for v in cats] for n, cats in zip(names, encoder.categories_, strict=True)}
+    return [Column(name=c.name, kind=c.kind, categories=categories.get(c.name, [])) for c in dataset.columns]
 
 
 def artifact_name(opts: TrainOptions, dataset: datasets.Dataset) -> str:
@@ -141,14 +173,17 @@ def content_version(opts: TrainOptions, dataset: datasets.Dataset) -> str:
     payload = {
         "data_sha256": dataset.sha256,
         "features": dataset.feature_names,
+        "kinds": [c.kind for c in dataset.columns],
         "classes": dataset.classes,
         "seed": opts.seed,
         "strategy": opts.strategy,
+        "model": opts.model,
+        "class_weight": opts.class_weight,
         "test_size": opts.test_size,
         "cv_folds": opts.cv_folds,
-        "grid": {"C": list(C_GRID)},
+        "grid": [{k: [repr(v) for v in vs] for k, vs in g.items()} for g in _grids(opts)],
         "max_iter": MAX_ITER,
-        "opset": OPSET,
+        "opset": [OPSET, ML_OPSET],
         "orchestrator": orchestrator.__version__,
         "scikit-learn": metadata.version("scikit-learn"),
         "skl2onnx": metadata.version("skl2onnx"),
@@ -157,49 +192,25 @@ def content_version(opts: TrainOptions, dataset: datasets.Dataset) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
-def _param_key(strategy: Strategy) -> str:
-    return f"{_STEP}__C" if strategy == "multinomial" else f"{_STEP}__estimator__C"
+def _grids(opts: TrainOptions) -> list[dict[str, list[Any]]]:
+    return models.grids(opts.model, opts.strategy, opts.class_weight, opts.seed)
 
 
-def _pipeline(strategy: Strategy) -> Any:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.multiclass import OneVsRestClassifier
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    # With more than two classes and the lbfgs solver, LogisticRegression fits the multinomial
-    # (softmax) model; sklearn 1.8+ has no multi_class parameter, so one-vs-rest is the wrapper.
-    logistic = LogisticRegression(max_iter=MAX_ITER)
-    classifier = logistic if strategy == "multinomial" else OneVsRestClassifier(logistic)
-    return Pipeline([("scale", StandardScaler()), (_STEP, classifier)])
+def _param_key(opts: TrainOptions) -> str:
+    if opts.model == "logreg":
+        return f"{models.STEP}__C" if opts.strategy == "multinomial" else f"{models.STEP}__estimator__C"
+    return next(iter(_grids(opts)[0]))
 
 
-def _search(X: NDArray[np.float64], y: NDArray[np.int64], opts: TrainOptions) -> Any:
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+def _describe(opts: TrainOptions) -> Any:
+    key = _param_key(opts)
+    short = "C" if opts.model == "logreg" else key.rsplit("__", 1)[-1]
 
-    search = GridSearchCV(
-        _pipeline(opts.strategy),
-        {_param_key(opts.strategy): list(C_GRID)},
-        scoring="f1_macro",
-        cv=StratifiedKFold(opts.cv_folds, shuffle=True, random_state=opts.seed),
-        # One process: the search is small, and worker start-up would cost more than it saves.
-        n_jobs=1,
-        # A failing fit is a bug to surface, not a grid point to score as NaN.
-        error_score="raise",
-    )
-    with warnings.catch_warnings():
-        # Extreme grid points may stop at max_iter; their CV score already reflects it, and the
-        # chosen model's convergence is recorded in the manifest instead of warned about per fit.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        search.fit(X, y)
-    return search
+    def describe(params: dict[str, Any]) -> dict[str, Any]:
+        value = params[key]
+        return {short: float(value) if isinstance(value, float) else value}
 
-
-def _converged(pipeline: Any) -> bool:
-    classifier = pipeline.steps[-1][1]
-    estimators = getattr(classifier, "estimators_", [classifier])
-    return all(int(np.max(e.n_iter_)) < MAX_ITER for e in estimators)
+    return describe
 
 
 def _framework() -> dict[str, str]:
@@ -217,7 +228,7 @@ def _manifest_fields(
     dataset: datasets.Dataset,
     split: datasets.Split,
     name: str,
-    pipeline: Any,
+    fitted: Any,
     metrics: dict[str, Any],
     exported: Exported,
 ) -> dict[str, Any]:
@@ -234,76 +245,52 @@ def _manifest_fields(
     if dataset.source == "builtin":
         # Rows of the dataset as sklearn ships it, so anyone can recompute the test metrics.
         split_fields["test_indices"] = split.test.tolist()
-    estimator = (
-        "LogisticRegression" if opts.strategy == "multinomial" else "OneVsRestClassifier(LogisticRegression)"
-    )
     return {
+        "schema_version": SCHEMA_VERSION,
         "name": name,
         "version": content_version(opts, dataset),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "framework": _framework(),
-        "features": {"names": dataset.feature_names, "count": len(dataset.feature_names)},
+        "features": {
+            "names": dataset.feature_names,
+            "count": len(dataset.feature_names),
+            "layout": dataset.layout,
+            "columns": [c.model_dump() for c in exported.columns],
+        },
         "classes": dataset.classes,
         "split": split_fields,
         "training": {
+            "model": opts.model,
+            "chosen": models.model_name(fitted.steps[-1][1]),
             "strategy": opts.strategy,
-            "estimator": f"StandardScaler + {estimator}",
+            "class_weight": opts.class_weight,
+            "estimator": models.estimator_text(fitted),
             "cv_folds": opts.cv_folds,
             "scoring": "f1_macro",
-            "grid": {"C": list(C_GRID)},
+            "grid": _grid_record(opts),
             "best_params": metrics["cv"]["best_params"],
             "max_iter": MAX_ITER,
-            "converged": _converged(pipeline),
+            "converged": models.converged(fitted),
         },
         "metrics": metrics,
         "export": exported.info,
-        "canary": synthetic_canary(dataset, split.train, exported.model),
+        "canary": synthetic_canary(
+            dataset.columns, dataset.y, split.train, dataset.classes, exported.model, exported.columns
+        ),
     }
 
 
-def _write(
-    out: Path,
-    fields: dict[str, Any],
-    exported: Exported,
-    y_test: NDArray[np.int64],
-    *,
-    signing_key: Path | None = None,
-) -> tuple[Path, Manifest]:
-    created = _make_dirs(out)
-    # Staged inside `out` so the final move is a rename on one filesystem; the dot keeps it out
-    # of listings of artifact names.
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
-    try:
-        # mkdtemp makes the directory private (0700); the artifact is meant to be read by others
-        # (a serving user, a sync job), like any directory mkdir would create.
-        staging.chmod(0o755)
-        (staging / MODEL_FILE).write_bytes(exported.model)
-        report.write_report(staging, fields, y_test, exported.probabilities)
-        sign = None
-        if signing_key is not None:
-            from orchestrator.core.artifact.signing import sign_artifact
-
-            key = signing_key
-
-            def sign(root: Path) -> None:
-                sign_artifact(root, key)
-
-        return write_artifact(staging, fields, out, sign=sign)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        for directory in created:
-            _remove_if_empty(directory)
-        raise
-
-
-def _make_dirs(path: Path) -> list[Path]:
-    """mkdir -p, returning the directories it created, deepest first (for cleanup on failure)."""
-    missing = [p for p in (path, *path.parents) if not p.exists()]
-    path.mkdir(parents=True, exist_ok=True)
-    return missing
-
-
-def _remove_if_empty(directory: Path) -> None:
-    # Not empty means something else wrote there meanwhile: leave it.
-    with contextlib.suppress(OSError):
-        directory.rmdir()
+def _grid_record(opts: TrainOptions) -> dict[str, Any]:
+    """The searched values in the manifest: ``{"C": [...]}`` for logistic regression (as before),
+    per model for ``auto``."""
+    if opts.model == "logreg":
+        return {"C": list(C_GRID)}
+    if opts.model == "random_forest":
+        return {k: list(v) for k, v in models.FOREST_GRID.items()}
+    if opts.model == "hist_gradient_boosting":
+        return {k: list(v) for k, v in models.HIST_GRID.items()}
+    return {
+        "logreg": {"C": list(C_GRID)},
+        "random_forest": {k: list(v) for k, v in models.FOREST_GRID.items()},
+        "hist_gradient_boosting": {k: list(v) for k, v in models.HIST_GRID.items()},
+    }

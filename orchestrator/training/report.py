@@ -53,16 +53,29 @@ def write_report(
 
 
 def render_markdown(manifest_fields: Mapping[str, Any]) -> str:
+    """report.md for a manifest-to-be: the data, the model, the test-set metrics, per class, the
+    cross-validated search (train) or the packaging check (package), and the plots."""
     m = manifest_fields
     metrics, split, training = m["metrics"], m["split"], m["training"]
-    cv = metrics["cv"]
-    lines = [
-        f"# {m['name']} {m['version']}",
-        "",
-        f"Dataset `{split['dataset']}`: {m['features']['count']} features, {len(m['classes'])} classes; "
-        f"{split['n_train']} training rows, {split['n_test']} test rows (stratified, seed {split['seed']}).",
-        f"Model: {training['estimator']}, C = {cv['best_params']['C']:g} chosen by "
-        f"{cv['folds']}-fold stratified cross-validation on macro F1.",
+    cv = metrics.get("cv")
+    lines = [f"# {m['name']} {m['version']}", ""]
+    if cv is not None:
+        weights = " with balanced class weights" if training.get("class_weight") == "balanced" else ""
+        lines += [
+            f"Dataset `{split['dataset']}`: {m['features']['count']} features, {len(m['classes'])} classes; "
+            f"{split['n_train']} training rows, {split['n_test']} test rows "
+            f"(stratified, seed {split['seed']}).",
+            f"Model: {training['estimator']}{weights}, {_params(cv['best_params'])} chosen by "
+            f"{cv['folds']}-fold stratified cross-validation on macro F1.",
+        ]
+    else:
+        lines += [
+            f"Packaged model: {training['estimator']} ({training['source_format']}), "
+            f"{m['features']['count']} features, {len(m['classes'])} classes.",
+            f"Evaluated on `{split['dataset']}`: {split['n_test']} rows, labels in column "
+            f"`{split['target']}`.",
+        ]
+    lines += [
         "",
         "## Test-set metrics",
         "",
@@ -76,14 +89,26 @@ def render_markdown(manifest_fields: Mapping[str, Any]) -> str:
         "|---|---:|---:|---:|---:|",
         *(_per_class_row(name, row) for name, row in metrics["per_class"].items()),
         "",
-        "## Cross-validation (macro F1)",
-        "",
-        f"Best: {_num(cv['f1_macro_mean'])} ± {_num(cv['f1_macro_std'])} at C = {cv['best_params']['C']:g}.",
-        "",
-        "| C | Mean | Std |",
-        "|---:|---:|---:|",
-        *(f"| {row['C']:g} | {_num(row['mean'])} | {_num(row['std'])} |" for row in cv["grid"]),
-        "",
+    ]
+    if cv is not None:
+        keys = [k for k in cv["grid"][0] if k not in ("mean", "std")]
+        lines += [
+            "## Cross-validation (macro F1)",
+            "",
+            f"Best: {_num(cv['f1_macro_mean'])} ± {_num(cv['f1_macro_std'])} "
+            f"at {_params(cv['best_params'])}.",
+            "",
+            "| " + " | ".join([*keys, "Mean", "Std"]) + " |",
+            "|" + "---:|" * (len(keys) + 2),
+            *(
+                "| "
+                + " | ".join([*(_value(row.get(k)) for k in keys), _num(row["mean"]), _num(row["std"])])
+                + " |"
+                for row in cv["grid"]
+            ),
+            "",
+        ]
+    lines += [
         "## Plots",
         "",
         f"![Confusion matrix]({CONFUSION_PNG})",
@@ -92,6 +117,16 @@ def render_markdown(manifest_fields: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _value(value: object) -> str:
+    if value is None:
+        return ""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _params(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} = {_value(v)}" for k, v in params.items())
 
 
 def _per_class_row(name: str, row: Mapping[str, Any]) -> str:

@@ -124,20 +124,19 @@ BAD_INPUTS = {
         lambda tmp: ["--dataset", _csv(tmp, "d.csv", "x,y,target\n" + _rows(40, lambda i: "only"))],
         ["single class 'only'"],
     ),
-    "non-numeric feature": (
-        lambda tmp: [
-            "--dataset",
-            _csv(tmp, "d.csv", "x,colour,target\n" + "".join(f"{i},red,{i % 2}\n" for i in range(40))),
-        ],
-        ["non-numeric feature columns 'colour'"],
+    # Issue 15: text columns are categories now and blanks are imputed; what stays refused is a
+    # column mixing numbers and text, an infinite number, and a missing label, each with its row.
+    "column mixing numbers and text": (
+        lambda tmp: ["--dataset", _csv(tmp, "d.csv", "x,y,target\n" + _rows(40) + "forty,1,a\n")],
+        ["column 'x' mixes numbers and text", "row 41", "'forty'", "--categorical x"],
     ),
-    "NaN": (
-        lambda tmp: ["--dataset", _csv(tmp, "d.csv", "x,y,target\n" + _rows(40) + "1,,a\n")],
-        ["missing or infinite", "'y'"],
+    "missing label": (
+        lambda tmp: ["--dataset", _csv(tmp, "d.csv", "x,y,target\n" + _rows(40) + "1,1,\n")],
+        ["target column 'target' has 1 missing values", "row 41"],
     ),
     "infinity": (
         lambda tmp: ["--dataset", _csv(tmp, "d.csv", "x,y,target\n" + _rows(40) + "inf,1,a\n")],
-        ["missing or infinite", "'x'"],
+        ["column 'x' row 41", "'inf'", "infinite"],
     ),
     "too few rows per class": (
         lambda tmp: ["--dataset", _csv(tmp, "d.csv", "x,y,target\n" + _rows(40) + "1,1,c\n2,2,c\n")],

@@ -336,7 +336,7 @@ def test_export_disagreeing_with_sklearn_is_refused(monkeypatch):
     [
         ("mnist", None, "unknown dataset 'mnist': use one of iris, wine, digits"),
         ("missing/data.csv", None, "dataset file not found"),
-        ("iris", "species", "--target applies to CSV files only"),
+        ("iris", "species", "--target applies to CSV and Parquet files only"),
     ],
 )
 def test_bad_dataset_names(spec, target, message):

@@ -35,8 +35,10 @@ __all__ = [
     "MAX_MANIFEST_BYTES",
     "MODEL_FILE",
     "RESERVED_NAMES",
+    "SCHEMA_VERSION",
     "SIGNATURE_NAME",
     "Canary",
+    "Column",
     "Features",
     "FileEntry",
     "Manifest",
@@ -52,7 +54,10 @@ MODEL_FILE = "model.onnx"
 SIGNATURE_NAME = "model.sig"
 # Names a manifest entry may not take: the manifest itself and the signature.
 RESERVED_NAMES = frozenset({MANIFEST_NAME, SIGNATURE_NAME})
-SCHEMA_VERSION = 1
+# 2 (issue 15): features describe their columns (kind, categories, ONNX input) and the input
+# layout; canary rows of a "columns" model are objects keyed by column. Version 1 manifests (no
+# columns) read as an all-numeric "matrix" model, exactly what they were.
+SCHEMA_VERSION = 2
 # A manifest is read whole into memory before anything else is trusted. Ours are about 40 kB
 # (digits, with 450 test indices and a 10x10 confusion matrix); 4 MiB is a hundred times that and
 # still bounds what a hostile one can make the endpoint parse.
@@ -63,6 +68,11 @@ MAX_FILES = 1000
 MAX_CANARY_ROWS = 100
 MAX_CLASSES = 10_000
 MAX_FEATURES = 100_000
+# Categories recorded per categorical column (what the endpoint counts unknown values against):
+# one-hot encoding beyond this many is not a model this project trains or packages sensibly.
+MAX_CATEGORIES = 10_000
+# A feature or category name: one line of at most this many characters (a label's bound too).
+MAX_NAME = 256
 # A path segment: a letter, digit or '_' first (so no '.', '..', hidden or reserved '.~' names),
 # then letters, digits, '.', '_', '+', '-'; 8 levels deep. At most 200 characters: a download is
 # written beside its file as '.<name>.<8 random>.part', which must still fit a file name (255).
@@ -116,17 +126,73 @@ class FileEntry(_Frozen):
         return check_entry_path(value)
 
 
+ColumnKind = Literal["numeric", "categorical"]
+Layout = Literal["matrix", "columns"]
+
+
+class Column(_Frozen):
+    """One input column of the model, in the order of ``Features.names``.
+
+    ``numeric`` columns take numbers (float64; missing = NaN, imputed inside the graph),
+    ``categorical`` columns take text (missing = the empty string; a value outside ``categories``
+    is an unknown category, which the graph's one-hot encoder ignores and the endpoint counts).
+    ``input`` is the ONNX graph input that receives the column in the ``columns`` layout (the name
+    sanitised to a valid ONNX name), None in the ``matrix`` layout.
+    """
+
+    name: str = Field(min_length=1, max_length=MAX_NAME)
+    kind: ColumnKind = "numeric"
+    input: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
+    categories: list[str] = Field(default_factory=list, max_length=MAX_CATEGORIES)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Column:
+        if self.kind == "numeric" and self.categories:
+            raise ValueError(f"column {self.name!r} is numeric but lists categories")
+        if len(set(self.categories)) != len(self.categories):
+            raise ValueError(f"column {self.name!r}: categories must be distinct")
+        return self
+
+
 class Features(_Frozen):
-    """The model's input: ``count`` features per row, named (in order) or not (``names`` empty)."""
+    """The model's input: ``count`` features per row, named (in order) or not (``names`` empty).
+
+    ``layout`` is how the ONNX graph takes them: ``matrix`` (one float64 input ``input`` of shape
+    ``[N, count]``: every column numeric, the only layout of schema 1) or ``columns`` (one input per
+    column, ``[N, 1]``, float64 for numeric and string for categorical columns, named by
+    ``columns[i].input``). ``columns`` is empty only for a schema 1 manifest (all numeric).
+    """
 
     names: list[str] = Field(max_length=MAX_FEATURES)
     count: int = Field(ge=1, le=MAX_FEATURES)
+    layout: Layout = "matrix"
+    columns: list[Column] = Field(default_factory=list, max_length=MAX_FEATURES)
 
     @model_validator(mode="after")
     def _consistent(self) -> Features:
         if self.names and len(self.names) != self.count:
             raise ValueError(f"{len(self.names)} feature names for count {self.count}")
+        if len(set(self.names)) != len(self.names):
+            raise ValueError("feature names must be distinct")
+        if not self.columns:
+            if self.layout == "columns":
+                raise ValueError("the columns layout needs features.columns")
+            return self
+        if [c.name for c in self.columns] != self.names:
+            raise ValueError("features.columns must name the features in the order of features.names")
+        if self.layout == "matrix":
+            if any(c.kind != "numeric" or c.input is not None for c in self.columns):
+                raise ValueError("the matrix layout takes numeric columns only, without per-column inputs")
+        else:
+            inputs = [c.input for c in self.columns]
+            if None in inputs or len(set(inputs)) != len(inputs):
+                raise ValueError("the columns layout needs one distinct ONNX input per column")
         return self
+
+    @property
+    def kinds(self) -> list[ColumnKind]:
+        """Each feature's kind, in order (all numeric for a schema 1 manifest)."""
+        return [c.kind for c in self.columns] if self.columns else ["numeric"] * self.count
 
 
 def _finite(rows: list[list[float]], what: str) -> None:
@@ -138,12 +204,14 @@ def _finite(rows: list[list[float]], what: str) -> None:
 class Canary(_Frozen):
     """Rows with the outputs the model must give for them; health checks replay them.
 
-    Never empty, rectangular, finite, one label and one probability row per instance. That the
-    labels cover at least two classes, that every row has ``features.count`` values and every
-    probability row one value per class, is checked by :class:`Manifest`, which knows both.
+    Never empty, one label and one probability row per instance, probabilities finite. An instance
+    is a row of ``features.count`` finite numbers in the ``matrix`` layout, and an object keyed by
+    every column name in the ``columns`` layout (numbers for numeric columns, text for categorical
+    ones, null for a missing value): what a client of the endpoint sends. :class:`Manifest`, which
+    knows the layout, the columns and the classes, checks the instances' shape and the labels.
     """
 
-    instances: list[list[float]] = Field(min_length=1, max_length=MAX_CANARY_ROWS)
+    instances: list[Any] = Field(min_length=1, max_length=MAX_CANARY_ROWS)
     labels: list[str]
     probabilities: list[list[float]]
 
@@ -155,9 +223,35 @@ class Canary(_Frozen):
                 f"{n} instances, {len(self.labels)} labels and {len(self.probabilities)} probability "
                 "rows: one of each per row"
             )
-        _finite(self.instances, "instances")
         _finite(self.probabilities, "probabilities")
         return self
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_instances(instances: list[Any], features: Features) -> None:
+    """ValueError naming the first canary row that is not what a client would send."""
+    if features.layout == "matrix":
+        for i, row in enumerate(instances):
+            if not isinstance(row, list) or len(row) != features.count:
+                raise ValueError(f"canary: every instance must have {features.count} features")
+            if not all(_is_number(v) for v in row):
+                raise ValueError(f"canary: instances row {i} holds a value that is not a finite number")
+        return
+    names = set(features.names)
+    for i, row in enumerate(instances):
+        if not isinstance(row, dict) or set(row) != names:
+            raise ValueError(f"canary: instance {i} must be an object keyed by exactly the feature names")
+        for column in features.columns:
+            value = row[column.name]
+            ok = _is_number(value) if column.kind == "numeric" else isinstance(value, str)
+            if value is not None and not ok:
+                raise ValueError(
+                    f"canary: instance {i} column {column.name!r} must be "
+                    f"{'a finite number' if column.kind == 'numeric' else 'text'} or null"
+                )
 
 
 class Manifest(BaseModel):
@@ -165,7 +259,7 @@ class Manifest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    schema_version: int = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = 2
     name: str = Field(pattern=NAME_PATTERN)
     version: str = Field(pattern=NAME_PATTERN)
     created_at: str
@@ -210,9 +304,10 @@ class Manifest(BaseModel):
                     raise ValueError(f"files: {entry.path!r} lies under another listed file")
         if self.model_file.casefold() not in seen:
             raise ValueError(f"files does not list the model file {self.model_file!r}")
-        canary, width, classes = self.canary, self.features.count, set(self.classes)
-        if any(len(row) != width for row in canary.instances):
-            raise ValueError(f"canary: every instance must have {width} features")
+        canary, classes = self.canary, set(self.classes)
+        if self.schema_version == 1 and (self.features.columns or self.features.layout != "matrix"):
+            raise ValueError("schema_version 1 describes no feature columns: write schema_version 2")
+        _check_instances(canary.instances, self.features)
         if any(len(row) != len(self.classes) for row in canary.probabilities):
             raise ValueError(f"canary: every probability row must have {len(self.classes)} values")
         if unknown := sorted(set(canary.labels) - classes):
