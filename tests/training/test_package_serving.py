@@ -17,9 +17,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from orchestrator.training.packaging.package import PackageOptions, package
 from orchestrator.demo.processes import start_endpoint
 from orchestrator.publish.sync import sync_artifact
+from orchestrator.training.packaging.package import PackageOptions, package
 from tests.publish.conftest import target
 
 pytestmark = pytest.mark.emulator

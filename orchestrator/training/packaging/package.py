@@ -36,11 +36,11 @@ import orchestrator
 from orchestrator.core.artifact.manifest import SCHEMA_VERSION, Column, Manifest
 from orchestrator.core.errors import ArtifactError, ConfigError
 from orchestrator.core.names import check_model_name, is_valid_name
-from orchestrator.training.packaging import checks
 from orchestrator.training import report
 from orchestrator.training.canary import synthetic_canary
 from orchestrator.training.evaluate import evaluate
 from orchestrator.training.export import MAX_PROBABILITY_DIFF, OnnxModel, agreement, export, input_name
+from orchestrator.training.packaging import checks
 from orchestrator.training.staging import write_staged
 from orchestrator.training.tables import (
     DatasetError,
