@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from orchestrator.cli import app
-from orchestrator.render.output import console, emit_json
+from orchestrator.render.artifact import artifact_written
+from orchestrator.render.output import console
 
 if TYPE_CHECKING:
     from orchestrator.training.packaging.package import PackageResult
@@ -96,23 +97,15 @@ def package(
             signing_key=signing_key,
         )
     )
-    path = result.path.resolve()
     manifest = result.manifest
-    if json_output:
-        emit_json(
-            {
-                "path": str(path),
-                "name": manifest.name,
-                "version": manifest.version,
-                "export": manifest.export,
-                "metrics": manifest.metrics,
-                "signed": result.signed,
-            }
-        )
-        return
-    _print_summary(result)
-    # Plain, unwrapped and last, so `path=$(orchestrator package ... | tail -n1)` works.
-    typer.echo(str(path))
+    artifact_written(
+        result.path,
+        manifest,
+        signed=result.signed,
+        json_output=json_output,
+        summary=lambda: _print_summary(result),
+        extra={"export": manifest.export},
+    )
 
 
 def _print_summary(result: PackageResult) -> None:

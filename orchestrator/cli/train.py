@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 from orchestrator.cli import app
-from orchestrator.render.output import console, emit_json
+from orchestrator.render.artifact import artifact_written
+from orchestrator.render.output import console
 
 if TYPE_CHECKING:
     from orchestrator.training.pipeline import TrainResult
@@ -97,22 +98,13 @@ def train(
         signing_key=signing_key,
     )
     result = run_training(options)
-    path = result.path.resolve()
-    manifest = result.manifest
-    if json_output:
-        emit_json(
-            {
-                "path": str(path),
-                "name": manifest.name,
-                "version": manifest.version,
-                "metrics": manifest.metrics,
-                "signed": result.signed,
-            }
-        )
-        return
-    _print_summary(result)
-    # Plain, unwrapped and last, so `path=$(orchestrator train ... | tail -n1)` works.
-    typer.echo(str(path))
+    artifact_written(
+        result.path,
+        result.manifest,
+        signed=result.signed,
+        json_output=json_output,
+        summary=lambda: _print_summary(result),
+    )
 
 
 def _print_summary(result: TrainResult) -> None:
