@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.core.artifact.manifest import Manifest
 from orchestrator.render.output import emit_json
+
+if TYPE_CHECKING:  # the manifest's module loads pydantic: not for `orchestrator --help`
+    from orchestrator.core.artifact.manifest import Manifest
 
 __all__ = ["artifact_written"]
 
