@@ -131,10 +131,12 @@ class ObjectStoreStateStore(OptimisticDocument):
         busy_timeout: float = BUSY_TIMEOUT,
         clock: Callable[[], float] = time.time,
         retry: RetryPolicy | None = None,
+        commit_attempts: int = COMMIT_ATTEMPTS,
     ) -> ObjectStoreStateStore:
         """Open the state document at ``location`` (``s3://``, ``gs://`` or ``az://``; see
         :func:`split_location`) with storage ``settings`` (their timeouts capped by
-        :data:`STATE_SETTINGS`) and ``retry`` (default :data:`STATE_RETRY`). Sends no request:
+        :data:`STATE_SETTINGS`) and ``retry`` (default :data:`STATE_RETRY`); ``busy_timeout`` and
+        ``commit_attempts`` bound the replays of a lost race (:class:`OptimisticDocument`). Sends no request:
         the bucket must exist, and the document is created by the first write."""
         if location is None:
             raise ConfigError("object-storage state needs a location (s3://, gs:// or az://)")
@@ -143,7 +145,7 @@ class ObjectStoreStateStore(OptimisticDocument):
         for name, cap in STATE_SETTINGS.items():
             capped[name] = str(min(float(capped.get(name, cap)), cap))
         storage = open_storage(uri, settings=capped, retry=retry or STATE_RETRY)
-        return cls(storage, key, busy_timeout=busy_timeout, clock=clock)
+        return cls(storage, key, busy_timeout=busy_timeout, clock=clock, commit_attempts=commit_attempts)
 
     # --- flips ---------------------------------------------------------------------------
 

@@ -13,10 +13,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from orchestrator.control.store import ObjectStoreStateStore, StateStore, open_state
+from orchestrator.control.store.base import BUSY_TIMEOUT
 from orchestrator.core.storage import NO_WAIT_RETRY, open_storage
 from orchestrator.demo.emulators import Emulator
 
@@ -35,6 +37,10 @@ GCS_IGNORES_PRECONDITIONS = (
     "tests/control/store/test_objectstore.py checks that every commit sends it, against a recording server "
     "that answers as GCS does"
 )
+
+# Concurrency tests assert that racing writers lose nothing; a command's own budget (5 s, 20
+# replays) can run out on a machine busy with other work, which says nothing about correctness.
+PATIENT: dict[str, Any] = {"busy_timeout": 120.0, "commit_attempts": 1000}
 
 
 class FakeClock:
@@ -61,19 +67,25 @@ class StateBackend:
     def enforces_preconditions(self) -> bool:
         return self.name != "gcs"
 
-    def open(self, clock: Callable[[], float] | None = None) -> StateStore:
+    def open(self, clock: Callable[[], float] | None = None, *, patient: bool = False) -> StateStore:
         """Another store on this test's state. Object stores get a storage that retries transient
-        errors without sleeping; SQLite ignores that."""
+        errors without sleeping; SQLite ignores that. ``patient``: wait and replay far longer than
+        a command would (:data:`PATIENT`), for tests that assert what concurrent writers end
+        with, not how long they take on a loaded machine."""
         clock = clock or time.time
+        budget = PATIENT if patient else {}
         store: StateStore
         if self.name == "sqlite":
-            store = open_state(self.location, clock=clock)
+            wait = budget.get("busy_timeout", BUSY_TIMEOUT)
+            store = open_state(self.location, clock=clock, busy_timeout=wait)
         elif self.name == "local":
             # open_state sends file:// to SQLite, so the object store is built by hand here.
-            store = ObjectStoreStateStore(open_storage(self.location, retry=NO_WAIT_RETRY), clock=clock)
+            store = ObjectStoreStateStore(
+                open_storage(self.location, retry=NO_WAIT_RETRY), clock=clock, **budget
+            )
         else:
             store = ObjectStoreStateStore.open(
-                self.location, settings=self.settings, retry=NO_WAIT_RETRY, clock=clock
+                self.location, settings=self.settings, retry=NO_WAIT_RETRY, clock=clock, **budget
             )
         self.opened.append(store)
         return store

@@ -49,7 +49,7 @@ from orchestrator.control.types import Flip, HealthState
 from orchestrator.core.errors import ConfigError, NotFound, StorageError, TransientError
 from orchestrator.core.storage import NO_RETRY, NO_WAIT_RETRY, open_storage
 from orchestrator.demo.emulators import Azurite, MotoServer, closed_port
-from tests.control.store.conftest import GCS_IGNORES_PRECONDITIONS, FakeClock, StateBackend
+from tests.control.store.conftest import GCS_IGNORES_PRECONDITIONS, PATIENT, FakeClock, StateBackend
 
 H, U, X = HealthState.HEALTHY, HealthState.UNHEALTHY, HealthState.DRAINED
 
@@ -605,7 +605,7 @@ def _write_rounds(store: StateStore, worker: int) -> None:
 
 def _process_writer(location: str, settings: dict[str, str], worker: int, start: Any, results: Any) -> None:
     start.wait()
-    with open_state(location, settings=settings) as store:
+    with ObjectStoreStateStore.open(location, settings=settings, **PATIENT) as store:
         _write_rounds(store, worker)
         assert isinstance(store, ObjectStoreStateStore)
         results.put(dict(store.stats))
@@ -649,7 +649,7 @@ CONCURRENT = [
 
 @pytest.mark.parametrize("state_backend", CONCURRENT, indirect=True)
 def test_concurrent_threads_lose_no_writes(state_backend: StateBackend) -> None:
-    stores = [state_backend.open() for _ in range(WRITERS)]  # one store per "command"
+    stores = [state_backend.open(patient=True) for _ in range(WRITERS)]  # one store per "command"
     barrier = threading.Barrier(WRITERS)
     errors: list[BaseException] = []
 
