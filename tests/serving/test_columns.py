@@ -279,3 +279,56 @@ def test_the_health_probe_checks_a_columns_endpoint_with_its_canary(mixed_endpoi
             return await probe(c, "aws", mixed_endpoint.url, wrong, timeout_s=30)
 
     assert asyncio.run(run_wrong()).verdict is Verdict.FAIL
+
+
+def _copy_with(mixed_model: TrainResult, tmp_path, edit) -> object:
+    import json
+    import shutil
+
+    copy = tmp_path / "artifact"
+    shutil.copytree(mixed_model.path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    edit(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def _rename_input(manifest):
+    manifest["features"]["columns"][1]["input"] = "area"
+
+
+def _numeric_region(manifest):
+    column = manifest["features"]["columns"][1]
+    column["kind"], column["categories"] = "numeric", []
+    for row in manifest["canary"]["instances"]:
+        row["region"] = 1.0
+
+
+def _as_matrix(manifest):
+    manifest["features"]["layout"] = "matrix"
+    manifest["features"]["columns"] = []
+    manifest["canary"]["instances"] = [[1.0, 2.0, 3.0, 4.0] for _ in manifest["canary"]["instances"]]
+
+
+def _wrong_canary_label(manifest):
+    labels = manifest["canary"]["labels"]
+    manifest["canary"]["labels"] = labels[1:] + labels[:1] if len(set(labels)) > 1 else labels
+    assert manifest["canary"]["labels"] != labels
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_rename_input, "model inputs are"),  # the manifest names an input the graph lacks
+        (_numeric_region, "must be a tensor(double)"),  # the graph takes text where the manifest says numbers
+        (_as_matrix, "exactly one input named 'input'"),  # a columns graph described as a matrix
+        (_wrong_canary_label, "canary labels"),  # the object canary is really replayed
+    ],
+)
+def test_a_columns_artifact_that_disagrees_with_its_graph_is_refused(mixed_model, tmp_path, edit, message):
+    from orchestrator.core.errors import ArtifactError
+    from serving.model import load_verified
+
+    load_verified(mixed_model.path)  # the artifact as written loads
+    with pytest.raises(ArtifactError, match=re.escape(message)):
+        load_verified(_copy_with(mixed_model, tmp_path, edit))
