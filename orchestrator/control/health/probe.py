@@ -303,7 +303,8 @@ def own_canary(model: Mapping[str, Any], slo: float, served: str) -> Expectation
         )
     ):
         raise BadAnswer(
-            "/v1/model reports a canary that is not rows (of numbers, or objects keyed by column) and labels",
+            "/v1/model reports a canary that is not rows of numbers and labels (or objects keyed "
+            "by column of numbers, text and nulls)",
             served=served,
         )
     return Expectation(None, instances, labels, probabilities, slo)
