@@ -332,3 +332,28 @@ def test_a_columns_artifact_that_disagrees_with_its_graph_is_refused(mixed_model
     load_verified(mixed_model.path)  # the artifact as written loads
     with pytest.raises(ArtifactError, match=re.escape(message)):
         load_verified(_copy_with(mixed_model, tmp_path, edit))
+
+
+def test_concurrent_object_rows_in_one_tick_share_one_model_call(mixed_model):
+    """The micro-batcher concatenates ColumnBatches column by column, and splits the outputs back."""
+    import asyncio
+
+    from serving.batching import MicroBatcher
+    from serving.columns import canary_batch
+    from serving.model import load_verified
+
+    predictor = load_verified(mixed_model.path)
+    instances = mixed_model.manifest.canary.instances
+    columns = mixed_model.manifest.features.columns
+    batcher = MicroBatcher()
+
+    async def fire():
+        return await asyncio.gather(
+            *(batcher.predict(predictor, canary_batch([row], columns)) for row in instances)
+        )
+
+    results = asyncio.run(fire())
+    assert batcher.calls == 1
+    assert [predictor.classes[label[0]] for label, _ in results] == mixed_model.manifest.canary.labels
+    for (_, proba), want in zip(results, mixed_model.manifest.canary.probabilities, strict=True):
+        np.testing.assert_allclose(proba[0], want, atol=1e-9)
