@@ -19,6 +19,8 @@ A missing or extra column, or a value of the wrong type, is an :class:`~serving.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -143,12 +145,57 @@ class _ObjectsRequest(msgspec.Struct, forbid_unknown_fields=False):
 _objects_decoder = msgspec.json.Decoder(_ObjectsRequest)
 
 
+@functools.lru_cache(maxsize=8)  # the model served, and the one before it during a reload
+def _typed_decoder(kinds: tuple[tuple[str, str], ...]) -> msgspec.json.Decoder[Any]:
+    """A decoder of ``{"instances": [...]}`` whose rows are structs with exactly the columns, typed
+    by kind: msgspec checks every value in C, with no Python object per row beyond the struct."""
+    fields = [
+        (f"c{i}", float | None if kind == "numeric" else str | None, msgspec.field(name=name))
+        for i, (name, kind) in enumerate(kinds)
+    ]
+    row = msgspec.defstruct("Row", fields, forbid_unknown_fields=True)
+    return msgspec.json.Decoder(msgspec.defstruct("Request", [("instances", list[row])]))  # type: ignore[valid-type]
+
+
+def _decode_typed(body: bytes, columns: Sequence[Column]) -> ColumnBatch | None:
+    """The fast path: the body decoded straight into typed rows and then columns; None if anything
+    is wrong (the exact path then words the error)."""
+    decoder = _typed_decoder(tuple((c.name, c.kind) for c in columns))
+    try:
+        rows = decoder.decode(body).instances
+    except Exception:  # msgspec's errors: the exact path says the same, in the contract's words
+        return None
+    if not 0 < len(rows) <= MAX_ROWS:
+        return None
+    feeds: dict[str, Array] = {}
+    for i, column in enumerate(columns):
+        values = list(map(operator.attrgetter(f"c{i}"), rows))
+        if column.kind == "numeric":
+            array = np.array(values, dtype=np.float64)  # None becomes NaN
+            if np.isinf(array).any():
+                return None
+            feeds[str(column.input)] = array.reshape(-1, 1)
+        else:
+            if None in values:
+                values = ["" if v is None else v for v in values]
+            array = np.empty((len(values), 1), dtype=object)
+            array[:, 0] = values
+            feeds[str(column.input)] = array
+    return ColumnBatch(feeds, len(rows))
+
+
 def decode_columns_request(body: bytes, columns: Sequence[Column]) -> ColumnBatch:
     """Decode a ``POST /v1/predict`` (KServe V1) body for a ``columns`` model:
-    ``{"instances": [{column: value, ...}, ...]}``. InputError (always 4xx) otherwise."""
+    ``{"instances": [{column: value, ...}, ...]}``. InputError (always 4xx) otherwise.
+
+    A typed msgspec decoder takes valid bodies (measured on 1,000 rows of 4 columns: see
+    ``benchmarks/serving_columns.py``); any body it refuses is decoded again generically and
+    checked value by value, so that every error names the row and the column the same way."""
     if not body:
         raise InputError('request body is empty; expected {"instances": [{"column": value, ...}, ...]}', 400)
     _check_structure(body, len(columns), "request body")
+    if (batch := _decode_typed(body, columns)) is not None:
+        return batch
     try:
         rows = _objects_decoder.decode(body).instances
     except msgspec.ValidationError as exc:
