@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from serving.columns import ColumnBatch
 from serving.model import Predictor
 
 __all__ = ["MicroBatcher"]
@@ -28,6 +29,14 @@ Outputs = tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]
 # Given the model and (labels, probabilities) of some rows: the error to answer those rows' request
 # with, or None if they may be returned.
 Check = Callable[[Predictor, np.ndarray[Any, Any], np.ndarray[Any, Any]], Exception | None]
+
+
+def _concat(xs: list[Any]) -> Any:
+    """One batch of the rows of ``xs``: matrices or :class:`~serving.columns.ColumnBatch` es
+    (a model takes one kind, and a group holds one model's requests)."""
+    if isinstance(xs[0], ColumnBatch):
+        return ColumnBatch.concat(xs)
+    return np.concatenate(xs)
 
 
 class MicroBatcher:
@@ -40,12 +49,12 @@ class MicroBatcher:
 
     def __init__(self, check: Check | None = None) -> None:
         self.check = check
-        self._pending: list[tuple[Predictor, np.ndarray[Any, Any], asyncio.Future[Outputs]]] = []
+        self._pending: list[tuple[Predictor, Any, asyncio.Future[Outputs]]] = []
         self._scheduled = False
         self.calls = 0  # model invocations, for tests and metrics
         self.requests = 0
 
-    async def predict(self, model: Predictor, x: np.ndarray[Any, Any]) -> Outputs:
+    async def predict(self, model: Predictor, x: np.ndarray[Any, Any] | ColumnBatch) -> Outputs:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outputs] = loop.create_future()
         self._pending.append((model, x, future))
@@ -58,13 +67,13 @@ class MicroBatcher:
         self._scheduled = False
         pending, self._pending = self._pending, []
         # A model swap can land between two requests of one tick: batch per model object.
-        by_model: dict[int, list[tuple[Predictor, np.ndarray[Any, Any], asyncio.Future[Outputs]]]] = {}
+        by_model: dict[int, list[tuple[Predictor, Any, asyncio.Future[Outputs]]]] = {}
         for item in pending:
             by_model.setdefault(id(item[0]), []).append(item)
         for group in by_model.values():
             self._run(group)
 
-    def _run(self, group: list[tuple[Predictor, np.ndarray[Any, Any], asyncio.Future[Outputs]]]) -> None:
+    def _run(self, group: list[tuple[Predictor, Any, asyncio.Future[Outputs]]]) -> None:
         model = group[0][0]
         self.calls += 1
         self.requests += len(group)
@@ -72,7 +81,7 @@ class MicroBatcher:
             if len(group) == 1:
                 outputs = model.predict(group[0][1])
             else:
-                outputs = model.predict(np.concatenate([x for _, x, _ in group]))
+                outputs = model.predict(_concat([x for _, x, _ in group]))
         except Exception as exc:  # delivered to every waiting request, which turns it into a response
             for _, _, future in group:
                 if not future.done():

@@ -18,6 +18,8 @@ import numpy as np
 from orchestrator.core.artifact.integrity import hash_file, verify_artifact, verify_bytes
 from orchestrator.core.artifact.manifest import CANARY_TOLERANCE, MANIFEST_NAME, Manifest
 from orchestrator.core.errors import ArtifactError
+from serving.columns import ColumnBatch, canary_batch
+from serving.inputs import InputError
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -40,6 +42,13 @@ class Predictor:
     loaded_at: float
     classes: np.ndarray[Any, np.dtype[np.str_]] = field(repr=False)
     manifest_sha256: str = ""  # of the manifest.json bytes it was loaded from
+    # Per categorical column of a ``columns`` model: (name, ONNX input, the categories seen in training).
+    categorical: tuple[tuple[str, str, frozenset[str]], ...] = field(default=(), repr=False)
+
+    @property
+    def columns_layout(self) -> bool:
+        """True for a ``columns`` model: rows are objects keyed by column, one ONNX input per column."""
+        return self.manifest.features.layout == "columns"
 
     @property
     def name(self) -> str:
@@ -54,11 +63,24 @@ class Predictor:
         return self.manifest.features.count
 
     def predict(
-        self, x: np.ndarray[Any, np.dtype[np.float64]]
+        self, x: np.ndarray[Any, np.dtype[np.float64]] | ColumnBatch
     ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-        """Return (class indices, probabilities) for a float64 matrix of shape (rows, n_features)."""
-        labels, probabilities = self.session.run(OUTPUTS, {INPUT_NAME: x})
+        """Return (class indices [rows], probabilities [rows, classes]) for a float64 matrix of
+        shape (rows, n_features) (``matrix`` model) or a :class:`~serving.columns.ColumnBatch`
+        (``columns`` model)."""
+        feeds = x.feeds if isinstance(x, ColumnBatch) else {INPUT_NAME: x}
+        labels, probabilities = self.session.run(OUTPUTS, feeds)
         return labels, probabilities
+
+    def unknown_categories(self, batch: ColumnBatch) -> list[tuple[str, int]]:
+        """(column name, count) of the values of ``batch`` outside each categorical column's
+        training categories (the graph's one-hot encoder ignores them), for columns with any."""
+        counts = []
+        for name, onnx_input, known in self.categorical:
+            unknown = sum(1 for v in batch.feeds[onnx_input][:, 0] if v not in known)
+            if unknown:
+                counts.append((name, unknown))
+        return counts
 
 
 def _session(model_bytes: bytes, source: str) -> ort.InferenceSession:
@@ -79,9 +101,38 @@ def _session(model_bytes: bytes, source: str) -> ort.InferenceSession:
 
 def _check_signature(session: ort.InferenceSession, manifest: Manifest, source: str) -> None:
     """The graph's interface is exactly what the endpoint feeds and reads: one float64 input of
-    shape [rows, features], an int64 ``label`` of shape [rows] and a float64 ``probabilities`` of
+    shape [rows, features] (``matrix``) or one [rows, 1] input per column (``columns``), an
+    int64 ``label`` of shape [rows] and a float64 ``probabilities`` of
     shape [rows, classes] (symbolic dimensions allowed), and no other output."""
     inputs = session.get_inputs()
+    if manifest.features.layout == "columns":
+        _check_column_inputs(inputs, manifest, source)
+    else:
+        _check_matrix_input(inputs, manifest, source)
+    _check_outputs(session, manifest, source)
+
+
+def _check_column_inputs(inputs: list[Any], manifest: Manifest, source: str) -> None:
+    """A ``columns`` graph takes exactly one ``[rows, 1]`` input per manifest column, named by
+    ``columns[i].input``: float64 for numeric columns, string for categorical ones."""
+    expected = {str(c.input): c for c in manifest.features.columns}
+    got = {i.name: i for i in inputs}
+    if set(got) != set(expected):
+        raise ArtifactError(
+            f"{source}: model inputs are {sorted(got)}; the manifest's columns need {sorted(expected)}",
+            path="manifest.json",
+        )
+    for name, column in expected.items():
+        kind = "tensor(double)" if column.kind == "numeric" else "tensor(string)"
+        shape = got[name].shape
+        if got[name].type != kind or len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != 1):
+            raise ArtifactError(
+                f"{source}: model input {name!r} (column {column.name!r}, {column.kind}) must be a "
+                f"{kind} of shape [rows, 1], not {got[name].type} {shape}"
+            )
+
+
+def _check_matrix_input(inputs: list[Any], manifest: Manifest, source: str) -> None:
     if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
         raise ArtifactError(f"{source}: model must have exactly one input named {INPUT_NAME!r}")
     shape, kind = inputs[0].shape, inputs[0].type
@@ -93,6 +144,9 @@ def _check_signature(session: ort.InferenceSession, manifest: Manifest, source: 
             f"{source}: model takes {width} features, manifest says {manifest.features.count}",
             path="manifest.json",
         )
+
+
+def _check_outputs(session: ort.InferenceSession, manifest: Manifest, source: str) -> None:
     outputs = {o.name: o for o in session.get_outputs()}
     if set(outputs) != set(OUTPUTS):
         raise ArtifactError(
@@ -136,7 +190,16 @@ def _check_canary(predictor: Predictor) -> None:
     canary = predictor.manifest.canary
     n_classes = len(predictor.classes)
     try:
-        labels, probabilities = predictor.predict(np.asarray(canary.instances, dtype=np.float64))
+        if predictor.columns_layout:
+            x: Any = canary_batch(canary.instances, predictor.manifest.features.columns)
+        else:
+            x = np.asarray(canary.instances, dtype=np.float64)
+    except (InputError, ValueError, TypeError) as exc:
+        raise ArtifactError(
+            f"{predictor.source}: canary instances do not fit the model's input ({exc})", path="manifest.json"
+        ) from exc
+    try:
+        labels, probabilities = predictor.predict(x)
     except Exception as exc:  # ORT's own errors: a graph that fails on well-formed input
         raise ArtifactError(f"{predictor.source}: model fails on its canary rows ({exc})") from exc
     if probabilities.shape != (len(canary.instances), n_classes) or labels.shape != (len(canary.instances),):
@@ -184,6 +247,11 @@ def load_verified(
         loaded_at=time.time(),
         classes=np.asarray(manifest.classes, dtype=np.str_),
         manifest_sha256=manifest_sha256,
+        categorical=tuple(
+            (c.name, str(c.input), frozenset(c.categories))
+            for c in manifest.features.columns
+            if manifest.features.layout == "columns" and c.kind == "categorical"
+        ),
     )
     _check_canary(predictor)
     return predictor

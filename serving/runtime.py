@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from serving.batching import MicroBatcher
+from serving.columns import ColumnBatch
 from serving.inputs import InputError
 from serving.model import Predictor, invalid_rows
 from serving.reload import ModelHolder
@@ -70,10 +71,15 @@ class Runtime:
             raise InputError(f"not ready: {self.holder.reason}", 503)
         return model
 
-    async def predict(self, model: Predictor, x: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], ...]:
-        """Labels and probabilities for ``x``; InputError 422 naming the rows whose outputs are not
+    async def predict(
+        self, model: Predictor, x: np.ndarray[Any, Any] | ColumnBatch
+    ) -> tuple[np.ndarray[Any, Any], ...]:
+        """Labels and probabilities for ``x`` (a matrix, or a ColumnBatch for a ``columns`` model,
+        whose unknown categories are counted); InputError 422 naming the rows whose outputs are not
         finite (features so large that scaling overflows, such as 1e308): never returned as a
         prediction with null probabilities."""
+        if isinstance(x, ColumnBatch) and (unknown := model.unknown_categories(x)):
+            self.metrics.observe_unknown_categories(model.name, model.version, unknown)
         if len(x) <= INLINE_ROWS:
             labels, probabilities = await self.batcher.predict(model, x)  # checked per batch
         else:
@@ -125,10 +131,12 @@ async def read_body(receive: Any) -> list[bytes]:
 
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 
-async def decode_body(decode: Callable[[bytes, int], T], chunks: list[bytes], n_features: int) -> T:
-    """``decode(body, n_features)``: on the event loop for small bodies, in a worker thread (joining
+async def decode_body(decode: Callable[[bytes, A], T], chunks: list[bytes], n_features: A) -> T:
+    """``decode(body, n_features)`` (the model's width, or its columns): on the event loop for
+    small bodies, in a worker thread (joining
     the chunks there too) for large ones, so a large body never stalls other requests."""
     if sum(len(c) for c in chunks) <= INLINE_BODY_BYTES:
         return decode(b"".join(chunks), n_features)

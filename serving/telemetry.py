@@ -61,6 +61,14 @@ class Metrics:
             ["model", "version", "class_"],
             registry=self.registry,
         )
+        # Labels bounded by the served manifest: its categorical columns only.
+        self.unknown_categories = Counter(
+            "model_unknown_categories_total",
+            "Values of a categorical column outside the categories seen in training (the model's "
+            "one-hot encoder ignores them), by column",
+            ["model", "version", "column"],
+            registry=self.registry,
+        )
         self.rows = Histogram(
             "model_request_rows",
             "Rows per prediction request",
@@ -96,6 +104,11 @@ class Metrics:
             if count:
                 self._child(self.predictions, model, version, cls).inc(count)
         self.rows.observe(sum(counts))
+
+    def observe_unknown_categories(self, model: str, version: str, counts: list[tuple[str, int]]) -> None:
+        """Count ``(column, n)`` unknown categorical values of one request."""
+        for column, count in counts:
+            self._child(self.unknown_categories, model, version, column).inc(count)
 
     def observe_load_failure(self, reason: str) -> None:
         self.load_failures.labels(reason).inc()

@@ -1,7 +1,9 @@
 """The endpoint's own v1 routes.
 
-- ``POST /v1/predict``   ``{"instances": [[...]]}`` → the model's name and version, its classes, one
-                         label and one row of probabilities per instance
+- ``POST /v1/predict``   ``{"instances": [[...]]}`` (rows of numbers; for a ``columns`` model,
+                         objects keyed by column: ``[{"age": 41, "region": "EU"}]``) → the model's
+                         name and version, its classes, one label and one row of probabilities per
+                         instance
 - ``GET  /v1/model``     the manifest's public part (version, metrics, canary), its source and when it
                          was loaded
 """
@@ -15,6 +17,7 @@ from fastapi import FastAPI
 from starlette.responses import Response
 from starlette.routing import Route
 
+from serving.columns import decode_columns_request
 from serving.inputs import InputError, decode_predict_request
 from serving.runtime import ASGIEndpoint, Runtime, decode_body, error_response, json_response, read_body
 
@@ -37,7 +40,10 @@ def add_v1_routes(app: FastAPI, rt: Runtime) -> None:
         try:
             chunks = await read_body(receive)
             model = rt.model()
-            x = await decode_body(decode_predict_request, chunks, model.n_features)
+            if model.columns_layout:
+                x: Any = await decode_body(decode_columns_request, chunks, model.manifest.features.columns)
+            else:
+                x = await decode_body(decode_predict_request, chunks, model.n_features)
             labels, probabilities = await rt.predict(model, x)
             response = Response(
                 orjson.dumps(

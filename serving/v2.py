@@ -5,7 +5,9 @@ KServe and Triton clients work unchanged.
 - ``GET  /v2/health/live``, ``/v2/health/ready``          server liveness and readiness
 - ``GET  /v2/models/{name}[/versions/{version}]``         model metadata (inputs, outputs, classes)
 - ``GET  /v2/models/{name}/ready``                        model readiness
-- ``POST /v2/models/{name}[/versions/{version}]/infer``   inference: one FP64 input ``[rows, features]``;
+- ``POST /v2/models/{name}[/versions/{version}]/infer``   inference: one FP64 input ``[rows, features]``
+                                                          (a ``columns`` model: one input per column,
+                                                          named by it, BYTES for text);
                                                           outputs ``label`` (BYTES) and ``probabilities``
 
 The unversioned model routes also accept ``?version=``. A name or version this endpoint does not
@@ -21,6 +23,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from orchestrator import __version__
+from serving.columns import decode_v2_columns_request
 from serving.inputs import InputError, decode_v2_request, shown
 from serving.model import Predictor
 from serving.runtime import Runtime, decode_body, json_response
@@ -45,6 +48,18 @@ def _parameters(*path: str, query_version: bool = False) -> dict[str, Any]:
             }
         )
     return {"parameters": params}
+
+
+def _inputs(model: Predictor) -> list[dict[str, Any]]:
+    """The V2 inputs a client sends: one FP64 ``input`` [rows, features] for a ``matrix`` model, one
+    per column (named by the column, BYTES for categorical, FP64 for numeric, [rows, 1]) for a
+    ``columns`` model."""
+    if not model.columns_layout:
+        return [{"name": "input", "datatype": "FP64", "shape": [-1, model.n_features]}]
+    return [
+        {"name": c.name, "datatype": "FP64" if c.kind == "numeric" else "BYTES", "shape": [-1, 1]}
+        for c in model.manifest.features.columns
+    ]
 
 
 def _version(request: Request) -> str | None:
@@ -95,7 +110,7 @@ def add_v2_routes(app: FastAPI, rt: Runtime) -> None:
                 "name": model.name,
                 "versions": [model.version],
                 "platform": "onnxruntime_onnx",
-                "inputs": [{"name": "input", "datatype": "FP64", "shape": [-1, model.n_features]}],
+                "inputs": _inputs(model),
                 "outputs": [
                     {"name": "label", "datatype": "BYTES", "shape": [-1]},
                     {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(model.classes)]},
@@ -116,7 +131,12 @@ def add_v2_routes(app: FastAPI, rt: Runtime) -> None:
     async def v2_infer(request: Request) -> Response:
         chunks = [chunk async for chunk in request.stream()]
         model = v2_model(request.path_params["name"], _version(request))
-        x, request_id = await decode_body(decode_v2_request, chunks, model.n_features)
+        x: Any
+        if model.columns_layout:
+            columns = model.manifest.features.columns
+            x, request_id = await decode_body(decode_v2_columns_request, chunks, columns)
+        else:
+            x, request_id = await decode_body(decode_v2_request, chunks, model.n_features)
         labels, probabilities = await rt.predict(model, x)
         body: dict[str, Any] = {
             "model_name": model.name,

@@ -72,7 +72,9 @@ class Expectation:
     """What a correct endpoint serves: the version (None: any) and the canary's expected answers."""
 
     version: str | None
-    instances: Sequence[Sequence[float]]
+    # Rows of numbers (a ``matrix`` model) or objects keyed by column (a ``columns`` model: numbers,
+    # text, null for missing): sent as they are, the form a client sends.
+    instances: Sequence[Sequence[float]] | Sequence[Mapping[str, Any]]
     labels: Sequence[str]
     probabilities: Sequence[Sequence[float]]
     latency_slo_ms: float
@@ -281,8 +283,9 @@ async def read_json(
 
 def own_canary(model: Mapping[str, Any], slo: float, served: str) -> Expectation:
     """The canary an endpoint reports in its ``/v1/model`` answer, as an expectation to check it
-    against; BadAnswer unless it is well formed (rows of finite numbers, a string label and a row
-    of probabilities per row, at most 1000 rows)."""
+    against; BadAnswer unless it is well formed (rows of finite numbers, or objects keyed by column
+    whose values are finite numbers, text or null; a string label and a row of probabilities per
+    row, at most 1000 rows)."""
     canary = model.get("canary")
     if not isinstance(canary, dict):
         raise BadAnswer("no canary known, and /v1/model reports none", served=served)
@@ -291,12 +294,32 @@ def own_canary(model: Mapping[str, Any], slo: float, served: str) -> Expectation
         raise BadAnswer("no canary known, and /v1/model reports none", served=served)
     if not 0 < len(instances) == len(labels) == len(probabilities) <= 1000:
         raise BadAnswer("/v1/model reports a canary of the wrong shape", served=served)
-    rows: list[object] = [*instances, *probabilities]
-    if not all(isinstance(label, str) for label in labels) or not all(
-        isinstance(row, list) and all(_finite(x) for x in row) for row in rows
+    if (
+        not all(isinstance(label, str) for label in labels)
+        or not all(isinstance(row, list) and all(_finite(x) for x in row) for row in probabilities)
+        or not (
+            all(isinstance(row, list) and all(_finite(x) for x in row) for row in instances)
+            or all(_object_row(row) for row in instances)
+        )
     ):
-        raise BadAnswer("/v1/model reports a canary that is not rows of numbers and labels", served=served)
+        raise BadAnswer(
+            "/v1/model reports a canary that is not rows of numbers and labels (or objects keyed "
+            "by column of numbers, text and nulls)",
+            served=served,
+        )
     return Expectation(None, instances, labels, probabilities, slo)
+
+
+def _object_row(row: object) -> bool:
+    """A canary row of a ``columns`` model: a non-empty object of column name → finite number,
+    text or null."""
+    return (
+        isinstance(row, dict)
+        and bool(row)
+        and all(
+            isinstance(k, str) and (v is None or isinstance(v, str) or _finite(v)) for k, v in row.items()
+        )
+    )
 
 
 def _finite(value: object) -> bool:
