@@ -34,6 +34,21 @@ from orchestrator.demo.emulators import (
     start_moto,
 )
 
+# Test files whose cases are independent and long (each trains its own models): under pytest-xdist
+# their cases are spread over the workers. Every other file stays on one worker (its xdist_group),
+# so that its module-scoped fixtures (a fleet of endpoints, the demo run, the Pulumi runs, the
+# image) are built once.
+SPREAD_FILES = frozenset({"tests/training/test_train_tables.py"})
+TESTS_ROOT = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group each test by its file for ``--dist loadgroup``, except :data:`SPREAD_FILES`."""
+    for item in items:
+        path = item.path.resolve().relative_to(TESTS_ROOT.parent).as_posix()
+        if path not in SPREAD_FILES:
+            item.add_marker(pytest.mark.xdist_group(path))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_real_clouds() -> Iterator[None]:
