@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 from orchestrator.cli import app
+from orchestrator.cli.options import SigningKeyOption
 from orchestrator.render.artifact import artifact_written
 from orchestrator.render.output import console
 
@@ -68,14 +69,7 @@ def train(
     name: Annotated[
         str | None, typer.Option(help="Artifact name (default: the dataset's name, or the CSV file's stem).")
     ] = None,
-    signing_key: Annotated[
-        Path | None,
-        typer.Option(
-            "--signing-key",
-            envvar="ORCHESTRATOR_SIGNING_KEY",
-            help="EC private key (PEM) to sign the artifact with (OpenSSF model signing: model.sig).",
-        ),
-    ] = None,
+    signing_key: SigningKeyOption = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print {path, name, version, metrics} as JSON instead.")
     ] = False,
