@@ -11,30 +11,11 @@ import json
 import re
 from typing import Any
 
+from orchestrator.core.contract import ENDPOINT_EXPORTS
 from tests.infra.harness import StackRun
 
-# What every cloud stack exports (infra/__main__.py ENDPOINT_EXPORTS; orchestrator config from-stacks
-# reads them).
-EXPORTED_KEYS = {
-    "cloud",
-    "region",
-    "endpoint_url",
-    "model_uri",
-    "registry",
-    "image",
-    "cpu",
-    "memory",
-    "min_instances",
-    "max_instances",
-    "concurrency",
-    "readiness_path",
-    "storage_settings",
-    "health_job",
-    "public_name",
-    "dns_records",
-    "health_check_ip",
-    "api_token_secrets",
-}
+# What every cloud stack exports: the contract orchestrator config from-stacks reads.
+EXPORTED_KEYS = set(ENDPOINT_EXPORTS)
 # Exports whose value must be the same everywhere (the others name the cloud's own resources).
 NEUTRAL_EXPORTS = (
     "cpu",
