@@ -20,16 +20,15 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI, Request
-from starlette.responses import Response
+from fastapi import FastAPI
 
 from orchestrator import __version__
-from serving.inputs import InputError
+from serving.errors import add_error_handlers
 from serving.loader import Loader
 from serving.probes import add_probe_routes
 from serving.protocol import BodyLimitMiddleware
 from serving.reload import ModelHolder, keep_loaded
-from serving.runtime import Runtime, error_response
+from serving.runtime import Runtime
 from serving.settings import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY_MB, DEFAULT_RELOAD_TIMEOUT_S
 from serving.telemetry import Metrics, TelemetryMiddleware
 from serving.v1 import add_v1_routes
@@ -77,10 +76,7 @@ def create_app(
     )
     app.state.runtime = rt
 
-    @app.exception_handler(InputError)
-    async def input_error(_: Request, exc: InputError) -> Response:
-        return error_response(str(exc), exc.status)
-
+    add_error_handlers(app)
     add_probe_routes(app, rt)
     add_v1_routes(app, rt)
     add_v2_routes(app, rt)

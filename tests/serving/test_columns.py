@@ -147,7 +147,9 @@ def unknown_counts(client) -> dict[str, float]:
     text = client.get("/metrics").text
     return {
         m.group(1): float(m.group(2))
-        for m in re.finditer(r'model_unknown_categories_total\{[^}]*column="([^"]+)"[^}]*\} (\S+)', text)
+        for m in re.finditer(
+            r'mlorch_model_unknown_categories_total\{[^}]*column="([^"]+)"[^}]*\} (\S+)', text
+        )
     }
 
 
