@@ -2,8 +2,10 @@
 
 Route families, each in its own module:
 
-- :mod:`serving.v1`       ``POST /v1/predict``, ``GET /v1/model``
-- :mod:`serving.v2`       ``/v2/...``: Open Inference Protocol (KServe V2) REST
+- :mod:`serving.v1`       ``POST /v1/predict``, ``GET /v1/model``, KServe V1 ``/v1/models/{name}[:predict]``
+- :mod:`serving.v2`       ``/v2/...``: Open Inference Protocol (KServe V2) REST, binary tensors included
+- :mod:`serving.errors`   every error as ``{"error": message}``, unknown routes and methods included
+- :mod:`serving.openapi`  the OpenAPI document of every route (``--docs``)
 - :mod:`serving.probes`   ``GET /healthz``, ``GET /readyz`` (ready = verified model loaded), ``GET /metrics``
 
 The model is loaded in a background task after start-up (:func:`serving.reload.keep_loaded`), so
@@ -25,6 +27,7 @@ from fastapi import FastAPI
 from orchestrator import __version__
 from serving.errors import add_error_handlers
 from serving.loader import Loader
+from serving.openapi import openapi_document
 from serving.probes import add_probe_routes
 from serving.protocol import BodyLimitMiddleware
 from serving.reload import ModelHolder, keep_loaded
@@ -75,6 +78,8 @@ def create_app(
         redoc_url=None,
     )
     app.state.runtime = rt
+    if docs:  # written out: the hot paths are bare ASGI endpoints FastAPI cannot describe
+        app.openapi_schema = openapi_document(app.title, app.version)
 
     add_error_handlers(app)
     add_probe_routes(app, rt)

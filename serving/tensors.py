@@ -395,12 +395,22 @@ def _json_values(tensor: InferInput, nullable: bool) -> np.ndarray[Any, Any]:
     try:
         typed = np.array(values, dtype=_DTYPES[tensor.datatype])
     except OverflowError:  # only UINT64 values above 2**64 - 1 get here
-        flat = _flat(values, depth)
-        bad = next(i for i, v in enumerate(flat) if v > INTEGER_RANGES["UINT64"][1])
-        raise InputError(
-            f"{what} (UINT64): element {bad} is {shown(flat[bad])}, above the type's maximum"
-        ) from None
+        raise _uint64_error(tensor, values, depth) from None
     return typed.astype(np.float64, copy=False).reshape(shape)
+
+
+def _uint64_error(tensor: InferInput, values: list[Any], depth: int) -> InputError:
+    """The error naming the first UINT64 value above the type's maximum (msgspec cannot bound it)."""
+    shape = list(tensor.shape)
+    high = INTEGER_RANGES["UINT64"][1]
+    bad = next(i for i, v in enumerate(_flat(values, depth)) if v > high)
+    if depth == 1:
+        where = f"[{bad}]`{_at(bad, shape)}"
+    else:
+        where = "".join(f"[{int(k)}]" for k in np.unravel_index(bad, shape)) + "`"
+    return InputError(
+        f"{tensor.what} (UINT64): Expected `int` <= {high} - at `inputs[{tensor.index}].data{where}"
+    )
 
 
 def _flat(values: list[Any], depth: int) -> list[Any]:
