@@ -127,5 +127,8 @@ def add_v1_routes(app: FastAPI, rt: Runtime) -> None:
 
     # Starlette calls a plain function with a Request; an object with __call__ is called as ASGI.
     app.router.routes.append(Route("/v1/predict", ASGIEndpoint("/v1/predict", predict), methods=["POST"]))
+    # Before /v1/models/{name}, which would also match ".../digits:predict" (a PUT there is a 405
+    # naming POST, not GET).
     path = "/v1/models/{name}:predict"
-    app.router.routes.append(Route(path, ASGIEndpoint(path, kserve_predict), methods=["POST"]))
+    ready = next(i for i, r in enumerate(app.router.routes) if getattr(r, "path", "") == "/v1/models/{name}")
+    app.router.routes.insert(ready, Route(path, ASGIEndpoint(path, kserve_predict), methods=["POST"]))
