@@ -79,7 +79,8 @@ def create_app(
     )
     app.state.runtime = rt
     if docs:  # written out: the hot paths are bare ASGI endpoints FastAPI cannot describe
-        app.openapi_schema = openapi_document(app.title, app.version)
+        document = openapi_document(app.title, app.version)
+        app.openapi = lambda: document  # type: ignore[method-assign]  # FastAPI's documented override
 
     add_error_handlers(app)
     add_probe_routes(app, rt)
