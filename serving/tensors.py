@@ -38,8 +38,9 @@ from typing import Annotated, Any
 
 import msgspec
 import numpy as np
+import simdjson
 
-from serving.inputs import MAX_ROWS, InputError, shown
+from serving.inputs import MAX_ROWS, InputError, shown, simdjson_parse
 
 __all__ = [
     "BINARY_HEADER",
@@ -58,6 +59,10 @@ __all__ = [
 # The header (lower case, as ASGI gives it) that announces the binary tensor data extension.
 BINARY_HEADER = b"inference-header-content-length"
 
+# Below this size a tensor's data is decoded by msgspec alone: simdjson's fast path is as fast there
+# and its checks are not worth running (the threshold of /v1/predict's fast path).
+_FAST_PATH_MIN_BYTES = 16 * 1024
+_FAST_DATATYPES = frozenset({"FP16", "FP32", "FP64"})
 # Little-endian numpy types of the fixed-size datatypes (the protocol's table of datatypes).
 _DTYPES: dict[str, np.dtype[Any]] = {
     name: np.dtype(code)
@@ -366,6 +371,8 @@ def _json_values(tensor: InferInput, nullable: bool) -> np.ndarray[Any, Any]:
             f"{tensor.field('data')} must be a list of values, flat or nested by shape {shown(shape)} "
             f"({len(shape)} deep), got {shown(data[:60].decode('utf-8', 'replace'))}"
         )
+    if not nullable and (fast := _plain_floats(data, tensor, depth)) is not None:
+        return fast
     try:
         values = _decoder(tensor.datatype, depth, nullable).decode(data)
     except msgspec.ValidationError as exc:
@@ -382,6 +389,12 @@ def _json_values(tensor: InferInput, nullable: bool) -> np.ndarray[Any, Any]:
             )
     else:
         _check_nested(values, shape, 0, f"{what}: inputs[{tensor.index}].data")
+    return _as_array(values, tensor, depth, nullable)
+
+
+def _as_array(values: list[Any], tensor: InferInput, depth: int, nullable: bool) -> np.ndarray[Any, Any]:
+    """Decoded (and range-checked) values as an array of the tensor's shape (see input_values)."""
+    shape = list(tensor.shape)
     if tensor.datatype == "BYTES":
         array = np.empty(tensor.size, dtype=object)
         array[:] = _flat(values, depth)
@@ -411,6 +424,40 @@ def _uint64_error(tensor: InferInput, values: list[Any], depth: int) -> InputErr
     return InputError(
         f"{tensor.what} (UINT64): Expected `int` <= {high} - at `inputs[{tensor.index}].data{where}"
     )
+
+
+def _plain_floats(data: bytes, tensor: InferInput, depth: int) -> np.ndarray[Any, Any] | None:
+    """A float tensor's values straight from simdjson into a float64 buffer, with no Python float
+    per value (as ``/v1/predict``'s fast path: :mod:`serving.inputs`), if ``data`` is large and
+    provably plain: numbers only, flat or nested exactly by a 2-D shape, finite and within the
+    datatype's range. None if in any doubt: the exact path then decides, and words any error."""
+    if len(data) < _FAST_PATH_MIN_BYTES or tensor.datatype not in _FAST_DATATYPES:
+        return None
+    shape = list(tensor.shape)
+    try:
+        doc = simdjson_parse(data)
+        if not isinstance(doc, simdjson.Array) or depth not in (1, 2) or len(shape) != 2:
+            raise _NotPlain
+        # Every "[" opens an array (numbers only: as_buffer refuses strings), so the count proves
+        # there is no nesting beyond the rows.
+        rows, brackets = (tensor.size, 1) if depth == 1 else (shape[0], shape[0] + 1)
+        if len(doc) != rows or data.count(b"[") != brackets:
+            raise _NotPlain
+        if depth == 2 and any(not isinstance(row, simdjson.Array) or len(row) != shape[1] for row in doc):
+            raise _NotPlain
+        flat = np.frombuffer(doc.as_buffer(of_type="d"), dtype=np.float64)
+        limit = _FLOAT_LIMITS.get(tensor.datatype, np.inf)
+        if flat.size != tensor.size or not np.isfinite(flat).all() or np.abs(flat).max() > limit:
+            raise _NotPlain
+    except Exception:  # _NotPlain, or simdjson's own errors (a boolean, 1e400, a 20-digit integer)
+        return None
+    finally:
+        doc = None  # this thread's parser may be reused only once its document is gone
+    return flat.astype(_DTYPES[tensor.datatype]).astype(np.float64, copy=False).reshape(shape)
+
+
+class _NotPlain(Exception):
+    pass
 
 
 def _flat(values: list[Any], depth: int) -> list[Any]:

@@ -345,3 +345,36 @@ def test_malformed_binary_bytes_are_refused(text: bytes, message: str) -> None:
     with pytest.raises(InputError, match=message) as caught:
         decode_v2_columns_request(head + text, COLUMNS, str(len(head)).encode())
     assert "'region'" in str(caught.value)
+
+
+# --- large JSON float tensors: simdjson's fast path gives what the exact path gives ----------------
+
+
+@pytest.mark.parametrize("datatype", ["FP16", "FP32", "FP64"])
+@pytest.mark.parametrize("nested", [False, True])
+def test_the_fast_path_gives_exactly_the_exact_paths_values(datatype: str, nested: bool) -> None:
+    rng = np.random.default_rng(3)
+    values = (rng.standard_normal((3000, WIDTH)) * 100).round(3)
+    data = values.tolist() if nested else values.ravel().tolist()
+    fast, _ = decode_v2_request(json_body(data, datatype, [3000, WIDTH]), WIDTH)  # ~70 kB: fast path
+    exact = np.array(values, dtype=NUMPY[datatype]).astype(np.float64)
+    np.testing.assert_array_equal(fast, exact)
+
+
+@pytest.mark.parametrize(
+    ("odd", "message"),
+    [
+        ("true", "got `bool`"),
+        ("1e400", "out of range"),
+        ("70000", "<= 65504.0"),
+        ('"1"', "got `str`"),
+        ("null", "got `null`"),
+    ],
+)
+def test_large_tensors_with_one_odd_value_are_refused_like_small_ones(odd: str, message: str) -> None:
+    body = json_body([0.5] * 6000, "FP16", [3000, WIDTH]).replace(
+        b"0.5, 0.5, ", b"0.5, " + odd.encode() + b", ", 1
+    )
+    error = refused(body)
+    assert message in str(error)
+    assert "data[1]" in str(error)
