@@ -49,6 +49,8 @@ from tests.peer_env import own_venv  # noqa: E402
 ONE_ROW_CONNECTIONS = 8
 BATCH_CONNECTIONS = 4
 BATCH_ROWS = 256
+# Every request carries an id (the KServe SDK always sends one; KServe's server answers 500 without).
+REQUEST_ID = "bench"
 TARGET_ONE_ROW = 5.0
 TARGET_BATCH = 3.0
 CHECK_TOLERANCE = 1e-6  # the canary's tolerance: ONNX and scikit-learn differ by ~1e-15 here
@@ -170,7 +172,7 @@ def start_kserve(python: Path, joblib_file: Path, workdir: Path) -> tuple[Manage
 
 def mlserver_body(x: Any) -> str:
     """MLServer's sklearn runtime returns labels only unless both outputs are asked for."""
-    body = json.loads(v2_json(x))
+    body = json.loads(v2_json(x, REQUEST_ID))
     body["outputs"] = [{"name": "predict"}, {"name": "predict_proba"}]
     return json.dumps(body)
 
@@ -197,14 +199,14 @@ def check_agreement(servers: dict[str, str], rows: Any) -> None:
     import numpy as np
 
     x = rows[::36][:50]
-    ours = answers(servers["ours"], v2_json(x), "label", "probabilities")
+    ours = answers(servers["ours"], v2_json(x, REQUEST_ID), "label", "probabilities")
     for name, url in servers.items():
         if name == "ours":
             continue
         body, label, proba = (
             (mlserver_body(x), "predict", "predict_proba")
             if name == "mlserver"
-            else (v2_json(x), "label", "probabilities")
+            else (v2_json(x, REQUEST_ID), "label", "probabilities")
         )
         theirs = answers(url, body, label, proba)
         if theirs[0] != ours[0]:
@@ -270,11 +272,11 @@ def measure(servers: dict[str, str], rows: Any, seconds: int, rounds: int, workd
     loads: dict[str, tuple[str, int, str | bytes, dict[str, str] | None, int]] = {}
     for name, url in servers.items():
         infer = f"{url}/v2/models/digits/infer"
-        make = mlserver_body if name == "mlserver" else v2_json
+        make = mlserver_body if name == "mlserver" else (lambda x: v2_json(x, REQUEST_ID))
         loads[f"{name} one-row"] = (infer, ONE_ROW_CONNECTIONS, make(rows[:1]), None, 1)
         loads[f"{name} batch json"] = (infer, BATCH_CONNECTIONS, make(batch), None, BATCH_ROWS)
         if name != "mlserver":  # MLServer has no binary tensors
-            body, headers = v2_binary(batch)
+            body, headers = v2_binary(batch, REQUEST_ID)
             loads[f"{name} batch binary"] = (infer, BATCH_CONNECTIONS, body, headers, BATCH_ROWS)
     for url, connections, body, headers, _ in loads.values():  # warm-up
         wrk(url, 1, connections, body, workdir, headers)

@@ -140,13 +140,13 @@ def wrk(
     return float(match.group(1))
 
 
-def v2_json(x: Any) -> str:
+def v2_json(x: Any, request_id: str | None = None) -> str:
     """An Open Inference Protocol infer body with ``x`` as JSON data."""
     tensor = {"name": "input", "shape": list(x.shape), "datatype": "FP64", "data": x.ravel().tolist()}
-    return json.dumps({"inputs": [tensor]})
+    return json.dumps({"inputs": [tensor], **({"id": request_id} if request_id else {})})
 
 
-def v2_binary(x: Any) -> tuple[bytes, dict[str, str]]:
+def v2_binary(x: Any, request_id: str | None = None) -> tuple[bytes, dict[str, str]]:
     """The same request with the binary tensor data extension both ways (tritonclient's default)."""
     raw = x.astype("<f8").tobytes()
     head = json.dumps(
@@ -160,6 +160,7 @@ def v2_binary(x: Any) -> tuple[bytes, dict[str, str]]:
                 }
             ],
             "parameters": {"binary_data_output": True},
+            **({"id": request_id} if request_id else {}),
         }
     ).encode()
     return head + raw, {
