@@ -22,12 +22,12 @@ import numpy as np
 from orchestrator.core.artifact.manifest import Column
 from serving.columns import ColumnBatch
 from serving.inputs import MAX_ROWS, InputError, _check_structure, shown
+from serving.tensor_values import input_values
 from serving.tensors import (
     NUMERIC_DATATYPES,
     InferInput,
     InferRequest,
     RequestedOutput,
-    input_values,
     parse_infer_request,
     split_binary_body,
 )
