@@ -2,8 +2,10 @@
 
 Route families, each in its own module:
 
-- :mod:`serving.v1`       ``POST /v1/predict``, ``GET /v1/model``
-- :mod:`serving.v2`       ``/v2/...``: Open Inference Protocol (KServe V2) REST
+- :mod:`serving.v1`       ``POST /v1/predict``, ``GET /v1/model``, KServe V1 ``/v1/models/{name}[:predict]``
+- :mod:`serving.v2`       ``/v2/...``: Open Inference Protocol (KServe V2) REST, binary tensors included
+- :mod:`serving.errors`   every error as ``{"error": message}``, unknown routes and methods included
+- :mod:`serving.openapi`  the OpenAPI document of every route (``--docs``)
 - :mod:`serving.probes`   ``GET /healthz``, ``GET /readyz`` (ready = verified model loaded), ``GET /metrics``
 
 The model is loaded in a background task after start-up (:func:`serving.reload.keep_loaded`), so
@@ -20,16 +22,16 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI, Request
-from starlette.responses import Response
+from fastapi import FastAPI
 
 from orchestrator import __version__
-from serving.inputs import InputError
+from serving.errors import add_error_handlers
 from serving.loader import Loader
+from serving.openapi import openapi_document
 from serving.probes import add_probe_routes
 from serving.protocol import BodyLimitMiddleware
 from serving.reload import ModelHolder, keep_loaded
-from serving.runtime import Runtime, error_response
+from serving.runtime import Runtime
 from serving.settings import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY_MB, DEFAULT_RELOAD_TIMEOUT_S
 from serving.telemetry import Metrics, TelemetryMiddleware
 from serving.v1 import add_v1_routes
@@ -76,11 +78,11 @@ def create_app(
         redoc_url=None,
     )
     app.state.runtime = rt
+    if docs:  # written out: the hot paths are bare ASGI endpoints FastAPI cannot describe
+        document = openapi_document(app.title, app.version)
+        app.openapi = lambda: document  # type: ignore[method-assign]  # FastAPI's documented override
 
-    @app.exception_handler(InputError)
-    async def input_error(_: Request, exc: InputError) -> Response:
-        return error_response(str(exc), exc.status)
-
+    add_error_handlers(app)
     add_probe_routes(app, rt)
     add_v1_routes(app, rt)
     add_v2_routes(app, rt)

@@ -15,6 +15,7 @@ floating-point summation order (differences ~1e-16, far below the 1e-6 canary to
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,8 @@ Outputs = tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]
 # Given the model and (labels, probabilities) of some rows: the error to answer those rows' request
 # with, or None if they may be returned.
 Check = Callable[[Predictor, np.ndarray[Any, Any], np.ndarray[Any, Any]], Exception | None]
+# Given how long each request of a model call waited for it, and the call's duration (seconds).
+Timing = Callable[[list[float], float], None]
 
 
 def _concat(xs: list[Any]) -> Any:
@@ -47,9 +50,10 @@ class MicroBatcher:
     check, not one per request.
     """
 
-    def __init__(self, check: Check | None = None) -> None:
+    def __init__(self, check: Check | None = None, timing: Timing | None = None) -> None:
         self.check = check
-        self._pending: list[tuple[Predictor, Any, asyncio.Future[Outputs]]] = []
+        self.timing = timing
+        self._pending: list[tuple[Predictor, Any, asyncio.Future[Outputs], float]] = []
         self._scheduled = False
         self.calls = 0  # model invocations, for tests and metrics
         self.requests = 0
@@ -57,7 +61,7 @@ class MicroBatcher:
     async def predict(self, model: Predictor, x: np.ndarray[Any, Any] | ColumnBatch) -> Outputs:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outputs] = loop.create_future()
-        self._pending.append((model, x, future))
+        self._pending.append((model, x, future, time.perf_counter()))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -67,30 +71,33 @@ class MicroBatcher:
         self._scheduled = False
         pending, self._pending = self._pending, []
         # A model swap can land between two requests of one tick: batch per model object.
-        by_model: dict[int, list[tuple[Predictor, Any, asyncio.Future[Outputs]]]] = {}
+        by_model: dict[int, list[tuple[Predictor, Any, asyncio.Future[Outputs], float]]] = {}
         for item in pending:
             by_model.setdefault(id(item[0]), []).append(item)
         for group in by_model.values():
             self._run(group)
 
-    def _run(self, group: list[tuple[Predictor, Any, asyncio.Future[Outputs]]]) -> None:
+    def _run(self, group: list[tuple[Predictor, Any, asyncio.Future[Outputs], float]]) -> None:
         model = group[0][0]
         self.calls += 1
         self.requests += len(group)
+        started = time.perf_counter()
         try:
             if len(group) == 1:
                 outputs = model.predict(group[0][1])
             else:
-                outputs = model.predict(_concat([x for _, x, _ in group]))
+                outputs = model.predict(_concat([x for _, x, _, _ in group]))
         except Exception as exc:  # delivered to every waiting request, which turns it into a response
-            for _, _, future in group:
+            for _, _, future, _ in group:
                 if not future.done():
                     future.set_exception(exc)
             return
+        if self.timing is not None:
+            self.timing([started - queued for *_, queued in group], time.perf_counter() - started)
         labels, probabilities = outputs
         suspect = self.check is not None and self.check(model, labels, probabilities) is not None
         start = 0
-        for _, x, future in group:
+        for _, x, future, _ in group:
             end = start + len(x)
             if not future.done():  # the client may have gone away
                 mine = (labels[start:end], probabilities[start:end])

@@ -29,14 +29,12 @@ import msgspec
 import numpy as np
 
 from orchestrator.core.artifact.manifest import Column
-from serving.inputs import MAX_ROWS, V2_DATATYPES, InputError, _check_structure, decode_json, shown
+from serving.inputs import MAX_ROWS, InputError, _check_structure, shown
 
 __all__ = [
     "ColumnBatch",
     "canary_batch",
     "decode_columns_request",
-    "decode_v2_columns_request",
-    "parse_v2_columns",
     "to_batch",
 ]
 
@@ -209,81 +207,6 @@ def decode_columns_request(body: bytes, columns: Sequence[Column]) -> ColumnBatc
     except Exception as exc:  # never a 500 for what a client sent
         raise InputError(f"request body could not be decoded: {type(exc).__name__}", 400) from exc
     return to_batch(rows, columns, "instances")
-
-
-def decode_v2_columns_request(body: bytes, columns: Sequence[Column]) -> tuple[ColumnBatch, str | None]:
-    """Decode an Open Inference Protocol infer body for a ``columns`` model (see
-    :func:`parse_v2_columns`); the body's size is bounded first, as for ``/v1/predict``."""
-    if body:
-        _check_structure(body, len(columns), "request body")
-    return parse_v2_columns(decode_json(body), columns)
-
-
-def parse_v2_columns(payload: Any, columns: Sequence[Column]) -> tuple[ColumnBatch, str | None]:
-    """One V2 input per column, named by the column: ``BYTES`` for a categorical column (strings),
-    a numeric datatype (``FP64``, ``FP32``, ``INT64``...) for a numeric one (null = missing), shape
-    ``[N]`` or ``[N, 1]`` with the same ``N`` for every input. 4xx naming the input at fault."""
-    if not isinstance(payload, dict):
-        raise InputError('expected a JSON object with "inputs"')
-    inputs = payload.get("inputs")
-    if not isinstance(inputs, list) or not all(isinstance(t, dict) for t in inputs):
-        raise InputError('"inputs" must be a list of tensors, one per column')
-    by_name = {c.name: c for c in columns}
-    columns_ = list(by_name)
-    tensors: dict[str, dict[str, Any]] = {}
-    for tensor in inputs:
-        name = tensor.get("name")
-        if not isinstance(name, str) or name not in by_name:
-            raise InputError(f"unknown input {shown(name)}; the model takes one input per column: {columns_}")
-        if name in tensors:
-            raise InputError(f"input {name!r} is given twice")
-        tensors[name] = tensor
-    missing = [n for n in by_name if n not in tensors]
-    if missing:
-        raise InputError(f"input {missing[0]!r} is missing; the model takes one input per column: {columns_}")
-    rows: int | None = None
-    values: dict[str, list[Any]] = {}
-    for column in columns:
-        values[column.name] = _tensor_data(tensors[column.name], column, rows)
-        rows = len(values[column.name])
-    assert rows is not None
-    feeds: dict[str, Array] = {}
-    for column in columns:
-        convert = _numeric if column.kind == "numeric" else _categorical
-        feeds[str(column.input)] = convert(values[column.name], column, f"input {column.name!r}")
-    request_id = payload.get("id")
-    return ColumnBatch(feeds, rows), request_id if isinstance(request_id, str) else None
-
-
-def _tensor_data(tensor: dict[str, Any], column: Column, rows: int | None) -> list[Any]:
-    """The values of one V2 input tensor (shape [rows] or [rows, 1], data flat or nested by shape),
-    checked against its column's kind; ``rows``: the other inputs' row count, if known."""
-    what = f"input {column.name!r}"
-    shape, datatype, data = tensor.get("shape"), tensor.get("datatype"), tensor.get("data")
-    if (
-        not isinstance(shape, list)
-        or len(shape) not in (1, 2)
-        or not all(type(d) is int and d > 0 for d in shape)
-        or (len(shape) == 2 and shape[1] != 1)
-    ):
-        raise InputError(f"{what}: shape must be [rows] or [rows, 1], got {shown(shape)}")
-    if column.kind == "categorical" and datatype != "BYTES":
-        raise InputError(f"{what} is a categorical column: datatype must be BYTES, got {shown(datatype)}")
-    if column.kind == "numeric" and datatype not in V2_DATATYPES:
-        raise InputError(
-            f"{what} is a numeric column: datatype must be one of {sorted(V2_DATATYPES)}, "
-            f"got {shown(datatype)}"
-        )
-    if shape[0] > MAX_ROWS:
-        raise InputError(f"{what} has {shape[0]} rows; at most {MAX_ROWS} per request", 413)
-    if rows is not None and shape[0] != rows:
-        raise InputError(f"{what} has {shape[0]} rows; the other inputs have {rows}")
-    if isinstance(data, list) and data and all(isinstance(v, list) and len(v) == 1 for v in data):
-        data = [v[0] for v in data]  # nested by shape [rows, 1]
-    if not isinstance(data, list) or len(data) != shape[0]:
-        count = len(data) if isinstance(data, list) else type(data).__name__
-        raise InputError(f"{what}: data has {count} values; shape {shape} needs {shape[0]}")
-    return data
 
 
 def canary_batch(instances: Sequence[Any], columns: Sequence[Column]) -> ColumnBatch:

@@ -3,7 +3,7 @@
 :class:`ModelHolder` holds the model being served and why there is none (or why the last reload
 was refused); :func:`keep_loaded` calls it at start-up and then every reload interval, with a
 bounded exponential backoff after failures (:func:`next_delay`). A refused or failed reload is
-logged as one JSON line, counted by reason in ``model_load_failures_total`` and shown as
+logged as one JSON line, counted by reason in ``mlorch_model_load_failures_total`` and shown as
 ``last_error`` on ``/readyz``, while the last good model keeps serving.
 
 Every reload has a total deadline. Storage that sends one byte a second trips no connection or read
@@ -77,7 +77,7 @@ def next_delay(interval_s: float | None, outcome: LoadOutcome, failures: int) ->
 
 
 def failure_reason(exc: BaseException) -> str:
-    """The ``reason`` label of ``model_load_failures_total`` for a refused or failed load."""
+    """The ``reason`` label of ``mlorch_model_load_failures_total`` for a refused or failed load."""
     from orchestrator.core.artifact.signing import SignatureError
     from orchestrator.core.errors import ArtifactError, ConfigError, StorageError
 
@@ -122,7 +122,7 @@ class ModelHolder:
 
     def settle(self, result: Predictor | Exception) -> LoadOutcome:
         """Apply one attempt's result. An exception is logged as one JSON line, counted by reason in
-        ``model_load_failures_total`` (once per refused content: a :class:`StillRefused` repeat is
+        ``mlorch_model_load_failures_total`` (once per refused content: a :class:`StillRefused` repeat is
         neither logged nor counted again) and kept in ``last_error``; a model is swapped in."""
         if isinstance(result, StillRefused):
             self.last_error = str(result).removeprefix("still refused (unchanged since): ")

@@ -8,6 +8,7 @@ can cause is an :class:`~serving.inputs.InputError`, answered as a 4xx JSON ``{"
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -62,7 +63,10 @@ class Runtime:
 
     holder: ModelHolder
     metrics: Metrics
-    batcher: MicroBatcher = field(default_factory=lambda: MicroBatcher(check=_output_error))
+    batcher: MicroBatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.batcher = MicroBatcher(check=_output_error, timing=self.metrics.observe_model_call)
 
     def model(self) -> Predictor:
         """The model being served; InputError 503 (with the holder's reason) while there is none."""
@@ -83,12 +87,21 @@ class Runtime:
         if len(x) <= INLINE_ROWS:
             labels, probabilities = await self.batcher.predict(model, x)  # checked per batch
         else:
-            labels, probabilities = await run_in_threadpool(model.predict, x)
+            labels, probabilities = await run_in_threadpool(
+                self._timed_predict, model, x, time.perf_counter()
+            )
             if (problem := _output_error(model, labels, probabilities)) is not None:
                 raise problem
         counts = np.bincount(labels, minlength=len(model.classes)).tolist()
         self.metrics.observe_predictions(model.name, model.version, model.manifest.classes, counts)
         return labels, probabilities
+
+    def _timed_predict(self, model: Predictor, x: Any, submitted: float) -> tuple[np.ndarray[Any, Any], ...]:
+        """``model.predict(x)`` in a worker thread, timed: the wait for the thread, and the call."""
+        started = time.perf_counter()
+        outputs = model.predict(x)
+        self.metrics.observe_model_call([started - submitted], time.perf_counter() - started)
+        return outputs
 
 
 def _output_error(

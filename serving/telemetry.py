@@ -37,29 +37,57 @@ ASGIApp = Callable[[Scope, Receive, Send], Any]
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+# Every metric of the endpoint's own carries this prefix (Prometheus's "single-word application
+# prefix"); the standard process_* and python_* metrics of the client library keep their names, which
+# dashboards and alert rules expect.
+NAMESPACE = "mlorch"
+# Model calls and queue waits: from 20 us (a one-row call with warm caches) to 10 s.
+MODEL_BUCKETS = (0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # fmt: skip
+
+
 class Metrics:
-    """The endpoint's metrics, in a registry of its own (several apps can live in one process)."""
+    """The endpoint's metrics, in a registry of its own (several apps can live in one process), with
+    the process's own (CPU, memory, file descriptors, start time), the Python runtime's and the
+    garbage collector's, as prometheus-client names them."""
 
     def __init__(self) -> None:
+        from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+
         self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        ours: dict[str, Any] = {"namespace": NAMESPACE, "registry": self.registry}
         self.requests = Counter(
             "http_requests_total",
             "HTTP requests by route and status",
             ["endpoint", "method", "status"],
-            registry=self.registry,
+            **ours,
         )
         self.latency = Histogram(
             "http_request_duration_seconds",
-            "Request latency by route",
-            ["endpoint", "method"],
+            "Request latency by route and status, from the first byte of the request to the last of the "
+            "response",
+            ["endpoint", "method", "status"],
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            **ours,
+        )
+        self.model_time = Histogram(
+            "model_inference_duration_seconds",
+            "Time in the model (ONNX Runtime) per call; concurrent small requests share one call",
+            buckets=MODEL_BUCKETS,
+            **ours,
+        )
+        self.queue_time = Histogram(
+            "model_queue_duration_seconds",
+            "Time a request's rows waited for the model call that ran them (the micro-batcher's "
+            "queue, or the worker threads for large batches)",
+            buckets=MODEL_BUCKETS,
+            **ours,
         )
         self.predictions = Counter(
-            "model_predictions_total",
-            "Predicted rows by class",
-            ["model", "version", "class_"],
-            registry=self.registry,
+            "model_predictions_total", "Predicted rows by class", ["model", "version", "class_"], **ours
         )
         # Labels bounded by the served manifest: its categorical columns only.
         self.unknown_categories = Counter(
@@ -67,24 +95,19 @@ class Metrics:
             "Values of a categorical column outside the categories seen in training (the model's "
             "one-hot encoder ignores them), by column",
             ["model", "version", "column"],
-            registry=self.registry,
+            **ours,
         )
         self.rows = Histogram(
-            "model_request_rows",
-            "Rows per prediction request",
-            buckets=(1, 10, 100, 1000, 10_000),
-            registry=self.registry,
+            "model_request_rows", "Rows per prediction request", buckets=(1, 10, 100, 1000, 10_000), **ours
         )
-        self.info = Gauge(
-            "model_info", "The model being served (value 1)", ["model", "version"], registry=self.registry
-        )
-        self.ready = Gauge("model_ready", "1 when a verified model is serving", registry=self.registry)
+        self.info = Gauge("model_info", "The model being served (value 1)", ["model", "version"], **ours)
+        self.ready = Gauge("model_ready", "1 when a verified model is serving", **ours)
         self.load_failures = Counter(
             "model_load_failures_total",
             "Loads and reloads that failed, by reason: artifact (refused content), signature, "
             "storage, config, internal",
             ["reason"],
-            registry=self.registry,
+            **ours,
         )
         self._children: dict[tuple[str, ...], MetricWrapperBase] = {}
 
@@ -97,7 +120,13 @@ class Metrics:
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         self._child(self.requests, endpoint, method, str(status)).inc()
-        self._child(self.latency, endpoint, method).observe(seconds)
+        self._child(self.latency, endpoint, method, str(status)).observe(seconds)
+
+    def observe_model_call(self, queued: list[float], seconds: float) -> None:
+        """One model call of ``seconds``, and how long each of its requests waited for it."""
+        self.model_time.observe(seconds)
+        for wait in queued:
+            self.queue_time.observe(wait)
 
     def observe_predictions(self, model: str, version: str, classes: list[str], counts: list[int]) -> None:
         for cls, count in zip(classes, counts, strict=True):

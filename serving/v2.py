@@ -1,72 +1,125 @@
 """Open Inference Protocol (KServe V2) REST: the same model under the standard paths, so existing
-KServe and Triton clients work unchanged.
+KServe and Triton clients (``tritonclient.http``, the KServe SDK) work unchanged, with their
+defaults.
 
-- ``GET  /v2``                                            server metadata
-- ``GET  /v2/health/live``, ``/v2/health/ready``          server liveness and readiness
-- ``GET  /v2/models/{name}[/versions/{version}]``         model metadata (inputs, outputs, classes)
-- ``GET  /v2/models/{name}/ready``                        model readiness
-- ``POST /v2/models/{name}[/versions/{version}]/infer``   inference: one FP64 input ``[rows, features]``
-                                                          (a ``columns`` model: one input per column,
-                                                          named by it, BYTES for text);
-                                                          outputs ``label`` (BYTES) and ``probabilities``
+- ``GET  /v2``                                                   server metadata
+- ``GET  /v2/health/live``, ``/v2/health/ready``                 server liveness and readiness
+- ``GET  /v2/models/{name}[/versions/{version}]``                model metadata (inputs, outputs)
+- ``GET  /v2/models/{name}[/versions/{version}]/ready``          model readiness
+- ``POST /v2/models/{name}[/versions/{version}]/infer``          inference, JSON or with the binary
+                                                                 tensor data extension (both ways)
 
-The unversioned model routes also accept ``?version=``. A name or version this endpoint does not
-serve is 404, naming what it serves.
+Inputs and outputs: :mod:`serving.v2_inputs`; tensors and the binary extension:
+:mod:`serving.tensors`. The unversioned model routes also accept ``?version=``. A name or version
+this endpoint does not serve is 404 naming what it serves; while no model is loaded the model routes
+answer 503. Every error is ``{"error": message}`` (``application/json``).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
+from urllib.parse import parse_qs
 
-import orjson
+import numpy as np
 from fastapi import FastAPI, Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from orchestrator import __version__
-from serving.columns import decode_v2_columns_request
-from serving.inputs import InputError, decode_v2_request, shown
+from serving.inputs import InputError, shown
 from serving.model import Predictor
-from serving.runtime import Runtime, decode_body, json_response
+from serving.runtime import ASGIEndpoint, Runtime, decode_body, error_response, json_response, read_body
+from serving.tensors import BINARY_HEADER, encode_bytes, encode_response
+from serving.v2_inputs import (
+    INPUT_NAME,
+    decode_v2_columns_request,
+    decode_v2_request,
+    requested_outputs,
+)
 
-__all__ = ["add_v2_routes"]
+__all__ = ["SERVER_NAME", "add_v2_routes", "infer_response", "model_metadata"]
 
-
-def _parameters(*path: str, query_version: bool = False) -> dict[str, Any]:
-    """The OpenAPI parameters of a V2 route, as FastAPI documented them when they were handler
-    arguments (they are read from the request instead: see :func:`add_v2_routes`)."""
-    params: list[dict[str, Any]] = [
-        {"name": n, "in": "path", "required": True, "schema": {"type": "string", "title": n.title()}}
-        for n in path
-    ]
-    if query_version:
-        params.append(
-            {
-                "name": "version",
-                "in": "query",
-                "required": False,
-                "schema": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "Version"},
-            }
-        )
-    return {"parameters": params}
+SERVER_NAME = "ml-orchestrator"
+# The protocol extensions this server implements, as Triton names them in server metadata.
+EXTENSIONS = ["binary_tensor_data"]
 
 
-def _inputs(model: Predictor) -> list[dict[str, Any]]:
-    """The V2 inputs a client sends: one FP64 ``input`` [rows, features] for a ``matrix`` model, one
-    per column (named by the column, BYTES for categorical, FP64 for numeric, [rows, 1]) for a
-    ``columns`` model."""
-    if not model.columns_layout:
-        return [{"name": "input", "datatype": "FP64", "shape": [-1, model.n_features]}]
-    return [
-        {"name": c.name, "datatype": "FP64" if c.kind == "numeric" else "BYTES", "shape": [-1, 1]}
-        for c in model.manifest.features.columns
-    ]
+def model_metadata(model: Predictor) -> dict[str, Any]:
+    """The V2 model metadata: one FP64 ``input`` [rows, features] for a ``matrix`` model (any
+    numeric datatype is accepted), one per column for a ``columns`` model (BYTES for a categorical
+    column, FP64 for a numeric one, [rows, 1]); outputs ``label`` and ``probabilities``."""
+    if model.columns_layout:
+        inputs = [
+            {"name": c.name, "datatype": "FP64" if c.kind == "numeric" else "BYTES", "shape": [-1, 1]}
+            for c in model.manifest.features.columns
+        ]
+    else:
+        inputs = [{"name": INPUT_NAME, "datatype": "FP64", "shape": [-1, model.n_features]}]
+    return {
+        "name": model.name,
+        "versions": [model.version],
+        "platform": "onnxruntime_onnx",
+        "inputs": inputs,
+        "outputs": [
+            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+            {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(model.classes)]},
+        ],
+        "parameters": {"classes": model.manifest.classes, "features": model.manifest.features.names},
+    }
 
 
-def _version(request: Request) -> str | None:
-    # A path segment on the versioned routes; on the others the optional `?version=` these routes
-    # have always accepted.
-    version: str | None = request.path_params.get("version", request.query_params.get("version"))
-    return version
+@functools.lru_cache(maxsize=8)  # the model served, and the one before it during a reload
+def _class_bytes(classes: tuple[str, ...]) -> tuple[bytes, ...]:
+    """Each class name as one element of a binary BYTES tensor (length prefix, UTF-8)."""
+    return tuple(encode_bytes([c.encode()]) for c in classes)
+
+
+def infer_response(
+    model: Predictor,
+    request_id: str | None,
+    outputs: Any,
+    labels: np.ndarray[Any, Any],
+    probabilities: np.ndarray[Any, Any],
+) -> Response:
+    """The infer response: the requested ``outputs`` in order, each JSON or binary as asked; the
+    body is binary (``application/octet-stream`` with ``Inference-Header-Content-Length``) only
+    when some output is."""
+    head: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
+    if request_id is not None:
+        head["id"] = request_id
+    encoded: list[tuple[dict[str, Any], Any, bytes | None]] = []
+    for output in outputs:
+        if output.name == "label":
+            meta = {"name": "label", "datatype": "BYTES", "shape": [len(labels)]}
+            if output.binary:
+                table = _class_bytes(tuple(model.manifest.classes))
+                encoded.append((meta, None, b"".join([table[i] for i in labels.tolist()])))
+            else:
+                encoded.append((meta, model.classes[labels].tolist(), None))
+        else:
+            meta = {"name": "probabilities", "datatype": "FP64", "shape": list(probabilities.shape)}
+            if output.binary:
+                encoded.append((meta, None, np.ascontiguousarray(probabilities, dtype="<f8").tobytes()))
+            else:
+                encoded.append((meta, probabilities.ravel(), None))
+    body, header_length = encode_response(head, encoded)
+    if header_length is None:
+        return Response(body, media_type="application/json")
+    return Response(
+        body,
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(header_length)},
+    )
+
+
+def _query_version(scope: Any) -> str | None:
+    """``?version=`` on the unversioned routes (accepted since the first V2 routes)."""
+    query = scope.get("query_string", b"")
+    if not query:
+        return None
+    values = parse_qs(query.decode("latin-1")).get("version")
+    return values[0] if values else None
 
 
 def add_v2_routes(app: FastAPI, rt: Runtime) -> None:
@@ -75,7 +128,7 @@ def add_v2_routes(app: FastAPI, rt: Runtime) -> None:
     The handlers read ``name`` and ``version`` from the request rather than declaring them as
     arguments: for a declared argument FastAPI imports ``pydantic.v1`` (to refuse v1 models) and
     builds a validator, ~15 ms of the container's cold start for strings that need no validation.
-    ``openapi_extra`` documents them as before.
+    The routes are documented in :mod:`serving.openapi`.
     """
 
     def v2_model(name: str, version: str | None = None) -> Predictor:
@@ -88,9 +141,13 @@ def add_v2_routes(app: FastAPI, rt: Runtime) -> None:
             )
         return model
 
+    def path_model(request: Request) -> Predictor:
+        params = request.path_params
+        return v2_model(params["name"], params.get("version", _query_version(request.scope)))
+
     @app.get("/v2")
     async def v2_server() -> Response:
-        return json_response({"name": "ml-orchestrator", "version": __version__, "extensions": []})
+        return json_response({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
 
     @app.get("/v2/health/live")
     async def v2_live() -> Response:
@@ -101,61 +158,47 @@ def add_v2_routes(app: FastAPI, rt: Runtime) -> None:
         ready = rt.holder.current is not None
         return json_response({"ready": ready}, 200 if ready else 503)
 
-    @app.get("/v2/models/{name}", openapi_extra=_parameters("name", query_version=True))
-    @app.get("/v2/models/{name}/versions/{version}", openapi_extra=_parameters("name", "version"))
+    @app.get("/v2/models/{name}")
+    @app.get("/v2/models/{name}/versions/{version}")
     async def v2_metadata(request: Request) -> Response:
-        model = v2_model(request.path_params["name"], _version(request))
-        return json_response(
-            {
-                "name": model.name,
-                "versions": [model.version],
-                "platform": "onnxruntime_onnx",
-                "inputs": _inputs(model),
-                "outputs": [
-                    {"name": "label", "datatype": "BYTES", "shape": [-1]},
-                    {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(model.classes)]},
-                ],
-                "parameters": {"classes": model.manifest.classes, "features": model.manifest.features.names},
-            }
-        )
+        return json_response(model_metadata(path_model(request)))
 
-    @app.get("/v2/models/{name}/ready", openapi_extra=_parameters("name"))
+    @app.get("/v2/models/{name}/ready")
+    @app.get("/v2/models/{name}/versions/{version}/ready")
     async def v2_model_ready(request: Request) -> Response:
-        name = request.path_params["name"]
-        model = rt.holder.current
-        ready = model is not None and model.name == name
-        return json_response({"name": name, "ready": ready}, 200 if ready else 503)
+        model = path_model(request)  # 404 for a model or version not served, 503 while loading
+        return json_response({"name": model.name, "ready": True})
 
-    @app.post("/v2/models/{name}/infer", openapi_extra=_parameters("name", query_version=True))
-    @app.post("/v2/models/{name}/versions/{version}/infer", openapi_extra=_parameters("name", "version"))
-    async def v2_infer(request: Request) -> Response:
-        chunks = [chunk async for chunk in request.stream()]
-        model = v2_model(request.path_params["name"], _version(request))
-        x: Any
-        if model.columns_layout:
-            columns = model.manifest.features.columns
-            x, request_id = await decode_body(decode_v2_columns_request, chunks, columns)
-        else:
-            x, request_id = await decode_body(decode_v2_request, chunks, model.n_features)
-        labels, probabilities = await rt.predict(model, x)
-        body: dict[str, Any] = {
-            "model_name": model.name,
-            "model_version": model.version,
-            "outputs": [
-                {
-                    "name": "label",
-                    "datatype": "BYTES",
-                    "shape": [len(x)],
-                    "data": model.classes[labels].tolist(),
-                },
-                {
-                    "name": "probabilities",
-                    "datatype": "FP64",
-                    "shape": list(probabilities.shape),
-                    "data": probabilities.ravel(),
-                },
-            ],
-        }
-        if request_id is not None:
-            body["id"] = request_id
-        return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+    async def infer(scope: Any, receive: Any, send: Any) -> None:
+        # A bare ASGI endpoint, like /v1/predict: the hot path skips FastAPI's per-request machinery.
+        try:
+            chunks = await read_body(receive)
+            params = scope["path_params"]
+            model = v2_model(params["name"], params.get("version", _query_version(scope)))
+            header = next((value for key, value in scope["headers"] if key == BINARY_HEADER), None)
+            x: Any
+            if model.columns_layout:
+                columns = model.manifest.features.columns
+                x, request = await decode_body(_columns_decoder(header), chunks, columns)
+            else:
+                x, request = await decode_body(_matrix_decoder(header), chunks, model.n_features)
+            labels, probabilities = await rt.predict(model, x)
+            response = infer_response(model, request.id, requested_outputs(request), labels, probabilities)
+        except InputError as exc:
+            response = error_response(str(exc), exc.status)
+        await response(scope, receive, send)
+
+    for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
+        app.router.routes.append(Route(path, ASGIEndpoint(path, infer), methods=["POST"]))
+
+
+def _matrix_decoder(header: bytes | None) -> Any:
+    if header is None:
+        return decode_v2_request
+    return lambda body, width: decode_v2_request(body, width, header)
+
+
+def _columns_decoder(header: bytes | None) -> Any:
+    if header is None:
+        return decode_v2_columns_request
+    return lambda body, columns: decode_v2_columns_request(body, columns, header)

@@ -111,7 +111,7 @@ def metrics_total(url: str) -> float:
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith("model_load_failures_total{")
+        if line.startswith("mlorch_model_load_failures_total{")
     )
 
 
@@ -338,8 +338,8 @@ def test_an_endpoint_survives_a_hostile_bucket_and_then_picks_up_the_next_good_v
         time.sleep(1.5)  # several reload intervals
         assert metrics_total(ep.url) == failures, "the unchanged refused pointer was tried again"
         metrics = httpx.get(f"{ep.url}/metrics").text
-        assert 'model_load_failures_total{reason="signature"}' in metrics
-        assert 'model_load_failures_total{reason="artifact"}' in metrics
+        assert 'mlorch_model_load_failures_total{reason="signature"}' in metrics
+        assert 'mlorch_model_load_failures_total{reason="artifact"}' in metrics
 
         # The next good version, published properly, is picked up.
         assert sync_artifact(good_v2, [t], verifier=verifier, force=True)[0].ok

@@ -109,8 +109,8 @@ def test_hot_swap_follows_latest_and_a_bad_version_is_refused_while_the_old_one_
         ).json()
         assert answer["version"] == iris_v2.manifest.version
         metrics = httpx.get(f"{ep.url}/metrics").text
-        assert f'model_info{{model="iris",version="{iris_v2.manifest.version}"}} 1.0' in metrics
-        assert "model_load_failures_total 0.0" not in metrics
+        assert f'mlorch_model_info{{model="iris",version="{iris_v2.manifest.version}"}} 1.0' in metrics
+        assert "mlorch_model_load_failures_total 0.0" not in metrics
     finally:
         ep.stop()
 

@@ -49,6 +49,6 @@ def test_a_version_whose_objects_crawl_does_not_stop_the_next_one(
                 f"{ep.url}/readyz", lambda r: r.get("version") == v3.manifest.version, timeout=30
             )
             assert ready["last_error"] is None
-            assert 'model_load_failures_total{reason="timeout"}' in httpx.get(f"{ep.url}/metrics").text
+            assert 'mlorch_model_load_failures_total{reason="timeout"}' in httpx.get(f"{ep.url}/metrics").text
         finally:
             ep.stop()

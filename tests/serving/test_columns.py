@@ -5,7 +5,9 @@ naming the column and the row."""
 
 from __future__ import annotations
 
+import json
 import re
+import struct
 from collections.abc import Iterator
 
 import httpx
@@ -147,7 +149,9 @@ def unknown_counts(client) -> dict[str, float]:
     text = client.get("/metrics").text
     return {
         m.group(1): float(m.group(2))
-        for m in re.finditer(r'model_unknown_categories_total\{[^}]*column="([^"]+)"[^}]*\} (\S+)', text)
+        for m in re.finditer(
+            r'mlorch_model_unknown_categories_total\{[^}]*column="([^"]+)"[^}]*\} (\S+)', text
+        )
     }
 
 
@@ -195,6 +199,35 @@ def test_v2_one_input_per_column_equals_scikit_learn(client, reference, mixed_mo
     got = np.array(outputs["probabilities"]["data"]).reshape(len(rows), -1)
     assert np.max(np.abs(got - proba)) <= 1e-6
     assert answer.json()["id"] == "r1"
+
+
+def test_v2_binary_tensors_per_column_equal_json(client, reference, mixed_model):
+    """The binary tensor data extension for a columns model: FP64 with NaN for a missing number,
+    BYTES (length-prefixed UTF-8) for text, answers equal to the JSON request's."""
+    rows = reference[0]
+    body = v2_body(rows)
+    head_inputs, tail = [], b""
+    for tensor in body["inputs"]:
+        if tensor["datatype"] == "BYTES":
+            raw = b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in tensor["data"])
+        else:
+            raw = np.array([np.nan if v is None else v for v in tensor["data"]], dtype="<f8").tobytes()
+        head_inputs.append(
+            {k: v for k, v in tensor.items() if k != "data"} | {"parameters": {"binary_data_size": len(raw)}}
+        )
+        tail += raw
+    head = json.dumps({"inputs": head_inputs, "parameters": {"binary_data_output": True}}).encode()
+    url = f"/v2/models/{mixed_model.manifest.name}/infer"
+    answer = client.post(
+        url, content=head + tail, headers={"Inference-Header-Content-Length": str(len(head))}
+    )
+    assert answer.status_code == 200, answer.text[:300]
+    length = int(answer.headers["inference-header-content-length"])
+    outputs = json.loads(answer.content[:length])["outputs"]
+    as_json = {o["name"]: o for o in client.post(url, json=body).json()["outputs"]}
+    proba_bytes = outputs[1]["parameters"]["binary_data_size"]
+    got = np.frombuffer(answer.content[len(answer.content) - proba_bytes :], dtype="<f8")
+    np.testing.assert_array_equal(got, np.array(as_json["probabilities"]["data"]))
 
 
 def test_v2_metadata_lists_one_input_per_column(client, mixed_model):

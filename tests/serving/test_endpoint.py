@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -219,12 +220,29 @@ def test_prometheus_metrics(client: httpx.Client, digits_model: TrainResult) -> 
     client.post("/v1/predict", json={"instances": [[1.0]]})
     text = client.get("/metrics").text
     name, version = digits_model.manifest.name, digits_model.manifest.version
-    assert 'http_requests_total{endpoint="/v1/predict",method="POST",status="200"}' in text
-    assert 'http_requests_total{endpoint="/v1/predict",method="POST",status="422"}' in text
-    assert 'http_request_duration_seconds_bucket{endpoint="/v1/predict",le="0.005",method="POST"}' in text
-    assert f'model_info{{model="{name}",version="{version}"}} 1.0' in text
-    assert 'model_predictions_total{class_="0",model="' in text
-    assert "model_ready 1.0" in text
+    assert 'mlorch_http_requests_total{endpoint="/v1/predict",method="POST",status="200"}' in text
+    assert 'mlorch_http_requests_total{endpoint="/v1/predict",method="POST",status="422"}' in text
+    assert (
+        'mlorch_http_request_duration_seconds_bucket{endpoint="/v1/predict",le="0.005",method="POST",status="200"}'
+        in text
+    )
+    assert (
+        'mlorch_http_request_duration_seconds_count{endpoint="/v1/predict",method="POST",status="422"}'
+        in text
+    )
+    assert f'mlorch_model_info{{model="{name}",version="{version}"}} 1.0' in text
+    assert 'mlorch_model_predictions_total{class_="0",model="' in text
+    assert "mlorch_model_ready 1.0" in text
+    # Model time and queue time apart (both counted once per request here: no concurrency).
+    assert re.search(r"^mlorch_model_inference_duration_seconds_count [1-9]", text, re.M)
+    assert re.search(r"^mlorch_model_queue_duration_seconds_count [1-9]", text, re.M)
+    # The process's own metrics, under their standard names; every other metric under one prefix.
+    for standard in ("process_cpu_seconds_total", "process_resident_memory_bytes", "python_info{"):
+        assert standard in text
+    names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if not line.startswith("#")}
+    ours = {n for n in names if not n.startswith(("process_", "python_"))}
+    assert ours
+    assert all(n.startswith("mlorch_") for n in ours), sorted(ours)
     client.get("/no/such/path")
     assert 'endpoint="unmatched"' in client.get("/metrics").text, "unknown paths share one label"
 
@@ -271,4 +289,4 @@ def test_tampered_artifact_is_never_ready(serve_artifact: StartEndpoint, artifac
         assert "not ready" in predict.json()["error"]
         assert c.get("/v2/health/ready").status_code == 503
         # Counted once by reason, not again at every retry of the same unchanged content.
-        assert 'model_load_failures_total{reason="artifact"} 1.0' in c.get("/metrics").text
+        assert 'mlorch_model_load_failures_total{reason="artifact"} 1.0' in c.get("/metrics").text

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from orchestrator.demo.processes import Endpoint, start_endpoint
 from orchestrator.training.pipeline import TrainResult
-from serving.inputs import MAX_ROWS, InputError, decode_predict_request, decode_v2_request
+from serving.inputs import MAX_ROWS, InputError, decode_predict_request
+from serving.v2_inputs import decode_v2_request
 
 WIDTH = 64
 ZERO_ROW = "[" + ", ".join(["0"] * WIDTH) + "]"

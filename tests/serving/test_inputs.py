@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from serving.inputs import MAX_ROWS, InputError, decode_predict_request, parse_v2_request
+from serving.inputs import MAX_ROWS, InputError, decode_predict_request
+from serving.v2_inputs import decode_v2_request
 
 
 def body(instances: object) -> bytes:
@@ -40,8 +41,8 @@ def test_width_must_match(rows: object) -> None:
 
 def test_v2_flat_and_nested_data_agree() -> None:
     tensor = {"name": "input", "shape": [2, 2], "datatype": "INT64"}
-    flat, _ = parse_v2_request({"inputs": [{**tensor, "data": [1, 2, 3, 4]}]}, 2)
-    nested, _ = parse_v2_request({"inputs": [{**tensor, "data": [[1, 2], [3, 4]]}]}, 2)
+    flat, _ = decode_v2_request(json.dumps({"inputs": [{**tensor, "data": [1, 2, 3, 4]}]}).encode(), 2)
+    nested, _ = decode_v2_request(json.dumps({"inputs": [{**tensor, "data": [[1, 2], [3, 4]]}]}).encode(), 2)
     assert flat.tolist() == nested.tolist() == [[1.0, 2.0], [3.0, 4.0]]
 
 
@@ -57,7 +58,7 @@ def test_v2_flat_and_nested_data_agree() -> None:
 )
 def test_v2_bad_tensors(tensor: dict) -> None:
     with pytest.raises(InputError) as err:
-        parse_v2_request({"inputs": [{"name": "input", **tensor}]}, 2)
+        decode_v2_request(json.dumps({"inputs": [{"name": "input", **tensor}]}).encode(), 2)
     assert 400 <= err.value.status < 500
 
 
