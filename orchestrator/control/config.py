@@ -41,6 +41,7 @@ from orchestrator.control.config_checks import (
     check_url,
 )
 from orchestrator.control.config_file import MAX_CONFIG_BYTES, MAX_CONFIG_NODES, parse_yaml, read_text
+from orchestrator.control.config_vantage import VantageConfig, resolve_vantage
 from orchestrator.core.contract import CloudName
 from orchestrator.core.errors import ConfigError
 from orchestrator.core.names import NAME_PATTERN
@@ -350,6 +351,8 @@ class Config(_Strict):
     health: HealthConfig = Field(default_factory=HealthConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    # Several health jobs deciding by quorum (orchestrator.control.config_vantage); None: one job.
+    vantage: VantageConfig | None = None
     source: str | None = Field(default=None, exclude=True)
 
     def endpoints(self) -> dict[str, str]:
@@ -403,6 +406,7 @@ def load_config(path: str | Path | None = None) -> Config:
         except ValueError as exc:
             raise ConfigError(f"$ORCHESTRATOR_STATE: {exc}") from None
         config = config.model_copy(update={"state": StateConfig(path=state, settings=settings)})
+    config = resolve_vantage(config, source)
     check_together(config, source)
     check_allowed_endpoints(config, os.environ)  # only the endpoints the stacks exported (if listed)
     return config

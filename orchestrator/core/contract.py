@@ -36,6 +36,7 @@ __all__ = [
     "ENV_SERVE_DOCS",
     "ENV_SIGNING_PUBLIC_KEY",
     "ENV_STATE",
+    "ENV_VANTAGE",
     "MODELS",
     "POINTER",
     "REMOTE_SCHEMES",
@@ -101,6 +102,8 @@ POINTER: Final = "LATEST"
 # Environment of the scheduled health job (set by the stacks, read by the control plane).
 ENV_CONFIG: Final = "ORCHESTRATOR_CONFIG"
 ENV_STATE: Final = "ORCHESTRATOR_STATE"
+# Which vantage point a health job is (its id in the configuration's `vantage.points`).
+ENV_VANTAGE: Final = "ORCHESTRATOR_VANTAGE"
 ENV_ENDPOINTS: Final = "ORCHESTRATOR_ENDPOINTS"
 
 # The API tokens predictions need (`Authorization: Bearer <token>`), given to the endpoint and the
