@@ -230,6 +230,8 @@ class ControlPlane:
         reconcile the backends. LeaseHeld (exit 75) while another run holds the lease."""
         h = self.config.health
         samples = samples or max(h.unhealthy_threshold, h.healthy_threshold)
+        if self.vantage is not None:
+            self.vantage.require_id()
         lease = self.store.acquire_lease(HEALTH_JOB_LEASE, self.holder, self.lease_ttl(samples))
         try:
             self.store.atomically(self.records)  # a corrupt state fails before probing
@@ -257,6 +259,8 @@ class ControlPlane:
         another took it over). A round that fails for any other reason is reported to
         ``on_error`` and the loop goes on."""
         ttl = self.lease_ttl(1, watch=True)
+        if self.vantage is not None:
+            self.vantage.require_id()
         lease = self.store.acquire_lease(HEALTH_JOB_LEASE, self.holder, ttl)
         try:
             self.store.atomically(self.records)  # a corrupt state fails now, not every round
