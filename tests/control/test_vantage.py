@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -483,3 +484,63 @@ def test_without_a_vantage_section_there_is_none(tmp_path: Path) -> None:
         yaml.safe_dump({"model": {"name": "iris"}, "clouds": {"aws": {"endpoint": "https://a.b"}}})
     )
     assert load_config(path).vantage is None
+
+
+# --- the plane: status and replicated overrides ----------------------------------------------
+
+
+@pytest.fixture
+def vantage_config(tmp_path: Path, moto_server: MotoServer) -> Path:
+    """Two vantage points with their homes in two moto buckets; endpoints that do not answer."""
+    buckets = {name: moto_server.uri(moto_server.create_bucket()) for name in ("east", "west")}
+    data = {
+        "model": {"name": "iris"},
+        "clouds": {c: {"endpoint": f"http://127.0.0.1:{closed_port()}"} for c in CLOUDS},
+        "routing": {"backend": "file", "file": {"path": str(tmp_path / "routing.json")}},
+        "state": {"path": buckets["east"], "settings": moto_server.settings},
+        "vantage": {
+            "id": "east",
+            "points": {n: {"storage": b, "settings": moto_server.settings} for n, b in buckets.items()},
+            "min_voters": 1,
+        },
+    }
+    path = tmp_path / "orchestrator.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_status_shows_each_point_the_quorum_and_the_lease(vantage_config: Path) -> None:
+    from orchestrator.control.wiring import open_plane
+
+    with open_plane(load_config(vantage_config)) as plane:
+        assert plane.vantage is not None
+        probes = {c: [probe(c, Verdict.OK)] for c in CLOUDS}
+        plane.vantage.exchange(probes, {})
+        held = plane.vantage.lead()
+        assert held.leader
+        report = plane.status()
+    vantage = report["vantage"]
+    assert vantage["points"]["east"]["age_s"] is not None
+    assert vantage["points"]["east"]["clouds"]["aws"]["verdict"] == "ok"
+    assert vantage["points"]["west"]["error"] == "no observation yet"
+    assert vantage["quorum"]["aws"]["quorum"] == "serving"
+    assert vantage["quorum"]["aws"]["voters"] == ["east"]
+    assert vantage["lease"]["holder"] == "east"
+    assert vantage["lease"]["epoch"] == held.epoch
+    assert vantage["lease"]["expires_at"] > time.time()
+
+
+def test_a_drain_is_written_to_every_point(vantage_config: Path, tmp_path: Path) -> None:
+    from orchestrator.control.store import StateStore
+    from orchestrator.control.wiring import open_plane
+
+    config = load_config(vantage_config)
+    with open_plane(config) as plane:
+        plane.failover("aws", to=None, actor="alice", reason="maintenance", dry_run=False, force=True)
+        here = plane.store.overrides()["aws"]
+    assert config.vantage is not None
+    west = config.vantage.points["west"]
+    with StateStore.open(west.storage, settings=west.settings) as store:
+        there = store.overrides()["aws"]
+    assert there == here  # the same override, made at the same time: the newest wins everywhere
+    assert there.drained
