@@ -13,7 +13,7 @@ lease and their parameters are explained in docs/design/quorum.md and
         gcp:   {storage: gs://ops-gcp/orchestrator}
         azure: {storage: az://opsazure/ops/orchestrator}
       freshness_s: 180              # an observation older than this is not a vote
-      lease_ttl_s: 150              # the leader lease's length (renewed every round)
+      lease_ttl_s: 90               # the leader lease's length (renewed every round)
       min_voters: 2                 # fewer fresh, seeing vantage points: no quorum, no change
       read_timeout_s: 5             # the longest a round waits for the other points' objects
 """
@@ -93,9 +93,10 @@ class VantageConfig(_Strict):
     points: dict[str, VantagePoint] = Field(min_length=1, max_length=MAX_POINTS)
     # Three rounds of a one-minute schedule: one late or skipped run still counts.
     freshness_s: float = Field(default=180.0, gt=0, le=MAX_FRESHNESS_S)
-    # Two and a half rounds of a one-minute schedule: a leader that misses one run keeps the
-    # lease; one that stops, loses it within 150 s plus the next run of a survivor.
-    lease_ttl_s: float = Field(default=150.0, gt=0, le=MAX_LEASE_TTL_S)
+    # A round and a half of a one-minute schedule: a leader's next run (60 s later, plus its
+    # jitter and a round's seconds) renews it in time; one that stops loses it within 90 s, and
+    # the next run of a survivor takes over.
+    lease_ttl_s: float = Field(default=90.0, gt=0, le=MAX_LEASE_TTL_S)
     # Two: a cloud counts as down only when at least two places see it down, so no single
     # vantage's network (a partition) can take a cloud out; with one vantage left, nothing changes
     # until another returns (Route 53's own health checks remain: docs/design/quorum.md).
