@@ -343,6 +343,13 @@ class StateConfig(_Strict):
         return check_settings(value)
 
 
+class SigningConfig(_Strict):
+    """``signing``: the public key the control plane checks the expected version's signature with
+    (PEM text or a path; ``$MODEL_SIGNING_PUBLIC_KEY``, as the endpoint reads it, when absent)."""
+
+    public_key: str | None = Field(default=None, max_length=20_000)
+
+
 class Config(_Strict):
     """The whole configuration (:func:`load_config`); ``source`` names the file it came from."""
 
@@ -353,6 +360,7 @@ class Config(_Strict):
     state: StateConfig = Field(default_factory=StateConfig)
     # Several health jobs deciding by quorum (orchestrator.control.config_vantage); None: one job.
     vantage: VantageConfig | None = None
+    signing: SigningConfig | None = None
     source: str | None = Field(default=None, exclude=True)
 
     def endpoints(self) -> dict[str, str]:
