@@ -205,6 +205,10 @@ class ControlPlane:
         holds a weight for a cloud no longer configured (decommissioned, or dead) is taken to 0."""
         if self.vantage is not None and self.fence is None:
             return None  # only the leader writes, and only under its epoch
+        return self.routable_desired()
+
+    def routable_desired(self) -> DesiredWeights | None:
+        """:meth:`desired_for_backends` whoever asks (``status`` compares the backends with it)."""
         desired = self.store.desired()
         if desired is None:
             return None
@@ -289,28 +293,16 @@ class ControlPlane:
         self, probes: dict[str, list[ProbeResult]], lease: Lease, ttl: float, reason: str, *, apply: bool
     ) -> RoundReport:
         vantage: VantageRound | None = None
-        if self.vantage is not None:
-            # Outside any transaction: publish, read the others, the quorum view; then the lease.
-            overrides = self.store.atomically(self.store.overrides)
-            vantage = self.vantage.exchange(probes, overrides)
-            vantage.leadership = self.vantage.lead() if apply else None
-            self.fence = (
-                vantage.leadership.epoch if vantage.leadership and vantage.leadership.leader else None
-            )
+        if self.vantage is not None:  # outside any transaction: publish, read, the quorum, the lease
+            vantage = self.vantage.round(probes, self.store.atomically(self.store.overrides), apply=apply)
+            self.fence = vantage.fence
         seen = vantage.adjusted if vantage is not None else probes
         merged = vantage.overrides if vantage is not None else []
         report = self.store.atomically(lambda: steps.health_round(self, seen, lease, ttl, reason, merged))
         report.probes = probes  # what this point saw; the state machine took the quorum's view
         if vantage is not None:
             report.vantage = vantage.as_dict(self.clock())
-            for name, error in vantage.errors.items():
-                report.notes.append(f"vantage point {name}: {error}")
-            if apply and not self.fence:
-                held = vantage.leadership
-                who = (
-                    f"{held.holder} holds it (epoch {held.epoch})" if held and held.holder else "no majority"
-                )
-                report.notes.append(f"not applied: this vantage point does not hold the leader lease; {who}")
+            report.notes += vantage.notes(apply=apply)
         return report
 
     def _finish(self, report: RoundReport, *, apply: bool, wait: float | None = None) -> RoundReport:

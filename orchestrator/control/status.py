@@ -26,7 +26,7 @@ def status_report(plane: ControlPlane) -> dict[str, Any]:
 
     records, desired, flips, recorded = plane.store.atomically(read)
     decision = plane.decide(records)
-    routable = plane.desired_for_backends() if desired else None
+    routable = plane.routable_desired() if desired else None
     backends = _inspect(plane, routable.weights if routable else None)
     for entry in backends:
         last = recorded.get(entry["location"])

@@ -40,9 +40,11 @@ __all__ = [
     "ENV_SIGNING_PUBLIC_KEY",
     "ENV_STATE",
     "ENV_VANTAGE",
+    "LEASE_OBJECT",
     "MODELS",
     "POINTER",
     "REMOTE_SCHEMES",
+    "VANTAGE_PREFIX",
     "CloudName",
 ]
 
@@ -114,6 +116,10 @@ ENV_AWS_ROLE_ARN: Final = "ORCHESTRATOR_AWS_ROLE_ARN"
 # identity's access token for ENV_AWS_AUDIENCE).
 ENV_AWS_WEB_IDENTITY: Final = "ORCHESTRATOR_AWS_WEB_IDENTITY"
 ENV_AWS_AUDIENCE: Final = "ORCHESTRATOR_AWS_AUDIENCE"
+# Under a vantage point's home (its state location): each point's observation, and the point's
+# copy of the cross-cloud leader lease (orchestrator.control.vantage; the stacks grant exactly these).
+VANTAGE_PREFIX: Final = "orchestrator/vantage/"
+LEASE_OBJECT: Final = "orchestrator/leader-lease.json"
 ENV_ENDPOINTS: Final = "ORCHESTRATOR_ENDPOINTS"
 
 # The API tokens predictions need (`Authorization: Bearer <token>`), given to the endpoint and the

@@ -54,6 +54,21 @@ class VantageRound:
     overrides: list[Override] = field(default_factory=list)
     leadership: Leadership | None = None
 
+    @property
+    def fence(self) -> int | None:
+        """The epoch this point applies under: the lease's, if it leads; else None (no write)."""
+        held = self.leadership
+        return held.epoch if held is not None and held.leader else None
+
+    def notes(self, *, apply: bool) -> list[str]:
+        """One line per point that could not be read, and why nothing was applied if so."""
+        lines = [f"vantage point {name}: {error}" for name, error in self.errors.items()]
+        if apply and self.fence is None:
+            held = self.leadership
+            who = f"{held.holder} holds it (epoch {held.epoch})" if held and held.holder else "no majority"
+            lines.append(f"not applied: this vantage point does not hold the leader lease; {who}")
+        return lines
+
     def as_dict(self, now: float) -> dict[str, Any]:
         """For the round's JSON and for status: each point's observation and its age, the
         quorum view per cloud, the lease."""
@@ -140,6 +155,14 @@ class Coordinator:
         )
         newer = newest_overrides(observations, overrides)
         return VantageRound(me, observations, errors, view, adjust(probes, view), newer)
+
+    def round(
+        self, probes: Mapping[str, list[ProbeResult]], overrides: Mapping[str, Override], *, apply: bool
+    ) -> VantageRound:
+        """A round's part: :meth:`exchange`, then (with ``apply``) :meth:`lead`."""
+        result = self.exchange(probes, overrides)
+        result.leadership = self.lead() if apply else None
+        return result
 
     def lead(self) -> Leadership:
         """Take or renew the leader lease (:meth:`LeaderLease.acquire`)."""

@@ -24,6 +24,7 @@ import orjson
 from orchestrator.control.health.machine import Verdict
 from orchestrator.control.health.probe import ProbeResult, short
 from orchestrator.control.store.base import Override, check_cloud
+from orchestrator.core.contract import LEASE_OBJECT, VANTAGE_PREFIX
 from orchestrator.core.storage import Storage
 
 __all__ = [
@@ -40,8 +41,8 @@ __all__ = [
 OBSERVATION_KIND = "orchestrator-vantage"
 OBSERVATION_SCHEMA = 1
 # Beside the state document (orchestrator/state.json) under the same location.
-OBSERVATION_PREFIX = "orchestrator/vantage/"
-LEASE_KEY = "orchestrator/leader-lease.json"
+OBSERVATION_PREFIX = VANTAGE_PREFIX
+LEASE_KEY = LEASE_OBJECT
 # An observation is a few hundred bytes; anything far larger was not written by an orchestrator.
 MAX_OBSERVATION_BYTES = 64 * 1024
 # Probe reasons that mean no answer came back at all (orchestrator.control.health.probe): the
