@@ -220,7 +220,10 @@ class AwsHealthJob(HealthJobComponent):
             )
         # The roles the GCP and Azure jobs assume by identity federation (health_job.federation).
         self.federated_roles = federated_roles(name, self, job, control.arn, partition)
-        self.exports = {"federated_roles": {c: r.arn for c, r in self.federated_roles.items()}}
+        self.exports = {
+            "identity": self.task_role.arn,
+            "federated_roles": {c: r.arn for c, r in self.federated_roles.items()},
+        }
         self.register_outputs(
             {
                 "schedule": self.schedule.arn,

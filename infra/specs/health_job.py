@@ -180,6 +180,11 @@ class HealthJobSpec:
             "command": list(self.command) if exists else None,
             "config_uri": config_uri,
             "state_uri": state_uri,
+            # Set by the component when the job exists: the job's identity (AWS: its task role's
+            # ARN; GCP: its service account's unique id; Azure: its managed identity's principal
+            # id) and, on AWS, the roles other clouds' jobs assume by federation.
+            "identity": None,
+            "federated_roles": {},
         }
 
 

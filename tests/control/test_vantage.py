@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -536,8 +537,16 @@ def test_a_drain_is_written_to_every_point(vantage_config: Path, tmp_path: Path)
 
     config = load_config(vantage_config)
     with open_plane(config) as plane:
-        plane.failover("aws", to=None, actor="alice", reason="maintenance", dry_run=False, force=True)
+        plane.store.save_desired({"aws": 0, "gcp": 60, "azure": 40}, "a decision in force")
+        result = plane.failover(
+            "aws", to=None, actor="alice", reason="maintenance", dry_run=False, force=True
+        )
         here = plane.store.overrides()["aws"]
+    # The operator's command applies (under the current epoch: none led yet, 0), not as a leader.
+    assert result.applied
+    table = json.loads((tmp_path / "routing.json").read_text())
+    assert table["epoch"] == 0
+    assert table["weights"] == {"aws": 0, "gcp": 60, "azure": 40}
     assert config.vantage is not None
     west = config.vantage.points["west"]
     with StateStore.open(west.storage, settings=west.settings) as store:
