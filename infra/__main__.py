@@ -98,9 +98,8 @@ def _cloud(cloud: CloudName) -> None:
     # The job runs the endpoint's image: it exists once an image is configured (the endpoint
     # component warned that it is not), with its control bucket.
     runs_job = job.enabled and endpoint.image is not None
-    control_root = (
-        stack.health_job(HEALTH_JOB_NAME, spec, job, options, endpoint).control_root if runs_job else None
-    )
+    component = stack.health_job(HEALTH_JOB_NAME, spec, job, options, endpoint) if runs_job else None
+    control_root = component.control_root if component is not None else None
     values = {
         "cloud": cloud,
         "region": spec.region,
@@ -115,7 +114,7 @@ def _cloud(cloud: CloudName) -> None:
         "concurrency": spec.concurrency,
         "readiness_path": spec.readiness_path,
         "storage_settings": endpoint.storage_settings,
-        "health_job": job.export(control_root),
+        "health_job": {**job.export(control_root), **(component.exports if component is not None else {})},
         "public_name": endpoint.public_name,
         "dns_records": endpoint.dns_records,
         "health_check_ip": endpoint.health_check_ip,

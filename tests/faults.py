@@ -64,11 +64,18 @@ class MisbehavingEndpoint:
 
 
 class DelayProxy:
-    """Forwards 127.0.0.1:``port`` to 127.0.0.1:``target_port``, delaying each response chunk."""
+    """Forwards 127.0.0.1:``port`` to 127.0.0.1:``target_port``, delaying each response chunk.
+
+    ``dropping`` (set it, or call :meth:`drop`): a network partition between whoever connects
+    here and the target. Every connection is accepted and reset at once (RST: the client sees
+    its connection dropped, as behind a firewall that rejects), and the connections already open
+    are reset too; clearing it heals the partition."""
 
     def __init__(self, target_port: int, delay_s: float = 0.0, *, port: int | None = None) -> None:
         self.target_port = target_port
         self.delay_s = delay_s
+        self.dropping = False
+        self._open: set[asyncio.StreamWriter] = set()
         self.port = port or free_port()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="delay-proxy")
@@ -105,12 +112,27 @@ class DelayProxy:
             self._thread.join(timeout=5)
         self._loop.close()
 
+    def drop(self, dropping: bool = True) -> None:
+        """Start (or with False, end) the partition; open connections are reset now."""
+        self.dropping = dropping
+        if dropping:
+
+            def reset() -> None:
+                for writer in list(self._open):
+                    writer.transport.abort()
+
+            self._loop.call_soon_threadsafe(reset)
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.dropping:
+            writer.transport.abort()  # RST, nothing forwarded
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
             writer.close()
             return
+        self._open.add(writer)
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, delayed: bool) -> None:
             try:
@@ -125,4 +147,7 @@ class DelayProxy:
                 with contextlib.suppress(Exception):
                     dst.close()
 
-        await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))
+        try:
+            await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))
+        finally:
+            self._open.discard(writer)

@@ -14,6 +14,7 @@ import pulumi_aws as aws
 
 from infra.components.aws_alarms import JobAlarms, job_alarms
 from infra.components.aws_endpoint import AwsEndpoint
+from infra.components.aws_federation import federated_roles, route53_statements, vantage_statements
 from infra.components.aws_network import job_security_group
 from infra.components.aws_shared import ecs_tasks_trust, policy, private_bucket
 from infra.components.endpoint import SCRATCH_DIR, storage_root
@@ -217,6 +218,12 @@ class AwsHealthJob(HealthJobComponent):
                 "(the health job component's alerts_topic) with no subscriber; subscribe someone",
                 resource=self,
             )
+        # The roles the GCP and Azure jobs assume by identity federation (health_job.federation).
+        self.federated_roles = federated_roles(name, self, job, control.arn, partition)
+        self.exports = {
+            "identity": self.task_role.arn,
+            "federated_roles": {c: r.arn for c, r in self.federated_roles.items()},
+        }
         self.register_outputs(
             {
                 "schedule": self.schedule.arn,
@@ -261,31 +268,7 @@ class AwsHealthJob(HealthJobComponent):
                 "Resource": pulumi.Output.concat(control_arn, "/", job.state_path),
             },
         ]
-        if job.apply and job.route53 is not None:
-            zone_arn = pulumi.Output.concat("arn:", partition, ":route53:::hostedzone/", job.route53.zone_id)
-            statements += [
-                {
-                    "Sid": "MoveTheWeightedRecord",
-                    "Effect": "Allow",
-                    "Action": "route53:ChangeResourceRecordSets",
-                    "Resource": zone_arn,
-                    # Only UPSERTs of this name's CNAME records (the orchestrator's route53 backend
-                    # writes nothing else): no other record of the zone can be touched.
-                    "Condition": {
-                        "ForAllValues:StringEquals": {
-                            "route53:ChangeResourceRecordSetsNormalizedRecordNames": [
-                                job.route53.record_name
-                            ],
-                            "route53:ChangeResourceRecordSetsRecordTypes": ["CNAME"],
-                            "route53:ChangeResourceRecordSetsActions": ["UPSERT"],
-                        }
-                    },
-                },
-                {
-                    "Sid": "ReadTheZone",
-                    "Effect": "Allow",
-                    "Action": "route53:ListResourceRecordSets",
-                    "Resource": zone_arn,
-                },
-            ]
+        # As a vantage point (docs/design/quorum.md): the observations and its lease copy.
+        statements += vantage_statements(control_arn, job.cloud)
+        statements += route53_statements(job, partition)
         return statements

@@ -260,4 +260,6 @@ class AzureHealthJob(HealthJobComponent):
                 "receivers; add one",
                 resource=self,
             )
+        # For the AWS stack's health_job.federation.azure.principal_id (the role's trust).
+        self.exports = {"identity": self.identity.principal_id}
         self.register_outputs({"job": self.job.name})

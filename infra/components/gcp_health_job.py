@@ -253,4 +253,6 @@ class GcpHealthJob(HealthJobComponent):
                 "gcp: no health_job.alert_emails: the job's alert policy notifies no channel; add one",
                 resource=self,
             )
+        # For the AWS stack's health_job.federation.gcp.service_account_id (the role's trust).
+        self.exports = {"identity": runtime.unique_id}
         self.register_outputs({"job": self.job.name, "scheduler": self.scheduler.name})

@@ -31,3 +31,6 @@ class HealthJobComponent(pulumi.ComponentResource):
     # s3://, gs:// or az:// root of the job's control bucket; the stack's health_job output
     # derives config_uri and state_uri from it.
     control_root: pulumi.Output[str]
+    # Added to the stack's health_job output: the job's identity (GCP: its service account's
+    # unique id; Azure: its managed identity's principal id), or the federated roles (AWS).
+    exports: dict[str, object] = {}  # noqa: RUF012  # replaced per instance

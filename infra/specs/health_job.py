@@ -19,8 +19,19 @@ from typing import Any, Final
 import pulumi
 
 from infra.specs import schedule
+from infra.specs.federation import DEFAULT_AZURE_AUDIENCE, FederationSpec, check_role_arn, parse_federation
 from infra.specs.fields import ConfigError, ConfigObject, check_cloud, check_hostname, check_zone_id
-from orchestrator.core.contract import ENV_CONFIG, ENV_ENDPOINTS, ENV_STATE, MODELS, CloudName
+from orchestrator.core.contract import (
+    ENV_AWS_AUDIENCE,
+    ENV_AWS_ROLE_ARN,
+    ENV_AWS_WEB_IDENTITY,
+    ENV_CONFIG,
+    ENV_ENDPOINTS,
+    ENV_STATE,
+    ENV_VANTAGE,
+    MODELS,
+    CloudName,
+)
 
 __all__ = [
     "AWS_CREDENTIALS_DIR",
@@ -91,9 +102,17 @@ class HealthJobSpec:
     config_path: str = DEFAULT_JOB_CONFIG_PATH
     state_path: str = DEFAULT_JOB_STATE_PATH
     route53: Route53Target | None = None  # AWS only: what the job role may change
-    # GCP: a Secret Manager secret (NAME or projects/P/secrets/NAME); Azure: a Key Vault secret's
-    # resource id. Holds an AWS shared-credentials file ([default] with a key pair).
+    # GCP and Azure with apply: the AWS role to assume by identity federation (the AWS stack's
+    # health_job.federated_roles output): short-lived credentials, no stored key. The preferred way.
+    aws_role_arn: str | None = None
+    # The fallback where federation cannot be set up: GCP, a Secret Manager secret (NAME or
+    # projects/P/secrets/NAME); Azure, a Key Vault secret's resource id. Holds an AWS
+    # shared-credentials file ([default] with a key pair), which must be rotated by hand.
     aws_credentials_secret: str | None = None
+    # AWS: the GCP and Azure jobs allowed to assume a role of this stack (infra/specs/federation.py).
+    federation: FederationSpec | None = None
+    # Azure: the Application ID URI the job requests its token for (the AWS stack's trust pins it).
+    azure_audience: str = DEFAULT_AZURE_AUDIENCE
     # The other clouds' endpoint URLs (their stacks' endpoint_url outputs); the job's own cloud's
     # comes from its own stack. Together: ORCHESTRATOR_ENDPOINTS, the only endpoints it accepts.
     endpoints: Mapping[CloudName, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -135,11 +154,19 @@ class HealthJobSpec:
         """``ORCHESTRATOR_CONFIG`` and ``ORCHESTRATOR_STATE`` (URIs in the control bucket) and
         ``ORCHESTRATOR_ENDPOINTS``; clouds add only what their identity needs (documented there)."""
         config_uri, state_uri = self.uris(control_root)
-        return {
+        env: dict[str, pulumi.Input[str]] = {
             ENV_CONFIG: config_uri,
             ENV_STATE: state_uri,
             ENV_ENDPOINTS: self.allowed_endpoints(own_endpoint),
+            # Its vantage point id, should the configuration list several (docs/design/quorum.md).
+            ENV_VANTAGE: self.cloud,
         }
+        if self.aws_role_arn is not None:
+            env[ENV_AWS_ROLE_ARN] = self.aws_role_arn
+            env[ENV_AWS_WEB_IDENTITY] = self.cloud
+            if self.cloud == "azure":
+                env[ENV_AWS_AUDIENCE] = self.azure_audience
+        return env
 
     def export(self, control_root: pulumi.Input[str] | None) -> dict[str, Any]:
         """The stack's ``health_job`` output: whether the job exists (enabled, and an image to run
@@ -153,6 +180,11 @@ class HealthJobSpec:
             "command": list(self.command) if exists else None,
             "config_uri": config_uri,
             "state_uri": state_uri,
+            # Set by the component when the job exists: the job's identity (AWS: its task role's
+            # ARN; GCP: its service account's unique id; Azure: its managed identity's principal
+            # id) and, on AWS, the roles other clouds' jobs assume by federation.
+            "identity": None,
+            "federated_roles": {},
         }
 
 
@@ -215,6 +247,11 @@ def parse_health_job_spec(cloud: CloudName, raw: object, *, namespace: str) -> H
     state_path = _object_key(obj.sub("state_path"), obj.string("state_path", DEFAULT_JOB_STATE_PATH))
     raw_route53 = obj.mapping("route53")
     secret = obj.optional("aws_credentials_secret")
+    role_arn = obj.optional("aws_role_arn")
+    audience = (
+        obj.string("aws_audience", DEFAULT_AZURE_AUDIENCE) if cloud == "azure" else DEFAULT_AZURE_AUDIENCE
+    )
+    federation = parse_federation(obj.sub("federation"), obj.mapping("federation"))
     raw_endpoints = obj.mapping("endpoints")
     alert_emails = obj.strings("alert_emails", ())
     obj.done()
@@ -228,10 +265,9 @@ def parse_health_job_spec(cloud: CloudName, raw: object, *, namespace: str) -> H
         )
     route53 = None
     if cloud == "aws":
-        if secret is not None:
-            raise ConfigError(
-                obj.sub("aws_credentials_secret"), "is for gcp and azure: the AWS job uses its task role"
-            )
+        if secret is not None or role_arn is not None:
+            which = "aws_credentials_secret" if secret is not None else "aws_role_arn"
+            raise ConfigError(obj.sub(which), "is for gcp and azure: the AWS job uses its task role")
         if raw_route53:
             route53 = _route53_target(obj.sub("route53"), raw_route53)
         elif enabled and apply:
@@ -240,28 +276,16 @@ def parse_health_job_spec(cloud: CloudName, raw: object, *, namespace: str) -> H
                 "is required with apply: the zone_id and record_name the job's role may change",
             )
     else:
-        if raw_route53:
-            raise ConfigError(
-                obj.sub("route53"),
-                f"is for aws only: a {cloud} job changes Route 53 with the AWS credentials in "
-                "aws_credentials_secret, whose own policy limits them",
-            )
-        if secret is not None and not apply:
-            raise ConfigError(obj.sub("aws_credentials_secret"), "is only used with apply: true")
-        if enabled and apply and secret is None:
-            raise ConfigError(
-                obj.sub("aws_credentials_secret"),
-                f"is required with apply on {cloud}: Route 53 is in AWS, so the job needs AWS "
-                "credentials from the secret store (or leave apply false: probe and record only)",
-            )
-        pattern = _GCP_SECRET if cloud == "gcp" else _KEY_VAULT_SECRET
-        if secret is not None and not pattern.fullmatch(secret):
-            expected = (
-                "a Secret Manager secret (NAME or projects/PROJECT/secrets/NAME)"
-                if cloud == "gcp"
-                else "a Key Vault secret's resource id (/subscriptions/.../vaults/VAULT/secrets/NAME)"
-            )
-            raise ConfigError(obj.sub("aws_credentials_secret"), f"{secret!r} is not {expected}")
+        _aws_access(
+            cloud,
+            obj,
+            enabled=enabled,
+            apply=apply,
+            secret=secret,
+            role_arn=role_arn,
+            federation=federation,
+            raw_route53=raw_route53,
+        )
     return HealthJobSpec(
         cloud=cloud,
         enabled=enabled,
@@ -270,7 +294,58 @@ def parse_health_job_spec(cloud: CloudName, raw: object, *, namespace: str) -> H
         config_path=config_path,
         state_path=state_path,
         route53=route53,
+        aws_role_arn=role_arn,
         aws_credentials_secret=secret,
+        federation=federation,
+        azure_audience=audience,
         endpoints=MappingProxyType(endpoints),
         alert_emails=alert_emails,
     )
+
+
+def _aws_access(
+    cloud: CloudName,
+    obj: ConfigObject,
+    *,
+    enabled: bool,
+    apply: bool,
+    secret: str | None,
+    role_arn: str | None,
+    federation: FederationSpec | None,
+    raw_route53: Mapping[str, Any],
+) -> None:
+    """The GCP and Azure jobs' way to Route 53: a federated role (preferred) or a stored secret."""
+    if federation is not None:
+        raise ConfigError(obj.sub("federation"), "is for aws: the AWS stack creates the federated roles")
+    if role_arn is not None:
+        check_role_arn(obj.sub("aws_role_arn"), role_arn)
+        if not apply:
+            raise ConfigError(obj.sub("aws_role_arn"), "is only used with apply: true")
+        if secret is not None:
+            raise ConfigError(
+                obj.sub("aws_credentials_secret"),
+                "and aws_role_arn: choose one (aws_role_arn: federation, no stored key)",
+            )
+    if raw_route53:
+        raise ConfigError(
+            obj.sub("route53"),
+            f"is for aws only: a {cloud} job changes Route 53 with the AWS credentials in "
+            "aws_credentials_secret, whose own policy limits them",
+        )
+    if secret is not None and not apply:
+        raise ConfigError(obj.sub("aws_credentials_secret"), "is only used with apply: true")
+    if enabled and apply and secret is None and role_arn is None:
+        raise ConfigError(
+            obj.sub("aws_role_arn"),
+            f"is required with apply on {cloud}: Route 53 is in AWS, so the job assumes an AWS "
+            "role by identity federation (the AWS stack's health_job.federated_roles; or, as a "
+            "fallback, aws_credentials_secret), or leave apply false: probe and record only",
+        )
+    pattern = _GCP_SECRET if cloud == "gcp" else _KEY_VAULT_SECRET
+    if secret is not None and not pattern.fullmatch(secret):
+        expected = (
+            "a Secret Manager secret (NAME or projects/PROJECT/secrets/NAME)"
+            if cloud == "gcp"
+            else "a Key Vault secret's resource id (/subscriptions/.../vaults/VAULT/secrets/NAME)"
+        )
+        raise ConfigError(obj.sub("aws_credentials_secret"), f"{secret!r} is not {expected}")

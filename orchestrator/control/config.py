@@ -41,6 +41,7 @@ from orchestrator.control.config_checks import (
     check_url,
 )
 from orchestrator.control.config_file import MAX_CONFIG_BYTES, MAX_CONFIG_NODES, parse_yaml, read_text
+from orchestrator.control.config_vantage import VantageConfig, resolve_vantage
 from orchestrator.core.contract import CloudName
 from orchestrator.core.errors import ConfigError
 from orchestrator.core.names import NAME_PATTERN
@@ -342,6 +343,13 @@ class StateConfig(_Strict):
         return check_settings(value)
 
 
+class SigningConfig(_Strict):
+    """``signing``: the public key the control plane checks the expected version's signature with
+    (PEM text or a path; ``$MODEL_SIGNING_PUBLIC_KEY``, as the endpoint reads it, when absent)."""
+
+    public_key: str | None = Field(default=None, max_length=20_000)
+
+
 class Config(_Strict):
     """The whole configuration (:func:`load_config`); ``source`` names the file it came from."""
 
@@ -350,6 +358,9 @@ class Config(_Strict):
     health: HealthConfig = Field(default_factory=HealthConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    # Several health jobs deciding by quorum (orchestrator.control.config_vantage); None: one job.
+    vantage: VantageConfig | None = None
+    signing: SigningConfig | None = None
     source: str | None = Field(default=None, exclude=True)
 
     def endpoints(self) -> dict[str, str]:
@@ -403,6 +414,7 @@ def load_config(path: str | Path | None = None) -> Config:
         except ValueError as exc:
             raise ConfigError(f"$ORCHESTRATOR_STATE: {exc}") from None
         config = config.model_copy(update={"state": StateConfig(path=state, settings=settings)})
+    config = resolve_vantage(config, source)
     check_together(config, source)
     check_allowed_endpoints(config, os.environ)  # only the endpoints the stacks exported (if listed)
     return config

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from orchestrator.core.errors import OrchestratorError, PreconditionFailed, StorageError
 
-__all__ = ["LeaseHeld", "StateConflict", "StateCorrupt"]
+__all__ = ["Fenced", "LeaseHeld", "StateConflict", "StateCorrupt"]
 
 
 class LeaseHeld(OrchestratorError):
@@ -42,3 +42,15 @@ class StateCorrupt(StorageError):
     """The state holds a value no orchestrator writes (a health state ``"bogus"``, a negative
     counter, a weight that is not an integer...): the message names the location and the key.
     Nothing is written over it; restore the state or choose another location."""
+
+
+class Fenced(OrchestratorError):
+    """A routing backend refused a write carrying an older leader epoch than the last it accepted:
+    the writer lost the cross-cloud leader lease (it was paused, or partitioned, past the lease's
+    expiry) and a newer leader has written since. Nothing was changed; the writer must stop
+    applying (:mod:`orchestrator.control.vantage`)."""
+
+    def __init__(self, message: str, *, held: int, offered: int) -> None:
+        self.held = held
+        self.offered = offered
+        super().__init__(message)

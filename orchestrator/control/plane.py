@@ -30,6 +30,7 @@ from orchestrator.control.routing.reconcile import BackendResult, Reconciler
 from orchestrator.control.status import status_report
 from orchestrator.control.store import HEALTH_JOB_LEASE, DesiredWeights, Lease, StateStore
 from orchestrator.control.types import Flip, HealthState
+from orchestrator.control.vantage.coordinator import Coordinator, VantageRound
 from orchestrator.core.contract import CLOUDS
 from orchestrator.core.errors import ConfigError, OrchestratorError
 
@@ -64,18 +65,29 @@ class ControlPlane:
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        vantage: Coordinator | None = None,
     ) -> None:
         """The plane over what it is given (:func:`orchestrator.control.wiring.open_plane` opens
         them from the configuration): the state ``store``, the routing ``backends``, the ``prober``
         of the configured endpoints and each cloud's expected cost per request (``costs``, cloud ->
         CostBreakdown); :meth:`close` closes the store, the backends and the prober. ``clock``
         stamps what is stored (unix seconds, shared with other processes); the waits between
-        rounds are measured on ``monotonic``, which no clock step can move."""
+        rounds are measured on ``monotonic``, which no clock step can move. ``vantage``: the
+        vantage points (configuration's ``vantage`` section), or None for a lone health job."""
         self.config = config
         self.endpoints = config.endpoints()
         self.store = store
         self.backends = list(backends)
-        self.reconciler = Reconciler(self.backends, self.endpoints, self.desired_for_backends, clock=clock)
+        self.vantage = vantage
+        # The leader epoch backend writes carry (vantage points only; None: not leading, no write).
+        self.fence: int | None = None
+        self.reconciler = Reconciler(
+            self.backends,
+            self.endpoints,
+            self.desired_for_backends,
+            clock=clock,
+            read_fence=lambda: self.fence,
+        )
         self.prober = prober
         self.clock = clock
         self.sleep = sleep
@@ -96,6 +108,8 @@ class ControlPlane:
         """Close the prober, the backends' workers and connections, and the state store."""
         self.prober.close()
         self.reconciler.close()
+        if self.vantage is not None:
+            self.vantage.close()
         for backend in self.backends:
             backend.close()
         self.store.close()
@@ -189,6 +203,12 @@ class ControlPlane:
         and 0 for every other cloud key. A decision made before a cloud was removed from the
         configuration must not route to it, nor fail for want of its URL; and a backend that still
         holds a weight for a cloud no longer configured (decommissioned, or dead) is taken to 0."""
+        if self.vantage is not None and self.fence is None:
+            return None  # only the leader writes, and only under its epoch
+        return self.routable_desired()
+
+    def routable_desired(self) -> DesiredWeights | None:
+        """:meth:`desired_for_backends` whoever asks (``status`` compares the backends with it)."""
         desired = self.store.desired()
         if desired is None:
             return None
@@ -214,6 +234,8 @@ class ControlPlane:
         reconcile the backends. LeaseHeld (exit 75) while another run holds the lease."""
         h = self.config.health
         samples = samples or max(h.unhealthy_threshold, h.healthy_threshold)
+        if self.vantage is not None:
+            self.vantage.require_id()
         lease = self.store.acquire_lease(HEALTH_JOB_LEASE, self.holder, self.lease_ttl(samples))
         try:
             self.store.atomically(self.records)  # a corrupt state fails before probing
@@ -223,7 +245,7 @@ class ControlPlane:
                     self.sleep(self._spacing(MAX_ONCE_SPACING_S))
                 for name, result in self.prober.probe().items():
                     probes[name].append(result)
-            report = self._commit(probes, lease, self.lease_ttl(1), "health check")
+            report = self._commit(probes, lease, self.lease_ttl(1), "health check", apply=apply)
             return self._finish(report, apply=apply)
         finally:
             self._release(lease)
@@ -241,6 +263,8 @@ class ControlPlane:
         another took it over). A round that fails for any other reason is reported to
         ``on_error`` and the loop goes on."""
         ttl = self.lease_ttl(1, watch=True)
+        if self.vantage is not None:
+            self.vantage.require_id()
         lease = self.store.acquire_lease(HEALTH_JOB_LEASE, self.holder, ttl)
         try:
             self.store.atomically(self.records)  # a corrupt state fails now, not every round
@@ -248,7 +272,7 @@ class ControlPlane:
                 started = self.monotonic()
                 try:
                     probes = {name: [result] for name, result in self.prober.probe().items()}
-                    report = self._commit(probes, lease, ttl, "health watch")
+                    report = self._commit(probes, lease, ttl, "health watch", apply=apply)
                     # The backends are waited for until the next round is due, no longer: one
                     # still at work goes on in the background, and a later round reports it.
                     due = max(0.0, self.config.health.interval_s - (self.monotonic() - started))
@@ -261,18 +285,31 @@ class ControlPlane:
                     (on_error or _ignore)(f"health round failed: {type(exc).__name__}: {short(str(exc))}")
                 self.sleep(max(0.0, self._spacing() - (self.monotonic() - started)))
         finally:
+            if self.vantage is not None and apply:
+                self.vantage.release()
             self._release(lease)
 
     def _commit(
-        self, probes: dict[str, list[ProbeResult]], lease: Lease, ttl: float, reason: str
+        self, probes: dict[str, list[ProbeResult]], lease: Lease, ttl: float, reason: str, *, apply: bool
     ) -> RoundReport:
-        return self.store.atomically(lambda: steps.health_round(self, probes, lease, ttl, reason))
+        vantage: VantageRound | None = None
+        if self.vantage is not None:  # outside any transaction: publish, read, the quorum, the lease
+            vantage = self.vantage.round(probes, self.store.atomically(self.store.overrides), apply=apply)
+            self.fence = vantage.fence
+        seen = vantage.adjusted if vantage is not None else probes
+        merged = vantage.overrides if vantage is not None else []
+        report = self.store.atomically(lambda: steps.health_round(self, seen, lease, ttl, reason, merged))
+        report.probes = probes  # what this point saw; the state machine took the quorum's view
+        if vantage is not None:
+            report.vantage = vantage.as_dict(self.clock())
+            report.notes += vantage.notes(apply=apply)
+        return report
 
     def _finish(self, report: RoundReport, *, apply: bool, wait: float | None = None) -> RoundReport:
         report.expected_version = self.prober.expected.version if self.prober.expected else None
         if self.prober.note:
             report.notes.append(self.prober.note)
-        if apply:
+        if apply and (self.vantage is None or self.fence is not None):
             report.backends = self.reconcile(wait=wait)
             report.applied = any(b.wrote for b in report.backends)
         return report
@@ -312,7 +349,8 @@ class ControlPlane:
         )
         if dry_run:
             return result
-        backends = self.reconcile()
+        self._replicate(cloud)
+        backends = self.reconcile_as_operator()
         return OperatorResult(
             result.flips, result.decision, result.weights, any(b.wrote for b in backends), backends
         )
@@ -337,7 +375,8 @@ class ControlPlane:
         )
         if not outcome.flips:
             return outcome
-        backends = self.reconcile()
+        self._replicate(cloud)
+        backends = self.reconcile_as_operator()
         return OperatorResult(
             outcome.flips, outcome.decision, outcome.weights, any(b.wrote for b in backends), backends
         )
@@ -355,8 +394,23 @@ class ControlPlane:
         decision = self.store.atomically(step)
         if not apply:
             return decision, False, []
-        backends = self.reconcile()
+        backends = self.reconcile_as_operator()
         return decision, any(b.wrote for b in backends), backends
+
+    def reconcile_as_operator(self) -> list[BackendResult]:
+        """An operator's reconciliation: with vantage points, under the current leader's epoch
+        (:meth:`~orchestrator.control.vantage.coordinator.Coordinator.operator_fence`)."""
+        if self.vantage is not None:
+            self.fence = self.vantage.operator_fence()
+        return self.reconcile()
+
+    def _replicate(self, cloud: str) -> None:
+        """With vantage points, copy ``cloud``'s override to every point's state (best effort:
+        the others also learn it from the observations)."""
+        if self.vantage is not None:
+            override = self.store.atomically(self.store.overrides).get(cloud)
+            if override is not None:
+                self.vantage.replicate_override(override, skip=self.store.location)
 
     def status(self) -> dict[str, Any]:
         """What `orchestrator status` prints (see :func:`orchestrator.control.status.status_report`)."""

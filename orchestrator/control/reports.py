@@ -85,6 +85,8 @@ class RoundReport:
     expected_version: str | None
     backends: list[BackendResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # With vantage points: each point's observation and age, the quorum view, the lease.
+    vantage: dict[str, Any] | None = None
 
     @property
     def stale(self) -> list[str]:

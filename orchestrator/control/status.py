@@ -26,14 +26,14 @@ def status_report(plane: ControlPlane) -> dict[str, Any]:
 
     records, desired, flips, recorded = plane.store.atomically(read)
     decision = plane.decide(records)
-    routable = plane.desired_for_backends() if desired else None
+    routable = plane.routable_desired() if desired else None
     backends = _inspect(plane, routable.weights if routable else None)
     for entry in backends:
         last = recorded.get(entry["location"])
         entry["last_reconciled"] = (
             {"at": last.at, "ok": last.ok, "error": last.error} if last is not None else None
         )
-    return {
+    report: dict[str, Any] = {
         "clouds": {
             name: {
                 "state": record.machine.state.value,
@@ -55,6 +55,10 @@ def status_report(plane: ControlPlane) -> dict[str, Any]:
         "decision": decision.as_dict(),
         "flips": [flip_dict(f) for f in flips],
     }
+    if plane.vantage is not None:
+        # Each point's last observation and its age, the quorum view, the lease: read, not written.
+        report["vantage"] = plane.vantage.survey(list(records)).as_dict(plane.clock())
+    return report
 
 
 def _inspect(plane: ControlPlane, desired: dict[str, int] | None) -> list[dict[str, Any]]:

@@ -8,12 +8,13 @@ and writes the state, and nothing else. It raises to undo the whole step.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from orchestrator.control.health.machine import drain, undrain
 from orchestrator.control.health.probe import ProbeResult
 from orchestrator.control.reports import FailoverRefused, OperatorResult, RoundReport, move_share
-from orchestrator.control.store import Lease
+from orchestrator.control.store import Lease, Override
 from orchestrator.control.types import Flip, HealthState
 
 if TYPE_CHECKING:
@@ -23,13 +24,28 @@ __all__ = ["failback", "failover", "health_round"]
 
 
 def health_round(
-    plane: ControlPlane, probes: dict[str, list[ProbeResult]], lease: Lease, ttl: float, reason: str
+    plane: ControlPlane,
+    probes: dict[str, list[ProbeResult]],
+    lease: Lease,
+    ttl: float,
+    reason: str,
+    overrides: Sequence[Override] = (),
 ) -> RoundReport:
-    """The round's one transaction: fence on the lease, feed the samples in order, record the
+    """The round's one transaction: fence on the lease, take in the ``overrides`` other vantage
+    points know and this one does not (newer per cloud), feed the samples in order, record the
     flips, decide, commit the decision. No I/O but the store's."""
     plane.store.renew_lease(lease, ttl)
+    local = plane.store.overrides()
+    for o in overrides:  # the newest override of each cloud wins, wherever it was made
+        if o.cloud in plane.endpoints and (o.cloud not in local or o.at > local[o.cloud].at):
+            plane.store.set_override(o.cloud, drained=o.drained, reason=o.reason, actor=o.actor, at=o.at)
     records = plane.records()
     flips: list[Flip] = []
+    for o in overrides:  # a failback made elsewhere (its probes passed there): back in rotation here
+        record = records.get(o.cloud)
+        if not o.drained and record is not None and record.machine.state is HealthState.DRAINED:
+            record.machine, flip = undrain(record.machine, plane.clock(), o.cloud, o.reason, o.actor)
+            flips += [flip] if flip else []
     for i in range(max((len(p) for p in probes.values()), default=0)):
         flips += plane.observe(records, {n: p[i] for n, p in probes.items() if i < len(p)})
     plane.store.record_flips(flips)

@@ -22,6 +22,7 @@ from orchestrator.control.plane import ControlPlane
 from orchestrator.control.routing.backends import RoutingBackend, open_backend
 from orchestrator.control.routing.pricing import CostBreakdown, Load, cost_per_request, load_prices
 from orchestrator.control.store import StateStore
+from orchestrator.control.vantage.coordinator import Coordinator
 from orchestrator.core.storage import Storage, open_storage
 
 __all__ = [
@@ -115,7 +116,7 @@ def open_plane(
     httpx transport for tests) and its cost table. ``clock``, ``sleep``, ``monotonic`` and ``rng``
     as :class:`~orchestrator.control.plane.ControlPlane` takes them. What was opened here is
     closed again if a later part fails to open; the plane closes everything it was given."""
-    opened: list[StateStore | RoutingBackend | Prober] = []
+    opened: list[StateStore | RoutingBackend | Prober | Coordinator] = []
     try:
         if store is None:
             store = open_store(config)
@@ -126,6 +127,9 @@ def open_plane(
         costs = cost_table(config)
         prober = open_prober(config, transport=transport, clock=clock)
         opened.append(prober)
+        vantage = Coordinator(config.vantage, clock=clock) if config.vantage is not None else None
+        if vantage is not None:
+            opened.append(vantage)
         return ControlPlane(
             config,
             store=store,
@@ -136,6 +140,7 @@ def open_plane(
             sleep=sleep,
             monotonic=monotonic,
             rng=rng,
+            vantage=vantage,
         )
     except BaseException:
         for part in reversed(opened):

@@ -20,6 +20,9 @@ __all__ = [
     "ENV_API_TOKEN",
     "ENV_API_TOKENS",
     "ENV_API_TOKEN_PREVIOUS",
+    "ENV_AWS_AUDIENCE",
+    "ENV_AWS_ROLE_ARN",
+    "ENV_AWS_WEB_IDENTITY",
     "ENV_AZURE_STORAGE_ACCOUNT",
     "ENV_BODY_TIMEOUT",
     "ENV_CACHE_DIR",
@@ -36,9 +39,12 @@ __all__ = [
     "ENV_SERVE_DOCS",
     "ENV_SIGNING_PUBLIC_KEY",
     "ENV_STATE",
+    "ENV_VANTAGE",
+    "LEASE_OBJECT",
     "MODELS",
     "POINTER",
     "REMOTE_SCHEMES",
+    "VANTAGE_PREFIX",
     "CloudName",
 ]
 
@@ -101,6 +107,19 @@ POINTER: Final = "LATEST"
 # Environment of the scheduled health job (set by the stacks, read by the control plane).
 ENV_CONFIG: Final = "ORCHESTRATOR_CONFIG"
 ENV_STATE: Final = "ORCHESTRATOR_STATE"
+# Which vantage point a health job is (its id in the configuration's `vantage.points`).
+ENV_VANTAGE: Final = "ORCHESTRATOR_VANTAGE"
+# A job outside AWS that changes Route 53 (or reads the AWS vantage point's objects) assumes this
+# role with its own platform's identity token (web identity federation): no AWS key is stored.
+ENV_AWS_ROLE_ARN: Final = "ORCHESTRATOR_AWS_ROLE_ARN"
+# Where the token comes from: "gcp" (the metadata server's ID token) or "azure" (the managed
+# identity's access token for ENV_AWS_AUDIENCE).
+ENV_AWS_WEB_IDENTITY: Final = "ORCHESTRATOR_AWS_WEB_IDENTITY"
+ENV_AWS_AUDIENCE: Final = "ORCHESTRATOR_AWS_AUDIENCE"
+# Under a vantage point's home (its state location): each point's observation, and the point's
+# copy of the cross-cloud leader lease (orchestrator.control.vantage; the stacks grant exactly these).
+VANTAGE_PREFIX: Final = "orchestrator/vantage/"
+LEASE_OBJECT: Final = "orchestrator/leader-lease.json"
 ENV_ENDPOINTS: Final = "ORCHESTRATOR_ENDPOINTS"
 
 # The API tokens predictions need (`Authorization: Bearer <token>`), given to the endpoint and the

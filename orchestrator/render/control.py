@@ -176,6 +176,7 @@ def round_json(report: RoundReport) -> dict[str, Any]:
         "applied": report.applied,
         "backends": [backend_json(b) for b in report.backends],
         "notes": report.notes,
+        **({"vantage": report.vantage} if report.vantage is not None else {}),
     }
 
 
@@ -236,6 +237,10 @@ def status_table(report: dict[str, Any]) -> None:
                 shown(flip["actor"]),
             )
         console.print(flips)
+    if report.get("vantage"):
+        from orchestrator.render.vantage import vantage_tables
+
+        vantage_tables(report["vantage"])
 
 
 def _backends_table(entries: list[dict[str, Any]], decided: bool) -> Table:

@@ -185,7 +185,7 @@ class WatchProcess:
     """``orchestrator health --watch --apply --json`` as a real process; its round reports are
     decoded from stdout as they arrive (:meth:`reports`). :meth:`stop` sends SIGINT (Ctrl-C)."""
 
-    def __init__(self, config: Path, *, user: str = "watch") -> None:
+    def __init__(self, config: Path, *, user: str = "watch", env: dict[str, str] | None = None) -> None:
         self.popen = subprocess.Popen(
             [
                 sys.executable,
@@ -201,7 +201,7 @@ class WatchProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "ORCHESTRATOR_USER": user},
+            env={**os.environ, "ORCHESTRATOR_USER": user, **(env or {})},
             start_new_session=True,
         )
         self._reports: list[dict[str, Any]] = []

@@ -394,6 +394,10 @@ class ProviderMocks:
             role = str(out.setdefault("name", auto))
             out["arn"] = f"arn:aws:iam::{account}:role/{role}"
             return role
+        if typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
+            # The provider's ARN is its URL without the scheme, under oidc-provider/.
+            out["arn"] = f"arn:aws:iam::{account}:oidc-provider/{str(out['url']).removeprefix('https://')}"
+            return str(out["arn"])
         if typ == "aws:iam/rolePolicy:RolePolicy":
             return f"{out['role']}:{out.setdefault('name', auto)}"
         if typ == "aws:cloudwatch/logGroup:LogGroup":

@@ -148,6 +148,8 @@ def test_job_runs_the_endpoints_image_with_the_health_command(
             {**run.config[f"{NS}:health_job"].get("endpoints", {}), run.stack: run.exports["endpoint_url"]},
             sort_keys=True,
         ),
+        # Its vantage point id, should the configuration list several (docs/design/quorum.md).
+        "ORCHESTRATOR_VANTAGE": run.stack,
     }
     if run.stack == "azure":
         # As the endpoint: the account the az:// URIs live in, and which identity to use (the job's).
@@ -338,8 +340,27 @@ def _aws_job_policies(run: StackRun) -> tuple[dict[str, Any], dict[str, set[tupl
     return roles, {name: policies[role.outputs["id"]] for name, role in roles.items()}
 
 
+# The weighted record's CNAMEs and its fence TXT record (DELETE + CREATE of the fence value in the
+# same batch as the weights: docs/design/quorum.md), nothing else of the zone.
+ONLY_THE_RECORD_AND_ITS_FENCE = json.dumps(
+    {
+        "ForAllValues:StringEquals": {
+            "route53:ChangeResourceRecordSetsNormalizedRecordNames": [
+                "model.example.com",
+                "_fence.model.example.com",
+            ],
+            "route53:ChangeResourceRecordSetsRecordTypes": ["CNAME", "TXT"],
+            "route53:ChangeResourceRecordSetsActions": ["UPSERT", "CREATE", "DELETE"],
+        }
+    },
+    sort_keys=True,
+)
+
+
 def _model_and_control_grants(bucket_arn: str, control_arn: str) -> set[tuple[str, str, str | None]]:
-    """Models read only (no write anywhere in the model bucket); config read, state read and written."""
+    """Models read only (no write anywhere in the model bucket); config read, state read and
+    written; as a vantage point, every observation and the lease copy read, its own observation and
+    the lease copy written (docs/design/quorum.md)."""
     return {
         ("s3:ListBucket", bucket_arn, None),
         ("s3:GetObject", f"{bucket_arn}/models/*", None),
@@ -347,6 +368,10 @@ def _model_and_control_grants(bucket_arn: str, control_arn: str) -> set[tuple[st
         ("s3:GetObject", f"{control_arn}/orchestrator/orchestrator.yaml", None),
         ("s3:GetObject", f"{control_arn}/orchestrator/state.json", None),
         ("s3:PutObject", f"{control_arn}/orchestrator/state.json", None),
+        ("s3:GetObject", f"{control_arn}/orchestrator/vantage/*", None),
+        ("s3:GetObject", f"{control_arn}/orchestrator/leader-lease.json", None),
+        ("s3:PutObject", f"{control_arn}/orchestrator/leader-lease.json", None),
+        ("s3:PutObject", f"{control_arn}/orchestrator/vantage/aws.json", None),
     }
 
 
@@ -357,16 +382,7 @@ def test_aws_job_role_reads_its_bucket_writes_its_state_and_moves_one_record(
     roles, grants = _aws_job_policies(run)
     bucket_arn = _endpoint(run).named("aws:s3/bucket:Bucket", "ml-endpoint-models").outputs["arn"]
     control_arn = _job(run).one("aws:s3/bucket:Bucket").outputs["arn"]
-    only_upserts_of_the_record = json.dumps(
-        {
-            "ForAllValues:StringEquals": {
-                "route53:ChangeResourceRecordSetsNormalizedRecordNames": ["model.example.com"],
-                "route53:ChangeResourceRecordSetsRecordTypes": ["CNAME"],
-                "route53:ChangeResourceRecordSetsActions": ["UPSERT"],
-            }
-        },
-        sort_keys=True,
-    )
+    only_upserts_of_the_record = ONLY_THE_RECORD_AND_ITS_FENCE
     assert grants["ml-endpoint-health-task"] == {
         *_model_and_control_grants(bucket_arn, control_arn),
         ("route53:ChangeResourceRecordSets", ZONE_ARN, only_upserts_of_the_record),
@@ -715,7 +731,7 @@ KV_SECRET = AZURE_AWS_CREDENTIALS
         ),
         ("aws", {"aws_credentials_secret": "x"}, f"{H}.aws_credentials_secret", "task role"),
         ("aws", {"schedule": "0 3 * * 1"}, f"{H}.schedule", "use names"),
-        ("gcp", {"enabled": True, "apply": True}, f"{H}.aws_credentials_secret", "required with apply"),
+        ("gcp", {"enabled": True, "apply": True}, f"{H}.aws_role_arn", "required with apply"),
         ("gcp", {"route53": {"zone_id": "Z1", "record_name": "a.example.com"}}, f"{H}.route53", "aws only"),
         ("gcp", {"aws_credentials_secret": "route53"}, f"{H}.aws_credentials_secret", "only used with apply"),
         (

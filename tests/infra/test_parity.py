@@ -191,7 +191,16 @@ def test_the_three_clouds_deploy_the_same_endpoint(cloud_runs: dict[str, StackRu
     assert reference["startup"] == ("/readyz", 120)
     assert reference["exported_size"] == (1.0, 2.0)
     assert reference["exported_scaling"] == (1, 3)
-    assert reference["job_keys"] == ["command", "config_uri", "enabled", "schedule", "state_uri"]
+    # identity and federated_roles: what the stacks give each other for identity federation.
+    assert reference["job_keys"] == [
+        "command",
+        "config_uri",
+        "enabled",
+        "federated_roles",
+        "identity",
+        "schedule",
+        "state_uri",
+    ]
     # Both tokens of a rotation, by reference only, under the contract's names.
     assert reference["secret_env"] == ["API_TOKEN", "API_TOKEN_PREVIOUS"]
     assert reference["exports"]["public_name"] == "model.example.com"

@@ -1,9 +1,20 @@
 """What a correct endpoint must serve right now: the expected version and its canary.
 
-The expected version is the pinned ``model.version`` if configured, else the newest ``LATEST``
-pointer (by its publication ``sequence``) across the clouds' buckets: a cloud whose bucket or endpoint
-lags behind a completed rollout is then seen serving the wrong version, and loses its traffic until
-it catches up. The canary comes from that version's manifest in a bucket that holds it. Without any
+The expected version is the pinned ``model.version`` if configured, else chosen from the clouds'
+``LATEST`` pointers so that no single bucket's writer chooses it:
+
+- with a signing public key configured (``signing.public_key``, or ``$MODEL_SIGNING_PUBLIC_KEY`` as
+  the endpoint reads it), a pointer counts only if its version's manifest, in that bucket, carries
+  a signature that verifies with the key and covers the manifest and every file it lists; the
+  canary is taken from such a verified manifest only;
+- the version named by a strict majority of the (counted) pointers wins; only without a majority
+  (two buckets disagreeing, one bucket readable...) does the newest pointer by its publication
+  ``sequence`` decide, as a lone pointer does.
+
+A cloud whose bucket or endpoint lags behind a completed rollout is then seen serving the wrong
+version, and loses its traffic until it catches up; a rollout (``sync`` moves every pointer within
+seconds) counts as expected once a majority of the pointers moved. The canary comes from that
+version's manifest in a bucket that holds it. Without any
 bucket configured, the endpoints' own ``/v1/model`` is the only source (see
 :mod:`orchestrator.control.health.prober`, which also bounds the time these reads take).
 
@@ -16,14 +27,22 @@ watch loop does.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
+import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 from orchestrator.control.config import Config
 from orchestrator.control.health.probe import Expectation
 from orchestrator.core.artifact.layout import Pointer, read_pointer, version_prefix
-from orchestrator.core.artifact.manifest import MANIFEST_NAME, parse_manifest
-from orchestrator.core.errors import ConfigError, OrchestratorError
+from orchestrator.core.artifact.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, parse_manifest
+from orchestrator.core.artifact.signing import MAX_SIGNATURE_BYTES, SignatureVerifier, load_public_key
+from orchestrator.core.contract import ENV_SIGNING_PUBLIC_KEY
+from orchestrator.core.errors import ConfigError, NotFound, OrchestratorError
 from orchestrator.core.storage import Storage, open_storage
 
 __all__ = ["expected_model", "storages"]
@@ -45,24 +64,65 @@ def expected_model(config: Config, buckets: dict[str, Storage], *, clock: Callab
         raise ValueError("expected_model needs at least one bucket")
     slo = config.routing.latency_slo_ms
     name = config.model.name
-    version, pointer, holders = _expected_version(config, buckets)
-    expect = _from_manifest(name, version, holders, slo)
+    verifier = signature_verifier(config)
+    version, pointer, holders = _expected_version(config, buckets, verifier)
+    expect = _from_manifest(name, version, holders, slo, verifier)
     if expect is None:
-        raise ConfigError(f"no bucket holds the manifest of {name} version {version}")
+        signed = " with a signature that verifies" if verifier else ""
+        raise ConfigError(f"no bucket holds the manifest of {name} version {version}{signed}")
     # A rollout: for rollout_grace_s after the pointer moved, the version it replaced is fine too.
     if pointer is not None and pointer.previous:
         until = pointer.published + config.health.rollout_grace_s
-        previous = _from_manifest(name, pointer.previous, list(buckets.values()), slo)
+        previous = _from_manifest(name, pointer.previous, list(buckets.values()), slo, verifier)
         if previous is not None and clock() < until:
             expect = replace(expect, previous=previous, rollout_until=until)
     return expect
 
 
-def _from_manifest(name: str, version: str, holders: list[Storage], slo: float) -> Expectation | None:
+def signature_verifier(config: Config) -> SignatureVerifier | None:
+    """The verifier of the configured public key (``signing.public_key``, else
+    ``$MODEL_SIGNING_PUBLIC_KEY``), None when neither is set; ConfigError naming the key when it
+    cannot be loaded."""
+    if config.signing is not None and config.signing.public_key:
+        return _verifier(config.signing.public_key, f"{config.source or 'configuration'}: signing.public_key")
+    if value := os.environ.get(ENV_SIGNING_PUBLIC_KEY):
+        return _verifier(value, f"${ENV_SIGNING_PUBLIC_KEY}")
+    return None
+
+
+@functools.lru_cache(maxsize=4)
+def _verifier(value: str, where: str) -> SignatureVerifier:
+    return SignatureVerifier(load_public_key(value, where=where))
+
+
+def _manifest(storage: Storage, name: str, version: str, verifier: SignatureVerifier | None) -> Manifest:
+    """``version``'s manifest in ``storage``; with ``verifier``, only if its signature there
+    verifies and covers the manifest and its files (SignatureError otherwise)."""
+    prefix = version_prefix(name, version)
+    raw = storage.get(prefix + MANIFEST_NAME)
+    manifest = parse_manifest(raw, source=storage.key_uri(prefix + MANIFEST_NAME))
+    if verifier is not None:
+        with tempfile.TemporaryDirectory(prefix="expect-sig-") as tmp:
+            signature = Path(tmp) / SIGNATURE_NAME
+            try:
+                data = storage.get(prefix + SIGNATURE_NAME)
+                signature.write_bytes(data[: MAX_SIGNATURE_BYTES + 1])
+            except NotFound:
+                pass  # the verifier refuses a missing signature as unsigned, naming it
+            verifier.verify_digests(
+                signature,
+                manifest.published_digests(hashlib.sha256(raw).hexdigest()),
+                source=storage.key_uri(prefix).rstrip("/"),
+            )
+    return manifest
+
+
+def _from_manifest(
+    name: str, version: str, holders: list[Storage], slo: float, verifier: SignatureVerifier | None
+) -> Expectation | None:
     for storage in holders:
         try:
-            key = version_prefix(name, version) + MANIFEST_NAME
-            manifest = parse_manifest(storage.get(key), source=storage.key_uri(key))
+            manifest = _manifest(storage, name, version, verifier)
         except OrchestratorError:
             continue
         c = manifest.canary
@@ -71,10 +131,10 @@ def _from_manifest(name: str, version: str, holders: list[Storage], slo: float) 
 
 
 def _expected_version(
-    config: Config, buckets: dict[str, Storage]
+    config: Config, buckets: dict[str, Storage], verifier: SignatureVerifier | None
 ) -> tuple[str, Pointer | None, list[Storage]]:
-    """The expected version, the newest pointer naming it (None when pinned), and the buckets to
-    read its manifest from, those whose pointer names it first."""
+    """The expected version (the module docstring's rule), the newest pointer naming it (None
+    when pinned), and the buckets to read its manifest from, those whose pointer names it first."""
     name = config.model.name
     if config.model.version:
         return config.model.version, None, list(buckets.values())
@@ -86,11 +146,28 @@ def _expected_version(
         except OrchestratorError as exc:
             errors.append(f"{cloud}: {exc}")
             continue
-        if pointer is not None:
-            pointers.append((pointer, storage))
+        if pointer is None:
+            continue
+        if verifier is not None:
+            try:
+                _manifest(storage, name, pointer.version, verifier)
+            except OrchestratorError as exc:  # unsigned, or not by the key: the pointer is ignored
+                errors.append(f"{cloud}: {exc}")
+                continue
+        pointers.append((pointer, storage))
     if not pointers:
         detail = "; ".join(errors) or "no LATEST pointer in any bucket"
+        if verifier is not None and errors:
+            raise ConfigError(
+                f"model {name!r}: no bucket's LATEST names a version signed by the configured public "
+                f"key ({detail})"
+            )
         raise ConfigError(f"model {name!r} is not published anywhere ({detail}); run `orchestrator sync`")
-    newest = max(pointers, key=lambda p: p[0].order())[0]  # the highest publication sequence
+    votes = Counter(pointer.version for pointer, _ in pointers)
+    version, count = votes.most_common(1)[0]
+    if 2 * count > len(pointers):  # a strict majority of the pointers agree
+        newest = max((p for p, _ in pointers if p.version == version), key=lambda p: p.order())
+    else:
+        newest = max(pointers, key=lambda p: p[0].order())[0]  # the highest publication sequence
     holders = [storage for pointer, storage in pointers if pointer.version == newest.version]
     return newest.version, newest, holders + [s for s in buckets.values() if s not in holders]

@@ -22,6 +22,11 @@ reconcile concurrently, the slower one writing D1 after D2. Whoever writes re-re
 weights afterwards and writes again if they moved on, so the last write to each backend is checked
 against the last decision; at most :data:`RECONCILE_PASSES` passes, then the next reconciliation
 finishes the job. A backend that failed is not tried again in the same run.
+
+Fencing: with several vantage points, only the leader reconciles, and every read and write
+carries the leader lease's epoch (``read_fence``, read by each worker when it starts); a backend
+that a newer leader has written refuses it (:class:`~orchestrator.control.errors.Fenced`), which
+is reported here as that backend being stale, like any other failure.
 """
 
 from __future__ import annotations
@@ -81,6 +86,7 @@ class BackendResult:
 
 
 ReadDesired = Callable[[], DesiredWeights | None]
+ReadFence = Callable[[], int | None]
 
 
 class Reconciler:
@@ -95,10 +101,12 @@ class Reconciler:
         read_desired: ReadDesired,
         *,
         clock: Callable[[], float] = time.time,
+        read_fence: ReadFence | None = None,
     ) -> None:
         self.clock = clock
+        fence = read_fence or _no_fence
         self._workers = [
-            _Worker(backend, lambda b=backend: _reconcile_backend(b, targets, read_desired, clock))  # type: ignore[misc]
+            _Worker(backend, lambda b=backend: _reconcile_backend(b, targets, read_desired, clock, fence))  # type: ignore[misc]
             for backend in backends
         ]
 
@@ -211,6 +219,7 @@ def _reconcile_backend(
     targets: Mapping[str, str],
     read_desired: ReadDesired,
     clock: Callable[[], float],
+    read_fence: ReadFence,
 ) -> BackendResult | None:
     """Bring one backend to the latest decision: up to RECONCILE_PASSES passes, another only when
     this one wrote and the decision moved on meanwhile. None when nothing was ever decided."""
@@ -221,7 +230,7 @@ def _reconcile_backend(
         desired = read_desired()
         if desired is None or (written is not None and desired.weights == written):
             break
-        result = _one(backend, desired, targets, clock)
+        result = _one(backend, desired, targets, clock, read_fence())
         first = first or result
         if not result.wrote:
             break
@@ -232,7 +241,11 @@ def _reconcile_backend(
 
 
 def _one(
-    backend: RoutingBackend, desired: DesiredWeights, targets: Mapping[str, str], clock: Callable[[], float]
+    backend: RoutingBackend,
+    desired: DesiredWeights,
+    targets: Mapping[str, str],
+    clock: Callable[[], float],
+    fence: int | None,
 ) -> BackendResult:
     in_effect: dict[str, int] | None = None
     differences: tuple[str, ...] = ()
@@ -243,15 +256,25 @@ def _one(
         )
 
     try:
-        comparison = backend.compare(desired.weights, targets)
+        if fence is None:  # unfenced: the calls as a lone job makes them
+            comparison = backend.compare(desired.weights, targets)
+        else:
+            comparison = backend.compare(desired.weights, targets, fence=fence)
         in_effect, differences = comparison.in_effect, comparison.differences
         if comparison.in_sync:
             return result(ok=True, wrote=False)
-        backend.apply(desired.weights, targets, reason=desired.reason)
+        if fence is None:
+            backend.apply(desired.weights, targets, reason=desired.reason)
+        else:
+            backend.apply(desired.weights, targets, reason=desired.reason, fence=fence)
     except Exception as exc:  # one backend's failure is its own: reported, never raised
         return result(ok=False, wrote=False, error=_error(exc))
     in_effect = {**in_effect, **desired.weights} if in_effect else dict(desired.weights)
     return result(ok=True, wrote=True)
+
+
+def _no_fence() -> int | None:
+    return None
 
 
 def _error(exc: Exception) -> str:

@@ -194,8 +194,12 @@ class StateStore(abc.ABC):
         in time go to the one recorded later."""
 
     @abc.abstractmethod
-    def set_override(self, cloud: str, *, drained: bool, reason: str, actor: str) -> Override:
-        """Record an operator's drain (``drained=True``) or return to rotation (False)."""
+    def set_override(
+        self, cloud: str, *, drained: bool, reason: str, actor: str, at: float | None = None
+    ) -> Override:
+        """Record an operator's drain (``drained=True``) or return to rotation (False), made at
+        ``at`` (unix seconds; default now: a replica copied from another vantage point keeps the
+        time the operator made it, so the newest override wins everywhere)."""
 
     @abc.abstractmethod
     def overrides(self) -> dict[str, Override]:

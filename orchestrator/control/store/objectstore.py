@@ -48,6 +48,7 @@ from orchestrator.control.store.base import (
     Override,
     check_cloud,
     check_weights,
+    finite,
     parse_backend,
     parse_lease,
 )
@@ -183,9 +184,15 @@ class ObjectStoreStateStore(OptimisticDocument):
 
     # --- overrides -----------------------------------------------------------------------
 
-    def set_override(self, cloud: str, *, drained: bool, reason: str, actor: str) -> Override:
+    def set_override(
+        self, cloud: str, *, drained: bool, reason: str, actor: str, at: float | None = None
+    ) -> Override:
         override = Override(
-            cloud=check_cloud(cloud), drained=bool(drained), reason=reason, actor=actor, at=self._clock()
+            cloud=check_cloud(cloud),
+            drained=bool(drained),
+            reason=reason,
+            actor=actor,
+            at=self._clock() if at is None else finite(at, "at"),
         )
         row = {"drained": override.drained, "reason": reason, "actor": actor, "at": override.at}
 

@@ -107,9 +107,15 @@ class SQLiteStateStore(SQLiteFile):
 
     # --- overrides -----------------------------------------------------------------------
 
-    def set_override(self, cloud: str, *, drained: bool, reason: str, actor: str) -> Override:
+    def set_override(
+        self, cloud: str, *, drained: bool, reason: str, actor: str, at: float | None = None
+    ) -> Override:
         override = Override(
-            cloud=check_cloud(cloud), drained=bool(drained), reason=reason, actor=actor, at=self._clock()
+            cloud=check_cloud(cloud),
+            drained=bool(drained),
+            reason=reason,
+            actor=actor,
+            at=self._clock() if at is None else finite(at, "at"),
         )
         with self.transaction():
             self._run(

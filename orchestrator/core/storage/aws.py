@@ -75,7 +75,10 @@ def boto3_client(service: str, **kwargs: Any) -> Any:
     global _SESSION  # noqa: PLW0603  # a process-wide cache, created on first use
     with _SESSION_LOCK:
         if _SESSION is None:
-            _SESSION = boto3.session.Session()
+            from orchestrator.core.storage.federation import web_identity_session
+
+            # Outside AWS, with federation configured: short-lived credentials, no stored key.
+            _SESSION = web_identity_session() or boto3.session.Session()
         return _SESSION.client(service, **kwargs)
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "RoutingBackend",
     "check_settings",
     "checked_weights",
+    "fence_difference",
     "open_backend",
     "untargeted_zero",
 ]
@@ -86,21 +87,34 @@ class RoutingBackend(Protocol):
     location: str  # where, for messages: "route53 zone Z123 record model.example.com."
 
     def apply(
-        self, weights: Mapping[str, int], targets: Mapping[str, str], *, reason: str = ""
+        self,
+        weights: Mapping[str, int],
+        targets: Mapping[str, str],
+        *,
+        reason: str = "",
+        fence: int | None = None,
     ) -> AppliedRouting:
         """Make ``weights`` (cloud -> 0..255) the routing, pointing each cloud at ``targets[cloud]``,
         in one atomic step. Clouds absent from ``weights`` are left as they are. ``reason`` (what
-        decided it) is recorded where the backend can keep it. Idempotent."""
+        decided it) is recorded where the backend can keep it. Idempotent.
+
+        ``fence``: the leader lease's epoch this write is made under (:mod:`orchestrator.control.vantage`).
+        The backend keeps the highest epoch it accepted, in the same atomic step as the weights,
+        and refuses a lower one with :class:`~orchestrator.control.errors.Fenced`, changing
+        nothing. None (one health job, an operator's command): no check, the epoch kept."""
         ...
 
     def current(self) -> dict[str, int]:
         """The weights in effect now, read back from the backend ({} if it holds none)."""
         ...
 
-    def compare(self, weights: Mapping[str, int], targets: Mapping[str, str]) -> Comparison:
+    def compare(
+        self, weights: Mapping[str, int], targets: Mapping[str, str], *, fence: int | None = None
+    ) -> Comparison:
         """Read the backend and say how it differs from ``weights`` pointing at ``targets``: a
         missing or unreadable table, a missing record, another weight or (where the backend owns
-        it) another target. Raises only when the backend cannot be reached at all."""
+        it) another target; with ``fence``, an epoch other than it. Raises only when the backend
+        cannot be reached at all."""
         ...
 
     def close(self) -> None:
@@ -167,3 +181,12 @@ def untargeted_zero(cloud: str, weight: int, targets: Mapping[str, str]) -> bool
     """A weight that only takes an entry to 0 if there is one: a cloud with no target (no longer
     configured) and weight 0. Its absence from a backend is no difference."""
     return weight == 0 and not targets.get(cloud)
+
+
+def fence_difference(held: int, fence: int | None) -> tuple[str, ...]:
+    """What :meth:`RoutingBackend.compare` reports for the epoch ``held`` against ``fence``."""
+    if fence is None or held == fence:
+        return ()
+    if held > fence:
+        return (f"fenced: a newer leader (epoch {held}) wrote it; this one has epoch {fence}",)
+    return (f"leader epoch {held}, now {fence}",)

@@ -7,17 +7,20 @@ For development, and for any proxy or load balancer that reads its upstream weig
      "weights": {"aws": 70, "gcp": 30, "azure": 0},
      "targets": {"aws": "https://...", "gcp": "https://...", "azure": "https://..."}}
 
-``version`` grows by one per apply, so a reader can tell a new table from one it has seen;
-``targets`` are the full endpoint URLs. A reader never sees half a file: each apply writes a
-temporary file in the same directory, fsyncs it, and ``os.replace``s it over ``path`` (a rename
-within one filesystem is atomic: a reader opens either the old file or the new one), then
-fsyncs the directory so the rename itself survives a crash. Writers take an flock on a sidecar
-``.<name>.lock`` so that two concurrent applies cannot hand out the same version. Clouds absent
-from ``weights`` keep their entries from the previous table. A table that is missing, cannot be
-parsed, or holds other weights or targets than the decision is what :meth:`FileBackend.compare`
-reports, and the next reconciliation rewrites it (a table we cannot parse was not written by us).
-A ``path`` that is a symbolic link (to a proxy's own configuration directory, say) is followed at
-every read and write: the table is replaced where the link points, and the link stays.
+``epoch`` is the highest leader epoch a fenced write carried (:meth:`FileBackend.apply`'s
+``fence``): a write with a lower one is refused under the lock, so a stale leader cannot overwrite
+a newer one's decision. ``version`` grows by one per apply, so a reader can tell a new table from
+one it has seen; ``targets`` are the full endpoint URLs. A reader never sees half a file: each
+apply writes a temporary file in the same directory, fsyncs it, and ``os.replace``s it over
+``path`` (a rename within one filesystem is atomic: a reader opens either the old file or the new
+one), then fsyncs the directory so the rename itself survives a crash. Writers take an flock on a
+sidecar ``.<name>.lock`` so that two concurrent applies cannot hand out the same version. Clouds
+absent from ``weights`` keep their entries from the previous table. A table that is missing,
+cannot be parsed, or holds other weights or targets than the decision is what
+:meth:`FileBackend.compare` reports, and the next reconciliation rewrites it (a table we cannot
+parse was not written by us). A ``path`` that is a symbolic link (to a proxy's own configuration
+directory, say) is followed at every read and write: the table is replaced where the link points,
+and the link stays.
 
 Settings: ``path`` (required; parent directories are created).
 """
@@ -36,11 +39,13 @@ from typing import Any
 
 import orjson
 
+from orchestrator.control.errors import Fenced
 from orchestrator.control.routing.backends import (
     AppliedRouting,
     Comparison,
     check_settings,
     checked_weights,
+    fence_difference,
     untargeted_zero,
 )
 from orchestrator.core.errors import StorageError
@@ -77,7 +82,12 @@ class FileBackend:
         """Nothing to release: every call opens and closes its own files."""
 
     def apply(
-        self, weights: Mapping[str, int], targets: Mapping[str, str], *, reason: str = ""
+        self,
+        weights: Mapping[str, int],
+        targets: Mapping[str, str],
+        *,
+        reason: str = "",
+        fence: int | None = None,
     ) -> AppliedRouting:
         checked = checked_weights(weights, targets, kind=self.kind)
         try:
@@ -85,9 +95,18 @@ class FileBackend:
             path.parent.mkdir(parents=True, exist_ok=True)
             with self._locked(path):
                 previous = self._read_or_empty(path)
+                epoch = _epoch(previous)
+                if fence is not None and fence < epoch:
+                    raise Fenced(
+                        f"{self.location}: a newer leader (epoch {epoch}) wrote it; this write "
+                        f"carries epoch {fence} and is refused",
+                        held=epoch,
+                        offered=fence,
+                    )
                 held = previous.get("weights", {})
                 at = self._clock()
                 table: dict[str, Any] = {
+                    "epoch": max(epoch, fence or 0),
                     "version": int(previous.get("version", 0)) + 1,
                     "updated_at": datetime.fromtimestamp(at, tz=UTC).isoformat(),
                     "reason": reason,
@@ -120,7 +139,9 @@ class FileBackend:
     def current(self) -> dict[str, int]:
         return dict(self.read().get("weights", {}))
 
-    def compare(self, weights: Mapping[str, int], targets: Mapping[str, str]) -> Comparison:
+    def compare(
+        self, weights: Mapping[str, int], targets: Mapping[str, str], *, fence: int | None = None
+    ) -> Comparison:
         try:
             table = self.read()
         except StorageError as exc:
@@ -141,7 +162,7 @@ class FileBackend:
                 differences.append(f"{cloud}: weight {held[cloud]}, decided {weight}")
             if cloud in targets and aimed.get(cloud) != targets[cloud]:
                 differences.append(f"{cloud}: another target")
-        return Comparison(held, tuple(differences))
+        return Comparison(held, tuple(differences) + fence_difference(_epoch(table), fence))
 
     def read(self, path: Path | None = None) -> dict[str, Any]:
         """The whole table as stored ({} if there is no file yet); StorageError if unreadable."""
@@ -212,6 +233,12 @@ def _parse(data: bytes, where: str) -> dict[str, Any]:
         raise StorageError("not a routing table (no integer 'weights' object)", uri=where)
     result: dict[str, Any] = table
     return result
+
+
+def _epoch(table: Mapping[str, Any]) -> int:
+    """The highest leader epoch the table records (0: no fenced write yet, or not a number)."""
+    epoch = table.get("epoch", 0)
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch > 0 else 0
 
 
 def _fsync_directory(directory: Path) -> None:

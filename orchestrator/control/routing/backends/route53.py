@@ -33,6 +33,15 @@ alone. Two Route 53 rules make 0 less absolute, and both meet the router's "neve
 Every record of a weighted group should have the same TTL, so a created record takes the TTL of
 the records already there.
 
+Fencing. A write made under the leader lease (``fence``: its epoch) carries a compare-and-swap on a
+TXT record beside the group, ``_fence.<record_name>``, holding ``"epoch=<n> nonce=<random>"``:
+the same change batch DELETEs the value read and CREATEs the new one. Route 53 applies a batch
+all or nothing and refuses a DELETE whose values do not match the record exactly
+(InvalidChangeBatch), so a batch built on a fence value that changed since it was read (a newer
+leader wrote in between) changes nothing; a fence read with a higher epoch than ours is refused
+before sending (:class:`~orchestrator.control.errors.Fenced`). A new leader advances the fence even
+when the weights are already right, so a stale leader's later batch cannot match it.
+
 Only the host of an endpoint URL can go into DNS: clients must reach every cloud with the same
 scheme, port and path. Records of this name with other SetIdentifiers (added by hand) are left
 alone and still take their share; :meth:`Route53Backend.current` reports our clouds only.
@@ -49,16 +58,19 @@ CNAME at the apex, an unknown health check) → ConfigError with Route 53's reas
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from orchestrator.control.errors import Fenced
 from orchestrator.control.routing.backends import (
     AppliedRouting,
     Comparison,
     check_settings,
     checked_weights,
+    fence_difference,
     untargeted_zero,
 )
 from orchestrator.control.routing.backends.route53_errors import translate_error
@@ -101,6 +113,10 @@ DEFAULT_READ_TIMEOUT = 5.0
 # The longest Comment a change batch may carry.
 MAX_COMMENT = 256
 RECORD_TYPE = "CNAME"
+# The fence record: a TXT record beside the weighted group (see the module docstring). Its TTL does
+# not matter to clients (nobody resolves it); a minute keeps it ordinary.
+FENCE_PREFIX = "_fence."
+FENCE_TTL = 60
 
 _REQUIRED = {"hosted_zone_id", "record_name"}
 _OPTIONAL = {"ttl", "health_check_ids", "endpoint_url", "region", "connect_timeout", "read_timeout"}
@@ -194,10 +210,18 @@ class Route53Backend:
         self._clients.close()
 
     def apply(
-        self, weights: Mapping[str, int], targets: Mapping[str, str], *, reason: str = ""
+        self,
+        weights: Mapping[str, int],
+        targets: Mapping[str, str],
+        *,
+        reason: str = "",
+        fence: int | None = None,
     ) -> AppliedRouting:
         checked = checked_weights(weights, targets, kind=self.kind)
         hosts = {cloud: endpoint_host(targets[cloud], cloud) for cloud in checked if targets.get(cloud)}
+        held_fence = self.fence() if fence is not None else None
+        if fence is not None and held_fence is not None and held_fence[0] > fence:
+            raise self._fenced(held_fence[0], fence)
         existing = self.records()
         ttls = [r["TTL"] for r in existing.values() if isinstance(r.get("TTL"), int)]
         changes = []
@@ -211,15 +235,33 @@ class Route53Backend:
                 continue
             changes.append({"Action": "UPSERT", "ResourceRecordSet": {**record, "Weight": weight}})
         change_id = ""
+        if fence is not None and (changes or held_fence is None or held_fence[0] != fence):
+            changes = [*self._fence_changes(held_fence, fence), *changes]
         if changes:
             split = " ".join(f"{cloud}={weight}" for cloud, weight in checked.items())
             comment = f"orchestrator: {split}" + (f"; {reason}" if reason else "")
-            response = self._call(
-                lambda: self._client.change_resource_record_sets(
-                    HostedZoneId=self.zone_id,
-                    ChangeBatch={"Comment": _truncate(comment, MAX_COMMENT), "Changes": changes},
+            try:
+                response = self._call(
+                    lambda: self._client.change_resource_record_sets(
+                        HostedZoneId=self.zone_id,
+                        ChangeBatch={"Comment": _truncate(comment, MAX_COMMENT), "Changes": changes},
+                    )
                 )
-            )
+            except ConfigError:
+                if fence is None:
+                    raise
+                # Refused: if the fence moved on, a newer leader wrote; say so rather than
+                # blaming the change.
+                now = self.fence()
+                if now is not None and now != held_fence:
+                    if now[0] > fence:
+                        raise self._fenced(now[0], fence) from None
+                    raise StorageError(
+                        "the fence record changed while this change was sent (another writer of the "
+                        "same epoch); nothing was changed, the next reconciliation retries",
+                        uri=self.location,
+                    ) from None
+                raise
             change_id = str(response["ChangeInfo"]["Id"]).removeprefix("/change/")
         return AppliedRouting(
             backend=self.kind,
@@ -237,7 +279,9 @@ class Route53Backend:
     def current(self) -> dict[str, int]:
         return {cloud: int(record["Weight"]) for cloud, record in self.records().items()}
 
-    def compare(self, weights: Mapping[str, int], targets: Mapping[str, str]) -> Comparison:
+    def compare(
+        self, weights: Mapping[str, int], targets: Mapping[str, str], *, fence: int | None = None
+    ) -> Comparison:
         records = self.records()
         held = {cloud: int(record["Weight"]) for cloud, record in records.items()}
         differences = []
@@ -248,7 +292,25 @@ class Route53Backend:
                 differences.append(f"{cloud}: no record")
             elif held[cloud] != weight:
                 differences.append(f"{cloud}: weight {held[cloud]}, decided {weight}")
+        if fence is not None:
+            held_fence = self.fence()
+            differences.extend(fence_difference(held_fence[0] if held_fence else 0, fence))
         return Comparison(held, tuple(differences))
+
+    def fence(self) -> tuple[int, str, int] | None:
+        """The fence record as read: (epoch, the exact value stored, its TTL), None when there is
+        none. A value that is not ours reads as epoch 0: the first fenced write replaces it."""
+        cursor = {"StartRecordName": self.fence_name, "StartRecordType": "TXT", "MaxItems": "1"}
+        page = self._call(lambda: self._client.list_resource_record_sets(HostedZoneId=self.zone_id, **cursor))
+        for record in page.get("ResourceRecordSets", [])[:1]:
+            if _name(record) != self.fence_name or record.get("Type") != "TXT":
+                return None
+            value = _target(record)
+            parts = dict(p.partition("=")[::2] for p in value.strip('"').split())
+            epoch = parts.get("epoch", "")
+            ttl = record.get("TTL")
+            return (int(epoch) if epoch.isdigit() else 0), value, ttl if isinstance(ttl, int) else FENCE_TTL
+        return None
 
     def records(self) -> dict[str, dict[str, Any]]:
         """Our records as Route 53 returns them, by cloud (for status and diagnostics)."""
@@ -279,6 +341,29 @@ class Route53Backend:
                 cursor["StartRecordIdentifier"] = page["NextRecordIdentifier"]
 
     # --- internals -----------------------------------------------------------------------
+
+    @property
+    def fence_name(self) -> str:
+        """The fence record's name, beside the weighted group."""
+        return f"{FENCE_PREFIX}{self.record_name}"
+
+    def _fence_changes(self, held: tuple[int, str, int] | None, fence: int) -> list[dict[str, Any]]:
+        """DELETE the record exactly as read (so the batch fails if it changed) and CREATE ours."""
+
+        def txt(value: str, ttl: int) -> dict[str, Any]:
+            return {"Name": self.fence_name, "Type": "TXT", "TTL": ttl, "ResourceRecords": [{"Value": value}]}
+
+        value = f'"epoch={fence} nonce={secrets.token_hex(6)}"'
+        changes = [{"Action": "DELETE", "ResourceRecordSet": txt(held[1], held[2])}] if held else []
+        return [*changes, {"Action": "CREATE", "ResourceRecordSet": txt(value, FENCE_TTL)}]
+
+    def _fenced(self, held: int, fence: int) -> Fenced:
+        return Fenced(
+            f"{self.location}: a newer leader (epoch {held}) wrote it; this write carries epoch "
+            f"{fence} and is refused",
+            held=held,
+            offered=fence,
+        )
 
     def _record(self, cloud: str, weight: int, host: str, *, ttl: int) -> dict[str, Any]:
         record: dict[str, Any] = {
