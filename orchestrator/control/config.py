@@ -33,6 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.control.allowed_endpoints import check_allowed_endpoints
+from orchestrator.control.config_access import AuthConfig, PublicEndpointConfig
 from orchestrator.control.config_checks import (
     MAX_URL_LENGTH,
     check_settings,
@@ -350,6 +351,8 @@ class Config(_Strict):
     health: HealthConfig = Field(default_factory=HealthConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    endpoint: PublicEndpointConfig = Field(default_factory=PublicEndpointConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
     source: str | None = Field(default=None, exclude=True)
 
     def endpoints(self) -> dict[str, str]:
