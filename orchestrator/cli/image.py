@@ -63,7 +63,9 @@ def image_push(
     for cloud, reference in result.references.items():
         there = " (already there)" if cloud in result.already_present else ""
         console.print(f"[green]✓[/] {cloud}: {reference} (tag {result.tag}){there}", soft_wrap=True)
-    console.print(f"digest {result.digest} (pin it as ml-orchestrator:endpoint.image in each stack)")
+    console.print(
+        f"digest {result.digest} (pin it as ml-orchestrator:endpoint.image in each stack)", soft_wrap=True
+    )
 
 
 def _registries(to: list[str], config: str | None) -> dict[str, str]:
