@@ -13,7 +13,7 @@ from typing import Final
 
 __all__ = ["MIN_TOKEN_LENGTH", "token_problem"]
 
-# 32 characters: 192 bits from `openssl rand -base64 32` (44 characters) comfortably passes; a
+# 32 characters: the 44 of `openssl rand -base64 32` (256 random bits) comfortably pass; a
 # short, guessable token would make the check decorative.
 MIN_TOKEN_LENGTH: Final = 32
 # Printable ASCII without spaces (0x21-0x7e, RFC 7230's VCHAR): what one header token can hold.

@@ -223,3 +223,34 @@ def test_a_bad_token_exits_2_naming_the_variable(digits_model: TrainResult, tmp_
     assert result.returncode == 2
     assert "API_TOKEN" in result.stderr
     assert "too-short" not in result.stderr
+
+
+def _raw_path(ep: Endpoint, method: bytes, path: bytes) -> int:
+    """The status of ``METHOD PATH`` sent as is, without credentials."""
+    with socket.create_connection(("127.0.0.1", ep.port), timeout=10) as sock:
+        sock.sendall(method + b" " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return int(data.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        (b"GET", b"/readyz/../v1/model"),
+        (b"GET", b"//v1/model"),
+        (b"GET", b"/v1/model/"),
+        (b"GET", b"/v1%2Fmodel"),
+        (b"GET", b"/healthz/../metrics"),
+        (b"GET", b"/READYZ"),
+        (b"HEAD", b"/v1/model"),
+        (b"OPTIONS", b"/v1/predict"),
+        (b"GET", b"/docs"),
+        (b"GET", b"/openapi.json"),
+    ],
+)
+def test_no_path_or_method_trick_reaches_a_closed_route(
+    secured: Endpoint, method: bytes, path: bytes
+) -> None:
+    assert _raw_path(secured, method, path) == 401
