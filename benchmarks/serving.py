@@ -183,12 +183,17 @@ def main() -> None:
             wrk(f"{endpoint.url}/healthz", 1, CONNECTIONS, None, workdir)  # warm-up
             wrk(f"{endpoint.url}/v1/predict", 1, CONNECTIONS, one_row, workdir)
             wrk(f"{secured.url}/v1/predict", 1, CONNECTIONS, one_row, workdir, BENCH_TOKEN)
-            for _ in range(args.rounds):
+            for round_ in range(args.rounds):
                 health.append(wrk(f"{endpoint.url}/healthz", args.seconds, CONNECTIONS, None, workdir))
-                single.append(wrk(f"{endpoint.url}/v1/predict", args.seconds, CONNECTIONS, one_row, workdir))
-                authed.append(
-                    wrk(f"{secured.url}/v1/predict", args.seconds, CONNECTIONS, one_row, workdir, BENCH_TOKEN)
-                )
+                # B and E alternate which goes first, so that neither always follows the same load.
+                pair = [
+                    (single, endpoint.url, None),
+                    (authed, secured.url, BENCH_TOKEN),
+                ]
+                for figures_, url, token in pair if round_ % 2 == 0 else pair[::-1]:
+                    figures_.append(
+                        wrk(f"{url}/v1/predict", args.seconds, CONNECTIONS, one_row, workdir, token)
+                    )
                 batched.append(
                     1000 * wrk(f"{endpoint.url}/v1/predict", args.seconds, BATCH_CONNECTIONS, batch, workdir)
                 )
