@@ -27,7 +27,7 @@ def read(ref: SecretRef) -> str:
     except ImportError:
         raise ConfigError(
             "azure-identity and azure-keyvault-secrets are not installed: "
-            "pip install 'ml-orchestrator[azure]'"
+            "pip install 'ml-orchestrator[secrets]'"
         ) from None
     vault_url, name, version = ref.parts
     timeouts = {"connection_timeout": CONNECT_TIMEOUT_S, "read_timeout": READ_TIMEOUT_S, "retry_total": 1}

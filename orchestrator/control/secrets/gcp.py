@@ -25,7 +25,7 @@ def read(ref: SecretRef) -> str:
         from google.cloud import secretmanager
     except ImportError:
         raise ConfigError(
-            "google-cloud-secret-manager is not installed: pip install 'ml-orchestrator[gcp]'"
+            "google-cloud-secret-manager is not installed: pip install 'ml-orchestrator[secrets]'"
         ) from None
     (name,) = ref.parts
     with secretmanager.SecretManagerServiceClient() as client:
