@@ -14,8 +14,12 @@ Starts one endpoint worker (pinned to core 0) serving the digits model and drive
   limit (more rows than allowed: parsed, then refused 413), against the same probe on an idle
   endpoint measured in the same run
 
-Prints B ÷ A (target >= 0.7), C ÷ B-in-rows/s (target >= 50), F binary ÷ F JSON (target > 1) and
-D's p99 (target < 50 ms). The
+- E: ``POST /v1/predict`` with one digits row and ``Authorization: Bearer``, against a second
+  endpoint (same model, same core) that requires the token (``API_TOKEN``)
+
+Prints B ÷ A (target >= 0.7), C ÷ B-in-rows/s (target >= 50), F binary ÷ F JSON (target > 1),
+D's p99 (target < 50 ms) and E ÷ B (target >= 0.95: checking the token must not cost one-row
+predictions). The
 throughput loads run in interleaved rounds and each figure is the median over rounds, so a noisy
 neighbour hits all of them alike.
 
@@ -49,6 +53,11 @@ BATCH_CONNECTIONS = 8  # 1,000-row bodies are ~275 kB: 8 in flight already satur
 TARGET_PREDICT_OVER_HEALTH = 0.7
 TARGET_BATCH_OVER_SINGLE = 50.0
 TARGET_PROBE_P99_MS = 50.0
+# The token check is a header scan, a SHA-256 and two constant-time compares (~2 us) against a
+# one-row request's ~500 us: anything under 0.95 is a regression, not noise between rounds.
+TARGET_AUTH_OVER_OPEN = 0.95
+# A benchmark's own token (44 characters, as `openssl rand -base64 32` prints).
+BENCH_TOKEN = "benchmark-token-0123456789abcdefghijklmnopqr"  # not a secret
 # Probes are sent one after another, this far apart, so they measure waiting, not queueing.
 PROBE_GAP_S = 0.005
 
@@ -112,11 +121,14 @@ def wrk(
     body: str | bytes | None,
     workdir: Path,
     headers: dict[str, str] | None = None,
+    token: str | None = None,
 ) -> float:
     """Requests/s that wrk measured; non-2xx answers make the run invalid. A body (JSON text, or the
     bytes of a binary tensor request) is read by the Lua script from a file: Lua strings are
-    binary-safe."""
+    binary-safe. ``token`` is sent as ``Authorization: Bearer``."""
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+    if token is not None:
+        argv += ["-H", f"Authorization: Bearer {token}"]
     if body is not None:
         data = body.encode() if isinstance(body, str) else body
         key = abs(hash((data, tuple(sorted((headers or {}).items())))))
@@ -206,21 +218,39 @@ def main() -> None:
         workdir = Path(tmp)
         model = args.model or train_digits(workdir / "artifacts")
         endpoint = start_endpoint(str(model), cpu=0, log_path=workdir / "serve.log")
+        secured = start_endpoint(
+            str(model),
+            cpu=0,
+            name="secured",
+            log_path=workdir / "secured.log",
+            env={"API_TOKEN": BENCH_TOKEN},
+        )
         try:
             endpoint.wait_ready()
+            secured.wait_ready()
             import httpx
 
             # The binary tensor data extension, where the server has it (run against older code
             # for a before/after comparison, it is left out).
             binary = "binary_tensor_data" in httpx.get(f"{endpoint.url}/v2").json()["extensions"]
             infer = f"{endpoint.url}/v2/models/digits/infer"
-            health, single, batched, v2_single, v2_batched, v2_binary_batched = [], [], [], [], [], []
+            health, single, batched, authed = [], [], [], []
+            v2_single, v2_batched, v2_binary_batched = [], [], []
             wrk(f"{endpoint.url}/healthz", 1, CONNECTIONS, None, workdir)  # warm-up
             wrk(f"{endpoint.url}/v1/predict", 1, CONNECTIONS, one_row, workdir)
+            wrk(f"{secured.url}/v1/predict", 1, CONNECTIONS, one_row, workdir, token=BENCH_TOKEN)
             wrk(infer, 1, CONNECTIONS, v2_one_row, workdir)
-            for _ in range(args.rounds):
+            for round_ in range(args.rounds):
                 health.append(wrk(f"{endpoint.url}/healthz", args.seconds, CONNECTIONS, None, workdir))
-                single.append(wrk(f"{endpoint.url}/v1/predict", args.seconds, CONNECTIONS, one_row, workdir))
+                # B and E alternate which goes first, so that neither always follows the same load.
+                pair = [
+                    (single, endpoint.url, None),
+                    (authed, secured.url, BENCH_TOKEN),
+                ]
+                for figures_, url, token in pair if round_ % 2 == 0 else pair[::-1]:
+                    figures_.append(
+                        wrk(f"{url}/v1/predict", args.seconds, CONNECTIONS, one_row, workdir, token=token)
+                    )
                 v2_single.append(wrk(infer, args.seconds, CONNECTIONS, v2_one_row, workdir))
                 batched.append(
                     1000 * wrk(f"{endpoint.url}/v1/predict", args.seconds, BATCH_CONNECTIONS, batch, workdir)
@@ -237,11 +267,13 @@ def main() -> None:
             loaded, sent, statuses = under_large_bodies(endpoint.url, args.seconds * 2, [max_rows, huge])
         finally:
             endpoint.stop()
+            secured.stop()
 
     figures = {
         "healthz_rps": statistics.median(health),
         "predict_1row_rps": statistics.median(single),
         "predict_1000row_rows_per_s": statistics.median(batched),
+        "predict_1row_bearer_rps": statistics.median(authed),
     }
     figures["v2_infer_1row_rps"] = statistics.median(v2_single)
     figures["v2_infer_1000row_json_rows_per_s"] = statistics.median(v2_batched)
@@ -250,6 +282,7 @@ def main() -> None:
         figures["v2_binary_over_json"] = (
             figures["v2_infer_1000row_binary_rows_per_s"] / figures["v2_infer_1000row_json_rows_per_s"]
         )
+    figures["bearer_over_open"] = figures["predict_1row_bearer_rps"] / figures["predict_1row_rps"]
     figures["predict_over_healthz"] = figures["predict_1row_rps"] / figures["healthz_rps"]
     figures["batch_rows_over_single_rows"] = (
         figures["predict_1000row_rows_per_s"] / figures["predict_1row_rps"]
@@ -280,6 +313,7 @@ def main() -> None:
             f"V2 1,000 rows binary ÷ JSON       {figures['v2_binary_over_json']:6.2f}   "
             f"(target > 1: {'met' if ok else 'MISSED'})"
         )
+    print(f"POST /v1/predict, 1 row, token {figures['predict_1row_bearer_rps']:9.0f} req/s   (API_TOKEN set)")
     ok1 = figures["predict_over_healthz"] >= TARGET_PREDICT_OVER_HEALTH
     ok2 = figures["batch_rows_over_single_rows"] >= TARGET_BATCH_OVER_SINGLE
     print(
@@ -289,6 +323,11 @@ def main() -> None:
     print(
         f"1,000-row rows/s ÷ one-row rows/s {figures['batch_rows_over_single_rows']:6.1f}   "
         f"(target >= {TARGET_BATCH_OVER_SINGLE:.0f}: {'met' if ok2 else 'MISSED'})"
+    )
+    ok4 = figures["bearer_over_open"] >= TARGET_AUTH_OVER_OPEN
+    print(
+        f"one-row predict, token ÷ open     {figures['bearer_over_open']:6.2f}   "
+        f"(target >= {TARGET_AUTH_OVER_OPEN}: {'met' if ok4 else 'MISSED'})"
     )
     ok3 = figures["healthz_under_max_bodies_p99_ms"] < TARGET_PROBE_P99_MS
     mb = [f"{n / 2**20:.1f} MiB" for n in figures["max_body_bytes"]]

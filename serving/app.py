@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from fastapi import FastAPI
 
 from orchestrator import __version__
+from serving.auth import BearerTokenMiddleware
 from serving.errors import add_error_handlers
 from serving.loader import Loader
 from serving.openapi import openapi_document
@@ -50,13 +51,15 @@ def create_app(
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     reload_timeout_s: float = DEFAULT_RELOAD_TIMEOUT_S,
     docs: bool = False,
+    api_tokens: Sequence[str] = (),
 ) -> FastAPI:
     """Build the endpoint around ``loader``, which returns a verified model or raises.
 
     ``reload_interval_s`` None loads once (retrying until a model loads); ``reload_timeout_s`` is each
     load's total deadline (:mod:`serving.reload`). ``docs`` serves ``/docs`` and ``/openapi.json``
     (off by default: they describe the endpoint to anyone who asks, and nothing in production needs
-    them).
+    them). ``api_tokens`` (current first): every route but liveness and readiness then needs one of
+    them as ``Authorization: Bearer`` (:mod:`serving.auth`); empty leaves the endpoint open.
     """
     metrics = Metrics()
     rt = Runtime(holder=ModelHolder(loader=loader, metrics=metrics), metrics=metrics)
@@ -86,6 +89,8 @@ def create_app(
     add_probe_routes(app, rt)
     add_v1_routes(app, rt)
     add_v2_routes(app, rt)
+    if api_tokens:  # innermost: a refused request's unread body closes its connection (BodyLimit)
+        app.add_middleware(BearerTokenMiddleware, tokens=tuple(api_tokens))
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, timeout_s=body_timeout_s)
     app.add_middleware(TelemetryMiddleware, metrics=metrics)
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from orchestrator.core.artifact.signing import SignatureVerifier, load_public_key
-from orchestrator.core.contract import ENV_SIGNING_PUBLIC_KEY
+from orchestrator.core.contract import ENV_API_TOKEN, ENV_SIGNING_PUBLIC_KEY
 from serving.app import create_app
 from serving.loader import make_loader
 from serving.protocol import protocol_with_header_timeout
@@ -24,7 +24,9 @@ def run(settings: Settings) -> None:
 
     With ``settings.signing_public_key`` (PEM text or a path), every version must carry a signature
     that verifies with it (fail closed); without one, signatures are not checked, and the log says
-    so. Raises ConfigError for a key that does not load or a model URI outside the grammar.
+    so. With ``settings.api_tokens``, every route but liveness and readiness needs one of them as a
+    bearer token (:mod:`serving.auth`); without, the log warns that the endpoint is open. Raises
+    ConfigError for a key that does not load or a model URI outside the grammar.
     """
     configure_logging()
     log = get_logger("serving")
@@ -37,6 +39,13 @@ def run(settings: Settings) -> None:
         log.info("signatures required", public_key=key.fingerprint)
     else:
         log.warning("signatures are not checked", hint=f"set {ENV_SIGNING_PUBLIC_KEY} to require them")
+    if settings.api_tokens:
+        log.info("bearer token required", tokens=len(settings.api_tokens))
+    else:
+        log.warning(
+            "predictions are not authenticated: every route is open",
+            hint=f"set {ENV_API_TOKEN} to require Authorization: Bearer <token>",
+        )
     application = create_app(
         make_loader(settings.model, cache_dir=settings.cache_dir, verifier=verifier),
         max_body_bytes=int(settings.max_body_mb * 1024 * 1024),
@@ -44,6 +53,7 @@ def run(settings: Settings) -> None:
         body_timeout_s=settings.body_timeout,
         reload_timeout_s=settings.reload_timeout,
         docs=settings.docs,
+        api_tokens=settings.api_tokens,
     )
     uvicorn.run(
         application,

@@ -16,11 +16,13 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 from orchestrator.core.contract import (
+    ENV_API_TOKEN,
+    ENV_API_TOKEN_PREVIOUS,
     ENV_BODY_TIMEOUT,
     ENV_CACHE_DIR,
     ENV_HEADER_TIMEOUT,
@@ -35,6 +37,7 @@ from orchestrator.core.contract import (
     ENV_SIGNING_PUBLIC_KEY,
 )
 from orchestrator.core.errors import ConfigError
+from orchestrator.core.tokens import token_problem
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT_S",
@@ -45,6 +48,7 @@ __all__ = [
     "DEFAULT_RELOAD_TIMEOUT_S",
     "Settings",
     "UsageError",
+    "api_tokens",
     "build_parser",
     "parse",
 ]
@@ -83,7 +87,8 @@ class Settings:
     """What the endpoint runs with (:func:`serving.server.run`).
 
     Sizes in MiB, durations in seconds; ``reload_interval`` None means the model is loaded once;
-    ``signing_public_key`` is PEM text or a path; ``cache_dir`` None means ``$TMPDIR/model-cache``.
+    ``signing_public_key`` is PEM text or a path; ``cache_dir`` None means ``$TMPDIR/model-cache``;
+    ``api_tokens`` are the bearer tokens requests need (current first; empty: open, no check).
     """
 
     model: str
@@ -98,6 +103,7 @@ class Settings:
     reload_timeout: float = DEFAULT_RELOAD_TIMEOUT_S
     cache_dir: Path | None = None
     log_level: str = DEFAULT_LOG_LEVEL
+    api_tokens: tuple[str, ...] = field(default=(), repr=False)
 
 
 def _integer(text: str) -> int:
@@ -204,6 +210,11 @@ _ENVIRONMENT_ONLY = (
         ENV_LOG_LEVEL,
         f"uvicorn's own log level, one of {', '.join(_LOG_LEVELS)} (default: {DEFAULT_LOG_LEVEL})",
     ),
+    (
+        ENV_API_TOKEN,
+        "the bearer token every route but liveness and readiness requires (default: none, the "
+        f"endpoint is open); during a rotation {ENV_API_TOKEN_PREVIOUS} too",
+    ),
 )
 
 
@@ -262,7 +273,32 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     if log_level not in _LOG_LEVELS:
         raise ConfigError(f"{ENV_LOG_LEVEL} {log_level!r}: must be one of {', '.join(_LOG_LEVELS)}")
     cache_dir = environ.get(ENV_CACHE_DIR) or None
-    return Settings(**values, cache_dir=None if cache_dir is None else Path(cache_dir), log_level=log_level)
+    return Settings(
+        **values,
+        cache_dir=None if cache_dir is None else Path(cache_dir),
+        log_level=log_level,
+        api_tokens=api_tokens(environ),
+    )
+
+
+def api_tokens(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The bearer tokens from ``API_TOKEN`` and ``API_TOKEN_PREVIOUS`` (environment only: a value
+    on the command line would show in the process list), current first; empty when neither is
+    set. ConfigError naming the variable, never quoting its value, for a token that is too short
+    or not printable ASCII without spaces, a previous token without a current one, or two equal.
+    """
+    current = environ.get(ENV_API_TOKEN) or None
+    previous = environ.get(ENV_API_TOKEN_PREVIOUS) or None
+    for name, value in ((ENV_API_TOKEN, current), (ENV_API_TOKEN_PREVIOUS, previous)):
+        if value is not None and (problem := token_problem(value)):
+            raise ConfigError(f"{name} {problem}")
+    if previous is not None and current is None:
+        raise ConfigError(
+            f"{ENV_API_TOKEN_PREVIOUS} is set without {ENV_API_TOKEN} (the token clients move to)"
+        )
+    if previous is not None and previous == current:
+        raise ConfigError(f"{ENV_API_TOKEN_PREVIOUS} must differ from {ENV_API_TOKEN}")
+    return tuple(t for t in (current, previous) if t is not None)
 
 
 def _check(option: _Option, value: Any) -> None:

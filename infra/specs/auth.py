@@ -13,21 +13,14 @@ then remove ``api_token_previous`` and ``pulumi up`` again.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Final
 
 from infra.specs.fields import ConfigError
 from orchestrator.core.contract import ENV_API_TOKEN, ENV_API_TOKEN_PREVIOUS
+from orchestrator.core.tokens import MIN_TOKEN_LENGTH, token_problem
 
 __all__ = ["MIN_TOKEN_LENGTH", "TOKEN_SLOTS", "ApiTokens", "TokenSlot", "parse_api_tokens"]
-
-# 32 characters: 192 bits from `openssl rand -base64 32` (44 characters) comfortably passes; a
-# short, guessable token would make the check decorative.
-MIN_TOKEN_LENGTH: Final = 32
-# Printable ASCII without spaces: the token travels in an HTTP header (RFC 6750's b64token
-# allows less; anything printable is accepted and compared as bytes by the endpoint).
-_TOKEN: Final = re.compile(r"[\x21-\x7e]+")
 
 
 @dataclass(frozen=True)
@@ -75,12 +68,8 @@ def parse_api_tokens(values: dict[str, str | None], secret: dict[str, bool], *, 
                 f"is stored in plain text: set it with `pulumi config set --secret {name}` "
                 "(and remove the plain value from the stack file)",
             )
-        if len(value) < MIN_TOKEN_LENGTH or not _TOKEN.fullmatch(value):
-            raise ConfigError(
-                key,
-                f"must be at least {MIN_TOKEN_LENGTH} printable characters without spaces "
-                "(for example the output of `openssl rand -base64 32`)",
-            )
+        if problem := token_problem(value):
+            raise ConfigError(key, problem)
         slots.append(TokenSlot(slot, key, env, value))
     if len(slots) == 1 and slots[0].slot == "previous":
         raise ConfigError(

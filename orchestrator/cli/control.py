@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,7 @@ def health(
 
     Exit code with --once: 0 all healthy, 1 degraded but serving, 2 no healthy cloud, 4 a routing
     backend is stale (named on stderr), 75 another health job holds the lease (nothing done).
+    With --watch --json, one JSON document per line per round (JSON Lines).
     """
     from orchestrator.core.errors import ConfigError
     from orchestrator.render.control import health_table, report_stale, round_json
@@ -46,7 +48,7 @@ def health(
 
     if once == watch:
         raise ConfigError("choose one of --once (a single round, for schedulers) or --watch (continuous)")
-    _exit_on_termination()
+    stopped = _exit_on_termination()
     with _plane(config) as plane:
         if once:
             report = plane.health_round(apply=apply)
@@ -54,28 +56,41 @@ def health(
             report_stale(report.backends)
             raise typer.Exit(report.exit_code)
 
-        def on_round(report: RoundReport) -> None:
-            emit_json(round_json(report)) if json_out else health_table(report, compact=True)
+        def on_round(report: RoundReport) -> None:  # with --json: one line per round (JSON Lines)
+            emit_json(round_json(report), line=True) if json_out else health_table(report, compact=True)
             report_stale(report.backends)
 
         try:
-            plane.watch(apply=apply, stop=lambda: False, on_round=on_round, on_error=error)
+            plane.watch(apply=apply, stop=lambda: bool(stopped), on_round=on_round, on_error=error)
         except KeyboardInterrupt:
             raise typer.Exit(0) from None
+        # The watch saw the signal's flag: its exception was swallowed where it landed.
+        raise typer.Exit(0 if stopped == [signal.SIGINT] else 128 + stopped[0])
 
 
-def _exit_on_termination() -> None:
+def _exit_on_termination() -> list[int]:
     """Make SIGTERM (a container or service stop) and SIGHUP (a closed terminal) end the command
     the way Ctrl-C does, running its cleanup, instead of killing it where it stands: the health
     job's lease is released (the next run need not wait for it to expire), an open state
-    transaction is rolled back. The exit code is 128 + the signal's number, as a shell reports."""
-    import signal
+    transaction is rolled back. The exit code is 128 + the signal's number, as a shell reports.
+
+    Returns the signals received (SIGINT included), for loops to check between rounds: an
+    exception raised while Python runs a finalizer (an HTTP response's body iterator collected
+    mid-round) is printed and swallowed, so the flag is what reliably stops a watch."""
+    received: list[int] = []
+
+    def interrupt(signum: int, _frame: object) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
 
     def terminate(signum: int, _frame: object) -> None:
+        received.append(signum)
         raise SystemExit(128 + signum)
 
+    signal.signal(signal.SIGINT, interrupt)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, terminate)
+    return received
 
 
 @app.command()
@@ -176,19 +191,20 @@ def config_check(
     config: str = typer.Option(None, "--config", help=CONFIG_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Validate a configuration file and print the effective configuration (defaults filled in)."""
-    import yaml
-
+    """Validate a configuration file and print the effective configuration (defaults filled in):
+    a header on stderr, the YAML alone on stdout (or JSON with --json)."""
     from orchestrator.control.config import load_config
-    from orchestrator.render.output import console, emit_json
+    from orchestrator.render.output import emit_json, emit_text, err_console, shown
 
     cfg = load_config(config)
     effective = cfg.model_dump(mode="json")
     if json_out:
         emit_json(effective)
     else:
-        console.print(f"[green]✓[/] {cfg.source} is valid. Effective configuration:")
-        console.print(yaml.safe_dump(effective, sort_keys=False), markup=False, highlight=False)
+        err_console.print(
+            f"[green]✓[/] {shown(cfg.source)} is valid. Effective configuration:", soft_wrap=True
+        )
+        emit_text(_yaml(effective))
 
 
 @config_app.command("from-stacks")
@@ -196,15 +212,14 @@ def config_from_stacks(
     outputs: list[Path] = typer.Argument(..., help="`pulumi stack output --json` files, one per stack."),
     out: Path | None = typer.Option(None, "--out", help="Write the configuration here (default: print it)."),
 ) -> None:
-    """Turn Pulumi stack outputs (aws, gcp, azure, and optionally dns) into orchestrator.yaml."""
-    import yaml
-
+    """Turn Pulumi stack outputs (aws, gcp, azure, and optionally dns) into orchestrator.yaml
+    (printed plain on stdout without --out: `> orchestrator.yaml` works)."""
     from orchestrator.control.stacks import config_from_outputs, load_outputs
-    from orchestrator.render.output import console
+    from orchestrator.render.output import emit_text, err_console, shown
 
-    text = yaml.safe_dump(config_from_outputs(load_outputs(outputs)), sort_keys=False)
+    text = _yaml(config_from_outputs(load_outputs(outputs)))
     if out is None:
-        console.print(text, markup=False, highlight=False, end="")
+        emit_text(text)
         return
     from orchestrator.core.errors import ConfigError
 
@@ -212,4 +227,14 @@ def config_from_stacks(
         out.write_text(text)
     except OSError as exc:
         raise ConfigError(f"--out {out}: cannot write the configuration: {exc.strerror or exc}") from None
-    console.print(f"[green]✓[/] wrote {out}; check it with `orchestrator config check --config {out}`")
+    err_console.print(
+        f"[green]✓[/] wrote {shown(out)}; check it with `orchestrator config check --config {shown(out)}`",
+        soft_wrap=True,
+    )
+
+
+def _yaml(data: object) -> str:
+    """``data`` as block YAML in key order, no line folded (PyYAML folds long scalars at 80)."""
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False, width=float("inf"), allow_unicode=True)

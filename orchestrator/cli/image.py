@@ -37,22 +37,35 @@ def image_push(
         help="Clouds (aws,gcp,azure: registries from the config) or CLOUD=REGISTRY/REPO; repeatable.",
     ),
     image: str = typer.Option(None, "--image", help="Local image to push (default: ml-endpoint:<version>)."),
+    tag: str = typer.Option(
+        None,
+        "--tag",
+        help="Tag in every registry (default: <version>-<12 hex of the image id>); "
+        "never moved to other content.",
+    ),
     config: str = typer.Option(None, "--config", help="Configuration file with clouds.<cloud>.registry."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document for automation."),
 ) -> None:
-    """Push the image to each registry and check every registry stored the same digest."""
+    """Push the image to each registry and check every registry stored the same digest.
+
+    A tag that already names other content in any registry refuses the push before anything is
+    pushed (exit 1); the same image pushed again is left in place and reported.
+    """
     from orchestrator import __version__
     from orchestrator.image import DEFAULT_REPOSITORY, push
     from orchestrator.render.output import console, emit_json
 
     registries = _registries(to, config)
-    result = push(image or f"{DEFAULT_REPOSITORY}:{__version__}", registries)
+    result = push(image or f"{DEFAULT_REPOSITORY}:{__version__}", registries, tag=tag)
     if json_out:
         emit_json(result.as_dict())
         return
     for cloud, reference in result.references.items():
-        console.print(f"[green]✓[/] {cloud}: {reference}")
-    console.print(f"digest {result.digest} (pin it as ml-orchestrator:endpoint.image in each stack)")
+        there = " (already there)" if cloud in result.already_present else ""
+        console.print(f"[green]✓[/] {cloud}: {reference} (tag {result.tag}){there}", soft_wrap=True)
+    console.print(
+        f"digest {result.digest} (pin it as ml-orchestrator:endpoint.image in each stack)", soft_wrap=True
+    )
 
 
 def _registries(to: list[str], config: str | None) -> dict[str, str]:

@@ -33,6 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.control.allowed_endpoints import check_allowed_endpoints
+from orchestrator.control.config_access import AuthConfig, PublicEndpointConfig
 from orchestrator.control.config_checks import (
     MAX_URL_LENGTH,
     check_settings,
@@ -361,6 +362,8 @@ class Config(_Strict):
     # Several health jobs deciding by quorum (orchestrator.control.config_vantage); None: one job.
     vantage: VantageConfig | None = None
     signing: SigningConfig | None = None
+    endpoint: PublicEndpointConfig = Field(default_factory=PublicEndpointConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
     source: str | None = Field(default=None, exclude=True)
 
     def endpoints(self) -> dict[str, str]:

@@ -5,8 +5,9 @@ say: a URL is an http(s) base URL with a host and no credentials (:func:`check_u
 settings hold no secret and only printable values (:func:`check_settings`), a state location is a
 form :func:`orchestrator.control.store.open_state` takes (:func:`check_state_location`), and settings fit
 their bucket URI, the state's settings fit its store, the price overrides parse
-(:func:`check_together`). Each raises ValueError (inside a model) or ConfigError (across keys),
-and no message quotes a value that could be a secret.
+(:func:`check_together`), the public name and the token fit the endpoints
+(:func:`~orchestrator.control.config_access.check_access`). Each raises ValueError (inside a
+model) or ConfigError (across keys), and no message quotes a value that could be a secret.
 """
 
 from __future__ import annotations
@@ -135,6 +136,9 @@ def check_together(config: Config, source: str) -> None:
         unknown = sorted(state.settings.keys() - allowed_settings(state.path))
         if unknown:
             raise ConfigError(f"{source}: state.settings: unknown setting(s) {', '.join(unknown)}")
+    from orchestrator.control.config_access import check_access
+
+    check_access(config, source)
     from orchestrator.control.routing.pricing import load_prices
 
     try:

@@ -7,6 +7,13 @@ Every endpoint stack exports the same keys (``cloud``, ``region``, ``endpoint_ur
 (by cloud). ``pulumi stack output --json`` prints them; this module turns one file per stack into
 a configuration, validated like a hand-written one. No Pulumi CLI is needed to run it.
 
+Two keys say how the probes reach the endpoints (:mod:`orchestrator.control.config_access`):
+``endpoint.public_name`` is the stacks' ``public_name`` (the same in every stack, and the dns
+stack's ``record_name``); ``auth.token`` is ``env://API_TOKEN`` when the stacks store an API token
+(``api_token_secrets``): each cloud's health job gets the token from its own cloud's secret store
+in that variable, by reference. An operator running the commands elsewhere sets ``API_TOKEN``, or
+points ``auth.token`` at a store (``aws-sm://<the aws stack's api_token_secrets.current>``).
+
 Stack outputs may hold secrets, so no error message here quotes an output's value: it names the
 file and the output key, and says what was expected. ``pulumi stack output --json`` prints a
 secret output as ``"[secret]"`` unless given ``--show-secrets``; such a masked value is refused
@@ -25,10 +32,10 @@ import orjson
 
 from orchestrator.control.config import Config, check_together, validate
 from orchestrator.core.artifact.layout import ModelLocation, parse_model_uri
-from orchestrator.core.contract import CLOUDS
+from orchestrator.core.contract import CLOUDS, ENV_API_TOKEN
 from orchestrator.core.errors import ConfigError
 
-__all__ = ["ENDPOINT_KEYS", "MASKED_SECRET", "config_from_outputs", "load_outputs"]
+__all__ = ["ENDPOINT_KEYS", "MASKED_SECRET", "TOKEN_REFERENCE", "config_from_outputs", "load_outputs"]
 
 # The outputs an endpoint stack must have (infra/__main__.py exports them all); the others are optional.
 ENDPOINT_KEYS = ("cloud", "region", "endpoint_url", "model_uri", "cpu", "memory", "max_instances")
@@ -41,6 +48,9 @@ MAX_OUTPUTS_BYTES = 1024 * 1024
 # benchmarks/serving.py measures ~7,600 one-row requests/s on one idle core, but real requests
 # arrive through TLS and a load balancer and the SLO needs headroom. Measure, then set capacity_rps.
 REQUESTS_PER_INSTANCE = 100.0
+# Where every cloud's health job finds the API token: the stacks put it there by reference to the
+# job's own cloud's secret store (infra/components/*_health_job.py).
+TOKEN_REFERENCE = f"env://{ENV_API_TOKEN}"
 
 
 def load_outputs(paths: Sequence[Path]) -> list[tuple[str, dict[str, Any]]]:
@@ -85,19 +95,63 @@ def config_from_outputs(outputs: Sequence[tuple[str, Mapping[str, Any]]]) -> dic
         if "zone_id" in out or "record_name" in out:
             routing = _dns(source, out, origins)
             continue
-        cloud, config = _endpoint(source, out, origins, names)
+        cloud, settings = _endpoint(source, out, origins, names)
         if cloud in clouds:
             raise ConfigError(f"{source}: a second stack for cloud {cloud!r}")
-        clouds[cloud] = config
+        clouds[cloud] = settings
     if not clouds:
         raise ConfigError(
             "no endpoint stack among the outputs (each must export 'cloud', 'endpoint_url', ...)"
         )
     if len(names) != 1:
         raise ConfigError(f"the stacks serve different models: {', '.join(sorted(names))}")
-    config = {"model": {"name": names.pop()}, "clouds": clouds, "routing": routing}
+    config: dict[str, Any] = {"model": {"name": names.pop()}, "clouds": clouds, "routing": routing}
+    public_name = _public_name(outputs, routing)
+    if public_name is not None:
+        config["endpoint"] = {"public_name": public_name}
+        origins["endpoint.public_name"] = next(
+            (source, "public_name") for source, out in outputs if out.get("public_name")
+        )
+    if any(_has_token(source, out) for source, out in outputs if "cloud" in out):
+        config["auth"] = {"token": TOKEN_REFERENCE}
     _validate(config, outputs, origins)
     return config
+
+
+def _public_name(outputs: Sequence[tuple[str, Mapping[str, Any]]], routing: Mapping[str, Any]) -> str | None:
+    """The stacks' one public name (None when no stack has one); ConfigError naming the file of a
+    stack whose name differs from another's, or from the dns stack's record name."""
+    named: dict[str, str] = {}  # file -> the name it exports, lower case, no trailing dot
+    for source, out in outputs:
+        if "cloud" not in out:
+            continue
+        value = out.get("public_name")
+        if value is not None:
+            named[source] = _text(value, source, "public_name").strip().lower().removesuffix(".")
+    if not named:
+        return None
+    first_source, name = next(iter(named.items()))
+    for source, other in named.items():
+        if other != name:
+            raise ConfigError(
+                f"{source}: stack output 'public_name' differs from {first_source}'s: every cloud "
+                "must answer the same public name"
+            )
+    record = (routing.get("route53") or {}).get("record_name")
+    if isinstance(record, str) and record.strip().lower().removesuffix(".") != name:
+        raise ConfigError(
+            f"stack output 'record_name' (dns) is not the cloud stacks' public_name ({first_source})"
+        )
+    return name
+
+
+def _has_token(source: str, out: Mapping[str, Any]) -> bool:
+    secrets = out.get("api_token_secrets")
+    if secrets in (None, {}):
+        return False
+    if not isinstance(secrets, dict):
+        raise ConfigError(f"{source}: stack output 'api_token_secrets' is not an object (slot to reference)")
+    return bool(secrets.get("current"))
 
 
 def _endpoint(

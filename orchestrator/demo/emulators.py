@@ -36,6 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
+from orchestrator.core.contract import ENV_API_TOKENS
 from orchestrator.demo.processes import free_port
 
 __all__ = [
@@ -453,10 +454,13 @@ def start_azurite(log_dir: Path, *, port: int | None = None, binary: Path | None
 def scrubbed_environ(environ: dict[str, str] | os._Environ[str]) -> tuple[list[str], dict[str, str]]:
     """What to remove from and set in ``environ`` so no SDK can reach a real cloud account:
     every cloud variable goes (credentials, profiles, endpoints, AWS_CA_BUNDLE), fake AWS
-    credentials and a region come in, and loopback bypasses any proxy."""
+    credentials and a region come in, and loopback bypasses any proxy. The API tokens go too
+    (``API_TOKEN``, which an operator may have exported to run ``orchestrator health``): the
+    demo's endpoints are open and its probes send none."""
     prefixes = ("AWS_", "AZURE_", "GOOGLE_", "GCLOUD_", "CLOUDSDK_", "BOTO_")
     remove = [name for name in environ if name.startswith(prefixes)]
-    remove += [name for name in ("STORAGE_EMULATOR_HOST", "GCE_METADATA_HOST") if name in environ]
+    others = ("STORAGE_EMULATOR_HOST", "GCE_METADATA_HOST", *ENV_API_TOKENS)
+    remove += [name for name in others if name in environ]
     no_proxy = ",".join(filter(None, [environ.get("NO_PROXY", ""), "127.0.0.1,localhost"]))
     setting = {
         "AWS_ACCESS_KEY_ID": "testing",

@@ -1,15 +1,26 @@
-"""Shared output helpers for commands: human text on a terminal, JSON for automation."""
+"""Shared output helpers for commands: human text on a terminal, JSON and YAML for automation.
+
+Machine-readable output (``--json``, the YAML of ``config from-stacks`` and ``config check``) is
+written as plain bytes to standard output, never through Rich: Rich wraps lines at the terminal's
+width, or at 80 columns when standard output is not a terminal, which breaks YAML and JSON
+redirected to a file. Headers and confirmations go to standard error. In every JSON document the
+times (keys :data:`TIME_KEYS`) are ISO 8601 in UTC, and clouds are objects keyed by the cloud.
+"""
 
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from rich.console import Console
 from rich.markup import escape
 
-__all__ = ["console", "emit_json", "err_console", "error", "shown"]
+__all__ = ["TIME_KEYS", "console", "emit_json", "emit_text", "err_console", "error", "iso_time", "shown"]
+
+# Keys whose numbers are unix times in the control plane's records: written as ISO 8601 UTC.
+TIME_KEYS = frozenset({"at", "hold_until"})
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -28,6 +39,34 @@ def error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {shown(message)}", soft_wrap=True)
 
 
-def emit_json(data: Any) -> None:
-    sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+def iso_time(seconds: float) -> str:
+    """Unix ``seconds`` as ISO 8601 in UTC (``2026-05-01T12:00:00.123456+00:00``, the routing
+    file's form)."""
+    return datetime.fromtimestamp(seconds, tz=UTC).isoformat()
+
+
+def _iso_times(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {
+            key: iso_time(value)
+            if key in TIME_KEYS and isinstance(value, int | float) and not isinstance(value, bool)
+            else _iso_times(value)
+            for key, value in data.items()
+        }
+    if isinstance(data, list | tuple):
+        return [_iso_times(item) for item in data]
+    return data
+
+
+def emit_json(data: Any, *, line: bool = False) -> None:
+    """``data`` as one JSON document on standard output (times as ISO 8601 UTC): indented, or
+    with ``line`` on a single line (JSON Lines, one document per line)."""
+    option = 0 if line else orjson.OPT_INDENT_2
+    sys.stdout.buffer.write(orjson.dumps(_iso_times(data), option=option) + b"\n")
+    sys.stdout.flush()
+
+
+def emit_text(text: str) -> None:
+    """Machine-readable text (YAML) on standard output, exactly as given: never wrapped."""
+    sys.stdout.write(text)
     sys.stdout.flush()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -112,7 +113,11 @@ def test_a_misbehaving_cloud_loses_its_traffic_within_the_bound_and_the_others_k
     # Rounds are told apart by when their probe of aws started (ordering, not durations): the
     # weight must be 0 by the THRESHOLD-th round that probed after the fault began (sooner if the
     # round in flight already saw it).
-    reports = [r for r in watch.reports() if r["clouds"]["aws"]["probes"][0]["at"] >= faulted_at]
+    reports = [
+        r
+        for r in watch.reports()
+        if datetime.fromisoformat(r["clouds"]["aws"]["probes"][0]["at"]).timestamp() >= faulted_at
+    ]
     moved = next(i for i, r in enumerate(reports) if r["weights"] and r["weights"]["aws"] == 0)
     assert moved <= THRESHOLD - 1, (
         f"weight 0 decided in round {moved + 1} after the fault (bound: {THRESHOLD})"

@@ -148,3 +148,63 @@ def test_an_invalid_output_is_named_without_its_value(tmp_path: Path) -> None:
     assert "gcp.json: stack output 'endpoint_url' is not valid (clouds.gcp.endpoint)" in result.stderr
     assert "TOPSECRET" not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def _named(cloud: str, name: str = "model.example.com", **extra: object) -> dict:
+    return {
+        **STACKS[cloud],
+        "endpoint_url": f"https://{cloud}.model.example.com",
+        "public_name": name,
+        **extra,
+    }
+
+
+def test_the_public_name_and_the_token_reference_come_from_the_stacks(tmp_path: Path) -> None:
+    token = {"current": "arn:aws:secretsmanager:us-east-1:123456789012:secret:ml-api-token-AbCdEf"}
+    stacks = {
+        "aws": _named("aws", api_token_secrets=token),
+        "gcp": _named("gcp", "Model.Example.com."),
+        "azure": _named("azure", api_token_secrets={}),
+        "dns": STACKS["dns"],
+    }
+    result = run(*map(str, write(tmp_path, **stacks)))
+    assert result.returncode == 0, result.stderr
+    data = yaml.safe_load(result.stdout)
+    assert data["endpoint"] == {"public_name": "model.example.com"}
+    # Every cloud's job gets the token from its own cloud's store in API_TOKEN, by reference.
+    assert data["auth"] == {"token": "env://API_TOKEN"}
+    assert "secretsmanager" not in result.stdout
+
+
+def test_without_a_public_name_or_tokens_the_keys_are_left_out(tmp_path: Path) -> None:
+    result = run(*map(str, write(tmp_path, aws=STACKS["aws"], gcp={**STACKS["gcp"], "public_name": None})))
+    assert result.returncode == 0, result.stderr
+    data = yaml.safe_load(result.stdout)
+    assert "endpoint" not in data
+    assert "auth" not in data
+
+
+@pytest.mark.parametrize(
+    ("stacks", "message"),
+    [
+        (
+            {"aws": _named("aws"), "gcp": _named("gcp", "other.example.com")},
+            "gcp.json: stack output 'public_name' differs from",
+        ),
+        (
+            {"aws": _named("aws"), "dns": {**STACKS["dns"], "record_name": "other.example.com."}},
+            "'record_name' (dns) is not the cloud stacks' public_name",
+        ),
+        (
+            {"aws": {**STACKS["aws"], "public_name": "model.example.com"}},
+            "aws.json: stack output 'endpoint_url' is not valid (clouds.aws.endpoint)",
+        ),
+        ({"aws": _named("aws", api_token_secrets="arn:x")}, "'api_token_secrets' is not an object"),
+    ],
+)
+def test_stacks_that_disagree_on_the_public_name_are_refused(
+    tmp_path: Path, stacks: dict, message: str
+) -> None:
+    result = run(*map(str, write(tmp_path, **stacks)))
+    assert result.returncode == 2
+    assert message in result.stderr

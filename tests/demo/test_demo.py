@@ -68,7 +68,7 @@ def test_routing_spread_traffic_by_cost_and_dns_followed_every_change(demo: dict
     weights = demo["decision"]["weights"]
     assert sum(weights.values()) == 100
     assert sum(1 for w in weights.values() if w) >= 2, "capacity forces more than one cloud"
-    rows = {row["cloud"]: row for row in demo["decision"]["clouds"]}
+    rows = demo["decision"]["clouds"]  # keyed by cloud, as every JSON output keys its clouds
     cheapest = min(rows.values(), key=lambda r: r["cost_per_million_usd"])
     assert cheapest["weight"] == max(weights.values()), "the cheapest cloud gets the largest share"
     seen = [w["weights"] for w in demo["weights_seen"]]

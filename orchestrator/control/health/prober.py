@@ -19,6 +19,10 @@ not N of them. It also owns what the probes check against (:meth:`Prober.expecta
   for the buckets again before :data:`EXPECTATION_TTL_S`. :attr:`Prober.note` says which, for the
   round's report.
 
+Each probe reaches its cloud as a client does (:mod:`orchestrator.control.health.access`): with
+``endpoint.public_name``, the public name as Host and TLS server name at the cloud's entry; with
+``auth.token``, the API token read from its secret store.
+
 The prober decides nothing and keeps no state between processes: the machines do that.
 """
 
@@ -36,6 +40,7 @@ from typing import Any, TypeVar
 import httpx
 
 from orchestrator.control.config import Config
+from orchestrator.control.health.access import ProbeAccess
 from orchestrator.control.health.expect import expected_model
 from orchestrator.control.health.probe import Expectation, ProbeResult, probe_many, short
 from orchestrator.core.errors import OrchestratorError
@@ -104,6 +109,7 @@ class Prober:
         self.expected: Expectation | None = None  # what the last probes checked against
         self._monotonic = monotonic
         self._transport = transport
+        self.access = ProbeAccess(config)  # the public name and the token (health/access.py)
         self._loop = asyncio.new_event_loop()
         self._client: httpx.AsyncClient | None = None
         self._open_buckets = buckets
@@ -130,14 +136,16 @@ class Prober:
                 results.update(self._probe(unknown, fresh))
                 expect = fresh
         self.expected = expect
+        if self.access.note:  # a token re-read failed: the round goes on with the one in hand
+            self.note = short(f"{self.note}; {self.access.note}" if self.note else self.access.note)
         return results
 
     def _probe(self, names: list[str], expect: Expectation) -> dict[str, ProbeResult]:
         endpoints = {n: self.endpoints[n] for n in names}
+        client = self._http()
+        self.access.refresh(client)  # the token, read (or re-read) before the round, not in it
         return self._run(
-            probe_many(
-                self._http(), endpoints, expect, timeout_s=self.config.health.timeout_s, clock=self.clock
-            )
+            probe_many(client, endpoints, expect, timeout_s=self.config.health.timeout_s, clock=self.clock)
         )
 
     # -- the expectation -------------------------------------------------------------------------
@@ -231,7 +239,7 @@ class Prober:
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             timeout = self.config.health.timeout_s  # per operation; each probe also has its total
-            self._client = httpx.AsyncClient(transport=self._transport, timeout=timeout)
+            self._client = self.access.client(self._transport, timeout)
         return self._client
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:

@@ -172,9 +172,14 @@ class Decision:
             "weights": self.weights,
             "expected_cost_per_million_usd": self.expected_cost_per_million,
             "shortfall_rps": self.shortfall_rps,
-            "clouds": [row.as_dict() for row in self.rows],
+            # Keyed by cloud, as every JSON output keys its clouds.
+            "clouds": {row.cloud: _without_cloud(row.as_dict()) for row in self.rows},
             "notes": list(self.notes),
         }
+
+
+def _without_cloud(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in row.items() if key != "cloud"}
 
 
 # A point's marginal cost: (min points missed, max exceeded, points beyond capacity, fallback, USD).

@@ -476,4 +476,4 @@ def test_demand_and_duplicate_clouds_are_refused():
 
 def test_unlimited_capacity_is_null_in_json():
     decision = decide([cloud("aws", capacity=math.inf)], Demand(50.0, SLO))
-    assert json.loads(json.dumps(decision.as_dict()))["clouds"][0]["capacity_rps"] is None
+    assert json.loads(json.dumps(decision.as_dict()))["clouds"]["aws"]["capacity_rps"] is None
