@@ -82,7 +82,7 @@ def create_app(
     )
     app.state.runtime = rt
     if docs:  # written out: the hot paths are bare ASGI endpoints FastAPI cannot describe
-        document = openapi_document(app.title, app.version)
+        document = openapi_document(app.title, app.version, bearer=bool(api_tokens))
         app.openapi = lambda: document  # type: ignore[method-assign]  # FastAPI's documented override
 
     add_error_handlers(app)

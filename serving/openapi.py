@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from serving.auth import OPEN_PATHS
 from serving.inputs import MAX_ROWS
 from serving.tensors import NUMERIC_DATATYPES
 
@@ -223,8 +224,12 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 
-def openapi_document(title: str, version: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of every route of :func:`serving.app.create_app`."""
+def openapi_document(title: str, version: str, *, bearer: bool = False) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every route of :func:`serving.app.create_app`.
+
+    ``bearer``: the endpoint checks an API token (:mod:`serving.auth`); every operation but
+    liveness and readiness then names the ``bearer`` security scheme and its 401 answer.
+    """
     predict_body = {"application/json": {"schema": _ref("PredictRequest")}}
     kserve_body = {"application/json": {"schema": _ref("KServeV1Request")}}
     predicted = _json(_ref("PredictResponse"), "a label and probabilities per row")
@@ -285,9 +290,19 @@ def openapi_document(title: str, version: str) -> dict[str, Any]:
             infer, _INFER_BODY, _INFER_OK, 404, *_PREDICT_ERRORS, parameters=[_NAME, _VERSION, _BINARY_HEADER]
         ),
     }
+    components: dict[str, Any] = {"schemas": _SCHEMAS}
+    if bearer:
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        refused = _json(_ref("Error"), "no valid Authorization: Bearer token (WWW-Authenticate says why)")
+        for path, item in paths.items():
+            if path in OPEN_PATHS:
+                continue
+            for operation in item.values():
+                operation["security"] = [{"bearer": []}]
+                operation["responses"]["401"] = refused
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},
         "paths": paths,
-        "components": {"schemas": _SCHEMAS},
+        "components": components,
     }

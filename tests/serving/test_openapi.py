@@ -22,6 +22,7 @@ from orchestrator import __version__
 from orchestrator.demo.processes import Endpoint, start_endpoint
 from orchestrator.training.pipeline import TrainResult
 from serving.app import create_app
+from serving.auth import OPEN_PATHS
 from serving.openapi import openapi_document
 
 DOCUMENT = openapi_document("ML model endpoint", __version__)
@@ -64,6 +65,25 @@ def test_every_operation_documents_its_errors() -> None:
             if method == "post":
                 assert operation["requestBody"]["content"], path
                 assert {"400", "413", "422"} <= set(operation["responses"]), path
+
+
+def test_with_a_token_every_closed_operation_names_the_bearer_scheme_and_its_401() -> None:
+    def never(*_: object) -> None:
+        raise AssertionError("not loaded in this test")
+
+    secured = create_app(never, docs=True, api_tokens=["t" * 40]).openapi()
+    assert secured["components"]["securitySchemes"] == {"bearer": {"type": "http", "scheme": "bearer"}}
+    for path, operations in secured["paths"].items():
+        for operation in operations.values():
+            if path in OPEN_PATHS:
+                assert "security" not in operation, path
+                assert "401" not in operation["responses"], path
+            else:
+                assert operation["security"] == [{"bearer": []}], path
+                assert operation["responses"]["401"]["content"]["application/json"], path
+    # Without a token nothing in the document asks for one.
+    assert "securitySchemes" not in DOCUMENT["components"]
+    assert not any("401" in op["responses"] for ops in DOCUMENT["paths"].values() for op in ops.values())
 
 
 def test_the_endpoint_serves_this_document(docs_endpoint: Endpoint) -> None:
