@@ -71,6 +71,11 @@ def test_artifact_verifies_and_lists_every_file(iris):
         "report.md",
         "confusion_matrix.png",
         "roc_ovr.png",
+        "precision_recall.png",
+        "reliability.png",
+        "permutation_importance.png",
+        "coefficients.png",
+        "partial_dependence.png",
     }
     assert not list(iris.path.parent.parent.glob(".staging-*"))
 
@@ -137,7 +142,11 @@ def test_metrics_recompute_from_test_indices_with_the_onnx_model(iris):
         skm.roc_auc_score(y, proba, multi_class="ovr", average="macro"), abs=1e-12
     )
     assert m.metrics["confusion_matrix"]["matrix"] == skm.confusion_matrix(y, labels).tolist()
-    assert {k: v for k, v in m.metrics.items() if k != "cv"} == evaluate(y, labels, proba, m.classes)
+    train_rows = np.setdiff1d(np.arange(len(bunch.target)), m.split["test_indices"])
+    recomputed = evaluate(
+        y, labels, proba, m.classes, prior_labels=bunch.target[train_rows], seed=m.split["seed"]
+    )
+    assert {k: v for k, v in m.metrics.items() if k != "cv"} == recomputed
 
 
 def test_onnx_model_has_the_serving_contract(iris):
