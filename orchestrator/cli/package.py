@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from orchestrator.cli import app
-from orchestrator.cli.options import SigningKeyOption
+from orchestrator.cli.options import (
+    AgainstOption,
+    AllowWorseOption,
+    ChampionKeyOption,
+    EvalOption,
+    SigningKeyOption,
+    gate_json,
+    gate_lines,
+)
 from orchestrator.render.artifact import artifact_written
 from orchestrator.render.output import console
 
@@ -70,6 +78,10 @@ def package(
         "artifacts"
     ),
     signing_key: SigningKeyOption = None,
+    against: AgainstOption = None,
+    eval_table: EvalOption = None,
+    allow_worse: AllowWorseOption = None,
+    signing_public_key: ChampionKeyOption = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print {path, name, version, export, metrics} as JSON instead.")
     ] = False,
@@ -89,6 +101,10 @@ def package(
             name=name,
             out=out,
             signing_key=signing_key,
+            against=against,
+            eval_table=eval_table,
+            allow_worse=allow_worse,
+            signing_public_key=signing_public_key,
         )
     )
     manifest = result.manifest
@@ -98,7 +114,7 @@ def package(
         signed=result.signed,
         json_output=json_output,
         summary=lambda: _print_summary(result),
-        extra={"export": manifest.export},
+        extra={"export": manifest.export, **gate_json(manifest)},
     )
 
 
@@ -117,6 +133,7 @@ def _print_summary(result: PackageResult) -> None:
             f"  on {manifest.split['dataset']}: accuracy {manifest.metrics['accuracy']:.4f} · "
             f"F1 macro {manifest.metrics['f1_macro']:.4f}"
         )
+    lines += gate_lines(manifest)
     for line in lines:
         # soft_wrap: a narrow or absent terminal must not break lines that scripts may grep.
         console.print(line, soft_wrap=True)

@@ -47,8 +47,9 @@ def sync(
 ) -> None:
     """Publish an artifact to every cloud's bucket, verify it landed, then move LATEST."""
     from orchestrator.control.targets import resolve_targets
-    from orchestrator.publish.sync import sync_artifact
-    from orchestrator.render.output import console, emit_json
+    from orchestrator.core.artifact.manifest import load_manifest
+    from orchestrator.publish.sync import sync_artifact, ungated_warnings
+    from orchestrator.render.output import console, emit_json, err_console, shown
     from orchestrator.render.publish import sync_progress, sync_table
 
     verifier: Any = _verifier(signing_public_key)
@@ -63,6 +64,9 @@ def sync(
         )
     else:
         sync_table(results, dry_run=dry_run)
+    # One line, not an error: publishing a version no gate compared with what it replaces is allowed.
+    for warning in ungated_warnings(load_manifest(model), results):
+        err_console.print(f"[yellow]warning:[/] {shown(warning)}", soft_wrap=True)
     if not all(r.ok for r in results):
         raise typer.Exit(1)
 

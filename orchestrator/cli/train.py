@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 from orchestrator.cli import app
-from orchestrator.cli.options import SigningKeyOption
+from orchestrator.cli.options import (
+    AgainstOption,
+    AllowWorseOption,
+    ChampionKeyOption,
+    EvalOption,
+    SigningKeyOption,
+    gate_json,
+    gate_lines,
+)
 from orchestrator.render.artifact import artifact_written
 from orchestrator.render.output import console
 
@@ -70,6 +78,10 @@ def train(
         str | None, typer.Option(help="Artifact name (default: the dataset's name, or the CSV file's stem).")
     ] = None,
     signing_key: SigningKeyOption = None,
+    against: AgainstOption = None,
+    eval_table: EvalOption = None,
+    allow_worse: AllowWorseOption = None,
+    signing_public_key: ChampionKeyOption = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print {path, name, version, metrics} as JSON instead.")
     ] = False,
@@ -90,6 +102,10 @@ def train(
         min_f1_macro=min_f1_macro,
         name=name,
         signing_key=signing_key,
+        against=against,
+        eval_table=eval_table,
+        allow_worse=allow_worse,
+        signing_public_key=signing_public_key,
     )
     result = run_training(options)
     artifact_written(
@@ -98,6 +114,7 @@ def train(
         signed=result.signed,
         json_output=json_output,
         summary=lambda: _print_summary(result),
+        extra=gate_json(result.manifest),
     )
 
 
@@ -125,6 +142,7 @@ def _print_summary(result: TrainResult) -> None:
         f"  cross-validated F1 macro {cv['f1_macro_mean']:.4f} ± {cv['f1_macro_std']:.4f} · ONNX agrees with "
         f"scikit-learn (max probability difference {manifest.export['max_probability_diff']:.1e})",
     ]
+    lines += gate_lines(manifest)
     for line in lines:
         # soft_wrap: a narrow or absent terminal must not break lines that scripts may grep.
         console.print(line, soft_wrap=True)

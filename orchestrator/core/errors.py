@@ -4,6 +4,7 @@
     ├── ConfigError              a configuration file or option is wrong (names the key)
     ├── DatasetError             training data is unusable (orchestrator.training.datasets)
     ├── GateError                a trained model is below the metric gate (orchestrator.training.gate)
+    ├── ChallengerRefused        significantly worse than the champion; exit 5 (orchestrator.training.gate)
     ├── ArtifactError            an artifact failed verification (names the file)
     ├── LeaseHeld                another health job holds the job lease    (orchestrator.control.errors)
     └── StorageError             a storage backend failed (names the URI)

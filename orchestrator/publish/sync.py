@@ -20,6 +20,10 @@ For each target, concurrently (one thread per cloud, a small pool of object uplo
    64 kB, at the last sequence: written by hand or by someone else) is replaced only with
    ``force`` (``replaced``, sequence 1). A lost race re-reads the pointer and decides again.
 
+A version whose manifest records no champion-challenger gate against the version ``LATEST`` named
+before (``train``/``package --against``) is published all the same; the result says so
+(``gated``) and ``sync`` prints one warning line (:func:`ungated_warnings`).
+
 A failure in one cloud is reported for that cloud and does not stop the others; a re-run finishes
 only what is missing. The local artifact is verified against its manifest (and its signature,
 with a public key) before anything is sent. Errors name bucket objects, never local paths.
@@ -45,7 +49,15 @@ from orchestrator.core.storage import ObjectInfo, Storage
 if TYPE_CHECKING:
     from orchestrator.core.artifact.signing import SignatureVerifier
 
-__all__ = ["SyncEvent", "SyncResult", "Target", "object_sha256", "sync_artifact"]
+__all__ = [
+    "SyncEvent",
+    "SyncResult",
+    "Target",
+    "gated_against",
+    "object_sha256",
+    "sync_artifact",
+    "ungated_warnings",
+]
 
 # Object uploads in flight per cloud. Each large file is itself split into parallel parts by the
 # backend, so a handful of objects at a time keeps the link busy without thousands of threads.
@@ -90,6 +102,9 @@ class SyncResult:
     pointer: str = "unchanged"
     sequence: int | None = None  # the pointer's sequence after this sync
     previous_version: str | None = None
+    # Whether the manifest records a champion-challenger gate against the version LATEST named
+    # before this sync moved it; None when the pointer did not move off another version.
+    gated: bool | None = None
     error: str | None = None
     seconds: float = 0.0
     requests: dict[str, int] = field(default_factory=dict)
@@ -186,6 +201,11 @@ def _sync_one(
             storage, manifest, marker.sha256, result, force=force, dry_run=dry_run, repaired=bool(todo)
         )
         emit(SyncEvent(target.name, "pointer", pointer_key(manifest.name)))
+        if result.pointer in ("moved", "replaced") and result.previous_version not in (
+            None,
+            manifest.version,
+        ):
+            result.gated = gated_against(manifest) == result.previous_version
         result.ok = result.pointer != "refused"
         if result.pointer == "refused":
             result.error = (
@@ -202,6 +222,30 @@ def _sync_one(
             op: n - before.get(op, 0) for op, n in storage.stats.items() if n - before.get(op, 0)
         }
     return result
+
+
+def gated_against(manifest: Manifest) -> str | None:
+    """The version the manifest's champion-challenger gate compared the model with (``gate.against.
+    version``, written by ``train``/``package --against``), or None when it records none."""
+    extra = manifest.model_extra or {}
+    gate = extra.get("gate")
+    against = gate.get("against") if isinstance(gate, dict) else None
+    version = against.get("version") if isinstance(against, dict) else None
+    return version if isinstance(version, str) else None
+
+
+def ungated_warnings(manifest: Manifest, results: Sequence[SyncResult]) -> list[str]:
+    """One line per replaced version that the manifest records no gate against, naming the targets
+    where this sync moved ``LATEST`` off it (empty when every replacement was gated)."""
+    replaced: dict[str, list[str]] = {}
+    for result in results:
+        if result.gated is False and result.previous_version is not None:
+            replaced.setdefault(result.previous_version, []).append(result.target)
+    return [
+        f"{manifest.name} {manifest.version} replaced {previous} on {', '.join(targets)} but its manifest "
+        f"records no champion-challenger gate against {previous} (train or package --against)"
+        for previous, targets in replaced.items()
+    ]
 
 
 def object_sha256(storage: Storage, key: str, info: ObjectInfo, *, deep: bool) -> str | None:

@@ -1,7 +1,11 @@
 """Metrics of a classifier on held-out data, and the summary of its cross-validated search.
 
 Pure functions: they take predictions (class indices and probabilities) and return plain Python
-numbers, lists and dicts, ready for ``manifest.json``. Nothing here fits, predicts or writes.
+numbers, lists and dicts, ready for ``manifest.json``. Nothing here fits a model (but the
+majority-class baseline, a prior), predicts or writes. Beside the point metrics: the baseline
+(scikit-learn's ``DummyClassifier(strategy="prior")``: the most frequent class, the class
+frequencies as probabilities), bootstrap intervals (:mod:`.intervals`), calibration
+(:mod:`.calibration`), average precision per class and the row-normalised confusion matrix.
 """
 
 from __future__ import annotations
@@ -16,14 +20,25 @@ __all__ = ["cv_summary", "evaluate"]
 
 
 def evaluate(
-    y_true: ArrayLike, y_pred: ArrayLike, y_proba: ArrayLike, classes: Sequence[str]
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    y_proba: ArrayLike,
+    classes: Sequence[str],
+    *,
+    prior_labels: ArrayLike | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Test-set metrics for class indices ``y_true``/``y_pred`` and probabilities ``[N, K]``.
 
     A class that is never predicted gets precision 0 rather than sklearn's warning: the number is
-    what a reader of the manifest needs, and the confusion matrix shows why.
+    what a reader of the manifest needs, and the confusion matrix shows why. The baseline's class
+    frequencies come from ``prior_labels`` (train's training rows), else from ``y_true``; the
+    bootstrap intervals are drawn from ``seed``.
     """
     from sklearn import metrics
+
+    from orchestrator.training.calibration import calibration
+    from orchestrator.training.intervals import bootstrap_intervals
 
     true = np.asarray(y_true, dtype=np.int64)
     pred = np.asarray(y_pred, dtype=np.int64)
@@ -49,8 +64,56 @@ def evaluate(
     result["confusion_matrix"] = {
         "labels": list(classes),
         "matrix": metrics.confusion_matrix(true, pred, labels=labels).tolist(),
+        "normalized": metrics.confusion_matrix(true, pred, labels=labels, normalize="true").tolist(),
     }
+    result["average_precision"] = _average_precision(true, proba, classes)
+    result.update(calibration(true, proba, classes))
+    prior = true if prior_labels is None else np.asarray(prior_labels, dtype=np.int64)
+    result["baseline"] = baseline(true, prior, len(classes))
+    result["baseline"]["fitted_on"] = "the evaluated rows" if prior_labels is None else "the training rows"
+    result["intervals"] = bootstrap_intervals(true, pred, proba, seed=seed)
     return result
+
+
+def baseline(y_true: NDArray[np.int64], prior_labels: NDArray[np.int64], n_classes: int) -> dict[str, Any]:
+    """The majority-class baseline's headline metrics on ``y_true``: scikit-learn's
+    ``DummyClassifier(strategy="prior")`` fitted on ``prior_labels`` (which must hold every class)
+    predicts the most frequent class, with the class frequencies as probabilities."""
+    from sklearn import metrics
+    from sklearn.dummy import DummyClassifier
+
+    from orchestrator.training.calibration import brier_score
+
+    dummy = DummyClassifier(strategy="prior").fit(np.zeros((len(prior_labels), 1)), prior_labels)
+    rows = np.zeros((len(y_true), 1))
+    pred = dummy.predict(rows).astype(np.int64)
+    proba = np.zeros((len(y_true), n_classes))
+    proba[:, dummy.classes_] = dummy.predict_proba(rows)
+    labels = list(range(n_classes))
+    return {
+        "strategy": "most_frequent (DummyClassifier, strategy='prior')",
+        "predicts": int(pred[0]),
+        "accuracy": float(metrics.accuracy_score(y_true, pred)),
+        "balanced_accuracy": float(metrics.balanced_accuracy_score(y_true, pred)),
+        "f1_macro": float(metrics.f1_score(y_true, pred, labels=labels, average="macro", zero_division=0)),
+        "roc_auc_ovr_macro": 0.5,  # constant scores rank no row above another
+        "log_loss": float(metrics.log_loss(y_true, proba, labels=labels)),
+        "brier_score": brier_score(y_true, proba),
+        "cohen_kappa": 0.0,  # a constant prediction agrees with the truth exactly as chance does
+    }
+
+
+def _average_precision(
+    true: NDArray[np.int64], proba: NDArray[np.float64], classes: Sequence[str]
+) -> dict[str, Any]:
+    """Average precision (area under the precision-recall curve, step-wise: sklearn's
+    ``average_precision_score``) per class one-vs-rest, and its macro mean."""
+    from sklearn.metrics import average_precision_score
+
+    per_class = {
+        name: float(average_precision_score(true == k, proba[:, k])) for k, name in enumerate(classes)
+    }
+    return {"macro": float(np.mean(list(per_class.values()))), "per_class": per_class}
 
 
 def _per_class(true: NDArray[np.int64], pred: NDArray[np.int64], classes: Sequence[str]) -> dict[str, Any]:

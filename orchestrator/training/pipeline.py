@@ -16,6 +16,7 @@ import hashlib
 import json
 import platform
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -28,11 +29,22 @@ from orchestrator.core.errors import ConfigError
 from orchestrator.core.names import check_model_name, is_valid_name
 from orchestrator.training import datasets, models, report
 from orchestrator.training.canary import synthetic_canary
+from orchestrator.training.champion import Champion, model_input
 from orchestrator.training.evaluate import cv_summary, evaluate
-from orchestrator.training.export import ML_OPSET, OPSET, Exported, export
-from orchestrator.training.gate import check_gate
+from orchestrator.training.export import ML_OPSET, OPSET, Exported, OnnxModel, export
+from orchestrator.training.gate import (
+    GateRows,
+    challenger_gate,
+    champion_for,
+    check_classes,
+    check_gate,
+    check_gate_options,
+    eval_rows,
+)
+from orchestrator.training.interpret import explain
 from orchestrator.training.models import C_GRID, MAX_ITER, ClassWeight, ModelChoice, Strategy
 from orchestrator.training.staging import write_staged
+from orchestrator.training.tables import TypedColumn
 
 __all__ = [
     "C_GRID",
@@ -69,8 +81,18 @@ class TrainOptions:
     """``balanced``: classes weighted inversely to their frequency (recorded in the manifest)."""
     categorical: tuple[str, ...] = field(default=())
     """Columns read as text categories even when every value is a number (codes, zip codes)."""
+    against: str | None = None
+    """The champion–challenger gate: the model to beat (a bucket's ``LATEST``, a version, or a
+    local artifact directory; :mod:`.gate`)."""
+    eval_table: Path | None = None
+    """A labelled table both models are scored on, when the champion takes other columns."""
+    allow_worse: str | None = None
+    """Write a model the champion–challenger gate refuses; the reason is recorded in the manifest."""
+    signing_public_key: str | None = None
+    """PEM public key (text or a path): the champion's signature must verify with it."""
 
     def __post_init__(self) -> None:
+        check_gate_options(self.against, self.eval_table, self.allow_worse)
         if self.strategy not in get_args(Strategy):
             raise ConfigError(f"strategy {self.strategy!r}: use one of {', '.join(get_args(Strategy))}")
         if self.model not in get_args(ModelChoice):
@@ -99,9 +121,14 @@ class TrainResult:
 
 
 def train(opts: TrainOptions) -> TrainResult:
-    """Fit, evaluate, gate, export and write one artifact; raise an OrchestratorError otherwise."""
+    """Fit, evaluate, gate, export and write one artifact; raise an OrchestratorError otherwise.
+
+    The champion of ``--against`` is read and verified first, so a bad URI fails before any fit."""
+    champion = champion_for(opts.against, opts.signing_public_key)
     dataset = datasets.load_dataset(opts.dataset, opts.target, opts.categorical)
     name = artifact_name(opts, dataset)
+    if champion is not None:
+        check_classes(champion, dataset.classes)  # before the fit: a mismatch is known now
     split = datasets.split(dataset, test_size=opts.test_size, seed=opts.seed, cv_folds=opts.cv_folds)
     y_test = dataset.y[split.test]
     kinds = [c.kind for c in dataset.columns]
@@ -121,15 +148,44 @@ def train(opts: TrainOptions) -> TrainResult:
     columns = _columns(dataset, fitted)
     exported = export(fitted, dataset.features(split.test), columns)
     # Metrics describe the model that is served: the ONNX outputs (whose labels equal sklearn's).
-    metrics = evaluate(y_test, exported.labels, exported.probabilities, dataset.classes)
+    metrics = evaluate(
+        y_test,
+        exported.labels,
+        exported.probabilities,
+        dataset.classes,
+        prior_labels=dataset.y[split.train],
+        seed=opts.seed,
+    )
     describe = models.describe if opts.model == "auto" else _describe(opts)
     metrics["cv"] = cv_summary(
         search.cv_results_, int(search.best_index_), None, opts.cv_folds, describe=describe
     )
     check_gate(metrics, opts.min_f1_macro)
+    gate = None
+    if champion is not None:
+        gate = challenger_gate(
+            champion,
+            _gate_rows(opts, dataset, split, exported, champion),
+            dataset.classes,
+            seed=opts.seed,
+            allow_worse=opts.allow_worse,
+        )
 
     fields = _manifest_fields(
         opts=opts, dataset=dataset, split=split, name=name, fitted=fitted, metrics=metrics, exported=exported
+    )
+    if gate is not None:
+        fields["gate"] = gate
+    served = OnnxModel(exported.model, exported.columns if dataset.layout == "columns" else [])
+    fields["interpretation"] = explain(
+        fitted=fitted,
+        predict=lambda features: served.predict(features)[0],
+        features=dataset.features(split.test),
+        y_true=y_test,
+        names=dataset.feature_names,
+        kinds=kinds,
+        classes=dataset.classes,
+        seed=opts.seed,
     )
 
     def write_report(staging: Path) -> None:
@@ -139,6 +195,34 @@ def train(opts: TrainOptions) -> TrainResult:
         opts.out, fields, exported.model, extra=write_report, signing_key=opts.signing_key
     )
     return TrainResult(path=path, manifest=manifest, signed=opts.signing_key is not None)
+
+
+def _gate_rows(
+    opts: TrainOptions,
+    dataset: datasets.Dataset,
+    split: datasets.Split,
+    exported: Exported,
+    champion: Champion,
+) -> GateRows:
+    """The test split, when the champion takes only columns of this dataset; else ``--eval``."""
+    challenger = OnnxModel(exported.model, exported.columns if dataset.layout == "columns" else [])
+
+    def predict(by_name: Mapping[str, Any]) -> Any:
+        return challenger.predict(model_input(by_name, exported.columns, dataset.layout))[0]
+
+    if opts.eval_table is not None:
+        categorical = {*opts.categorical, *(c.name for c in champion.columns if c.kind == "categorical")}
+        return eval_rows(opts.eval_table, opts.target, sorted(categorical), dataset.classes, predict)
+    names = set(dataset.feature_names)
+    if other := [c.name for c in champion.columns if c.name not in names]:
+        raise ConfigError(
+            f"--against {opts.against}: the champion takes column {other[0]!r}, which this dataset lacks; "
+            "pass --eval TABLE, a labelled table with both models' columns"
+        )
+    by_name = {c.name: TypedColumn(c.name, c.kind, c.values[split.test]) for c in dataset.columns}
+    return GateRows(
+        what="the test split", by_name=by_name, y_true=dataset.y[split.test], challenger=exported.labels
+    )
 
 
 def _columns(dataset: datasets.Dataset, fitted: Any) -> list[Column]:

@@ -16,7 +16,18 @@ from orchestrator.publish.verify import verify_targets
 from orchestrator.training.pipeline import TrainResult
 from tests.publish.conftest import bucket_of, rewritten, target
 
-ALL_FILES = {"model.onnx", "report.md", "confusion_matrix.png", "roc_ovr.png", "manifest.json"}
+ALL_FILES = {
+    "model.onnx",
+    "report.md",
+    "confusion_matrix.png",
+    "roc_ovr.png",
+    "precision_recall.png",
+    "reliability.png",
+    "permutation_importance.png",
+    "coefficients.png",
+    "partial_dependence.png",
+    "manifest.json",
+}
 
 
 def test_cold_sync_publishes_everything_everywhere_then_moves_latest(

@@ -58,6 +58,7 @@ def test_per_class_and_confusion_matrix_match_sklearn(predictions):
     assert result["confusion_matrix"] == {
         "labels": CLASSES,
         "matrix": skm.confusion_matrix(y_true, y_pred).tolist(),
+        "normalized": skm.confusion_matrix(y_true, y_pred, normalize="true").tolist(),
     }
 
 

@@ -71,6 +71,11 @@ def test_artifact_verifies_and_lists_every_file(iris):
         "report.md",
         "confusion_matrix.png",
         "roc_ovr.png",
+        "precision_recall.png",
+        "reliability.png",
+        "permutation_importance.png",
+        "coefficients.png",
+        "partial_dependence.png",
     }
     assert not list(iris.path.parent.parent.glob(".staging-*"))
 
@@ -137,7 +142,11 @@ def test_metrics_recompute_from_test_indices_with_the_onnx_model(iris):
         skm.roc_auc_score(y, proba, multi_class="ovr", average="macro"), abs=1e-12
     )
     assert m.metrics["confusion_matrix"]["matrix"] == skm.confusion_matrix(y, labels).tolist()
-    assert {k: v for k, v in m.metrics.items() if k != "cv"} == evaluate(y, labels, proba, m.classes)
+    train_rows = np.setdiff1d(np.arange(len(bunch.target)), m.split["test_indices"])
+    recomputed = evaluate(
+        y, labels, proba, m.classes, prior_labels=bunch.target[train_rows], seed=m.split["seed"]
+    )
+    assert {k: v for k, v in m.metrics.items() if k != "cv"} == recomputed
 
 
 def test_onnx_model_has_the_serving_contract(iris):
@@ -178,8 +187,55 @@ def test_report_holds_the_metrics_and_links_the_plots(iris):
     assert "| versicolor |" in text
     assert "](confusion_matrix.png)" in text
     assert "](roc_ovr.png)" in text
-    for png in ("confusion_matrix.png", "roc_ovr.png"):
+    plots = (
+        "confusion_matrix.png",
+        "roc_ovr.png",
+        "precision_recall.png",
+        "reliability.png",
+        "permutation_importance.png",
+        "coefficients.png",
+        "partial_dependence.png",
+    )
+    for png in plots:
+        assert f"]({png})" in text
         assert (iris.path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_and_manifest_put_every_headline_metric_beside_its_baseline_and_interval(iris):
+    metrics, text = iris.manifest.metrics, (iris.path / "report.md").read_text()
+    baseline, intervals = metrics["baseline"], metrics["intervals"]
+
+    assert "| Metric | Value | 95% interval | Majority-class baseline |" in text
+    for key, label in (("accuracy", "Accuracy"), ("f1_macro", "F1 (macro)")):
+        row = (
+            f"| {label} | {metrics[key]:.4f} | {intervals[key]['low']:.4f} – {intervals[key]['high']:.4f} "
+            f"| {baseline[key]:.4f} |"
+        )
+        assert row in text
+        assert intervals[key]["low"] <= metrics[key] <= intervals[key]["high"]
+    assert intervals["n_resamples"] == 1000
+    assert intervals["seed"] == iris.manifest.split["seed"]
+    assert baseline["accuracy"] < metrics["accuracy"]
+    assert metrics["log_loss"] < baseline["log_loss"]
+    assert metrics["brier_score"] < baseline["brier_score"]
+    assert set(metrics["calibration"]["per_class"]) == set(iris.manifest.classes)
+    assert metrics["calibration"]["bins"] == 15
+
+
+def test_the_manifest_explains_the_model(iris):
+    explained = iris.manifest.model_extra["interpretation"]
+    importance = explained["permutation_importance"]
+
+    assert set(importance["importances"]) == set(iris.manifest.features.names)
+    assert importance["n_repeats"] == 5
+    # Petal measurements carry iris: shuffling one costs more macro F1 than shuffling a sepal one.
+    assert next(iter(importance["importances"])).startswith("petal")
+    assert set(explained["coefficients"]["per_class"]) == set(iris.manifest.classes)
+    curves = explained["partial_dependence"]["features"]
+    assert len(curves) == 3
+    for curve in curves.values():
+        assert len(curve["grid"]) <= 20
+        assert set(curve["per_class"]) == set(iris.manifest.classes)
 
 
 @pytest.mark.parametrize("victim", [MODEL_FILE, "report.md"])

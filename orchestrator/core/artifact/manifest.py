@@ -12,8 +12,12 @@ Layout::
         manifest.json        this module's :class:`Manifest`
         model.onnx           the served model (ONNX: loading it executes no code)
         report.md            the human report, with the PNG plots beside it
-        confusion_matrix.png
-        roc_ovr.png
+        confusion_matrix.png roc_ovr.png precision_recall.png reliability.png
+        permutation_importance.png (coefficients.png partial_dependence.png: train's only)
+
+Beyond the schema's fields, ``train`` and ``package`` write ``interpretation`` and, with
+``--against``, ``gate`` (the champion–challenger comparison: ``gate.against.version`` is what
+``sync`` checks against the version it replaces); readers ignore what they do not know.
 """
 
 from __future__ import annotations
@@ -58,9 +62,10 @@ RESERVED_NAMES = frozenset({MANIFEST_NAME, SIGNATURE_NAME})
 # layout; canary rows of a "columns" model are objects keyed by column. Version 1 manifests (no
 # columns) read as an all-numeric "matrix" model, exactly what they were.
 SCHEMA_VERSION = 2
-# A manifest is read whole into memory before anything else is trusted. Ours are about 40 kB
-# (digits, with 450 test indices and a 10x10 confusion matrix); 4 MiB is a hundred times that and
-# still bounds what a hostile one can make the endpoint parse.
+# A manifest is read whole into memory before anything else is trusted. Ours are about 80 kB
+# (digits, with 450 test indices, 10x10 confusion matrices, per-class reliability bins and the
+# interpretation); 4 MiB is fifty times that and still bounds what a hostile one can make the
+# endpoint parse.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 # Bounds on what one manifest may describe: far above any artifact train writes (5 files, a few
 # rows of canary), low enough that a hostile manifest cannot make a reload download or replay much.

@@ -40,7 +40,9 @@ from orchestrator.training import report
 from orchestrator.training.canary import synthetic_canary
 from orchestrator.training.evaluate import evaluate
 from orchestrator.training.export import MAX_PROBABILITY_DIFF, OnnxModel, agreement, export, input_name
+from orchestrator.training.gate import champion_for, check_gate_options
 from orchestrator.training.packaging import checks
+from orchestrator.training.packaging.assess import assessed
 from orchestrator.training.staging import write_staged
 from orchestrator.training.tables import (
     DatasetError,
@@ -69,8 +71,16 @@ class PackageOptions:
     name: str | None = None
     out: Path = Path("artifacts")
     signing_key: Path | None = None
+    against: str | None = None
+    """The champion–challenger gate (:mod:`orchestrator.training.gate`): the model to beat."""
+    eval_table: Path | None = None
+    allow_worse: str | None = None
+    signing_public_key: str | None = None
 
     def __post_init__(self) -> None:
+        check_gate_options(self.against, self.eval_table, self.allow_worse)
+        if self.against is not None and self.target is None and self.eval_table is None:
+            raise ConfigError("--against: needs labelled rows to compare on: --target COLUMN or --eval TABLE")
         if self.name is not None:
             check_model_name(self.name, where="--name", error=ConfigError)
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
@@ -109,6 +119,7 @@ def package(opts: PackageOptions) -> PackageResult:
     for the options."""
     if not opts.model.is_file():
         raise ConfigError(f"--model {opts.model}: file not found")
+    champion = champion_for(opts.against, opts.signing_public_key)
     table = read_table(opts.reference)
     if opts.target is not None and opts.target not in table.columns:
         raise DatasetError(
@@ -158,6 +169,7 @@ def package(opts: PackageOptions) -> PackageResult:
             packaged.columns,
         ),
     }
+    fields.update(assessed(opts, packaged, y_true, champion))
     extra = None
     if y_true is not None:
         truth = y_true
