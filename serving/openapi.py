@@ -57,6 +57,12 @@ def _get(
     return {"get": operation}
 
 
+def _not_ready(item: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """A readiness probe's 503: its own body (``"ready": false``), not ``{"error": ...}``."""
+    item["get"]["responses"]["503"] = _json(schema, "no verified model is loaded yet")
+    return item
+
+
 def _post(
     summary: str, body: dict[str, Any], ok: dict[str, Any], *errors: int, parameters: list[Any] | None = None
 ) -> dict[str, Any]:
@@ -133,6 +139,20 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "NotReady": {
+        "type": "object",
+        "required": ["ready", "reason", "last_error"],
+        "properties": {
+            "ready": {"const": False},
+            "reason": {"type": "string", "description": "loading, or why the artifact was refused"},
+            "last_error": {"type": ["string", "null"]},
+        },
+    },
+    "V2NotReady": {
+        "type": "object",
+        "required": ["ready"],
+        "properties": {"ready": {"const": False}},
+    },
     "ModelReady": {
         "type": "object",
         "required": ["name", "ready"],
@@ -187,7 +207,18 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["name"],
         "properties": {
             "name": {"type": "string", "enum": ["label", "probabilities"]},
-            "parameters": {"type": "object", "properties": {"binary_data": {"type": "boolean"}}},
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "binary_data": {"type": "boolean"},
+                    "classification": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "probabilities only: the k most probable classes per row, as "
+                        'BYTES "probability:index:label" (Triton\'s classification extension)',
+                    },
+                },
+            },
         },
     },
     "InferRequest": {
@@ -239,7 +270,9 @@ def openapi_document(title: str, version: str, *, bearer: bool = False) -> dict[
     any_object = {"type": "object"}
     paths: dict[str, Any] = {
         "/healthz": _get("Liveness", _json(any_object, "the process answers")),
-        "/readyz": _get("Readiness", _json(any_object, "a verified model serves"), 503),
+        "/readyz": _not_ready(
+            _get("Readiness", _json(any_object, "a verified model serves"), 503), _ref("NotReady")
+        ),
         "/metrics": _get(
             "Prometheus metrics",
             {
@@ -265,7 +298,9 @@ def openapi_document(title: str, version: str, *, bearer: bool = False) -> dict[
         ),
         "/v2": _get("V2 server metadata", _json(_ref("ServerMetadata"), "name, version, extensions")),
         "/v2/health/live": _get("V2 server liveness", _json(any_object, '{"live": true}')),
-        "/v2/health/ready": _get("V2 server readiness", _json(any_object, '{"ready": true}'), 503),
+        "/v2/health/ready": _not_ready(
+            _get("V2 server readiness", _json(any_object, '{"ready": true}'), 503), _ref("V2NotReady")
+        ),
         "/v2/models/{name}": _get(
             "V2 model metadata", metadata, 404, 503, parameters=[_NAME, _QUERY_VERSION]
         ),

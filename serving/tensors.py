@@ -121,10 +121,13 @@ class InferInput:
 
 @dataclass(frozen=True)
 class RequestedOutput:
-    """An output the client asked for, and whether it wants it binary."""
+    """An output the client asked for, whether it wants it binary, and how many of the most
+    probable classes it asked for instead of the tensor (``classification``, Triton's
+    classification extension, what tritonclient's ``class_count`` sends; 0: the tensor itself)."""
 
     name: str
     binary: bool
+    classification: int = 0
 
 
 @dataclass(frozen=True)
@@ -284,9 +287,15 @@ def _outputs(request: _Request) -> tuple[tuple[RequestedOutput, ...] | None, boo
             raise InputError(
                 f"outputs[{i}].parameters.binary_data must be true or false, got {shown(binary)}"
             )
+        classification = params.get("classification", 0) if isinstance(params, dict) else 0
+        if type(classification) is not int or classification < 0:
+            raise InputError(
+                f"outputs[{i}].parameters.classification must be a count of classes, "
+                f"got {shown(classification)}"
+            )
         if any(o.name == name for o in outputs):
             raise InputError(f"output {shown(name)} is requested twice")
-        outputs.append(RequestedOutput(name, binary))
+        outputs.append(RequestedOutput(name, binary, classification))
     return tuple(outputs), binary_output
 
 
