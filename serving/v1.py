@@ -65,7 +65,13 @@ def _decode_rows(body: bytes, model: Predictor) -> Any:
 
 
 def _decode_kserve_rows(body: bytes, model: Predictor) -> Any:
-    return _decode_rows(_as_instances(body), model)
+    rows = _as_instances(body)
+    if rows is body:
+        return _decode_rows(body, model)
+    try:
+        return _decode_rows(rows, model)
+    except InputError as exc:  # the client sent "inputs": its refusal names "inputs"
+        raise InputError(str(exc).replace("instances", "inputs"), exc.status) from None
 
 
 def add_v1_routes(app: FastAPI, rt: Runtime) -> None:

@@ -311,6 +311,11 @@ def test_kserve_v1_predict_answers_as_v1_predict(client, names, key: str) -> Non
         ({"instances": [[0.0] * 64], "inputs": [[0.0] * 64]}, 422, "not both"),
         ({"inputs": [[0.0] * 3]}, 422, "expects 64"),
         ({"rows": [[0.0] * 64]}, 422, "instances"),
+        # Rows sent as "inputs" are named "inputs" in the refusal, not "instances".
+        ({"inputs": None}, 422, "`$.inputs`"),
+        ({"inputs": [[0.0] * 64, [0.0] * 63 + [True]]}, 422, "`$.inputs[1][63]`"),
+        ({"inputs": [[0.0] * 64, [0.0] * 63 + ["1"]]}, 422, "`$.inputs[1][63]`"),
+        ({"inputs": []}, 422, "inputs"),
     ],
 )
 def test_kserve_v1_errors(client, names, body: dict, status: int, fragment: str) -> None:
