@@ -2,9 +2,13 @@
 ``tritonclient.http`` sends with ``request_compression_algorithm="gzip"`` or ``"deflate"`` (its
 synchronous and asyncio clients alike), and what Triton and KServe's servers accept.
 
-A body is inflated under the same limit as a plain one: the limit applies to the inflated bytes,
-read in bounded steps (a 8 KiB gzip of 8 MiB of zeros is refused at the limit, never inflated
-whole). ``Inference-Header-Content-Length`` counts the inflated JSON header, as Triton reads it.
+:class:`serving.protocol.BodyLimitMiddleware` refuses a coding this endpoint cannot decode (415)
+and reads the compressed body under its limit and deadline; it marks the request's scope
+(:data:`CODING_SCOPE_KEY`), and the route inflates the body when it reads it
+(:func:`serving.runtime.read_body`): after the API token was checked, so a client without one
+makes the endpoint inflate nothing. The same limit applies to the inflated bytes, inflated in
+bounded steps (an 8 KiB gzip of 8 MiB of zeros is refused at the limit, never inflated whole).
+``Inference-Header-Content-Length`` counts the inflated JSON header, as Triton reads it.
 
 Pure functions of bytes: no framework types.
 """
@@ -15,7 +19,10 @@ import zlib
 
 from serving.inputs import InputError, shown
 
-__all__ = ["inflate", "supported", "unsupported_message"]
+__all__ = ["CODING_SCOPE_KEY", "inflate", "supported", "unsupported_message"]
+
+# The ASGI scope key of a request whose body is compressed: (coding, limit in bytes).
+CODING_SCOPE_KEY = "mlorch.content_coding"
 
 # zlib's window-bits values: 16 + 15 is the gzip wrapper (RFC 1952), 15 the zlib wrapper (RFC 1950,
 # HTTP's "deflate"), -15 raw deflate (RFC 1951, which some clients send as "deflate" too).

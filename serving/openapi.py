@@ -35,6 +35,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         405: "the route does not take this method",
         408: "the headers or the body did not arrive in time",
         413: "the body, or the rows in it, exceed the limits",
+        415: "the body's Content-Encoding is neither gzip nor deflate",
         422: "the request is well-formed but its content is refused (the message names it)",
         503: "no verified model is loaded yet",
     }
@@ -87,7 +88,7 @@ _ROW = {
     ]
 }
 _ROWS = {"type": "array", "items": _ROW, "minItems": 1, "maxItems": MAX_ROWS}
-_PREDICT_ERRORS = (400, 408, 413, 422, 503)
+_PREDICT_ERRORS = (400, 408, 413, 415, 422, 503)
 _INFER_BODY = {
     "application/json": {"schema": _ref("InferRequest")},
     "application/octet-stream": {

@@ -22,8 +22,7 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from serving.encoding import inflate, supported, unsupported_message
-from serving.inputs import InputError
+from serving.encoding import CODING_SCOPE_KEY, supported, unsupported_message
 from serving.settings import DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S
 
 __all__ = [
@@ -186,8 +185,11 @@ class BodyLimitMiddleware:
         if not has_body:
             await self.app(scope, receive, send)
             return
-        if encoding is not None:  # rare: compressed bodies take the slow path
-            await self._inflating(scope, receive, send, encoding)
+        # Rare: a compressed body (this limit bounds its compressed bytes; the route inflates it).
+        if (
+            encoding is not None
+            and (scope := await _with_coding(scope, send, encoding, self.max_bytes)) is None
+        ):
             return
         seen = 0
         complete = timed_out = False
@@ -238,48 +240,16 @@ class BodyLimitMiddleware:
             if timer is not None:
                 timer.cancel()
 
-    async def _inflating(self, scope: Any, receive: Any, send: Any, encoding: bytes) -> None:
-        """Serve a request with a ``Content-Encoding`` body (:mod:`serving.encoding`): read it whole
-        under the limit and deadline, inflate it under the limit, and hand the route the inflated
-        body, with the header gone and Content-Length its length. 415 for a coding this endpoint
-        cannot decode, 400 for a body not valid in its coding, 413 past the limit."""
-        coding = supported(encoding)
-        if coding is None:
-            await send_error(send, unsupported_message(encoding), 415, close=True)
-            return
-        body: bytes | None = None
-        plain = [(k, v) for k, v in scope["headers"] if k != b"content-encoding"]
 
-        async def read(scope: Any, limited: Any, send: Any) -> None:
-            nonlocal body
-            body = await _read_all(limited)
-
-        # The compressed body, read under the limit and the deadline.
-        await BodyLimitMiddleware(read, self.max_bytes, self.timeout_s)(
-            {**scope, "headers": plain}, receive, send
-        )
-        if body is None:  # refused (413, 408: already answered) or the client left
-            return
-        try:
-            if len(body) <= _INLINE_INFLATE_BYTES:
-                inflated = inflate(body, coding, self.max_bytes)
-            else:
-                inflated = await asyncio.to_thread(inflate, body, coding, self.max_bytes)
-        except InputError as exc:
-            await send_error(send, str(exc), exc.status, close=exc.status == 413)
-            return
-        headers = [(k, v) for k, v in plain if k != b"content-length"]
-        headers.append((b"content-length", str(len(inflated)).encode()))
-        delivered = False
-
-        async def replay() -> Any:
-            nonlocal delivered
-            if delivered:
-                return await receive()  # http.disconnect, when the client leaves
-            delivered = True
-            return {"type": "http.request", "body": inflated, "more_body": False}
-
-        await self.app({**scope, "headers": headers}, replay, send)
+async def _with_coding(scope: Any, send: Any, encoding: bytes, max_bytes: int) -> Any:
+    """``scope`` marked with the body's coding for :func:`serving.runtime.read_body` to inflate it
+    under ``max_bytes`` (:mod:`serving.encoding`); None after answering 415 for a coding this
+    endpoint cannot decode."""
+    coding = supported(encoding)
+    if coding is None:
+        await send_error(send, unsupported_message(encoding), 415, close=True)
+        return None
+    return scope if coding == "identity" else {**scope, CODING_SCOPE_KEY: (coding, max_bytes)}
 
 
 def _declared_body(headers: Any) -> tuple[bool, int | None, bytes | None]:
@@ -295,23 +265,6 @@ def _declared_body(headers: Any) -> tuple[bool, int | None, bytes | None]:
         elif name == b"content-encoding":
             encoding = value if encoding is None else encoding + b", " + value
     return has_body, declared, encoding
-
-
-# Compressed bodies up to this size are inflated on the event loop (well under a millisecond);
-# larger ones in a worker thread, as serving.runtime decodes large bodies.
-_INLINE_INFLATE_BYTES = 64 * 1024
-
-
-async def _read_all(receive: Any) -> bytes | None:
-    """The whole body from ``receive``, or None if the client left."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
 
 
 class _TooLarge(Exception):

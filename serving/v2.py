@@ -192,7 +192,7 @@ def add_v2_routes(app: FastAPI, rt: Runtime) -> None:
     async def infer(scope: Any, receive: Any, send: Any) -> None:
         # A bare ASGI endpoint, like /v1/predict: the hot path skips FastAPI's per-request machinery.
         try:
-            chunks = await read_body(receive)
+            chunks = await read_body(scope, receive)
             params = scope["path_params"]
             model = v2_model(params["name"], params.get("version", _query_version(scope)))
             header = next((value for key, value in scope["headers"] if key == BINARY_HEADER), None)
