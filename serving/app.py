@@ -79,6 +79,10 @@ def create_app(
         docs_url="/docs" if docs else None,
         openapi_url="/openapi.json" if docs else None,
         redoc_url=None,
+        # A 307 to the path without its trailing slash names this process's own scheme and host:
+        # behind a TLS-terminating load balancer it would send the client to plain http. A 404
+        # in the protocol's shape says what to fix (serving.errors).
+        redirect_slashes=False,
     )
     app.state.runtime = rt
     if docs:  # written out: the hot paths are bare ASGI endpoints FastAPI cannot describe

@@ -34,6 +34,8 @@ def add_error_handlers(app: FastAPI) -> None:
         path = shown(request.url.path)
         if exc.status_code == 404:
             message = f"no route {path}; see /openapi.json (with --docs) for the routes"
+            if request.url.path.endswith("/") and request.url.path != "/":
+                message = f"no route {path}: send it without the trailing slash"
         elif exc.status_code == 405:
             allowed = (exc.headers or {}).get("Allow", "")
             message = f"method {request.method} is not allowed on {path}; allowed: {allowed}"

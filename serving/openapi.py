@@ -35,6 +35,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         405: "the route does not take this method",
         408: "the headers or the body did not arrive in time",
         413: "the body, or the rows in it, exceed the limits",
+        415: "the body's Content-Encoding is neither gzip nor deflate",
         422: "the request is well-formed but its content is refused (the message names it)",
         503: "no verified model is loaded yet",
     }
@@ -55,6 +56,12 @@ def _get(
     if parameters:
         operation["parameters"] = parameters
     return {"get": operation}
+
+
+def _not_ready(item: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """A readiness probe's 503: its own body (``"ready": false``), not ``{"error": ...}``."""
+    item["get"]["responses"]["503"] = _json(schema, "no verified model is loaded yet")
+    return item
 
 
 def _post(
@@ -81,7 +88,7 @@ _ROW = {
     ]
 }
 _ROWS = {"type": "array", "items": _ROW, "minItems": 1, "maxItems": MAX_ROWS}
-_PREDICT_ERRORS = (400, 408, 413, 422, 503)
+_PREDICT_ERRORS = (400, 408, 413, 415, 422, 503)
 _INFER_BODY = {
     "application/json": {"schema": _ref("InferRequest")},
     "application/octet-stream": {
@@ -132,6 +139,20 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "one row of class probabilities per row, in the order of classes",
             },
         },
+    },
+    "NotReady": {
+        "type": "object",
+        "required": ["ready", "reason", "last_error"],
+        "properties": {
+            "ready": {"const": False},
+            "reason": {"type": "string", "description": "loading, or why the artifact was refused"},
+            "last_error": {"type": ["string", "null"]},
+        },
+    },
+    "V2NotReady": {
+        "type": "object",
+        "required": ["ready"],
+        "properties": {"ready": {"const": False}},
     },
     "ModelReady": {
         "type": "object",
@@ -187,7 +208,18 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["name"],
         "properties": {
             "name": {"type": "string", "enum": ["label", "probabilities"]},
-            "parameters": {"type": "object", "properties": {"binary_data": {"type": "boolean"}}},
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "binary_data": {"type": "boolean"},
+                    "classification": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "probabilities only: the k most probable classes per row, as "
+                        'BYTES "probability:index:label" (Triton\'s classification extension)',
+                    },
+                },
+            },
         },
     },
     "InferRequest": {
@@ -239,7 +271,9 @@ def openapi_document(title: str, version: str, *, bearer: bool = False) -> dict[
     any_object = {"type": "object"}
     paths: dict[str, Any] = {
         "/healthz": _get("Liveness", _json(any_object, "the process answers")),
-        "/readyz": _get("Readiness", _json(any_object, "a verified model serves"), 503),
+        "/readyz": _not_ready(
+            _get("Readiness", _json(any_object, "a verified model serves"), 503), _ref("NotReady")
+        ),
         "/metrics": _get(
             "Prometheus metrics",
             {
@@ -265,7 +299,9 @@ def openapi_document(title: str, version: str, *, bearer: bool = False) -> dict[
         ),
         "/v2": _get("V2 server metadata", _json(_ref("ServerMetadata"), "name, version, extensions")),
         "/v2/health/live": _get("V2 server liveness", _json(any_object, '{"live": true}')),
-        "/v2/health/ready": _get("V2 server readiness", _json(any_object, '{"ready": true}'), 503),
+        "/v2/health/ready": _not_ready(
+            _get("V2 server readiness", _json(any_object, '{"ready": true}'), 503), _ref("V2NotReady")
+        ),
         "/v2/models/{name}": _get(
             "V2 model metadata", metadata, 404, 503, parameters=[_NAME, _QUERY_VERSION]
         ),

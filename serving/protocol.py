@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from serving.encoding import CODING_SCOPE_KEY, supported, unsupported_message
 from serving.settings import DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S
 
 __all__ = [
@@ -176,13 +177,19 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        has_body, declared = _declared_body(scope["headers"])
+        has_body, declared, encoding = _declared_body(scope["headers"])
         if declared is not None and declared > self.max_bytes:
             message = f"request body of {declared} bytes exceeds the limit of {self.max_bytes}"
             await send_error(send, message, 413, close=True)
             return
         if not has_body:
             await self.app(scope, receive, send)
+            return
+        # Rare: a compressed body (this limit bounds its compressed bytes; the route inflates it).
+        if (
+            encoding is not None
+            and (scope := await _with_coding(scope, send, encoding, self.max_bytes)) is None
+        ):
             return
         seen = 0
         complete = timed_out = False
@@ -234,16 +241,30 @@ class BodyLimitMiddleware:
                 timer.cancel()
 
 
-def _declared_body(headers: Any) -> tuple[bool, int | None]:
-    """(whether the request has a body, its declared Content-Length if any)."""
-    has_body, declared = False, None
+async def _with_coding(scope: Any, send: Any, encoding: bytes, max_bytes: int) -> Any:
+    """``scope`` marked with the body's coding for :func:`serving.runtime.read_body` to inflate it
+    under ``max_bytes`` (:mod:`serving.encoding`); None after answering 415 for a coding this
+    endpoint cannot decode."""
+    coding = supported(encoding)
+    if coding is None:
+        await send_error(send, unsupported_message(encoding), 415, close=True)
+        return None
+    return scope if coding == "identity" else {**scope, CODING_SCOPE_KEY: (coding, max_bytes)}
+
+
+def _declared_body(headers: Any) -> tuple[bool, int | None, bytes | None]:
+    """(whether the request has a body, its declared Content-Length if any, its Content-Encoding
+    if any)."""
+    has_body, declared, encoding = False, None, None
     for name, value in headers:
         if name == b"content-length":
             declared = int(value) if value.isdigit() else None
             has_body = value != b"0"
         elif name == b"transfer-encoding":
             has_body = True
-    return has_body, declared
+        elif name == b"content-encoding":
+            encoding = value if encoding is None else encoding + b", " + value
+    return has_body, declared, encoding
 
 
 class _TooLarge(Exception):

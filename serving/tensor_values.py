@@ -7,8 +7,10 @@ Values are strict (every refusal is an :class:`~serving.inputs.InputError` namin
 element, as a JSON path such as ``inputs[0].data[1][7]`` or as a flat element index):
 
 - JSON numbers must fit the declared datatype: integers (not ``1.0``) within the type's range for
-  ``INT8``..``INT64`` and ``UINT8``..``UINT64``, numbers within ±65504 for ``FP16`` and within
-  float32's range for ``FP32``; booleans are never numbers. Values are then taken as the declared
+  ``INT8``..``INT64`` and ``UINT8``..``UINT64``; for ``FP16`` and ``FP32``, numbers that round to a
+  finite value of the type (below 65520 in magnitude for ``FP16``, whose largest value is 65504;
+  below 2**128 - 2**103 for ``FP32``, so that ``3.4028235e38``, float32's largest value as float32
+  prints it, fits); booleans are never numbers. Values are then taken as the declared
   datatype, as a binary tensor of that type would be (an ``FP32`` value is rounded to float32), and
   given to the model as float64.
 - ``data`` is flat (row-major) or nested exactly by ``shape``: nothing is re-flowed into rows the
@@ -31,7 +33,7 @@ import numpy as np
 import simdjson
 
 from serving.inputs import MAX_ROWS, InputError, shown, simdjson_parse
-from serving.tensors import DTYPES, FLOAT_LIMITS, INTEGER_RANGES, InferInput
+from serving.tensors import DTYPES, FLOAT_LIMITS, FLOAT_MAX, INTEGER_RANGES, InferInput
 
 __all__ = ["input_values"]
 
@@ -55,8 +57,8 @@ def _decoder(datatype: str, depth: int, nullable: bool) -> msgspec.json.Decoder[
             else Annotated[int, msgspec.Meta(ge=low, le=high)]
         )
     elif datatype in FLOAT_LIMITS:
-        limit = FLOAT_LIMITS[datatype]
-        element = Annotated[float, msgspec.Meta(ge=-limit, le=limit)]
+        limit = FLOAT_LIMITS[datatype]  # exclusive: from it on, a number rounds to infinity
+        element = Annotated[float, msgspec.Meta(gt=-limit, lt=limit)]
     elif datatype == "FP64":
         element = float
     elif datatype == "BOOL":
@@ -110,6 +112,8 @@ def _json_values(tensor: InferInput, nullable: bool) -> np.ndarray[Any, Any]:
         where = str(exc).replace("`$", f"`inputs[{tensor.index}].data")
         if depth == 1 and (match := re.search(r"`\$\[(\d+)\]", str(exc))):
             where += _at(int(match.group(1)), shape)  # the flat index, and where it falls in shape
+        if tensor.datatype in FLOAT_MAX and re.search(r"Expected `float` [<>]", where):
+            where += f" ({tensor.datatype}'s largest finite value is {FLOAT_MAX[tensor.datatype]:.9g})"
         raise InputError(f"{what} ({tensor.datatype}): {where}") from exc
     except Exception as exc:  # malformed JSON was refused with the envelope; nesting too deep
         raise InputError(f"{tensor.field('data')} could not be decoded: {type(exc).__name__}") from exc
@@ -178,7 +182,7 @@ def _plain_floats(data: bytes, tensor: InferInput, depth: int) -> np.ndarray[Any
             raise _NotPlain
         flat = np.frombuffer(doc.as_buffer(of_type="d"), dtype=np.float64)
         limit = FLOAT_LIMITS.get(tensor.datatype, np.inf)
-        if flat.size != tensor.size or not np.isfinite(flat).all() or np.abs(flat).max() > limit:
+        if flat.size != tensor.size or not np.isfinite(flat).all() or np.abs(flat).max() >= limit:
             raise _NotPlain
     except Exception:  # _NotPlain, or simdjson's own errors (a boolean, 1e400, a 20-digit integer)
         return None

@@ -32,6 +32,7 @@ __all__ = [
     "BINARY_HEADER",
     "DTYPES",
     "FLOAT_LIMITS",
+    "FLOAT_MAX",
     "INTEGER_RANGES",
     "NUMERIC_DATATYPES",
     "InferInput",
@@ -68,9 +69,17 @@ NUMERIC_DATATYPES = frozenset(DTYPES) - {"BOOL"}
 INTEGER_RANGES = {
     name: (int(np.iinfo(dt).min), int(np.iinfo(dt).max)) for name, dt in DTYPES.items() if dt.kind in "iu"
 }
-# Largest finite magnitude of each float type (IEEE 754 binary16 and binary32): a JSON number beyond
-# it would become infinity in that type.
-FLOAT_LIMITS = {"FP16": float(np.finfo(np.float16).max), "FP32": float(np.finfo(np.float32).max)}
+# Largest finite magnitude of each float type (IEEE 754 binary16 and binary32).
+FLOAT_MAX = {"FP16": float(np.finfo(np.float16).max), "FP32": float(np.finfo(np.float32).max)}
+# The magnitude from which a JSON number rounds to infinity in that type (exclusive bound): the
+# largest value plus half its unit in the last place (IEEE 754 round-to-nearest-even; the largest
+# value's significand is odd, so the halfway point rounds up). Below it a number rounds to a finite
+# value: float32's largest value as float32 prints it, 3.4028235e38, is above the largest value
+# itself but fits.
+FLOAT_LIMITS = {
+    name: FLOAT_MAX[name] + (FLOAT_MAX[name] - float(np.nextafter(np.finfo(dt).max, dt(0)))) / 2
+    for name, dt in (("FP16", np.float16), ("FP32", np.float32))
+}
 
 
 class _Input(msgspec.Struct):
@@ -121,10 +130,13 @@ class InferInput:
 
 @dataclass(frozen=True)
 class RequestedOutput:
-    """An output the client asked for, and whether it wants it binary."""
+    """An output the client asked for, whether it wants it binary, and how many of the most
+    probable classes it asked for instead of the tensor (``classification``, Triton's
+    classification extension, what tritonclient's ``class_count`` sends; 0: the tensor itself)."""
 
     name: str
     binary: bool
+    classification: int = 0
 
 
 @dataclass(frozen=True)
@@ -284,9 +296,15 @@ def _outputs(request: _Request) -> tuple[tuple[RequestedOutput, ...] | None, boo
             raise InputError(
                 f"outputs[{i}].parameters.binary_data must be true or false, got {shown(binary)}"
             )
+        classification = params.get("classification", 0) if isinstance(params, dict) else 0
+        if type(classification) is not int or classification < 0:
+            raise InputError(
+                f"outputs[{i}].parameters.classification must be a count of classes, "
+                f"got {shown(classification)}"
+            )
         if any(o.name == name for o in outputs):
             raise InputError(f"output {shown(name)} is requested twice")
-        outputs.append(RequestedOutput(name, binary))
+        outputs.append(RequestedOutput(name, binary, classification))
     return tuple(outputs), binary_output
 
 

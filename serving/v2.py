@@ -97,6 +97,8 @@ def infer_response(
                 encoded.append((meta, None, b"".join([table[i] for i in labels.tolist()])))
             else:
                 encoded.append((meta, model.classes[labels].tolist(), None))
+        elif output.classification:
+            encoded.append(_classified(model, probabilities, output.classification, output.binary))
         else:
             meta = {"name": "probabilities", "datatype": "FP64", "shape": list(probabilities.shape)}
             if output.binary:
@@ -111,6 +113,24 @@ def infer_response(
         media_type="application/octet-stream",
         headers={"Inference-Header-Content-Length": str(header_length)},
     )
+
+
+def _classified(
+    model: Predictor, probabilities: np.ndarray[Any, Any], k: int, binary: bool
+) -> tuple[dict[str, Any], Any, bytes | None]:
+    """The ``probabilities`` output classified (Triton's classification extension, as its
+    ``class_count``): per row, the ``k`` most probable classes (at most all of them), most probable
+    first (ties by class order), each ``"probability:index:label"`` with the probability printed as
+    C++'s ``std::to_string`` prints it (six decimals, what Triton sends); BYTES ``[rows, k]``."""
+    k = min(k, probabilities.shape[1])
+    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    classes = model.manifest.classes
+    rows = zip(top.tolist(), probabilities.tolist(), strict=True)
+    values = [f"{p_row[i]:f}:{i}:{classes[i]}" for row, p_row in rows for i in row]
+    meta = {"name": "probabilities", "datatype": "BYTES", "shape": [len(probabilities), k]}
+    if binary:
+        return meta, None, encode_bytes([v.encode() for v in values])
+    return meta, values, None
 
 
 def _query_version(scope: Any) -> str | None:
@@ -172,7 +192,7 @@ def add_v2_routes(app: FastAPI, rt: Runtime) -> None:
     async def infer(scope: Any, receive: Any, send: Any) -> None:
         # A bare ASGI endpoint, like /v1/predict: the hot path skips FastAPI's per-request machinery.
         try:
-            chunks = await read_body(receive)
+            chunks = await read_body(scope, receive)
             params = scope["path_params"]
             model = v2_model(params["name"], params.get("version", _query_version(scope)))
             header = next((value for key, value in scope["headers"] if key == BINARY_HEADER), None)

@@ -9,7 +9,10 @@ and a request's tensors (JSON or binary, :mod:`serving.tensors`) turned into wha
   column, a numeric datatype for a numeric one; JSON ``null`` (or a binary NaN) is a missing value.
 
 The model's outputs are ``label`` (``BYTES``, the class names) and ``probabilities`` (``FP64``,
-``[rows, classes]``); a request may ask for either or both (:func:`requested_outputs`).
+``[rows, classes]``); a request may ask for either or both (:func:`requested_outputs`), and for
+``probabilities`` classified (Triton's classification extension: ``parameters.classification`` k,
+the k most probable classes of each row as ``BYTES`` ``"probability:index:label"``, shape
+``[rows, k]``).
 """
 
 from __future__ import annotations
@@ -120,4 +123,9 @@ def requested_outputs(request: InferRequest) -> tuple[RequestedOutput, ...]:
     for output in request.outputs:
         if output.name not in OUTPUTS:
             raise InputError(f"unknown output {output.name!r}; the model's outputs are {list(OUTPUTS)}")
+        if output.classification and output.name != "probabilities":
+            raise InputError(
+                f"output {output.name!r} cannot be classified (parameters.classification): it holds "
+                "labels already; ask it of 'probabilities'"
+            )
     return request.outputs

@@ -4,6 +4,8 @@ and that no token reaches the log."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -254,3 +256,20 @@ def test_no_path_or_method_trick_reaches_a_closed_route(
     secured: Endpoint, method: bytes, path: bytes
 ) -> None:
     assert _raw_path(secured, method, path) == 401
+
+
+def test_a_compressed_body_is_inflated_only_after_the_token_is_checked(secured: Endpoint) -> None:
+    # A client without a token makes the endpoint inflate nothing: its body, not even valid gzip,
+    # is answered 401 (inflating first would have answered 400), and a valid one too.
+    for body in (b"not gzip at all", gzip.compress(json.dumps(ROW).encode())):
+        response = httpx.post(
+            f"{secured.url}/v1/predict", content=body, headers={"Content-Encoding": "gzip"}, timeout=10
+        )
+        _assert_refused(response, presented=False)
+    response = httpx.post(
+        f"{secured.url}/v1/predict",
+        content=gzip.compress(json.dumps(ROW).encode()),
+        headers={"Content-Encoding": "gzip", "Authorization": f"Bearer {CURRENT}"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text

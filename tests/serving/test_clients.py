@@ -106,6 +106,73 @@ def test_tritonclient_json_both_ways_with_a_version_id_and_one_output(
     assert "data" in response["outputs"][0]
 
 
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_tritonclient_compressed_requests_and_responses(
+    triton, digits_model: TrainResult, algorithm: str
+) -> None:
+    # Content-Encoding on the request body (Inference-Header-Content-Length counts the
+    # uncompressed bytes); the response compressed or not, as the client asks.
+    x = ROWS[:50].astype(np.float32)
+    tensor = httpclient.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    result = triton.infer(
+        digits_model.manifest.name,
+        [tensor],
+        request_compression_algorithm=algorithm,
+        response_compression_algorithm=algorithm,
+    )
+    check(result, digits_model, x)
+
+
+def test_tritonclient_aio_with_its_defaults_and_gzip(endpoint: Endpoint, digits_model: TrainResult) -> None:
+    import asyncio
+
+    import tritonclient.http.aio as aioclient
+
+    x = ROWS[:7].astype(np.float64)
+
+    async def run() -> list:
+        client = aioclient.InferenceServerClient(f"127.0.0.1:{endpoint.port}")
+        try:
+            assert await client.is_model_ready(digits_model.manifest.name, digits_model.manifest.version)
+            results = []
+            for compression in (None, "gzip"):
+                tensor = aioclient.InferInput("input", list(x.shape), "FP64")
+                tensor.set_data_from_numpy(x)
+                results.append(
+                    await client.infer(
+                        digits_model.manifest.name, [tensor], request_compression_algorithm=compression
+                    )
+                )
+            return results
+        finally:
+            await client.close()
+
+    for result in asyncio.run(run()):
+        check(result, digits_model, x)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_tritonclient_class_count_gets_the_top_classes(
+    triton, digits_model: TrainResult, binary: bool
+) -> None:
+    # Triton's classification extension: "value:index:label" strings, the k most probable first.
+    x = ROWS[:4]
+    tensor = httpclient.InferInput("input", list(x.shape), "FP64")
+    tensor.set_data_from_numpy(x)
+    requested = httpclient.InferRequestedOutput("probabilities", binary_data=binary, class_count=3)
+    result = triton.infer(digits_model.manifest.name, [tensor], outputs=[requested])
+    _, probabilities = reference(digits_model, x)
+    classes = digits_model.manifest.classes
+    got = result.as_numpy("probabilities")
+    assert got.shape == (4, 3)
+    for row, expected in zip(got.tolist(), np.asarray(probabilities), strict=True):
+        top = np.argsort(-expected, kind="stable")[:3]
+        assert [v.decode() if isinstance(v, bytes) else v for v in row] == [
+            f"{expected[i]:f}:{i}:{classes[i]}" for i in top
+        ]
+
+
 @pytest.mark.parametrize(
     ("make", "status", "message"),
     [

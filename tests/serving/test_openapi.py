@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from starlette.routing import Route
 
 from orchestrator import __version__
-from orchestrator.demo.processes import Endpoint, start_endpoint
+from orchestrator.demo.processes import Endpoint, start_endpoint, wait_http
 from orchestrator.training.pipeline import TrainResult
 from serving.app import create_app
 from serving.auth import OPEN_PATHS
@@ -109,3 +109,35 @@ def test_fuzzed_requests_never_get_a_5xx_and_answers_match_the_schema(
     case.call_and_validate(
         base_url=docs_endpoint.url, checks=[not_a_server_error, response_schema_conformance], timeout=30
     )
+
+
+def _schema_of(operation: dict, status: str) -> dict:
+    schema = operation["responses"][status]["content"]["application/json"]["schema"]
+    if "$ref" in schema:
+        schema = DOCUMENT["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return {**schema, "components": DOCUMENT["components"]}
+
+
+def test_every_answer_of_a_loading_endpoint_matches_the_document(serve_artifact, tmp_path) -> None:
+    # No model yet (the artifact does not exist): every route that needs one, and the readiness
+    # probes, answer 503, each in the shape the document gives for 503.
+    import jsonschema
+
+    ep = serve_artifact(tmp_path / "absent", "--docs")
+    wait_http(f"{ep.url}/healthz", timeout=30, process=ep.process)
+    paths = DOCUMENT["paths"]
+    checked = 0
+    with httpx.Client(base_url=ep.url, timeout=10) as client:
+        for path, item in paths.items():
+            if "get" not in item or "{version}" in path:
+                continue
+            response = client.get(path.replace("{name}", "digits"))
+            status = str(response.status_code)
+            if status == "200":
+                continue
+            assert status in item["get"]["responses"], (path, status)
+            assert response.headers["content-type"] == "application/json", path
+            schema = _schema_of(item["get"], status)
+            jsonschema.validate(response.json(), schema, cls=jsonschema.Draft202012Validator)
+            checked += 1
+    assert checked >= 5

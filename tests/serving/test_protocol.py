@@ -6,6 +6,7 @@ whatever the Content-Type; requested outputs; KServe V1 predict equal to /v1/pre
 
 from __future__ import annotations
 
+import gzip
 import json
 import struct
 
@@ -215,7 +216,7 @@ def test_unknown_routes_and_methods_answer_in_the_protocols_shape(
             "got `bool` - at `inputs[0].data[1][63]`",
         ),
         ({"data": [[0] * 64, [0] * 63], "shape": [2, 64]}, "inputs[0].data[1] has 63 elements"),
-        ({"datatype": "FP16", "data": [70000] + [0] * 63}, "<= 65504.0"),
+        ({"datatype": "FP16", "data": [70000] + [0] * 63}, "largest finite value is 65504"),
     ],
 )
 def test_strict_tensors_over_http(client, names, tensor: dict, fragment: str) -> None:
@@ -310,6 +311,11 @@ def test_kserve_v1_predict_answers_as_v1_predict(client, names, key: str) -> Non
         ({"instances": [[0.0] * 64], "inputs": [[0.0] * 64]}, 422, "not both"),
         ({"inputs": [[0.0] * 3]}, 422, "expects 64"),
         ({"rows": [[0.0] * 64]}, 422, "instances"),
+        # Rows sent as "inputs" are named "inputs" in the refusal, not "instances".
+        ({"inputs": None}, 422, "`$.inputs`"),
+        ({"inputs": [[0.0] * 64, [0.0] * 63 + [True]]}, 422, "`$.inputs[1][63]`"),
+        ({"inputs": [[0.0] * 64, [0.0] * 63 + ["1"]]}, 422, "`$.inputs[1][63]`"),
+        ({"inputs": []}, 422, "inputs"),
     ],
 )
 def test_kserve_v1_errors(client, names, body: dict, status: int, fragment: str) -> None:
@@ -323,3 +329,53 @@ def test_latency_is_labelled_by_route_and_status(client, names) -> None:
         'mlorch_http_request_duration_seconds_count{endpoint="/v2/models/{name}/infer",method="POST",status="422"}'
         in text
     )
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/predict/"),
+        ("GET", "/v2/health/live/"),
+        ("GET", "/v2/models/{name}/ready/"),
+        ("POST", "/v2/models/{name}/infer/"),
+    ],
+)
+def test_a_trailing_slash_is_a_404_in_the_protocols_shape_not_a_redirect(client, names, method, path) -> None:
+    # A redirect names this process's own scheme and host: behind a TLS-terminating load balancer
+    # it would send the client to plain http.
+    response = client.request(method, path.format(**names), json={})
+    assert_error(response, 404, "without the trailing slash")
+
+
+@pytest.mark.parametrize("path", ["/v1/predict", "/v1/models/{name}:predict", "/v2/models/{name}/infer"])
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "GZIP", "identity"])
+def test_request_bodies_may_be_compressed(client, names, path: str, encoding: str) -> None:
+    import zlib
+
+    if "/v2/" in path:
+        body = {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP64", "data": [0] * 64}]}
+    else:
+        body = {"instances": [[0] * 64]}
+    raw = json.dumps(body).encode()
+    sent = {"gzip": gzip.compress, "deflate": zlib.compress}.get(encoding.lower(), lambda b: b)(raw)
+    headers = {"Content-Encoding": encoding, "Content-Type": "application/json"}
+    plain = client.post(path.format(**names), content=raw)
+    response = client.post(path.format(**names), content=sent, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json() == plain.json()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "status", "fragment"),
+    [
+        ("br", b"{}", 415, "Content-Encoding 'br' is not supported"),
+        ("gzip, br", b"{}", 415, "Content-Encoding 'gzip, br' is not supported"),
+        ("gzip", b"not gzip at all", 400, "is not valid gzip"),
+        ("deflate", b"not deflate", 400, "is not valid deflate"),
+        # 8 MiB of zeros in 8 KiB: the endpoint's limit (1 MiB) applies to what it inflates to.
+        ("gzip", gzip.compress(b"0" * (8 << 20)), 413, "exceeds the limit"),
+    ],
+)
+def test_compressed_bodies_that_cannot_be_taken_are_refused(client, encoding, body, status, fragment) -> None:
+    response = client.post("/v1/predict", content=body, headers={"Content-Encoding": encoding})
+    assert_error(response, status, fragment)

@@ -366,7 +366,7 @@ def test_the_fast_path_gives_exactly_the_exact_paths_values(datatype: str, neste
     [
         ("true", "got `bool`"),
         ("1e400", "out of range"),
-        ("70000", "<= 65504.0"),
+        ("70000", "largest finite value is 65504"),
         ('"1"', "got `str`"),
         ("null", "got `null`"),
     ],
@@ -378,3 +378,39 @@ def test_large_tensors_with_one_odd_value_are_refused_like_small_ones(odd: str, 
     error = refused(body)
     assert message in str(error)
     assert "data[1]" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("datatype", "text", "largest"),
+    [
+        # float32's largest value as float32 prints it (numpy, Java, JavaScript's Math.fround): the
+        # double it parses to is above the largest float32 but rounds to it.
+        ("FP32", "3.4028235e38", float(np.finfo(np.float32).max)),
+        ("FP32", "-3.4028235e+38", -float(np.finfo(np.float32).max)),
+        ("FP16", "65519.99", 65504.0),
+        ("FP16", "-65510", -65504.0),
+    ],
+)
+@pytest.mark.parametrize("rows", [1, 3000])  # the exact path and the fast path
+def test_a_number_that_rounds_to_a_finite_value_of_its_type_fits_it(
+    datatype: str, text: str, largest: float, rows: int
+) -> None:
+    body = json_body([0.5] * (rows * WIDTH), datatype, [rows, WIDTH]).replace(
+        b"[0.5, ", b"[" + text.encode() + b", ", 1
+    )
+    x, _ = decode_v2_request(body, WIDTH)
+    assert x[0, 0] == largest
+
+
+@pytest.mark.parametrize(
+    ("datatype", "text"),
+    [("FP32", "3.4028235677973366e38"), ("FP32", "3.5e38"), ("FP16", "65520"), ("FP16", "-65520.0")],
+)
+@pytest.mark.parametrize("rows", [1, 3000])
+def test_a_number_that_rounds_to_infinity_in_its_type_is_refused(datatype: str, text: str, rows: int) -> None:
+    body = json_body([0.5] * (rows * WIDTH), datatype, [rows, WIDTH]).replace(
+        b"[0.5, ", b"[" + text.encode() + b", ", 1
+    )
+    error = refused(body)
+    assert "data[0]" in str(error)
+    assert f"{datatype}'s largest finite value is" in str(error)
