@@ -310,6 +310,28 @@ def test_an_expiry_far_in_the_future_is_a_stepped_clock(lease_points: dict[str, 
     assert lease(lease_points, "b", clock).acquire().leader
 
 
+def test_copies_that_cannot_be_written_say_why_and_are_no_lost_race(
+    lease_points: dict[str, Storage], tmp_path: Path
+) -> None:
+    # Readable but not writable (a home that does not exist yet reads as empty; a job's identity
+    # with read but no write permission): the lease is not taken, and the outcome says why
+    # instead of "lost a race", in its copies and in its note (shown by status and --json).
+    missing = {name: open_storage(f"file://{tmp_path / ('missing-' + name)}") for name in ("aws", "azure")}
+    points = {**lease_points, **missing}
+    outcome = lease(points, "a", Clock()).acquire()
+    assert not outcome.leader
+    for name in missing:
+        error = outcome.copies[name].error
+        assert error is not None
+        assert "does not exist" in error
+    assert "race" not in outcome.note
+    assert "aws" in outcome.note
+    assert "does not exist" in outcome.note
+    assert outcome.as_dict()["note"] == outcome.note
+    # The one copy that was written is given back: nobody holds the lease.
+    assert lease(lease_points, "b", Clock()).acquire().leader
+
+
 # --- fencing ---------------------------------------------------------------------------------
 
 TARGETS = {c: f"https://{c}.example.net" for c in CLOUDS}

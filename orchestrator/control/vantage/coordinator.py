@@ -66,6 +66,8 @@ class VantageRound:
         if apply and self.fence is None:
             held = self.leadership
             who = f"{held.holder} holds it (epoch {held.epoch})" if held and held.holder else "no majority"
+            if held is not None and held.note and not held.holder:
+                who = f"{who}: {held.note}"
             lines.append(f"not applied: this vantage point does not hold the leader lease; {who}")
         return lines
 

@@ -47,6 +47,8 @@ __all__ = ["LEASE_KIND", "LeaderLease", "Leadership", "LeaseCopy"]
 
 LEASE_KIND = "orchestrator-leader-lease"
 MAX_LEASE_BYTES = 4096
+# A copy's error when its conditional write lost to another writer: a race, not a fault of the point.
+_CHANGED = "changed since read (another vantage point wrote it)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,7 @@ class Leadership:
             "epoch": self.epoch,
             "expires_at": self.expires_at,
             "copies": {p: c.as_dict() for p, c in self.copies.items()},
+            "note": self.note or None,
         }
 
 
@@ -146,19 +149,23 @@ class LeaderLease:
             if c.error is None and (not c.live(now) or c.holder == self.holder)
         }
         if len(writable) < self.majority:
-            return self._outcome(
-                copies, leader=False, epoch=None, note="another vantage point holds the lease"
-            )
+            return self._outcome(copies, leader=False, epoch=None, note=_why_not(copies, "held"))
         entry = {"holder": self.holder, "epoch": epoch, "expires_at": now + self.ttl_s, "renewed_at": now}
         written = self._each(lambda p: self._write_one(p, writable[p], entry), only=list(writable))
         won = {p: c for p, c in written.items() if c.error is None}
         merged = {**copies, **written}
         if len(won) >= self.majority:
             return self._outcome(merged, leader=True, epoch=epoch)
-        # A split (another candidate won some copies): give back ours, so the next round is clean.
+        # A split (another candidate won some copies, or some could not be written): give back
+        # ours, so the next round is clean. The copies that failed keep their error, so the
+        # outcome says why (a home that does not exist, no permission to write) instead of
+        # passing a misconfigured point off as a lost race.
         give_back = {**entry, "expires_at": now}
         self._each(lambda p: self._write_one(p, won[p], give_back), only=list(won))
-        return self._outcome(copies, leader=False, epoch=None, note="lost a race for the lease")
+        failed = {p: c for p, c in written.items() if c.error is not None}
+        return self._outcome(
+            {**copies, **failed}, leader=False, epoch=None, note=_why_not({**copies, **failed}, "race")
+        )
 
     def release(self) -> None:
         """Expire this holder's copies now (at the end of a watch), so another point takes over
@@ -240,7 +247,7 @@ class LeaderLease:
         try:
             info = self.points[point].put_if(LEASE_KEY, data, token=read.token)
         except PreconditionFailed:
-            return LeaseCopy(point, error="changed since read (another vantage point wrote it)")
+            return LeaseCopy(point, error=_CHANGED)
         except OrchestratorError as exc:
             return LeaseCopy(point, error=str(exc))
         return LeaseCopy(
@@ -251,6 +258,20 @@ class LeaderLease:
             float(entry["renewed_at"]),
             info.token,
         )
+
+
+def _why_not(copies: Mapping[str, LeaseCopy], otherwise: str) -> str:
+    """Why a candidate did not take the lease: the copies it could not read or write, each with
+    its error (the lease's own objects say what is wrong with a point), else ``otherwise``
+    (``held``: another vantage point holds it; ``race``: another candidate took some copies)."""
+    failed = [
+        f"{point}: {copy.error}"
+        for point, copy in sorted(copies.items())
+        if copy.error is not None and copy.error != _CHANGED
+    ]
+    if failed:
+        return "cannot read or write a majority of the lease copies (" + "; ".join(failed) + ")"
+    return "another vantage point holds the lease" if otherwise == "held" else "lost a race for the lease"
 
 
 def _parse(data: bytes) -> tuple[str, int, float, float] | None:
