@@ -129,6 +129,8 @@ class VantageConfig(_Strict):
                 raise ValueError(f"lease_at: {name!r} is not one of the points ({', '.join(self.points)})")
         if self.lease_at is not None and len(set(self.lease_at)) != len(self.lease_at):
             raise ValueError("lease_at names a point twice")
+        if self.lease_at is not None:
+            _check_lease_copies(len(self.lease_at), len(self.points))
         return self
 
     @property
@@ -160,3 +162,22 @@ def resolve_vantage(config: Config, source: str) -> Config:
             f"({', '.join(vantage.points)}) in {source}"
         )
     return config.model_copy(update={"vantage": vantage.model_copy(update={"id": chosen})})
+
+
+def _check_lease_copies(copies: int, points: int) -> None:
+    """ValueError when ``copies`` lease copies (``lease_at``, among ``points`` points) cannot
+    outlive the loss of one copy's cloud: the lease is held by a strict majority of its copies
+    (docs/design/quorum.md), so one or two copies are lost with one cloud whenever a third point
+    could have held one, and an even number needs as many survivors as the next odd one while
+    costing a write more."""
+    word = "copy" if copies == 1 else "copies"
+    if copies < 3 <= points:
+        raise ValueError(
+            f"lease_at: {copies} {word}: losing the cloud of one loses the lease (a strict majority "
+            "of the copies holds it); name at least 3 points, an odd number"
+        )
+    if copies % 2 == 0:
+        raise ValueError(
+            f"lease_at: {copies} {word}: name an odd number of points (a strict majority of "
+            f"{copies} survives no more losses than one of {copies - 1})"
+        )

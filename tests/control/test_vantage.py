@@ -473,6 +473,13 @@ POINTS = {
         ({"points": POINTS, "lease_ttl_s": 901}, "vantage.lease_ttl_s"),
         ({"points": POINTS, "read_timeout_s": ".inf"}, "vantage.read_timeout_s"),
         ({"points": POINTS, "lease_at": ["aws", "oci"]}, "lease_at: 'oci'"),
+        # One or two copies among three points: losing one copy's cloud loses the lease.
+        ({"points": POINTS, "lease_at": ["aws"]}, "lease_at: 1 copy"),
+        ({"points": POINTS, "lease_at": ["aws", "gcp"]}, "lease_at: 2 copies"),
+        (
+            {"points": {**POINTS, "oci": {"storage": "file:///srv/o"}}, "lease_at": [*POINTS, "oci"]},
+            "lease_at: 4 copies",
+        ),
         ({"points": {"AWS!": {"storage": "s3://ops-b"}}}, "a vantage id is"),
         ({"points": {"aws": {"storage": "http://b"}}}, "vantage.points.aws.storage"),
         ({"points": {}}, "vantage.points"),
