@@ -33,7 +33,7 @@ from orchestrator.control.health.probe import ProbeResult
 from orchestrator.control.routing.backends.file import FileBackend
 from orchestrator.control.routing.backends.route53 import Route53Backend
 from orchestrator.control.store.base import Override
-from orchestrator.control.vantage.coordinator import newest_overrides
+from orchestrator.control.vantage.coordinator import Coordinator, newest_overrides
 from orchestrator.control.vantage.lease import LeaderLease
 from orchestrator.control.vantage.observation import (
     CloudSeen,
@@ -292,6 +292,53 @@ def test_a_lost_race_gives_its_copies_back(lease_points: dict[str, Storage]) -> 
     outcome = c.acquire()
     assert outcome.leader  # two of three (aws, azure) are enough
     assert lease(lease_points, "e", clock).read().holder == "c"
+
+
+class _Reads:
+    """A real storage that remembers which keys were downloaded whole (``get``)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.got: list[str] = []
+
+    def get(self, key: str) -> bytes:
+        self.got.append(key)
+        return self.storage.get(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.storage, name)
+
+
+def test_a_huge_lease_copy_or_observation_is_never_downloaded(
+    lease_points: dict[str, Storage], tmp_path: Path
+) -> None:
+    # Anyone who can write a point's home can put gigabytes where a 200-byte lease or a few-KiB
+    # observation belongs: the size is known from the stat, before any download.
+    home = tmp_path / "lease"
+    (home / "orchestrator").mkdir()
+    with (home / "orchestrator" / "leader-lease.json").open("wb") as handle:
+        handle.truncate(8 << 30)  # 8 GiB, sparse: nothing is written to the disk
+    (home / "orchestrator" / "vantage").mkdir()
+    with (home / "orchestrator" / "vantage" / "local.json").open("wb") as handle:
+        handle.truncate(8 << 30)
+    reads = _Reads(lease_points["local"])
+    points: dict[str, Any] = {**lease_points, "local": reads}
+    outcome = lease(points, "a", Clock()).acquire()
+    assert outcome.leader  # the oversized copy is no lease: taken over, conditionally
+    assert outcome.copies["local"].holder == "a"
+    assert reads.got == []
+    coordinator = Coordinator(
+        load_config(
+            write_config(tmp_path, {"points": {"local": {"storage": home.as_uri()}}, "min_voters": 1})
+        ).vantage,  # type: ignore[arg-type]
+        open_point=lambda _uri, _settings: reads,  # type: ignore[arg-type,return-value]
+    )
+    try:
+        round_ = coordinator.survey(["aws"])
+    finally:
+        coordinator.close()
+    assert "bytes, more than" in round_.errors["local"]
+    assert "orchestrator/vantage/local.json" not in reads.got  # (the lease, now ours, is small)
 
 
 def test_a_copy_that_is_not_a_lease_is_taken_over(lease_points: dict[str, Storage]) -> None:

@@ -22,6 +22,7 @@ from orchestrator.control.health.probe import ProbeResult, short
 from orchestrator.control.store.base import Override
 from orchestrator.control.vantage.lease import LeaderLease, Leadership
 from orchestrator.control.vantage.observation import (
+    MAX_OBSERVATION_BYTES,
     VantageObservation,
     decode_observation,
     observation_key,
@@ -230,8 +231,17 @@ class Coordinator:
     # --- internals -----------------------------------------------------------------------
 
     def _read(self, name: str) -> VantageObservation | None:
+        storage, key = self.storages[name], observation_key(name)
         try:
-            data = self.storages[name].get(observation_key(name))
+            # Sized before it is read: a home's writer could put gigabytes there, which a download
+            # would hold in memory (and keep reading past the round's deadline).
+            size = storage.stat(key).size
+            if size > MAX_OBSERVATION_BYTES:
+                raise LookupError(
+                    f"unreadable observation: {size} bytes, "
+                    f"more than any observation ({MAX_OBSERVATION_BYTES})"
+                )
+            data = storage.get(key)
         except NotFound:
             raise LookupError("no observation yet") from None
         try:

@@ -229,8 +229,11 @@ class LeaderLease:
         try:
             # The token first, then the content: a newer content than the token only makes the
             # conditional write fail; the reverse order could pair old content with a new token.
-            token = storage.stat(LEASE_KEY).token
-            data = storage.get(LEASE_KEY)
+            info = storage.stat(LEASE_KEY)
+            token = info.token
+            # Sized before it is read: anyone who can write a point's home could put gigabytes
+            # where a lease belongs, and a download would hold them in memory past the deadline.
+            data = storage.get(LEASE_KEY) if info.size <= MAX_LEASE_BYTES else b""
         except NotFound:
             return LeaseCopy(point)
         except OrchestratorError as exc:
