@@ -349,6 +349,29 @@ def test_a_copy_that_is_not_a_lease_is_taken_over(lease_points: dict[str, Storag
     assert outcome.copies["aws"].holder == "a"
 
 
+@pytest.mark.parametrize("epoch", [2**64 - 1, 2**53])
+def test_a_copy_with_an_epoch_past_any_real_term_does_not_wedge_the_lease(
+    lease_points: dict[str, Storage], epoch: int
+) -> None:
+    # A corrupted copy (or one written by hand) with an epoch no sequence of terms reaches: the
+    # next term would not fit a JSON integer (orjson refuses past 64 bits; consumers lose
+    # precision past 2^53), so every candidate's write would fail and nobody would ever lead.
+    data = json.dumps(
+        {
+            "kind": "orchestrator-leader-lease",
+            "holder": "x",
+            "epoch": epoch,
+            "expires_at": 1.0,
+            "renewed_at": 1.0,
+        }
+    ).encode()
+    lease_points["aws"].put("orchestrator/leader-lease.json", data, sha256=hashlib.sha256(data).hexdigest())
+    outcome = lease(lease_points, "a", Clock()).acquire()
+    assert outcome.leader, outcome.note
+    assert outcome.epoch == 1
+    assert outcome.copies["aws"].holder == "a"
+
+
 def test_an_expiry_far_in_the_future_is_a_stepped_clock(lease_points: dict[str, Storage]) -> None:
     clock = Clock()
     clock.now += 10_000  # a holder whose clock ran hours ahead

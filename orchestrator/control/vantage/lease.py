@@ -47,6 +47,11 @@ __all__ = ["LEASE_KIND", "LeaderLease", "Leadership", "LeaseCopy"]
 
 LEASE_KIND = "orchestrator-leader-lease"
 MAX_LEASE_BYTES = 4096
+# The highest epoch a copy may carry (JSON's safe integers, as the LATEST pointer's sequence): one
+# term a second for 285 million years. A copy past it is corrupted or forged, and is treated as no
+# lease (taken over): its next term would not fit a JSON integer, every candidate's write would
+# fail, and nobody would ever lead again.
+MAX_EPOCH = 2**53 - 1
 # A copy's error when its conditional write lost to another writer: a race, not a fault of the point.
 _CHANGED = "changed since read (another vantage point wrote it)"
 
@@ -289,7 +294,12 @@ def _parse(data: bytes) -> tuple[str, int, float, float] | None:
         return None
     holder, epoch = doc.get("holder"), doc.get("epoch")
     expires_at, renewed_at = doc.get("expires_at"), doc.get("renewed_at")
-    if not isinstance(holder, str) or isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+    if (
+        not isinstance(holder, str)
+        or isinstance(epoch, bool)
+        or not isinstance(epoch, int)
+        or not 1 <= epoch < MAX_EPOCH  # below: its successor must fit too
+    ):
         return None
     times = (expires_at, renewed_at)
     if any(isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) for t in times):
