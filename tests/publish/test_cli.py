@@ -63,15 +63,19 @@ def test_sync_then_verify_then_resync_from_a_config_file(run, config: Path, iris
     assert first.returncode == 0, first.stderr
     doc = json.loads(first.stdout)
     assert doc["ok"]
-    assert [t["target"] for t in doc["targets"]] == ["aws", "gcp", "azure"]
-    assert all(t["pointer"] == "moved" for t in doc["targets"])
+    # Each cloud is an object keyed by the cloud, as in every other --json document.
+    assert list(doc["targets"]) == ["aws", "gcp", "azure"]
+    assert all(t["pointer"] == "moved" and "target" not in t for t in doc["targets"].values())
 
     checked = run("verify", "--config", str(config), "--deep", "--json")
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert json.loads(checked.stdout)["ok"]
+    verified = json.loads(checked.stdout)
+    assert verified["ok"]
+    assert list(verified["targets"]) == ["aws", "gcp", "azure"]
+    assert all(t["ok"] and "target" not in t for t in verified["targets"].values())
 
     again = json.loads(run("sync", "--model", str(iris_v1.path), "--config", str(config), "--json").stdout)
-    assert all(t["uploaded"] == [] and "put" not in t["requests"] for t in again["targets"])
+    assert all(t["uploaded"] == [] and "put" not in t["requests"] for t in again["targets"].values())
 
     text = run("sync", "--model", str(iris_v1.path), "--config", str(config), "--clouds", "aws")
     assert text.returncode == 0
@@ -105,7 +109,9 @@ def test_an_older_version_is_refused_with_exit_1(
 def test_dry_run_changes_nothing(run, config: Path, iris_v1: TrainResult) -> None:
     result = run("sync", "--model", str(iris_v1.path), "--config", str(config), "--dry-run", "--json")
     doc = json.loads(result.stdout)
-    assert all(t["pointer"] == "not moved (dry run)" and len(t["uploaded"]) == 5 for t in doc["targets"])
+    assert all(
+        t["pointer"] == "not moved (dry run)" and len(t["uploaded"]) == 5 for t in doc["targets"].values()
+    )
     verify = run("verify", "--config", str(config), "--json")
     assert verify.returncode == 1
     assert "never published" in verify.stdout
