@@ -120,6 +120,7 @@ class VantageConfig(_Strict):
     def _together(self) -> VantageConfig:
         if self.id is not None and self.id not in self.points:
             raise ValueError(f"id {self.id!r} is not one of the points ({', '.join(self.points)})")
+        _check_distinct_homes(self.points)
         if self.min_voters > len(self.points):
             raise ValueError(
                 f"min_voters {self.min_voters} is more than the {len(self.points)} point(s) configured"
@@ -181,3 +182,22 @@ def _check_lease_copies(copies: int, points: int) -> None:
             f"lease_at: {copies} {word}: name an odd number of points (a strict majority of "
             f"{copies} survives no more losses than one of {copies - 1})"
         )
+
+
+def _check_distinct_homes(points: dict[str, VantagePoint]) -> None:
+    """ValueError when two points name one home (the same bucket and prefix on the same account or
+    endpoint): their lease copies would be one object counted twice towards the majority, lost
+    together with that one cloud, and their states one state."""
+    from orchestrator.core.storage import parse_uri
+
+    seen: dict[tuple[str, ...], str] = {}
+    for name, point in points.items():
+        uri = parse_uri(point.storage)
+        where = tuple(point.settings.get(k, "") for k in ("account_url", "endpoint_url"))
+        home = (uri.scheme, uri.bucket, uri.prefix, *where)
+        if home in seen:
+            raise ValueError(
+                f"points.{name}: the same home as {seen[home]} ({point.storage}): each point needs its "
+                "own (its lease copy and its state live there)"
+            )
+        seen[home] = name

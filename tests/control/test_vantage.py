@@ -546,6 +546,8 @@ POINTS = {
         # One or two copies among three points: losing one copy's cloud loses the lease.
         ({"points": POINTS, "lease_at": ["aws"]}, "lease_at: 1 copy"),
         ({"points": POINTS, "lease_at": ["aws", "gcp"]}, "lease_at: 2 copies"),
+        # Two points sharing one home share one lease copy and one state: one object counted twice.
+        ({"points": {**POINTS, "gcp": {"storage": "s3://ops-aws/o/"}}}, "gcp: the same home as aws"),
         (
             {"points": {**POINTS, "oci": {"storage": "file:///srv/o"}}, "lease_at": [*POINTS, "oci"]},
             "lease_at: 4 copies",
