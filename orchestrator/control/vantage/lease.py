@@ -52,6 +52,8 @@ MAX_LEASE_BYTES = 4096
 # lease (taken over): its next term would not fit a JSON integer, every candidate's write would
 # fail, and nobody would ever lead again.
 MAX_EPOCH = 2**53 - 1
+_HELD = "another vantage point holds the lease (or too few copies were free to take it)"
+_RACE = "lost a race for the lease, or could not write a majority of its copies"
 # A copy's error when its conditional write lost to another writer: a race, not a fault of the point.
 _CHANGED = "changed since read (another vantage point wrote it)"
 
@@ -154,7 +156,7 @@ class LeaderLease:
             if c.error is None and (not c.live(now) or c.holder == self.holder)
         }
         if len(writable) < self.majority:
-            return self._outcome(copies, leader=False, epoch=None, note=_why_not(copies, "held"))
+            return self._outcome(copies, leader=False, epoch=None, note=_why_not(copies, _HELD))
         entry = {"holder": self.holder, "epoch": epoch, "expires_at": now + self.ttl_s, "renewed_at": now}
         written = self._each(lambda p: self._write_one(p, writable[p], entry), only=list(writable))
         won = {p: c for p, c in written.items() if c.error is None}
@@ -169,7 +171,7 @@ class LeaderLease:
         self._each(lambda p: self._write_one(p, won[p], give_back), only=list(won))
         failed = {p: c for p, c in written.items() if c.error is not None}
         return self._outcome(
-            {**copies, **failed}, leader=False, epoch=None, note=_why_not({**copies, **failed}, "race")
+            {**copies, **failed}, leader=False, epoch=None, note=_why_not({**copies, **failed}, _RACE)
         )
 
     def release(self) -> None:
@@ -268,18 +270,17 @@ class LeaderLease:
         )
 
 
-def _why_not(copies: Mapping[str, LeaseCopy], otherwise: str) -> str:
-    """Why a candidate did not take the lease: the copies it could not read or write, each with
-    its error (the lease's own objects say what is wrong with a point), else ``otherwise``
-    (``held``: another vantage point holds it; ``race``: another candidate took some copies)."""
+def _why_not(copies: Mapping[str, LeaseCopy], why: str) -> str:
+    """Why a candidate did not take the lease: ``why`` (another vantage point holds it, or lost a
+    race), followed by the copies it could not read or write, each with its error (what is wrong
+    with a point: a home that does not exist, no permission), so that a misconfigured point is
+    not passed off as a held lease or a lost race."""
     failed = [
         f"{point}: {copy.error}"
         for point, copy in sorted(copies.items())
         if copy.error is not None and copy.error != _CHANGED
     ]
-    if failed:
-        return "cannot read or write a majority of the lease copies (" + "; ".join(failed) + ")"
-    return "another vantage point holds the lease" if otherwise == "held" else "lost a race for the lease"
+    return f"{why}; copies not read or written: {'; '.join(failed)}" if failed else why
 
 
 def _parse(data: bytes) -> tuple[str, int, float, float] | None:
