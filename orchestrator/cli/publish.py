@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,11 @@ def sync(
         )
     if json_out:
         emit_json(
-            {"ok": all(r.ok for r in results), "dry_run": dry_run, "targets": [r.as_dict() for r in results]}
+            {
+                "ok": all(r.ok for r in results),
+                "dry_run": dry_run,
+                "targets": _keyed(r.as_dict() for r in results),
+            }
         )
     else:
         sync_table(results, dry_run=dry_run)
@@ -112,7 +117,7 @@ def verify(
                 "ok": ok,
                 "model": name,
                 "deep": deep,
-                "targets": [r.as_dict() for r in results],
+                "targets": _keyed(r.as_dict() for r in results),
                 "disagreements": [str(d) for d in disagreements],
             }
         )
@@ -142,3 +147,9 @@ def sign(
         emit_json({"model": manifest.name, "version": manifest.version, "signature": str(signature)})
         return
     console.print(f"signed {manifest.name} {manifest.version}: {signature}", soft_wrap=True, highlight=False)
+
+
+def _keyed(results: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per-target results as one object keyed by the target (the cloud, or the ``--to`` URI), the
+    shape every ``--json`` document gives a cloud (docs/cli.md)."""
+    return {str(r["target"]): {k: v for k, v in r.items() if k != "target"} for r in results}

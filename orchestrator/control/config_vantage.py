@@ -120,6 +120,7 @@ class VantageConfig(_Strict):
     def _together(self) -> VantageConfig:
         if self.id is not None and self.id not in self.points:
             raise ValueError(f"id {self.id!r} is not one of the points ({', '.join(self.points)})")
+        _check_distinct_homes(self.points)
         if self.min_voters > len(self.points):
             raise ValueError(
                 f"min_voters {self.min_voters} is more than the {len(self.points)} point(s) configured"
@@ -129,6 +130,8 @@ class VantageConfig(_Strict):
                 raise ValueError(f"lease_at: {name!r} is not one of the points ({', '.join(self.points)})")
         if self.lease_at is not None and len(set(self.lease_at)) != len(self.lease_at):
             raise ValueError("lease_at names a point twice")
+        if self.lease_at is not None:
+            _check_lease_copies(len(self.lease_at), len(self.points))
         return self
 
     @property
@@ -160,3 +163,41 @@ def resolve_vantage(config: Config, source: str) -> Config:
             f"({', '.join(vantage.points)}) in {source}"
         )
     return config.model_copy(update={"vantage": vantage.model_copy(update={"id": chosen})})
+
+
+def _check_lease_copies(copies: int, points: int) -> None:
+    """ValueError when ``copies`` lease copies (``lease_at``, among ``points`` points) cannot
+    outlive the loss of one copy's cloud: the lease is held by a strict majority of its copies
+    (docs/design/quorum.md), so one or two copies are lost with one cloud whenever a third point
+    could have held one, and an even number needs as many survivors as the next odd one while
+    costing a write more."""
+    word = "copy" if copies == 1 else "copies"
+    if copies < 3 <= points:
+        raise ValueError(
+            f"lease_at: {copies} {word}: losing the cloud of one loses the lease (a strict majority "
+            "of the copies holds it); name at least 3 points, an odd number"
+        )
+    if copies % 2 == 0:
+        raise ValueError(
+            f"lease_at: {copies} {word}: name an odd number of points (a strict majority of "
+            f"{copies} survives no more losses than one of {copies - 1})"
+        )
+
+
+def _check_distinct_homes(points: dict[str, VantagePoint]) -> None:
+    """ValueError when two points name one home (the same bucket and prefix on the same account or
+    endpoint): their lease copies would be one object counted twice towards the majority, lost
+    together with that one cloud, and their states one state."""
+    from orchestrator.core.storage import parse_uri
+
+    seen: dict[tuple[str, ...], str] = {}
+    for name, point in points.items():
+        uri = parse_uri(point.storage)
+        where = tuple(point.settings.get(k, "") for k in ("account_url", "endpoint_url"))
+        home = (uri.scheme, uri.bucket, uri.prefix, *where)
+        if home in seen:
+            raise ValueError(
+                f"points.{name}: the same home as {seen[home]} ({point.storage}): each point needs its "
+                "own (its lease copy and its state live there)"
+            )
+        seen[home] = name

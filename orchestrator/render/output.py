@@ -4,7 +4,7 @@ Machine-readable output (``--json``, the YAML of ``config from-stacks`` and ``co
 written as plain bytes to standard output, never through Rich: Rich wraps lines at the terminal's
 width, or at 80 columns when standard output is not a terminal, which breaks YAML and JSON
 redirected to a file. Headers and confirmations go to standard error. In every JSON document the
-times (keys :data:`TIME_KEYS`) are ISO 8601 in UTC, and clouds are objects keyed by the cloud.
+times (keys :func:`is_time_key` names) are ISO 8601 in UTC, and clouds are objects keyed by the cloud.
 """
 
 from __future__ import annotations
@@ -17,10 +17,7 @@ import orjson
 from rich.console import Console
 from rich.markup import escape
 
-__all__ = ["TIME_KEYS", "console", "emit_json", "emit_text", "err_console", "error", "iso_time", "shown"]
-
-# Keys whose numbers are unix times in the control plane's records: written as ISO 8601 UTC.
-TIME_KEYS = frozenset({"at", "hold_until"})
+__all__ = ["console", "emit_json", "emit_text", "err_console", "error", "is_time_key", "iso_time", "shown"]
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -39,6 +36,14 @@ def error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {shown(message)}", soft_wrap=True)
 
 
+def is_time_key(key: object) -> bool:
+    """Whether a JSON key holds a time: ``at``, any ``*_at`` (``expires_at``, ``renewed_at``) and
+    any ``*_until`` (``hold_until``). One naming rule rather than a list, so that a time a new
+    record carries (the leader lease's ``expires_at``) is written as ISO 8601 like the others
+    instead of falling back to unix seconds."""
+    return isinstance(key, str) and (key == "at" or key.endswith(("_at", "_until")))
+
+
 def iso_time(seconds: float) -> str:
     """Unix ``seconds`` as ISO 8601 in UTC (``2026-05-01T12:00:00.123456+00:00``, the routing
     file's form)."""
@@ -49,7 +54,7 @@ def _iso_times(data: Any) -> Any:
     if isinstance(data, dict):
         return {
             key: iso_time(value)
-            if key in TIME_KEYS and isinstance(value, int | float) and not isinstance(value, bool)
+            if is_time_key(key) and isinstance(value, int | float) and not isinstance(value, bool)
             else _iso_times(value)
             for key, value in data.items()
         }

@@ -45,4 +45,5 @@ def vantage_tables(vantage: dict[str, Any]) -> None:
         until = time.strftime("%H:%M:%S", time.localtime(lease["expires_at"]))
         console.print(f"leader lease: {shown(lease['holder'])}, epoch {lease['epoch']}, until {until}")
     else:
-        console.print("leader lease: no vantage point holds a majority of its copies")
+        why = f" ({shown(lease['note'])})" if lease.get("note") else ""
+        console.print(f"leader lease: no vantage point holds a majority of its copies{why}", soft_wrap=True)

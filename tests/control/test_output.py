@@ -111,12 +111,17 @@ def _is_utc_time(value: object) -> bool:
     return isinstance(value, str) and datetime.fromisoformat(value).utcoffset() == timedelta(0)
 
 
+def _is_time_key(key: str) -> bool:
+    """The documented rule: `at`, any `*_at` and any `*_until` key holds a time."""
+    return key == "at" or key.endswith(("_at", "_until"))
+
+
 def _times(data: Any) -> list[object]:
-    """Every value of an `at` or `hold_until` key in a JSON document."""
+    """Every value of a time key (`at`, `*_at`, `*_until`) in a JSON document."""
     found: list[object] = []
     if isinstance(data, dict):
         for key, value in data.items():
-            if key in ("at", "hold_until") and value is not None:
+            if _is_time_key(key) and value is not None:
                 found.append(value)
             found += _times(value)
     elif isinstance(data, list):
@@ -150,6 +155,33 @@ def test_json_outputs_key_clouds_alike_and_write_utc_times(tmp_path: Path) -> No
     ):
         assert sorted(clouds) == ["aws", "azure", "gcp"]
         assert all(isinstance(entry, dict) and "cloud" not in entry for entry in clouds.values())
+
+
+def test_the_vantage_points_lease_and_observations_carry_utc_times(tmp_path: Path) -> None:
+    # The leader lease's expiry (and each copy's) is a time like the probes' `at`: a vantage
+    # point's JSON must not fall back to unix seconds for keys nobody listed.
+    config = _fleet_config(tmp_path)
+    for name in ("a", "b", "c"):  # each point's home, as a bucket: not created on demand
+        (tmp_path / name).mkdir()
+    data = yaml.safe_load(config.read_text())
+    data["vantage"] = {
+        "id": "a",
+        "min_voters": 1,
+        "points": {name: {"storage": (tmp_path / name).as_uri()} for name in ("a", "b", "c")},
+    }
+    config.write_text(yaml.safe_dump(data))
+    code, health, stderr = _run(
+        "health", "--once", "--apply", "--json", "--config", str(config), tmp_path=tmp_path
+    )
+    assert code == 2, stderr
+    code, status, stderr = _run("status", "--json", "--config", str(config), tmp_path=tmp_path)
+    assert code in (0, 4), stderr
+    assert json.loads(health)["vantage"]["lease"]["holder"] == "a"
+    for document in (json.loads(health), json.loads(status)):
+        lease = document["vantage"]["lease"]  # released at the job's exit: status sees no holder
+        assert all(_is_utc_time(copy["expires_at"]) for copy in lease["copies"].values()), lease
+        assert lease["expires_at"] is None or _is_utc_time(lease["expires_at"]), lease
+        assert all(_is_utc_time(t) for t in _times(document)), _times(document)
 
 
 def test_health_watch_json_prints_one_json_document_per_line(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from orchestrator.control.health.probe import ProbeResult
 from orchestrator.control.routing.backends.file import FileBackend
 from orchestrator.control.routing.backends.route53 import Route53Backend
 from orchestrator.control.store.base import Override
-from orchestrator.control.vantage.coordinator import newest_overrides
+from orchestrator.control.vantage.coordinator import Coordinator, newest_overrides
 from orchestrator.control.vantage.lease import LeaderLease
 from orchestrator.control.vantage.observation import (
     CloudSeen,
@@ -294,11 +294,81 @@ def test_a_lost_race_gives_its_copies_back(lease_points: dict[str, Storage]) -> 
     assert lease(lease_points, "e", clock).read().holder == "c"
 
 
+class _Reads:
+    """A real storage that remembers which keys were downloaded whole (``get``)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.got: list[str] = []
+
+    def get(self, key: str) -> bytes:
+        self.got.append(key)
+        return self.storage.get(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.storage, name)
+
+
+def test_a_huge_lease_copy_or_observation_is_never_downloaded(
+    lease_points: dict[str, Storage], tmp_path: Path
+) -> None:
+    # Anyone who can write a point's home can put gigabytes where a 200-byte lease or a few-KiB
+    # observation belongs: the size is known from the stat, before any download.
+    home = tmp_path / "lease"
+    (home / "orchestrator").mkdir()
+    with (home / "orchestrator" / "leader-lease.json").open("wb") as handle:
+        handle.truncate(8 << 30)  # 8 GiB, sparse: nothing is written to the disk
+    (home / "orchestrator" / "vantage").mkdir()
+    with (home / "orchestrator" / "vantage" / "local.json").open("wb") as handle:
+        handle.truncate(8 << 30)
+    reads = _Reads(lease_points["local"])
+    points: dict[str, Any] = {**lease_points, "local": reads}
+    outcome = lease(points, "a", Clock()).acquire()
+    assert outcome.leader  # the oversized copy is no lease: taken over, conditionally
+    assert outcome.copies["local"].holder == "a"
+    assert reads.got == []
+    coordinator = Coordinator(
+        load_config(
+            write_config(tmp_path, {"points": {"local": {"storage": home.as_uri()}}, "min_voters": 1})
+        ).vantage,  # type: ignore[arg-type]
+        open_point=lambda _uri, _settings: reads,  # type: ignore[arg-type,return-value]
+    )
+    try:
+        round_ = coordinator.survey(["aws"])
+    finally:
+        coordinator.close()
+    assert "bytes, more than" in round_.errors["local"]
+    assert "orchestrator/vantage/local.json" not in reads.got  # (the lease, now ours, is small)
+
+
 def test_a_copy_that_is_not_a_lease_is_taken_over(lease_points: dict[str, Storage]) -> None:
     junk = b'{"kind": "something else", "epoch": "x"}'
     lease_points["aws"].put("orchestrator/leader-lease.json", junk, sha256=hashlib.sha256(junk).hexdigest())
     outcome = lease(lease_points, "a", Clock()).acquire()
     assert outcome.leader
+    assert outcome.copies["aws"].holder == "a"
+
+
+@pytest.mark.parametrize("epoch", [2**64 - 1, 2**53])
+def test_a_copy_with_an_epoch_past_any_real_term_does_not_wedge_the_lease(
+    lease_points: dict[str, Storage], epoch: int
+) -> None:
+    # A corrupted copy (or one written by hand) with an epoch no sequence of terms reaches: the
+    # next term would not fit a JSON integer (orjson refuses past 64 bits; consumers lose
+    # precision past 2^53), so every candidate's write would fail and nobody would ever lead.
+    data = json.dumps(
+        {
+            "kind": "orchestrator-leader-lease",
+            "holder": "x",
+            "epoch": epoch,
+            "expires_at": 1.0,
+            "renewed_at": 1.0,
+        }
+    ).encode()
+    lease_points["aws"].put("orchestrator/leader-lease.json", data, sha256=hashlib.sha256(data).hexdigest())
+    outcome = lease(lease_points, "a", Clock()).acquire()
+    assert outcome.leader, outcome.note
+    assert outcome.epoch == 1
     assert outcome.copies["aws"].holder == "a"
 
 
@@ -308,6 +378,27 @@ def test_an_expiry_far_in_the_future_is_a_stepped_clock(lease_points: dict[str, 
     lease(lease_points, "a", clock, ttl=900).acquire()
     clock.now -= 10_000
     assert lease(lease_points, "b", clock).acquire().leader
+
+
+def test_copies_that_cannot_be_written_say_why_and_are_no_lost_race(
+    lease_points: dict[str, Storage], tmp_path: Path
+) -> None:
+    # Readable but not writable (a home that does not exist yet reads as empty; a job's identity
+    # with read but no write permission): the lease is not taken, and the outcome says why
+    # instead of "lost a race", in its copies and in its note (shown by status and --json).
+    missing = {name: open_storage(f"file://{tmp_path / ('missing-' + name)}") for name in ("aws", "azure")}
+    points = {**lease_points, **missing}
+    outcome = lease(points, "a", Clock()).acquire()
+    assert not outcome.leader
+    for name in missing:
+        error = outcome.copies[name].error
+        assert error is not None
+        assert "does not exist" in error
+    assert "copies not read or written: aws: " in outcome.note
+    assert "does not exist" in outcome.note
+    assert outcome.as_dict()["note"] == outcome.note
+    # The one copy that was written is given back: nobody holds the lease.
+    assert lease(lease_points, "b", Clock()).acquire().leader
 
 
 # --- fencing ---------------------------------------------------------------------------------
@@ -451,6 +542,15 @@ POINTS = {
         ({"points": POINTS, "lease_ttl_s": 901}, "vantage.lease_ttl_s"),
         ({"points": POINTS, "read_timeout_s": ".inf"}, "vantage.read_timeout_s"),
         ({"points": POINTS, "lease_at": ["aws", "oci"]}, "lease_at: 'oci'"),
+        # One or two copies among three points: losing one copy's cloud loses the lease.
+        ({"points": POINTS, "lease_at": ["aws"]}, "lease_at: 1 copy"),
+        ({"points": POINTS, "lease_at": ["aws", "gcp"]}, "lease_at: 2 copies"),
+        # Two points sharing one home share one lease copy and one state: one object counted twice.
+        ({"points": {**POINTS, "gcp": {"storage": "s3://ops-aws/o/"}}}, "gcp: the same home as aws"),
+        (
+            {"points": {**POINTS, "oci": {"storage": "file:///srv/o"}}, "lease_at": [*POINTS, "oci"]},
+            "lease_at: 4 copies",
+        ),
         ({"points": {"AWS!": {"storage": "s3://ops-b"}}}, "a vantage id is"),
         ({"points": {"aws": {"storage": "http://b"}}}, "vantage.points.aws.storage"),
         ({"points": {}}, "vantage.points"),

@@ -63,15 +63,19 @@ def test_sync_then_verify_then_resync_from_a_config_file(run, config: Path, iris
     assert first.returncode == 0, first.stderr
     doc = json.loads(first.stdout)
     assert doc["ok"]
-    assert [t["target"] for t in doc["targets"]] == ["aws", "gcp", "azure"]
-    assert all(t["pointer"] == "moved" for t in doc["targets"])
+    # Each cloud is an object keyed by the cloud, as in every other --json document.
+    assert list(doc["targets"]) == ["aws", "gcp", "azure"]
+    assert all(t["pointer"] == "moved" and "target" not in t for t in doc["targets"].values())
 
     checked = run("verify", "--config", str(config), "--deep", "--json")
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert json.loads(checked.stdout)["ok"]
+    verified = json.loads(checked.stdout)
+    assert verified["ok"]
+    assert list(verified["targets"]) == ["aws", "gcp", "azure"]
+    assert all(t["ok"] and "target" not in t for t in verified["targets"].values())
 
     again = json.loads(run("sync", "--model", str(iris_v1.path), "--config", str(config), "--json").stdout)
-    assert all(t["uploaded"] == [] and "put" not in t["requests"] for t in again["targets"])
+    assert all(t["uploaded"] == [] and "put" not in t["requests"] for t in again["targets"].values())
 
     text = run("sync", "--model", str(iris_v1.path), "--config", str(config), "--clouds", "aws")
     assert text.returncode == 0
@@ -107,7 +111,8 @@ def test_dry_run_changes_nothing(run, config: Path, iris_v1: TrainResult) -> Non
     doc = json.loads(result.stdout)
     every_file = len(iris_v1.manifest.files) + 1  # and the manifest
     assert all(
-        t["pointer"] == "not moved (dry run)" and len(t["uploaded"]) == every_file for t in doc["targets"]
+        t["pointer"] == "not moved (dry run)" and len(t["uploaded"]) == every_file
+        for t in doc["targets"].values()
     )
     verify = run("verify", "--config", str(config), "--json")
     assert verify.returncode == 1

@@ -89,7 +89,7 @@ class ProbeAccess:
         if self.token_ref is None or self._monotonic() - self._read_at < TOKEN_TTL_S:
             return
         try:
-            token = self._read(self.token_ref)
+            token = _checked(self.token_ref, self._read(self.token_ref))
         except ConfigError as exc:
             if self._token is None:
                 raise ConfigError(f"auth.token: {exc}") from None
@@ -98,6 +98,19 @@ class ProbeAccess:
             return
         self._token, self._read_at, self.note = token, self._monotonic(), None
         client.headers["Authorization"] = f"Bearer {token}"
+
+
+def _checked(reference: str, token: str) -> str:
+    """``token`` when it can travel as a bearer token (:func:`orchestrator.core.tokens.token_problem`,
+    the rule the endpoint applies to its own copy), else ConfigError naming the reference and never
+    quoting the value: a secret stored with a trailing newline (``echo``) or a pasted scheme would
+    otherwise be refused by the HTTP client in an error quoting the header, which would become the
+    probe's reason, in tables, flip records and the state."""
+    from orchestrator.core.tokens import token_problem
+
+    if problem := token_problem(token):
+        raise ConfigError(f"secret {reference}: the value is not an API token: it {problem}")
+    return token
 
 
 def _read_secret(reference: str) -> str:

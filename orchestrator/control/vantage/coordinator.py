@@ -22,6 +22,7 @@ from orchestrator.control.health.probe import ProbeResult, short
 from orchestrator.control.store.base import Override
 from orchestrator.control.vantage.lease import LeaderLease, Leadership
 from orchestrator.control.vantage.observation import (
+    MAX_OBSERVATION_BYTES,
     VantageObservation,
     decode_observation,
     observation_key,
@@ -66,6 +67,8 @@ class VantageRound:
         if apply and self.fence is None:
             held = self.leadership
             who = f"{held.holder} holds it (epoch {held.epoch})" if held and held.holder else "no majority"
+            if held is not None and held.note and not held.holder:
+                who = f"{who}: {held.note}"
             lines.append(f"not applied: this vantage point does not hold the leader lease; {who}")
         return lines
 
@@ -228,8 +231,17 @@ class Coordinator:
     # --- internals -----------------------------------------------------------------------
 
     def _read(self, name: str) -> VantageObservation | None:
+        storage, key = self.storages[name], observation_key(name)
         try:
-            data = self.storages[name].get(observation_key(name))
+            # Sized before it is read: a home's writer could put gigabytes there, which a download
+            # would hold in memory (and keep reading past the round's deadline).
+            size = storage.stat(key).size
+            if size > MAX_OBSERVATION_BYTES:
+                raise LookupError(
+                    f"unreadable observation: {size} bytes, "
+                    f"more than any observation ({MAX_OBSERVATION_BYTES})"
+                )
+            data = storage.get(key)
         except NotFound:
             raise LookupError("no observation yet") from None
         try:

@@ -47,6 +47,15 @@ __all__ = ["LEASE_KIND", "LeaderLease", "Leadership", "LeaseCopy"]
 
 LEASE_KIND = "orchestrator-leader-lease"
 MAX_LEASE_BYTES = 4096
+# The highest epoch a copy may carry (JSON's safe integers, as the LATEST pointer's sequence): one
+# term a second for 285 million years. A copy past it is corrupted or forged, and is treated as no
+# lease (taken over): its next term would not fit a JSON integer, every candidate's write would
+# fail, and nobody would ever lead again.
+MAX_EPOCH = 2**53 - 1
+_HELD = "another vantage point holds the lease (or too few copies were free to take it)"
+_RACE = "lost a race for the lease, or could not write a majority of its copies"
+# A copy's error when its conditional write lost to another writer: a race, not a fault of the point.
+_CHANGED = "changed since read (another vantage point wrote it)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +105,7 @@ class Leadership:
             "epoch": self.epoch,
             "expires_at": self.expires_at,
             "copies": {p: c.as_dict() for p, c in self.copies.items()},
+            "note": self.note or None,
         }
 
 
@@ -146,19 +156,23 @@ class LeaderLease:
             if c.error is None and (not c.live(now) or c.holder == self.holder)
         }
         if len(writable) < self.majority:
-            return self._outcome(
-                copies, leader=False, epoch=None, note="another vantage point holds the lease"
-            )
+            return self._outcome(copies, leader=False, epoch=None, note=_why_not(copies, _HELD))
         entry = {"holder": self.holder, "epoch": epoch, "expires_at": now + self.ttl_s, "renewed_at": now}
         written = self._each(lambda p: self._write_one(p, writable[p], entry), only=list(writable))
         won = {p: c for p, c in written.items() if c.error is None}
         merged = {**copies, **written}
         if len(won) >= self.majority:
             return self._outcome(merged, leader=True, epoch=epoch)
-        # A split (another candidate won some copies): give back ours, so the next round is clean.
+        # A split (another candidate won some copies, or some could not be written): give back
+        # ours, so the next round is clean. The copies that failed keep their error, so the
+        # outcome says why (a home that does not exist, no permission to write) instead of
+        # passing a misconfigured point off as a lost race.
         give_back = {**entry, "expires_at": now}
         self._each(lambda p: self._write_one(p, won[p], give_back), only=list(won))
-        return self._outcome(copies, leader=False, epoch=None, note="lost a race for the lease")
+        failed = {p: c for p, c in written.items() if c.error is not None}
+        return self._outcome(
+            {**copies, **failed}, leader=False, epoch=None, note=_why_not({**copies, **failed}, _RACE)
+        )
 
     def release(self) -> None:
         """Expire this holder's copies now (at the end of a watch), so another point takes over
@@ -222,8 +236,11 @@ class LeaderLease:
         try:
             # The token first, then the content: a newer content than the token only makes the
             # conditional write fail; the reverse order could pair old content with a new token.
-            token = storage.stat(LEASE_KEY).token
-            data = storage.get(LEASE_KEY)
+            info = storage.stat(LEASE_KEY)
+            token = info.token
+            # Sized before it is read: anyone who can write a point's home could put gigabytes
+            # where a lease belongs, and a download would hold them in memory past the deadline.
+            data = storage.get(LEASE_KEY) if info.size <= MAX_LEASE_BYTES else b""
         except NotFound:
             return LeaseCopy(point)
         except OrchestratorError as exc:
@@ -240,7 +257,7 @@ class LeaderLease:
         try:
             info = self.points[point].put_if(LEASE_KEY, data, token=read.token)
         except PreconditionFailed:
-            return LeaseCopy(point, error="changed since read (another vantage point wrote it)")
+            return LeaseCopy(point, error=_CHANGED)
         except OrchestratorError as exc:
             return LeaseCopy(point, error=str(exc))
         return LeaseCopy(
@@ -251,6 +268,19 @@ class LeaderLease:
             float(entry["renewed_at"]),
             info.token,
         )
+
+
+def _why_not(copies: Mapping[str, LeaseCopy], why: str) -> str:
+    """Why a candidate did not take the lease: ``why`` (another vantage point holds it, or lost a
+    race), followed by the copies it could not read or write, each with its error (what is wrong
+    with a point: a home that does not exist, no permission), so that a misconfigured point is
+    not passed off as a held lease or a lost race."""
+    failed = [
+        f"{point}: {copy.error}"
+        for point, copy in sorted(copies.items())
+        if copy.error is not None and copy.error != _CHANGED
+    ]
+    return f"{why}; copies not read or written: {'; '.join(failed)}" if failed else why
 
 
 def _parse(data: bytes) -> tuple[str, int, float, float] | None:
@@ -265,7 +295,12 @@ def _parse(data: bytes) -> tuple[str, int, float, float] | None:
         return None
     holder, epoch = doc.get("holder"), doc.get("epoch")
     expires_at, renewed_at = doc.get("expires_at"), doc.get("renewed_at")
-    if not isinstance(holder, str) or isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+    if (
+        not isinstance(holder, str)
+        or isinstance(epoch, bool)
+        or not isinstance(epoch, int)
+        or not 1 <= epoch < MAX_EPOCH  # below: its successor must fit too
+    ):
         return None
     times = (expires_at, renewed_at)
     if any(isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) for t in times):

@@ -200,6 +200,43 @@ def test_a_token_that_cannot_be_read_is_a_configuration_error_naming_the_key(
     assert ingress.seen == []  # no probe went out without its token
 
 
+@pytest.mark.parametrize(
+    "stored", [f"{TOKEN}\n", f" {TOKEN}", f"Bearer {TOKEN}", "short-token", f"{TOKEN}\u00e9"]
+)
+def test_a_secret_that_is_no_token_is_a_configuration_error_and_never_quoted(
+    tmp_path: Path, ca: trustme.CA, ingress: Ingress, monkeypatch: pytest.MonkeyPatch, stored: str
+) -> None:
+    # A value stored with `echo` (a trailing newline), pasted with its scheme, or too short: the
+    # endpoint refuses to start with it, and as a header it would make the HTTP client quote it
+    # in an error that became the probe's reason (in tables, flips and the state).
+    monkeypatch.setenv("PROBE_TOKEN", stored)
+    with (
+        _prober(tmp_path, ca, ingress.url, auth={"token": "env://PROBE_TOKEN"}) as prober,
+        pytest.raises(ConfigError, match=r"auth\.token: secret env://PROBE_TOKEN") as raised,
+    ):
+        prober.probe()
+    assert stored.strip() not in str(raised.value)
+    assert "short-token" not in str(raised.value)
+    assert ingress.seen == []
+
+
+def test_a_re_read_secret_that_is_no_token_keeps_the_token_in_hand(tmp_path: Path) -> None:
+    path = tmp_path / "o.yaml"
+    path.write_text(
+        yaml.safe_dump({"model": {"name": "m"}, "clouds": {"aws": {}}, "auth": {"token": "env://T"}})
+    )
+    tokens = iter([TOKEN, f"{TOKEN[::-1]}\n"])
+    clock = _Clock()
+    access = ProbeAccess(load_config(path), read_token=lambda _ref: next(tokens), monotonic=clock)
+    client = access.client(None, 1.0)
+    access.refresh(client)
+    clock.now = TOKEN_TTL_S + 1
+    access.refresh(client)
+    assert client.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert access.note is not None
+    assert TOKEN[::-1] not in access.note
+
+
 class _Clock:
     def __init__(self) -> None:
         self.now = 0.0
