@@ -85,7 +85,9 @@ class BearerTokenMiddleware:
         scheme, _, credential = value.partition(b" ")
         if scheme.lower() != b"bearer":
             return "Authorization is not a Bearer credential: send Authorization: Bearer <token>", _INVALID
-        credential = credential.lstrip(b" ")  # RFC 7235: 1*SP between the scheme and the token
+        # RFC 7235: 1*SP between the scheme and the token; RFC 9110 section 5.5: whitespace around a
+        # field value is not part of it (a client or proxy may leave a trailing space).
+        credential = credential.strip(b" \t")
         if not _CREDENTIAL.fullmatch(credential):
             return "malformed bearer token (printable ASCII without spaces expected)", _INVALID
         presented = hashlib.sha256(credential).digest()

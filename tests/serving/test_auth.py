@@ -92,6 +92,14 @@ def test_the_scheme_is_case_insensitive(secured: Endpoint) -> None:
     assert _predict(secured, {"Authorization": f"BEARER   {CURRENT}"}).status_code == 200  # 1*SP
 
 
+@pytest.mark.parametrize("trailing", [b" ", b"\t", b" \t "], ids=["space", "tab", "mixed"])
+def test_whitespace_after_the_token_is_not_part_of_it(secured: Endpoint, trailing: bytes) -> None:
+    # RFC 9110 section 5.5: whitespace around a field value is not part of the value; sent raw,
+    # since the parser may or may not trim it before the application sees it.
+    status, _ = _raw(secured, b"Bearer " + CURRENT.encode() + trailing)
+    assert status == 200
+
+
 @pytest.mark.parametrize(
     "authorization",
     [
