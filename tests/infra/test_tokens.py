@@ -160,8 +160,12 @@ def test_azure_references_are_key_vault_urls_read_with_the_identity(runs: dict[s
     assert env["API_TOKEN"] == {"name": "API_TOKEN", "secretRef": "api-token-current"}
     assert env["API_TOKEN_PREVIOUS"] == {"name": "API_TOKEN_PREVIOUS", "secretRef": "api-token-previous"}
     # A new token version changes the template, so Container Apps starts a new revision.
-    versions = [secrets[n].outputs["properties"]["secretUriWithVersion"].rsplit("/", 1)[1] for n in secrets]
-    assert env["API_TOKEN_VERSIONS"]["value"] == f"current={versions[0]},previous={versions[1]}"
+    # (By name: the mocks register the two secrets in either order.)
+    uri = {n: r.outputs["properties"]["secretUriWithVersion"] for n, r in secrets.items()}
+    version = {n: u.rsplit("/", 1)[1] for n, u in uri.items()}
+    assert env["API_TOKEN_VERSIONS"]["value"] == (
+        f"current={version['api-token-current']},previous={version['api-token-previous']}"
+    )
     assignments = {a["scope"] for a in run.of_type("azure-native:authorization:RoleAssignment")}
     assert {s.outputs["id"] for s in secrets.values()} <= assignments
     assert vault.outputs["id"] not in assignments  # each secret, never the whole vault
