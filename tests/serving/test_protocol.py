@@ -18,21 +18,9 @@ from sklearn.datasets import load_digits
 from orchestrator.demo.processes import Endpoint
 from orchestrator.training.pipeline import TrainResult
 from tests.serving.test_endpoint import reference
+from tests.serving.test_tensors import NUMPY  # the protocol's table, written out once for the tests
 
 ROWS = load_digits().data
-NUMPY = {
-    "UINT8": "u1",
-    "UINT16": "<u2",
-    "UINT32": "<u4",
-    "UINT64": "<u8",
-    "INT8": "i1",
-    "INT16": "<i2",
-    "INT32": "<i4",
-    "INT64": "<i8",
-    "FP16": "<f2",
-    "FP32": "<f4",
-    "FP64": "<f8",
-}
 
 
 @pytest.fixture(scope="module")
