@@ -15,10 +15,13 @@ Installing needs the package index; a failure is an error, never a skip.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,9 +60,28 @@ def _pip(argv: list[str]) -> None:
         raise RuntimeError(f"{' '.join(argv[:6])} ... failed:\n{result.stderr[-3000:]}")
 
 
+@contextlib.contextmanager
+def _locked(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock for building ``target``: two processes (pytest-xdist workers, or two
+    sessions) asking for the same packages at once build them once, and neither removes the
+    other's half-built directory."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.with_name(target.name + ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def layered(name: str, pins: tuple[str, ...]) -> Path:
     """A directory holding ``pins`` (installed without dependencies) to put on ``PYTHONPATH``."""
     target = _key(name, pins)
+    with _locked(target):
+        return _build_layer(target, pins)
+
+
+def _build_layer(target: Path, pins: tuple[str, ...]) -> Path:
     if (target / ".complete").exists():
         return target
     partial = target.with_name(target.name + ".partial")
@@ -76,6 +98,11 @@ def layered(name: str, pins: tuple[str, ...]) -> Path:
 def own_venv(name: str, pins: tuple[str, ...]) -> Path:
     """A virtualenv with ``pins`` and their dependencies; returns its ``python``."""
     root = _key(name, pins)
+    with _locked(root):
+        return _build_venv(root, pins)
+
+
+def _build_venv(root: Path, pins: tuple[str, ...]) -> Path:
     python = root / "bin" / "python"
     if (root / ".complete").exists():
         return python
