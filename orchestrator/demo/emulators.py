@@ -303,6 +303,20 @@ class MotoServer(Emulator):
         return etag
 
 
+# gcp-storage-emulator serves one connection at a time (``http.server.HTTPServer``) and waits on
+# it without a timeout, so one client that connects and then stalls (a job stopped with SIGSTOP, a
+# process killed mid-request) blocks every other client until the emulator is restarted; real GCS
+# does not. The launcher gives each connection an idle timeout (``socket.settimeout`` through
+# ``StreamRequestHandler.timeout``, per read, so a slow upload that keeps sending is not cut): a
+# stalled client then costs the others at most this long, a few of the control plane's rounds.
+GCS_IDLE_TIMEOUT_S = 3.0
+_GCS_LAUNCHER = (
+    "import runpy, gcp_storage_emulator.server as s; "
+    f"s.RequestHandler.timeout = {GCS_IDLE_TIMEOUT_S}; "
+    "runpy.run_module('gcp_storage_emulator', run_name='__main__', alter_sys=True)"
+)
+
+
 class GcsEmulator(Emulator):
     """gcp-storage-emulator, in memory. It ignores preconditions and page sizes (docs/development.md)."""
 
@@ -318,8 +332,8 @@ class GcsEmulator(Emulator):
         return {"STORAGE_EMULATOR_HOST": self.endpoint}
 
     def argv(self) -> list[str]:
-        # ``python -m`` rather than the console script: works from any virtualenv layout.
-        return [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", HOST,
+        # The interpreter rather than the console script: works from any virtualenv layout.
+        return [sys.executable, "-c", _GCS_LAUNCHER, "start", "--host", HOST,
                 "--port", str(self.port), "--no-store-on-disk", "--quiet"]  # fmt: skip
 
     def _make_client(self) -> Any:
