@@ -8,7 +8,7 @@ demo: bootstrap
 	.venv/bin/orchestrator demo
 
 test: bootstrap
-	.venv/bin/python -m pytest -n auto --dist loadgroup
+	.venv/bin/python -m pytest -n auto --durations=25
 
 lint: bootstrap
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy

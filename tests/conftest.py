@@ -18,9 +18,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
+
+# One OpenMP thread per process: pytest-xdist runs a worker per core, and scikit-learn's OpenMP
+# estimators (HistGradientBoosting) with a thread per core in each worker spin-wait against each
+# other (one training case measured 33 s with the default and 11 s with one thread on 2 cores).
+# Set before anything loads OpenMP; processes the tests start inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from orchestrator.demo.emulators import (
     Azurite,
@@ -35,19 +41,27 @@ from orchestrator.demo.emulators import (
 )
 
 # Test files whose cases are independent and long (each trains its own models): under pytest-xdist
-# their cases are spread over the workers. Every other file stays on one worker (its xdist_group),
+# their cases are spread over the workers. Every other file stays on one worker (one work unit),
 # so that its module-scoped fixtures (a fleet of endpoints, the demo run, the Pulumi runs, the
 # image) are built once.
 SPREAD_FILES = frozenset({"tests/training/test_train_tables.py"})
-TESTS_ROOT = Path(__file__).resolve().parent
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Group each test by its file for ``--dist loadgroup``, except :data:`SPREAD_FILES`."""
-    for item in items:
-        path = item.path.resolve().relative_to(TESTS_ROOT.parent).as_posix()
-        if path not in SPREAD_FILES:
-            item.add_marker(pytest.mark.xdist_group(path))
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under pytest-xdist, one work unit per test file (its module fixtures built once), except
+    :data:`SPREAD_FILES`, whose tests are units of their own.
+
+    A scheduler rather than ``xdist_group`` marks: pytest-xdist 3.8 applies the marks by rewriting
+    ``item._nodeid``, which pytest 9.2 no longer reads, so ``--dist loadgroup`` silently spread
+    every file over the workers (and built each module fixture once per worker)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return nodeid if path in SPREAD_FILES else path
+
+    return FileScheduling(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)
