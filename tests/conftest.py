@@ -16,6 +16,7 @@ etc. rather than killing a shared one.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,6 +46,18 @@ from orchestrator.demo.emulators import (
 # so that its module-scoped fixtures (a fleet of endpoints, the demo run, the Pulumi runs, the
 # image) are built once.
 SPREAD_FILES = frozenset({"tests/training/test_train_tables.py"})
+# The files that take longest (their module fixtures: the demo's run, Pulumi programs under mocks,
+# a fleet of endpoints; measured with ``make test``'s --durations), sent to the workers first
+# (longest processing time first), so that neither worker ends the run alone on one of them.
+HEAVY_FIRST = (
+    "tests/demo/test_demo.py",
+    "tests/infra/test_health_job.py",
+    "tests/infra/test_alarms.py",
+    "tests/publish/test_hostile_bucket.py",
+    "tests/infra/test_config.py",
+    "tests/training/test_train_tables.py",
+    "tests/control/test_vantage_processes.py",
+)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
@@ -56,12 +69,28 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     every file over the workers (and built each module fixture once per worker)."""
     from xdist.scheduler import LoadScopeScheduling
 
+    config.option.loadscopereorder = False  # the order of pytest_collection_modifyitems below
+
     class FileScheduling(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
             return nodeid if path in SPREAD_FILES else path
 
     return FileScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On a pytest-xdist worker, order the files as the scheduler should hand them out:
+    :data:`HEAVY_FIRST`, then the others by their number of tests (most first)."""
+    if not hasattr(config, "workerinput"):
+        return
+    files = [item.nodeid.split("::", 1)[0] for item in items]
+    counts = Counter(files)
+    rank = {path: i for i, path in enumerate(HEAVY_FIRST)}
+    order = sorted(
+        range(len(items)), key=lambda i: (rank.get(files[i], len(rank)), -counts[files[i]], files[i])
+    )
+    items[:] = [items[i] for i in order]
 
 
 @pytest.fixture(scope="session", autouse=True)
