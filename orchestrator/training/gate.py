@@ -5,9 +5,11 @@
 **Champion–challenger gate** (``--against URI``): the new model (the challenger) and the model the
 URI names (the champion, verified as the endpoint verifies it: :mod:`.champion`) are scored on the
 same labelled rows: the challenger's test split, or the ``--eval`` table when the champion takes
-columns the challenger's data does not have. :mod:`.compare` gives the paired bootstrap interval of
-the macro F1 difference and McNemar's exact test. The rule: the challenger is **significantly
-worse**, and refused, when
+columns the challenger's data does not have. When the champion was trained on the same table, only
+the test rows neither model trained on are used (:func:`champion_held_out`): a champion scored on
+rows it was fitted on looks better than it is, and would refuse a model as good as itself.
+:mod:`.compare` gives the paired bootstrap interval of the macro F1 difference and McNemar's
+exact test. The rule: the challenger is **significantly worse**, and refused, when
 
 - the upper limit of the 95 % interval of ΔF1 = F1(challenger) − F1(champion) is below 0, or
 - McNemar's exact two-sided p is below :data:`ALPHA` and the champion alone is right on more rows
@@ -41,6 +43,7 @@ __all__ = [
     "GateRows",
     "challenger_gate",
     "champion_for",
+    "champion_held_out",
     "check_classes",
     "check_gate",
     "check_gate_options",
@@ -200,6 +203,35 @@ def challenger_gate(
     if worse and allow_worse is None:
         raise ChallengerRefused(_refusal(record), record)
     return record
+
+
+def champion_held_out(champion: Champion, dataset: Any) -> NDArray[np.intp] | None:
+    """The rows of ``dataset`` the champion did not train on (sorted row indices), or None when
+    that is not known.
+
+    Known when the champion was made by ``train`` on the same table (its manifest's
+    ``split.dataset_sha256`` equals ``dataset.sha256``): its test split is read from
+    ``split.test_indices`` or drawn again from its recorded seed, test fraction and folds (the split
+    is deterministic: :func:`orchestrator.training.datasets.split`). Not known for a packaged
+    champion (trained elsewhere, on rows nobody recorded) or one trained on another table."""
+    from orchestrator.training import datasets
+
+    recorded = champion.manifest.split or {}
+    if recorded.get("dataset_sha256") != getattr(dataset, "sha256", None):
+        return None
+    if isinstance(recorded.get("test_indices"), list):
+        return np.unique(np.asarray(recorded["test_indices"], dtype=np.intp))
+    training = champion.manifest.training or {}
+    try:
+        split = datasets.split(
+            dataset,
+            test_size=float(recorded["test_size"]),
+            seed=int(recorded["seed"]),
+            cv_folds=int(training.get("cv_folds", 5)),
+        )
+    except (KeyError, TypeError, ValueError, DatasetError):
+        return None
+    return split.test
 
 
 def check_classes(champion: Champion, classes: Sequence[str]) -> None:

@@ -23,6 +23,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, get_args
 
+import numpy as np
+
 import orchestrator
 from orchestrator.core.artifact.manifest import SCHEMA_VERSION, Column, Manifest
 from orchestrator.core.errors import ConfigError
@@ -36,6 +38,7 @@ from orchestrator.training.gate import (
     GateRows,
     challenger_gate,
     champion_for,
+    champion_held_out,
     check_classes,
     check_gate,
     check_gate_options,
@@ -219,10 +222,19 @@ def _gate_rows(
             f"--against {opts.against}: the champion takes column {other[0]!r}, which this dataset lacks; "
             "pass --eval TABLE, a labelled table with both models' columns"
         )
-    by_name = {c.name: TypedColumn(c.name, c.kind, c.values[split.test]) for c in dataset.columns}
-    return GateRows(
-        what="the test split", by_name=by_name, y_true=dataset.y[split.test], challenger=exported.labels
-    )
+    rows, labels, what = split.test, exported.labels, "the test split"
+    held_out = champion_held_out(champion, dataset)
+    if held_out is not None:
+        keep = np.isin(split.test, held_out)
+        rows, labels = split.test[keep], exported.labels[keep]
+        what = "the test rows neither model trained on"
+        if len(rows) == 0:
+            raise ConfigError(
+                f"--against {opts.against}: the champion was trained on every row of this model's test "
+                "split of the same table; pass --eval TABLE, labelled rows neither model trained on"
+            )
+    by_name = {c.name: TypedColumn(c.name, c.kind, c.values[rows]) for c in dataset.columns}
+    return GateRows(what=what, by_name=by_name, y_true=dataset.y[rows], challenger=labels)
 
 
 def _columns(dataset: datasets.Dataset, fitted: Any) -> list[Column]:

@@ -306,3 +306,29 @@ def test_the_gate_record_survives_the_round_trip(better):
     data = json.loads((better / MANIFEST_NAME).read_text())
     assert set(data["gate"]) >= {"against", "rows", "rule", "delta_f1_macro", "mcnemar", "decision"}
     assert "McNemar" in data["gate"]["rule"]
+
+
+# --- the rows both models held out ------------------------------------------------------------------
+
+
+def test_a_champion_trained_on_the_same_table_is_scored_only_on_rows_neither_model_trained_on(
+    world, tmp_path
+):
+    """Another seed draws another split of the same table: a quarter of the new test rows were the
+    champion's training rows, where it looks better than it is. Only the rows both splits hold out
+    are compared."""
+    from orchestrator.training import datasets
+
+    champion = world.train(tmp_path / "champion", seed=0)
+    path = world.train(tmp_path / "challenger", seed=1, against=str(champion))
+
+    table = datasets.load_dataset(str(world.csv), "label")
+    theirs = datasets.split(table, test_size=0.25, seed=0, cv_folds=5).test
+    ours = datasets.split(table, test_size=0.25, seed=1, cv_folds=5).test
+    both = np.intersect1d(theirs, ours)
+    manifest = verify_artifact(path)
+    gate = manifest.model_extra["gate"]
+    assert 0 < len(both) < manifest.split["n_test"]
+    assert gate["rows"] == {"what": "the test rows neither model trained on", "n": len(both)}
+    counts = ("both_correct", "champion_only_correct", "challenger_only_correct", "both_wrong")
+    assert sum(gate["mcnemar"][k] for k in counts) == len(both)
