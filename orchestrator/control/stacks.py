@@ -305,12 +305,15 @@ def _gib(value: Any, source: str) -> float:
 
 
 def _follows_latest(uri: object, source: str) -> ModelLocation:
-    """The endpoint's model URI, which must name a pointer: <bucket URI>/models/<name>/LATEST (the
-    grammar of :func:`~orchestrator.core.artifact.layout.parse_model_uri`)."""
+    """The endpoint's model URI, which must name a channel's pointer: <bucket URI>/models/<name>/LATEST
+    or another channel (the grammar of :func:`~orchestrator.core.artifact.layout.parse_model_uri`)."""
     try:
         location = parse_model_uri(uri, where="model_uri") if isinstance(uri, str) else None
     except ConfigError:
         location = None
     if location is None or not location.follows_latest:
-        raise ConfigError(f"{source}: stack output 'model_uri' is not <bucket URI>/models/<name>/LATEST")
+        raise ConfigError(
+            f"{source}: stack output 'model_uri' is not <bucket URI>/models/<name>/LATEST "
+            "(or another channel)"
+        )
     return location

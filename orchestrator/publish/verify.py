@@ -34,7 +34,7 @@ from orchestrator.publish.sync import OBJECT_CONCURRENCY, Target, object_sha256
 if TYPE_CHECKING:
     from orchestrator.core.artifact.signing import SignatureVerifier
 
-__all__ = ["Drift", "VerifyResult", "verify_targets"]
+__all__ = ["Drift", "VerifyResult", "verify_targets", "verify_version"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,14 @@ def verify_targets(
             pool.map(lambda t: _verify_one(t, name, version, deep=deep, verifier=verifier), targets)
         )
     return results, _disagreements(results, pinned=version is not None)
+
+
+def verify_version(
+    target: Target, name: str, version: str, *, deep: bool = False, verifier: SignatureVerifier | None = None
+) -> VerifyResult:
+    """One target's check of one version (what ``verify --model NAME@VERSION`` does there): drift
+    when the version is incomplete, differs from its manifest, or (with ``verifier``) is unsigned."""
+    return _verify_one(target, name, version, deep=deep, verifier=verifier)
 
 
 def _verify_one(

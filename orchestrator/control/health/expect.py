@@ -1,7 +1,8 @@
 """What a correct endpoint must serve right now: the expected version and its canary.
 
 The expected version is the pinned ``model.version`` if configured, else chosen from the clouds'
-``LATEST`` pointers so that no single bucket's writer chooses it:
+pointers of the channel the endpoints follow (``model.channel``, ``LATEST`` by default) so that
+no single bucket's writer chooses it:
 
 - with a signing public key configured (``signing.public_key``, or ``$MODEL_SIGNING_PUBLIC_KEY`` as
   the endpoint reads it), a pointer counts only if its version's manifest, in that bucket, carries
@@ -142,7 +143,7 @@ def _expected_version(
     errors = []
     for cloud, storage in buckets.items():
         try:
-            pointer, _ = read_pointer(storage, name)
+            pointer, _ = read_pointer(storage, name, config.model.channel)
         except OrchestratorError as exc:
             errors.append(f"{cloud}: {exc}")
             continue
@@ -156,11 +157,11 @@ def _expected_version(
                 continue
         pointers.append((pointer, storage))
     if not pointers:
-        detail = "; ".join(errors) or "no LATEST pointer in any bucket"
+        detail = "; ".join(errors) or f"no {config.model.channel} pointer in any bucket"
         if verifier is not None and errors:
             raise ConfigError(
-                f"model {name!r}: no bucket's LATEST names a version signed by the configured public "
-                f"key ({detail})"
+                f"model {name!r}: no bucket's {config.model.channel} names a version signed by the "
+                f"configured public key ({detail})"
             )
         raise ConfigError(f"model {name!r} is not published anywhere ({detail}); run `orchestrator sync`")
     votes = Counter(pointer.version for pointer, _ in pointers)
