@@ -131,24 +131,25 @@ def rollback_version(targets: Sequence[Target], name: str, *, channel: str = POI
     target. ConfigError naming the target otherwise (a missing pointer, no history, or clouds that
     disagree: pass ``--to``)."""
     currents = current_versions(targets, name, channel=channel)
-    previous: dict[str, str] = {}
     for target in targets:
-        pointer = currents[target.name]
-        uri = target.storage.key_uri(pointer_key(name, channel))
-        if pointer is None:
+        if currents[target.name] is None:
+            uri = target.storage.key_uri(pointer_key(name, channel))
             raise ConfigError(f"{target.name}: {uri} does not exist: nothing to roll back; pass --to VERSION")
-        if not pointer.history:
-            raise ConfigError(
-                f"{target.name}: {uri} records no previous version (it names {pointer.version}); "
-                "pass --to VERSION"
-            )
-        previous[target.name] = pointer.history[0]
-    now = {p.version for p in currents.values() if p is not None}
+    pointers = {t: p for t, p in currents.items() if p is not None}
+    now = {p.version for p in pointers.values()}
+    previous = {t: p.history[0] for t, p in pointers.items() if p.history}
     if len(now) > 1 or len(set(previous.values())) > 1:
         shown = ", ".join(
-            f"{t}: {p.version} (before: {previous[t]})" for t, p in currents.items() if p is not None
+            f"{t}: {p.version} (before: {previous.get(t, 'none')})" for t, p in pointers.items()
         )
         raise ConfigError(f"the clouds' {channel} pointers disagree ({shown}); pass --to VERSION")
+    for target in targets:
+        if target.name not in previous:
+            uri = target.storage.key_uri(pointer_key(name, channel))
+            raise ConfigError(
+                f"{target.name}: {uri} records no previous version "
+                f"(it names {pointers[target.name].version}); pass --to VERSION"
+            )
     return next(iter(previous.values()))
 
 

@@ -1,0 +1,244 @@
+"""`promote` and `rollback` from the buckets alone, on the three emulated clouds.
+
+Every version is published with ``sync`` from a copy of its artifact that is then deleted: what the
+commands read is only what the buckets hold. Kinds of fault covered: a version missing, incomplete
+(no manifest), tampered (an object that differs from its manifest) or unsigned in one cloud; a
+version the pointer moved off before (promote); nothing to roll back to, or clouds that disagree
+(rollback); names outside the grammar. Each refusal moves nothing anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator.core.artifact.layout import parse_model_uri, read_pointer, version_prefix
+from orchestrator.core.errors import ConfigError
+from orchestrator.demo.emulators import Azurite, GcsEmulator, MotoServer
+from orchestrator.publish.channels import (
+    EXIT_REFUSED,
+    VersionRefused,
+    move_channel,
+    rollback_version,
+)
+from orchestrator.publish.sync import Target, sync_artifact
+from orchestrator.training.pipeline import TrainResult
+from tests.publish.conftest import target
+
+
+def _publish(result: TrainResult, targets: list[Target], tmp: Path) -> str:
+    """Sync a copy of the artifact, then delete the copy: no local artifact remains."""
+    copy = tmp / f"copy-{result.manifest.version}"
+    shutil.copytree(result.path, copy)
+    assert all(r.ok for r in sync_artifact(copy, targets))
+    shutil.rmtree(copy)
+    return result.manifest.version
+
+
+def _channel(targets: list[Target], channel: str = "STABLE") -> dict[str, str | None]:
+    out = {}
+    for t in targets:
+        pointer, _ = read_pointer(t.storage, "iris", channel)
+        out[t.name] = pointer.version if pointer else None
+    return out
+
+
+@pytest.fixture
+def published(
+    three_clouds: list[Target], iris_v1: TrainResult, iris_v2: TrainResult, tmp_path: Path
+) -> tuple[list[Target], str, str]:
+    v1 = _publish(iris_v1, three_clouds, tmp_path)
+    v2 = _publish(iris_v2, three_clouds, tmp_path)
+    return three_clouds, v1, v2
+
+
+def test_promote_then_rollback_moves_every_cloud(published: tuple[list[Target], str, str]) -> None:
+    targets, v1, v2 = published
+    results = move_channel(targets, "iris", v1, channel="STABLE", moved_by="promote")
+    assert [r.pointer for r in results] == ["moved"] * 3
+    assert _channel(targets) == {"aws": v1, "gcp": v1, "azure": v1}
+    move_channel(targets, "iris", v2, channel="STABLE", moved_by="promote")
+    assert _channel(targets) == {"aws": v2, "gcp": v2, "azure": v2}
+    # LATEST is another channel: promote did not touch it.
+    assert {read_pointer(t.storage, "iris")[0].version for t in targets} == {v2}  # type: ignore[union-attr]
+    assert rollback_version(targets, "iris", channel="STABLE") == v1
+    results = move_channel(targets, "iris", v1, channel="STABLE", moved_by="rollback", allow_back=True)
+    assert [r.pointer for r in results] == ["moved"] * 3
+    for t in targets:
+        pointer, _ = read_pointer(t.storage, "iris", "STABLE")
+        assert pointer is not None
+        assert (pointer.version, pointer.moved_by, pointer.sequence) == (v1, "rollback", 3)
+        assert pointer.history[:2] == (v2, v1)
+    # A re-run changes nothing (an interrupted run is finished by running it again).
+    again = move_channel(targets, "iris", v1, channel="STABLE", moved_by="rollback", allow_back=True)
+    assert [r.pointer for r in again] == ["unchanged"] * 3
+
+
+def test_promote_refuses_a_version_moved_off_before(published: tuple[list[Target], str, str]) -> None:
+    targets, v1, v2 = published
+    move_channel(targets, "iris", v1, channel="STABLE", moved_by="promote")
+    move_channel(targets, "iris", v2, channel="STABLE", moved_by="promote")
+    with pytest.raises(VersionRefused, match=rf"aws: .*STABLE moved off {v1} before.*rollback --to {v1}"):
+        move_channel(targets, "iris", v1, channel="STABLE", moved_by="promote")
+    assert _channel(targets) == {"aws": v2, "gcp": v2, "azure": v2}
+
+
+@pytest.mark.parametrize("cloud", ["aws", "gcp", "azure"])
+@pytest.mark.parametrize("fault", ["missing", "incomplete", "tampered"])
+def test_refused_when_not_complete_and_verified_in_one_cloud(
+    published: tuple[list[Target], str, str], cloud: str, fault: str
+) -> None:
+    targets, v1, v2 = published
+    move_channel(targets, "iris", v1, channel="STABLE", moved_by="promote")
+    broken = next(t for t in targets if t.name == cloud)
+    prefix = version_prefix("iris", v2)
+    if fault == "missing":
+        for info in list(broken.storage.list(prefix)):
+            broken.storage.delete(info.key)
+    elif fault == "incomplete":
+        broken.storage.delete(prefix + "manifest.json")
+    else:
+        victim = next(i.key for i in broken.storage.list(prefix) if i.key.endswith(".onnx"))
+        data = b"not the model"
+        broken.storage.put(victim, data, sha256=hashlib.sha256(data).hexdigest())
+    with pytest.raises(VersionRefused, match=rf"iris {v2} is not complete and verified.*{cloud}: ") as err:
+        move_channel(targets, "iris", v2, channel="STABLE", moved_by="promote")
+    assert err.value.exit_code == EXIT_REFUSED
+    assert "nothing moved" in str(err.value)
+    assert _channel(targets) == {"aws": v1, "gcp": v1, "azure": v1}  # nothing moved anywhere
+
+
+def test_rollback_refuses_a_version_not_verified_everywhere(
+    published: tuple[list[Target], str, str],
+) -> None:
+    targets, v1, v2 = published
+    move_channel(targets, "iris", v1, channel="STABLE", moved_by="promote")
+    move_channel(targets, "iris", v2, channel="STABLE", moved_by="promote")
+    targets[2].storage.delete(version_prefix("iris", v1) + "manifest.json")
+    with pytest.raises(VersionRefused, match=rf"azure: models/iris/{v1}/manifest.json: missing"):
+        move_channel(targets, "iris", v1, channel="STABLE", moved_by="rollback", allow_back=True)
+    assert _channel(targets) == {"aws": v2, "gcp": v2, "azure": v2}
+
+
+def test_rollback_needs_a_previous_version_the_clouds_agree_on(
+    published: tuple[list[Target], str, str],
+) -> None:
+    targets, v1, v2 = published
+    with pytest.raises(ConfigError, match=r"aws: .*models/iris/STABLE does not exist"):
+        rollback_version(targets, "iris", channel="STABLE")
+    move_channel(targets, "iris", v1, channel="STABLE", moved_by="promote")
+    with pytest.raises(ConfigError, match=rf"records no previous version \(it names {v1}\); pass --to"):
+        rollback_version(targets, "iris", channel="STABLE")
+    move_channel(targets[:1], "iris", v2, channel="STABLE", moved_by="promote")
+    with pytest.raises(ConfigError, match=rf"disagree \(aws: {v2} \(before: {v1}\).*pass --to VERSION"):
+        rollback_version(targets, "iris", channel="STABLE")
+
+
+def test_channel_grammar() -> None:
+    assert parse_model_uri("s3://b/models/iris/STABLE").follows_latest
+    assert parse_model_uri("s3://b/models/iris/LATEST").follows_latest
+    assert not parse_model_uri("s3://b/models/iris/stable").follows_latest  # a version
+    with pytest.raises(ConfigError):
+        parse_model_uri("s3://b/models/iris/Stable")
+
+
+# The command as an operator runs it: exit codes and one-line errors.
+
+
+@pytest.fixture
+def cli(
+    tmp_path: Path, moto_server: MotoServer, gcs_emulator: GcsEmulator, azurite: Azurite
+) -> tuple[Path, list[Target], dict[str, str]]:
+    clouds = {
+        "aws": (moto_server, moto_server.create_bucket()),
+        "gcp": (gcs_emulator, gcs_emulator.create_bucket()),
+        "azure": (azurite, azurite.create_bucket()),
+    }
+    config = {
+        "model": {"name": "iris", "channel": "STABLE"},
+        "clouds": {
+            name: {
+                "storage": em.uri(bucket),
+                **({"storage_settings": em.settings} if name != "azure" else {}),
+            }
+            for name, (em, bucket) in clouds.items()
+        },
+    }
+    path = tmp_path / "orchestrator.yaml"
+    path.write_text(yaml.safe_dump(config))
+    from orchestrator.core.storage import NO_WAIT_RETRY, open_storage
+
+    targets = [
+        Target(name, open_storage(em.uri(bucket), settings=em.settings, retry=NO_WAIT_RETRY))
+        for name, (em, bucket) in clouds.items()
+    ]
+    return path, targets, {**os.environ, **azurite.env}
+
+
+def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_cli_promote_and_rollback(
+    cli: tuple[Path, list[Target], dict[str, str]], iris_v1: TrainResult, iris_v2: TrainResult, tmp_path: Path
+) -> None:
+    config, targets, env = cli
+    v1 = _publish(iris_v1, targets, tmp_path)
+    v2 = _publish(iris_v2, targets, tmp_path)
+    done = _run(env, "promote", v1, "--config", str(config), "--json")
+    assert done.returncode == 0, done.stderr
+    assert {t: r["version"] for t, r in json.loads(done.stdout)["targets"].items()} == dict.fromkeys(
+        ("aws", "gcp", "azure"), v1
+    )
+    assert _run(env, "promote", v2, "--config", str(config)).returncode == 0
+    back = _run(env, "rollback", "--config", str(config))
+    assert back.returncode == 0, back.stderr
+    assert f"aws: STABLE moved → {v1} (was {v2})" in back.stdout
+    assert _channel(targets) == dict.fromkeys(("aws", "gcp", "azure"), v1)
+    forward = _run(env, "rollback", "--to", v2, "--config", str(config))
+    assert forward.returncode == 0, forward.stderr
+
+    refused = _run(env, "promote", v1, "--config", str(config))
+    assert refused.returncode == EXIT_REFUSED
+    assert refused.stderr.count("\n") == 1
+    assert "rollback --to" in refused.stderr
+    unknown = _run(env, "promote", "v-never", "--config", str(config))
+    assert unknown.returncode == EXIT_REFUSED
+    assert "aws: models/iris/v-never/manifest.json: missing" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+    for args in (("promote", "V1"), ("rollback", "--to", "../v1"), ("promote", v1, "--channel", "stable")):
+        bad = _run(env, *args, "--config", str(config))
+        assert bad.returncode == 2, (args, bad.stderr)
+        assert bad.stderr.startswith("error: ")
+        assert bad.stderr.count("\n") == 1
+    assert _channel(targets) == dict.fromkeys(("aws", "gcp", "azure"), v2)
+
+
+def test_direct_buckets_need_no_configuration(
+    moto_server: MotoServer, iris_v1: TrainResult, tmp_path: Path
+) -> None:
+    one = target(moto_server, "aws")
+    v1 = _publish(iris_v1, [one], tmp_path)
+    env = {**{k: v for k, v in os.environ.items() if k != "ORCHESTRATOR_CONFIG"}, **moto_server.env}
+    done = _run(
+        env, "promote", v1, "--model", "iris", "--bucket", one.storage.uri, "--channel", "CANARY", "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    pointer, _ = read_pointer(one.storage, "iris", "CANARY")
+    assert pointer is not None
+    assert (pointer.version, pointer.moved_by) == (v1, "promote")
