@@ -47,6 +47,7 @@ __all__ = [
     "current_versions",
     "move_channel",
     "rollback_version",
+    "verified_everywhere",
 ]
 
 # promote, rollback and rollout: the version asked for is not complete and verified in every target
@@ -107,7 +108,7 @@ def move_channel(
     check_channel(channel, where="--channel", error=ConfigError)
     if not targets:
         raise ConfigError("no target cloud: configure clouds.<cloud>.storage or pass --clouds")
-    shas = _verified(targets, name, version, deep=deep, verifier=verifier)
+    shas = verified_everywhere(targets, name, version, deep=deep, verifier=verifier)
     if not allow_back:
         for target in targets:
             pointer, _ = read_pointer(target.storage, name, channel)
@@ -163,7 +164,7 @@ def current_versions(
     return {t.name: p for t, p in zip(targets, pointers, strict=True)}
 
 
-def _verified(
+def verified_everywhere(
     targets: Sequence[Target], name: str, version: str, *, deep: bool, verifier: SignatureVerifier | None
 ) -> dict[str, str]:
     """The version's manifest sha256 in each target, after it verified there; VersionRefused

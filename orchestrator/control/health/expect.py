@@ -24,12 +24,17 @@ A rollout: endpoints follow ``LATEST`` at their own reload interval, so for
 the version the pointer replaced (its ``previous``) is expected too, checked with that version's
 canary. The grace comes from the pointer, so a one-shot ``health --once`` knows it as well as the
 watch loop does.
+
+A progressive rollout (``orchestrator rollout``) moves the clouds' pointers one stage at a time:
+while the pointers name two versions and the newest was moved by the rollout off the other, both
+versions are expected, without a time limit (the rollout record, not a grace, bounds it).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import tempfile
 from collections import Counter
@@ -46,7 +51,7 @@ from orchestrator.core.contract import ENV_SIGNING_PUBLIC_KEY
 from orchestrator.core.errors import ConfigError, NotFound, OrchestratorError
 from orchestrator.core.storage import Storage, open_storage
 
-__all__ = ["expected_model", "storages"]
+__all__ = ["expectation_of", "expected_model", "signature_verifier", "storages"]
 
 
 def storages(config: Config) -> dict[str, Storage]:
@@ -66,17 +71,40 @@ def expected_model(config: Config, buckets: dict[str, Storage], *, clock: Callab
     slo = config.routing.latency_slo_ms
     name = config.model.name
     verifier = signature_verifier(config)
-    version, pointer, holders = _expected_version(config, buckets, verifier)
+    version, pointer, holders, pointers = _expected_version(config, buckets, verifier)
     expect = _from_manifest(name, version, holders, slo, verifier)
     if expect is None:
         signed = " with a signature that verifies" if verifier else ""
         raise ConfigError(f"no bucket holds the manifest of {name} version {version}{signed}")
+    # A progressive rollout in progress (`orchestrator rollout`): the clouds' pointers name its new
+    # version (moved by the rollout) and the version it replaces; both are expected, each with its
+    # own canary, for as long as the pointers disagree. The rollout itself gives weight to a moved
+    # cloud only once it serves the new version (orchestrator.control.rollout).
+    staged = _staged_rollout(pointers)
+    if staged is not None:
+        new, old = staged
+        expect_new = _from_manifest(name, new, list(buckets.values()), slo, verifier)
+        expect_old = _from_manifest(name, old, list(buckets.values()), slo, verifier)
+        if expect_new is not None and expect_old is not None:
+            return replace(expect_new, previous=expect_old, rollout_until=math.inf)
     # A rollout: for rollout_grace_s after the pointer moved, the version it replaced is fine too.
     if pointer is not None and pointer.previous:
         until = pointer.published + config.health.rollout_grace_s
         previous = _from_manifest(name, pointer.previous, list(buckets.values()), slo, verifier)
         if previous is not None and clock() < until:
             expect = replace(expect, previous=previous, rollout_until=until)
+    return expect
+
+
+def expectation_of(
+    config: Config, holders: list[Storage], version: str, verifier: SignatureVerifier | None
+) -> Expectation:
+    """What an endpoint serving exactly ``version`` must answer: its canary from the first of
+    ``holders`` whose manifest of it reads (and verifies, with ``verifier``); no other version is
+    accepted. ConfigError when none holds it."""
+    expect = _from_manifest(config.model.name, version, holders, config.routing.latency_slo_ms, verifier)
+    if expect is None:
+        raise ConfigError(f"no bucket holds a readable manifest of {config.model.name} version {version}")
     return expect
 
 
@@ -131,14 +159,28 @@ def _from_manifest(
     return None
 
 
+def _staged_rollout(pointers: list[Pointer]) -> tuple[str, str] | None:
+    """(new version, old version) when the pointers name two versions and the newest pointer
+    naming one of them was moved by a rollout off the other; None otherwise."""
+    if len({p.version for p in pointers}) != 2:
+        return None
+    newest = max((p for p in pointers if p.moved_by == "rollout"), key=lambda p: p.order(), default=None)
+    if newest is None or newest.previous is None:
+        return None
+    if {p.version for p in pointers} != {newest.version, newest.previous}:
+        return None
+    return newest.version, newest.previous
+
+
 def _expected_version(
     config: Config, buckets: dict[str, Storage], verifier: SignatureVerifier | None
-) -> tuple[str, Pointer | None, list[Storage]]:
+) -> tuple[str, Pointer | None, list[Storage], list[Pointer]]:
     """The expected version (the module docstring's rule), the newest pointer naming it (None
-    when pinned), and the buckets to read its manifest from, those whose pointer names it first."""
+    when pinned), the buckets to read its manifest from, those whose pointer names it first, and
+    every pointer counted."""
     name = config.model.name
     if config.model.version:
-        return config.model.version, None, list(buckets.values())
+        return config.model.version, None, list(buckets.values()), []
     pointers: list[tuple[Pointer, Storage]] = []
     errors = []
     for cloud, storage in buckets.items():
@@ -171,4 +213,5 @@ def _expected_version(
     else:
         newest = max(pointers, key=lambda p: p[0].order())[0]  # the highest publication sequence
     holders = [storage for pointer, storage in pointers if pointer.version == newest.version]
-    return newest.version, newest, holders + [s for s in buckets.values() if s not in holders]
+    others = [s for s in buckets.values() if s not in holders]
+    return newest.version, newest, holders + others, [p for p, _ in pointers]

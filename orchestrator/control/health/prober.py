@@ -42,7 +42,14 @@ import httpx
 from orchestrator.control.config import Config
 from orchestrator.control.health.access import ProbeAccess
 from orchestrator.control.health.expect import expected_model
-from orchestrator.control.health.probe import Expectation, ProbeResult, probe_many, short
+from orchestrator.control.health.probe import (
+    MAX_BODY_BYTES,
+    BadAnswer,
+    Expectation,
+    ProbeResult,
+    probe_many,
+    short,
+)
 from orchestrator.core.errors import OrchestratorError
 from orchestrator.core.storage import RetryPolicy, Storage
 
@@ -147,6 +154,32 @@ class Prober:
         return self._run(
             probe_many(client, endpoints, expect, timeout_s=self.config.health.timeout_s, clock=self.clock)
         )
+
+    def probe_against(self, clouds: Sequence[str], expect: Expectation) -> dict[str, ProbeResult]:
+        """One probe of each of ``clouds`` against ``expect`` exactly (a rollout's new version and
+        its canary), without consulting the buckets' expectation."""
+        return self._probe(list(clouds), expect)
+
+    def fetch(self, cloud: str, path: str, *, deadline_s: float) -> tuple[int, bytes]:
+        """GET ``path`` of ``cloud``'s endpoint with the probes' client (their public name and
+        token): (status, body), the body capped at the probes' answer size. Raises
+        ``httpx.HTTPError``, ``TimeoutError`` past ``deadline_s`` in all, or BadAnswer (oversized)."""
+
+        async def get() -> tuple[int, bytes]:
+            async with asyncio.timeout(deadline_s):
+                client = self._http()
+                self.access.refresh(client)
+                url = f"{self.endpoints[cloud]}{path}"
+                async with client.stream("GET", url, headers={"accept-encoding": "identity"}) as response:
+                    chunks, size = [], 0
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > MAX_BODY_BYTES:
+                            raise BadAnswer(f"{path} answer is over {MAX_BODY_BYTES // 1024} KiB")
+                        chunks.append(chunk)
+                    return response.status_code, b"".join(chunks)
+
+        return self._run(get())
 
     # -- the expectation -------------------------------------------------------------------------
     def expectation(self, *, refresh: bool = False) -> Expectation:

@@ -1,0 +1,467 @@
+"""A progressive rollout across clouds, as a sequence of small steps on the recorded state.
+
+Stages follow the plan's order (:mod:`.plan`). Each stage has three phases, and :meth:`Rollout.step`
+advances by at most one of them, so that the ``rollout`` command (a loop of steps) and the health
+job (one step per round, :mod:`.takeover`) run the same code:
+
+1. ``move``: the cloud is recorded as moved (intent first: a crash after the pointer moved still
+   rolls it back) with a weight cap of 0, then its channel pointer is moved to the new version
+   (``moved_by: rollout``; the version was verified in every cloud when the rollout started).
+2. ``serve``: the endpoint is probed against the new version's canary. Serving it and passing: the
+   endpoints' ``/metrics`` are recorded (the gates' baseline), the cloud gets its weight (the plan's
+   canary weight in the first stage, the router's afterwards) and the bake starts. Serving it and
+   failing the canary: the canary gate fails. Not serving it within ``serve_timeout_s``: the
+   ``serve`` gate fails. The cloud has no weight until it passes.
+3. ``bake``: the cloud is probed every ``probe_interval_s``; a failed canary fails at once. At the end
+   of ``bake_s`` the gates (:mod:`.gates`) judge it against the clouds still on the old version;
+   all passing (or without data) moves on to the next stage, or ends the rollout (``succeeded``:
+   every cloud on the new version, the caps lifted, the router's weights).
+
+A failed gate (or ``--abort``) rolls back: the moved clouds' caps drop to 0 at once (committed and
+put into effect before anything else), each moved cloud's pointer goes back to the baseline
+(``moved_by: rollback``), then one transaction records a flip per moved cloud with the gate's
+reason and ends the rollout (``rolled-back``), and the router's weights are restored. A rollback
+that fails half way stays ``rolling-back`` and the next step retries it.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from orchestrator.control.health.machine import Verdict as ProbeVerdict
+from orchestrator.control.health.probe import Expectation, short
+from orchestrator.control.rollout import gates
+from orchestrator.control.rollout.plan import RolloutPlan
+from orchestrator.control.rollout.record import ACTIVE, RolloutTakenOver, is_active
+from orchestrator.control.types import Flip
+from orchestrator.core.errors import ConfigError, OrchestratorError
+from orchestrator.core.storage import open_storage
+from orchestrator.publish.channels import current_versions, move_channel, verified_everywhere
+from orchestrator.publish.sync import Target
+
+if TYPE_CHECKING:
+    from orchestrator.control.plane import ControlPlane
+
+__all__ = ["DRIFT_PATH", "Rollout", "start_rollout"]
+
+# The endpoint's drift answer (issue 16's contract); a 404 is "no drift data".
+DRIFT_PATH = "/v1/model/drift"
+# Probe failures kept in the record (the first ones say what went wrong; the count says how often).
+MAX_KEPT_FAILURES = 5
+
+
+def _targets(plane: ControlPlane) -> dict[str, Target]:
+    out: dict[str, Target] = {}
+    for name, cloud in plane.config.clouds.items():
+        if cloud.storage is None:
+            raise ConfigError(f"{plane.config.source or 'configuration'}: clouds.{name}.storage is missing")
+        out[name] = Target(name, open_storage(cloud.storage, settings=cloud.storage_settings))
+    return out
+
+
+def start_rollout(
+    plane: ControlPlane,
+    version: str,
+    plan: RolloutPlan,
+    *,
+    holder: str,
+    deep: bool = False,
+    verifier: Any = None,
+) -> Rollout:
+    """Record a new rollout of ``version`` (stage 0, ``move``) after checking: no rollout is active,
+    every cloud's channel names one same version (the baseline) other than ``version``, and
+    ``version`` is complete and verified in every cloud (VersionRefused, exit 6, otherwise).
+    ConfigError (exit 2) for the others, naming the clouds."""
+    config = plane.config
+    name, channel = config.model.name, config.model.channel
+    targets = _targets(plane)
+    current = plane.store.atomically(plane.store.rollout)
+    if is_active(current):
+        assert current is not None
+        raise ConfigError(
+            f"a rollout of {current.get('version')} is in progress (status {current.get('status')}); "
+            "wait for it, or `orchestrator rollout --abort`"
+        )
+    pointers = current_versions(list(targets.values()), name, channel=channel)
+    versions = {c: (p.version if p else None) for c, p in pointers.items()}
+    if len(set(versions.values())) != 1 or None in versions.values():
+        shown = ", ".join(f"{c}: {v or 'none'}" for c, v in versions.items())
+        raise ConfigError(
+            f"the clouds' {channel} pointers must name one version to roll out from ({shown}); "
+            "`orchestrator promote` or `rollback --to` first"
+        )
+    baseline = next(iter(versions.values()))
+    assert baseline is not None
+    if baseline == version:
+        raise ConfigError(f"every cloud's {channel} already names {version}: nothing to roll out")
+    verified_everywhere(list(targets.values()), name, version, deep=deep, verifier=verifier)
+    order = plan.resolved_order(list(targets), {c: b.total for c, b in plane.costs.items()})
+    now = plane.clock()
+    record: dict[str, Any] = {
+        "id": secrets.token_hex(6),
+        "model": name,
+        "channel": channel,
+        "version": version,
+        "baseline": baseline,
+        "order": order,
+        "plan": plan.model_dump(mode="json"),
+        "status": "running",
+        "stage": 0,
+        "phase": "move",
+        "moved": [],
+        "caps": {},
+        "before": {},
+        "probes": 0,
+        "probe_failures": [],
+        "verdicts": [],
+        "holder": holder,
+        "heartbeat_at": now,
+        "started_at": now,
+        "phase_started_at": now,
+        "finished_at": None,
+        "reason": None,
+        "failed_at": None,
+        "rolled_back_at": None,
+    }
+
+    def create() -> None:
+        if is_active(plane.store.rollout()):
+            raise ConfigError("another rollout started meanwhile; see `orchestrator status`")
+        plane.store.save_rollout(record)
+
+    plane.store.atomically(create)
+    return Rollout(plane, holder=holder, targets=targets, record=record)
+
+
+class Rollout:
+    """One rollout as recorded, advanced by :meth:`step` by ``holder`` (this process)."""
+
+    def __init__(
+        self,
+        plane: ControlPlane,
+        *,
+        holder: str,
+        record: Mapping[str, Any],
+        targets: Mapping[str, Target] | None = None,
+        on_event: Callable[[str, Mapping[str, Any]], None] | None = None,
+    ) -> None:
+        self.plane = plane
+        self.holder = holder
+        self.record: dict[str, Any] = dict(record)
+        self.plan = RolloutPlan.model_validate(record["plan"])
+        self.targets = dict(targets) if targets is not None else _targets(plane)
+        self.on_event = on_event or (lambda _what, _record: None)
+        self._expect: Expectation | None = None
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self, *, should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+        """Step until the rollout ends (or ``should_stop``); the final record. A step that fails
+        (storage, network) is retried at the next interval: each is bounded, and the rollout's state
+        is in the record, so nothing is lost."""
+        while self.record["status"] in ACTIVE and not should_stop():
+            started = self.plane.monotonic()
+            try:
+                self.step()
+            except RolloutTakenOver:
+                raise
+            except OrchestratorError as exc:
+                self.on_event("error", {"error": short(str(exc))})
+            if self.record["status"] in ACTIVE:
+                elapsed = self.plane.monotonic() - started
+                self.plane.sleep(max(0.0, self.plan.probe_interval_s - elapsed))
+        return self.record
+
+    def step(self) -> dict[str, Any]:
+        """Advance by at most one phase (module docstring); the record after it."""
+        status, phase = self.record["status"], self.record["phase"]
+        if status == "rolling-back":
+            self._roll_back_pointers()
+        elif status != "running":
+            pass
+        elif phase == "move":
+            self._move()
+        elif phase == "serve":
+            self._serve()
+        elif phase == "bake":
+            self._bake()
+        return self.record
+
+    def abort(self, reason: str) -> dict[str, Any]:
+        """Roll back at once (``rollout --abort``), whatever the phase; the final record."""
+        if self.record["status"] == "running":
+            self._fail("abort", reason)
+        if self.record["status"] == "rolling-back":
+            self._roll_back_pointers()
+        return self.record
+
+    # -- phases ------------------------------------------------------------------------------------
+    @property
+    def cloud(self) -> str:
+        return str(self.record["order"][self.record["stage"]])
+
+    def _move(self) -> None:
+        cloud = self.cloud
+
+        def intent(r: dict[str, Any]) -> None:
+            if cloud not in r["moved"]:
+                r["moved"].append(cloud)
+            r["caps"][cloud] = 0
+
+        self._save(intent, route=True)
+        target = self.targets[cloud]
+        result = move_channel(
+            [target],
+            self.record["model"],
+            self.record["version"],
+            channel=self.record["channel"],
+            moved_by="rollout",
+            allow_back=True,
+        )[0]
+        if not result.ok:
+            self._fail("move", f"{cloud}: the pointer could not be moved: {result.error}")
+            return
+        self._save(lambda r: r.update(phase="serve", phase_started_at=self.plane.clock()))
+        self.on_event("moved", self.record)
+
+    def _serve(self) -> None:
+        cloud, version = self.cloud, self.record["version"]
+        result = self.plane.prober.probe_against([cloud], self._expectation())[cloud]
+        if result.served_version == version and result.verdict is not ProbeVerdict.FAIL:
+            before = {c: self._metrics(c) for c in self.plane.endpoints}
+            stage = self.record["stage"]
+
+            def bake(r: dict[str, Any]) -> None:
+                r.update(phase="bake", phase_started_at=self.plane.clock(), probes=1, probe_failures=[])
+                r["before"] = {c: _sample_dict(s) for c, s in before.items() if s is not None}
+                if stage == 0:
+                    r["caps"][cloud] = self.plan.canary_weight
+                else:
+                    r["caps"].pop(cloud, None)
+
+            self._save(bake, route=True)
+            self.on_event("serving", self.record)
+        elif result.served_version == version:
+            self._fail("canary", f"{cloud} serves {version} but fails its canary: {result.reason}")
+        elif self.plane.clock() - self.record["phase_started_at"] > self.plan.serve_timeout_s:
+            self._fail(
+                "serve",
+                f"{cloud} did not serve {version} within {self.plan.serve_timeout_s:g} s: {result.reason}",
+            )
+
+    def _bake(self) -> None:
+        cloud, version = self.cloud, self.record["version"]
+        result = self.plane.prober.probe_against([cloud], self._expectation())[cloud]
+        failed = result.verdict is ProbeVerdict.FAIL or result.served_version != version
+        reason = result.reason if result.served_version == version else f"serves {result.served_version}"
+
+        def count(r: dict[str, Any]) -> None:
+            r["probes"] += 1
+            if failed:
+                r["probe_failures"] = [*r["probe_failures"], short(reason)][:MAX_KEPT_FAILURES]
+
+        self._save(count)
+        if failed:
+            verdict = gates.canary_gate(self.record["probe_failures"], self.record["probes"])
+            self._judged([verdict])
+            return
+        if self.plane.clock() < self.record["phase_started_at"] + self.plan.bake_s:
+            return
+        verdicts = self._gates()
+        self._judged(verdicts)
+
+    def _gates(self) -> list[gates.Verdict]:
+        """The stage's gates at the end of its bake time (the module docstring of :mod:`.gates`)."""
+        cloud = self.cloud
+        bounds = self.plan.gates
+        old = [c for c in self.plane.endpoints if c not in self.record["moved"]]
+        before = self.record.get("before") or {}
+        if cloud not in before:
+            # The baseline was never recorded (the endpoint's /metrics did not answer at the bake's
+            # start): the relative gates cannot be judged, which the continuation rule treats as
+            # a reason to roll back rather than to guess.
+            return [
+                gates.Verdict(
+                    "error-rate", "fail", "no /metrics baseline was recorded: the stage cannot be judged", {}
+                )
+            ]
+        increases: dict[str, gates.EndpointSample] = {}
+        for c in [cloud, *old]:
+            now = self._metrics(c)
+            if now is not None and c in before:
+                increases[c] = now.minus(_sample_from(before[c]))
+        moved = increases.get(cloud, gates.EndpointSample(0, 0, {}))
+        pooled = gates.EndpointSample.pooled(increases[c] for c in old if c in increases)
+        failures = list(self.record["probe_failures"])
+        return [
+            gates.error_rate_gate(
+                moved,
+                pooled,
+                probes=self.record["probes"],
+                probe_failures=len(failures),
+                max_error_rate=bounds.max_error_rate,
+                min_requests=bounds.min_requests,
+            ),
+            gates.latency_gate(
+                moved,
+                pooled,
+                max_p95_ratio=bounds.max_p95_ratio,
+                p95_slack_ms=bounds.p95_slack_ms,
+                min_requests=bounds.min_requests,
+            ),
+            gates.canary_gate(failures, self.record["probes"]),
+            gates.drift_gate(
+                self._drift(cloud),
+                [self._drift(c) for c in old],
+                max_js_distance=bounds.max_js_distance,
+                min_rows=bounds.min_rows,
+            ),
+        ]
+
+    def _judged(self, verdicts: Sequence[gates.Verdict]) -> None:
+        stage, cloud = self.record["stage"], self.cloud
+        rows = [{"stage": stage, "cloud": cloud, **v.as_dict()} for v in verdicts]
+        self._save(lambda r: r.update(verdicts=[*r["verdicts"], *rows]))
+        failed = next((v for v in verdicts if v.status == "fail"), None)
+        if failed is not None:
+            self._fail(failed.gate, f"{cloud}: {failed.reason}")
+            return
+        last = stage + 1 >= len(self.record["order"])
+
+        def advance(r: dict[str, Any]) -> None:
+            now = self.plane.clock()
+            if last:
+                r.update(status="succeeded", phase="done", caps={}, finished_at=now)
+            else:
+                r.update(stage=stage + 1, phase="move", phase_started_at=now, before={})
+
+        self._save(advance, route=True)
+        self.on_event("succeeded" if last else "stage passed", self.record)
+
+    # -- rollback ----------------------------------------------------------------------------------
+    def _fail(self, gate: str, reason: str) -> None:
+        """A gate failed: the moved clouds lose their weight at once, then their pointers go back."""
+        moved = list(self.record["moved"])
+
+        def fail(r: dict[str, Any]) -> None:
+            r.update(status="rolling-back", reason=f"{gate}: {short(reason)}", failed_at=self.plane.clock())
+            r["caps"] = dict.fromkeys(moved, 0)
+
+        self._save(fail, route=True)
+        self.on_event("gate failed", self.record)
+        self._roll_back_pointers()
+
+    def _roll_back_pointers(self) -> None:
+        record = self.record
+        moved = list(record["moved"])
+        errors = []
+        for cloud in reversed(moved):
+            result = move_channel(
+                [self.targets[cloud]],
+                record["model"],
+                record["baseline"],
+                channel=record["channel"],
+                moved_by="rollback",
+                allow_back=True,
+            )[0]
+            if not result.ok:
+                errors.append(f"{cloud}: {result.error}")
+        if errors:
+            self.on_event("error", {"error": short("rollback incomplete: " + "; ".join(errors))})
+            return  # still rolling-back: the next step tries again
+        now = self.plane.clock()
+        reason = f"rollout of {record['version']} rolled back: {record['reason']}"
+
+        def done(r: dict[str, Any]) -> None:
+            r.update(status="rolled-back", phase="done", caps={}, rolled_back_at=now, finished_at=now)
+            records = self.plane.records()
+            self.plane.store.record_flips(
+                Flip(
+                    cloud=c,
+                    at=now,
+                    old=records[c].machine.state,
+                    new=records[c].machine.state,
+                    reason=short(reason),
+                    actor="rollout",
+                    details={"rollout": r["id"], "from": r["version"], "to": r["baseline"]},
+                )
+                for c in moved
+                if c in records
+            )
+
+        self._save(done, route=True)
+        self.on_event("rolled back", self.record)
+
+    # -- the record, the weights, the endpoints ------------------------------------------------------
+    def _save(self, change: Callable[[dict[str, Any]], None], *, route: bool = False) -> None:
+        """Apply ``change`` to the stored record in one short transaction (RolloutTakenOver when it
+        is no longer this holder's); with ``route``, commit the router's decision under the new
+        caps in it and bring the backends to it (after the transaction)."""
+        mine = self.record["id"]
+
+        def step() -> dict[str, Any]:
+            stored = self.plane.store.rollout()
+            if stored is None or stored.get("id") != mine or stored.get("holder") != self.holder:
+                raise RolloutTakenOver(f"rollout {mine} is no longer this process's to run (see `status`)")
+            change(stored)
+            stored["heartbeat_at"] = self.plane.clock()
+            self.plane.store.save_rollout(stored)
+            if route:
+                decision = self.plane.decide(self.plane.records())
+                self.plane.commit_decision(
+                    decision.weights, f"rollout {stored['version']}: {stored['phase']}"
+                )
+            return stored
+
+        self.record = self.plane.store.atomically(step)
+        if route:
+            self.plane.reconcile_as_operator()
+
+    def _expectation(self) -> Expectation:
+        if self._expect is None:
+            from orchestrator.control.health.expect import expectation_of, signature_verifier
+
+            self._expect = expectation_of(
+                self.plane.config,
+                [t.storage for t in self.targets.values()],
+                self.record["version"],
+                signature_verifier(self.plane.config),
+            )
+        return self._expect
+
+    def _metrics(self, cloud: str) -> gates.EndpointSample | None:
+        try:
+            status, body = self.plane.prober.fetch(cloud, "/metrics", deadline_s=self._deadline())
+            return gates.parse_metrics(body.decode("utf-8", "replace")) if status == 200 else None
+        except Exception:  # unreachable or not an exposition: no data from it this time
+            return None
+
+    def _drift(self, cloud: str) -> object:
+        try:
+            status, body = self.plane.prober.fetch(cloud, DRIFT_PATH, deadline_s=self._deadline())
+            return orjson.loads(body) if status == 200 else None
+        except Exception:  # any failure is "no drift data", never a crash
+            return None
+
+    def _deadline(self) -> float:
+        return max(1.0, 2 * self.plane.config.health.timeout_s)
+
+
+def _sample_dict(sample: gates.EndpointSample) -> dict[str, Any]:
+    return {
+        "requests": sample.requests,
+        "errors": sample.errors,
+        "buckets": {repr(le) if math.isfinite(le) else "+Inf": n for le, n in sample.buckets.items()},
+    }
+
+
+def _sample_from(row: Mapping[str, Any]) -> gates.EndpointSample:
+    return gates.EndpointSample(
+        int(row.get("requests", 0)),
+        int(row.get("errors", 0)),
+        {float(le): float(n) for le, n in dict(row.get("buckets", {})).items()},
+    )
