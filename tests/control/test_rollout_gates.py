@@ -88,7 +88,8 @@ def test_latency_gate() -> None:
     bounds = {"max_p95_ratio": 1.5, "p95_slack_ms": 50.0, "min_requests": 20}
     assert gates.latency_gate(fast, fast, **bounds).status == "pass"
     failed = gates.latency_gate(slow, fast, **bounds)
-    assert failed.status == "fail" and "p95" in failed.reason
+    assert failed.status == "fail"
+    assert "p95" in failed.reason
     assert gates.latency_gate(fast, slow, **bounds).status == "pass"  # faster is never a failure
     assert gates.latency_gate(slow, EndpointSample(0, 0, {}), **bounds).status == "no-data"
 
@@ -97,7 +98,8 @@ def test_canary_gate() -> None:
     assert gates.canary_gate([], 5).status == "pass"
     assert gates.canary_gate([], 0).status == "no-data"
     failed = gates.canary_gate(["canary row 0: labels differ"], 5)
-    assert failed.status == "fail" and "labels differ" in failed.reason
+    assert failed.status == "fail"
+    assert "labels differ" in failed.reason
 
 
 def answer(counts: dict[str, int], *, rows: int | None = None, js: float | None = 0.02) -> dict[str, object]:
@@ -124,13 +126,15 @@ def drift(moved: object, old: list[object]) -> gates.Verdict:
 def test_drift_gate_passes_alike_and_fails_shifted() -> None:
     assert drift(answer(BALANCED), [answer(BALANCED), answer(BALANCED)]).status == "pass"
     failed = drift(answer(SHIFTED), [answer(BALANCED), answer(BALANCED)])
-    assert failed.status == "fail" and "old version" in failed.reason
+    assert failed.status == "fail"
+    assert "old version" in failed.reason
     assert failed.values["js_old_version"] == pytest.approx(
         gates.js_distance(SHIFTED, {k: 2 * v for k, v in BALANCED.items()}), abs=1e-6
     )
     # Against the reference only (the old clouds have no drift data).
     against_reference = drift(answer(BALANCED, js=0.4), [None, None])
-    assert against_reference.status == "fail" and "reference" in against_reference.reason
+    assert against_reference.status == "fail"
+    assert "reference" in against_reference.reason
 
 
 def test_js_distance_is_scipy_base_2() -> None:
