@@ -1,0 +1,395 @@
+"""Progressive rollouts on the three emulated clouds with real endpoints following the STABLE channel.
+
+Each cloud has its bucket on its emulator (moto, the GCS emulator, Azurite) and an `orchestrator
+serve` process following ``models/iris/STABLE`` there (reloading every half second). The control
+plane uses a SQLite state and the routing file. Cases: a good version through every stage; a
+version that fails its canary in the first cloud (the endpoint refuses it) never given weight; a
+gate failing in the second stage (its endpoint dies mid-bake) rolling both moved clouds back; a
+version not verified everywhere refused before anything moves; the rollout command killed
+mid-stage and finished by the next health rounds, or rolled back by ``rollout --abort``; outside a
+rollout, a cloud serving another version than its channel's gets no weight.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from orchestrator.control.config import load_config
+from orchestrator.control.plane import ControlPlane
+from orchestrator.control.rollout.plan import GateBounds, RolloutPlan
+from orchestrator.control.rollout.runner import start_rollout
+from orchestrator.control.wiring import open_plane
+from orchestrator.core.artifact.layout import read_pointer, version_prefix
+from orchestrator.core.storage import NO_WAIT_RETRY, open_storage
+from orchestrator.demo.emulators import Azurite, Emulator, GcsEmulator, MotoServer
+from orchestrator.demo.processes import Endpoint, start_endpoint
+from orchestrator.publish.channels import EXIT_REFUSED, VersionRefused, move_channel
+from orchestrator.publish.sync import Target, sync_artifact
+from orchestrator.training.pipeline import TrainOptions, TrainResult, train
+
+CLOUDS = ("aws", "gcp", "azure")
+# Short stages: a bake of a second with probes every 0.2 s gives each gate a handful of probes.
+FAST = {"bake_s": 1.0, "probe_interval_s": 0.2, "serve_timeout_s": 20.0, "gates": GateBounds(min_requests=3)}
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """v1, v2 (another seed) and a copy of v2 renamed whose manifest's canary labels are rotated:
+    the endpoint refuses it at load (its canary fails), and it verifies in every bucket."""
+    out = tmp_path_factory.mktemp("rollout-models")
+    v1: TrainResult = train(TrainOptions(dataset="iris", out=out / "v1"))
+    v2: TrainResult = train(TrainOptions(dataset="iris", seed=1, out=out / "v2"))
+    bad = out / "bad" / "bad-canary"
+    shutil.copytree(v2.path, bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["version"] = "bad-canary"
+    labels = manifest["canary"]["labels"]
+    classes = sorted(set(labels)) or ["x"]
+    manifest["canary"]["labels"] = [classes[(classes.index(x) + 1) % len(classes)] for x in labels]
+    (bad / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return {"v1": v1.path, "v2": v2.path, "bad-canary": bad}
+
+
+@dataclass
+class World:
+    root: Path
+    emulators: dict[str, Emulator]
+    buckets: dict[str, str]
+    names: dict[str, str]  # v1/v2/bad-canary -> version
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    planes: list[ControlPlane] = field(default_factory=list)
+
+    def uri(self, cloud: str) -> str:
+        return self.emulators[cloud].uri(self.buckets[cloud])
+
+    def target(self, cloud: str) -> Target:
+        em = self.emulators[cloud]
+        return Target(cloud, open_storage(self.uri(cloud), settings=em.settings, retry=NO_WAIT_RETRY))
+
+    def targets(self) -> list[Target]:
+        return [self.target(c) for c in CLOUDS]
+
+    def channel(self) -> dict[str, tuple[str, str]]:
+        out = {}
+        for t in self.targets():
+            pointer, _ = read_pointer(t.storage, "iris", "STABLE")
+            assert pointer is not None
+            out[t.name] = (pointer.version, pointer.moved_by)
+        return out
+
+    def served(self) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for cloud, endpoint in self.endpoints.items():
+            try:
+                out[cloud] = httpx.get(f"{endpoint.url}/v1/model", timeout=2).json().get("version")
+            except (httpx.HTTPError, ValueError):
+                out[cloud] = None
+        return out
+
+    def wait_served(self, version: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if set(self.served().values()) == {version}:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"not every endpoint serves {version}: {self.served()}")
+
+    def config(self, **plan: Any) -> Path:
+        data = {
+            "model": {"name": "iris", "channel": "STABLE"},
+            "clouds": {
+                c: {
+                    "endpoint": self.endpoints[c].url,
+                    "storage": self.uri(c),
+                    "storage_settings": {
+                        k: v for k, v in self.emulators[c].settings.items() if k != "connection_string"
+                    },
+                    "capacity_rps": 100,
+                }
+                for c in CLOUDS
+            },
+            "health": {
+                "interval_s": 0.25,
+                "timeout_s": 1.0,
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 2,
+                "jitter": 0.0,
+                "startup_grace_s": 0,
+                "hold_down_s": 1.0,
+                "max_hold_down_s": 8.0,
+            },
+            "routing": {"backend": "file", "file": {"path": str(self.root / "routing.json")}},
+            "state": {"path": str(self.root / "state.db")},
+        }
+        path = self.root / "orchestrator.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    def plane(self) -> ControlPlane:
+        plane = open_plane(load_config(str(self.config())))
+        self.planes.append(plane)
+        return plane
+
+
+@pytest.fixture
+def world(
+    tmp_path: Path,
+    versions: dict[str, Path],
+    moto_server: MotoServer,
+    gcs_emulator: GcsEmulator,
+    azurite: Azurite,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[World]:
+    emulators: dict[str, Emulator] = {"aws": moto_server, "gcp": gcs_emulator, "azure": azurite}
+    for key, value in azurite.env.items():  # the Azure connection string, from the environment
+        monkeypatch.setenv(key, value)
+    w = World(tmp_path, emulators, {c: e.create_bucket() for c, e in emulators.items()}, {})
+    for key, path in versions.items():
+        assert all(r.ok for r in sync_artifact(path, w.targets())), key
+        w.names[key] = json.loads((path / "manifest.json").read_text())["version"]
+    move_channel(w.targets(), "iris", w.names["v1"], channel="STABLE", moved_by="promote")
+    try:
+        for cloud in CLOUDS:
+            w.endpoints[cloud] = start_endpoint(
+                f"{w.uri(cloud)}/models/iris/STABLE",
+                name=cloud,
+                log_path=tmp_path / f"{cloud}.log",
+                extra_args=["--reload-interval", "0.5"],
+                env={**emulators[cloud].env, "MODEL_CACHE_DIR": str(tmp_path / "cache" / cloud)},
+            )
+        for endpoint in w.endpoints.values():
+            endpoint.wait_ready(timeout=60)
+        yield w
+    finally:
+        for plane in w.planes:
+            plane.close()
+        for endpoint in w.endpoints.values():
+            endpoint.stop()
+
+
+def _healthy(plane: ControlPlane) -> None:
+    report = plane.health_round(apply=True)
+    assert {r.machine.state.value for r in report.records.values()} == {"healthy"}, report.notes
+
+
+def test_a_good_version_goes_through_every_stage(world: World) -> None:
+    plane = world.plane()
+    _healthy(plane)
+    v2 = world.names["v2"]
+    weights: list[tuple[str, str, dict[str, int]]] = []
+
+    def seen(what: str, record: Any) -> None:
+        desired = plane.store.atomically(plane.store.desired)
+        weights.append(
+            (what, record["order"][min(record["stage"], 2)], dict(desired.weights) if desired else {})
+        )
+
+    rollout = start_rollout(plane, v2, RolloutPlan(canary_weight=10, **FAST), holder=plane.holder)
+    rollout.on_event = seen
+    final = rollout.run()
+    assert final["status"] == "succeeded", final["reason"]
+    order = final["order"]
+    assert order == sorted(CLOUDS, key=lambda c: (plane.costs[c].total, c))  # the cheapest first
+    assert world.channel() == dict.fromkeys(CLOUDS, (v2, "rollout"))
+    world.wait_served(v2)
+    # The first cloud had no weight while it loaded the version, then the canary weight.
+    first = order[0]
+    moved = next(w for what, c, w in weights if what == "moved" and c == first)
+    assert moved.get(first) == 0
+    serving = next(w for what, c, w in weights if what == "serving" and c == first)
+    assert 0 < serving[first] <= 10
+    # Every stage was judged by every gate; none failed.
+    stages = {(v["stage"], v["gate"]): v["status"] for v in final["verdicts"]}
+    assert {s for s, _ in stages} == {0, 1, 2}
+    assert "fail" not in stages.values()
+    assert stages[(0, "prediction-distribution")] == "no-data"  # no drift answer on these endpoints
+    # The caps are lifted: the router's weights, as without a rollout.
+    desired = plane.store.atomically(plane.store.desired)
+    assert desired is not None
+    assert desired.weights == plane.store.atomically(lambda: plane.decide(plane.records())).weights
+    status = plane.status()
+    assert status["rollout"]["status"] == "succeeded"
+
+
+def test_a_version_failing_its_canary_in_the_first_cloud_never_gets_weight(world: World) -> None:
+    plane = world.plane()
+    _healthy(plane)
+    v1, bad = world.names["v1"], world.names["bad-canary"]
+    plan = RolloutPlan(**{**FAST, "serve_timeout_s": 4.0})
+    rollout = start_rollout(plane, bad, plan, holder=plane.holder)
+    first = rollout.record["order"][0]
+    given: list[int] = []
+    rollout.on_event = lambda _what, _r: given.append(
+        plane.store.atomically(plane.store.desired).weights.get(first, 0)  # type: ignore[union-attr]
+    )
+    final = rollout.run()
+    assert final["status"] == "rolled-back"
+    assert final["reason"].startswith("serve: ")
+    assert set(given) == {0}
+    assert final["moved"] == [first]
+    assert world.channel()[first] == (v1, "rollback")
+    assert {c: v for c, (v, _) in world.channel().items()} == dict.fromkeys(CLOUDS, v1)
+    flips = plane.store.atomically(lambda: plane.store.recent_flips(cloud=first))
+    assert flips[0].actor == "rollout"
+    assert f"rollout of {bad} rolled back: serve:" in flips[0].reason
+    assert world.served() == dict.fromkeys(CLOUDS, v1)
+
+
+def test_a_gate_failing_in_a_later_stage_rolls_back_every_moved_cloud(world: World) -> None:
+    plane = world.plane()
+    _healthy(plane)
+    v1, v2 = world.names["v1"], world.names["v2"]
+    rollout = start_rollout(
+        plane,
+        v2,
+        RolloutPlan(bake_s=3.0, **{k: v for k, v in FAST.items() if k != "bake_s"}),
+        holder=plane.holder,
+    )
+    second = rollout.record["order"][1]
+    events: list[str] = []
+
+    def on_event(what: str, record: Any) -> None:
+        events.append(f"{what}:{record['stage']}")
+        if what == "serving" and record["stage"] == 1:
+            world.endpoints[second].process.signal(signal.SIGKILL)  # the moved cloud dies mid-bake
+
+    rollout.on_event = on_event
+    final = rollout.run()
+    assert final["status"] == "rolled-back", events
+    assert final["reason"].startswith(("canary: ", "error-rate: ")), final["reason"]
+    assert final["moved"] == final["order"][:2]
+    assert {c: v for c, (v, _) in world.channel().items()} == dict.fromkeys(CLOUDS, v1)
+    for cloud in final["moved"]:
+        assert world.channel()[cloud] == (v1, "rollback")
+        flips = plane.store.atomically(lambda c=cloud: plane.store.recent_flips(cloud=c))
+        assert any(f.actor == "rollout" and "rolled back" in f.reason for f in flips)
+    assert final["rolled_back_at"] >= final["failed_at"]
+    assert plane.store.atomically(plane.store.rollout)["caps"] == {}  # type: ignore[index]
+
+
+def test_a_version_not_verified_everywhere_is_refused_before_anything_moves(world: World) -> None:
+    plane = world.plane()
+    v2 = world.names["v2"]
+    world.target("azure").storage.delete(version_prefix("iris", v2) + "manifest.json")
+    with pytest.raises(VersionRefused, match=rf"azure: models/iris/{v2}/manifest.json: missing") as err:
+        start_rollout(plane, v2, RolloutPlan(**FAST), holder=plane.holder)
+    assert err.value.exit_code == EXIT_REFUSED
+    assert plane.store.atomically(plane.store.rollout) is None
+    assert {v for v, _ in world.channel().values()} == {world.names["v1"]}
+
+
+def _run_cli(world: World, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, **world.emulators["azure"].env}
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *args, "--config", str(world.config())],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _wait_record(plane: ControlPlane, predicate: Any, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = plane.store.atomically(plane.store.rollout)
+        if record is not None and predicate(record):
+            return record
+        time.sleep(0.1)
+    raise AssertionError(f"the rollout record never got there: {plane.store.atomically(plane.store.rollout)}")
+
+
+def _plan_file(world: World, **values: Any) -> str:
+    path = world.root / "plan.yaml"
+    plan = {"bake_s": 2.0, "probe_interval_s": 0.2, "serve_timeout_s": 20, "takeover_after_s": 1.0,
+            "gates": {"min_requests": 3}, **values}  # fmt: skip
+    path.write_text(yaml.safe_dump(plan))
+    return str(path)
+
+
+def test_a_killed_rollout_is_finished_by_the_next_health_rounds(world: World) -> None:
+    plane = world.plane()
+    _healthy(plane)
+    v2 = world.names["v2"]
+    command = _run_cli(world, "rollout", v2, "--plan", _plan_file(world))
+    try:
+        _wait_record(plane, lambda r: r["phase"] == "bake" and r["stage"] == 0)
+    finally:
+        command.send_signal(signal.SIGKILL)  # no cleanup: the record says "running"
+        command.communicate(timeout=30)
+    assert plane.store.atomically(plane.store.rollout)["status"] == "running"  # type: ignore[index]
+    notes = []
+    for _ in range(200):
+        report = plane.health_round(apply=True)
+        notes += [n for n in report.notes if "rollout" in n]
+        record = plane.store.atomically(plane.store.rollout)
+        assert record is not None
+        if record["status"] not in ("running", "rolling-back"):
+            break
+        time.sleep(0.2)
+    assert record["status"] == "succeeded", (record["reason"], notes)
+    assert record["holder"] == plane.holder
+    assert any(n.startswith("took over the rollout") for n in notes)
+    assert world.channel() == dict.fromkeys(CLOUDS, (v2, "rollout"))
+    world.wait_served(v2)
+
+
+def test_abort_rolls_back_a_rollout_at_once(world: World) -> None:
+    plane = world.plane()
+    _healthy(plane)
+    v1, v2 = world.names["v1"], world.names["v2"]
+    command = _run_cli(world, "rollout", v2, "--plan", _plan_file(world, bake_s=60.0))
+    try:
+        _wait_record(plane, lambda r: r["phase"] == "bake" and r["stage"] == 0)
+        aborted = _run_cli(world, "rollout", "--abort", "--json")
+        out, err = aborted.communicate(timeout=60)
+        assert aborted.returncode == 7, err
+        assert json.loads(out)["status"] == "rolled-back"
+        assert (
+            err.strip()
+            == f"error: rollout of {v2} rolled back: abort: aborted by an operator (rollout --abort)"
+        )
+        # The command that ran the rollout sees it is no longer its own, and stops.
+        _, command_err = command.communicate(timeout=30)
+        assert command.returncode == 1
+        assert "no longer this process's to run" in command_err
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.communicate()
+    assert {c: v for c, (v, _) in world.channel().items()} == dict.fromkeys(CLOUDS, v1)
+    again = _run_cli(world, "rollout", "--abort")
+    _, err = again.communicate(timeout=60)
+    assert again.returncode == 2
+    assert "no rollout in progress" in err
+
+
+def test_outside_a_rollout_a_cloud_off_its_channel_gets_no_weight(world: World) -> None:
+    plane = world.plane()
+    _healthy(plane)
+    v2 = world.names["v2"]
+    # A hand-moved pointer in one cloud (not by a rollout): that cloud serves v2, the others v1.
+    odd = "gcp"
+    move_channel([world.target(odd)], "iris", v2, channel="STABLE", moved_by="promote")
+    deadline = time.monotonic() + 20
+    while world.served()[odd] != v2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for _ in range(3):
+        report = plane.health_round(apply=True)
+    assert report.records[odd].machine.state.value != "healthy"
+    assert report.weights is not None
+    assert report.weights[odd] == 0
