@@ -232,14 +232,16 @@ def test_a_version_failing_its_canary_in_the_first_cloud_never_gets_weight(world
     plan = RolloutPlan(**{**FAST, "serve_timeout_s": 4.0})
     rollout = start_rollout(plane, bad, plan, holder=plane.holder)
     first = rollout.record["order"][0]
-    given: list[int] = []
-    rollout.on_event = lambda _what, _r: given.append(
-        plane.store.atomically(plane.store.desired).weights.get(first, 0)  # type: ignore[union-attr]
+    given: list[tuple[str, int]] = []
+    rollout.on_event = lambda what, _r: given.append(
+        (what, plane.store.atomically(plane.store.desired).weights.get(first, 0))  # type: ignore[union-attr]
     )
     final = rollout.run()
     assert final["status"] == "rolled-back"
     assert final["reason"].startswith("serve: ")
-    assert set(given) == {0}
+    # No weight from the moment its pointer moved until it was back on v1 (then the router's).
+    assert [w for what, w in given if what != "rolled back"] == [0, 0]
+    assert [what for what, _ in given] == ["moved", "gate failed", "rolled back"]
     assert final["moved"] == [first]
     assert world.channel()[first] == (v1, "rollback")
     assert {c: v for c, (v, _) in world.channel().items()} == dict.fromkeys(CLOUDS, v1)
