@@ -72,6 +72,7 @@ class World:
     names: dict[str, str]  # v1/v2/bad-canary -> version
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
     planes: list[ControlPlane] = field(default_factory=list)
+    fronts: dict[str, str] = field(default_factory=dict)  # cloud -> what the control plane calls
 
     def uri(self, cloud: str) -> str:
         return self.emulators[cloud].uri(self.buckets[cloud])
@@ -113,7 +114,7 @@ class World:
             "model": {"name": "iris", "channel": "STABLE"},
             "clouds": {
                 c: {
-                    "endpoint": self.endpoints[c].url,
+                    "endpoint": self.fronts.get(c, self.endpoints[c].url),
                     "storage": self.uri(c),
                     "storage_settings": {
                         k: v for k, v in self.emulators[c].settings.items() if k != "connection_string"
@@ -395,3 +396,97 @@ def test_outside_a_rollout_a_cloud_off_its_channel_gets_no_weight(world: World) 
     assert report.records[odd].machine.state.value != "healthy"
     assert report.weights is not None
     assert report.weights[odd] == 0
+
+
+class DriftFront:
+    """A real HTTP server in front of an endpoint: everything is forwarded, except
+    ``GET /v1/model/drift`` (issue 16's contract, which these endpoints do not serve yet), answered
+    with balanced predicted-class counts, or with shifted ones once the endpoint serves ``shifted``:
+    a version whose canary passes but whose predictions on traffic are not the old version's."""
+
+    def __init__(self, upstream: str, shifted: str) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *_: object) -> None:
+                pass
+
+            def _forward(self, method: str) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                if method == "GET" and self.path == "/v1/model/drift":
+                    served = httpx.get(f"{upstream}/v1/model", timeout=2).json().get("version")
+                    counts = SHIFTED_COUNTS if served == shifted else BALANCED_COUNTS
+                    data = json.dumps(
+                        {
+                            "model_name": "iris",
+                            "model_version": served,
+                            "window": {"rows": sum(counts.values()), "capacity_rows": 2000},
+                            "features": {},
+                            "prediction": {
+                                "counts": counts,
+                                "reference": None,
+                                "psi": None,
+                                "js_distance": None,
+                            },
+                            "confidence": {"mean": 0.9, "reference_mean": None},
+                            "estimated_accuracy": None,
+                        }
+                    ).encode()
+                    status, headers = 200, {"content-type": "application/json"}
+                else:
+                    headers_in = {
+                        k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
+                    }
+                    answer = httpx.request(
+                        method, f"{upstream}{self.path}", content=body, headers=headers_in, timeout=5
+                    )
+                    status, data = answer.status_code, answer.content
+                    headers = {"content-type": answer.headers.get("content-type", "application/json")}
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # http.server's naming
+                self._forward("GET")
+
+            def do_POST(self) -> None:
+                self._forward("POST")
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+BALANCED_COUNTS = {"setosa": 100, "versicolor": 100, "virginica": 100}
+SHIFTED_COUNTS = {"setosa": 10, "versicolor": 20, "virginica": 270}
+
+
+def test_shifted_predictions_are_caught_by_the_drift_gate_and_rolled_back_everywhere(world: World) -> None:
+    v1, v2 = world.names["v1"], world.names["v2"]
+    fronts = {c: DriftFront(world.endpoints[c].url, shifted=v2) for c in CLOUDS}
+    try:
+        world.fronts = {c: f.url for c, f in fronts.items()}
+        plane = world.plane()
+        _healthy(plane)
+        rollout = start_rollout(plane, v2, RolloutPlan(**FAST), holder=plane.holder)
+        final = rollout.run()
+    finally:
+        for front in fronts.values():
+            front.stop()
+    assert final["status"] == "rolled-back"
+    assert final["reason"].startswith("prediction-distribution: ")
+    assert "drifted from the old version's predictions" in final["reason"]
+    verdicts = {v["gate"]: v for v in final["verdicts"] if v["stage"] == 0}
+    assert verdicts["prediction-distribution"]["status"] == "fail"
+    assert verdicts["canary"]["status"] == "pass"  # its canary passed: only the traffic tells
+    assert final["moved"] == final["order"][:1]
+    assert {c: v for c, (v, _) in world.channel().items()} == dict.fromkeys(CLOUDS, v1)
