@@ -207,6 +207,7 @@ SHIFTED_COUNTS = {"setosa": 10, "versicolor": 20, "virginica": 270}
 def running_world(root: Path, versions: dict[str, Path], emulators: dict[str, Emulator]) -> Iterator[World]:
     """A fresh bucket per emulator with every version published (LATEST moved by sync) and STABLE
     promoted to v1, and the three endpoints following STABLE, ready; stopped at the end."""
+    root.mkdir(parents=True, exist_ok=True)
     w = World(root, emulators, {c: e.create_bucket() for c, e in emulators.items()}, {})
     for key, path in versions.items():
         assert all(r.ok for r in sync_artifact(path, w.targets())), key

@@ -111,7 +111,7 @@ def decode(data: bytes, uri: str) -> Document:  # noqa: PLR0912  # one check per
         )
     if schema == 1:  # applied_weights became desired_weights; backends and leases are new
         raw = {**raw, "desired_weights": raw.get("applied_weights"), "backends": {}, "leases": {}}
-    if schema < 3:  # rollouts are new in schema 3
+    if "rollouts" not in raw:  # new in schema 3: a document without it has no rollout
         raw = {**raw, "rollouts": {}}
     key = "(document)"
     try:
