@@ -44,20 +44,35 @@ def sync(
     signing_public_key: str = typer.Option(
         None, "--signing-public-key", envvar=PUBLIC_KEY_ENV, help=PUBLIC_KEY_HELP
     ),
+    channel: str = typer.Option(
+        "LATEST",
+        "--channel",
+        help="The channel whose pointer moves last (e.g. CANDIDATE: nothing serves it yet).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document for automation."),
 ) -> None:
-    """Publish an artifact to every cloud's bucket, verify it landed, then move LATEST."""
+    """Publish an artifact to every cloud's bucket, verify it landed, then move LATEST (or --channel)."""
     from orchestrator.control.targets import resolve_targets
     from orchestrator.core.artifact.manifest import load_manifest
+    from orchestrator.core.errors import ConfigError
+    from orchestrator.core.names import check_channel
     from orchestrator.publish.sync import sync_artifact, ungated_warnings
     from orchestrator.render.output import console, emit_json, err_console, shown
     from orchestrator.render.publish import sync_progress, sync_table
 
+    check_channel(channel, where="--channel", error=ConfigError)
     verifier: Any = _verifier(signing_public_key)
     targets, _ = resolve_targets(config_path=config, clouds=clouds, to=to)
     with sync_progress(model, targets, enabled=console.is_terminal and not json_out) as on_event:
         results = sync_artifact(
-            model, targets, force=force, dry_run=dry_run, deep=deep, verifier=verifier, on_event=on_event
+            model,
+            targets,
+            force=force,
+            dry_run=dry_run,
+            deep=deep,
+            verifier=verifier,
+            on_event=on_event,
+            channel=channel,
         )
     if json_out:
         emit_json(

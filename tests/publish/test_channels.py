@@ -242,3 +242,17 @@ def test_direct_buckets_need_no_configuration(
     pointer, _ = read_pointer(one.storage, "iris", "CANARY")
     assert pointer is not None
     assert (pointer.version, pointer.moved_by) == (v1, "promote")
+
+
+def test_sync_can_move_another_channel_than_latest(
+    three_clouds: list[Target], iris_v1: TrainResult, iris_v2: TrainResult
+) -> None:
+    assert all(r.ok for r in sync_artifact(iris_v1.path, three_clouds))
+    results = sync_artifact(iris_v2.path, three_clouds, channel="CANDIDATE")
+    assert [r.pointer for r in results] == ["moved"] * 3
+    v1, v2 = iris_v1.manifest.version, iris_v2.manifest.version
+    assert _channel(three_clouds, "CANDIDATE") == dict.fromkeys(("aws", "gcp", "azure"), v2)
+    assert _channel(three_clouds, "LATEST") == dict.fromkeys(("aws", "gcp", "azure"), v1)  # untouched
+    bad = sync_artifact(iris_v2.path, three_clouds[:1], channel="candidate")[0]
+    assert not bad.ok
+    assert "channel 'candidate' is not valid" in (bad.error or "")
