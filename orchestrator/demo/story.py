@@ -446,6 +446,10 @@ class _Story:
         self.result["bad_rollout"] = outcome
         if outcome["status"] != "rolled-back":
             raise DemoError(f"the bad version was not rolled back: {outcome}")
+        first = outcome["moved"][0]
+        # The clients see the weights again through DNS (its TTL), as before the rollout.
+        self.wait_for(lambda: self.weights.get().get(first, 0) > 0, 15, f"clients routing to {first} again")
+        self.pause(1.0, "serving the previous version everywhere")
 
     def summarise(self) -> None:
         assert self.traffic is not None
