@@ -126,6 +126,9 @@ def test_a_bad_version_was_rolled_back_on_its_own_without_weight(demo: dict[str,
     kinds = [e["kind"] for e in demo["events"]]
     assert kinds.index("bad_rollout") < kinds.index("rolled_back")
     assert any(e.get("label") == "rolled back" for e in demo["events"])
+    from orchestrator.demo.report import MARKED
+
+    assert {"bad_rollout", "rolled_back"} <= MARKED  # lines in the plot
 
 
 def test_both_versions_were_signed_and_the_endpoints_required_it(demo: dict[str, Any]) -> None:
