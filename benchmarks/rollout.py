@@ -39,7 +39,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from orchestrator.control.rollout.plan import GateBounds, RolloutPlan
-from orchestrator.control.rollout.runner import start_rollout
+from orchestrator.control.rollout.start import start_rollout
 from orchestrator.demo.emulators import scrubbed_environ, start_azurite, start_gcs, start_moto
 from tests.rollout_world import CLOUDS, DriftFront, World, make_versions, running_world
 

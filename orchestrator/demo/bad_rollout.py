@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.control.rollout.plan import RolloutPlan
-from orchestrator.control.rollout.runner import start_rollout
+from orchestrator.control.rollout.start import start_rollout
 from orchestrator.control.store import StateStore
 from orchestrator.control.wiring import open_plane
 from orchestrator.publish.sign import sign_verified
@@ -87,7 +87,10 @@ def roll_out_bad_version(
                 timeline.event("gate_failed", f"{first}: {record['reason']}")
 
         rollout.on_event = on_event
-        final = rollout.run()
+        try:
+            final = rollout.run()
+        finally:
+            rollout.close()
     finally:
         plane.close()
     timeline.event(

@@ -27,7 +27,7 @@ import yaml
 
 from orchestrator.control.plane import ControlPlane
 from orchestrator.control.rollout.plan import GateBounds, RolloutPlan
-from orchestrator.control.rollout.runner import start_rollout
+from orchestrator.control.rollout.start import start_rollout
 from orchestrator.core.artifact.layout import version_prefix
 from orchestrator.demo.emulators import Azurite, Emulator, GcsEmulator, MotoServer
 from orchestrator.publish.channels import EXIT_REFUSED, VersionRefused, move_channel

@@ -27,7 +27,6 @@ that fails half way stays ``rolling-back`` and the next step retries it.
 from __future__ import annotations
 
 import math
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -37,105 +36,24 @@ from orchestrator.control.health.machine import Verdict as ProbeVerdict
 from orchestrator.control.health.probe import Expectation, short
 from orchestrator.control.rollout import gates
 from orchestrator.control.rollout.plan import RolloutPlan
-from orchestrator.control.rollout.record import ACTIVE, RolloutTakenOver, is_active
+from orchestrator.control.rollout.record import ACTIVE, RolloutTakenOver
 from orchestrator.control.types import Flip
-from orchestrator.core.errors import ConfigError, OrchestratorError
-from orchestrator.core.storage import open_storage
-from orchestrator.publish.channels import current_versions, move_channel, verified_everywhere
+from orchestrator.core.errors import OrchestratorError
+from orchestrator.publish.channels import move_channel
 from orchestrator.publish.sync import Target
 
 if TYPE_CHECKING:
     from orchestrator.control.plane import ControlPlane
 
-__all__ = ["DRIFT_PATH", "Rollout", "start_rollout"]
+__all__ = ["DRIFT_PATH", "MAX_FAILED_STEPS", "Rollout"]
 
 # The endpoint's drift answer (issue 16's contract); a 404 is "no drift data".
 DRIFT_PATH = "/v1/model/drift"
+# Steps failing in a row before the command gives the rollout up to the health job: at the default
+# 5 s interval, a minute and a half of a bucket or the state being unreachable.
+MAX_FAILED_STEPS = 20
 # Probe failures kept in the record (the first ones say what went wrong; the count says how often).
 MAX_KEPT_FAILURES = 5
-
-
-def _targets(plane: ControlPlane) -> dict[str, Target]:
-    out: dict[str, Target] = {}
-    for name, cloud in plane.config.clouds.items():
-        if cloud.storage is None:
-            raise ConfigError(f"{plane.config.source or 'configuration'}: clouds.{name}.storage is missing")
-        out[name] = Target(name, open_storage(cloud.storage, settings=cloud.storage_settings))
-    return out
-
-
-def start_rollout(
-    plane: ControlPlane,
-    version: str,
-    plan: RolloutPlan,
-    *,
-    holder: str,
-    deep: bool = False,
-    verifier: Any = None,
-) -> Rollout:
-    """Record a new rollout of ``version`` (stage 0, ``move``) after checking: no rollout is active,
-    every cloud's channel names one same version (the baseline) other than ``version``, and
-    ``version`` is complete and verified in every cloud (VersionRefused, exit 6, otherwise).
-    ConfigError (exit 2) for the others, naming the clouds."""
-    config = plane.config
-    name, channel = config.model.name, config.model.channel
-    targets = _targets(plane)
-    current = plane.store.atomically(plane.store.rollout)
-    if is_active(current):
-        assert current is not None
-        raise ConfigError(
-            f"a rollout of {current.get('version')} is in progress (status {current.get('status')}); "
-            "wait for it, or `orchestrator rollout --abort`"
-        )
-    pointers = current_versions(list(targets.values()), name, channel=channel)
-    versions = {c: (p.version if p else None) for c, p in pointers.items()}
-    if len(set(versions.values())) != 1 or None in versions.values():
-        shown = ", ".join(f"{c}: {v or 'none'}" for c, v in versions.items())
-        raise ConfigError(
-            f"the clouds' {channel} pointers must name one version to roll out from ({shown}); "
-            "`orchestrator promote` or `rollback --to` first"
-        )
-    baseline = next(iter(versions.values()))
-    assert baseline is not None
-    if baseline == version:
-        raise ConfigError(f"every cloud's {channel} already names {version}: nothing to roll out")
-    verified_everywhere(list(targets.values()), name, version, deep=deep, verifier=verifier)
-    order = plan.resolved_order(list(targets), {c: b.total for c, b in plane.costs.items()})
-    now = plane.clock()
-    record: dict[str, Any] = {
-        "id": secrets.token_hex(6),
-        "model": name,
-        "channel": channel,
-        "version": version,
-        "baseline": baseline,
-        "order": order,
-        "plan": plan.model_dump(mode="json"),
-        "status": "running",
-        "stage": 0,
-        "phase": "move",
-        "moved": [],
-        "caps": {},
-        "before": {},
-        "probes": 0,
-        "probe_failures": [],
-        "verdicts": [],
-        "holder": holder,
-        "heartbeat_at": now,
-        "started_at": now,
-        "phase_started_at": now,
-        "finished_at": None,
-        "reason": None,
-        "failed_at": None,
-        "rolled_back_at": None,
-    }
-
-    def create() -> None:
-        if is_active(plane.store.rollout()):
-            raise ConfigError("another rollout started meanwhile; see `orchestrator status`")
-        plane.store.save_rollout(record)
-
-    plane.store.atomically(create)
-    return Rollout(plane, holder=holder, targets=targets, record=record)
 
 
 class Rollout:
@@ -154,27 +72,48 @@ class Rollout:
         self.holder = holder
         self.record: dict[str, Any] = dict(record)
         self.plan = RolloutPlan.model_validate(record["plan"])
-        self.targets = dict(targets) if targets is not None else _targets(plane)
+        if targets is None:
+            from orchestrator.control.rollout.start import open_targets
+
+            targets = open_targets(plane)
+        self.targets = dict(targets)
         self.on_event = on_event or (lambda _what, _record: None)
         self._expect: Expectation | None = None
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, *, should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
         """Step until the rollout ends (or ``should_stop``); the final record. A step that fails
-        (storage, network) is retried at the next interval: each is bounded, and the rollout's state
-        is in the record, so nothing is lost."""
+        (storage, network, anything) is reported to ``on_event("error")`` and retried at the next
+        interval: each step is bounded, and the rollout's state is in the record, so nothing is
+        lost. After :data:`MAX_FAILED_STEPS` failures in a row the last error is raised (the
+        rollout stays active: the health job or ``--abort`` takes it from there)."""
+        failures = 0
         while self.record["status"] in ACTIVE and not should_stop():
             started = self.plane.monotonic()
             try:
                 self.step()
+                failures = 0
             except RolloutTakenOver:
                 raise
-            except OrchestratorError as exc:
-                self.on_event("error", {"error": short(str(exc))})
+            except Exception as exc:  # a loop survives any one step, and says so
+                failures += 1
+                text = str(exc) if isinstance(exc, OrchestratorError) else f"{type(exc).__name__}: {exc}"
+                self.on_event("error", {"error": short(text)})
+                if failures >= MAX_FAILED_STEPS:
+                    raise OrchestratorError(
+                        f"rollout of {self.record['version']}: {failures} steps failed in a row, the "
+                        f"last: {short(text)}; it stays {self.record['status']} for the health job "
+                        "(or `rollout --abort`)"
+                    ) from exc
             if self.record["status"] in ACTIVE:
                 elapsed = self.plane.monotonic() - started
                 self.plane.sleep(max(0.0, self.plan.probe_interval_s - elapsed))
         return self.record
+
+    def close(self) -> None:
+        """Close the buckets this rollout opened."""
+        for target in self.targets.values():
+            target.storage.close()
 
     def step(self) -> dict[str, Any]:
         """Advance by at most one phase (module docstring); the record after it."""

@@ -48,7 +48,7 @@ def takeover_after(plan: dict[str, object]) -> float:
 def continue_rollout(plane: ControlPlane) -> str | None:
     """One step of a rollout whose holder is this plane or presumed dead (module docstring); a note
     for the round's report saying what was done, None when there was nothing to do. Never raises
-    for the rollout's own failures (they are the note): the health round's result stands."""
+    (a failure of the step is the note): the health round's result stands."""
     from orchestrator.control.rollout.runner import Rollout
 
     try:
@@ -79,7 +79,10 @@ def continue_rollout(plane: ControlPlane) -> str | None:
             record = plane.store.atomically(take)
         rollout = Rollout(plane, holder=plane.holder, record=record)
         before = (record["status"], record.get("stage"), record.get("phase"))
-        after = rollout.step()
+        try:
+            after = rollout.step()
+        finally:
+            rollout.close()
         what = (
             f"rollout of {after['version']}: {before[0]} stage {before[1]} {before[2]} -> {after['status']}"
         )
@@ -88,3 +91,5 @@ def continue_rollout(plane: ControlPlane) -> str | None:
         return ("took over the " if not mine else "continued the ") + what
     except OrchestratorError as exc:
         return short(f"rollout step failed: {exc}")
+    except Exception as exc:  # the health round's result stands whatever the rollout's step does
+        return short(f"rollout step failed: {type(exc).__name__}: {exc}")
