@@ -256,3 +256,32 @@ def test_sync_can_move_another_channel_than_latest(
     bad = sync_artifact(iris_v2.path, three_clouds[:1], channel="candidate")[0]
     assert not bad.ok
     assert "channel 'candidate' is not valid" in (bad.error or "")
+
+
+def test_with_a_public_key_an_unsigned_or_foreign_signed_version_is_refused(
+    three_clouds: list[Target], iris_v1: TrainResult, iris_v2: TrainResult, tmp_path: Path
+) -> None:
+    from orchestrator.core.artifact.signing import (
+        SignatureVerifier,
+        generate_key_pair,
+        load_public_key,
+        sign_artifact,
+    )
+
+    ours, ours_pub = generate_key_pair(tmp_path / "ours")
+    theirs, _ = generate_key_pair(tmp_path / "theirs")
+    verifier = SignatureVerifier(load_public_key(str(ours_pub), where="test"))
+    signed = tmp_path / "signed" / iris_v1.manifest.version
+    shutil.copytree(iris_v1.path, signed)
+    sign_artifact(signed, ours)
+    foreign = tmp_path / "foreign" / iris_v2.manifest.version
+    shutil.copytree(iris_v2.path, foreign)
+    sign_artifact(foreign, theirs)
+    assert all(r.ok for r in sync_artifact(signed, three_clouds))
+    assert all(r.ok for r in sync_artifact(foreign, three_clouds))
+    v1, v2 = iris_v1.manifest.version, iris_v2.manifest.version
+    moved = move_channel(three_clouds, "iris", v1, channel="STABLE", moved_by="promote", verifier=verifier)
+    assert [r.pointer for r in moved] == ["moved"] * 3
+    with pytest.raises(VersionRefused, match=rf"iris {v2} is not complete and verified.*model.sig"):
+        move_channel(three_clouds, "iris", v2, channel="STABLE", moved_by="promote", verifier=verifier)
+    assert _channel(three_clouds) == dict.fromkeys(("aws", "gcp", "azure"), v1)
