@@ -294,3 +294,32 @@ def test_shifted_predictions_are_caught_by_the_drift_gate_and_rolled_back_everyw
     assert verdicts["canary"]["status"] == "pass"  # its canary passed: only the traffic tells
     assert final["moved"] == final["order"][:1]
     assert {c: v for c, (v, _) in world.channel().items()} == dict.fromkeys(CLOUDS, v1)
+
+
+def test_a_dead_rollout_whose_stage_cannot_be_judged_is_rolled_back_by_the_health_job(world: World) -> None:
+    """The continuation rule's other branch: the command died in a bake whose /metrics baseline was
+    never recorded (an endpoint's /metrics did not answer at the bake's start, say)."""
+    plane = world.plane()
+    _healthy(plane)
+    v1, v2 = world.names["v1"], world.names["v2"]
+    rollout = start_rollout(plane, v2, RolloutPlan(**{**FAST, "takeover_after_s": 0.1}), holder="dead:1")
+    while rollout.record["phase"] != "bake":
+        rollout.step()
+        time.sleep(0.2)
+    rollout._save(lambda r: r.update(before={}))  # its last write, then it died
+    record = plane.store.atomically(plane.store.rollout)
+    assert record is not None
+    record["heartbeat_at"] = 0.0
+    plane.store.atomically(lambda: plane.store.save_rollout(record))
+    time.sleep(FAST["bake_s"])  # type: ignore[arg-type]
+    notes: list[str] = []
+    for _ in range(50):
+        notes += [n for n in plane.health_round(apply=True).notes if "rollout" in n]
+        record = plane.store.atomically(plane.store.rollout)
+        assert record is not None
+        if record["status"] not in ("running", "rolling-back"):
+            break
+    assert record["status"] == "rolled-back", notes
+    assert "no /metrics baseline was recorded" in record["reason"]
+    assert notes[0].startswith("took over the rollout")
+    assert {c: v for c, (v, _) in world.channel().items()} == dict.fromkeys(CLOUDS, v1)
