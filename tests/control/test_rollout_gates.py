@@ -137,6 +137,19 @@ def test_drift_gate_passes_alike_and_fails_shifted() -> None:
     assert "reference" in against_reference.reason
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_js_distance_without_scipy_is_scipys(seed: int) -> None:
+    import random
+
+    from scipy.spatial.distance import jensenshannon
+
+    rng = random.Random(seed)
+    n = rng.randint(1, 12)
+    a = [rng.choice([0.0, rng.random() * 100]) for _ in range(n)] + [1.0]
+    b = [rng.choice([0.0, rng.random()]) for _ in range(n)] + [rng.random() + 0.1]
+    assert gates._js_distance(a, b) == pytest.approx(float(jensenshannon(a, b, base=2)), abs=1e-9)
+
+
 def test_js_distance_is_scipy_base_2() -> None:
     from scipy.spatial.distance import jensenshannon
 

@@ -226,15 +226,35 @@ def canary_gate(failures: Sequence[str], probes: int) -> Verdict:
 def js_distance(p: Mapping[str, float], q: Mapping[str, float]) -> float:
     """The Jensen-Shannon distance (base 2, in [0, 1]) between two class distributions given as
     counts or shares by label, over the union of their labels (a label one lacks counts 0), with
-    ``scipy.spatial.distance.jensenshannon``. ValueError when either is empty or all zero."""
-    from scipy.spatial.distance import jensenshannon
+    ``scipy.spatial.distance.jensenshannon``. ValueError when either is empty or all zero.
 
+    Where scipy is not installed (the endpoint's image, in which the scheduled health job runs and
+    may take a rollout over), the same definition (Lin 1991, "Divergence measures based on the
+    Shannon entropy"): sqrt((KL(p||m) + KL(q||m)) / 2) with m = (p + q) / 2, logarithms base 2;
+    tests/control/test_rollout_gates.py checks both agree."""
     labels = sorted(set(p) | set(q))
     a = [max(0.0, float(p.get(label, 0.0))) for label in labels]
     b = [max(0.0, float(q.get(label, 0.0))) for label in labels]
     if not labels or sum(a) <= 0 or sum(b) <= 0:
         raise ValueError("an empty distribution")
+    try:
+        from scipy.spatial.distance import jensenshannon
+    except ImportError:
+        return _js_distance(a, b)
     return float(jensenshannon(a, b, base=2))
+
+
+def _js_distance(a: Sequence[float], b: Sequence[float]) -> float:
+    """:func:`js_distance` without scipy, on two non-negative vectors with positive sums."""
+    sa, sb = sum(a), sum(b)
+    p = [x / sa for x in a]
+    q = [x / sb for x in b]
+    m = [(x + y) / 2 for x, y in zip(p, q, strict=True)]
+
+    def kl(u: Sequence[float]) -> float:
+        return sum(x * math.log2(x / y) for x, y in zip(u, m, strict=True) if x > 0)
+
+    return math.sqrt(max(0.0, (kl(p) + kl(q)) / 2))
 
 
 def _counts(answer: object) -> tuple[dict[str, float], int] | None:
