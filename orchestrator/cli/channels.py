@@ -10,6 +10,7 @@ from orchestrator.cli import app
 from orchestrator.cli.publish import CLOUDS_HELP, CONFIG_HELP, PUBLIC_KEY_ENV, PUBLIC_KEY_HELP, _verifier
 
 if TYPE_CHECKING:
+    from orchestrator.control.config import Config
     from orchestrator.publish.channels import ChannelResult
     from orchestrator.publish.sync import Target
 
@@ -20,8 +21,15 @@ DEEP_HELP = "Download and hash every object of the version instead of trusting m
 
 
 def _targets(
-    config: str | None, clouds: str | None, to: list[str] | None, model: str | None, channel: str | None
-) -> tuple[list[Target], str, str]:
+    config: str | None,
+    clouds: str | None,
+    to: list[str] | None,
+    model: str | None,
+    channel: str | None,
+    *,
+    what: str,
+) -> tuple[list[Target], str, str, Config | None]:
+    from orchestrator.control.rollout.guard import refuse_during_rollout
     from orchestrator.control.targets import resolve_targets
     from orchestrator.core.contract import POINTER
     from orchestrator.core.errors import ConfigError
@@ -34,7 +42,13 @@ def _targets(
     check_model_name(name, where="--model", error=ConfigError)
     chosen = channel or (cfg.model.channel if cfg else POINTER)
     check_channel(chosen, where="--channel", error=ConfigError)
-    return targets, name, chosen
+    try:
+        refuse_during_rollout(cfg, what, model=name, channel=chosen)
+    except BaseException:
+        for target in targets:
+            target.storage.close()
+        raise
+    return targets, name, chosen, cfg
 
 
 def _report(results: list[ChannelResult], *, json_out: bool, what: str) -> None:
@@ -85,8 +99,8 @@ def promote(
     from orchestrator.publish.channels import move_channel
 
     check_version(version, where="VERSION", error=ConfigError)
-    verifier: Any = _verifier(signing_public_key)
-    targets, name, chosen = _targets(config, clouds, to, model, channel)
+    targets, name, chosen, cfg = _targets(config, clouds, to, model, channel, what="promote")
+    verifier: Any = _verifier(signing_public_key, cfg)
     results = move_channel(
         targets, name, version, channel=chosen, moved_by="promote", deep=deep, verifier=verifier
     )
@@ -114,8 +128,8 @@ def rollback(
     from orchestrator.core.names import check_version
     from orchestrator.publish.channels import move_channel, rollback_version
 
-    verifier: Any = _verifier(signing_public_key)
-    targets, name, chosen = _targets(config, clouds, to, model, channel)
+    targets, name, chosen, cfg = _targets(config, clouds, to, model, channel, what="rollback")
+    verifier: Any = _verifier(signing_public_key, cfg)
     if to_version:
         check_version(to_version, where="--to", error=ConfigError)
     version = to_version or rollback_version(targets, name, channel=chosen)

@@ -18,8 +18,15 @@ PUBLIC_KEY_HELP = "PEM public key (text or a path): the artifact's signature mus
 SIGNING_KEY_ENV = "ORCHESTRATOR_SIGNING_KEY"
 
 
-def _verifier(public_key: str | None) -> object:
+def _verifier(public_key: str | None, config: Any = None) -> object:
+    """The signature verifier of ``--signing-public-key`` (or its environment variable), else of
+    the configuration's ``signing.public_key`` (``config``, a Config or None); None without
+    either. ConfigError naming the key when it cannot be loaded."""
     if not public_key:
+        if config is not None and config.signing is not None and config.signing.public_key:
+            from orchestrator.control.health.expect import signature_verifier
+
+            return signature_verifier(config)
         return None
     from orchestrator.core.artifact.signing import SignatureVerifier, load_public_key
 
@@ -52,17 +59,30 @@ def sync(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document for automation."),
 ) -> None:
     """Publish an artifact to every cloud's bucket, verify it landed, then move LATEST (or --channel)."""
+    from orchestrator.control.rollout.guard import refuse_during_rollout
     from orchestrator.control.targets import resolve_targets
     from orchestrator.core.artifact.manifest import load_manifest
-    from orchestrator.core.errors import ConfigError
+    from orchestrator.core.errors import ConfigError, OrchestratorError
     from orchestrator.core.names import check_channel
     from orchestrator.publish.sync import sync_artifact, ungated_warnings
     from orchestrator.render.output import console, emit_json, err_console, shown
     from orchestrator.render.publish import sync_progress, sync_table
 
     check_channel(channel, where="--channel", error=ConfigError)
-    verifier: Any = _verifier(signing_public_key)
-    targets, _ = resolve_targets(config_path=config, clouds=clouds, to=to)
+    targets, cfg = resolve_targets(config_path=config, clouds=clouds, to=to)
+    try:
+        verifier: Any = _verifier(signing_public_key, cfg)
+        if not dry_run and cfg is not None:
+            try:
+                name = load_manifest(model).name
+            except OrchestratorError:
+                name = None  # sync_artifact reports the unreadable artifact, naming it
+            if name is not None:
+                refuse_during_rollout(cfg, "sync", model=name, channel=channel)
+    except BaseException:
+        for target in targets:
+            target.storage.close()
+        raise
     with sync_progress(model, targets, enabled=console.is_terminal and not json_out) as on_event:
         results = sync_artifact(
             model,

@@ -91,6 +91,8 @@ class ControlPlane:
             read_fence=lambda: self.fence,
         )
         self.prober = prober
+        # The staged-rollout expectation applies only while the rollout record says one is active.
+        self.prober.rollout_source = lambda: self.store.atomically(self.store.rollout)
         self.clock = clock
         self.sleep = sleep
         self.monotonic = monotonic

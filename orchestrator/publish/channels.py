@@ -11,9 +11,11 @@ default, or another such as ``STABLE``; :mod:`orchestrator.core.artifact.layout`
    signature that verifies. One target failing refuses the whole move (:class:`VersionRefused`,
    exit 6) and nothing moves anywhere.
 2. Then move each target's pointer with a conditional write on the token read (a lost race re-reads
-   and decides again): its ``sequence`` + 1, the version it named pushed onto its ``history``, and
-   ``moved_by`` recording who moved it. A pointer that already names the version with the verified
-   manifest is left alone (``unchanged``): a re-run finishes what an interrupted one left.
+   and decides again; if the pointer now names a third version, another writer moved it meanwhile and the
+   move is reported failed with that conflict, never overwritten): its ``sequence`` + 1, the version it
+   named pushed onto its ``history``, and ``moved_by`` recording who moved it. A pointer that
+   already names the version with the verified manifest is left alone
+   (``unchanged``): a re-run finishes what an interrupted one left.
 
 The never-backwards rule: ``promote`` refuses a version in a target pointer's history (exit 6,
 pointing at ``rollback --to``); ``rollback`` and a rollout's stages move back on purpose
@@ -65,7 +67,8 @@ class VersionRefused(OrchestratorError):
 @dataclass
 class ChannelResult:
     """One target's move: the channel, the version it names now, the one before, its sequence, and
-    ``pointer`` ``moved`` or ``unchanged`` (or ``failed`` with ``error``)."""
+    ``pointer`` ``moved`` or ``unchanged`` (or ``failed`` with ``error``, or ``left``: the move
+    was asked only from a version the pointer no longer names, and it was left alone)."""
 
     target: str
     uri: str
@@ -96,12 +99,16 @@ def move_channel(
     allow_back: bool = False,
     deep: bool = False,
     verifier: SignatureVerifier | None = None,
+    only_from: str | None = None,
 ) -> list[ChannelResult]:
     """Move ``channel`` to ``version`` in every target (the module docstring's steps); one result
-    per target, in order. Raises :class:`VersionRefused` (nothing moved) when the version fails
-    verification in a target, or ``allow_back`` is false and a target's pointer moved off it before;
-    ConfigError for a name, version or channel outside the grammar. A target whose pointer could
-    not be written is reported in its result (``failed``), the others are moved all the same."""
+    per target, in order. With ``only_from`` (a rollout's rollback), a pointer is moved only while it
+    names ``only_from``: one naming any other version was moved by someone else since, and is left
+    alone (``left``, with the version it names as ``previous``). Raises :class:`VersionRefused`
+    (nothing moved) when the version fails verification in a target, or ``allow_back`` is false and a
+    target's pointer moved off it before; ConfigError for a name, version or channel outside the
+    grammar. A target whose pointer could not be written is reported in its result (``failed``), the
+    others are moved all the same."""
     if moved_by not in MOVERS:
         raise ValueError(f"moved_by must be one of {MOVERS}")
     check_version(version, where="version", error=ConfigError)
@@ -120,7 +127,9 @@ def move_channel(
                 )
 
     def one(target: Target) -> ChannelResult:
-        return _move_one(target, name, version, shas[target.name], channel=channel, moved_by=moved_by)
+        return _move_one(
+            target, name, version, shas[target.name], channel=channel, moved_by=moved_by, only_from=only_from
+        )
 
     with ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="channel") as pool:
         return list(pool.map(one, targets))
@@ -184,7 +193,14 @@ def verified_everywhere(
 
 
 def _move_one(
-    target: Target, name: str, version: str, manifest_sha: str, *, channel: str, moved_by: str
+    target: Target,
+    name: str,
+    version: str,
+    manifest_sha: str,
+    *,
+    channel: str,
+    moved_by: str,
+    only_from: str | None = None,
 ) -> ChannelResult:
     storage = target.storage
     key = pointer_key(name, channel)
@@ -196,12 +212,26 @@ def _move_one(
                 "the manifest changed since it was verified; run the command again", uri=key
             )
         created_at = parse_manifest(raw, source=storage.key_uri(version_prefix(name, version))).created_at
-        for _ in range(POINTER_ATTEMPTS):
+        first: str | None = None  # the version the pointer named when first read
+        for attempt in range(POINTER_ATTEMPTS):
             current, info = read_pointer(storage, name, channel)
             result.previous = current.version if current else None
             if current is not None and (current.version, current.manifest_sha256) == (version, manifest_sha):
                 result.pointer, result.sequence = "unchanged", current.sequence
                 return result
+            if only_from is not None and (current is None or current.version != only_from):
+                result.pointer = "left"
+                return result
+            if attempt == 0:
+                first = result.previous
+            elif result.previous != first:
+                # A lost conditional write, and the pointer names another version now: someone
+                # else moved it meanwhile. Theirs stands; overwriting it would undo their move.
+                raise PreconditionFailed(
+                    f"moved from {first} to {result.previous} by another writer while this one "
+                    f"moved it to {version}: left as it is; check the channel and run again",
+                    uri=result.uri,
+                )
             previous = current.version if current is not None and current.version != version else None
             new = Pointer.new(
                 version,

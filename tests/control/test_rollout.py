@@ -194,8 +194,8 @@ def _wait_record(plane: ControlPlane, predicate: Any, timeout: float = 60) -> di
 
 def _plan_file(world: World, **values: Any) -> str:
     path = world.root / "plan.yaml"
-    plan = {"bake_s": 2.0, "probe_interval_s": 0.2, "serve_timeout_s": 20, "takeover_after_s": 1.0,
-            "gates": {"min_requests": 3}, **values}  # fmt: skip
+    plan = {"bake_s": 2.0, "probe_interval_s": 0.2, "serve_timeout_s": 20, "gates": {"min_requests": 3},
+            **values}  # fmt: skip
     path.write_text(yaml.safe_dump(plan))
     return str(path)
 
@@ -210,7 +210,11 @@ def test_a_killed_rollout_is_finished_by_the_next_health_rounds(world: World) ->
     finally:
         command.send_signal(signal.SIGKILL)  # no cleanup: the record says "running"
         command.communicate(timeout=30)
-    assert plane.store.atomically(plane.store.rollout)["status"] == "running"  # type: ignore[index]
+    dead = plane.store.atomically(plane.store.rollout)
+    assert dead is not None
+    assert dead["status"] == "running"
+    dead["heartbeat_at"] = 0.0  # it died longer than takeover_after_s ago
+    plane.store.atomically(lambda: plane.store.save_rollout(dead))
     notes = []
     for _ in range(200):
         report = plane.health_round(apply=True)
@@ -302,7 +306,7 @@ def test_a_dead_rollout_whose_stage_cannot_be_judged_is_rolled_back_by_the_healt
     plane = world.plane()
     _healthy(plane)
     v1, v2 = world.names["v1"], world.names["v2"]
-    rollout = start_rollout(plane, v2, RolloutPlan(**{**FAST, "takeover_after_s": 0.1}), holder="dead:1")
+    rollout = start_rollout(plane, v2, RolloutPlan(**FAST), holder="dead:1")
     while rollout.record["phase"] != "bake":
         rollout.step()
         time.sleep(0.2)

@@ -8,16 +8,24 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+from orchestrator.control.config import load_config
+from orchestrator.control.health.expect import expected_model
+from orchestrator.control.plane import ControlPlane
+from orchestrator.control.rollout.record import RolloutTakenOver
+from orchestrator.control.rollout.runner import Rollout
+from orchestrator.control.wiring import open_plane, open_store
 from orchestrator.core.artifact.layout import read_pointer, version_prefix
 from orchestrator.core.storage import open_storage
 from orchestrator.publish.channels import move_channel
 from orchestrator.publish.sync import Target, sync_artifact
-from orchestrator.training.pipeline import TrainResult
+from orchestrator.training.pipeline import TrainOptions, TrainResult, train
 
 CLOUDS = ("aws", "gcp", "azure")
 
@@ -129,3 +137,151 @@ def test_a_corrupt_rollout_record_is_named(setup: tuple[Path, list[Target], str,
     assert result.returncode == 1
     assert "rollouts.current" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# A rollout owns the pointers it moves (promote, rollback and sync refuse while it is active; its
+# own moves and its rollback touch only what is still its own). Kinds: an operator's command during
+# a rollout (promote, rollback --to, rollback, sync), a channel the rollout does not move (allowed),
+# a rollout that ended (allowed); the rollback meeting a pointer someone else moved; the rollout's
+# own write landing after the rollout was aborted; pointers saying "moved by a rollout" with no
+# active rollout in the store.
+
+
+def _record(v1: str, v2: str, **changes: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "id": "r17", "model": "iris", "channel": "STABLE", "version": v2, "baseline": v1,
+        "order": list(CLOUDS), "plan": {"bake_s": 1, "probe_interval_s": 0.1}, "status": "running",
+        "stage": 0, "phase": "bake", "moved": ["aws"], "caps": {"aws": 10}, "before": {}, "probes": 0,
+        "probe_failures": [], "verdicts": [], "holder": "elsewhere", "heartbeat_at": 9e18,
+        "started_at": 0.0, "phase_started_at": 0.0, "finished_at": None, "reason": None,
+        "failed_at": None, "rolled_back_at": None,
+    }  # fmt: skip
+    record.update(changes)
+    return record
+
+
+def _save_record(config: Path, record: dict[str, Any]) -> None:
+    store = open_store(load_config(str(config)))
+    try:
+        store.atomically(lambda: store.save_rollout(record))
+    finally:
+        store.close()
+
+
+def test_promote_rollback_and_sync_refuse_while_a_rollout_of_the_channel_is_active(
+    setup: tuple[Path, list[Target], str, str], models: dict[str, TrainResult]
+) -> None:
+    config, targets, v1, v2 = setup
+    _save_record(config, _record(v1, v2))
+    for args in (
+        ("promote", v2),
+        ("rollback", "--to", v2),
+        ("rollback",),
+        ("sync", "--model", str(models["v2"].path), "--channel", "STABLE"),
+    ):
+        result = run(config, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.startswith("error: ")
+        assert result.stderr.count("\n") == 1
+        assert "refused: rollout r17 of iris" in result.stderr
+        assert "rollout --abort" in result.stderr
+        assert stable(targets) == {v1}
+    # Another channel is not the rollout's: a candidate nothing serves can still be moved.
+    assert run(config, "promote", v2, "--channel", "CANDIDATE").returncode == 0
+    # Once the rollout ended, the channel is the operator's again.
+    _save_record(config, _record(v1, v2, status="rolled-back", phase="done"))
+    done = run(config, "promote", v2)
+    assert done.returncode == 0, done.stderr
+    assert stable(targets) == {v2}
+
+
+def _plane_of(config: Path) -> ControlPlane:
+    return open_plane(load_config(str(config)))
+
+
+def test_the_rollback_moves_back_only_pointers_that_still_name_the_rollouts_version(
+    setup: tuple[Path, list[Target], str, str], tmp_path: Path
+) -> None:
+    config, targets, v1, v2 = setup
+    v3 = train(TrainOptions(dataset="iris", seed=2, out=tmp_path / "v3"))
+    assert all(r.ok for r in sync_artifact(v3.path, targets, channel="CANDIDATE"))
+    version3 = v3.manifest.version
+    move_channel(targets[:2], "iris", v2, channel="STABLE", moved_by="rollout", allow_back=True)
+    # While the rollout bakes, gcp's pointer is moved by someone else (an operator without the state).
+    move_channel(targets[1:2], "iris", version3, channel="STABLE", moved_by="promote")
+    with _plane_of(config) as plane:
+        record = _record(v1, v2, status="rolling-back", moved=["aws", "gcp"], holder=plane.holder)
+        plane.store.atomically(lambda: plane.store.save_rollout(record))
+        rollout = Rollout(plane, holder=plane.holder, record=record, targets={t.name: t for t in targets})
+        final = rollout.step()
+    assert final["status"] == "rolled-back"
+    pointers = {t.name: read_pointer(t.storage, "iris", "STABLE")[0] for t in targets}
+    assert {c: (p.version, p.moved_by) for c, p in pointers.items() if p} == {
+        "aws": (v1, "rollback"),
+        "gcp": (version3, "promote"),  # theirs, left alone
+        "azure": (v1, "promote"),
+    }
+
+
+class _AbortedDuringTheWrite:
+    """A bucket whose pointer write lands only after an operator aborted the rollout (the abort
+    found the pointer still on the baseline and had nothing to move back)."""
+
+    def __init__(self, storage: Any, abort: Any) -> None:
+        self._storage, self._abort = storage, abort
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+    def put_if(self, key: str, data: bytes, *, token: Any) -> Any:
+        if key.endswith("/STABLE"):
+            self._abort()
+        return self._storage.put_if(key, data, token=token)
+
+
+def test_a_move_that_lands_after_an_abort_is_undone_by_its_mover(
+    setup: tuple[Path, list[Target], str, str],
+) -> None:
+    config, targets, v1, v2 = setup
+    with _plane_of(config) as plane:
+        record = _record(v1, v2, phase="move", moved=[], caps={}, holder=plane.holder)
+        plane.store.atomically(lambda: plane.store.save_rollout(record))
+
+        def abort() -> None:
+            aborted = _record(v1, v2, status="rolled-back", phase="done", moved=["aws"], holder="operator")
+            plane.store.atomically(lambda: plane.store.save_rollout(aborted))
+
+        slow = [Target("aws", _AbortedDuringTheWrite(targets[0].storage, abort)), *targets[1:]]  # type: ignore[arg-type]
+        rollout = Rollout(plane, holder=plane.holder, record=record, targets={t.name: t for t in slow})
+        with pytest.raises(RolloutTakenOver):
+            rollout.step()
+    pointer = read_pointer(targets[0].storage, "iris", "STABLE")[0]
+    assert pointer is not None
+    assert (pointer.version, pointer.moved_by) == (v1, "rollback")
+    assert stable(targets) == {v1}
+
+
+def test_pointers_moved_by_a_rollout_count_as_one_only_while_the_store_holds_it_active(
+    setup: tuple[Path, list[Target], str, str],
+) -> None:
+    config, targets, v1, v2 = setup
+    move_channel(targets[:1], "iris", v2, channel="STABLE", moved_by="rollout", allow_back=True)
+    cfg = load_config(str(config))
+    buckets = {t.name: t.storage for t in targets}
+    alone = expected_model(cfg, buckets, clock=time.time)
+    assert (alone.version, alone.previous) == (v1, None)  # no rollout recorded: v2 is not expected
+    active = expected_model(cfg, buckets, clock=time.time, rollout=_record(v1, v2, moved=["aws"]))
+    assert (active.version, active.previous.version if active.previous else None) == (v2, v1)
+    other = expected_model(cfg, buckets, clock=time.time, rollout=_record(v1, "other", moved=["aws"]))
+    assert other.previous is None  # an active rollout of another version says nothing of these pointers
+    # The control plane reads the record from its store before each round's probes.
+    with _plane_of(config) as plane:
+        plane.prober.probe()
+        assert plane.prober.expected is not None
+        assert plane.prober.expected.previous is None
+        plane.store.atomically(lambda: plane.store.save_rollout(_record(v1, v2, moved=["aws"])))
+        plane.prober.probe()
+        assert plane.prober.expected is not None
+        assert plane.prober.expected.version == v2
+        assert plane.prober.expected.previous is not None
+        assert plane.prober.expected.previous.version == v1

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -285,3 +286,35 @@ def test_with_a_public_key_an_unsigned_or_foreign_signed_version_is_refused(
     with pytest.raises(VersionRefused, match=rf"iris {v2} is not complete and verified.*model.sig"):
         move_channel(three_clouds, "iris", v2, channel="STABLE", moved_by="promote", verifier=verifier)
     assert _channel(three_clouds) == dict.fromkeys(("aws", "gcp", "azure"), v1)
+
+
+class _RacedBucket:
+    """A bucket where another writer moves the pointer to ``theirs`` just before this writer's
+    first conditional write (which then loses)."""
+
+    def __init__(self, target: Target, theirs: str) -> None:
+        self._target, self._theirs, self._raced = target, theirs, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target.storage, name)
+
+    def put_if(self, key: str, data: bytes, *, token: Any) -> Any:
+        if not self._raced:
+            self._raced = True
+            move_channel([self._target], "iris", self._theirs, channel="STABLE", moved_by="promote")
+        return self._target.storage.put_if(key, data, token=token)
+
+
+def test_a_lost_write_whose_pointer_now_names_another_version_is_a_conflict_not_overwritten(
+    published: tuple[list[Target], str, str],
+) -> None:
+    every, v1, v2 = published
+    # S3 and Azure only: the GCS emulator does not enforce a write's precondition (its documented gap).
+    targets = [t for t in every if t.name != "gcp"]
+    raced = [Target(t.name, _RacedBucket(t, v1)) for t in targets]  # type: ignore[arg-type]
+    results = move_channel(raced, "iris", v2, channel="STABLE", moved_by="promote")
+    assert [r.pointer for r in results] == ["failed"] * 2
+    assert all(f"moved from None to {v1} by another writer" in (r.error or "") for r in results)
+    assert _channel(targets) == {"aws": v1, "azure": v1}  # theirs stands
+    again = move_channel(targets, "iris", v2, channel="STABLE", moved_by="promote")
+    assert [r.pointer for r in again] == ["moved"] * 2

@@ -26,8 +26,12 @@ canary. The grace comes from the pointer, so a one-shot ``health --once`` knows 
 watch loop does.
 
 A progressive rollout (``orchestrator rollout``) moves the clouds' pointers one stage at a time:
-while the pointers name two versions and the newest was moved by the rollout off the other, both
-versions are expected, without a time limit (the rollout record, not a grace, bounds it).
+while the state store's rollout record is active (``running`` or ``rolling-back``) for that
+version and baseline, and the pointers name those two versions (the newest moved by the rollout
+off the other), both versions are expected, without a time limit (the rollout record, not a
+grace, bounds it). Pointers that say ``moved_by: rollout`` without an active record (a rollout
+that ended, another state store's, a hand-written pointer) do not count as one: outside a
+rollout, a cloud serving a version other than its channel's gets no weight.
 """
 
 from __future__ import annotations
@@ -38,9 +42,10 @@ import math
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from orchestrator.control.config import Config
 from orchestrator.control.health.probe import Expectation
@@ -63,9 +68,17 @@ def storages(config: Config) -> dict[str, Storage]:
     }
 
 
-def expected_model(config: Config, buckets: dict[str, Storage], *, clock: Callable[[], float]) -> Expectation:
+def expected_model(
+    config: Config,
+    buckets: dict[str, Storage],
+    *,
+    clock: Callable[[], float],
+    rollout: Mapping[str, Any] | None = None,
+) -> Expectation:
     """The expectation read from ``buckets`` (at least one); ConfigError when none holds the model.
-    ``clock`` (unix seconds, the prober's) says whether a rollout's grace is still running."""
+    ``clock`` (unix seconds, the prober's) says whether a rollout's grace is still running;
+    ``rollout`` is the state store's rollout record when one is active (None otherwise): only then,
+    and only for its version and baseline, are a staged rollout's two versions both expected."""
     if not buckets:
         raise ValueError("expected_model needs at least one bucket")
     slo = config.routing.latency_slo_ms
@@ -81,6 +94,8 @@ def expected_model(config: Config, buckets: dict[str, Storage], *, clock: Callab
     # own canary, for as long as the pointers disagree. The rollout itself gives weight to a moved
     # cloud only once it serves the new version (orchestrator.control.rollout).
     staged = _staged_rollout(pointers)
+    if staged is not None and not _recorded(rollout, name, config.model.channel, staged):
+        staged = None  # pointers moved "by a rollout" that the state store does not hold active
     if staged is not None:
         new, old = staged
         expect_new = _from_manifest(name, new, list(buckets.values()), slo, verifier)
@@ -157,6 +172,16 @@ def _from_manifest(
         c = manifest.canary
         return Expectation(version, c.instances, c.labels, c.probabilities, slo)
     return None
+
+
+def _recorded(rollout: Mapping[str, Any] | None, name: str, channel: str, staged: tuple[str, str]) -> bool:
+    """Whether ``rollout`` (an active record, or None) is the rollout of ``staged`` (new, old)."""
+    return (
+        rollout is not None
+        and rollout.get("model") == name
+        and rollout.get("channel") == channel
+        and (rollout.get("version"), rollout.get("baseline")) == staged
+    )
 
 
 def _staged_rollout(pointers: list[Pointer]) -> tuple[str, str] | None:

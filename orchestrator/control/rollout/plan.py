@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from orchestrator.core.contract import CloudName
 from orchestrator.core.errors import ConfigError
@@ -59,9 +59,21 @@ class RolloutPlan(_Strict):
     # How often the moved cloud is probed (canary) during its bake time.
     probe_interval_s: float = Field(default=5.0, gt=0, le=600)
     # How long the rollout's record may go unwritten before the health job presumes its command dead
-    # and takes it over (at least three probe intervals; docs/operating.md, the continuation rule).
+    # and takes it over. The holder writes it at every step (every probe_interval_s); a minute
+    # exceeds the longest step with the default bounds (24 s: see takeover.longest_step_s)
+    # plus an interval. More than three intervals (checked below), and more than the longest step
+    # (checked against the configuration when a rollout starts).
     takeover_after_s: float = Field(default=60.0, gt=0, le=MAX_BAKE_S)
     gates: GateBounds = Field(default_factory=GateBounds)
+
+    @model_validator(mode="after")
+    def _takeover_after_heartbeats(self) -> RolloutPlan:
+        if self.takeover_after_s <= 3 * self.probe_interval_s:
+            raise ValueError(
+                f"takeover_after_s ({self.takeover_after_s:g}) must exceed three probe intervals "
+                f"({3 * self.probe_interval_s:g} s): the command writes the record once per interval"
+            )
+        return self
 
     def resolved_order(self, clouds: Sequence[str], costs: Mapping[str, float]) -> list[str]:
         """The clouds in stage order: the plan's (each configured cloud exactly once), or by cost per

@@ -7,6 +7,9 @@ job (one step per round, :mod:`.takeover`) run the same code:
 1. ``move``: the cloud is recorded as moved (intent first: a crash after the pointer moved still
    rolls it back) with a weight cap of 0, then its channel pointer is moved to the new version
    (``moved_by: rollout``; the version was verified in every cloud when the rollout started).
+   After the write the record is checked again: if the rollout was aborted or taken over and is
+   no longer running meanwhile, the move is undone (the pointer back to the baseline if it still
+   names the version).
 2. ``serve``: the endpoint is probed against the new version's canary. Serving it and passing: the
    endpoints' ``/metrics`` are recorded (the gates' baseline), the cloud gets its weight (the plan's
    canary weight in the first stage, the router's afterwards) and the bake starts. Serving it and
@@ -18,8 +21,9 @@ job (one step per round, :mod:`.takeover`) run the same code:
    every cloud on the new version, the caps lifted, the router's weights).
 
 A failed gate (or ``--abort``) rolls back: the moved clouds' caps drop to 0 at once (committed and
-put into effect before anything else), each moved cloud's pointer goes back to the baseline
-(``moved_by: rollback``), then one transaction records a flip per moved cloud with the gate's
+put into effect before anything else), each moved cloud's pointer that still names the rollout's
+version goes back to the baseline (``moved_by: rollback``; a pointer naming a third version was
+moved by someone else and is left alone), then one transaction records a flip per moved cloud with the gate's
 reason and ends the rollout (``rolled-back``), and the router's weights are restored. A rollback
 that fails half way stays ``rolling-back`` and the next step retries it.
 """
@@ -116,19 +120,56 @@ class Rollout:
             target.storage.close()
 
     def step(self) -> dict[str, Any]:
-        """Advance by at most one phase (module docstring); the record after it."""
+        """Advance by at most one phase (module docstring); the record after it. A step that raises
+        (a bucket, an endpoint, a key unreadable) is recorded (``failing_since``); once steps have
+        kept failing for ``serve_timeout_s`` the rollout is rolled back (gate ``step``) instead
+        of raising again: no rollout stays running forever on an error."""
         status, phase = self.record["status"], self.record["phase"]
-        if status == "rolling-back":
-            self._roll_back_pointers()
-        elif status != "running":
-            pass
-        elif phase == "move":
-            self._move()
-        elif phase == "serve":
-            self._serve()
-        elif phase == "bake":
-            self._bake()
+        try:
+            if status == "rolling-back":
+                self._roll_back_pointers()
+            elif status != "running":
+                pass
+            elif phase == "move":
+                self._move()
+            elif phase == "serve":
+                self._serve()
+            elif phase == "bake":
+                self._bake()
+        except RolloutTakenOver:
+            raise
+        except Exception as exc:
+            if not self._count_failed_step(exc):
+                raise
+            return self.record
+        if self.record["status"] == "running" and self.record.get("failing_since") is not None:
+            self._save(lambda r: r.pop("failing_since", None))
         return self.record
+
+    def _count_failed_step(self, exc: Exception) -> bool:
+        """Record that a step failed; roll back when steps have failed for longer than the step
+        budget (``serve_timeout_s``). Whether it rolled back (else the caller raises ``exc``)."""
+        if self.record["status"] != "running":
+            return False  # a rollback is retried until it is done: there is nothing to fall back to
+        now = self.plane.clock()
+        since = self.record.get("failing_since")
+        if not isinstance(since, int | float) or isinstance(since, bool):
+            try:
+                self._save(lambda r: r.update(failing_since=now))
+            except RolloutTakenOver:
+                raise
+            except Exception:  # noqa: S110 - the state itself may be what fails: the step's error says it
+                pass
+            return False
+        if now - since <= self.plan.serve_timeout_s:
+            return False
+        text = str(exc) if isinstance(exc, OrchestratorError) else f"{type(exc).__name__}: {exc}"
+        self._fail(
+            "step",
+            f"{self.cloud}: steps kept failing for {now - since:.0f} s (over serve_timeout_s "
+            f"{self.plan.serve_timeout_s:g} s), the last: {text}",
+        )
+        return True
 
     def abort(self, reason: str) -> dict[str, Any]:
         """Roll back at once (``rollout --abort``), whatever the phase; the final record."""
@@ -164,8 +205,32 @@ class Rollout:
         if not result.ok:
             self._fail("move", f"{cloud}: the pointer could not be moved: {result.error}")
             return
-        self._save(lambda r: r.update(phase="serve", phase_started_at=self.plane.clock()))
+        try:
+            self._save(lambda r: r.update(phase="serve", phase_started_at=self.plane.clock()))
+        except RolloutTakenOver:
+            self._undo_if_disowned(cloud)
+            raise
         self.on_event("moved", self.record)
+
+    def _undo_if_disowned(self, cloud: str) -> None:
+        """After this process moved ``cloud``'s pointer, the record turned out not to be its own any
+        more (an abort, or the health job, took it over while the write was in flight). Unless the
+        rollout is still running (its new holder then owns the move and will judge it), the move
+        is undone: the pointer goes back to the baseline if it still names this rollout's version,
+        so an aborted version is never left live and unwatched."""
+        record = self.record
+        stored = self.plane.store.atomically(self.plane.store.rollout)
+        if stored is not None and stored.get("id") == record["id"] and stored.get("status") == "running":
+            return
+        move_channel(
+            [self.targets[cloud]],
+            record["model"],
+            record["baseline"],
+            channel=record["channel"],
+            moved_by="rollback",
+            allow_back=True,
+            only_from=record["version"],
+        )
 
     def _serve(self) -> None:
         cloud, version = self.cloud, self.record["version"]
@@ -191,6 +256,8 @@ class Rollout:
                 "serve",
                 f"{cloud} did not serve {version} within {self.plan.serve_timeout_s:g} s: {result.reason}",
             )
+        else:
+            self._save(lambda r: None)  # the heartbeat: still waiting, still alive
 
     def _bake(self) -> None:
         cloud, version = self.cloud, self.record["version"]
@@ -299,6 +366,8 @@ class Rollout:
         moved = list(record["moved"])
         errors = []
         for cloud in reversed(moved):
+            # Only a pointer that still names this rollout's version is moved back: one naming
+            # another version was moved by someone else since, and is theirs.
             result = move_channel(
                 [self.targets[cloud]],
                 record["model"],
@@ -306,8 +375,12 @@ class Rollout:
                 channel=record["channel"],
                 moved_by="rollback",
                 allow_back=True,
+                only_from=record["version"],
             )[0]
-            if not result.ok:
+            if result.pointer == "left":
+                left = f"{cloud}: its pointer names {result.previous}, not {record['version']}: left alone"
+                self.on_event("error", {"error": left})
+            elif not result.ok:
                 errors.append(f"{cloud}: {result.error}")
         if errors:
             self.on_event("error", {"error": short("rollback incomplete: " + "; ".join(errors))})

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.control.rollout.plan import RolloutPlan
 from orchestrator.control.rollout.record import is_active
 from orchestrator.control.rollout.runner import Rollout
+from orchestrator.control.rollout.takeover import longest_step_s
 from orchestrator.core.errors import ConfigError
 from orchestrator.core.storage import open_storage
 from orchestrator.publish.channels import current_versions, verified_everywhere
@@ -41,7 +42,17 @@ def start_rollout(
     """Record a new rollout of ``version`` (stage 0, ``move``) after checking: no rollout is active,
     every cloud's channel names one same version (the baseline) other than ``version``, and
     ``version`` is complete and verified in every cloud (VersionRefused, exit 6, otherwise).
-    ConfigError (exit 2) for the others, naming the clouds."""
+    ConfigError (exit 2) for the others, naming the clouds, and for a plan whose
+    ``takeover_after_s`` does not exceed a probe interval plus the longest step this configuration
+    allows (the health job would take over a live command)."""
+    step = longest_step_s(plane.config.health.timeout_s, len(plane.config.clouds))
+    if plan.takeover_after_s <= plan.probe_interval_s + step:
+        raise ConfigError(
+            f"rollout plan: takeover_after_s ({plan.takeover_after_s:g}) must exceed probe_interval_s "
+            f"plus the longest step with health.timeout_s {plane.config.health.timeout_s:g} and "
+            f"{len(plane.config.clouds)} clouds ({plan.probe_interval_s + step:g} s): the health job "
+            "would take over a command still running"
+        )
     targets = open_targets(plane)
     try:
         record = _new_record(plane, targets, version, plan, holder=holder, deep=deep, verifier=verifier)

@@ -3,12 +3,15 @@
 The continuation rule: at the end of every ``health --once --apply`` round (and every round of
 ``health --watch --apply``), the job that holds the health-job lease looks at the rollout record.
 A rollout still active (``running`` or ``rolling-back``) whose holder has not written it for
-``takeover_after_s`` (the holder's heartbeat: it writes the record at least every
-``probe_interval_s``) is taken over: the job becomes its holder and advances it by one step per
-round, with the same code as the command (:meth:`~orchestrator.control.rollout.runner.Rollout.step`).
+``takeover_after_s`` (the holder's heartbeat: it writes the record at every step, in every phase,
+so at least every ``probe_interval_s`` plus the longest step, :func:`longest_step_s`; a rollout
+whose ``takeover_after_s`` does not exceed that is refused when it starts) is taken over: the job
+becomes its holder and advances it by one step per round, with the same code as the command
+(:meth:`~orchestrator.control.rollout.runner.Rollout.step`).
 
 - ``running`` in ``move`` or ``serve``: continued (the move is idempotent; serving is judged by a
-  probe, and ``serve_timeout_s`` still bounds it from the phase's start).
+  probe, and ``serve_timeout_s`` still bounds it from the phase's start). Steps that keep failing
+  (recorded as ``failing_since``) roll it back once they have failed for ``serve_timeout_s``.
 - ``running`` in ``bake``: continued when the stage can still be judged: the record holds the
   endpoints' ``/metrics`` at the bake's start (the gates' baseline). Without it (the command died
   before recording it) the stage cannot be judged, and the rollout is rolled back.
@@ -28,11 +31,30 @@ from orchestrator.core.errors import OrchestratorError
 if TYPE_CHECKING:
     from orchestrator.control.plane import ControlPlane
 
-__all__ = ["TAKEOVER_FLOOR_S", "continue_rollout", "takeover_after"]
+__all__ = [
+    "STORAGE_WRITE_BUDGET_S",
+    "TAKEOVER_FLOOR_S",
+    "continue_rollout",
+    "longest_step_s",
+    "takeover_after",
+]
 
-# The least time without a heartbeat before a rollout is taken over, whatever the plan says: a step
-# of the command may take a storage write's whole retry budget (about 10 s) and a few probes.
+# The least time without a heartbeat before a rollout is taken over, whatever the plan says.
 TAKEOVER_FLOOR_S = 2.0
+# A pointer write's whole retry budget with the storage defaults (orchestrator.core.storage's
+# retry policy: about 10 s); the move step may spend it before it writes the record again.
+STORAGE_WRITE_BUDGET_S = 10.0
+
+
+def longest_step_s(health_timeout_s: float, clouds: int) -> float:
+    """An upper bound, in seconds, on the time between two writes of the record within one step,
+    the longest of: ``move``, a pointer write's retry budget (:data:`STORAGE_WRITE_BUDGET_S`);
+    ``serve``, a probe (``health_timeout_s``) and every endpoint's ``/metrics``; the bake's end,
+    every endpoint's ``/metrics`` and drift answer. Each endpoint read is bounded by
+    ``max(1, 2 x health_timeout_s)`` (the runner's deadline). With the defaults (2 s, three
+    clouds): 24 s."""
+    per_read = max(1.0, 2 * health_timeout_s)
+    return max(STORAGE_WRITE_BUDGET_S, health_timeout_s + clouds * per_read, 2 * clouds * per_read)
 
 
 def takeover_after(plan: dict[str, object]) -> float:
