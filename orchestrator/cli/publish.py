@@ -135,8 +135,8 @@ def verify(
     from orchestrator.render.output import emit_json
     from orchestrator.render.publish import verify_table
 
-    verifier: Any = _verifier(signing_public_key)
     targets, cfg = resolve_targets(config_path=config, clouds=clouds, to=to)
+    verifier: Any = _verifier(signing_public_key, cfg)
     name, _, version = (model or "").partition("@")
     name = name or (cfg.model.name if cfg else "")
     if not name:

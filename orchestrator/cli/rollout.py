@@ -77,7 +77,7 @@ def rollout(
             if version is None:
                 raise ConfigError("name the VERSION to roll out (or --abort)")
             check_version(version, where="VERSION", error=ConfigError)
-            verifier: Any = _verifier(signing_public_key)
+            verifier: Any = _verifier(signing_public_key, plane.config)
             overrides = {
                 "order": parse_clouds(order),
                 "canary_weight": canary_weight,

@@ -22,6 +22,8 @@ from orchestrator.control.rollout.record import RolloutTakenOver
 from orchestrator.control.rollout.runner import Rollout
 from orchestrator.control.wiring import open_plane, open_store
 from orchestrator.core.artifact.layout import read_pointer, version_prefix
+from orchestrator.core.artifact.signing import generate_key_pair
+from orchestrator.core.errors import ConfigError
 from orchestrator.core.storage import open_storage
 from orchestrator.publish.channels import move_channel
 from orchestrator.publish.sync import Target, sync_artifact
@@ -285,3 +287,98 @@ def test_pointers_moved_by_a_rollout_count_as_one_only_while_the_store_holds_it_
         assert plane.prober.expected.version == v2
         assert plane.prober.expected.previous is not None
         assert plane.prober.expected.previous.version == v1
+
+
+# No rollout stays running forever, and none is taken over while its command lives. Kinds: waiting
+# for the endpoint to serve (the record is written at every step); a step that keeps failing (rolled
+# back once it has failed for serve_timeout_s, also when the health job runs the steps); a plan whose
+# takeover_after_s the heartbeat cannot meet (refused before anything moves); the configured public
+# key ignored by one command (every command uses it).
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_record_is_written_while_waiting_for_the_endpoint_to_serve(
+    setup: tuple[Path, list[Target], str, str],
+) -> None:
+    config, targets, v1, v2 = setup
+    clock = _Clock()
+    with open_plane(load_config(str(config)), clock=clock) as plane:
+        record = _record(v1, v2, phase="serve", caps={"aws": 0}, holder=plane.holder,
+                         heartbeat_at=clock.now, phase_started_at=clock.now)  # fmt: skip
+        plane.store.atomically(lambda: plane.store.save_rollout(record))
+        rollout = Rollout(plane, holder=plane.holder, record=record, targets={t.name: t for t in targets})
+        for _ in range(3):
+            clock.now += 5
+            rollout.step()  # the endpoint does not answer: still waiting
+            stored = plane.store.atomically(plane.store.rollout)
+            assert stored is not None
+            assert (stored["phase"], stored["heartbeat_at"]) == ("serve", clock.now)
+
+
+def test_steps_that_keep_failing_roll_the_rollout_back_after_serve_timeout_s(
+    setup: tuple[Path, list[Target], str, str],
+) -> None:
+    config, targets, v1, v2 = setup
+    move_channel(targets[:1], "iris", v2, channel="STABLE", moved_by="rollout", allow_back=True)
+    for t in targets:  # every step of the serve phase now fails: no bucket holds v2's manifest
+        t.storage.delete(version_prefix("iris", v2) + "manifest.json")
+    clock = _Clock()
+    with open_plane(load_config(str(config)), clock=clock) as plane:
+        plan = {"serve_timeout_s": 20.0, "probe_interval_s": 1.0}
+        record = _record(v1, v2, phase="serve", caps={"aws": 0}, holder=plane.holder, plan=plan,
+                         heartbeat_at=clock.now, phase_started_at=clock.now)  # fmt: skip
+        plane.store.atomically(lambda: plane.store.save_rollout(record))
+        rollout = Rollout(plane, holder=plane.holder, record=record, targets={t.name: t for t in targets})
+        for _ in range(2):
+            with pytest.raises(ConfigError, match="no bucket holds a readable manifest"):
+                rollout.step()
+            clock.now += 11
+        final = rollout.step()  # 22 s of failing steps: over the budget
+    assert final["status"] == "rolled-back"
+    assert final["reason"].startswith("step: aws: steps kept failing for 22 s")
+    assert stable(targets) == {v1}
+
+
+@pytest.mark.parametrize(
+    ("plan", "message"),
+    [
+        ({"probe_interval_s": 2, "takeover_after_s": 6}, "must exceed three probe intervals"),
+        ({"probe_interval_s": 0.2, "takeover_after_s": 3}, "plus the longest step"),
+    ],
+)
+def test_a_takeover_the_heartbeat_cannot_meet_is_refused(
+    setup: tuple[Path, list[Target], str, str], plan: dict[str, float], message: str
+) -> None:
+    config, targets, v1, v2 = setup
+    path = config.parent / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    result = run(config, "rollout", v2, "--plan", str(path))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1
+    assert message in result.stderr
+    assert stable(targets) == {v1}
+
+
+def test_the_configured_public_key_is_used_by_every_command(
+    setup: tuple[Path, list[Target], str, str], tmp_path: Path
+) -> None:
+    config, targets, v1, v2 = setup
+    _, public = generate_key_pair(tmp_path / "key")
+    data = yaml.safe_load(config.read_text())
+    data["signing"] = {"public_key": str(public)}
+    config.write_text(yaml.safe_dump(data))
+    for args in (("promote", v2), ("rollback", "--to", v2), ("rollout", v2)):
+        result = run(config, *args)
+        assert result.returncode == 6, (args, result.stderr)
+        assert "model.sig" in result.stderr
+    verify = run(config, "verify", "--model", f"iris@{v2}")
+    assert verify.returncode == 1, verify.stderr
+    assert "model.sig" in verify.stdout + verify.stderr
+    assert stable(targets) == {v1}
