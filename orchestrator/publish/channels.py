@@ -20,7 +20,10 @@ default, or another such as ``STABLE``; :mod:`orchestrator.core.artifact.layout`
 The never-backwards rule: ``promote`` refuses a version in a target pointer's history (exit 6,
 pointing at ``rollback --to``); ``rollback`` and a rollout's stages move back on purpose
 (``allow_back``). :func:`rollback_version` finds the version to roll back to: the one every target
-pointer names as its previous (``history[0]``), the same in every cloud.
+pointer names as its previous (``history[0]``), the same in every cloud; pointers a rollback moved
+already count as done (a re-run finishes it), and a rollback right after a rollback is refused
+(it would serve again the version just rolled back). A pointer's history never holds its current
+version.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXIT_REFUSED",
     "ChannelResult",
+    "TargetUnreachable",
     "VersionRefused",
     "current_versions",
     "move_channel",
@@ -62,6 +66,12 @@ class VersionRefused(OrchestratorError):
     a pointer's history. Nothing moved anywhere. Exit :data:`EXIT_REFUSED`."""
 
     exit_code = EXIT_REFUSED
+
+
+class TargetUnreachable(OrchestratorError):
+    """A target's bucket could not be read (unreachable, access refused, out of retries), so the
+    version could not be checked there; nothing moved anywhere. Exit 1 (an operation failed), not
+    :data:`EXIT_REFUSED`: nothing is known to be wrong with the version."""
 
 
 @dataclass
@@ -136,31 +146,47 @@ def move_channel(
 
 
 def rollback_version(targets: Sequence[Target], name: str, *, channel: str = POINTER) -> str:
-    """The version ``rollback`` moves ``channel`` to: the previous one (``history[0]``) that every
-    target's pointer records, which must name the same version everywhere and be the same in every
-    target. ConfigError naming the target otherwise (a missing pointer, no history, or clouds that
-    disagree: pass ``--to``)."""
+    """The version ``rollback`` moves ``channel`` to: the previous one (``history[0]``) of the
+    version every target's pointer names. A rollback interrupted half way is finished by running
+    it again: pointers it already moved (``moved_by: rollback``, naming that previous version, the
+    version rolled back from as their ``history[0]``) count as done. ConfigError naming the target
+    otherwise: a missing pointer, no history, clouds that disagree, or every pointer already moved
+    by a rollback (a second rollback would re-deploy the version just rolled back: pass ``--to``)."""
     currents = current_versions(targets, name, channel=channel)
     for target in targets:
         if currents[target.name] is None:
             uri = target.storage.key_uri(pointer_key(name, channel))
             raise ConfigError(f"{target.name}: {uri} does not exist: nothing to roll back; pass --to VERSION")
     pointers = {t: p for t, p in currents.items() if p is not None}
-    now = {p.version for p in pointers.values()}
-    previous = {t: p.history[0] for t, p in pointers.items() if p.history}
-    if len(now) > 1 or len(set(previous.values())) > 1:
+    done = {t for t, p in pointers.items() if p.moved_by == "rollback" and p.history}
+    # (from, to) per target: the move a rollback makes there, or made there already.
+    moves = {
+        t: ((p.history[0], p.version) if t in done else (p.version, p.history[0] if p.history else None))
+        for t, p in pointers.items()
+    }
+    if len(set(moves.values())) > 1:
         shown = ", ".join(
-            f"{t}: {p.version} (before: {previous.get(t, 'none')})" for t, p in pointers.items()
+            f"{t}: {p.version} (before: {p.history[0] if p.history else 'none'}"
+            f"{', moved by a rollback' if t in done else ''})"
+            for t, p in pointers.items()
         )
         raise ConfigError(f"the clouds' {channel} pointers disagree ({shown}); pass --to VERSION")
     for target in targets:
-        if target.name not in previous:
+        pointer = pointers[target.name]
+        if not pointer.history:
             uri = target.storage.key_uri(pointer_key(name, channel))
             raise ConfigError(
-                f"{target.name}: {uri} records no previous version "
-                f"(it names {pointers[target.name].version}); pass --to VERSION"
+                f"{target.name}: {uri} records no previous version (it names {pointer.version}); "
+                "pass --to VERSION"
             )
-    return next(iter(previous.values()))
+    rolled_from, to = next(iter(moves.values()))
+    assert to is not None  # every pointer has a history (checked above)
+    if len(done) == len(pointers):
+        raise ConfigError(
+            f"every cloud's {channel} was rolled back already (from {rolled_from} to {to}): rolling back "
+            f"again would serve {rolled_from} again; pass --to VERSION to go further back"
+        )
+    return to
 
 
 def current_versions(
@@ -177,12 +203,21 @@ def verified_everywhere(
     targets: Sequence[Target], name: str, version: str, *, deep: bool, verifier: SignatureVerifier | None
 ) -> dict[str, str]:
     """The version's manifest sha256 in each target, after it verified there; VersionRefused
-    naming every target and object at fault otherwise."""
+    naming every target and object at fault otherwise, or TargetUnreachable (exit 1) when the only
+    trouble is a target that could not be read at all."""
     with ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="verify") as pool:
         results = list(
             pool.map(lambda t: verify_version(t, name, version, deep=deep, verifier=verifier), targets)
         )
-    problems = [str(d) for r in results for d in r.drift]
+    problems = [str(d) for r in results if r.unreachable is None for d in r.drift]
+    unreachable = [f"{r.target}: {r.unreachable}" for r in results if r.unreachable is not None]
+    if unreachable and not problems:
+        raise TargetUnreachable(
+            f"{name} {version} could not be checked in every target (not judged there): "
+            f"{'; '.join(unreachable)}; nothing moved; run again when the bucket answers"
+        )
+    if unreachable:
+        problems += [f"{u} (could not be reached)" for u in unreachable]
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         shown = "; ".join(problems[:3])

@@ -26,6 +26,7 @@ from orchestrator.core.errors import ConfigError
 from orchestrator.demo.emulators import Azurite, GcsEmulator, MotoServer
 from orchestrator.publish.channels import (
     EXIT_REFUSED,
+    TargetUnreachable,
     VersionRefused,
     move_channel,
     rollback_version,
@@ -77,7 +78,7 @@ def test_promote_then_rollback_moves_every_cloud(published: tuple[list[Target], 
         pointer, _ = read_pointer(t.storage, "iris", "STABLE")
         assert pointer is not None
         assert (pointer.version, pointer.moved_by, pointer.sequence) == (v1, "rollback", 3)
-        assert pointer.history[:2] == (v2, v1)
+        assert pointer.history == (v2,)  # never its current version
     # A re-run changes nothing (an interrupted run is finished by running it again).
     again = move_channel(targets, "iris", v1, channel="STABLE", moved_by="rollback", allow_back=True)
     assert [r.pointer for r in again] == ["unchanged"] * 3
@@ -318,3 +319,61 @@ def test_a_lost_write_whose_pointer_now_names_another_version_is_a_conflict_not_
     assert _channel(targets) == {"aws": v1, "azure": v1}  # theirs stands
     again = move_channel(targets, "iris", v2, channel="STABLE", moved_by="promote")
     assert [r.pointer for r in again] == ["moved"] * 2
+
+
+# Checking and rolling back from the buckets alone, whatever else they hold. Kinds: a corrupt LATEST
+# (a version named explicitly is checked without it), an unreachable cloud (not "incomplete"), a
+# rollback right after a rollback (refused, never re-deploying the version rolled back), a rollback
+# interrupted half way (a re-run finishes it), a pointer's history holding its current version.
+
+
+def test_a_corrupt_latest_does_not_block_moving_another_channel(
+    published: tuple[list[Target], str, str],
+) -> None:
+    targets, v1, _ = published
+    targets[2].storage.put(
+        "models/iris/LATEST", b"garbage\n", sha256=hashlib.sha256(b"garbage\n").hexdigest()
+    )
+    results = move_channel(targets, "iris", v1, channel="STABLE", moved_by="promote")
+    assert [r.pointer for r in results] == ["moved"] * 3
+
+
+def test_an_unreachable_cloud_is_not_reported_as_an_incomplete_version(
+    published: tuple[list[Target], str, str],
+) -> None:
+    from orchestrator.core.storage import NO_WAIT_RETRY, open_storage
+
+    targets, v1, _ = published
+    dead = open_storage(
+        "s3://nowhere",
+        settings={"endpoint_url": "http://127.0.0.1:9", "region": "us-east-1", "connect_timeout": "1"},
+        retry=NO_WAIT_RETRY,
+    )
+    with pytest.raises(
+        TargetUnreachable, match=r"could not be checked in every target.*nothing moved"
+    ) as err:
+        move_channel([*targets, Target("oracle", dead)], "iris", v1, channel="STABLE", moved_by="promote")
+    assert err.value.exit_code == 1
+    assert "not complete" not in str(err.value)
+    assert _channel(targets) == dict.fromkeys(("aws", "gcp", "azure"), None)
+
+
+def test_a_rollback_after_a_rollback_is_refused_and_a_half_done_one_is_finished_by_a_rerun(
+    published: tuple[list[Target], str, str],
+) -> None:
+    targets, v1, v2 = published
+    move_channel(targets, "iris", v1, channel="STABLE", moved_by="promote")
+    move_channel(targets, "iris", v2, channel="STABLE", moved_by="promote")
+    assert rollback_version(targets, "iris", channel="STABLE") == v1
+    # Interrupted half way: two clouds rolled back, the third not.
+    move_channel(targets[:2], "iris", v1, channel="STABLE", moved_by="rollback", allow_back=True)
+    assert rollback_version(targets, "iris", channel="STABLE") == v1  # the re-run finishes it
+    results = move_channel(targets, "iris", v1, channel="STABLE", moved_by="rollback", allow_back=True)
+    assert [r.pointer for r in results] == ["unchanged", "unchanged", "moved"]
+    for t in targets:
+        pointer, _ = read_pointer(t.storage, "iris", "STABLE")
+        assert pointer is not None
+        assert pointer.version not in pointer.history
+    with pytest.raises(ConfigError, match=rf"rolled back already \(from {v2} to {v1}\).*pass --to"):
+        rollback_version(targets, "iris", channel="STABLE")
+    assert _channel(targets) == dict.fromkeys(("aws", "gcp", "azure"), v1)

@@ -109,7 +109,7 @@ class Pointer(BaseModel):
     previous: str | None = Field(default=None, pattern=NAME_PATTERN)
     # +1 at every move; the order of publications. Pointers of the previous release read as 0.
     sequence: int = Field(default=0, ge=0, le=MAX_SEQUENCE)
-    # The versions it pointed at before, newest first, at most HISTORY_LENGTH.
+    # The versions it pointed at before, newest first, at most HISTORY_LENGTH; never the current one.
     history: tuple[str, ...] = Field(default=(), max_length=HISTORY_LENGTH)
     # Who moved it last (one of MOVERS); pointers written before channels existed read as "sync".
     moved_by: str = Field(default="sync", pattern=r"^(sync|promote|rollback|rollout)$")
@@ -153,7 +153,9 @@ class Pointer(BaseModel):
         if replacing is not None:
             history = replacing.history
             if replacing.version != version:
-                history = (replacing.version, *(v for v in history if v != replacing.version))
+                # The version it named goes first; the new one leaves the history (a pointer's
+                # history never holds its current version: a rollback reads history[0]).
+                history = (replacing.version, *(v for v in history if v not in (replacing.version, version)))
         return cls(
             version=version,
             manifest_sha256=manifest_sha256,
