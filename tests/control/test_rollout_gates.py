@@ -62,6 +62,9 @@ def test_increase_and_restart() -> None:
         (EndpointSample(0, 0, {}), EndpointSample(300, 0, {}), 30, 3, "fail"),  # probes failing
         (EndpointSample(100, 5, {}), EndpointSample(300, 15, {}), 5, 0, "pass"),  # old as bad
         (EndpointSample(3, 3, {}), EndpointSample(300, 0, {}), 2, 0, "no-data"),  # too few
+        # The probes are among the endpoint's own requests: 10 requests, not 20 (no double count).
+        (EndpointSample(10, 0, {}), EndpointSample(300, 0, {}), 10, 0, "no-data"),
+        (EndpointSample(50, 1, {}), EndpointSample(300, 0, {}), 10, 1, "fail"),  # 1 of 50, not 2 of 60
     ],
 )
 def test_error_rate_gate(
@@ -223,3 +226,28 @@ def test_weight_caps_only_while_active() -> None:
     assert weight_caps({"status": "succeeded", "caps": {"aws": 10}}) == {}
     assert weight_caps(None) == {}
     assert weight_caps({"status": "running", "caps": {"aws": 500, "gcp": True, "azure": "x"}}) == {}
+
+
+def test_a_lost_probe_is_tolerated_up_to_the_threshold() -> None:
+    assert gates.canary_gate(["timed out"], 10, tolerated=1).status == "pass"
+    failed = gates.canary_gate(["timed out", "timed out"], 10, tolerated=1)
+    assert failed.status == "fail"
+    kept = gates.canary_gate(["a"] * 5, 40, failed=9, tolerated=1)  # only the first five reasons kept
+    assert kept.values["failures"] == 9
+    assert kept.reason.startswith("9 of 40 probes failed")
+
+
+def test_the_drift_gate_ignores_answers_of_another_version_than_expected() -> None:
+    def of(version: str, counts: dict[str, int]) -> dict[str, object]:
+        return {**answer(counts), "model_version": version}
+
+    def gate(moved: object, old: list[object]) -> gates.Verdict:
+        return gates.drift_gate(
+            moved, old, max_js_distance=0.1, min_rows=200, moved_version="v2", old_version="v1"
+        )
+
+    assert gate(of("v2", SHIFTED), [of("v1", BALANCED)]).status == "fail"
+    # The moved cloud's window is still of the old version (it just reloaded): no data yet.
+    assert gate(of("v1", SHIFTED), [of("v1", BALANCED)]).status == "no-data"
+    # An old cloud answering for another version is left out of the pool.
+    assert gate(of("v2", SHIFTED), [of("v3", BALANCED)]).values["old_rows"] == 0

@@ -134,10 +134,12 @@ def error_rate_gate(
     min_requests: int,
 ) -> Verdict:
     """The error-rate gate (module docstring) over the bake time's increases; ``probes`` and
-    ``probe_failures`` are the control plane's probes of the moved cloud. ``no-data`` with fewer
-    than ``min_requests`` requests and probes to the moved cloud."""
-    total = moved.requests + probes
-    errors = moved.errors + probe_failures
+    ``probe_failures`` are the control plane's probes of the moved cloud. The probes are
+    ``POST /v1/predict`` requests the endpoint counts in its own ``/metrics``, so the two counts
+    overlap: the larger of each pair is taken, never their sum (the probes alone count when the
+    endpoint's counters are missing or were reset). ``no-data`` with fewer than ``min_requests``."""
+    total = max(moved.requests, probes)
+    errors = min(total, max(moved.errors, probe_failures))
     values: dict[str, Any] = {"requests": moved.requests, "errors": moved.errors, "probes": probes,
                               "probe_failures": probe_failures, "old_requests": old.requests}  # fmt: skip
     if total < min_requests:
@@ -212,12 +214,19 @@ def latency_gate(
     return Verdict("p95-latency", "pass", f"p95 {p95:.1f} ms (old version {old_p95:.1f} ms)", values)
 
 
-def canary_gate(failures: Sequence[str], probes: int) -> Verdict:
+def canary_gate(
+    failures: Sequence[str], probes: int, *, failed: int | None = None, tolerated: int = 0
+) -> Verdict:
     """The canary gate: ``failures`` are the reasons of the moved cloud's probes that did not serve
-    the new version or failed its canary rows during the bake time (``probes`` in all)."""
-    values = {"probes": probes, "failures": len(failures)}
-    if failures:
-        return Verdict("canary", "fail", f"{len(failures)} of {probes} probes failed: {failures[0]}", values)
+    the new version or failed its canary rows during the bake time (``probes`` in all; ``failed``
+    how many, when ``failures`` keeps only the first few). Up to ``tolerated`` failed probes pass
+    (one lost probe is noise, as the health state machine's ``unhealthy_threshold`` says)."""
+    count = len(failures) if failed is None else max(failed, len(failures))
+    values = {"probes": probes, "failures": count, "tolerated": tolerated}
+    if count > tolerated:
+        return Verdict(
+            "canary", "fail", f"{count} of {probes} probes failed: {failures[0] if failures else '?'}", values
+        )
     if probes == 0:
         return Verdict("canary", "no-data", "no probe completed during the bake time", values)
     return Verdict("canary", "pass", f"{probes} probes passed the canary", values)
@@ -286,11 +295,19 @@ def drift_gate(
     *,
     max_js_distance: float,
     min_rows: int,
+    moved_version: str | None = None,
+    old_version: str | None = None,
 ) -> Verdict:
     """The prediction-distribution gate (module docstring) over the drift answers of the moved
     cloud (``moved``) and of the clouds still on the old version (``old``), each the decoded JSON
     of ``GET /v1/model/drift`` or None when it could not be had (404 on an endpoint without it, an
-    error, a malformed body). Never raises on what the endpoints answered."""
+    error, a malformed body). With ``moved_version`` / ``old_version``, an answer whose
+    ``model_version`` is not the version expected on that cloud (a window of another version) is
+    no data. Never raises on what the endpoints answered."""
+    if moved_version is not None and _version_of(moved) != moved_version:
+        moved = None
+    if old_version is not None:
+        old = [answer for answer in old if _version_of(answer) == old_version]
     mine = _counts(moved)
     values: dict[str, Any] = {}
     if mine is None:
@@ -340,3 +357,8 @@ def drift_gate(
         )
     shown = ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in distances.items())
     return Verdict("prediction-distribution", "pass", f"JS distance {shown}", values)
+
+
+def _version_of(answer: object) -> object:
+    """The ``model_version`` a drift answer says its window is of (None when it says none)."""
+    return answer.get("model_version") if isinstance(answer, Mapping) else None

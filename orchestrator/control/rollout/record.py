@@ -9,7 +9,9 @@ One record (``StateStore.rollout()``), a JSON object::
      "moved": ["aws", ...],            # clouds whose pointer may name the new version (intent first)
      "caps": {"aws": 10},              # the most weight each cloud may get now (0: none yet)
      "before": {"aws": {...}, ...},    # /metrics at the bake's start, per cloud (the gates' baseline)
-     "probes": 0, "probe_failures": [...],
+     "probes": 0, "probe_failures": [...],   # the bake's probes; the first failures' reasons
+     "failed_probes": 0, "failed_in_row": 0,  # failed probes in the bake, and the current run of them
+     "failing_since": null,            # when the steps started failing (absent while they succeed)
      "verdicts": [{"stage", "cloud", "gate", "status", "reason", "values"}, ...],
      "holder", "heartbeat_at", "started_at", "phase_started_at", "finished_at",
      "reason", "failed_at", "rolled_back_at"}

@@ -240,7 +240,14 @@ class Rollout:
             stage = self.record["stage"]
 
             def bake(r: dict[str, Any]) -> None:
-                r.update(phase="bake", phase_started_at=self.plane.clock(), probes=1, probe_failures=[])
+                r.update(
+                    phase="bake",
+                    phase_started_at=self.plane.clock(),
+                    probes=1,
+                    probe_failures=[],
+                    failed_probes=0,
+                    failed_in_row=0,
+                )
                 r["before"] = {c: _sample_dict(s) for c, s in before.items() if s is not None}
                 if stage == 0:
                     r["caps"][cloud] = self.plan.canary_weight
@@ -269,10 +276,18 @@ class Rollout:
             r["probes"] += 1
             if failed:
                 r["probe_failures"] = [*r["probe_failures"], short(reason)][:MAX_KEPT_FAILURES]
+                r["failed_probes"] = int(r.get("failed_probes", 0)) + 1
+                r["failed_in_row"] = int(r.get("failed_in_row", 0)) + 1
+            else:
+                r["failed_in_row"] = 0
 
         self._save(count)
-        if failed:
-            verdict = gates.canary_gate(self.record["probe_failures"], self.record["probes"])
+        # A probe failure fails the stage at once only when unhealthy_threshold probes in a row
+        # failed (the health state machine's tolerance): one lost probe is noise, not a bad version.
+        if failed and self.record["failed_in_row"] >= self.plane.config.health.unhealthy_threshold:
+            verdict = gates.canary_gate(
+                self.record["probe_failures"], self.record["probes"], failed=self.record["failed_probes"]
+            )
             self._judged([verdict])
             return
         if self.plane.clock() < self.record["phase_started_at"] + self.plan.bake_s:
@@ -303,12 +318,13 @@ class Rollout:
         moved = increases.get(cloud, gates.EndpointSample(0, 0, {}))
         pooled = gates.EndpointSample.pooled(increases[c] for c in old if c in increases)
         failures = list(self.record["probe_failures"])
+        failed_probes = int(self.record.get("failed_probes", len(failures)))
         return [
             gates.error_rate_gate(
                 moved,
                 pooled,
                 probes=self.record["probes"],
-                probe_failures=len(failures),
+                probe_failures=failed_probes,
                 max_error_rate=bounds.max_error_rate,
                 min_requests=bounds.min_requests,
             ),
@@ -319,12 +335,19 @@ class Rollout:
                 p95_slack_ms=bounds.p95_slack_ms,
                 min_requests=bounds.min_requests,
             ),
-            gates.canary_gate(failures, self.record["probes"]),
+            gates.canary_gate(
+                failures,
+                self.record["probes"],
+                failed=int(self.record.get("failed_probes", len(failures))),
+                tolerated=self.plane.config.health.unhealthy_threshold - 1,
+            ),
             gates.drift_gate(
                 self._drift(cloud),
                 [self._drift(c) for c in old],
                 max_js_distance=bounds.max_js_distance,
                 min_rows=bounds.min_rows,
+                moved_version=self.record["version"],
+                old_version=self.record["baseline"],
             ),
         ]
 
