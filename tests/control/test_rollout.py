@@ -68,8 +68,10 @@ def test_a_good_version_goes_through_every_stage(world: World) -> None:
     _healthy(plane)
     v2 = world.names["v2"]
     weights: list[tuple[str, str, dict[str, int]]] = []
+    caps: list[tuple[str, int, dict[str, int]]] = []
 
     def seen(what: str, record: Any) -> None:
+        caps.append((what, record["stage"], dict(record["caps"])))
         desired = plane.store.atomically(plane.store.desired)
         weights.append(
             (what, record["order"][min(record["stage"], 2)], dict(desired.weights) if desired else {})
@@ -89,6 +91,9 @@ def test_a_good_version_goes_through_every_stage(world: World) -> None:
     assert moved.get(first) == 0
     serving = next(w for what, c, w in weights if what == "serving" and c == first)
     assert 0 < serving[first] <= 10
+    # Once its stage passed, the first cloud is no longer held at the canary weight.
+    passed = next(c for what, stage, c in caps if what == "stage passed" and stage == 1)
+    assert first not in passed
     # Every stage was judged by every gate; none failed.
     stages = {(v["stage"], v["gate"]): v["status"] for v in final["verdicts"]}
     assert {s for s, _ in stages} == {0, 1, 2}

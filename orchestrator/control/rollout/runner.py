@@ -15,9 +15,10 @@ job (one step per round, :mod:`.takeover`) run the same code:
    canary weight in the first stage, the router's afterwards) and the bake starts. Serving it and
    failing the canary: the canary gate fails. Not serving it within ``serve_timeout_s``: the
    ``serve`` gate fails. The cloud has no weight until it passes.
-3. ``bake``: the cloud is probed every ``probe_interval_s``; a failed canary fails at once. At the end
-   of ``bake_s`` the gates (:mod:`.gates`) judge it against the clouds still on the old version;
-   all passing (or without data) moves on to the next stage, or ends the rollout (``succeeded``:
+3. ``bake``: the cloud is probed every ``probe_interval_s``; ``health.unhealthy_threshold`` failed
+   probes in a row fail at once. At the end of ``bake_s`` the gates (:mod:`.gates`) judge it
+   against the clouds still on the old version; all passing (or without data) moves on to the
+   next stage (the passed cloud's cap lifted), or ends the rollout (``succeeded``:
    every cloud on the new version, the caps lifted, the router's weights).
 
 A failed gate (or ``--abort``) rolls back: the moved clouds' caps drop to 0 at once (committed and
@@ -366,6 +367,9 @@ class Rollout:
             if last:
                 r.update(status="succeeded", phase="done", caps={}, finished_at=now)
             else:
+                # The stage passed: its cloud serves the new version with the router's weight (the
+                # first stage's canary cap is lifted) while the next cloud is moved and baked.
+                r["caps"].pop(cloud, None)
                 r.update(stage=stage + 1, phase="move", phase_started_at=now, before={})
 
         self._save(advance, route=True)
