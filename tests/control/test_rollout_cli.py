@@ -75,7 +75,10 @@ def stable(targets: list[Target]) -> set[str]:
         (("{v2}", "--order", "aws,gcp"), "rollout order: name each configured cloud once"),
         (("{v2}", "--canary-weight", "0"), "canary_weight: Input should be greater than or equal to 1"),
         (("{v2}", "--bake", "-1"), "bake_s: Input should be greater than or equal to 0"),
-        (("{v2}", "--plan", "/nonexistent/plan.yaml"), "/nonexistent/plan.yaml"),
+        (
+            ("{v2}", "--plan", "/nonexistent/plan.yaml"),
+            "/nonexistent/plan.yaml: rollout plan (--plan) not found",
+        ),
         (("{v1}",), "already names"),
         (("--abort", "{v2}"), "--abort takes no VERSION"),
         (("--abort",), "no rollout in progress to abort"),

@@ -9,6 +9,7 @@ least money and traffic comes first.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -100,6 +101,8 @@ def load_plan(path: str | None, overrides: Mapping[str, Any]) -> RolloutPlan:
         from orchestrator.control.config_file import parse_yaml, read_text
 
         where = path
+        if "://" not in path and not Path(path).is_file():
+            raise ConfigError(f"{path}: rollout plan (--plan) not found")
         parsed = parse_yaml(read_text(path), path)
         if parsed is not None and not isinstance(parsed, dict):
             raise ConfigError(f"{path}: a rollout plan is a mapping (order, canary_weight, bake_s, gates)")
