@@ -31,15 +31,13 @@ that fails half way stays ``rolling-back`` and the next step retries it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-
-import orjson
 
 from orchestrator.control.health.machine import Verdict as ProbeVerdict
 from orchestrator.control.health.probe import Expectation, short
 from orchestrator.control.rollout import gates
+from orchestrator.control.rollout.judge import DRIFT_PATH, fetch_metrics, sample_dict, stage_verdicts
 from orchestrator.control.rollout.plan import RolloutPlan
 from orchestrator.control.rollout.record import ACTIVE, RolloutTakenOver
 from orchestrator.control.types import Flip
@@ -52,8 +50,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DRIFT_PATH", "MAX_FAILED_STEPS", "Rollout"]
 
-# The endpoint's drift answer (issue 16's contract); a 404 is "no drift data".
-DRIFT_PATH = "/v1/model/drift"
 # Steps failing in a row before the command gives the rollout up to the health job: at the default
 # 5 s interval, a minute and a half of a bucket or the state being unreachable.
 MAX_FAILED_STEPS = 20
@@ -237,7 +233,7 @@ class Rollout:
         cloud, version = self.cloud, self.record["version"]
         result = self.plane.prober.probe_against([cloud], self._expectation())[cloud]
         if result.served_version == version and result.verdict is not ProbeVerdict.FAIL:
-            before = {c: self._metrics(c) for c in self.plane.endpoints}
+            before = {c: fetch_metrics(self.plane, c) for c in self.plane.endpoints}
             stage = self.record["stage"]
 
             def bake(r: dict[str, Any]) -> None:
@@ -249,7 +245,7 @@ class Rollout:
                     failed_probes=0,
                     failed_in_row=0,
                 )
-                r["before"] = {c: _sample_dict(s) for c, s in before.items() if s is not None}
+                r["before"] = {c: sample_dict(s) for c, s in before.items() if s is not None}
                 if stage == 0:
                     r["caps"][cloud] = self.plan.canary_weight
                 else:
@@ -297,60 +293,8 @@ class Rollout:
         self._judged(verdicts)
 
     def _gates(self) -> list[gates.Verdict]:
-        """The stage's gates at the end of its bake time (the module docstring of :mod:`.gates`)."""
-        cloud = self.cloud
-        bounds = self.plan.gates
-        old = [c for c in self.plane.endpoints if c not in self.record["moved"]]
-        before = self.record.get("before") or {}
-        if cloud not in before:
-            # The baseline was never recorded (the endpoint's /metrics did not answer at the bake's
-            # start): the relative gates cannot be judged, which the continuation rule treats as
-            # a reason to roll back rather than to guess.
-            return [
-                gates.Verdict(
-                    "error-rate", "fail", "no /metrics baseline was recorded: the stage cannot be judged", {}
-                )
-            ]
-        increases: dict[str, gates.EndpointSample] = {}
-        for c in [cloud, *old]:
-            now = self._metrics(c)
-            if now is not None and c in before:
-                increases[c] = now.minus(_sample_from(before[c]))
-        moved = increases.get(cloud, gates.EndpointSample(0, 0, {}))
-        pooled = gates.EndpointSample.pooled(increases[c] for c in old if c in increases)
-        failures = list(self.record["probe_failures"])
-        failed_probes = int(self.record.get("failed_probes", len(failures)))
-        return [
-            gates.error_rate_gate(
-                moved,
-                pooled,
-                probes=self.record["probes"],
-                probe_failures=failed_probes,
-                max_error_rate=bounds.max_error_rate,
-                min_requests=bounds.min_requests,
-            ),
-            gates.latency_gate(
-                moved,
-                pooled,
-                max_p95_ratio=bounds.max_p95_ratio,
-                p95_slack_ms=bounds.p95_slack_ms,
-                min_requests=bounds.min_requests,
-            ),
-            gates.canary_gate(
-                failures,
-                self.record["probes"],
-                failed=int(self.record.get("failed_probes", len(failures))),
-                tolerated=self.plane.config.health.unhealthy_threshold - 1,
-            ),
-            gates.drift_gate(
-                self._drift(cloud),
-                [self._drift(c) for c in old],
-                max_js_distance=bounds.max_js_distance,
-                min_rows=bounds.min_rows,
-                moved_version=self.record["version"],
-                old_version=self.record["baseline"],
-            ),
-        ]
+        """The stage's gates at the end of its bake time (:func:`.judge.stage_verdicts`)."""
+        return stage_verdicts(self.plane, self.record, self.plan)
 
     def _judged(self, verdicts: Sequence[gates.Verdict]) -> None:
         stage, cloud = self.record["stage"], self.cloud
@@ -471,36 +415,3 @@ class Rollout:
                 signature_verifier(self.plane.config),
             )
         return self._expect
-
-    def _metrics(self, cloud: str) -> gates.EndpointSample | None:
-        try:
-            status, body = self.plane.prober.fetch(cloud, "/metrics", deadline_s=self._deadline())
-            return gates.parse_metrics(body.decode("utf-8", "replace")) if status == 200 else None
-        except Exception:  # unreachable or not an exposition: no data from it this time
-            return None
-
-    def _drift(self, cloud: str) -> object:
-        try:
-            status, body = self.plane.prober.fetch(cloud, DRIFT_PATH, deadline_s=self._deadline())
-            return orjson.loads(body) if status == 200 else None
-        except Exception:  # any failure is "no drift data", never a crash
-            return None
-
-    def _deadline(self) -> float:
-        return max(1.0, 2 * self.plane.config.health.timeout_s)
-
-
-def _sample_dict(sample: gates.EndpointSample) -> dict[str, Any]:
-    return {
-        "requests": sample.requests,
-        "errors": sample.errors,
-        "buckets": {repr(le) if math.isfinite(le) else "+Inf": n for le, n in sample.buckets.items()},
-    }
-
-
-def _sample_from(row: Mapping[str, Any]) -> gates.EndpointSample:
-    return gates.EndpointSample(
-        int(row.get("requests", 0)),
-        int(row.get("errors", 0)),
-        {float(le): float(n) for le, n in dict(row.get("buckets", {})).items()},
-    )
