@@ -4,7 +4,8 @@ Accepted forms:
 
 - an artifact directory: a path or ``file:///abs/path`` (verified in place);
 - ``<bucket URI>/models/<name>/<version>``: that version, pinned;
-- ``<bucket URI>/models/<name>/LATEST``: whatever the pointer names, followed on every reload.
+- ``<bucket URI>/models/<name>/LATEST`` (or another channel, upper case: ``.../STABLE``): whatever
+  that channel's pointer names, followed on every reload.
 
 Nothing read from the bucket is trusted until checked, in this order: the pointer (at most 64 kB,
 its version in the name grammar), the manifest (at most 4 MiB, names and file paths in the
@@ -168,16 +169,16 @@ class _RemoteLoader:
         expected_sha: str | None = None
         if self.location.follows_latest:
             try:
-                raw, info = fetch_pointer(self.storage, name)
+                raw, info = fetch_pointer(self.storage, name, self.location.ref)
             except ArtifactError as exc:
                 # Too large to be a pointer, refused by its size before it was read: remembered by
                 # the object's version token instead of its bytes (one more small read).
-                token = self.storage.stat(pointer_key(name)).token
+                token = self.storage.stat(pointer_key(name, self.location.ref)).token
                 if token is not None:
                     self.refused.check(f"pointer-object:{token}")
                     self.refused.remember(f"pointer-object:{token}", exc)
                 raise
-            uri = self.storage.key_uri(pointer_key(name))
+            uri = self.storage.key_uri(pointer_key(name, self.location.ref))
             if info is None:
                 raise ArtifactError(f"{uri}: no model published yet")
             key = "pointer:" + hashlib.sha256(raw).hexdigest()

@@ -25,7 +25,7 @@ def demo(
     ),
     rate: float = typer.Option(40.0, "--rate", min=1.0, max=500.0, help="Prediction requests per second."),
 ) -> None:
-    """Three emulated clouds: train, sync, serve, route by cost, fail over and back, roll out v2."""
+    """Three emulated clouds: train, sync, serve, route by cost, fail over, roll out, roll back."""
     import orjson
 
     from orchestrator.demo.story import DemoOptions, run_demo

@@ -18,8 +18,15 @@ PUBLIC_KEY_HELP = "PEM public key (text or a path): the artifact's signature mus
 SIGNING_KEY_ENV = "ORCHESTRATOR_SIGNING_KEY"
 
 
-def _verifier(public_key: str | None) -> object:
+def _verifier(public_key: str | None, config: Any = None) -> object:
+    """The signature verifier of ``--signing-public-key`` (or its environment variable), else of
+    the configuration's ``signing.public_key`` (``config``, a Config or None); None without
+    either. ConfigError naming the key when it cannot be loaded."""
     if not public_key:
+        if config is not None and config.signing is not None and config.signing.public_key:
+            from orchestrator.control.health.expect import signature_verifier
+
+            return signature_verifier(config)
         return None
     from orchestrator.core.artifact.signing import SignatureVerifier, load_public_key
 
@@ -44,20 +51,48 @@ def sync(
     signing_public_key: str = typer.Option(
         None, "--signing-public-key", envvar=PUBLIC_KEY_ENV, help=PUBLIC_KEY_HELP
     ),
+    channel: str = typer.Option(
+        "LATEST",
+        "--channel",
+        help="The channel whose pointer moves last (e.g. CANDIDATE: nothing serves it yet).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document for automation."),
 ) -> None:
-    """Publish an artifact to every cloud's bucket, verify it landed, then move LATEST."""
+    """Publish an artifact to every cloud's bucket, verify it landed, then move LATEST (or --channel)."""
+    from orchestrator.control.rollout.guard import refuse_during_rollout
     from orchestrator.control.targets import resolve_targets
     from orchestrator.core.artifact.manifest import load_manifest
+    from orchestrator.core.errors import ConfigError, OrchestratorError
+    from orchestrator.core.names import check_channel
     from orchestrator.publish.sync import sync_artifact, ungated_warnings
     from orchestrator.render.output import console, emit_json, err_console, shown
     from orchestrator.render.publish import sync_progress, sync_table
 
-    verifier: Any = _verifier(signing_public_key)
-    targets, _ = resolve_targets(config_path=config, clouds=clouds, to=to)
+    check_channel(channel, where="--channel", error=ConfigError)
+    targets, cfg = resolve_targets(config_path=config, clouds=clouds, to=to)
+    try:
+        verifier: Any = _verifier(signing_public_key, cfg)
+        if not dry_run and cfg is not None:
+            try:
+                name = load_manifest(model).name
+            except OrchestratorError:
+                name = None  # sync_artifact reports the unreadable artifact, naming it
+            if name is not None:
+                refuse_during_rollout(cfg, "sync", model=name, channel=channel)
+    except BaseException:
+        for target in targets:
+            target.storage.close()
+        raise
     with sync_progress(model, targets, enabled=console.is_terminal and not json_out) as on_event:
         results = sync_artifact(
-            model, targets, force=force, dry_run=dry_run, deep=deep, verifier=verifier, on_event=on_event
+            model,
+            targets,
+            force=force,
+            dry_run=dry_run,
+            deep=deep,
+            verifier=verifier,
+            on_event=on_event,
+            channel=channel,
         )
     if json_out:
         emit_json(
@@ -100,8 +135,8 @@ def verify(
     from orchestrator.render.output import emit_json
     from orchestrator.render.publish import verify_table
 
-    verifier: Any = _verifier(signing_public_key)
     targets, cfg = resolve_targets(config_path=config, clouds=clouds, to=to)
+    verifier: Any = _verifier(signing_public_key, cfg)
     name, _, version = (model or "").partition("@")
     name = name or (cfg.model.name if cfg else "")
     if not name:

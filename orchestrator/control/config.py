@@ -43,9 +43,9 @@ from orchestrator.control.config_checks import (
 )
 from orchestrator.control.config_file import MAX_CONFIG_BYTES, MAX_CONFIG_NODES, parse_yaml, read_text
 from orchestrator.control.config_vantage import VantageConfig, resolve_vantage
-from orchestrator.core.contract import CloudName
+from orchestrator.core.contract import POINTER, CloudName
 from orchestrator.core.errors import ConfigError
-from orchestrator.core.names import NAME_PATTERN
+from orchestrator.core.names import CHANNEL_PATTERN, NAME_PATTERN
 
 __all__ = [
     "MAX_CONFIG_BYTES",
@@ -107,6 +107,11 @@ class ModelConfig(_Strict):
     name: str = Field(pattern=NAME_PATTERN, description="the model's name in every bucket")
     version: str | None = Field(
         default=None, pattern=NAME_PATTERN, description="pin: endpoints must serve this version, not LATEST"
+    )
+    channel: str = Field(
+        default=POINTER,
+        pattern=CHANNEL_PATTERN,
+        description="the channel every endpoint follows (its MODEL_URI's models/<name>/<CHANNEL>)",
     )
 
 

@@ -23,6 +23,8 @@ from orchestrator.control.health.probe import ProbeResult, short
 from orchestrator.control.health.prober import EXPECTATION_DEADLINE_S, Prober
 from orchestrator.control.health.record import CloudRecord
 from orchestrator.control.reports import FailoverRefused, OperatorResult, RoundReport
+from orchestrator.control.rollout.record import weight_caps
+from orchestrator.control.rollout.takeover import continue_rollout
 from orchestrator.control.routing import CloudInput, Decision, Demand, decide
 from orchestrator.control.routing.backends import RoutingBackend
 from orchestrator.control.routing.pricing import CostBreakdown
@@ -89,6 +91,8 @@ class ControlPlane:
             read_fence=lambda: self.fence,
         )
         self.prober = prober
+        # The staged-rollout expectation applies only while the rollout record says one is active.
+        self.prober.rollout_source = lambda: self.store.atomically(self.store.rollout)
         self.clock = clock
         self.sleep = sleep
         self.monotonic = monotonic
@@ -167,10 +171,14 @@ class ControlPlane:
     # -- routing -------------------------------------------------------------------------------
     def decide(self, records: dict[str, CloudRecord]) -> Decision:
         """The router's decision for these records (states, p95 latencies) and the configured
-        capacities, bounds, costs and demand; see :func:`orchestrator.control.routing.decide`."""
+        capacities, bounds, costs and demand, with an active rollout's weight caps; see
+        :func:`orchestrator.control.routing.decide`. Call inside a transaction."""
         inputs = []
+        # A rollout in progress caps the clouds it is moving (orchestrator.control.rollout).
+        caps = weight_caps(self.store.rollout())
         for name, record in sorted(records.items()):
             cloud = self.config.cloud(name)
+            cap = caps.get(name, cloud.max_weight)
             inputs.append(
                 CloudInput(
                     cloud=name,
@@ -178,8 +186,8 @@ class ControlPlane:
                     p95_ms=record.p95_ms,
                     capacity_rps=cloud.capacity_rps,
                     cost_per_request=self.costs[name].total,
-                    min_weight=cloud.min_weight,
-                    max_weight=cloud.max_weight,
+                    min_weight=min(cloud.min_weight, cap),
+                    max_weight=min(cloud.max_weight, cap),
                 )
             )
         traffic = self.config.routing.traffic
@@ -312,6 +320,9 @@ class ControlPlane:
         if apply and (self.vantage is None or self.fence is not None):
             report.backends = self.reconcile(wait=wait)
             report.applied = any(b.wrote for b in report.backends)
+            # A rollout whose command died is finished or undone here (its continuation rule).
+            if note := continue_rollout(self):
+                report.notes.append(note)
         return report
 
     def _release(self, lease: Lease) -> None:

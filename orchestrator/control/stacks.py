@@ -32,7 +32,7 @@ import orjson
 
 from orchestrator.control.config import Config, check_together, validate
 from orchestrator.core.artifact.layout import ModelLocation, parse_model_uri
-from orchestrator.core.contract import CLOUDS, ENV_API_TOKEN
+from orchestrator.core.contract import CLOUDS, ENV_API_TOKEN, POINTER
 from orchestrator.core.errors import ConfigError
 
 __all__ = ["ENDPOINT_KEYS", "MASKED_SECRET", "TOKEN_REFERENCE", "config_from_outputs", "load_outputs"]
@@ -103,9 +103,16 @@ def config_from_outputs(outputs: Sequence[tuple[str, Mapping[str, Any]]]) -> dic
         raise ConfigError(
             "no endpoint stack among the outputs (each must export 'cloud', 'endpoint_url', ...)"
         )
-    if len(names) != 1:
-        raise ConfigError(f"the stacks serve different models: {', '.join(sorted(names))}")
-    config: dict[str, Any] = {"model": {"name": names.pop()}, "clouds": clouds, "routing": routing}
+    models = {n.partition("/")[0] for n in names}
+    channels = {n.partition("/")[2] for n in names}
+    if len(models) != 1:
+        raise ConfigError(f"the stacks serve different models: {', '.join(sorted(models))}")
+    if len(channels) != 1:
+        raise ConfigError(f"the stacks' endpoints follow different channels: {', '.join(sorted(channels))}")
+    model, channel = models.pop(), channels.pop()
+    config: dict[str, Any] = {"model": {"name": model}, "clouds": clouds, "routing": routing}
+    if channel != POINTER:
+        config["model"]["channel"] = channel
     public_name = _public_name(outputs, routing)
     if public_name is not None:
         config["endpoint"] = {"public_name": public_name}
@@ -163,7 +170,7 @@ def _endpoint(
     if cloud not in CLOUDS:
         raise ConfigError(f"{source}: stack output 'cloud' is not one of {', '.join(CLOUDS)}")
     location = _follows_latest(out["model_uri"], source)
-    names.add(location.name)
+    names.add(f"{location.name}/{location.ref}")  # the model and the channel its endpoint follows
     vcpu = _number(out["cpu"], source, "cpu")
     instances = _number(out["max_instances"], source, "max_instances")
     prefix = f"clouds.{cloud}"
@@ -174,7 +181,7 @@ def _endpoint(
         ("storage_settings", "storage_settings"),
     ):  # fmt: skip
         origins[f"{prefix}.{key}"] = (source, output)
-    origins["model.name"] = (source, "model_uri")
+    origins["model.name"] = origins["model.channel"] = (source, "model_uri")
     config: dict[str, Any] = {
         "endpoint": _text(out["endpoint_url"], source, "endpoint_url").rstrip("/"),
         "storage": location.root,
@@ -305,12 +312,15 @@ def _gib(value: Any, source: str) -> float:
 
 
 def _follows_latest(uri: object, source: str) -> ModelLocation:
-    """The endpoint's model URI, which must name a pointer: <bucket URI>/models/<name>/LATEST (the
-    grammar of :func:`~orchestrator.core.artifact.layout.parse_model_uri`)."""
+    """The endpoint's model URI, which must name a channel's pointer: <bucket URI>/models/<name>/LATEST
+    or another channel (the grammar of :func:`~orchestrator.core.artifact.layout.parse_model_uri`)."""
     try:
         location = parse_model_uri(uri, where="model_uri") if isinstance(uri, str) else None
     except ConfigError:
         location = None
     if location is None or not location.follows_latest:
-        raise ConfigError(f"{source}: stack output 'model_uri' is not <bucket URI>/models/<name>/LATEST")
+        raise ConfigError(
+            f"{source}: stack output 'model_uri' is not <bucket URI>/models/<name>/LATEST "
+            "(or another channel)"
+        )
     return location

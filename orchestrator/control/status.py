@@ -22,9 +22,10 @@ def status_report(plane: ControlPlane) -> dict[str, Any]:
 
     def read() -> tuple[Any, ...]:
         records = plane.records()
-        return records, plane.store.desired(), plane.store.recent_flips(limit=20), plane.store.backends()
+        store = plane.store
+        return records, store.desired(), store.recent_flips(limit=20), store.backends(), store.rollout()
 
-    records, desired, flips, recorded = plane.store.atomically(read)
+    records, desired, flips, recorded, rollout = plane.store.atomically(read)
     decision = plane.decide(records)
     routable = plane.routable_desired() if desired else None
     backends = _inspect(plane, routable.weights if routable else None)
@@ -54,11 +55,19 @@ def status_report(plane: ControlPlane) -> dict[str, Any]:
         "backends": backends,
         "decision": decision.as_dict(),
         "flips": [flip_dict(f) for f in flips],
+        "rollout": _rollout(rollout),
     }
     if plane.vantage is not None:
         # Each point's last observation and its age, the quorum view, the lease: read, not written.
         report["vantage"] = plane.vantage.survey(list(records)).as_dict(plane.clock())
     return report
+
+
+def _rollout(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The rollout record as ``status`` shows it: everything but the metrics baseline."""
+    if record is None:
+        return None
+    return {k: v for k, v in record.items() if k != "before"}
 
 
 def _inspect(plane: ControlPlane, desired: dict[str, int] | None) -> list[dict[str, Any]]:

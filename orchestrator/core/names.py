@@ -20,17 +20,48 @@ from typing import Final
 
 from orchestrator.core.errors import ArtifactError
 
-__all__ = ["NAME_PATTERN", "NAME_RULE", "check_model_name", "check_version", "is_valid_name"]
+__all__ = [
+    "CHANNEL_PATTERN",
+    "CHANNEL_RULE",
+    "NAME_PATTERN",
+    "NAME_RULE",
+    "check_channel",
+    "check_model_name",
+    "check_version",
+    "is_channel",
+    "is_valid_name",
+]
 
 # The pattern as a string for pydantic's Field(pattern=...), which matches the whole value.
 NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 NAME_RULE: Final = "1-63 characters from a-z, 0-9, '.', '_', '-', starting with a letter or digit"
 _NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+# A channel (the pointer file an endpoint follows: ``LATEST``, ``STABLE``...) is upper case, so it
+# can never be read as a version (lower case) in ``models/<name>/<ref>``: the model URI stays
+# decidable from its text alone, without asking the bucket which one it is.
+CHANNEL_PATTERN: Final = r"^[A-Z][A-Z0-9_-]{0,62}$"
+CHANNEL_RULE: Final = "1-63 characters from A-Z, 0-9, '_', '-', starting with a letter (e.g. LATEST, STABLE)"
+_CHANNEL: Final = re.compile(r"[A-Z][A-Z0-9_-]{0,62}")
 
 
 def is_valid_name(value: object) -> bool:
     """Whether ``value`` is a string in the grammar (full match, ASCII only)."""
     return isinstance(value, str) and _NAME.fullmatch(value) is not None
+
+
+def is_channel(value: object) -> bool:
+    """Whether ``value`` is a channel name (full match, ASCII upper case; ``LATEST`` is one)."""
+    return isinstance(value, str) and _CHANNEL.fullmatch(value) is not None
+
+
+def check_channel(value: object, *, where: str | None = None, error: type[Exception] = ArtifactError) -> str:
+    """``value`` if it is a valid channel name, else ``error`` naming ``where`` and the rule."""
+    if not is_channel(value):
+        shown = repr(value) if not isinstance(value, str) or len(value) <= 80 else repr(value[:80]) + "…"
+        prefix = f"{where}: " if where else ""
+        raise error(f"{prefix}channel {shown} is not valid: use {CHANNEL_RULE}")
+    assert isinstance(value, str)
+    return value
 
 
 def _check(value: object, what: str, where: str | None, error: type[Exception]) -> str:

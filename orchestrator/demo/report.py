@@ -19,7 +19,17 @@ __all__ = ["Timeline", "summary_table", "write_report"]
 
 COLORS = {"aws": "#ff9900", "gcp": "#34a853", "azure": "#0078d4"}
 # Events drawn on the plot (the others are in the timeline only).
-MARKED = {"kill", "failover", "restart", "failback", "manual_failover", "manual_failback", "rollout"}
+MARKED = {
+    "kill",
+    "failover",
+    "restart",
+    "failback",
+    "manual_failover",
+    "manual_failback",
+    "rollout",
+    "bad_rollout",
+    "rolled_back",
+}
 
 
 class Timeline:

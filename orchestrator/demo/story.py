@@ -152,6 +152,7 @@ class _Story:
         self.step("failback", self.restart_and_fail_back)
         self.step("manual", self.manual_failover_and_back)
         self.step("rollout", self.roll_out_v2)
+        self.step("rollback", self.roll_out_a_bad_version)
         self.step("summary", self.summarise)
         self.result["ok"] = True
 
@@ -433,6 +434,22 @@ class _Story:
             "swapped_after_s": {c: round(t - published, 3) for c, t in swapped.items()},
             "canary_ok_after_s": round(canary - published, 3),
         }
+
+    def roll_out_a_bad_version(self) -> None:
+        from orchestrator.demo.bad_rollout import roll_out_bad_version
+
+        assert self.config is not None
+        with self.console.status("rolling out a bad version (its canary fails), cheapest cloud first"):
+            outcome = roll_out_bad_version(
+                self.config, self.clouds, self.timeline, self.artifacts["v2"], self.signing_key, self.verifier
+            )
+        self.result["bad_rollout"] = outcome
+        if outcome["status"] != "rolled-back":
+            raise DemoError(f"the bad version was not rolled back: {outcome}")
+        first = outcome["moved"][0]
+        # The clients see the weights again through DNS (its TTL), as before the rollout.
+        self.wait_for(lambda: self.weights.get().get(first, 0) > 0, 15, f"clients routing to {first} again")
+        self.pause(1.0, "serving the previous version everywhere")
 
     def summarise(self) -> None:
         assert self.traffic is not None

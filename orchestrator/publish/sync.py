@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.core.artifact.integrity import hash_file, verify_artifact
 from orchestrator.core.artifact.layout import MAX_SEQUENCE, Pointer, pointer_key, read_pointer, version_prefix
 from orchestrator.core.artifact.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
+from orchestrator.core.contract import POINTER
 from orchestrator.core.errors import ArtifactError, NotFound, OrchestratorError, PreconditionFailed
 from orchestrator.core.storage import ObjectInfo, Storage
 
@@ -131,8 +132,11 @@ def sync_artifact(
     deep: bool = False,
     verifier: SignatureVerifier | None = None,
     on_event: Callable[[SyncEvent], None] | None = None,
+    channel: str = POINTER,
 ) -> list[SyncResult]:
-    """Publish ``artifact`` to every target; one result per target, in order.
+    """Publish ``artifact`` to every target; one result per target, in order. The pointer moved
+    last is ``channel``'s (``LATEST`` by default; another, e.g. ``CANDIDATE``, publishes a version
+    that no endpoint follows yet, for ``promote`` or ``rollout`` to move a served channel to).
 
     ``deep`` downloads and hashes every object already in a bucket instead of trusting its
     metadata. With a ``verifier``, the local artifact's signature must verify first. Raises only for
@@ -156,7 +160,17 @@ def sync_artifact(
     emit = on_event or (lambda _: None)
 
     def one(target: Target) -> SyncResult:
-        return _sync_one(target, manifest, files, marker, force=force, dry_run=dry_run, deep=deep, emit=emit)
+        return _sync_one(
+            target,
+            manifest,
+            files,
+            marker,
+            force=force,
+            dry_run=dry_run,
+            deep=deep,
+            emit=emit,
+            channel=channel,
+        )
 
     if len(targets) == 1:
         return [one(targets[0])]
@@ -174,6 +188,7 @@ def _sync_one(
     dry_run: bool,
     deep: bool,
     emit: Callable[[SyncEvent], None],
+    channel: str = POINTER,
 ) -> SyncResult:
     started = time.monotonic()
     storage = target.storage
@@ -198,9 +213,16 @@ def _sync_one(
             result.uploaded = [f.key for f in todo]
             result.removed = extras
         _move_pointer(
-            storage, manifest, marker.sha256, result, force=force, dry_run=dry_run, repaired=bool(todo)
+            storage,
+            manifest,
+            marker.sha256,
+            result,
+            force=force,
+            dry_run=dry_run,
+            repaired=bool(todo),
+            channel=channel,
         )
-        emit(SyncEvent(target.name, "pointer", pointer_key(manifest.name)))
+        emit(SyncEvent(target.name, "pointer", pointer_key(manifest.name, channel)))
         if result.pointer in ("moved", "replaced") and result.previous_version not in (
             None,
             manifest.version,
@@ -209,7 +231,8 @@ def _sync_one(
         result.ok = result.pointer != "refused"
         if result.pointer == "refused":
             result.error = (
-                f"{storage.key_uri(pointer_key(manifest.name))} points to {result.previous_version} and "
+                f"{storage.key_uri(pointer_key(manifest.name, channel))} points to "
+                f"{result.previous_version} and "
                 f"{manifest.version} is an older publication (in its history); pass --force to move it back"
             )
     except OrchestratorError as exc:
@@ -325,22 +348,23 @@ def _upload(
 
 
 def _pointer_for_update(
-    storage: Storage, name: str, *, force: bool
+    storage: Storage, name: str, *, force: bool, channel: str = POINTER
 ) -> tuple[Pointer | None, ObjectInfo | None, bool]:
     """(the current pointer, its version token, whether to replace it whole). A pointer sync cannot
     continue (unreadable, outside the grammar, oversized, at the last sequence) is an ArtifactError
     naming ``--force``; with ``force`` it is replaced, conditionally on the version read."""
     try:
-        current, info = read_pointer(storage, name)
+        current, info = read_pointer(storage, name, channel)
         if current is not None and current.sequence >= MAX_SEQUENCE:
             raise ArtifactError(
-                f"{storage.key_uri(pointer_key(name))}: at sequence {current.sequence}, the last one "
+                f"{storage.key_uri(pointer_key(name, channel))}: at sequence {current.sequence}, "
+                "the last one "
                 "(only a hand-written pointer gets there)"
             )
     except ArtifactError as exc:
         if not force:
             raise ArtifactError(f"{exc}; `sync --force` replaces it", path=exc.path) from exc
-        return None, storage.stat(pointer_key(name)), True
+        return None, storage.stat(pointer_key(name, channel)), True
     return current, info, False
 
 
@@ -362,9 +386,10 @@ def _move_pointer(
     force: bool,
     dry_run: bool,
     repaired: bool,
+    channel: str = POINTER,
 ) -> None:
     for _ in range(POINTER_ATTEMPTS):
-        current, info, replace = _pointer_for_update(storage, manifest.name, force=force)
+        current, info, replace = _pointer_for_update(storage, manifest.name, force=force, channel=channel)
         result.previous_version = current.version if current else None
         same = current is not None and current.version == manifest.version
         if same and current is not None and current.manifest_sha256 == manifest_sha and not repaired:
@@ -395,7 +420,9 @@ def _move_pointer(
                 manifest.version, manifest_sha, manifest.created_at, previous, replacing=current
             )
         try:
-            storage.put_if(pointer_key(manifest.name), new.to_bytes(), token=info.token if info else None)
+            storage.put_if(
+                pointer_key(manifest.name, channel), new.to_bytes(), token=info.token if info else None
+            )
         except PreconditionFailed:
             continue  # someone moved it since we read it: read again and decide again
         result.pointer = "replaced" if replace else "refreshed" if same else "moved"
@@ -403,5 +430,5 @@ def _move_pointer(
         return
     raise PreconditionFailed(
         f"LATEST kept changing under us ({POINTER_ATTEMPTS} attempts); run the sync again",
-        uri=storage.key_uri(pointer_key(manifest.name)),
+        uri=storage.key_uri(pointer_key(manifest.name, channel)),
     )

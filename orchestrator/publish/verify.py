@@ -27,14 +27,14 @@ from orchestrator.core.artifact.manifest import (
     Manifest,
     parse_manifest,
 )
-from orchestrator.core.errors import NotFound, OrchestratorError
+from orchestrator.core.errors import NotFound, OrchestratorError, PreconditionFailed, StorageError
 from orchestrator.core.storage import Storage
 from orchestrator.publish.sync import OBJECT_CONCURRENCY, Target, object_sha256
 
 if TYPE_CHECKING:
     from orchestrator.core.artifact.signing import SignatureVerifier
 
-__all__ = ["Drift", "VerifyResult", "verify_targets"]
+__all__ = ["Drift", "VerifyResult", "verify_targets", "verify_version"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,9 @@ class VerifyResult:
     manifest_sha256: str | None = None
     objects_checked: int = 0
     drift: list[Drift] = field(default_factory=list)
+    # Why the target could not be checked at all (its bucket unreachable or refusing access), None
+    # when it was: then the drift says nothing about the version, only about the cloud.
+    unreachable: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -94,8 +97,24 @@ def verify_targets(
     return results, _disagreements(results, pinned=version is not None)
 
 
+def verify_version(
+    target: Target, name: str, version: str, *, deep: bool = False, verifier: SignatureVerifier | None = None
+) -> VerifyResult:
+    """One target's check of one version (what ``verify --model NAME@VERSION`` does there): drift
+    when the version is incomplete, differs from its manifest, or (with ``verifier``) is unsigned;
+    ``unreachable`` set when the bucket could not be read at all. No pointer is read: a corrupt
+    ``LATEST`` (or any channel) says nothing about a version named explicitly."""
+    return _verify_one(target, name, version, deep=deep, verifier=verifier, read_latest=False)
+
+
 def _verify_one(
-    target: Target, name: str, version: str | None, *, deep: bool, verifier: SignatureVerifier | None
+    target: Target,
+    name: str,
+    version: str | None,
+    *,
+    deep: bool,
+    verifier: SignatureVerifier | None,
+    read_latest: bool = True,
 ) -> VerifyResult:
     storage = target.storage
     result = VerifyResult(target=target.name, uri=storage.uri)
@@ -104,7 +123,7 @@ def _verify_one(
         result.drift.append(Drift(target.name, key, problem))
 
     try:
-        pointer, _ = read_pointer(storage, name)
+        pointer = read_pointer(storage, name)[0] if read_latest or version is None else None
         if version is None and pointer is None:
             drift(f"models/{name}/LATEST", "missing: the model was never published here")
             return result
@@ -135,6 +154,11 @@ def _verify_one(
         _compare(storage, prefix, manifest.files, deep=deep, result=result, drift=drift)
         if verifier is not None:
             _check_signature(storage, prefix, manifest, raw_manifest, verifier, drift)
+    except (NotFound, PreconditionFailed) as exc:
+        drift(storage.uri, f"could not be checked: {exc}")
+    except StorageError as exc:  # unreachable, refused, out of retries: nothing said of the version
+        result.unreachable = str(exc)
+        drift(storage.uri, f"could not be checked: {exc}")
     except OrchestratorError as exc:
         drift(storage.uri, f"could not be checked: {exc}")
     return result

@@ -223,6 +223,24 @@ def status_table(report: dict[str, Any]) -> None:
             soft_wrap=True,
         )
     console.print(_backends_table(report["backends"], desired is not None))
+    rollout = report.get("rollout")
+    if rollout:
+        where = ""
+        if rollout.get("status") in ("running", "rolling-back"):
+            order = rollout.get("order") or []
+            stage = rollout.get("stage", 0)
+            cloud = order[stage] if isinstance(stage, int) and 0 <= stage < len(order) else "?"
+            number = stage + 1 if isinstance(stage, int) else "?"
+            where = f", stage {number}/{len(order)} {cloud} {rollout.get('phase')}"
+        why = f": {rollout['reason']}" if rollout.get("reason") else ""
+        console.print(
+            shown(
+                f"rollout: {rollout.get('baseline')} -> {rollout.get('version')} {rollout.get('status')}"
+                f"{where}{why} (moved: {', '.join(rollout.get('moved') or []) or 'none'})"
+            ),
+            soft_wrap=True,
+            highlight=False,
+        )
     if report["flips"]:
         flips = Table(title="recent flips")
         for column in ("when", "cloud", "from", "to", "reason", "by"):

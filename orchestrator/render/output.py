@@ -9,6 +9,7 @@ times (keys :func:`is_time_key` names) are ISO 8601 in UTC, and clouds are objec
 
 from __future__ import annotations
 
+import math
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -53,7 +54,7 @@ def iso_time(seconds: float) -> str:
 def _iso_times(data: Any) -> Any:
     if isinstance(data, dict):
         return {
-            key: iso_time(value)
+            key: _time(value)
             if is_time_key(key) and isinstance(value, int | float) and not isinstance(value, bool)
             else _iso_times(value)
             for key, value in data.items()
@@ -61,6 +62,15 @@ def _iso_times(data: Any) -> Any:
     if isinstance(data, list | tuple):
         return [_iso_times(item) for item in data]
     return data
+
+
+def _time(seconds: float) -> str | float | None:
+    """A time as ISO 8601, or as it was when no calendar holds it (a state written by a clock far
+    off, or by hand: shown as stored rather than failing the whole answer)."""
+    try:
+        return iso_time(seconds)
+    except (OverflowError, OSError, ValueError):
+        return seconds if math.isfinite(seconds) else None
 
 
 def emit_json(data: Any, *, line: bool = False) -> None:

@@ -96,6 +96,18 @@ def test_four_stacks_make_a_valid_configuration(tmp_path: Path) -> None:
     }
 
 
+def test_endpoints_following_another_channel_set_model_channel(tmp_path: Path) -> None:
+    stable = {
+        c: {**STACKS[c], "model_uri": STACKS[c]["model_uri"].replace("LATEST", "STABLE")}
+        for c in ("aws", "gcp")
+    }
+    result = run(*map(str, write(tmp_path, **stable)))
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["model"] == {"name": "digits", "channel": "STABLE"}
+    latest = run(*map(str, write(tmp_path, aws=STACKS["aws"])))
+    assert yaml.safe_load(latest.stdout)["model"] == {"name": "digits"}  # LATEST, the default
+
+
 def test_without_a_dns_stack_routing_is_the_file_backend(tmp_path: Path) -> None:
     result = run(*map(str, write(tmp_path, aws=STACKS["aws"])))
     assert result.returncode == 0, result.stderr
@@ -111,6 +123,14 @@ def test_without_a_dns_stack_routing_is_the_file_backend(tmp_path: Path) -> None
         (
             {"aws": STACKS["aws"], "gcp": {**STACKS["gcp"], "model_uri": "gs://b/models/iris/LATEST"}},
             "different models",
+        ),
+        (
+            {"aws": STACKS["aws"], "gcp": {**STACKS["gcp"], "model_uri": "gs://b/models/digits/STABLE"}},
+            "follow different channels: LATEST, STABLE",
+        ),
+        (
+            {"aws": {**STACKS["aws"], "model_uri": "s3://b/models/digits/Stable"}},
+            "aws.json: stack output 'model_uri'",
         ),
         ({"aws": STACKS["aws"], "again": STACKS["aws"]}, "a second stack for cloud 'aws'"),
         ({"dns": STACKS["dns"]}, "no endpoint stack"),

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 STEPS = ["emulators", "train", "sync", "endpoints", "route", "traffic", "failover", "failback", "manual",
-         "rollout", "summary"]  # fmt: skip
+         "rollout", "rollback", "summary"]  # fmt: skip
 
 
 def alive(pid: int) -> bool:
@@ -113,6 +113,22 @@ def test_both_versions_were_served_and_the_rollout_passed_its_canaries(demo: dic
     assert served.get(v2, 0) > 0
     assert set(demo["rollout"]["swapped_after_s"]) == {"aws", "gcp", "azure"}
     assert demo["rollout"]["canary_ok_after_s"] >= max(demo["rollout"]["swapped_after_s"].values())
+
+
+def test_a_bad_version_was_rolled_back_on_its_own_without_weight(demo: dict[str, Any]) -> None:
+    bad = demo["bad_rollout"]
+    assert bad["status"] == "rolled-back"
+    assert bad["reason"].startswith("serve: ")  # its endpoint refused it: the canary failed at load
+    assert len(bad["moved"]) == 1  # caught in the first stage
+    assert bad["max_weight_given"] == 0
+    served = {v for row in demo["traffic"]["per_cloud"].values() for v in row["versions"]}
+    assert bad["version"] not in served  # no request was answered by it
+    kinds = [e["kind"] for e in demo["events"]]
+    assert kinds.index("bad_rollout") < kinds.index("rolled_back")
+    assert any(e.get("label") == "rolled back" for e in demo["events"])
+    from orchestrator.demo.report import MARKED
+
+    assert {"bad_rollout", "rolled_back"} <= MARKED  # lines in the plot
 
 
 def test_both_versions_were_signed_and_the_endpoints_required_it(demo: dict[str, Any]) -> None:

@@ -33,7 +33,7 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -42,7 +42,15 @@ import httpx
 from orchestrator.control.config import Config
 from orchestrator.control.health.access import ProbeAccess
 from orchestrator.control.health.expect import expected_model
-from orchestrator.control.health.probe import Expectation, ProbeResult, probe_many, short
+from orchestrator.control.health.probe import (
+    MAX_BODY_BYTES,
+    BadAnswer,
+    Expectation,
+    ProbeResult,
+    probe_many,
+    short,
+)
+from orchestrator.control.rollout.record import is_active
 from orchestrator.core.errors import OrchestratorError
 from orchestrator.core.storage import RetryPolicy, Storage
 
@@ -120,6 +128,10 @@ class Prober:
         self._outcome: tuple[Expectation | None, str | None] | None = None
         self._failed_at = -math.inf  # monotonic time the last bucket read failed
         self._trouble: str | None = None  # why the buckets' expectation is not fresh, if it is not
+        # The state store's rollout record, read before each round (the control plane sets it):
+        # a staged rollout's two versions are expected only while it says one is active.
+        self.rollout_source: Callable[[], Mapping[str, Any] | None] | None = None
+        self._rollout: Mapping[str, Any] | None = None
 
     # -- probing -------------------------------------------------------------------------------
     def probe(self, clouds: Sequence[str] | None = None) -> dict[str, ProbeResult]:
@@ -127,6 +139,7 @@ class Prober:
         version the expectation does not know makes it re-read the buckets (at most every
         EXPECTATION_MIN_AGE_S) and probe that endpoint again, in case LATEST just moved."""
         names = list(clouds or self.endpoints)
+        self._read_rollout()
         expect = self.expectation()
         results = self._probe(names, expect)
         unknown = [n for n, r in results.items() if _unexpected(r, expect)]
@@ -148,7 +161,48 @@ class Prober:
             probe_many(client, endpoints, expect, timeout_s=self.config.health.timeout_s, clock=self.clock)
         )
 
+    def probe_against(self, clouds: Sequence[str], expect: Expectation) -> dict[str, ProbeResult]:
+        """One probe of each of ``clouds`` against ``expect`` exactly (a rollout's new version and
+        its canary), without consulting the buckets' expectation."""
+        return self._probe(list(clouds), expect)
+
+    def fetch(self, cloud: str, path: str, *, deadline_s: float) -> tuple[int, bytes]:
+        """GET ``path`` of ``cloud``'s endpoint with the probes' client (their public name and
+        token): (status, body), the body capped at the probes' answer size. Raises
+        ``httpx.HTTPError``, ``TimeoutError`` past ``deadline_s`` in all, or BadAnswer (oversized)."""
+
+        async def get() -> tuple[int, bytes]:
+            async with asyncio.timeout(deadline_s):
+                client = self._http()
+                self.access.refresh(client)
+                url = f"{self.endpoints[cloud]}{path}"
+                async with client.stream("GET", url, headers={"accept-encoding": "identity"}) as response:
+                    chunks, size = [], 0
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > MAX_BODY_BYTES:
+                            raise BadAnswer(f"{path} answer is over {MAX_BODY_BYTES // 1024} KiB")
+                        chunks.append(chunk)
+                    return response.status_code, b"".join(chunks)
+
+        return self._run(get())
+
     # -- the expectation -------------------------------------------------------------------------
+    def _read_rollout(self) -> None:
+        """Take the rollout record from :attr:`rollout_source` (in the calling thread); when a
+        rollout starts or ends, the expectation is read again. A failed read keeps the last one."""
+        if self.rollout_source is None:
+            return
+        try:
+            record = self.rollout_source()
+        except Exception:  # the store's trouble is the round's to report, not the probes'
+            return
+        with self._lock:
+            changed = _rollout_key(record) != _rollout_key(self._rollout)
+            self._rollout = record
+        if changed:
+            self._known = None
+
     def expectation(self, *, refresh: bool = False) -> Expectation:
         """What the endpoints must serve now (see the module docstring); ``refresh`` re-reads the
         buckets now (waiting up to EXPECTATION_DEADLINE_S) unless the last read is under
@@ -200,7 +254,7 @@ class Prober:
     def _read_buckets(self) -> None:
         try:
             outcome: tuple[Expectation | None, str | None] = (
-                expected_model(self.config, self._storages(), clock=self.clock),
+                expected_model(self.config, self._storages(), clock=self.clock, rollout=self._active()),
                 None,
             )
         except OrchestratorError as exc:
@@ -209,6 +263,10 @@ class Prober:
             outcome = (None, short(f"{type(exc).__name__}: {exc}"))
         with self._lock:
             self._outcome = outcome
+
+    def _active(self) -> Mapping[str, Any] | None:
+        with self._lock:
+            return self._rollout if is_active(self._rollout) else None
 
     def _collect(self) -> None:
         """Take what the last background read found, if it finished."""
@@ -278,3 +336,8 @@ def _unexpected(result: ProbeResult, expect: Expectation) -> bool:
     served = result.served_version
     known = {expect.version, expect.previous.version if expect.previous else None}
     return served is not None and expect.version is not None and served not in known
+
+
+def _rollout_key(record: Mapping[str, Any] | None) -> tuple[object, bool]:
+    """What of a rollout record changes the expectation: which rollout, and whether it is active."""
+    return (record.get("id") if record else None, is_active(record))

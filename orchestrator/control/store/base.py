@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_FLIP_LIMIT",
     "HEALTH_JOB_LEASE",
     "MAX_LEASE_S",
+    "MAX_ROLLOUT_BYTES",
     "STEP_ATTEMPTS",
     "BackendStatus",
     "DesiredWeights",
@@ -34,6 +35,7 @@ __all__ = [
     "Override",
     "StateStore",
     "check_cloud",
+    "check_rollout",
     "check_weights",
     "finite",
     "parse_backend",
@@ -58,6 +60,9 @@ HEALTH_JOB_LEASE = "health-job"
 # ahead of ours: it is treated as expired, so a clock step never blocks the job for longer than
 # this, and its holder, if alive, is fenced by the epoch at its next commit.
 MAX_LEASE_S = 900.0
+# A rollout record holds a plan, three clouds' stages and a few dozen gate verdicts: a few kB. The
+# bound keeps the state document (rewritten whole at every commit) small whatever is put in it.
+MAX_ROLLOUT_BYTES = 64 * 1024
 # What `orchestrator status` shows by default.
 DEFAULT_FLIP_LIMIT = 20
 # How often :meth:`StateStore.atomically` runs a step whose commit found its reads stale. Each
@@ -226,6 +231,15 @@ class StateStore(abc.ABC):
         """The last recorded status of every backend, by location."""
 
     @abc.abstractmethod
+    def rollout(self) -> dict[str, Any] | None:
+        """The progressive rollout in progress, or the last one finished (its record as
+        :mod:`orchestrator.control.rollout.record` writes it); None if there never was one."""
+
+    @abc.abstractmethod
+    def save_rollout(self, record: Mapping[str, Any]) -> None:
+        """Replace the rollout record (a JSON object, at most :data:`MAX_ROLLOUT_BYTES` encoded)."""
+
+    @abc.abstractmethod
     def lease(self, name: str) -> Lease | None:
         """The lease ``name`` as stored (live or expired), or None if it was never taken."""
 
@@ -322,6 +336,20 @@ class StateStore(abc.ABC):
 def _check_ttl(ttl_s: float) -> None:
     if not 0 < ttl_s <= MAX_LEASE_S:
         raise ValueError(f"a lease's ttl must be in (0, {MAX_LEASE_S:g}] s, not {ttl_s!r}")
+
+
+def check_rollout(record: object) -> dict[str, Any]:
+    """``record`` as a plain JSON object if it is one of at most :data:`MAX_ROLLOUT_BYTES`
+    (ValueError otherwise): what any store accepts as a rollout record."""
+    import orjson
+
+    if not isinstance(record, Mapping):
+        raise TypeError("a rollout record is a JSON object")
+    encoded = orjson.dumps(dict(record))
+    if len(encoded) > MAX_ROLLOUT_BYTES:
+        raise ValueError(f"a rollout record is at most {MAX_ROLLOUT_BYTES} bytes")
+    loaded: dict[str, Any] = orjson.loads(encoded)
+    return loaded
 
 
 def check_cloud(cloud: str) -> str:

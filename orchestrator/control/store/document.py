@@ -44,12 +44,13 @@ __all__ = [
 # Written in every document and checked on reading: a JSON object at the state location that
 # lacks it is something else, never read as an empty state.
 DOCUMENT_KIND = "orchestrator-state"
-DOCUMENT_SCHEMA_VERSION = 2
+# 3: the ``rollouts`` section (issue 17); a schema-2 document is read with no rollout.
+DOCUMENT_SCHEMA_VERSION = 3
 
 J = TypeVar("J")
 
 # The document's sections: what a transaction reads and writes, and what StateConflict names.
-Section = Literal["flips", "overrides", "desired_weights", "machines", "backends", "leases"]
+Section = Literal["flips", "overrides", "desired_weights", "machines", "backends", "leases", "rollouts"]
 SECTIONS: tuple[Section, ...] = get_args(Section)
 
 
@@ -64,6 +65,7 @@ class Document:
     machines: dict[str, dict[str, Any]] = field(default_factory=dict)
     backends: dict[str, dict[str, Any]] = field(default_factory=dict)
     leases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rollouts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def copy(self) -> Document:
         """A deep copy (what a transaction works on)."""
@@ -75,6 +77,7 @@ class Document:
             json_copy(self.machines),
             json_copy(self.backends),
             json_copy(self.leases),
+            json_copy(self.rollouts),
         )
 
     def section(self, name: Section) -> object:
@@ -108,12 +111,14 @@ def decode(data: bytes, uri: str) -> Document:  # noqa: PLR0912  # one check per
         )
     if schema == 1:  # applied_weights became desired_weights; backends and leases are new
         raw = {**raw, "desired_weights": raw.get("applied_weights"), "backends": {}, "leases": {}}
+    if "rollouts" not in raw:  # new in schema 3: a document without it has no rollout
+        raw = {**raw, "rollouts": {}}
     key = "(document)"
     try:
         document = Document(version=_integer(raw["version"]))
         for key in ("flips", "desired_weights"):
             setattr(document, key, _list_of_dicts(raw[key]))
-        for key in ("overrides", "machines", "backends", "leases"):
+        for key in ("overrides", "machines", "backends", "leases", "rollouts"):
             setattr(document, key, _dict_of_dicts(raw[key]))
         # Convert every entry once, as reads will: a malformed one is reported now, with the
         # document's location and the key, instead of as a confusing error in some later command.

@@ -18,7 +18,8 @@ The document (schema :data:`DOCUMENT_SCHEMA_VERSION`; keys sorted, times in unix
      "desired_weights": [{"weights": {"aws": 70, ...}, "at", "reason"}, ...],      # commit order
      "machines": {"aws": {"state": {...}, "updated_at"}, ...},
      "backends": {"<location>": {"kind", "ok", "in_effect", "error", "at"}, ...},
-     "leases": {"health-job": {"holder", "acquired_at", "expires_at", "epoch"}}}
+     "leases": {"health-job": {"holder", "acquired_at", "expires_at", "epoch"}},
+     "rollouts": {"current": {"version", "baseline", "plan", "stage", "status", ...}}}
 
 Flips and desired weights are bounded histories (:data:`MAX_FLIPS`, :data:`MAX_DESIRED_WEIGHTS`):
 the oldest entries fall off, so the document stays small enough to read and rewrite whole on
@@ -47,6 +48,7 @@ from orchestrator.control.store.base import (
     Lease,
     Override,
     check_cloud,
+    check_rollout,
     check_weights,
     finite,
     parse_backend,
@@ -266,6 +268,21 @@ class ObjectStoreStateStore(OptimisticDocument):
 
         def put(document: Document) -> None:
             document.leases[lease.name] = dict(row)
+
+        self._write(put)
+
+    # --- rollouts -----------------------------------------------------------------------
+
+    def rollout(self) -> dict[str, Any] | None:
+        with self._lock:
+            stored = self._view("rollouts").rollouts
+            return json_copy(stored["current"]) if "current" in stored else None
+
+    def save_rollout(self, record: Mapping[str, Any]) -> None:
+        row = check_rollout(record)
+
+        def put(document: Document) -> None:
+            document.rollouts["current"] = json_copy(row)
 
         self._write(put)
 

@@ -298,6 +298,7 @@ class OptimisticDocument(StateStore):
                 "machines": document.machines,
                 "backends": document.backends,
                 "leases": document.leases,
+                "rollouts": document.rollouts,
             },
             option=orjson.OPT_SORT_KEYS,  # equal state, equal text: diffs and debugging stay simple
         )

@@ -38,6 +38,7 @@ from orchestrator.control.store.base import (
     Lease,
     Override,
     check_cloud,
+    check_rollout,
     check_weights,
     finite,
     parse_backend,
@@ -139,6 +140,25 @@ class SQLiteStateStore(SQLiteFile):
                     at=finite(row[4], "at"),
                 )
         return overrides
+
+    # --- rollouts ----------------------------------------------------------------------------
+
+    def rollout(self) -> dict[str, Any] | None:
+        rows = self._query("SELECT record FROM rollouts WHERE name = 'current'")
+        if not rows:
+            return None
+        with self._corrupt("rollouts.current"):
+            parsed = orjson.loads(rows[0][0])
+            return check_rollout(parsed)
+
+    def save_rollout(self, record: Mapping[str, Any]) -> None:
+        row = check_rollout(record)
+        with self.transaction():
+            self._run(
+                "INSERT INTO rollouts (name, record, at) VALUES ('current', ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET record = excluded.record, at = excluded.at",
+                (_dumps(row), self._clock()),
+            )
 
     # --- weights and backends ---------------------------------------------------------------
 

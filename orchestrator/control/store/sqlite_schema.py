@@ -85,6 +85,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
 )
+MIGRATIONS += (
+    Migration(
+        3,
+        "rollouts: the progressive rollout in progress or last finished (one JSON record)",
+        (
+            """CREATE TABLE rollouts (
+                name   TEXT PRIMARY KEY,
+                record TEXT NOT NULL,
+                at     REAL NOT NULL
+            )""",
+        ),
+    ),
+)
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE schema_version (

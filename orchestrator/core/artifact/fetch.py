@@ -81,8 +81,8 @@ def open_verified(
     expected_sha: str | None = None
     version = location.ref
     if location.follows_latest:
-        raw, info = fetch_pointer(storage, location.name)
-        pointer_uri = storage.key_uri(pointer_key(location.name))
+        raw, info = fetch_pointer(storage, location.name, location.ref)
+        pointer_uri = storage.key_uri(pointer_key(location.name, location.ref))
         if info is None:
             raise ArtifactError(f"{pointer_uri}: no model published yet")
         pointer = parse_pointer(raw, pointer_uri)

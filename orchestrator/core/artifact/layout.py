@@ -5,6 +5,7 @@
     models/<name>/<version>/<files...>     every file the manifest lists
     models/<name>/<version>/manifest.json  written LAST: the version's commit marker
     models/<name>/LATEST                   {"version", "manifest_sha256", "sequence", "history", ...}
+    models/<name>/<CHANNEL>                the same, for another channel (e.g. STABLE)
 
 A version directory without ``manifest.json`` is incomplete and nothing reads it. The manifest is
 only written after every file it lists was uploaded and re-verified, and ``LATEST`` only moves
@@ -18,8 +19,14 @@ pointer also keeps a bounded ``history`` of the versions it pointed at before (n
 ``sync`` refuses to move it back to one of them unless forced. A pointer written before
 ``sequence`` existed reads as sequence 0 with an empty history.
 
+A channel is a pointer file beside ``LATEST`` (the default channel): its name is upper case
+(:data:`~orchestrator.core.names.CHANNEL_PATTERN`), so ``models/<name>/<ref>`` is a channel or a
+version by its text alone. Every pointer records who moved it last (``moved_by``: ``sync``,
+``promote``, ``rollback``, ``rollout``); only ``rollback`` and ``rollout`` (and ``sync --force``)
+move a pointer back to a version in its history.
+
 A model URI names one model in a bucket, as the endpoint's ``MODEL_URI`` and the stacks'
-``model_uri`` output do: ``{s3,gs,az}://BUCKET[/PREFIX]/models/NAME/(VERSION|LATEST)``
+``model_uri`` output do: ``{s3,gs,az}://BUCKET[/PREFIX]/models/NAME/(VERSION|CHANNEL)``
 (:func:`parse_model_uri`).
 """
 
@@ -36,7 +43,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestrator.core.contract import ENV_MODEL_URI, MODELS, POINTER, REMOTE_SCHEMES
 from orchestrator.core.errors import ArtifactError, ConfigError, NotFound
-from orchestrator.core.names import NAME_PATTERN, check_model_name, check_version, is_valid_name
+from orchestrator.core.names import (
+    NAME_PATTERN,
+    check_channel,
+    check_model_name,
+    check_version,
+    is_channel,
+    is_valid_name,
+)
 
 if TYPE_CHECKING:  # annotations only: parsing a model URI or a pointer imports no storage layer
     from orchestrator.core.storage import ObjectInfo, Storage
@@ -45,6 +59,7 @@ __all__ = [
     "HISTORY_LENGTH",
     "MAX_POINTER_BYTES",
     "MAX_SEQUENCE",
+    "MOVERS",
     "ModelLocation",
     "Pointer",
     "fetch_pointer",
@@ -65,6 +80,8 @@ MAX_POINTER_BYTES: Final = 64 * 1024
 # 53-bit mantissa), so no reader rounds it, and +1 can always be written back. A publication a
 # second would take 285 million years to reach it: only a hand-written pointer does.
 MAX_SEQUENCE: Final = 2**53 - 1
+# Who may move a pointer, as recorded in it: a publication, a promotion, a rollback, a rollout's stage.
+MOVERS: Final = ("sync", "promote", "rollback", "rollout")
 
 
 def version_prefix(name: str, version: str) -> str:
@@ -72,9 +89,10 @@ def version_prefix(name: str, version: str) -> str:
     return f"{MODELS}/{check_model_name(name)}/{check_version(version)}/"
 
 
-def pointer_key(name: str) -> str:
-    """``models/<name>/LATEST``; the name is checked against the grammar (ArtifactError)."""
-    return f"{MODELS}/{check_model_name(name)}/{POINTER}"
+def pointer_key(name: str, channel: str = POINTER) -> str:
+    """``models/<name>/<channel>`` (default ``LATEST``); both are checked against their grammar
+    (ArtifactError)."""
+    return f"{MODELS}/{check_model_name(name)}/{check_channel(channel)}"
 
 
 class Pointer(BaseModel):
@@ -91,8 +109,10 @@ class Pointer(BaseModel):
     previous: str | None = Field(default=None, pattern=NAME_PATTERN)
     # +1 at every move; the order of publications. Pointers of the previous release read as 0.
     sequence: int = Field(default=0, ge=0, le=MAX_SEQUENCE)
-    # The versions it pointed at before, newest first, at most HISTORY_LENGTH.
+    # The versions it pointed at before, newest first, at most HISTORY_LENGTH; never the current one.
     history: tuple[str, ...] = Field(default=(), max_length=HISTORY_LENGTH)
+    # Who moved it last (one of MOVERS); pointers written before channels existed read as "sync".
+    moved_by: str = Field(default="sync", pattern=r"^(sync|promote|rollback|rollout)$")
 
     @field_validator("history")
     @classmethod
@@ -119,6 +139,7 @@ class Pointer(BaseModel):
         previous: str | None = None,
         *,
         replacing: Pointer | None = None,
+        moved_by: str = "sync",
     ) -> Pointer:
         """The pointer that replaces ``replacing`` (None for a first publication, or for a pointer
         that is replaced whole): its sequence + 1, and its version pushed onto the history when the
@@ -132,7 +153,9 @@ class Pointer(BaseModel):
         if replacing is not None:
             history = replacing.history
             if replacing.version != version:
-                history = (replacing.version, *(v for v in history if v != replacing.version))
+                # The version it named goes first; the new one leaves the history (a pointer's
+                # history never holds its current version: a rollback reads history[0]).
+                history = (replacing.version, *(v for v in history if v not in (replacing.version, version)))
         return cls(
             version=version,
             manifest_sha256=manifest_sha256,
@@ -141,6 +164,7 @@ class Pointer(BaseModel):
             previous=previous,
             sequence=(replacing.sequence + 1) if replacing is not None else 1,
             history=history[:HISTORY_LENGTH],
+            moved_by=moved_by,
         )
 
     def order(self) -> tuple[int, str]:
@@ -158,26 +182,31 @@ class Pointer(BaseModel):
         return orjson.dumps(self.model_dump(), option=orjson.OPT_INDENT_2)
 
 
-def read_pointer(storage: Storage, name: str) -> tuple[Pointer | None, ObjectInfo | None]:
-    """The pointer and its version token, or (None, None) when the model was never published."""
-    pointer, info, _ = read_pointer_bytes(storage, name)
+def read_pointer(
+    storage: Storage, name: str, channel: str = POINTER
+) -> tuple[Pointer | None, ObjectInfo | None]:
+    """The channel's pointer (default ``LATEST``) and its version token, or (None, None) when it
+    was never written."""
+    pointer, info, _ = read_pointer_bytes(storage, name, channel)
     return pointer, info
 
 
-def read_pointer_bytes(storage: Storage, name: str) -> tuple[Pointer | None, ObjectInfo | None, bytes]:
+def read_pointer_bytes(
+    storage: Storage, name: str, channel: str = POINTER
+) -> tuple[Pointer | None, ObjectInfo | None, bytes]:
     """As :func:`read_pointer`, plus the pointer's raw bytes. Larger than
     :data:`MAX_POINTER_BYTES`, or not a valid pointer: ArtifactError naming the object."""
-    raw, info = fetch_pointer(storage, name)
+    raw, info = fetch_pointer(storage, name, channel)
     if info is None:
         return None, None, b""
-    return parse_pointer(raw, storage.key_uri(pointer_key(name))), info, raw
+    return parse_pointer(raw, storage.key_uri(pointer_key(name, channel))), info, raw
 
 
-def fetch_pointer(storage: Storage, name: str) -> tuple[bytes, ObjectInfo | None]:
+def fetch_pointer(storage: Storage, name: str, channel: str = POINTER) -> tuple[bytes, ObjectInfo | None]:
     """The pointer's raw bytes and version token, unparsed ((b"", None) when there is none): what an
     endpoint remembers a refusal by, whatever the bytes are. ArtifactError if larger than
     :data:`MAX_POINTER_BYTES` (checked before it is read whole)."""
-    key = pointer_key(name)
+    key = pointer_key(name, channel)
     try:
         # Token first, content second: if the pointer moves in between, the token is the older one
         # and a conditional write based on it fails safely, instead of succeeding on stale content.
@@ -215,20 +244,21 @@ _MODEL_PATH = re.compile(r"(?P<root>.*?)/?models/(?P<name>[^/]+)/(?P<ref>[^/]+)/
 
 @dataclass(frozen=True)
 class ModelLocation:
-    """A parsed model URI: the bucket root, the model's name, and a version or ``LATEST``."""
+    """A parsed model URI: the bucket root, the model's name, and a version or a channel."""
 
     root: str  # the bucket URI the models/ layout lives under
     name: str
-    ref: str  # a version, or "LATEST"
+    ref: str  # a version (lower case), or a channel such as "LATEST" (upper case)
 
     @property
     def follows_latest(self) -> bool:
-        """Whether the URI names ``LATEST`` (followed at every reload) rather than a version."""
-        return self.ref == POINTER
+        """Whether the URI names a channel (``LATEST`` or another, followed at every reload) rather
+        than a version."""
+        return is_channel(self.ref)
 
 
 def parse_model_uri(uri: str, *, where: str = ENV_MODEL_URI) -> ModelLocation:
-    """Parse ``{s3,gs,az}://BUCKET[/PREFIX]/models/NAME/(VERSION|LATEST)``; ConfigError naming
+    """Parse ``{s3,gs,az}://BUCKET[/PREFIX]/models/NAME/(VERSION|CHANNEL)``; ConfigError naming
     ``where`` (default ``MODEL_URI``) and the URI otherwise (a name or version outside the grammar
     included)."""
     parsed = urlparse(uri)
@@ -236,10 +266,10 @@ def parse_model_uri(uri: str, *, where: str = ENV_MODEL_URI) -> ModelLocation:
     if parsed.scheme not in REMOTE_SCHEMES or not match or parsed.query or parsed.fragment:
         raise ConfigError(
             f"{where} {uri!r}: expected {{{','.join(REMOTE_SCHEMES)}}}://BUCKET[/PREFIX]/models/NAME/"
-            f"(VERSION|{POINTER}), or a local artifact directory"
+            f"(VERSION|{POINTER}) (or another upper-case channel), or a local artifact directory"
         )
     name = check_model_name(match["name"], where=f"{where} {uri!r}", error=ConfigError)
     ref = match["ref"]
-    if ref != POINTER:
+    if not is_channel(ref):
         check_version(ref, where=f"{where} {uri!r}", error=ConfigError)
     return ModelLocation(root=f"{parsed.scheme}://{match['root']}", name=name, ref=ref)

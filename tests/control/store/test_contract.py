@@ -100,6 +100,32 @@ def test_machines_round_trip_per_cloud(store: StateStore) -> None:
     assert store.load_machines() == {"aws": aws, "gcp": {"state": "degraded", "nested": {"a": None}}}
 
 
+def test_the_rollout_record_round_trips_and_is_replaced_whole(state_backend: StateBackend) -> None:
+    store = state_backend.open()
+    assert store.rollout() is None
+    record = {"id": "a1", "status": "running", "caps": {"aws": 0}, "verdicts": [{"gate": "canary"}]}
+    store.save_rollout(record)
+    record["caps"]["aws"] = 10  # the caller's copy: not the stored one
+    assert store.rollout() == {
+        "id": "a1",
+        "status": "running",
+        "caps": {"aws": 0},
+        "verdicts": [{"gate": "canary"}],
+    }
+    store.save_rollout({"id": "b2", "status": "succeeded"})
+    assert state_backend.open().rollout() == {"id": "b2", "status": "succeeded"}  # another process sees it
+    with store.transaction() as tx:
+        tx.save_rollout({"id": "c3"})
+        assert tx.rollout() == {"id": "c3"}
+        tx.rollout()["id"] = "changed"  # type: ignore[index]  # a read is a copy
+        assert tx.rollout() == {"id": "c3"}
+    with pytest.raises(ValueError, match="at most"):
+        store.save_rollout({"id": "x" * 70_000})
+    with pytest.raises(TypeError):
+        store.save_rollout(["not", "an", "object"])  # type: ignore[arg-type]
+    assert store.rollout() == {"id": "c3"}
+
+
 def test_what_a_read_returns_is_a_copy(store: StateStore) -> None:
     store.save_machines({"aws": {"flaps": [1.0]}})
     store.record_flips([Flip("aws", 1.0, H, U, "r", details={"n": [1]})])

@@ -190,6 +190,7 @@ def test_the_document_is_versioned_and_a_read_only_transaction_writes_nothing(
                                              "error": "unreadable", "at": 999.0}},
         "leases": {"health-job": {"holder": "host:1", "acquired_at": 990.0, "expires_at": 1010.0,
                                   "epoch": 3}},
+        "rollouts": {},
     }  # fmt: skip
     puts = store.storage.stats["put"]
     with store.transaction() as tx:
@@ -276,7 +277,7 @@ def test_a_document_we_cannot_use_is_refused_naming_it(tmp_path: Path, content: 
     assert storage.get(DOCUMENT_KEY) == content
 
 
-def test_a_schema_1_document_is_read_and_written_back_as_schema_2(tmp_path: Path) -> None:
+def test_a_schema_1_document_is_read_and_written_back_as_the_current_schema(tmp_path: Path) -> None:
     content = orjson.dumps(
         {**EMPTY_V1, "applied_weights": [{"weights": {"aws": 100, "gcp": 0}, "at": 5.0, "reason": "old"}]}
     )
@@ -287,10 +288,21 @@ def test_a_schema_1_document_is_read_and_written_back_as_schema_2(tmp_path: Path
         assert store.lease(HEALTH_JOB_LEASE) is None
         store.set_override("aws", drained=True, reason="r", actor="a")
     document = orjson.loads(storage.get(DOCUMENT_KEY))
-    assert document["schema"] == 2
+    assert document["schema"] == DOCUMENT_SCHEMA_VERSION == 3
     assert "applied_weights" not in document
     assert document["desired_weights"] == [{"weights": {"aws": 100, "gcp": 0}, "at": 5.0, "reason": "old"}]
-    assert (document["backends"], document["leases"]) == ({}, {})
+    assert (document["backends"], document["leases"], document["rollouts"]) == ({}, {}, {})
+
+
+def test_a_schema_2_document_is_read_with_no_rollout(tmp_path: Path) -> None:
+    content = orjson.dumps(EMPTY)  # written before rollouts existed
+    storage = open_storage(f"file://{tmp_path}")
+    storage.put(DOCUMENT_KEY, content, sha256=hashlib.sha256(content).hexdigest())
+    with ObjectStoreStateStore(storage, close_storage=False, clock=lambda: 10.0) as store:
+        assert store.rollout() is None
+        store.save_rollout({"id": "r", "status": "running"})
+    document = orjson.loads(storage.get(DOCUMENT_KEY))
+    assert (document["schema"], document["rollouts"]) == (3, {"current": {"id": "r", "status": "running"}})
 
 
 # --- optimistic commits ----------------------------------------------------------------------

@@ -275,7 +275,7 @@ def test_a_version_1_file_is_migrated_keeping_its_weights_as_the_desired_ones(db
     raw.close()
     with open_state(db) as state:
         assert isinstance(state, SQLiteStateStore)
-        assert state.schema_version() == SCHEMA_VERSION == 2
+        assert state.schema_version() == SCHEMA_VERSION == 3
         assert state.desired() == DesiredWeights({"aws": 100}, 5.0, "old")
         assert state.lease(HEALTH_JOB_LEASE) is None
         assert state.backends() == {}
