@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from serving.batching import MicroBatcher
 from serving.columns import ColumnBatch
+from serving.drift import DEFAULT_WINDOW_ROWS, DriftMonitor
 from serving.encoding import CODING_SCOPE_KEY, inflate
 from serving.inputs import InputError
 from serving.model import Predictor, invalid_rows
@@ -27,6 +28,7 @@ from serving.reload import ModelHolder
 from serving.telemetry import Metrics
 
 __all__ = [
+    "CANARY_HEADER",
     "INLINE_BODY_BYTES",
     "INLINE_INFLATE_BYTES",
     "INLINE_ROWS",
@@ -34,9 +36,20 @@ __all__ = [
     "Runtime",
     "decode_body",
     "error_response",
+    "is_canary",
     "json_response",
     "read_body",
 ]
+
+# The header the control plane's health probes send with their canary rows: those synthetic rows are
+# not traffic, and are left out of the drift window. A client sending it only hides its own rows.
+CANARY_HEADER = b"x-mlorch-canary"
+
+
+def is_canary(scope: Any) -> bool:
+    """True when the request carries :data:`CANARY_HEADER` (a health probe's canary replay)."""
+    return any(name == CANARY_HEADER for name, _ in scope.get("headers", ()))
+
 
 # Requests up to this many rows go through the micro-batcher on the event loop; larger ones run in a
 # worker thread so a big batch does not stall health checks (below it the thread hop costs more than
@@ -70,10 +83,24 @@ class Runtime:
 
     holder: ModelHolder
     metrics: Metrics
+    drift_window_rows: int = DEFAULT_WINDOW_ROWS
+    """Rows in the drift monitor's sliding window (:mod:`serving.drift`); 0 turns monitoring off."""
     batcher: MicroBatcher = field(init=False)
+    _drift: DriftMonitor | None = field(init=False, default=None)
+    _drift_for: Predictor | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.batcher = MicroBatcher(check=_output_error, timing=self.metrics.observe_model_call)
+
+    def drift(self, model: Predictor) -> DriftMonitor | None:
+        """The drift monitor of ``model`` (a new model starts a new window); None when monitoring is
+        off. Called on the event loop only."""
+        if self.drift_window_rows <= 0:
+            return None
+        if self._drift_for is not model:
+            self._drift = DriftMonitor(model.manifest, self.drift_window_rows)
+            self._drift_for = model
+        return self._drift
 
     def model(self) -> Predictor:
         """The model being served; InputError 503 (with the holder's reason) while there is none."""
@@ -83,12 +110,13 @@ class Runtime:
         return model
 
     async def predict(
-        self, model: Predictor, x: np.ndarray[Any, Any] | ColumnBatch
+        self, model: Predictor, x: np.ndarray[Any, Any] | ColumnBatch, *, monitored: bool = True
     ) -> tuple[np.ndarray[Any, Any], ...]:
         """Labels and probabilities for ``x`` (a matrix, or a ColumnBatch for a ``columns`` model,
         whose unknown categories are counted); InputError 422 naming the rows whose outputs are not
         finite (features so large that scaling overflows, such as 1e308): never returned as a
-        prediction with null probabilities."""
+        prediction with null probabilities. ``monitored`` False leaves the rows out of the drift
+        window (the health probes' canary, :data:`CANARY_HEADER`)."""
         if isinstance(x, ColumnBatch) and (unknown := model.unknown_categories(x)):
             self.metrics.observe_unknown_categories(model.name, model.version, unknown)
         if len(x) <= INLINE_ROWS:
@@ -101,6 +129,8 @@ class Runtime:
                 raise problem
         counts = np.bincount(labels, minlength=len(model.classes)).tolist()
         self.metrics.observe_predictions(model.name, model.version, model.manifest.classes, counts)
+        if monitored and (monitor := self.drift(model)) is not None:
+            monitor.observe(x, labels, probabilities)
         return labels, probabilities
 
     def _timed_predict(self, model: Predictor, x: Any, submitted: float) -> tuple[np.ndarray[Any, Any], ...]:

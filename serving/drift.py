@@ -1,0 +1,370 @@
+"""Drift monitoring: live rows counted into the reference profile's bins over a sliding window.
+
+:class:`DriftMonitor` is built for one served model (a new version starts a new window). Every
+prediction request adds its rows' bin counts (:meth:`DriftMonitor.observe`): numeric features
+binned by the manifest's cut points in one vectorised comparison, categorical ones by a dictionary
+lookup, the predicted classes, and the maximum class probability. Nothing of a request is kept but
+these counts. The window is a ring of :data:`SUB_WINDOWS` sub-windows of ``capacity / SUB_WINDOWS``
+rows: when the current one is full the oldest is zeroed and reused, so memory is fixed (features x
+bins x sub-windows counts) and the work per row is constant.
+
+:meth:`DriftMonitor.report` is the answer of ``GET /v1/model/drift`` (the shared contract with the
+control plane and the deployment gate):
+
+- per feature, the population stability index of the window against the reference,
+  ``PSI = sum_i (a_i - e_i) * ln(a_i / e_i)`` over the bins (a: live share, e: reference share, both
+  floored at :data:`PSI_FLOOR`); read as < 0.1 no significant change, 0.1-0.25 a moderate shift,
+  > 0.25 a significant one (Siddiqi, "Credit Risk Scorecards", 2006; Yurdakul, "Statistical
+  properties of the population stability index", 2018);
+- per feature, the Jensen-Shannon distance with base 2 (in [0, 1]), exactly
+  ``scipy.spatial.distance.jensenshannon(p, q, base=2)`` (the tests check it against scipy; computed
+  here in numpy, so the image does not carry scipy for one formula);
+- the predicted classes' counts, and their PSI and JS distance against the reference shares;
+- the mean maximum probability, and the label-free accuracy estimate
+  (:meth:`DriftMonitor.estimated_accuracy`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from orchestrator.core.artifact.manifest import Manifest, profile_keys
+from orchestrator.core.artifact.profile import NumericReference, ReferenceProfile
+from serving.columns import ColumnBatch
+
+__all__ = [
+    "DEFAULT_WINDOW_ROWS",
+    "PSI_FLOOR",
+    "SUB_WINDOWS",
+    "DriftCollector",
+    "DriftMonitor",
+    "js_distance",
+    "psi",
+]
+
+Array = np.ndarray[Any, Any]
+
+# Rows in the window: 2,000 rows put the PSI of unshifted traffic against a 10-bin reference at
+# about (bins - 1) / rows = 0.0045 (its chi-squared approximation), far below the 0.1 warning, while
+# a shift is seen within a few hundred rows (benchmarks/drift.py measures both).
+DEFAULT_WINDOW_ROWS = 2000
+# The window slides by a tenth: old traffic leaves it in steps of 10 % (200 rows by default).
+SUB_WINDOWS = 10
+# Shares are floored here before PSI's logarithm (an empty bin would make it infinite): the usual
+# 0.0001 of PSI implementations (e.g. Evidently's and NannyML's), a tenth of one row in 1,000.
+PSI_FLOOR = 1e-4
+# Confidence bins the monitor counts when the model has no reference profile: tenths.
+_DEFAULT_CONFIDENCE_EDGES = tuple(round(q / 10, 1) for q in range(1, 10))
+
+
+def psi(live: Array, reference: Array) -> Array:
+    """PSI per row of ``live`` and ``reference`` (shares, shape [..., bins], each row summing to 1),
+    floored at :data:`PSI_FLOOR`: ``sum((a - e) * ln(a / e))``. Bins both hold at 0 add nothing."""
+    a = np.maximum(live, PSI_FLOOR)
+    e = np.maximum(reference, PSI_FLOOR)
+    result: Array = ((a - e) * np.log(a / e)).sum(axis=-1)
+    return result
+
+
+def _entropy_terms(p: Array, m: Array) -> Array:
+    # p * log2(p / m), 0 where p == 0 (scipy.special.rel_entr's convention; m > 0 wherever p > 0).
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0) / np.where(m > 0, m, 1.0)), 0.0)
+    result: Array = terms.sum(axis=-1)
+    return result
+
+
+def js_distance(p: Array, q: Array) -> Array:
+    """Jensen-Shannon distance with base 2 per row of ``p`` and ``q`` (non-negative weights of shape
+    [..., bins], each row normalised to sum 1 first, as scipy does): ``sqrt((KL(p||m) + KL(q||m)) / 2)``
+    with ``m = (p + q) / 2`` and logarithms base 2. In [0, 1]."""
+    p = p / p.sum(axis=-1, keepdims=True)
+    q = q / q.sum(axis=-1, keepdims=True)
+    m = (p + q) / 2
+    js = (_entropy_terms(p, m) + _entropy_terms(q, m)) / 2
+    result: Array = np.sqrt(np.clip(js, 0.0, 1.0))
+    return result
+
+
+def _number(value: Any) -> float | None:
+    return round(float(value), 6) if math.isfinite(value) else None
+
+
+class DriftMonitor:
+    """The sliding window of one served model. ``capacity_rows`` >= :data:`SUB_WINDOWS`.
+
+    Not thread-safe: the endpoint calls :meth:`observe` and :meth:`report` on its event loop only.
+    """
+
+    def __init__(self, manifest: Manifest, capacity_rows: int = DEFAULT_WINDOW_ROWS) -> None:
+        self.model_name = manifest.name
+        self.model_version = manifest.version
+        self.classes = list(manifest.classes)
+        self.sub_rows = max(1, capacity_rows // SUB_WINDOWS)
+        self.capacity = self.sub_rows * SUB_WINDOWS
+        self.profile: ReferenceProfile | None = manifest.reference_profile
+        profile = self.profile
+        self.keys = profile_keys(manifest.features) if profile is not None else []
+        kinds = manifest.features.kinds
+        self.columns_layout = manifest.features.layout == "columns"
+        self.inputs = [str(c.input) for c in manifest.features.columns] if self.columns_layout else []
+        # Numeric features: their indices, cut points padded with +inf to one width, the stride of a
+        # feature's bins (every bin, then missing last).
+        self.numeric = [i for i, k in enumerate(kinds) if k == "numeric"] if profile is not None else []
+        self.all_numeric = len(self.numeric) == manifest.features.count
+        refs = [profile.features[self.keys[i]] for i in self.numeric] if profile is not None else []
+        widest = max((len(r.edges) for r in refs if isinstance(r, NumericReference)), default=0)
+        self.stride = widest + 2
+        self.edges = np.full((len(refs), max(widest, 1)), np.inf)
+        self.reference = np.zeros((len(refs), self.stride))
+        for j, ref in enumerate(refs):
+            assert isinstance(ref, NumericReference)
+            self.edges[j, : len(ref.edges)] = ref.edges
+            self.reference[j, : len(ref.edges) + 1] = ref.frequencies[:-1]
+            self.reference[j, -1] = ref.frequencies[-1]
+        self.offsets = np.arange(len(refs)) * self.stride
+        # Categorical features: index, lookup (category -> bin), the "other" bin, reference shares.
+        self.categorical: list[tuple[int, dict[str, int], int, Array]] = []
+        if profile is not None:
+            for i, kind in enumerate(kinds):
+                if kind == "categorical":
+                    ref = profile.features[self.keys[i]]
+                    cats = getattr(ref, "categories", [])
+                    lookup = {c: b for b, c in enumerate(cats)}
+                    self.categorical.append((i, lookup, len(cats), np.asarray(ref.frequencies)))
+        self.confidence_edges = np.asarray(
+            profile.confidence.edges if profile is not None else _DEFAULT_CONFIDENCE_EDGES
+        )
+        n_conf = len(self.confidence_edges) + 1
+        # The ring: per sub-window, rows, numeric bin counts, categorical bin counts, class counts,
+        # confidence counts and sums per confidence bin.
+        self.rows = np.zeros(SUB_WINDOWS, dtype=np.int64)
+        self.numeric_counts = np.zeros((SUB_WINDOWS, len(refs) * self.stride), dtype=np.int64)
+        self.categorical_counts = [
+            np.zeros((SUB_WINDOWS, len(c[3])), dtype=np.int64) for c in self.categorical
+        ]
+        self.class_counts = np.zeros((SUB_WINDOWS, len(self.classes)), dtype=np.int64)
+        self.confidence_counts = np.zeros((SUB_WINDOWS, n_conf), dtype=np.int64)
+        self.confidence_sums = np.zeros((SUB_WINDOWS, n_conf))
+        self.current = 0
+
+    # --- the hot path ---------------------------------------------------------------------------
+
+    def observe(self, x: Array | ColumnBatch, labels: Array, probabilities: Array) -> None:
+        """Count one request: ``x`` its rows (a float64 matrix [n, features], or a ColumnBatch),
+        ``labels`` [n] the predicted class indices, ``probabilities`` [n, classes]. Constant work per
+        row; a request larger than the window counts only its last ``capacity`` rows."""
+        n = len(labels)
+        start = max(0, n - self.capacity)
+        while start < n:
+            room = self.sub_rows - int(self.rows[self.current])
+            if room <= 0:
+                self._advance()
+                continue
+            stop = min(n, start + room)
+            self._count(x, labels, probabilities, start, stop)
+            start = stop
+
+    def _advance(self) -> None:
+        k = self.current = (self.current + 1) % SUB_WINDOWS
+        self.rows[k] = 0
+        self.numeric_counts[k] = 0
+        for counts in self.categorical_counts:
+            counts[k] = 0
+        self.class_counts[k] = 0
+        self.confidence_counts[k] = 0
+        self.confidence_sums[k] = 0.0
+
+    def _count(
+        self, x: Array | ColumnBatch, labels: Array, probabilities: Array, start: int, stop: int
+    ) -> None:
+        k = self.current
+        whole = start == 0 and stop == len(labels)
+        if self.numeric:
+            values = self._numeric_values(x, start, stop, whole)
+            bins = (values[:, :, None] > self.edges[None, :, :]).sum(axis=2)
+            bins = np.where(np.isnan(values), self.stride - 1, bins) + self.offsets
+            self.numeric_counts[k] += np.bincount(bins.ravel(), minlength=self.numeric_counts.shape[1])
+        for (i, lookup, other, _), counts in zip(self.categorical, self.categorical_counts, strict=True):
+            assert isinstance(x, ColumnBatch)
+            column = x.feeds[self.inputs[i]][start:stop, 0]
+            codes = np.fromiter((lookup.get(v, other) for v in column), dtype=np.intp, count=len(column))
+            counts[k] += np.bincount(codes, minlength=other + 1)
+        chosen = labels if whole else labels[start:stop]
+        self.class_counts[k] += np.bincount(chosen, minlength=len(self.classes))
+        confidence = (probabilities if whole else probabilities[start:stop]).max(axis=1)
+        bins = np.searchsorted(self.confidence_edges, confidence, side="left")
+        self.confidence_counts[k] += np.bincount(bins, minlength=self.confidence_counts.shape[1])
+        self.confidence_sums[k] += np.bincount(
+            bins, weights=confidence, minlength=self.confidence_sums.shape[1]
+        )
+        self.rows[k] += stop - start
+
+    def _numeric_values(self, x: Array | ColumnBatch, start: int, stop: int, whole: bool) -> Array:
+        if isinstance(x, ColumnBatch):
+            return np.hstack([x.feeds[self.inputs[i]][start:stop] for i in self.numeric]).astype(np.float64)
+        if self.all_numeric:
+            return x if whole else x[start:stop]
+        result: Array = x[start:stop, self.numeric]
+        return result
+
+    # --- the answer -----------------------------------------------------------------------------
+
+    @property
+    def window_rows(self) -> int:
+        """Rows counted in the window now."""
+        return int(self.rows.sum())
+
+    def estimated_accuracy(self) -> float | None:
+        """The label-free accuracy estimate over the window (confidence-based performance estimation).
+
+        Without calibration data it is the mean maximum probability: the expected accuracy of a
+        calibrated model (a row predicted with probability p is right with probability p). With the
+        manifest's reliability mapping (the test accuracy per confidence bin) each live row counts at
+        its bin's test accuracy, and at its own confidence where the bin had too few test rows.
+        Assumptions: the model's calibration on the test rows holds for live rows (the input may
+        shift, P(y | x) may not: covariate shift only), and the live rows' confidences are not out of
+        the reference's range. None while the window is empty."""
+        rows = self.window_rows
+        if rows == 0:
+            return None
+        counts = self.confidence_counts.sum(axis=0)
+        sums = self.confidence_sums.sum(axis=0)
+        accuracy = self.profile.confidence.accuracy if self.profile is not None else None
+        if accuracy is None:
+            return float(sums.sum() / rows)
+        expected = sum(
+            (float(n) * a if a is not None else float(s))
+            for n, s, a in zip(counts, sums, accuracy, strict=True)
+        )
+        return expected / rows
+
+    def report(self) -> dict[str, Any]:
+        """The ``GET /v1/model/drift`` answer (the shared contract; see the module's docstring)."""
+        rows = self.window_rows
+        class_counts = self.class_counts.sum(axis=0)
+        counts = {c: int(n) for c, n in zip(self.classes, class_counts, strict=True)}
+        mean = float(self.confidence_sums.sum() / rows) if rows else None
+        estimate = self.estimated_accuracy()
+        answer: dict[str, Any] = {
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "window": {"rows": rows, "capacity_rows": self.capacity},
+            "features": {},
+            "prediction": {"counts": counts, "reference": None, "psi": None, "js_distance": None},
+            "confidence": {"mean": _round(mean), "reference_mean": None},
+            "estimated_accuracy": _round(estimate),
+        }
+        profile = self.profile
+        if profile is None:
+            return answer
+        answer["features"] = self._features(rows)
+        reference = np.asarray(profile.prediction.frequencies)
+        answer["prediction"]["reference"] = {
+            c: round(float(s), 6) for c, s in zip(self.classes, reference, strict=True)
+        }
+        if rows:
+            live = class_counts / rows
+            answer["prediction"]["psi"] = _number(psi(live, reference))
+            answer["prediction"]["js_distance"] = _number(js_distance(live, reference))
+        answer["confidence"]["reference_mean"] = round(profile.confidence.mean, 6)
+        return answer
+
+    def _features(self, rows: int) -> dict[str, dict[str, float | None]]:
+        result: dict[str, dict[str, float | None]] = {}
+        numeric_psi: list[float | None] = [None] * len(self.numeric)
+        numeric_js: list[float | None] = [None] * len(self.numeric)
+        if rows and self.numeric:
+            live = self.numeric_counts.sum(axis=0).reshape(len(self.numeric), self.stride) / rows
+            numeric_psi = [_number(v) for v in psi(live, self.reference)]
+            numeric_js = [_number(v) for v in js_distance(live, self.reference)]
+        by_index: dict[int, dict[str, float | None]] = {
+            i: {"psi": p, "js_distance": j}
+            for i, p, j in zip(self.numeric, numeric_psi, numeric_js, strict=True)
+        }
+        for (i, _, _, reference), counts in zip(self.categorical, self.categorical_counts, strict=True):
+            if rows:
+                live = counts.sum(axis=0) / rows
+                by_index[i] = {
+                    "psi": _number(psi(live, reference)),
+                    "js_distance": _number(js_distance(live, reference)),
+                }
+            else:
+                by_index[i] = {"psi": None, "js_distance": None}
+        for i, key in enumerate(self.keys):
+            result[key] = by_index[i]
+        return result
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else _number(value)
+
+
+class DriftCollector:
+    """The drift report as Prometheus gauges, read at each scrape from ``report()`` (the current
+    model's :meth:`DriftMonitor.report`, or None): ``mlorch_drift_window_rows``,
+    ``mlorch_drift_window_capacity_rows``, ``mlorch_drift_feature_psi`` and
+    ``mlorch_drift_feature_js_distance`` by feature, ``mlorch_drift_prediction_psi``,
+    ``mlorch_drift_prediction_js_distance``, ``mlorch_drift_confidence_mean`` and
+    ``mlorch_drift_estimated_accuracy``, each labelled with the model and version. Label values
+    come from the served manifest only (bounded), and a value not known yet is left out."""
+
+    def __init__(self, report: Any) -> None:
+        self._report = report
+
+    def describe(self) -> list[Any]:
+        return []  # families vary with the model; collect() is not called at registration then
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        answer = self._report()
+        if answer is None:
+            return
+        base = [answer["model_name"], answer["model_version"]]
+
+        def gauge(name: str, doc: str, value: float | None, **extra: str) -> Any:
+            family = GaugeMetricFamily(f"mlorch_drift_{name}", doc, labels=["model", "version", *extra])
+            if value is not None:
+                family.add_metric([*base, *extra.values()], value)
+            return family
+
+        yield gauge("window_rows", "Rows in the drift window", answer["window"]["rows"])
+        yield gauge(
+            "window_capacity_rows", "Rows the drift window holds at most", answer["window"]["capacity_rows"]
+        )
+        psi_family = GaugeMetricFamily(
+            "mlorch_drift_feature_psi",
+            "Population stability index of a feature, window vs reference",
+            labels=["model", "version", "feature"],
+        )
+        js_family = GaugeMetricFamily(
+            "mlorch_drift_feature_js_distance",
+            "Jensen-Shannon distance (base 2) of a feature, window vs reference",
+            labels=["model", "version", "feature"],
+        )
+        for feature, values in answer["features"].items():
+            if values["psi"] is not None:
+                psi_family.add_metric([*base, feature], values["psi"])
+            if values["js_distance"] is not None:
+                js_family.add_metric([*base, feature], values["js_distance"])
+        yield psi_family
+        yield js_family
+        prediction = answer["prediction"]
+        yield gauge(
+            "prediction_psi", "Population stability index of the predicted classes", prediction["psi"]
+        )
+        yield gauge(
+            "prediction_js_distance",
+            "Jensen-Shannon distance (base 2) of the predicted classes",
+            prediction["js_distance"],
+        )
+        yield gauge(
+            "confidence_mean", "Mean maximum class probability in the window", answer["confidence"]["mean"]
+        )
+        yield gauge(
+            "estimated_accuracy", "Label-free accuracy estimate over the window", answer["estimated_accuracy"]
+        )
