@@ -59,7 +59,8 @@ SUM_TOLERANCE = 1e-6
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Strict: a number written as text ("1.5") is a fault of the writer, not a value to coerce.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 def _shares(values: list[float], what: str) -> None:

@@ -1,0 +1,330 @@
+"""Drift monitoring on real endpoint processes: the digits model's reference profile against traffic.
+
+Traffic is drawn (with replacement, seeded) from the digits training split, the rows the profile was
+made from: unshifted traffic is the reference's own population. A shift adds half the feature's
+standard deviation to one feature. "Flagged" is a PSI at or over 0.1, the usual warning reading.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from scipy.spatial.distance import jensenshannon
+
+from orchestrator.core.artifact.manifest import parse_manifest
+from orchestrator.core.errors import ArtifactError
+from orchestrator.demo.processes import Endpoint, start_endpoint
+from orchestrator.training.pipeline import TrainResult
+from serving.drift import SUB_WINDOWS, DriftMonitor, js_distance, psi
+from tests.serving.conftest import StartEndpoint
+
+WARN = 0.1
+WINDOW = 2000
+# A 0.5-SD shift on one digits pixel is flagged within this many shifted rows (measured: see
+# benchmarks/drift.py; a quarter of the window here leaves the test room on any seed).
+ROWS_TO_DETECT = 1000
+SHIFTED = "pixel_3_4"  # a mid-image pixel with a wide spread of values
+
+
+def training_rows(model: TrainResult) -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    x = load_digits().data.astype(np.float64)
+    test = set(model.manifest.split["test_indices"])
+    return x[[i for i in range(len(x)) if i not in test]]
+
+
+@pytest.fixture(scope="module")
+def drift_endpoint(digits_model: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
+    log = tmp_path_factory.mktemp("drift-logs") / "serve.log"
+    ep = start_endpoint(str(digits_model.path), log_path=log)
+    try:
+        yield ep.wait_ready()
+    finally:
+        ep.stop()
+
+
+def send(client: httpx.Client, rows: np.ndarray, batch: int = 100) -> None:
+    for i in range(0, len(rows), batch):
+        r = client.post("/v1/predict", json={"instances": rows[i : i + batch].tolist()})
+        assert r.status_code == 200, r.text
+
+
+def drift(client: httpx.Client) -> dict[str, Any]:
+    r = client.get("/v1/model/drift")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_a_half_sd_shift_on_one_feature_is_flagged_and_no_other(
+    digits_model: TrainResult, drift_endpoint: Endpoint
+) -> None:
+    rows = training_rows(digits_model)
+    column = digits_model.manifest.features.names.index(SHIFTED)
+    rng = np.random.default_rng(7)
+    with httpx.Client(base_url=drift_endpoint.url, timeout=30) as client:
+        send(client, rows[rng.integers(0, len(rows), WINDOW)])
+        before = drift(client)
+        assert before["window"] == {"rows": WINDOW, "capacity_rows": WINDOW}
+        assert max(f["psi"] for f in before["features"].values()) < WARN
+        shift = 0.5 * rows[:, column].std()
+        sent, flagged_at = 0, None
+        while sent < ROWS_TO_DETECT and flagged_at is None:
+            shifted = rows[rng.integers(0, len(rows), 50)].copy()
+            shifted[:, column] += shift
+            send(client, shifted)
+            sent += 50
+            if drift(client)["features"][SHIFTED]["psi"] >= WARN:
+                flagged_at = sent
+        assert flagged_at is not None, f"not flagged within {ROWS_TO_DETECT} shifted rows"
+        after = drift(client)
+        others = {k: v["psi"] for k, v in after["features"].items() if k != SHIFTED}
+        assert max(others.values()) < WARN, "only the shifted feature is flagged"
+
+
+def test_unshifted_traffic_raises_no_alarm_over_many_windows(
+    digits_model: TrainResult, serve_artifact: StartEndpoint
+) -> None:
+    """20 windows of unshifted rows, read after every 200 rows: 200 readings, no feature and no
+    prediction PSI at the warning level (a false-alarm rate of 0 of 200 readings)."""
+    ep = serve_artifact(digits_model.path).wait_ready()
+    rows = training_rows(digits_model)
+    rng = np.random.default_rng(11)
+    readings, alarms = 0, 0
+    with httpx.Client(base_url=ep.url, timeout=30) as client:
+        send(client, rows[rng.integers(0, len(rows), WINDOW)], batch=200)
+        for _ in range(20 * SUB_WINDOWS):
+            send(client, rows[rng.integers(0, len(rows), WINDOW // SUB_WINDOWS)], batch=200)
+            answer = drift(client)
+            readings += 1
+            worst = max(f["psi"] for f in answer["features"].values())
+            alarms += worst >= WARN or answer["prediction"]["psi"] >= WARN
+            assert answer["window"]["rows"] == WINDOW, "the window never holds more than its capacity"
+    assert readings == 200
+    assert alarms == 0, f"{alarms} false alarms in {readings} readings"
+
+
+def test_the_window_is_bounded_and_holds_no_request_data(digits_model: TrainResult) -> None:
+    """Only counts are kept: the monitor's arrays are the same size before and after 20,000 rows
+    (one request larger than the window counts its last rows only), and none of them holds a
+    request's values."""
+    from serving.model import load_verified
+
+    predictor = load_verified(digits_model.path)
+    monitor = DriftMonitor(predictor.manifest, WINDOW)
+
+    def arrays() -> dict[str, tuple[tuple[int, ...], str]]:
+        return {k: (v.shape, v.dtype.str) for k, v in vars(monitor).items() if isinstance(v, np.ndarray)}
+
+    shapes = arrays()
+    rows = training_rows(digits_model)
+    marker = np.tile(rows, (4, 1))[:5000].copy()
+    marker[:, 0] = 123.456  # a value no bin edge or count can be
+    labels, probabilities = predictor.predict(marker)
+    monitor.observe(marker, labels, probabilities)
+    assert monitor.window_rows == WINDOW
+    for _ in range(30):
+        chunk = rows[:500]
+        monitor.observe(chunk, *predictor.predict(chunk))
+    assert monitor.window_rows == WINDOW
+    assert arrays() == shapes
+    for value in vars(monitor).values():
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            assert not np.any(np.isclose(value, 123.456))
+
+
+def test_js_distance_is_scipys_and_psi_the_formula() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        bins = int(rng.integers(2, 12))
+        p, q = rng.random(bins), rng.random(bins)
+        p[rng.integers(0, bins)] = 0.0  # empty bins are part of the definition
+        assert js_distance(p, q) == pytest.approx(jensenshannon(p, q, base=2), abs=1e-12)
+        a, e = p / p.sum(), q / q.sum()
+        a2, e2 = np.maximum(a, 1e-4), np.maximum(e, 1e-4)
+        assert psi(a, e) == pytest.approx(float(np.sum((a2 - e2) * np.log(a2 / e2))), abs=1e-12)
+    same = np.array([0.2, 0.3, 0.5])
+    assert js_distance(same, same) == 0.0
+    assert psi(same, same) == 0.0
+
+
+def test_canary_rows_of_the_health_probes_are_not_traffic(
+    digits_model: TrainResult, serve_artifact: StartEndpoint
+) -> None:
+    ep = serve_artifact(digits_model.path).wait_ready()
+    rows = digits_model.manifest.canary.instances
+    with httpx.Client(base_url=ep.url, timeout=30) as client:
+        assert drift(client)["window"]["rows"] == 0
+        r = client.post("/v1/predict", json={"instances": rows}, headers={"x-mlorch-canary": "1"})
+        assert r.status_code == 200
+        assert drift(client)["window"]["rows"] == 0
+        client.post("/v1/predict", json={"instances": rows})
+        assert drift(client)["window"]["rows"] == len(rows)
+
+
+def test_the_drift_answer_and_the_gauges_agree(
+    digits_model: TrainResult, serve_artifact: StartEndpoint
+) -> None:
+    ep = serve_artifact(digits_model.path).wait_ready()
+    rows = training_rows(digits_model)[:300]
+    with httpx.Client(base_url=ep.url, timeout=30) as client:
+        empty = drift(client)
+        assert empty["features"][SHIFTED] == {"psi": None, "js_distance": None}
+        assert empty["prediction"]["psi"] is None and empty["estimated_accuracy"] is None
+        assert empty["confidence"]["mean"] is None
+        assert empty["prediction"]["reference"] is not None
+        # the V2 protocol's rows count as well as /v1/predict's
+        v2 = {
+            "inputs": [
+                {"name": "input", "shape": [300, 64], "datatype": "FP64", "data": rows.ravel().tolist()}
+            ]
+        }
+        assert client.post("/v2/models/digits/infer", json=v2).status_code == 200
+        answer = drift(client)
+        metrics = client.get("/metrics").text
+    assert answer["window"]["rows"] == 300
+    assert sum(answer["prediction"]["counts"].values()) == 300
+    assert 0.0 <= answer["estimated_accuracy"] <= 1.0
+    line = next(l for l in metrics.splitlines() if l.startswith("mlorch_drift_feature_psi{") and SHIFTED in l)
+    assert float(line.rsplit(" ", 1)[1]) == pytest.approx(answer["features"][SHIFTED]["psi"])
+    assert "mlorch_drift_window_rows{" in metrics
+    assert "mlorch_drift_estimated_accuracy{" in metrics
+
+
+def test_a_model_without_a_profile_answers_without_a_reference(
+    artifact_copy: Path, serve_artifact: StartEndpoint
+) -> None:
+    path = artifact_copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["reference_profile"]
+    path.write_text(json.dumps(manifest))
+    ep = serve_artifact(artifact_copy).wait_ready()
+    with httpx.Client(base_url=ep.url, timeout=30) as client:
+        client.post("/v1/predict", json={"instances": manifest["canary"]["instances"]})
+        answer = drift(client)
+    assert answer["features"] == {}
+    assert answer["prediction"]["reference"] is None
+    assert answer["prediction"]["psi"] is None and answer["prediction"]["js_distance"] is None
+    assert sum(answer["prediction"]["counts"].values()) == len(manifest["canary"]["instances"])
+    assert answer["confidence"]["reference_mean"] is None
+    assert 0.0 < answer["confidence"]["mean"] <= 1.0
+
+
+def test_monitoring_off_answers_404_and_a_bad_window_is_refused(
+    digits_model: TrainResult, tmp_path: Path
+) -> None:
+    ep = start_endpoint(str(digits_model.path), log_path=tmp_path / "off.log", env={"DRIFT_WINDOW_ROWS": "0"})
+    try:
+        ep.wait_ready()
+        r = httpx.get(f"{ep.url}/v1/model/drift")
+        assert r.status_code == 404 and "DRIFT_WINDOW_ROWS" in r.json()["error"]
+    finally:
+        ep.stop()
+    import subprocess
+    import sys
+
+    for bad in ("-5", "5", "lots", "10000001"):
+        done = subprocess.run(
+            [sys.executable, "-m", "serving", "--model", str(digits_model.path)],
+            env={"DRIFT_WINDOW_ROWS": bad, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        assert "DRIFT_WINDOW_ROWS" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+# --- bad and hostile profiles: the manifest is refused, like any other manifest fault -----------
+
+
+def _profile_cases() -> list[tuple[str, Any]]:
+    def numeric(edges: Any, frequencies: Any) -> dict[str, Any]:
+        return {"kind": "numeric", "edges": edges, "frequencies": frequencies}
+
+    ten = [0.1] * 9 + [0.1, 0.0]
+    return [
+        ("unsorted edges", ("features", SHIFTED, numeric([3.0, 1.0, *range(4, 11)], ten))),
+        ("repeated edges", ("features", SHIFTED, numeric([1.0, 1.0, *range(3, 10)], ten))),
+        ("edges as text", ("features", SHIFTED, numeric(["1", *range(2, 10)], ten))),
+        ("infinite edge", ("features", SHIFTED, numeric([7777.5, *range(2, 10)], ten))),
+        ("too many edges", ("features", SHIFTED, numeric(list(range(100)), [1 / 102] * 102))),
+        ("shares not summing to 1", ("features", SHIFTED, numeric(list(range(9)), [0.2] * 11))),
+        ("negative share", ("features", SHIFTED, numeric(list(range(9)), [-0.1, 0.2, *[0.1] * 9]))),
+        ("wrong number of shares", ("features", SHIFTED, numeric(list(range(9)), [0.1] * 10))),
+        ("unknown kind", ("features", SHIFTED, {"kind": "text", "edges": [], "frequencies": [1.0]})),
+        (
+            "kind of another feature",
+            ("features", SHIFTED, {"kind": "categorical", "categories": [], "frequencies": [1.0]}),
+        ),
+        ("a feature missing", ("drop", SHIFTED, None)),
+        ("an unknown feature", ("features", "pixel_9_9", numeric([], [1.0, 0.0]))),
+        ("prediction of other classes", ("prediction", None, {"frequencies": [0.5, 0.5]})),
+        ("confidence edge outside (0, 1)", ("confidence_edges", None, [0.0, 0.5])),
+        ("accuracy over 1", ("confidence_accuracy", None, 2.0)),
+        ("not an object", ("whole", None, [1, 2, 3])),
+        ("an unknown key", ("extra", None, None)),
+    ]
+
+
+def _hostile(manifest: dict[str, Any], change: tuple[str, Any, Any]) -> dict[str, Any]:
+    where, key, value = change
+    profile = manifest["reference_profile"]
+    if where == "features":
+        profile["features"][key] = value
+    elif where == "drop":
+        del profile["features"][key]
+    elif where == "prediction":
+        profile["prediction"] = value
+    elif where == "confidence_edges":
+        profile["confidence"]["edges"] = value
+    elif where == "confidence_accuracy":
+        profile["confidence"]["accuracy"][-1] = value
+    elif where == "whole":
+        manifest["reference_profile"] = value
+    elif where == "extra":
+        profile["rows_seen"] = [1, 2]
+    return manifest
+
+
+@pytest.mark.parametrize(("case", "change"), _profile_cases(), ids=[c for c, _ in _profile_cases()])
+def test_a_bad_profile_makes_the_manifest_invalid(digits_model: TrainResult, case: str, change: Any) -> None:
+    manifest = json.loads((digits_model.path / "manifest.json").read_text())
+    raw = json.dumps(_hostile(manifest, change)).replace("7777.5", "1e309")  # JSON's largest overflows
+    with pytest.raises(ArtifactError, match=r"reference_profile|not valid JSON"):
+        parse_manifest(raw.encode(), source=case)
+
+
+def test_a_hostile_profile_is_refused_at_reload_and_the_last_good_model_serves(
+    artifact_copy: Path, serve_artifact: StartEndpoint
+) -> None:
+    ep = serve_artifact(artifact_copy, "--reload-interval", "0.2").wait_ready()
+    path = artifact_copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    version = manifest["version"]
+    rows = manifest["canary"]["instances"]
+    with httpx.Client(base_url=ep.url, timeout=30) as client:
+        client.post("/v1/predict", json={"instances": rows})
+        manifest["version"] = "v-hostile"
+        manifest["reference_profile"]["features"][SHIFTED]["edges"] = [5.0, 1.0]
+        path.write_text(json.dumps(manifest))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            ready = client.get("/readyz").json()
+            if ready.get("last_error"):
+                break
+            time.sleep(0.1)
+        assert "reference_profile" in ready["last_error"]
+        assert ready["version"] == version
+        r = client.post("/v1/predict", json={"instances": rows})
+        assert r.status_code == 200 and r.json()["version"] == version
+        answer = drift(client)
+        assert answer["model_version"] == version and answer["window"]["rows"] == 2 * len(rows)
