@@ -106,6 +106,8 @@ class ProbeResult:
     not_ready: bool = False
     served_version: str | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
+    # The cloud's drift as judged this round (orchestrator.control.health.drift.judge), or None.
+    drift: dict[str, Any] | None = None
 
     @property
     def observation(self) -> Observation:

@@ -41,6 +41,7 @@ import httpx
 
 from orchestrator.control.config import Config
 from orchestrator.control.health.access import ProbeAccess
+from orchestrator.control.health.drift import DriftReading, read_drift_many, with_drift
 from orchestrator.control.health.expect import expected_model
 from orchestrator.control.health.probe import Expectation, ProbeResult, probe_many, short
 from orchestrator.core.errors import OrchestratorError
@@ -107,6 +108,8 @@ class Prober:
         self.clock = clock
         self.note: str | None = None  # why the expectation in use is not a fresh one from the buckets
         self.expected: Expectation | None = None  # what the last probes checked against
+        # Each cloud's latest drift answer, compared across clouds (health/drift.py).
+        self.drift_readings: dict[str, DriftReading | None] = {}
         self._monotonic = monotonic
         self._transport = transport
         self.access = ProbeAccess(config)  # the public name and the token (health/access.py)
@@ -144,9 +147,19 @@ class Prober:
         endpoints = {n: self.endpoints[n] for n in names}
         client = self._http()
         self.access.refresh(client)  # the token, read (or re-read) before the round, not in it
-        return self._run(
-            probe_many(client, endpoints, expect, timeout_s=self.config.health.timeout_s, clock=self.clock)
-        )
+        timeout_s = self.config.health.timeout_s
+
+        async def both() -> tuple[dict[str, ProbeResult], dict[str, tuple[DriftReading | None, str | None]]]:
+            # The drift answers are read alongside the probes, each within the probe's deadline.
+            probes, readings = await asyncio.gather(
+                probe_many(client, endpoints, expect, timeout_s=timeout_s, clock=self.clock),
+                read_drift_many(client, endpoints, timeout_s=timeout_s),
+            )
+            return probes, readings
+
+        results, readings = self._run(both())
+        self.drift_readings.update({c: r for c, (r, _) in readings.items()})
+        return with_drift(results, readings, self.config.drift, compared=self.drift_readings)
 
     # -- the expectation -------------------------------------------------------------------------
     def expectation(self, *, refresh: bool = False) -> Expectation:

@@ -1,0 +1,274 @@
+"""Model drift in the health rounds: each cloud's `/v1/model/drift` read every round, judged against
+the `drift:` configuration, compared across clouds, shown by `health` and `status`.
+
+Three real endpoints (tests/control/conftest.py's fleet). Traffic is iris rows drawn with replacement
+(seeded) from the whole dataset, sent to the endpoints directly, as the router's clients would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+
+from orchestrator.control.config import DriftConfig
+from orchestrator.control.health.drift import cross_cloud, judge, parse_drift, read_drift
+from orchestrator.training.pipeline import TrainOptions, TrainResult, train
+from tests.control.conftest import CLOUDS, Fleet, run_cli
+
+MIN_ROWS = 300
+
+
+@pytest.fixture(scope="module")
+def shuffled_model(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    """An iris model trained on shuffled labels: it learned nothing, and says so in its outputs."""
+    root = tmp_path_factory.mktemp("shuffled")
+    iris = load_iris()
+    labels = np.random.default_rng(5).permutation(iris.target)
+    table = root / "iris.csv"
+    with table.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow([*iris.feature_names, "species"])
+        for row, label in zip(iris.data, labels, strict=True):
+            out.writerow([*row, iris.target_names[label]])
+    return train(TrainOptions(dataset=str(table), target="species", name="iris", out=root / "out"))
+
+
+def traffic(n: int, seed: int, shift: dict[int, float] | None = None) -> list[list[float]]:
+    x = load_iris().data
+    rows = x[np.random.default_rng(seed).integers(0, len(x), n)].copy()
+    for column, sds in (shift or {}).items():
+        rows[:, column] += sds * x[:, column].std()
+    return rows.tolist()
+
+
+def send(url: str, rows: list[list[float]]) -> None:
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for i in range(0, len(rows), 100):
+            assert client.post("/v1/predict", json={"instances": rows[i : i + 100]}).status_code == 200
+
+
+def health_round(fleet: Fleet, **drift: Any) -> dict[str, Any]:
+    config = fleet.config(drift={"min_rows": MIN_ROWS, **drift})
+    done = run_cli("health", "--once", "--json", "--config", str(config))
+    assert done.returncode in (0, 1), done.stderr
+    assert "Traceback" not in done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_cloud_serving_a_model_with_shuffled_labels_is_flagged_by_the_comparison(
+    fleet: Fleet, shuffled_model: TrainResult
+) -> None:
+    fleet.models["shuffled"] = shuffled_model
+    fleet.start("azure", "shuffled").wait_ready()
+    for i, cloud in enumerate(CLOUDS):
+        send(fleet.url(cloud), traffic(600, seed=i))
+    report = health_round(fleet)
+    drift = {cloud: report["clouds"][cloud]["drift"] for cloud in CLOUDS}
+    assert drift["azure"]["cross_cloud"]["flagged"] is True, json.dumps(drift)
+    assert "predictions diverge" in drift["azure"]["reason"]
+    assert drift["aws"]["cross_cloud"]["flagged"] is False
+    assert drift["gcp"]["cross_cloud"]["flagged"] is False
+    # its inputs are the reference's: no feature over the warning level, so no single-cloud alarm
+    assert drift["azure"]["over"] == {}
+    # the label-free estimate sees it too: a model that learned nothing is far less sure
+    assert drift["azure"]["estimated_accuracy"] < drift["aws"]["estimated_accuracy"] - 0.2
+    config = str(fleet.config())
+    status = json.loads(run_cli("status", "--json", "--config", config).stdout)
+    assert status["clouds"]["azure"]["drift"]["cross_cloud"]["flagged"] is True
+    table = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "status", "--config", config],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "400"},
+        timeout=120,
+        check=False,
+    )
+    assert "Traceback" not in table.stderr
+    assert "predictions diverge" in table.stdout
+
+
+def test_a_shifted_cloud_is_named_with_its_feature_and_degraded_when_configured(fleet: Fleet) -> None:
+    send(fleet.url("aws"), traffic(600, seed=1, shift={1: 1.0}))  # sepal width, one SD up
+    for i, cloud in enumerate(("gcp", "azure")):
+        send(fleet.url(cloud), traffic(600, seed=10 + i))
+    report = health_round(fleet)
+    aws, gcp = report["clouds"]["aws"], report["clouds"]["gcp"]
+    assert aws["drift"]["status"] == "alarm"
+    assert "sepal width (cm)" in aws["drift"]["over"]
+    assert "sepal width (cm)" in aws["drift"]["reason"]
+    assert aws["probes"][-1]["verdict"] == "ok", "drift is reported only, by default"
+    assert gcp["drift"]["status"] == "ok"
+    assert not aws["drift"]["cross_cloud"]["flagged"], "its inputs moved: not a model problem"
+
+    degraded = health_round(fleet, degrade=True)
+    probe = degraded["clouds"]["aws"]["probes"][-1]
+    assert probe["verdict"] == "degraded"
+    assert "sepal width (cm)" in probe["reason"]
+    assert degraded["clouds"]["gcp"]["probes"][-1]["verdict"] == "ok"
+
+
+def test_too_few_rows_are_not_judged(fleet: Fleet) -> None:
+    send(fleet.url("aws"), traffic(50, seed=2, shift={2: 3.0}))
+    report = health_round(fleet)
+    assert report["clouds"]["aws"]["drift"]["status"] == "insufficient"
+    assert report["clouds"]["aws"]["drift"]["rows"] == 50
+
+
+# --- a bad answer is a verdict ("no drift data"), never a crash ----------------------------------
+
+GOOD: dict[str, Any] = {
+    "model_name": "iris",
+    "model_version": "v3",
+    "window": {"rows": 812, "capacity_rows": 2000},
+    "features": {"a": {"psi": 0.04, "js_distance": 0.05}},
+    "prediction": {
+        "counts": {"x": 400, "y": 412},
+        "reference": {"x": 0.5, "y": 0.5},
+        "psi": 0.01,
+        "js_distance": 0.03,
+    },
+    "confidence": {"mean": 0.91, "reference_mean": 0.93},
+    "estimated_accuracy": 0.9,
+}
+
+
+def _broken(path: str, value: Any) -> dict[str, Any]:
+    answer = json.loads(json.dumps(GOOD))
+    *parents, last = path.split(".")
+    node = answer
+    for key in parents:
+        node = node[key]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+    return answer
+
+
+MALFORMED = [
+    ("a list", [1, 2]),
+    ("a string", "drift"),
+    ("null", None),
+    ("no window", _broken("window", KeyError)),
+    ("rows as text", _broken("window.rows", "812")),
+    ("negative rows", _broken("window.rows", -1)),
+    ("rows true", _broken("window.rows", True)),
+    ("features a list", _broken("features", [])),
+    ("a feature not an object", _broken("features.a", 0.3)),
+    ("psi as text", _broken("features.a.psi", "0.3")),
+    ("counts a list", _broken("prediction.counts", [1, 2])),
+    ("a negative count", _broken("prediction.counts.x", -5)),
+    ("a count as float", _broken("prediction.counts.x", 4.5)),
+    ("no confidence", _broken("confidence", KeyError)),
+    ("accuracy as text", _broken("estimated_accuracy", "high")),
+    ("prediction psi an object", _broken("prediction.psi", {})),
+]
+
+
+@pytest.mark.parametrize(("case", "answer"), MALFORMED, ids=[c for c, _ in MALFORMED])
+def test_a_malformed_answer_is_no_drift_data(case: str, answer: Any) -> None:
+    with pytest.raises(ValueError):
+        parse_drift(answer)
+    reading = asyncio.run(_read(httpx.MockTransport(lambda _: httpx.Response(200, json=answer))))
+    assert reading[0] is None
+    assert reading[1]
+    assert judge(*reading, DriftConfig())["status"] == "unavailable"
+
+
+async def _read(transport: httpx.AsyncBaseTransport, timeout_s: float = 1.0) -> Any:
+    async with httpx.AsyncClient(transport=transport) as client:
+        return await read_drift(client, "http://endpoint", timeout_s=timeout_s)
+
+
+def test_no_answer_in_time_or_of_the_wrong_kind_is_no_drift_data() -> None:
+    async def hang(_: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(30)
+        return httpx.Response(200)
+
+    reading, problem = asyncio.run(asyncio.wait_for(_read(httpx.MockTransport(hang), 0.2), 5))
+    assert reading is None
+    assert "timed out" in str(problem)
+    cases = [
+        httpx.Response(404, json={"error": "not found"}),  # an endpoint made before drift monitoring
+        httpx.Response(500, text="boom"),
+        httpx.Response(200, text="not json"),
+        httpx.Response(200, content=b"x" * (2 * 1024 * 1024)),  # over the probes' body cap
+        httpx.Response(200, headers={"content-encoding": "gzip"}, content=b"\x1f\x8b"),
+    ]
+    for response in cases:
+        reading, problem = asyncio.run(_read(httpx.MockTransport(lambda _, r=response: r)))
+        assert reading is None, response
+        assert problem, response
+    assert asyncio.run(_read(httpx.MockTransport(lambda _: httpx.Response(200, json=GOOD))))[0] is not None
+
+
+def test_the_cross_cloud_rule() -> None:
+    """Flagged: predicted-class shares far from the other clouds' pooled ones (JS distance >=
+    prediction_divergence) while no feature's PSI reaches psi_warn. Not judged under three clouds
+    with min_rows rows."""
+    cfg = DriftConfig(min_rows=100)
+
+    def reading(counts: dict[str, int], psi: float = 0.01) -> Any:
+        return parse_drift(
+            {
+                **GOOD,
+                "window": {"rows": sum(counts.values()), "capacity_rows": 2000},
+                "features": {"a": {"psi": psi}},
+                "prediction": {**GOOD["prediction"], "counts": counts},
+            }
+        )
+
+    even = {"x": 100, "y": 100, "z": 100}
+    skewed = {"x": 290, "y": 5, "z": 5}
+    result = cross_cloud({"aws": reading(even), "gcp": reading(even), "azure": reading(skewed)}, cfg)
+    assert [c for c, r in result.items() if r["flagged"]] == ["azure"]
+    # the same outputs with its inputs shifted: the traffic changed, not the model
+    shifted = cross_cloud(
+        {"aws": reading(even), "gcp": reading(even), "azure": reading(skewed, psi=0.5)}, cfg
+    )
+    assert not shifted["azure"]["flagged"]
+    # two clouds cannot say which one differs; a cloud under min_rows is left out
+    assert cross_cloud({"aws": reading(even), "azure": reading(skewed)}, cfg) == {}
+    few = {"x": 30, "y": 1, "z": 1}
+    assert cross_cloud({"aws": reading(even), "gcp": reading(even), "azure": reading(few)}, cfg) == {}
+    assert cross_cloud({"aws": reading(even), "gcp": None, "azure": reading(skewed)}, cfg) == {}
+
+
+def test_the_drift_section_is_checked(tmp_path: Path) -> None:
+    from orchestrator.control.config import load_config
+
+    base = {
+        "model": {"name": "iris"},
+        "clouds": {"aws": {"endpoint": "http://127.0.0.1:1", "storage": f"file://{tmp_path}"}},
+    }
+    bad = [
+        {"psi_warn": 0.3, "psi_alarm": 0.2},
+        {"psi_warn": -1},
+        {"min_rows": 0},
+        {"degrade": "sometimes"},
+        {"prediction_divergence": 2},
+        {"psi_warm": 0.1},
+    ]
+    import yaml
+
+    from orchestrator.core.errors import ConfigError
+
+    for i, section in enumerate(bad):
+        path = tmp_path / f"c{i}.yaml"
+        path.write_text(yaml.safe_dump({**base, "drift": section}))
+        with pytest.raises(ConfigError, match="drift"):
+            load_config(path)
+    path = tmp_path / "good.yaml"
+    path.write_text(yaml.safe_dump({**base, "drift": {"degrade": True, "min_rows": 100}}))
+    assert load_config(path).drift.degrade is True
