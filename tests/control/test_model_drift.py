@@ -272,3 +272,46 @@ def test_the_drift_section_is_checked(tmp_path: Path) -> None:
     path = tmp_path / "good.yaml"
     path.write_text(yaml.safe_dump({**base, "drift": {"degrade": True, "min_rows": 100}}))
     assert load_config(path).drift.degrade is True
+
+
+def test_drift_report_writes_markdown_and_plots_with_its_exit_codes(fleet: Fleet, tmp_path: Path) -> None:
+    config = str(fleet.config(drift={"min_rows": MIN_ROWS}))
+    for i, cloud in enumerate(CLOUDS):
+        send(fleet.url(cloud), traffic(600, seed=20 + i))
+    calm = run_cli("drift", "report", "--out", str(tmp_path / "calm"), "--config", config)
+    assert calm.returncode == 0, calm.stdout + calm.stderr
+    send(fleet.url("aws"), traffic(1500, seed=30, shift={1: 1.0}))
+    out = tmp_path / "report"
+    done = run_cli("drift", "report", "--out", str(out), "--json", "--config", config)
+    assert done.returncode == 1, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["clouds"]["aws"]["status"] == "alarm"
+    assert "sepal width (cm)" in answer["clouds"]["aws"]["over"]
+    markdown = (out / "drift.md").read_text()
+    assert "## aws: alarm" in markdown
+    assert "sepal width (cm)" in markdown
+    for png in ("aws.png", "gcp.png", "azure.png", "predictions.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+
+def test_drift_report_exits_2_without_any_drift_data(tmp_path: Path) -> None:
+    import yaml
+
+    config = tmp_path / "orchestrator.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name": "iris"},
+                "clouds": {
+                    c: {"endpoint": f"http://127.0.0.1:{9 + i}", "storage": f"file://{tmp_path}"}
+                    for i, c in enumerate(CLOUDS)
+                },
+                "health": {"timeout_s": 0.5},
+            }
+        )
+    )
+    done = run_cli("drift", "report", "--out", str(tmp_path / "out"), "--config", str(config))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert "no drift data" in done.stdout
+    assert (tmp_path / "out" / "drift.md").exists()

@@ -59,8 +59,9 @@ _MAX_KEYS = 100_000
 
 @dataclass(frozen=True)
 class DriftReading:
-    """One endpoint's drift answer, checked: ``features`` name -> PSI (None while the window is
-    empty), predicted-class ``counts``, prediction PSI, mean confidence, estimated accuracy."""
+    """One endpoint's drift answer, checked: ``features`` name -> PSI and ``js_distance`` name -> JS
+    distance (None while the window is empty), predicted-class ``counts`` and the ``reference``
+    shares (None without a profile), prediction PSI, mean confidence, estimated accuracy."""
 
     version: str | None
     rows: int
@@ -68,6 +69,8 @@ class DriftReading:
     features: dict[str, float | None]
     counts: dict[str, int]
     prediction_psi: float | None
+    js_distance: dict[str, float | None]
+    reference: dict[str, float] | None
     confidence_mean: float | None
     estimated_accuracy: float | None
 
@@ -102,10 +105,17 @@ def parse_drift(answer: object) -> DriftReading:
     ):
         raise ValueError("prediction.counts are not counts by class")
     psi: dict[str, float | None] = {}
+    js: dict[str, float | None] = {}
     for name, values in features.items():
         if not isinstance(values, dict):
             raise ValueError(f"features[{name[:40]!r}] is not an object")
         psi[name[:256]] = _number(values.get("psi"))
+        js[name[:256]] = _number(values.get("js_distance"))
+    reference = prediction.get("reference")
+    if reference is not None and not (
+        isinstance(reference, dict) and all(_number(v) is not None for v in reference.values())
+    ):
+        raise ValueError("prediction.reference is not shares by class")
     version = answer.get("model_version")
     return DriftReading(
         version=version[:64] if isinstance(version, str) else None,
@@ -114,6 +124,8 @@ def parse_drift(answer: object) -> DriftReading:
         features=psi,
         counts=counts,
         prediction_psi=_number(prediction.get("psi")),
+        js_distance=js,
+        reference=reference,
         confidence_mean=_number(confidence.get("mean")),
         estimated_accuracy=_number(answer.get("estimated_accuracy")),
     )
