@@ -338,3 +338,32 @@ def test_a_hostile_profile_is_refused_at_reload_and_the_last_good_model_serves(
         answer = drift(client)
         assert answer["model_version"] == version
         assert answer["window"]["rows"] == 2 * len(rows)
+
+
+def test_rows_are_counted_into_the_reference_bins_exactly(digits_model: TrainResult) -> None:
+    """The monitor's vectorised counts equal a per-value searchsorted over the profile's cut points,
+    for values equal to a cut point (the lower bin, as the profile was made), missing values (their
+    own bin), values far outside the range and requests split across sub-windows."""
+    manifest = digits_model.manifest
+    profile = manifest.reference_profile
+    assert profile is not None
+    names = manifest.features.names
+    rng = np.random.default_rng(5)
+    rows = rng.integers(0, 17, (700, 64)).astype(np.float64)  # digits' pixel values, ties on edges
+    rows[rng.random(rows.shape) < 0.05] = np.nan
+    rows[0, :] = 1e300
+    rows[1, :] = -1e300
+    monitor = DriftMonitor(manifest, WINDOW)
+    labels = rng.integers(0, 10, len(rows))
+    probabilities = np.full((len(rows), 10), 0.1)
+    for chunk in (slice(0, 1), slice(1, 250), slice(250, 700)):
+        monitor.observe(rows[chunk], labels[chunk], probabilities[chunk])
+    counted = monitor.numeric_counts.sum(axis=0).reshape(64, monitor.stride)
+    for j, name in enumerate(names):
+        edges = np.asarray(profile.features[name].edges)
+        present = rows[:, j][~np.isnan(rows[:, j])]
+        expected = np.bincount(np.searchsorted(edges, present, side="left"), minlength=len(edges) + 1)
+        assert counted[j, : len(edges) + 1].tolist() == expected.tolist(), name
+        assert counted[j, len(edges) + 1 : -1].sum() == 0, name
+        assert counted[j, -1] == np.isnan(rows[:, j]).sum(), name
+    assert monitor.class_counts.sum(axis=0).tolist() == np.bincount(labels, minlength=10).tolist()
