@@ -25,7 +25,7 @@ from serving.encoding import CODING_SCOPE_KEY, inflate
 from serving.inputs import InputError
 from serving.model import Predictor, invalid_rows
 from serving.reload import ModelHolder
-from serving.telemetry import Metrics
+from serving.telemetry import Metrics, get_logger
 
 __all__ = [
     "CANARY_HEADER",
@@ -40,6 +40,8 @@ __all__ = [
     "json_response",
     "read_body",
 ]
+
+log = get_logger("serving")
 
 # The header the control plane's health probes send with their canary rows: those synthetic rows are
 # not traffic, and are left out of the drift window. A client sending it only hides its own rows.
@@ -88,9 +90,12 @@ class Runtime:
     batcher: MicroBatcher = field(init=False)
     _drift: DriftMonitor | None = field(init=False, default=None)
     _drift_for: Predictor | None = field(init=False, default=None)
+    _drift_failed: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
-        self.batcher = MicroBatcher(check=_output_error, timing=self.metrics.observe_model_call)
+        self.batcher = MicroBatcher(
+            check=_output_error, timing=self.metrics.observe_model_call, observe=self.observe_drift
+        )
 
     def drift(self, model: Predictor) -> DriftMonitor | None:
         """The drift monitor of ``model`` (a new model starts a new window); None when monitoring is
@@ -101,6 +106,17 @@ class Runtime:
             self._drift = DriftMonitor(model.manifest, self.drift_window_rows)
             self._drift_for = model
         return self._drift
+
+    def observe_drift(self, model: Predictor, x: Any, labels: Any, probabilities: Any) -> None:
+        """Count rows and their valid outputs in ``model``'s drift window. Never raises: a failure
+        of the monitor is logged once and never fails a prediction."""
+        try:
+            if (monitor := self.drift(model)) is not None:
+                monitor.observe(x, labels, probabilities)
+        except Exception as exc:  # the monitor is bookkeeping: predictions go on without it
+            if not self._drift_failed:
+                self._drift_failed = True
+                log.error("drift monitor failed", error=f"{type(exc).__name__}: {exc}"[:500])
 
     def model(self) -> Predictor:
         """The model being served; InputError 503 (with the holder's reason) while there is none."""
@@ -120,17 +136,18 @@ class Runtime:
         if isinstance(x, ColumnBatch) and (unknown := model.unknown_categories(x)):
             self.metrics.observe_unknown_categories(model.name, model.version, unknown)
         if len(x) <= INLINE_ROWS:
-            labels, probabilities = await self.batcher.predict(model, x)  # checked per batch
+            # checked, and counted for drift, per batch
+            labels, probabilities = await self.batcher.predict(model, x, monitored=monitored)
         else:
             labels, probabilities = await run_in_threadpool(
                 self._timed_predict, model, x, time.perf_counter()
             )
             if (problem := _output_error(model, labels, probabilities)) is not None:
                 raise problem
+            if monitored:
+                self.observe_drift(model, x, labels, probabilities)
         counts = np.bincount(labels, minlength=len(model.classes)).tolist()
         self.metrics.observe_predictions(model.name, model.version, model.manifest.classes, counts)
-        if monitored and (monitor := self.drift(model)) is not None:
-            monitor.observe(x, labels, probabilities)
         return labels, probabilities
 
     def _timed_predict(self, model: Predictor, x: Any, submitted: float) -> tuple[np.ndarray[Any, Any], ...]:
