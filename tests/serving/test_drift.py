@@ -356,7 +356,10 @@ def test_rows_are_counted_into_the_reference_bins_exactly(digits_model: TrainRes
     monitor = DriftMonitor(manifest, WINDOW)
     labels = rng.integers(0, 10, len(rows))
     probabilities = np.full((len(rows), 10), 0.1)
-    for chunk in (slice(0, 1), slice(1, 250), slice(250, 700)):
+    # Requests of 30 rows: every row counted (larger ones are sampled, below), and some of them
+    # split across two sub-windows of 200 rows.
+    for start in range(0, 700, 30):
+        chunk = slice(start, start + 30)
         monitor.observe(rows[chunk], labels[chunk], probabilities[chunk])
     counted = monitor.numeric_bin_counts()
     for j, name in enumerate(names):
@@ -367,3 +370,31 @@ def test_rows_are_counted_into_the_reference_bins_exactly(digits_model: TrainRes
         assert counted[j, len(edges) + 1 : -1].sum() == 0, name
         assert counted[j, -1] == np.isnan(rows[:, j]).sum(), name
     assert monitor.class_counts.sum(axis=0).tolist() == np.bincount(labels, minlength=10).tolist()
+
+
+def test_a_large_request_is_counted_on_a_weighted_sample(digits_model: TrainResult) -> None:
+    """Past FULL_COUNT_ROWS rows, features are counted on one row in SAMPLE_EVERY, each weighing
+    SAMPLE_EVERY: the window's feature counts stand for every row, classes are counted exactly,
+    and the PSI of the same rows differs little from the exact count's."""
+    from serving.drift import FULL_COUNT_ROWS, SAMPLE_EVERY
+
+    manifest = digits_model.manifest
+    rows = training_rows(digits_model)
+    rng = np.random.default_rng(9)
+    sample = rows[rng.integers(0, len(rows), 2000)]
+    labels = rng.integers(0, 10, 2000)
+    probabilities = np.full((2000, 10), 0.1)
+    exact, sampled = DriftMonitor(manifest, WINDOW), DriftMonitor(manifest, WINDOW)
+    for start in range(0, 2000, FULL_COUNT_ROWS):
+        chunk = slice(start, start + FULL_COUNT_ROWS)
+        exact.observe(sample[chunk], labels[chunk], probabilities[chunk])
+    for start in range(0, 2000, 1000):
+        chunk = slice(start, start + 1000)
+        sampled.observe(sample[chunk], labels[chunk], probabilities[chunk])
+    assert sampled.window_rows == exact.window_rows == 2000
+    assert sum(sampled.feature_rows) == 2000
+    assert sampled.numeric_bin_counts().sum(axis=1).tolist() == [2000] * 64
+    assert sampled.class_counts.sum(axis=0).tolist() == exact.class_counts.sum(axis=0).tolist()
+    assert SAMPLE_EVERY > 1
+    a, b = exact.report()["features"], sampled.report()["features"]
+    assert max(abs(a[k]["psi"] - b[k]["psi"]) for k in a) < 0.05
