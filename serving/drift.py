@@ -5,11 +5,13 @@ model call adds its rows' counts (:meth:`DriftMonitor.observe`; the micro-batche
 small requests share one call): numeric features binned by the manifest's cut points in one
 vectorised comparison (the rows above each cut point, whose differences are the bins' counts),
 categorical ones by a dictionary lookup, the predicted classes, and the maximum class probability.
-A request of more than :data:`FULL_COUNT_ROWS` rows has its features counted on one row in
+A call of more than :data:`FULL_COUNT_ROWS` rows has its features counted on one row in
 :data:`SAMPLE_EVERY`, each weighing that many. Nothing of a request is kept but these counts. The
-window is a ring of :data:`SUB_WINDOWS` sub-windows of ``capacity / SUB_WINDOWS`` rows: when the
-current one is full the oldest is zeroed and reused, so memory is fixed (features x bins x
-sub-windows counts) and the work per row is constant.
+window is a ring of :data:`SUB_WINDOWS` sub-windows of ``capacity / SUB_WINDOWS`` rows: a call's
+rows go to the current one while they fit, else they start the next one, and the oldest are
+zeroed and reused (dropped whole) so the window never holds more than ``capacity`` rows. Memory is
+fixed (features x bins x sub-windows counts) and the work per row is constant: one count per call,
+never one per sub-window.
 
 :meth:`DriftMonitor.report` is the answer of ``GET /v1/model/drift`` (the shared contract with the
 control plane and the deployment gate):
@@ -176,22 +178,28 @@ class DriftMonitor:
     # --- the hot path ---------------------------------------------------------------------------
 
     def observe(self, x: Array | ColumnBatch, labels: Array, probabilities: Array) -> None:
-        """Count one request: ``x`` its rows (a float64 matrix [n, features], or a ColumnBatch),
+        """Count one model call: ``x`` its rows (a float64 matrix [n, features], or a ColumnBatch),
         ``labels`` [n] the predicted class indices, ``probabilities`` [n, classes]. Constant work per
-        row; a request larger than the window counts only its last ``capacity`` rows."""
+        row, one vectorised count per call. The rows go to the current sub-window while they fit in
+        it; otherwise they start the next one, and the oldest sub-windows are dropped whole until
+        the window can hold them (so it never holds more than ``capacity`` rows, and a call larger
+        than the window counts only its last ``capacity`` rows)."""
         n = len(labels)
         start = max(0, n - self.capacity)
-        while start < n:
-            room = self.sub_rows - self.rows[self.current]
-            if room <= 0:
-                self._advance()
-                continue
-            stop = min(n, start + room)
-            self._count(x, labels, probabilities, start, stop)
-            start = stop
+        rows = n - start
+        if rows > self.sub_rows - self.rows[self.current]:
+            self._advance()
+            oldest = (self.current + 1) % SUB_WINDOWS
+            while sum(self.rows) + rows > self.capacity:
+                self._clear(oldest)
+                oldest = (oldest + 1) % SUB_WINDOWS
+        self._count(x, labels, probabilities, start, n)
 
     def _advance(self) -> None:
-        k = self.current = (self.current + 1) % SUB_WINDOWS
+        self.current = (self.current + 1) % SUB_WINDOWS
+        self._clear(self.current)
+
+    def _clear(self, k: int) -> None:
         self.rows[k] = 0
         self.feature_rows[k] = 0
         self.above[k] = 0

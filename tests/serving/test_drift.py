@@ -134,6 +134,12 @@ def test_the_window_is_bounded_and_holds_no_request_data(digits_model: TrainResu
         chunk = rows[:500]
         monitor.observe(chunk, *predictor.predict(chunk))
     assert monitor.window_rows == WINDOW
+    sizes = np.random.default_rng(1).integers(1, 700, 200)  # calls of any size: never over capacity
+    for size in sizes:
+        chunk = rows[:size]
+        monitor.observe(chunk, *predictor.predict(chunk))
+        assert 0 < monitor.window_rows <= WINDOW
+        assert monitor.window_rows >= min(size, WINDOW)
     assert arrays() == shapes
     for value in vars(monitor).values():
         if isinstance(value, np.ndarray) and value.dtype.kind == "f":
@@ -343,7 +349,7 @@ def test_a_hostile_profile_is_refused_at_reload_and_the_last_good_model_serves(
 def test_rows_are_counted_into_the_reference_bins_exactly(digits_model: TrainResult) -> None:
     """The monitor's vectorised counts equal a per-value searchsorted over the profile's cut points,
     for values equal to a cut point (the lower bin, as the profile was made), missing values (their
-    own bin), values far outside the range and requests split across sub-windows."""
+    own bin), values far outside the range, and a window sliding over sub-windows."""
     manifest = digits_model.manifest
     profile = manifest.reference_profile
     assert profile is not None
@@ -356,8 +362,8 @@ def test_rows_are_counted_into_the_reference_bins_exactly(digits_model: TrainRes
     monitor = DriftMonitor(manifest, WINDOW)
     labels = rng.integers(0, 10, len(rows))
     probabilities = np.full((len(rows), 10), 0.1)
-    # Requests of 30 rows: every row counted (larger ones are sampled, below), and some of them
-    # split across two sub-windows of 200 rows.
+    # Requests of 30 rows: every row counted (larger ones are sampled, below); the window slides
+    # over sub-windows of 200 rows.
     for start in range(0, 700, 30):
         chunk = slice(start, start + 30)
         monitor.observe(rows[chunk], labels[chunk], probabilities[chunk])
@@ -384,7 +390,9 @@ def test_a_large_request_is_counted_on_a_weighted_sample(digits_model: TrainResu
     sample = rows[rng.integers(0, len(rows), 2000)]
     labels = rng.integers(0, 10, 2000)
     probabilities = np.full((2000, 10), 0.1)
-    exact, sampled = DriftMonitor(manifest, WINDOW), DriftMonitor(manifest, WINDOW)
+    # The exact count's window is larger: requests of 64 rows do not pack sub-windows of 200 rows
+    # exactly, and a request that does not fit starts the next sub-window.
+    exact, sampled = DriftMonitor(manifest, 10 * WINDOW), DriftMonitor(manifest, WINDOW)
     for start in range(0, 2000, FULL_COUNT_ROWS):
         chunk = slice(start, start + FULL_COUNT_ROWS)
         exact.observe(sample[chunk], labels[chunk], probabilities[chunk])
