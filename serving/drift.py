@@ -8,10 +8,10 @@ categorical ones by a dictionary lookup, the predicted classes, and the maximum 
 A call of more than :data:`FULL_COUNT_ROWS` rows has its features counted on one row in
 :data:`SAMPLE_EVERY`, each weighing that many. Nothing of a request is kept but these counts. The
 window is a ring of :data:`SUB_WINDOWS` sub-windows of ``capacity / SUB_WINDOWS`` rows: a call's
-rows go to the current one while they fit, else they start the next one, and the oldest are
-zeroed and reused (dropped whole) so the window never holds more than ``capacity`` rows. Memory is
-fixed (features x bins x sub-windows counts) and the work per row is constant: one count per call,
-never one per sub-window.
+counts go to the current one while its rows fit, else they are spread in proportion over the next
+ones, and the oldest is zeroed and reused when the newest is full. Memory is fixed (features x bins
+x sub-windows counts) and the work per row is constant: one count per call, never one per
+sub-window.
 
 :meth:`DriftMonitor.report` is the answer of ``GET /v1/model/drift`` (the shared contract with the
 control plane and the deployment gate):
@@ -162,16 +162,15 @@ class DriftMonitor:
         # The ring: per sub-window, rows; per numeric feature the rows above each cut point and the
         # rows missing (bin counts are their differences, taken when the report is asked for);
         # categorical bin counts, class counts, confidence counts and sums per confidence bin.
-        self.rows = [0] * SUB_WINDOWS
-        self.feature_rows = [0] * SUB_WINDOWS  # rows the feature counts stand for (see _count)
+        # Counts are float64: a call spread over two sub-windows leaves each a share of its counts.
+        self.rows = [0.0] * SUB_WINDOWS
+        self.feature_rows = [0.0] * SUB_WINDOWS  # rows the feature counts stand for (see _count)
         self._phase = 0
-        self.above = np.zeros((SUB_WINDOWS, widest, len(refs)), dtype=np.int64)
-        self.missing = np.zeros((SUB_WINDOWS, len(refs)), dtype=np.int64)
-        self.categorical_counts = [
-            np.zeros((SUB_WINDOWS, len(c[3])), dtype=np.int64) for c in self.categorical
-        ]
-        self.class_counts = np.zeros((SUB_WINDOWS, len(self.classes)), dtype=np.int64)
-        self.confidence_counts = np.zeros((SUB_WINDOWS, n_conf), dtype=np.int64)
+        self.above = np.zeros((SUB_WINDOWS, widest, len(refs)))
+        self.missing = np.zeros((SUB_WINDOWS, len(refs)))
+        self.categorical_counts = [np.zeros((SUB_WINDOWS, len(c[3]))) for c in self.categorical]
+        self.class_counts = np.zeros((SUB_WINDOWS, len(self.classes)))
+        self.confidence_counts = np.zeros((SUB_WINDOWS, n_conf))
         self.confidence_sums = np.zeros((SUB_WINDOWS, n_conf))
         self.current = 0
 
@@ -180,47 +179,60 @@ class DriftMonitor:
     def observe(self, x: Array | ColumnBatch, labels: Array, probabilities: Array) -> None:
         """Count one model call: ``x`` its rows (a float64 matrix [n, features], or a ColumnBatch),
         ``labels`` [n] the predicted class indices, ``probabilities`` [n, classes]. Constant work per
-        row, one vectorised count per call. The rows go to the current sub-window while they fit in
-        it; otherwise they start the next one, and the oldest sub-windows are dropped whole until
-        the window can hold them (so it never holds more than ``capacity`` rows, and a call larger
-        than the window counts only its last ``capacity`` rows)."""
+        row, one vectorised count per call: the call's counts go to the current sub-window while
+        its rows fit, and are spread in proportion over the next ones when they do not (a
+        sub-window then holds a share of the call's counts, as if its rows came in that order); a
+        call larger than the window counts only its last ``capacity`` rows."""
         n = len(labels)
         start = max(0, n - self.capacity)
-        rows = n - start
-        if rows > self.sub_rows - self.rows[self.current]:
-            self._advance()
-            oldest = (self.current + 1) % SUB_WINDOWS
-            while sum(self.rows) + rows > self.capacity:
-                self._clear(oldest)
-                oldest = (oldest + 1) % SUB_WINDOWS
-        self._count(x, labels, probabilities, start, n)
+        counts = self._count(x, labels, probabilities, start, n)
+        total = remaining = float(n - start)
+        while remaining > 0:
+            room = self.sub_rows - self.rows[self.current]
+            if room <= 1e-9:
+                self._advance()
+                continue
+            piece = min(room, remaining)
+            share = piece / total
+            k = self.current
+            for ring, value in zip(self._rings(), counts[:-1], strict=True):
+                ring[k] += value if share == 1.0 else value * share
+            self.feature_rows[k] += counts[-1] * share
+            self.rows[k] += piece
+            remaining -= piece
+
+    def _rings(self) -> list[Array]:
+        """The per-sub-window count arrays, in the order :meth:`_count` returns its counts."""
+        return [
+            self.above,
+            self.missing,
+            *self.categorical_counts,
+            self.class_counts,
+            self.confidence_counts,
+            self.confidence_sums,
+        ]
 
     def _advance(self) -> None:
-        self.current = (self.current + 1) % SUB_WINDOWS
-        self._clear(self.current)
-
-    def _clear(self, k: int) -> None:
-        self.rows[k] = 0
-        self.feature_rows[k] = 0
-        self.above[k] = 0
-        self.missing[k] = 0
-        for counts in self.categorical_counts:
-            counts[k] = 0
-        self.class_counts[k] = 0
-        self.confidence_counts[k] = 0
-        self.confidence_sums[k] = 0.0
+        k = self.current = (self.current + 1) % SUB_WINDOWS
+        self.rows[k] = 0.0
+        self.feature_rows[k] = 0.0
+        for ring in self._rings():
+            ring[k] = 0
 
     def _count(
         self, x: Array | ColumnBatch, labels: Array, probabilities: Array, start: int, stop: int
-    ) -> None:
-        k = self.current
+    ) -> list[Any]:
+        """The counts of rows ``start:stop``, in the order of :meth:`_rings`, then the rows the
+        feature counts stand for."""
         whole = start == 0 and stop == len(labels)
         weight, picked = 1, slice(None)
         if stop - start > FULL_COUNT_ROWS:
-            # A large request's features are counted on every SAMPLE_EVERY-th row (the offset
-            # turns from one request to the next), each counted row standing for SAMPLE_EVERY rows.
+            # A large call's features are counted on every SAMPLE_EVERY-th row (the offset turns
+            # from one call to the next), each counted row standing for SAMPLE_EVERY rows.
             weight, picked = SAMPLE_EVERY, slice(self._phase, None, SAMPLE_EVERY)
             self._phase = (self._phase + 1) % SAMPLE_EVERY
+        above: Any = 0
+        missing: Any = 0
         if self.numeric:
             values = self._numeric_values(x, start, stop, whole)[picked]
             with np.errstate(over="ignore"):  # beyond float32's range: +-inf, the outer bins
@@ -232,26 +244,30 @@ class DriftMonitor:
                 .view(np.uint8)
                 .sum(axis=0, dtype=np.uint16 if len(values) < 65_536 else np.int64)
             )
-            self.above[k] += above if weight == 1 else weight * above.astype(np.int64)
+            above = above if weight == 1 else weight * above.astype(np.int64)
             # NaN compares False with every cut point: counted as missing, not in the lowest bin. The
             # sum is NaN iff a value is (or +inf meets -inf: the exact count is then taken anyway).
             if np.isnan(values.sum()):
-                self.missing[k] += weight * np.isnan(values).sum(axis=0)
-        for (i, lookup, other, _), counts in zip(self.categorical, self.categorical_counts, strict=True):
+                missing = weight * np.isnan(values).sum(axis=0)
+        categorical = []
+        for i, lookup, other, _ in self.categorical:
             assert isinstance(x, ColumnBatch)
             column = x.feeds[self.inputs[i]][start:stop, 0][picked]
             codes = np.fromiter((lookup.get(v, other) for v in column), dtype=np.intp, count=len(column))
-            counts[k] += weight * np.bincount(codes, minlength=other + 1)
-        self.feature_rows[k] += weight * len(range(stop - start)[picked])
+            categorical.append(weight * np.bincount(codes, minlength=other + 1))
         chosen = labels if whole else labels[start:stop]
-        self.class_counts[k] += np.bincount(chosen, minlength=len(self.classes))
         confidence = (probabilities if whole else probabilities[start:stop]).max(axis=1)
         bins = np.searchsorted(self.confidence_edges, confidence, side="left")
-        self.confidence_counts[k] += np.bincount(bins, minlength=self.confidence_counts.shape[1])
-        self.confidence_sums[k] += np.bincount(
-            bins, weights=confidence, minlength=self.confidence_sums.shape[1]
-        )
-        self.rows[k] += stop - start
+        n_conf = self.confidence_counts.shape[1]
+        return [
+            above,
+            missing,
+            *categorical,
+            np.bincount(chosen, minlength=len(self.classes)),
+            np.bincount(bins, minlength=n_conf),
+            np.bincount(bins, weights=confidence, minlength=n_conf),
+            float(weight * len(range(stop - start)[picked])),
+        ]
 
     def numeric_bin_counts(self) -> Array:
         """The window's counts per numeric feature and bin, [features, stride]: each bin of the
@@ -260,7 +276,7 @@ class DriftMonitor:
         rows = sum(self.feature_rows)
         above = self.above.sum(axis=0)  # [edges, features]
         missing = self.missing.sum(axis=0)
-        counts = np.empty((above.shape[1], self.stride), dtype=np.int64)
+        counts = np.empty((above.shape[1], self.stride))
         counts[:, 0] = rows - missing - above[0]
         counts[:, 1:-2] = (above[:-1] - above[1:]).T
         counts[:, -2] = above[-1]
@@ -280,7 +296,7 @@ class DriftMonitor:
     @property
     def window_rows(self) -> int:
         """Rows counted in the window now."""
-        return sum(self.rows)
+        return round(sum(self.rows))
 
     def estimated_accuracy(self) -> float | None:
         """The label-free accuracy estimate over the window (confidence-based performance estimation).
@@ -310,7 +326,7 @@ class DriftMonitor:
         """The ``GET /v1/model/drift`` answer (the shared contract; see the module's docstring)."""
         rows = self.window_rows
         class_counts = self.class_counts.sum(axis=0)
-        counts = {c: int(n) for c, n in zip(self.classes, class_counts, strict=True)}
+        counts = {c: round(float(n)) for c, n in zip(self.classes, class_counts, strict=True)}
         mean = float(self.confidence_sums.sum() / rows) if rows else None
         estimate = self.estimated_accuracy()
         answer: dict[str, Any] = {
