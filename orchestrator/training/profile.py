@@ -17,16 +17,28 @@ from numpy.typing import NDArray
 from orchestrator.core.artifact.profile import MAX_PROFILE_CATEGORIES, MIN_CALIBRATION_ROWS
 from orchestrator.training.tables import TypedColumn
 
-__all__ = ["CONFIDENCE_EDGES", "DECILES", "reference_profile"]
+__all__ = ["CONFIDENCE_EDGES", "DECILES", "MIN_ROWS_PER_BIN", "reference_profile"]
 
 # Deciles: ten bins of equal reference mass, the usual binning for the population stability index
 # (Siddiqi, "Credit Risk Scorecards", 2006; Yurdakul, "Statistical properties of the population
 # stability index", 2018): enough resolution for a shift of half a standard deviation, and each bin
 # holds a tenth of the reference, so no bin's share rests on a handful of rows.
 DECILES = tuple(q / 10 for q in range(1, 10))
+# Reference rows per bin at least: PSI's sampling noise is about (bins - 1) * (1 / live rows +
+# 1 / reference rows) (its chi-squared approximation), so a 10-bin profile of iris's 112 training
+# rows alone would put unshifted traffic near PSI 0.08, next to the 0.1 warning; with 20 rows per
+# bin (5 bins for iris) it is about 0.04. Tables of 200 rows or more get deciles.
+MIN_ROWS_PER_BIN = 20
 # The maximum class probability binned in tenths, as a reliability diagram bins it; the lowest bin
 # (below 0.1) is empty for ten classes or fewer.
 CONFIDENCE_EDGES = tuple(round(q / 10, 1) for q in range(1, 10))
+
+
+def _quantiles(n: int) -> tuple[float, ...]:
+    """The cut points' quantiles for ``n`` reference values: deciles, or fewer equal-mass bins so
+    that each holds at least :data:`MIN_ROWS_PER_BIN` rows (and never fewer than 2 bins)."""
+    bins = max(2, min(len(DECILES) + 1, n // MIN_ROWS_PER_BIN))
+    return tuple(q / bins for q in range(1, bins))
 
 
 def _numeric(values: NDArray[np.float64]) -> dict[str, Any]:
@@ -34,7 +46,7 @@ def _numeric(values: NDArray[np.float64]) -> dict[str, Any]:
     edges: list[float] = []
     if len(present):
         # "lower": every edge is a value of the data, so no bin below the top one is empty.
-        edges = sorted({float(e) for e in np.quantile(present, DECILES, method="lower")})
+        edges = sorted({float(e) for e in np.quantile(present, _quantiles(len(present)), method="lower")})
     bins = np.searchsorted(np.asarray(edges, dtype=np.float64), present, side="left")
     counts = np.bincount(bins, minlength=len(edges) + 1).astype(np.float64)
     frequencies = [*(counts / len(values)).tolist(), (len(values) - len(present)) / len(values)]

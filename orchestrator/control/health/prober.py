@@ -261,8 +261,16 @@ class Prober:
             return self._loop.run_until_complete(task)
         except BaseException:  # Ctrl-C mid-round: cancel the probes so that the loop closes clean
             task.cancel()
-            with contextlib.suppress(BaseException):
-                self._loop.run_until_complete(task)
+            # A KeyboardInterrupt raised in any task's step leaves run_until_complete early (the
+            # probes and the drift reads are several tasks): drive the loop until this one ended,
+            # so that no step of it runs later, in close().
+            for _ in range(100):
+                with contextlib.suppress(BaseException):
+                    self._loop.run_until_complete(task)
+                if task.done():
+                    break
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: asyncio would otherwise log it at exit
             raise
 
     def close(self) -> None:

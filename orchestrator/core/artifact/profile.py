@@ -5,8 +5,8 @@ Written by ``train`` (from the training split, and the test split for the model'
 made before it has none, and its endpoint then reports drift without a reference
 (:mod:`serving.drift`). Shapes:
 
-- per numeric feature: ``edges`` (0 to :data:`MAX_EDGES` finite, strictly increasing cut points, the
-  deciles of the training values) giving ``len(edges) + 1`` bins ``(-inf, e0], (e0, e1], ...,
+- per numeric feature: ``edges`` (0 to :data:`MAX_EDGES` finite, strictly increasing cut points:
+  train and package write the deciles of the training values, fewer for small tables) giving ``len(edges) + 1`` bins ``(-inf, e0], (e0, e1], ...,
   (e_last, +inf)``, and ``frequencies``: the share of training rows in each bin, then the share
   missing (NaN) last, so ``len(edges) + 2`` shares;
 - per categorical feature: ``categories`` (the most frequent training values, at most
