@@ -6,9 +6,10 @@ made before it has none, and its endpoint then reports drift without a reference
 (:mod:`serving.drift`). Shapes:
 
 - per numeric feature: ``edges`` (0 to :data:`MAX_EDGES` finite, strictly increasing cut points:
-  train and package write the deciles of the training values, fewer for small tables) giving ``len(edges) + 1`` bins ``(-inf, e0], (e0, e1], ...,
-  (e_last, +inf)``, and ``frequencies``: the share of training rows in each bin, then the share
-  missing (NaN) last, so ``len(edges) + 2`` shares;
+  train and package write the deciles of the training values, fewer for small tables) giving
+  ``len(edges) + 1`` bins ``(-inf, e0], (e0, e1], ..., (e_last, +inf)``, and ``frequencies``: the
+  share of training rows in each bin, then the share missing (NaN) last, so ``len(edges) + 2``
+  shares;
 - per categorical feature: ``categories`` (the most frequent training values, at most
   :data:`MAX_PROFILE_CATEGORIES`) and ``frequencies``: each one's share, then the share of any other
   value last;
