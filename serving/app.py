@@ -27,7 +27,7 @@ from fastapi import FastAPI
 
 from orchestrator import __version__
 from serving.auth import BearerTokenMiddleware
-from serving.drift import DEFAULT_WINDOW_ROWS, DriftCollector
+from serving.drift import DEFAULT_WINDOW_ROWS
 from serving.errors import add_error_handlers
 from serving.loader import Loader
 from serving.openapi import openapi_document
@@ -36,7 +36,7 @@ from serving.protocol import BodyLimitMiddleware
 from serving.reload import ModelHolder, keep_loaded
 from serving.runtime import Runtime
 from serving.settings import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY_MB, DEFAULT_RELOAD_TIMEOUT_S
-from serving.telemetry import Metrics, TelemetryMiddleware
+from serving.telemetry import DriftCollector, Metrics, TelemetryMiddleware
 from serving.v1 import add_v1_routes
 from serving.v2 import add_v2_routes
 
