@@ -52,6 +52,13 @@ def drift_text(summary: dict[str, Any] | None) -> str:
     features over threshold or the cross-cloud flag, the label-free accuracy estimate."""
     if not isinstance(summary, dict) or not isinstance(summary.get("status"), str):
         return "-"
+    try:
+        return _drift_cell(summary)
+    except (TypeError, ValueError, AttributeError):  # a state edited by hand: shown as unknown
+        return "?"
+
+
+def _drift_cell(summary: dict[str, Any]) -> str:
     status = summary["status"]
     text = f"[{_DRIFT_STYLE.get(status, 'dim')}]{shown(status)}[/]"
     crossed = summary.get("cross_cloud") or {}
