@@ -166,6 +166,9 @@ class DriftMonitor:
         # Counts are float64: a call spread over two sub-windows leaves each a share of its counts.
         self.rows = [0.0] * SUB_WINDOWS
         self.feature_rows = [0.0] * SUB_WINDOWS  # rows the feature counts stand for (see _count)
+        # The sum of the squared weights of the rows counted: with feature_rows (the sum of the
+        # weights) it gives the rows actually counted (Kish's effective sample size, see counted_rows).
+        self.weight_squares = [0.0] * SUB_WINDOWS
         self._phase = 0
         # All counts of a sub-window are one row of ``ring`` (one addition per call); the named
         # arrays below are views of its columns.
@@ -194,7 +197,7 @@ class DriftMonitor:
         call larger than the window counts only its last ``capacity`` rows."""
         n = len(labels)
         start = max(0, n - self.capacity)
-        counts, feature_rows = self._count(x, labels, probabilities, start, n)
+        counts, feature_rows, weight = self._count(x, labels, probabilities, start, n)
         total = remaining = float(n - start)
         while remaining > 0:
             room = self.sub_rows - self.rows[self.current]
@@ -206,6 +209,7 @@ class DriftMonitor:
             k = self.current
             self.ring[k] += counts if share == 1.0 else counts * share
             self.feature_rows[k] += feature_rows * share
+            self.weight_squares[k] += feature_rows * weight * share
             self.rows[k] += piece
             remaining -= piece
 
@@ -213,13 +217,14 @@ class DriftMonitor:
         k = self.current = (self.current + 1) % SUB_WINDOWS
         self.rows[k] = 0.0
         self.feature_rows[k] = 0.0
+        self.weight_squares[k] = 0.0
         self.ring[k] = 0.0
 
     def _count(
         self, x: Array | ColumnBatch, labels: Array, probabilities: Array, start: int, stop: int
-    ) -> tuple[Array, float]:
-        """The counts of rows ``start:stop`` as one row of ``ring``, and the rows the feature
-        counts stand for."""
+    ) -> tuple[Array, float, int]:
+        """The counts of rows ``start:stop`` as one row of ``ring``, the rows the feature counts
+        stand for, and the weight of each row counted (1, or :data:`SAMPLE_EVERY`)."""
         whole = start == 0 and stop == len(labels)
         weight, picked = 1, slice(None)
         if stop - start > FULL_COUNT_ROWS:
@@ -271,7 +276,7 @@ class DriftMonitor:
             ],
             dtype=np.float64,
         )
-        return counts, float(weight * len(range(stop - start)[picked]))
+        return counts, float(weight * len(range(stop - start)[picked])), weight
 
     def numeric_bin_counts(self) -> Array:
         """The window's counts per numeric feature and bin, [features, stride]: each bin of the
@@ -301,6 +306,17 @@ class DriftMonitor:
     def window_rows(self) -> int:
         """Rows counted in the window now."""
         return round(sum(self.rows))
+
+    @property
+    def counted_rows(self) -> int:
+        """Rows whose features were actually counted in the window now: Kish's effective sample
+        size ``(sum w)^2 / sum w^2`` of the counted rows' weights (Kish, "Survey Sampling", 1965).
+        Every row counted (weight 1): the window's rows; only large calls (one row in
+        :data:`SAMPLE_EVERY`, weight SAMPLE_EVERY): a SAMPLE_EVERY-th of them. The features' PSI
+        has the sampling noise of this many rows (about ``(bins - 1) / counted_rows``), so the
+        control plane judges ``min_rows`` on it, not on ``window.rows``."""
+        squares = sum(self.weight_squares)
+        return round(sum(self.feature_rows) ** 2 / squares) if squares > 1e-9 else 0
 
     def estimated_accuracy(self) -> float | None:
         """The label-free accuracy estimate over the window (confidence-based performance estimation).
@@ -336,7 +352,7 @@ class DriftMonitor:
         answer: dict[str, Any] = {
             "model_name": self.model_name,
             "model_version": self.model_version,
-            "window": {"rows": rows, "capacity_rows": self.capacity},
+            "window": {"rows": rows, "counted_rows": self.counted_rows, "capacity_rows": self.capacity},
             "features": {},
             "prediction": {"counts": counts, "reference": None, "psi": None, "js_distance": None},
             "confidence": {"mean": _round(mean), "reference_mean": None},

@@ -177,7 +177,15 @@ _SCHEMAS: dict[str, Any] = {
             "window": {
                 "type": "object",
                 "required": ["rows", "capacity_rows"],
-                "properties": {"rows": {"type": "integer"}, "capacity_rows": {"type": "integer"}},
+                "properties": {
+                    "rows": {"type": "integer"},
+                    "counted_rows": {
+                        "type": "integer",
+                        "description": "rows whose features were actually counted (large calls are "
+                        "counted on a sample); the features' PSI has the noise of this many rows",
+                    },
+                    "capacity_rows": {"type": "integer"},
+                },
             },
             "features": {
                 "type": "object",

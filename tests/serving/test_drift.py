@@ -72,7 +72,7 @@ def test_a_half_sd_shift_on_one_feature_is_flagged_and_no_other(
     with httpx.Client(base_url=drift_endpoint.url, timeout=30) as client:
         send(client, rows[rng.integers(0, len(rows), WINDOW)])
         before = drift(client)
-        assert before["window"] == {"rows": WINDOW, "capacity_rows": WINDOW}
+        assert before["window"] == {"rows": WINDOW, "counted_rows": WINDOW // 4, "capacity_rows": WINDOW}
         assert max(f["psi"] for f in before["features"].values()) < WARN
         shift = 0.5 * rows[:, column].std()
         sent, flagged_at = 0, None
@@ -407,3 +407,40 @@ def test_a_large_request_is_counted_on_a_weighted_sample(digits_model: TrainResu
     assert SAMPLE_EVERY > 1
     a, b = exact.report()["features"], sampled.report()["features"]
     assert max(abs(a[k]["psi"] - b[k]["psi"]) for k in a) < 0.05
+
+
+@pytest.mark.parametrize("call_rows", [1, 100, 1000])
+def test_unshifted_traffic_in_calls_of_any_size_is_never_judged_drifting(
+    digits_model: TrainResult, call_rows: int
+) -> None:
+    """Unshifted rows sent in model calls of 1, 100 or 1,000 rows (a large call's features are
+    counted on a sample): read after every call, from the first row on, the control plane's verdict
+    at the default ``drift:`` thresholds is never ``warn`` or ``alarm``: ``min_rows`` is judged on
+    the rows actually counted (``window.counted_rows``), whose noise the PSI carries."""
+    from orchestrator.control.config_drift import DriftConfig
+    from orchestrator.control.health.drift import judge, parse_drift
+
+    manifest = digits_model.manifest
+    assert manifest.reference_profile is not None
+    shares = np.asarray(manifest.reference_profile.prediction.frequencies)
+    rows = training_rows(digits_model)
+    rng = np.random.default_rng(call_rows)
+    cfg = DriftConfig()
+    statuses: dict[str, int] = {}
+    windows = 4 if call_rows > 1 else 1
+    for _ in range(windows):
+        monitor = DriftMonitor(manifest, WINDOW)
+        for _ in range(0, 2 * WINDOW, call_rows):
+            x = rows[rng.integers(0, len(rows), call_rows)]
+            labels = rng.choice(len(shares), call_rows, p=shares)
+            monitor.observe(x, labels, np.full((call_rows, len(shares)), 1 / len(shares)))
+            if call_rows > 1 or monitor.window_rows % 100 == 0:
+                answer = monitor.report()
+                verdict = judge(parse_drift(answer), None, cfg)
+                statuses[verdict["status"]] = statuses.get(verdict["status"], 0) + 1
+                assert answer["window"]["counted_rows"] <= answer["window"]["rows"]
+        window = monitor.report()["window"]
+        assert window["rows"] == WINDOW
+        assert window["counted_rows"] == (WINDOW if call_rows <= 64 else WINDOW // 4)
+    assert set(statuses) <= {"ok", "insufficient"}, statuses
+    assert statuses.get("ok", 0) > 0, "full windows are judged"

@@ -6,7 +6,9 @@ probes; a missing key, a wrong type, a non-finite number or no answer is "no dri
 reason: a verdict, never an exception. :func:`judge` reads one cloud's answer against the ``drift:``
 configuration:
 
-- ``insufficient``: fewer than ``min_rows`` rows in the window (PSI of a few rows is noise);
+- ``insufficient``: fewer than ``min_rows`` rows counted in the window (``window.counted_rows``:
+  a large call's features are counted on a sample, and PSI's noise is that of the rows counted,
+  about ``(bins - 1) / rows``; PSI of a few rows is noise);
 - ``alarm``: some feature's PSI >= ``psi_alarm`` (0.25: "significant shift"), or the predicted
   classes' PSI >= ``psi_alarm``;
 - ``warn``: some PSI >= ``psi_warn`` (0.1: "moderate shift"; the usual reading of PSI, Siddiqi,
@@ -73,6 +75,9 @@ class DriftReading:
     reference: dict[str, float] | None
     confidence_mean: float | None
     estimated_accuracy: float | None
+    # Rows whose features were actually counted (``window.counted_rows``; ``rows`` from an endpoint
+    # that does not say): the features' PSI has this many rows' noise.
+    counted: int | None = None
 
 
 def _number(value: object) -> float | None:
@@ -96,6 +101,9 @@ def parse_drift(answer: object) -> DriftReading:
     rows, capacity = window.get("rows"), window.get("capacity_rows")
     if not (isinstance(rows, int) and isinstance(capacity, int)) or isinstance(rows, bool) or rows < 0:
         raise ValueError("window.rows is not a count")
+    counted = window.get("counted_rows", rows)
+    if not isinstance(counted, int) or isinstance(counted, bool) or not 0 <= counted <= rows:
+        raise ValueError("window.counted_rows is not a count of at most window.rows")
     counts = prediction.get("counts")
     if not isinstance(counts, dict) or len(counts) > _MAX_KEYS or len(features) > _MAX_KEYS:
         raise ValueError("prediction.counts missing")
@@ -128,7 +136,12 @@ def parse_drift(answer: object) -> DriftReading:
         reference=reference,
         confidence_mean=_number(confidence.get("mean")),
         estimated_accuracy=_number(answer.get("estimated_accuracy")),
+        counted=counted,
     )
+
+
+def _counted(reading: DriftReading) -> int:
+    return reading.rows if reading.counted is None else reading.counted
 
 
 def judge(reading: DriftReading | None, problem: str | None, cfg: Any) -> dict[str, Any]:
@@ -140,6 +153,7 @@ def judge(reading: DriftReading | None, problem: str | None, cfg: Any) -> dict[s
         return {"status": "unavailable", "reason": f"no drift data: {problem or 'no answer'}"}
     summary: dict[str, Any] = {
         "rows": reading.rows,
+        "counted_rows": _counted(reading),
         "capacity_rows": reading.capacity,
         "prediction_psi": reading.prediction_psi,
         "confidence_mean": reading.confidence_mean,
@@ -153,9 +167,13 @@ def judge(reading: DriftReading | None, problem: str | None, cfg: Any) -> dict[s
     if not reading.features and reading.prediction_psi is None:
         summary.update(status="no_reference", reason="the model's manifest has no reference profile")
         return summary
-    if reading.rows < cfg.min_rows:
+    counted = _counted(reading)
+    if counted < cfg.min_rows:
         summary.update(
-            status="insufficient", reason=f"{reading.rows} rows in the window, fewer than {cfg.min_rows}"
+            status="insufficient",
+            reason=f"{counted} rows counted in the window"
+            + (f" (of {reading.rows})" if counted != reading.rows else "")
+            + f", fewer than {cfg.min_rows}",
         )
         return summary
     over = [(k, v) for v, k in known if v >= cfg.psi_warn]
