@@ -110,6 +110,8 @@ def _markdown(clouds: list[CloudDrift], config: Config, plots: dict[str, str]) -
             + (
                 "not compared (fewer than three clouds with enough rows)"
                 if not crossed
+                else f"not compared: {crossed['not_compared']}"
+                if crossed.get("not_compared")
                 else f"JS distance to the consensus {crossed['js_distance']:.3f}, mean confidence gap "
                 f"{_cell(crossed.get('confidence_gap'))}" + (" — **flagged**" if crossed["flagged"] else "")
             ),

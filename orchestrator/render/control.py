@@ -64,6 +64,8 @@ def _drift_cell(summary: dict[str, Any]) -> str:
     crossed = summary.get("cross_cloud") or {}
     if crossed.get("flagged"):
         text += f" [red]predictions diverge[/] (JS {crossed.get('js_distance', 0):.2f})"
+    elif crossed.get("not_compared"):
+        text += f" (not compared: {shown(str(crossed['not_compared']))})"
     over = summary.get("over") or {}
     if over:
         text += ": " + ", ".join(f"{shown(str(k))} PSI {v:.2f}" for k, v in list(over.items())[:2])

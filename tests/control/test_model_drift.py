@@ -67,26 +67,31 @@ def health_round(fleet: Fleet, **drift: Any) -> dict[str, Any]:
     return json.loads(done.stdout)
 
 
-def test_a_cloud_serving_a_model_with_shuffled_labels_is_flagged_by_the_comparison(
+def test_a_cloud_on_another_model_version_is_not_compared_nor_degraded(
     fleet: Fleet, shuffled_model: TrainResult
 ) -> None:
+    """A cloud serving another model version (here one that predicts very differently: trained on
+    shuffled labels) is "not compared: different versions": a rollout across clouds puts clouds on
+    different versions on purpose, and with degrade: true the new version's cloud is not degraded
+    for being new. (Clouds on one version are compared: test_the_cross_cloud_rule.)"""
     fleet.models["shuffled"] = shuffled_model
     fleet.start("azure", "shuffled").wait_ready()
     for i, cloud in enumerate(CLOUDS):
         send(fleet.url(cloud), traffic(600, seed=i))
-    report = health_round(fleet)
-    drift = {cloud: report["clouds"][cloud]["drift"] for cloud in CLOUDS}
-    assert drift["azure"]["cross_cloud"]["flagged"] is True, json.dumps(drift)
-    assert "predictions diverge" in drift["azure"]["reason"]
-    assert drift["aws"]["cross_cloud"]["flagged"] is False
-    assert drift["gcp"]["cross_cloud"]["flagged"] is False
-    # its inputs are the reference's: no feature over the warning level, so no single-cloud alarm
-    assert drift["azure"]["over"] == {}
-    # the label-free estimate sees it too: a model that learned nothing is far less sure
-    assert drift["azure"]["estimated_accuracy"] < drift["aws"]["estimated_accuracy"] - 0.2
+    for degrade in (False, True):
+        report = health_round(fleet, degrade=degrade)
+        drift = {cloud: report["clouds"][cloud]["drift"] for cloud in CLOUDS}
+        for cloud in CLOUDS:
+            assert drift[cloud]["cross_cloud"]["flagged"] is False, json.dumps(drift)
+            assert drift[cloud]["cross_cloud"]["not_compared"] == "different versions"
+            assert "predictions diverge" not in drift[cloud]["reason"]
+            probe = report["clouds"][cloud]["probes"][-1]
+            assert not probe["reason"].startswith("drift"), json.dumps(report)  # no drift verdict
+        # (azure's probe sees a version other than LATEST's: the probes say so, not the drift check)
+        assert report["clouds"]["aws"]["probes"][-1]["verdict"] == "ok"
+        # the label-free estimate still tells a model that learned nothing: far less sure
+        assert drift["azure"]["estimated_accuracy"] < drift["aws"]["estimated_accuracy"] - 0.2
     config = str(fleet.config())
-    status = json.loads(run_cli("status", "--json", "--config", config).stdout)
-    assert status["clouds"]["azure"]["drift"]["cross_cloud"]["flagged"] is True
     table = subprocess.run(
         [sys.executable, "-m", "orchestrator", "status", "--config", config],
         capture_output=True,
@@ -96,7 +101,8 @@ def test_a_cloud_serving_a_model_with_shuffled_labels_is_flagged_by_the_comparis
         check=False,
     )
     assert "Traceback" not in table.stderr
-    assert "predictions diverge" in table.stdout
+    assert "predictions diverge" not in table.stdout
+    assert "different versions" in table.stdout
 
 
 def test_a_shifted_cloud_is_named_with_its_feature_and_degraded_when_configured(fleet: Fleet) -> None:
@@ -244,6 +250,52 @@ def test_the_cross_cloud_rule() -> None:
     few = {"x": 30, "y": 1, "z": 1}
     assert cross_cloud({"aws": reading(even), "gcp": reading(even), "azure": reading(few)}, cfg) == {}
     assert cross_cloud({"aws": reading(even), "gcp": None, "azure": reading(skewed)}, cfg) == {}
+
+
+def test_the_cross_cloud_comparison_only_compares_clouds_on_one_model_version() -> None:
+    """Clouds are compared only with clouds serving the same model version: a cloud on a new
+    version (predicting differently, as a new version may) is "not compared: different versions",
+    never flagged; three clouds on one version are still compared beside it, and the odd one
+    among them flagged."""
+    cfg = DriftConfig(min_rows=100)
+
+    def reading(counts: dict[str, int], version: str) -> Any:
+        return parse_drift(
+            {
+                **GOOD,
+                "model_version": version,
+                "window": {"rows": sum(counts.values()), "capacity_rows": 2000},
+                "features": {"a": {"psi": 0.01}},
+                "prediction": {**GOOD["prediction"], "counts": counts},
+            }
+        )
+
+    even = {"x": 100, "y": 100, "z": 100}
+    skewed = {"x": 290, "y": 5, "z": 5}
+    rollout = cross_cloud(
+        {"aws": reading(even, "v1"), "gcp": reading(even, "v1"), "azure": reading(skewed, "v2")}, cfg
+    )
+    assert rollout == {
+        c: {
+            "js_distance": None,
+            "confidence_gap": None,
+            "flagged": False,
+            "not_compared": "different versions",
+        }
+        for c in ("aws", "gcp", "azure")
+    }
+    four = cross_cloud(
+        {
+            "aws": reading(even, "v1"),
+            "gcp": reading(even, "v1"),
+            "azure": reading(skewed, "v1"),
+            "edge": reading(skewed, "v2"),
+        },
+        cfg,
+    )
+    assert [c for c, r in four.items() if r["flagged"]] == ["azure"]
+    assert four["edge"]["not_compared"] == "different versions"
+    assert "not_compared" not in four["aws"]
 
 
 def test_the_drift_section_is_checked(tmp_path: Path) -> None:

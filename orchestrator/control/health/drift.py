@@ -17,7 +17,7 @@ configuration:
 
 The feature over threshold is named (the largest PSI first). :func:`cross_cloud` compares the
 clouds' outputs with each other, which no single endpoint can see. With at least three clouds
-holding ``min_rows`` rows, a cloud is flagged when its outputs diverge from the consensus while
+serving the same model version and holding ``min_rows`` rows, a cloud is flagged when its outputs diverge from the consensus while
 none of its features' PSI reaches ``psi_warn`` (its inputs look like the reference):
 
 - the Jensen-Shannon distance (base 2) between its predicted-class shares and the consensus (per
@@ -26,6 +26,8 @@ none of its features' PSI reaches ``psi_warn`` (its inputs look like the referen
   more (a model that lost its signal can still spread its predictions over the classes like the
   others do).
 
+Clouds on another version are "not compared: different versions" (a rollout across clouds
+serves two versions on purpose: the new one must not be flagged, nor degraded, for being new).
 Medians, so that one odd cloud of three cannot move the consensus. Such a cloud has a model
 problem (a wrong or broken model, a bad version), not a traffic change, which would move its
 inputs too.
@@ -214,15 +216,38 @@ def _js_distance(p: list[float], q: list[float]) -> float:
 def cross_cloud(readings: Mapping[str, DriftReading | None], cfg: Any) -> dict[str, dict[str, Any]]:
     """Per cloud compared (see the module docstring): ``js_distance`` of its predicted-class shares
     to the consensus, ``confidence_gap`` (its mean confidence minus the median) and ``flagged``.
-    Clouds without ``min_rows`` rows are left out; fewer than three clouds compared gives an empty
+    Only clouds serving the same model version are compared with each other (a rollout puts clouds
+    on different versions on purpose, and a new version may well predict differently): clouds with
+    ``min_rows`` rows are grouped by ``model_version``, and a group of at least three is compared.
+    While the clouds serve more than one version, a cloud outside such a group answers
+    ``{"flagged": False, "not_compared": "different versions", ...}``. Clouds without ``min_rows``
+    rows are left out; fewer than three clouds on one version and no other version gives an empty
     answer (two cannot say which one differs)."""
     usable = {
         c: r
         for c, r in readings.items()
         if r is not None and r.rows >= cfg.min_rows and sum(r.counts.values())
     }
-    if len(usable) < 3:
-        return {}
+    groups: dict[str | None, dict[str, DriftReading]] = {}
+    for cloud, reading in usable.items():
+        groups.setdefault(reading.version, {})[cloud] = reading
+    result: dict[str, dict[str, Any]] = {}
+    for group in groups.values():
+        if len(group) >= 3:
+            result |= _compare(group, cfg)
+        elif len(groups) > 1:
+            for cloud in group:
+                result[cloud] = {
+                    "js_distance": None,
+                    "confidence_gap": None,
+                    "flagged": False,
+                    "not_compared": "different versions",
+                }
+    return result
+
+
+def _compare(usable: Mapping[str, DriftReading], cfg: Any) -> dict[str, dict[str, Any]]:
+    """The comparison of three or more clouds serving one model version."""
     classes = sorted({k for r in usable.values() for k in r.counts})
     shares = {c: [r.counts.get(k, 0) / sum(r.counts.values()) for k in classes] for c, r in usable.items()}
     # The consensus: per class the median share over the clouds compared, and the median mean
