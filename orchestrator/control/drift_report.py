@@ -79,9 +79,15 @@ def _cell(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+# Markdown's active punctuation (CommonMark lets a backslash escape any ASCII punctuation): links and
+# images ([..](..), ![..](..): escaping the brackets is enough), emphasis, code, tables, HTML, entities.
+_MARKDOWN_ACTIVE = frozenset("\\`*_[]!<>|~&#{}")
+
+
 def _escape(text: str) -> str:
-    # Feature names come from a manifest: keep them inert in a Markdown table.
-    return text.replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
+    """An endpoint-supplied name (feature, class label, reason) made inert in Markdown: every active
+    punctuation character backslash-escaped, line breaks as spaces."""
+    return "".join("\\" + ch if ch in _MARKDOWN_ACTIVE else ch for ch in " ".join(text.splitlines()))
 
 
 def _markdown(clouds: list[CloudDrift], config: Config, plots: dict[str, str]) -> str:
@@ -190,19 +196,69 @@ def _plot_predictions(clouds: list[CloudDrift], path: Path) -> bool:
     return True
 
 
-def write_report(clouds: list[CloudDrift], config: Config, out: Path) -> Path:
-    """Write ``drift.md`` and the PNGs into ``out`` (created); the Markdown's path."""
-    import matplotlib
+def check_out(out: Path) -> None:
+    """Refuse an ``--out`` that cannot be the report's directory before anything is read:
+    ConfigError (exit 2) naming the path when it is an existing file (or anything but a directory)."""
+    from orchestrator.core.errors import ConfigError
 
-    matplotlib.use("Agg")
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: not a directory (an existing file); name a directory for the report")
+
+
+def write_report(clouds: list[CloudDrift], config: Config, out: Path) -> tuple[Path, list[str]]:
+    """Write ``drift.md`` and the PNGs into ``out`` (created): the Markdown's path, and notes of
+    one line each about what was left out (no matplotlib: no plots; a plot that could not be drawn).
+
+    Endpoint-supplied names (features, class labels) are drawn as plain text (no mathtext: ``$``
+    is a character) and escaped in the Markdown; a plot that fails is left out, never the report.
+    Raises ConfigError (exit 2) for an ``out`` that is a file, OrchestratorError (exit 1) naming
+    the path when the directory or a file cannot be written."""
+    from orchestrator.core.errors import OrchestratorError
+
+    check_out(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OrchestratorError(f"--out {out}: cannot create the directory: {exc.strerror or exc}") from None
     plots: dict[str, str] = {}
+    notes: list[str] = []
+    try:
+        import matplotlib
+    except ImportError:
+        notes.append(
+            "plots not drawn: matplotlib is not installed "
+            "(pip install 'ml-orchestrator[train]'); drift.md has every figure as a table"
+        )
+    else:
+        matplotlib.use("Agg")
+        # Names come from endpoints: plain text, never mathtext ($...$) nor TeX.
+        with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+            _plots(clouds, config, out, plots, notes)
+    path = out / "drift.md"
+    markdown = _markdown(clouds, config, plots)
+    if notes:
+        markdown = markdown.replace("\n\n", "\n\n" + "".join(f"_{_escape(n)}_\n\n" for n in notes), 1)
+    try:
+        path.write_text(markdown, encoding="utf-8")
+    except OSError as exc:
+        raise OrchestratorError(f"{path}: cannot write the report: {exc.strerror or exc}") from None
+    return path, notes
+
+
+def _plots(
+    clouds: list[CloudDrift], config: Config, out: Path, plots: dict[str, str], notes: list[str]
+) -> None:
+    """Draw every plot it can; one that fails (whatever an endpoint's answer holds) becomes a note."""
     for c in clouds:
         if c.reading is not None and any(v is not None for v in c.reading.features.values()):
-            _plot_cloud(c, config, out / f"{c.cloud}.png")
-            plots[c.cloud] = f"{c.cloud}.png"
-    if _plot_predictions(clouds, out / "predictions.png"):
-        plots["predictions"] = "predictions.png"
-    path = out / "drift.md"
-    path.write_text(_markdown(clouds, config, plots), encoding="utf-8")
-    return path
+            try:
+                _plot_cloud(c, config, out / f"{c.cloud}.png")
+            except Exception as exc:  # one endpoint's answer never stops the report
+                notes.append(f"{c.cloud}.png not drawn: {type(exc).__name__}")
+            else:
+                plots[c.cloud] = f"{c.cloud}.png"
+    try:
+        if _plot_predictions(clouds, out / "predictions.png"):
+            plots["predictions"] = "predictions.png"
+    except Exception as exc:  # as above
+        notes.append(f"predictions.png not drawn: {type(exc).__name__}")

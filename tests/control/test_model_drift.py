@@ -368,3 +368,122 @@ def test_drift_report_exits_2_without_any_drift_data(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     assert "no drift data" in done.stdout
     assert (tmp_path / "out" / "drift.md").exists()
+
+
+# --- drift report: whatever an endpoint names, without matplotlib, a bad --out -------------------
+
+# Endpoint-supplied names that matplotlib's mathtext or Markdown would read as markup.
+HOSTILE_NAMES = [
+    "$",
+    "price in $",
+    "$x$",
+    "a$b$c$",
+    r"$\frac{1$",
+    r"$\undefinedcommand$",
+    "![img](http://example.invalid/x.png)",
+    "[click](javascript:alert(1))",
+    "<img src=x onerror=alert(1)>",
+    "*bold* _it_ `code` ~x~ &amp; #h",
+    "line\nbreak | pipe",
+]
+
+
+def _offline_config(tmp_path: Path) -> Path:
+    import yaml
+
+    config = tmp_path / "orchestrator.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name": "iris"},
+                "clouds": {
+                    c: {"endpoint": f"http://127.0.0.1:{9 + i}", "storage": f"file://{tmp_path}"}
+                    for i, c in enumerate(CLOUDS)
+                },
+                "health": {"timeout_s": 0.5},
+            }
+        )
+    )
+    return config
+
+
+def _hostile_clouds() -> list[Any]:
+    from orchestrator.control.drift_report import CloudDrift
+
+    cfg = DriftConfig(min_rows=10)
+    features = {name: {"psi": 0.3 - i / 100, "js_distance": 0.1} for i, name in enumerate(HOSTILE_NAMES)}
+    counts = {name: 10 + i for i, name in enumerate(HOSTILE_NAMES)}
+    reading = parse_drift(
+        {
+            **GOOD,
+            "model_version": "$v$ ![x](y)",
+            "window": {"rows": sum(counts.values()), "capacity_rows": 2000},
+            "features": features,
+            "prediction": {**GOOD["prediction"], "counts": counts, "reference": dict.fromkeys(counts, 0.1)},
+        }
+    )
+    return [CloudDrift(c, reading, judge(reading, None, cfg)) for c in CLOUDS]
+
+
+def test_drift_report_draws_and_escapes_any_endpoint_supplied_name(tmp_path: Path) -> None:
+    """Feature names and class labels with mathtext (`$`) or Markdown link/image/HTML syntax: the
+    plots are drawn (names as plain text) and drift.md shows them inert (no link, image or tag)."""
+    from orchestrator.control.config import load_config
+    from orchestrator.control.drift_report import write_report
+
+    config = load_config(str(_offline_config(tmp_path)))
+    path, notes = write_report(_hostile_clouds(), config, tmp_path / "out")
+    assert notes == []
+    for png in ("aws.png", "gcp.png", "azure.png", "predictions.png"):
+        assert (tmp_path / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    markdown = path.read_text()
+    assert "![img](" not in markdown and "[click](" not in markdown
+    assert markdown.count("<img") == markdown.count("\\<img") > 0, "a tag only escaped"
+    assert r"\!\[img\](http://example.invalid/x.png)" in markdown
+    assert markdown.count("![") == 4, "only the report's own four images"
+    assert "line break \\| pipe" in markdown
+
+
+def test_drift_report_without_matplotlib_writes_markdown_and_says_so(tmp_path: Path) -> None:
+    """No matplotlib (it is not in the image's extras): drift.md without plots, and one line saying
+    why, through the real import machinery (matplotlib made unimportable in a fresh interpreter)."""
+    script = (
+        "import sys, json, pathlib\n"
+        "sys.modules['matplotlib'] = None\n"
+        "from tests.control.test_model_drift import _hostile_clouds, _offline_config\n"
+        "from orchestrator.control.config import load_config\n"
+        "from orchestrator.control.drift_report import write_report\n"
+        "tmp = pathlib.Path(sys.argv[1])\n"
+        "path, notes = write_report(_hostile_clouds(), load_config(str(_offline_config(tmp))), tmp / 'out')\n"
+        "print(json.dumps({'path': str(path), 'notes': notes}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert len(answer["notes"]) == 1 and "matplotlib is not installed" in answer["notes"][0]
+    markdown = Path(answer["path"]).read_text()
+    assert "matplotlib is not installed" in markdown
+    assert "![" not in markdown
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_drift_report_refuses_an_out_that_is_a_file(tmp_path: Path) -> None:
+    """--out naming an existing file: one line naming it, exit 2, the file untouched; a directory
+    that cannot be made under a file: one line, exit 1."""
+    config = str(_offline_config(tmp_path))
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    done = run_cli("drift", "report", "--out", str(afile), "--config", config)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and str(afile) in done.stderr, done.stderr
+    assert afile.read_text() == "keep"
+    under = run_cli("drift", "report", "--out", str(afile / "sub"), "--config", config)
+    assert under.returncode == 1, under.stdout + under.stderr
+    assert "Traceback" not in under.stderr and str(afile / "sub") in under.stderr
