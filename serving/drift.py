@@ -9,8 +9,9 @@ A call of more than :data:`FULL_COUNT_ROWS` rows has its features counted on one
 :data:`SAMPLE_EVERY`, each weighing that many. Nothing of a request is kept but these counts. The
 window is a ring of :data:`SUB_WINDOWS` sub-windows of ``capacity / SUB_WINDOWS`` rows: a call's
 counts go to the current one while its rows fit, else they are spread in proportion over the next
-ones, and the oldest is zeroed and reused when the newest is full. Memory is fixed (features x bins
-x sub-windows counts) and the work per row is constant: one count per call, never one per
+ones, and the oldest is zeroed and reused when the newest is full. Memory is fixed (sub-windows x
+numeric features x the widest numeric feature's cut points: every feature is padded to that width,
+plus the categorical, class and confidence counts) and the work per row is constant: one count per call, never one per
 sub-window.
 
 :meth:`DriftMonitor.report` is the answer of ``GET /v1/model/drift`` (the shared contract with the

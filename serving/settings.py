@@ -294,17 +294,19 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
 
 
 def _drift_window(raw: str | None) -> int:
-    """``DRIFT_WINDOW_ROWS`` as rows (default when unset); ConfigError unless 0 or 10 to
-    :data:`MAX_DRIFT_WINDOW_ROWS` (the window is ten sub-windows of at least one row)."""
+    """``DRIFT_WINDOW_ROWS`` as rows (default when unset); ConfigError unless 0 or a multiple of 10
+    from 10 to :data:`MAX_DRIFT_WINDOW_ROWS` (the window is ten equal sub-windows of at least one
+    row: any other number would be silently rounded down)."""
     if raw is None:
         return DEFAULT_DRIFT_WINDOW_ROWS
     try:
         rows = int(raw)
     except ValueError:
         raise ConfigError(f"{ENV_DRIFT_WINDOW_ROWS} {raw[:40]!r}: must be a whole number of rows") from None
-    if rows != 0 and not 10 <= rows <= MAX_DRIFT_WINDOW_ROWS:
+    if rows != 0 and not (10 <= rows <= MAX_DRIFT_WINDOW_ROWS and rows % 10 == 0):
         raise ConfigError(
-            f"{ENV_DRIFT_WINDOW_ROWS} {rows}: must be 0 (off) or 10 to {MAX_DRIFT_WINDOW_ROWS} rows"
+            f"{ENV_DRIFT_WINDOW_ROWS} {rows}: must be 0 (off) or a multiple of 10 from 10 to "
+            f"{MAX_DRIFT_WINDOW_ROWS} rows (ten equal sub-windows)"
         )
     return rows
 

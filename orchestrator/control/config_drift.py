@@ -3,7 +3,7 @@
 drift:
   psi_warn: 0.1               # "moderate shift"
   psi_alarm: 0.25             # "significant shift"
-  min_rows: 500               # fewer rows in an endpoint's window are not judged
+  min_rows: 500               # fewer rows counted in an endpoint's window are not judged
   prediction_divergence: 0.15 # the cross-cloud comparison's thresholds
   confidence_divergence: 0.1
   degrade: false              # true: drift makes a cloud degraded
@@ -28,8 +28,10 @@ class DriftConfig(_Strict):
     # moderate shift, > 0.25 a significant one (Siddiqi, "Credit Risk Scorecards", 2006).
     psi_warn: float = Field(default=0.1, gt=0, le=10)
     psi_alarm: float = Field(default=0.25, gt=0, le=10)
-    # Under this many rows in an endpoint's window its PSI is not judged: with 10 bins, sampling
-    # noise alone gives PSI about 9 / rows (0.018 at 500), and a few rows can fill one bin.
+    # Under this many rows counted in an endpoint's window (window.counted_rows: a call of more than
+    # 64 rows has its features counted on one row in four) its PSI is not judged: with 10 bins,
+    # sampling noise alone gives PSI about 9 * (1 / rows counted + 1 / reference rows) (0.018 from
+    # 500 rows counted, plus the reference's share), and a few rows can fill one bin.
     min_rows: int = Field(default=500, ge=1, le=1_000_000)
     # Jensen-Shannon distance (base 2) between a cloud's predicted-class shares and the clouds'
     # consensus (median shares) that flags it: 0.15 is 2.5 times what one model gives on two

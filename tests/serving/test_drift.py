@@ -243,7 +243,7 @@ def test_monitoring_off_answers_404_and_a_bad_window_is_refused(
     import subprocess
     import sys
 
-    for bad in ("-5", "5", "lots", "10000001"):
+    for bad in ("-5", "5", "lots", "10000001", "15", "2005", "999999"):
         done = subprocess.run(
             [sys.executable, "-m", "serving", "--model", str(digits_model.path)],
             env={"DRIFT_WINDOW_ROWS": bad, "PATH": "/usr/bin:/bin"},
@@ -255,6 +255,7 @@ def test_monitoring_off_answers_404_and_a_bad_window_is_refused(
         assert done.returncode == 2, done.stderr
         assert "DRIFT_WINDOW_ROWS" in done.stderr
         assert "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 # --- bad and hostile profiles: the manifest is refused, like any other manifest fault -----------
