@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from orchestrator.core.artifact.profile import MAX_PROFILE_CATEGORIES, MIN_CALIBRATION_ROWS
 from orchestrator.training.tables import TypedColumn
 
-__all__ = ["CONFIDENCE_EDGES", "DECILES", "MIN_ROWS_PER_BIN", "reference_profile"]
+__all__ = ["CONFIDENCE_EDGES", "DECILES", "MIN_ROWS_PER_BIN", "REFERENCE_NOISE_PSI", "reference_profile"]
 
 # Deciles: ten bins of equal reference mass, the usual binning for the population stability index
 # (Siddiqi, "Credit Risk Scorecards", 2006; Yurdakul, "Statistical properties of the population
@@ -27,8 +27,15 @@ DECILES = tuple(q / 10 for q in range(1, 10))
 # Reference rows per bin at least: PSI's sampling noise is about (bins - 1) * (1 / live rows +
 # 1 / reference rows) (its chi-squared approximation), so a 10-bin profile of iris's 112 training
 # rows alone would put unshifted traffic near PSI 0.08, next to the 0.1 warning; with 20 rows per
-# bin (5 bins for iris) it is about 0.04. Tables of 200 rows or more get deciles.
+# bin it is about 0.04 (REFERENCE_NOISE_PSI below bounds the bins further).
 MIN_ROWS_PER_BIN = 20
+# The reference's own sampling noise in unshifted traffic's PSI, (bins - 1) / reference rows (the
+# reference half of the chi-squared approximation above), is kept at or under this: a small table
+# gets fewer bins (240 rows: 5; iris's 112: 3) so that with the live window's own noise (0.018 from
+# 500 rows counted) unshifted traffic stays under the 0.1 warning; deciles from 451 rows. Under
+# about 200 rows no binning can: the reference's noise alone (1 / rows per bin of freedom) makes a
+# warning on some feature likely, and docs/operating.md says so.
+REFERENCE_NOISE_PSI = 0.02
 # The maximum class probability binned in tenths, as a reliability diagram bins it; the lowest bin
 # (below 0.1) is empty for ten classes or fewer.
 CONFIDENCE_EDGES = tuple(round(q / 10, 1) for q in range(1, 10))
@@ -36,8 +43,9 @@ CONFIDENCE_EDGES = tuple(round(q / 10, 1) for q in range(1, 10))
 
 def _quantiles(n: int) -> tuple[float, ...]:
     """The cut points' quantiles for ``n`` reference values: deciles, or fewer equal-mass bins so
-    that each holds at least :data:`MIN_ROWS_PER_BIN` rows (and never fewer than 2 bins)."""
-    bins = max(2, min(len(DECILES) + 1, n // MIN_ROWS_PER_BIN))
+    that each holds at least :data:`MIN_ROWS_PER_BIN` rows and the reference's own noise
+    ``(bins - 1) / n`` is at most :data:`REFERENCE_NOISE_PSI` (and never fewer than 2 bins)."""
+    bins = max(2, min(len(DECILES) + 1, n // MIN_ROWS_PER_BIN, 1 + int(REFERENCE_NOISE_PSI * n)))
     return tuple(q / bins for q in range(1, bins))
 
 

@@ -445,3 +445,32 @@ def test_unshifted_traffic_in_calls_of_any_size_is_never_judged_drifting(
         assert window["counted_rows"] == (WINDOW if call_rows <= 64 else WINDOW // 4)
     assert set(statuses) <= {"ok", "insufficient"}, statuses
     assert statuses.get("ok", 0) > 0, "full windows are judged"
+
+
+@pytest.mark.parametrize("reference_rows", [200, 240, 449, 1000])
+def test_a_small_training_table_gives_no_permanent_false_warning(reference_rows: int) -> None:
+    """PSI of unshifted traffic carries the reference's own sampling noise too (about
+    (bins - 1) / reference rows): a profile made from few rows gets fewer bins, so 500 live rows of
+    the same population stay under the 0.1 warning on every feature, for every seed."""
+    from orchestrator.training.profile import REFERENCE_NOISE_PSI, reference_profile
+    from orchestrator.training.tables import TypedColumn
+
+    worst = 0.0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        table = rng.normal(size=(reference_rows + 500, 4))
+        columns = [TypedColumn(f"f{i}", "numeric", table[:, i]) for i in range(4)]
+        profile = reference_profile(
+            columns, np.arange(reference_rows), np.full((10, 2), 0.5), source="test rows"
+        )
+        for i in range(4):
+            ref = profile["features"][f"f{i}"]
+            bins = len(ref["edges"]) + 1
+            assert (bins - 1) / reference_rows <= REFERENCE_NOISE_PSI
+            live = np.bincount(
+                np.searchsorted(np.asarray(ref["edges"]), table[reference_rows:, i], side="left"),
+                minlength=bins,
+            )
+            value = float(psi(np.append(live / 500, 0.0), np.asarray(ref["frequencies"])))
+            worst = max(worst, value)
+    assert worst < WARN, f"unshifted traffic's PSI reached {worst:.3f} on a {reference_rows}-row profile"
