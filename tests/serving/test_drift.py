@@ -173,6 +173,18 @@ def test_canary_rows_of_the_health_probes_are_not_traffic(
         assert drift(client)["window"]["rows"] == 0
         client.post("/v1/predict", json={"instances": rows})
         assert drift(client)["window"]["rows"] == len(rows)
+        # KServe V2 /infer honours the header the same way (the V2 canary is no traffic either)
+        name = digits_model.manifest.name
+        flat = [v for row in rows for v in row]
+        body = {
+            "inputs": [
+                {"name": "input", "shape": [len(rows), len(rows[0])], "datatype": "FP64", "data": flat}
+            ]
+        }
+        for headers, counted in (({"x-mlorch-canary": "1"}, 0), ({}, len(rows))):
+            r = client.post(f"/v2/models/{name}/infer", json=body, headers=headers)
+            assert r.status_code == 200, r.text
+            assert drift(client)["window"]["rows"] == len(rows) + counted
 
 
 def test_the_drift_answer_and_the_gauges_agree(
