@@ -108,12 +108,18 @@ class Runtime:
         return self._drift
 
     def observe_drift(self, model: Predictor, x: Any, labels: Any, probabilities: Any) -> None:
-        """Count rows and their valid outputs in ``model``'s drift window. Never raises: a failure
-        of the monitor is logged once and never fails a prediction."""
+        """Count rows and their valid outputs in ``model``'s drift window. Rows of a model no longer
+        served (a request that finished after a reload) are not counted: they would otherwise
+        replace the new model's window with one of the old model's. Never raises: a failure of the
+        monitor is counted in ``mlorch_drift_monitor_failures_total``, logged once, and never fails a
+        prediction."""
+        if model is not self.holder.current:
+            return
         try:
             if (monitor := self.drift(model)) is not None:
                 monitor.observe(x, labels, probabilities)
         except Exception as exc:  # the monitor is bookkeeping: predictions go on without it
+            self.metrics.drift_failures.inc()  # every failure counted, the first one logged
             if not self._drift_failed:
                 self._drift_failed = True
                 log.error("drift monitor failed", error=f"{type(exc).__name__}: {exc}"[:500])

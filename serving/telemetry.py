@@ -109,6 +109,11 @@ class Metrics:
         )
         self.info = Gauge("model_info", "The model being served (value 1)", ["model", "version"], **ours)
         self.ready = Gauge("model_ready", "1 when a verified model is serving", **ours)
+        self.drift_failures = Counter(
+            "drift_monitor_failures_total",
+            "Model calls the drift monitor failed to count (logged once; predictions unaffected)",
+            **ours,
+        )
         self.load_failures = Counter(
             "model_load_failures_total",
             "Loads and reloads that failed, by reason: artifact (refused content), signature, "

@@ -486,3 +486,47 @@ def test_a_small_training_table_gives_no_permanent_false_warning(reference_rows:
             value = float(psi(np.append(live / 500, 0.0), np.asarray(ref["frequencies"])))
             worst = max(worst, value)
     assert worst < WARN, f"unshifted traffic's PSI reached {worst:.3f} on a {reference_rows}-row profile"
+
+
+def test_a_request_of_the_old_model_finishing_after_a_reload_leaves_the_new_window(
+    digits_model: TrainResult,
+) -> None:
+    """A reload swaps the model while a request of the old one is in flight: when it finishes, its
+    rows are not counted, and the new model's window keeps what it has counted."""
+    from serving.model import load_verified
+    from serving.reload import ModelHolder
+    from serving.runtime import Runtime
+    from serving.telemetry import Metrics
+
+    old, new = load_verified(digits_model.path), load_verified(digits_model.path)
+    holder = ModelHolder(loader=lambda _: new, metrics=Metrics(), current=old)
+    rt = Runtime(holder=holder, metrics=Metrics(), drift_window_rows=WINDOW)
+    rows = training_rows(digits_model)[:30]
+    labels, probabilities = old.predict(rows)
+    rt.observe_drift(old, rows, labels, probabilities)
+    holder.current = new  # the reload's swap
+    rt.observe_drift(new, rows[:20], labels[:20], probabilities[:20])
+    rt.observe_drift(old, rows, labels, probabilities)  # the old model's request finishing late
+    monitor = rt.drift(new)
+    assert monitor is not None and monitor.window_rows == 20
+
+
+def test_every_failure_of_the_monitor_is_counted_and_the_prediction_goes_on(
+    digits_model: TrainResult,
+) -> None:
+    """A monitor that fails (here rows of the wrong width) never fails the prediction: each
+    failure adds one to mlorch_drift_monitor_failures_total (the log says so once)."""
+    from serving.model import load_verified
+    from serving.reload import ModelHolder
+    from serving.runtime import Runtime
+    from serving.telemetry import Metrics
+
+    model = load_verified(digits_model.path)
+    metrics = Metrics()
+    rt = Runtime(holder=ModelHolder(loader=lambda _: model, metrics=metrics, current=model), metrics=metrics)
+    rows = training_rows(digits_model)[:5]
+    labels, probabilities = model.predict(rows)
+    for _ in range(3):
+        rt.observe_drift(model, rows[:, :3], labels, probabilities)  # three columns of 64: fails
+    value = metrics.registry.get_sample_value("mlorch_drift_monitor_failures_total")
+    assert value == 3
