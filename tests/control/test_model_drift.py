@@ -252,6 +252,28 @@ def test_the_cross_cloud_rule() -> None:
     assert cross_cloud({"aws": reading(even), "gcp": None, "azure": reading(skewed)}, cfg) == {}
 
 
+def test_min_rows_above_the_endpoints_window_is_said_and_large_calls_judged_on_rows_counted() -> None:
+    """An endpoint whose window cannot hold min_rows is "insufficient" with a reason saying min_rows
+    is above its window; one whose features were counted on a sample is judged on counted_rows."""
+    small = parse_drift({**GOOD, "window": {"rows": 300, "capacity_rows": 300}})
+    verdict = judge(small, None, DriftConfig(min_rows=500))
+    assert verdict["status"] == "insufficient"
+    assert "above the endpoint's window of 300 rows" in verdict["reason"]
+    sampled = parse_drift({**GOOD, "window": {"rows": 2000, "counted_rows": 499, "capacity_rows": 2000}})
+    verdict = judge(sampled, None, DriftConfig(min_rows=500))
+    assert verdict["status"] == "insufficient" and "499 rows counted" in verdict["reason"]
+    assert verdict["counted_rows"] == 499
+    assert (
+        judge(parse_drift({**GOOD, "window": {"rows": 812, "capacity_rows": 2000}}), None, DriftConfig())[
+            "counted_rows"
+        ]
+        == 812
+    ), "an endpoint that does not say counts every row"
+    for bad in (-1, 2001, "500", True, 1.5):
+        with pytest.raises(ValueError, match="counted_rows"):
+            parse_drift({**GOOD, "window": {"rows": 2000, "counted_rows": bad, "capacity_rows": 2000}})
+
+
 def test_the_cross_cloud_comparison_only_compares_clouds_on_one_model_version() -> None:
     """Clouds are compared only with clouds serving the same model version: a cloud on a new
     version (predicting differently, as a new version may) is "not compared: different versions",

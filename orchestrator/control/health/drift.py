@@ -175,7 +175,12 @@ def judge(reading: DriftReading | None, problem: str | None, cfg: Any) -> dict[s
             status="insufficient",
             reason=f"{counted} rows counted in the window"
             + (f" (of {reading.rows})" if counted != reading.rows else "")
-            + f", fewer than {cfg.min_rows}",
+            + f", fewer than {cfg.min_rows}"
+            + (
+                f" (min_rows is above the endpoint's window of {reading.capacity} rows: it is never judged)"
+                if reading.capacity < cfg.min_rows
+                else ""
+            ),
         )
         return summary
     over = [(k, v) for v, k in known if v >= cfg.psi_warn]
