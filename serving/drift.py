@@ -11,8 +11,8 @@ window is a ring of :data:`SUB_WINDOWS` sub-windows of ``capacity / SUB_WINDOWS`
 counts go to the current one while its rows fit, else they are spread in proportion over the next
 ones, and the oldest is zeroed and reused when the newest is full. Memory is fixed (sub-windows x
 numeric features x the widest numeric feature's cut points: every feature is padded to that width,
-plus the categorical, class and confidence counts) and the work per row is constant: one count per call, never one per
-sub-window.
+plus the categorical, class and confidence counts) and the work per row is constant: one count
+per call, never one per sub-window.
 
 :meth:`DriftMonitor.report` is the answer of ``GET /v1/model/drift`` (the shared contract with the
 control plane and the deployment gate):

@@ -261,7 +261,8 @@ def test_min_rows_above_the_endpoints_window_is_said_and_large_calls_judged_on_r
     assert "above the endpoint's window of 300 rows" in verdict["reason"]
     sampled = parse_drift({**GOOD, "window": {"rows": 2000, "counted_rows": 499, "capacity_rows": 2000}})
     verdict = judge(sampled, None, DriftConfig(min_rows=500))
-    assert verdict["status"] == "insufficient" and "499 rows counted" in verdict["reason"]
+    assert verdict["status"] == "insufficient"
+    assert "499 rows counted" in verdict["reason"]
     assert verdict["counted_rows"] == 499
     assert (
         judge(parse_drift({**GOOD, "window": {"rows": 812, "capacity_rows": 2000}}), None, DriftConfig())[
@@ -459,7 +460,8 @@ def test_drift_report_draws_and_escapes_any_endpoint_supplied_name(tmp_path: Pat
     for png in ("aws.png", "gcp.png", "azure.png", "predictions.png"):
         assert (tmp_path / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     markdown = path.read_text()
-    assert "![img](" not in markdown and "[click](" not in markdown
+    assert "![img](" not in markdown
+    assert "[click](" not in markdown
     assert markdown.count("<img") == markdown.count("\\<img") > 0, "a tag only escaped"
     assert r"\!\[img\](http://example.invalid/x.png)" in markdown
     assert markdown.count("![") == 4, "only the report's own four images"
@@ -488,7 +490,8 @@ def test_drift_report_without_matplotlib_writes_markdown_and_says_so(tmp_path: P
     )
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
-    assert len(answer["notes"]) == 1 and "matplotlib is not installed" in answer["notes"][0]
+    assert len(answer["notes"]) == 1
+    assert "matplotlib is not installed" in answer["notes"][0]
     markdown = Path(answer["path"]).read_text()
     assert "matplotlib is not installed" in markdown
     assert "![" not in markdown
@@ -504,8 +507,10 @@ def test_drift_report_refuses_an_out_that_is_a_file(tmp_path: Path) -> None:
     done = run_cli("drift", "report", "--out", str(afile), "--config", config)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1 and str(afile) in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert str(afile) in done.stderr
     assert afile.read_text() == "keep"
     under = run_cli("drift", "report", "--out", str(afile / "sub"), "--config", config)
     assert under.returncode == 1, under.stdout + under.stderr
-    assert "Traceback" not in under.stderr and str(afile / "sub") in under.stderr
+    assert "Traceback" not in under.stderr
+    assert str(afile / "sub") in under.stderr

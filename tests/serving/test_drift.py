@@ -508,7 +508,8 @@ def test_a_request_of_the_old_model_finishing_after_a_reload_leaves_the_new_wind
     rt.observe_drift(new, rows[:20], labels[:20], probabilities[:20])
     rt.observe_drift(old, rows, labels, probabilities)  # the old model's request finishing late
     monitor = rt.drift(new)
-    assert monitor is not None and monitor.window_rows == 20
+    assert monitor is not None
+    assert monitor.window_rows == 20
 
 
 def test_every_failure_of_the_monitor_is_counted_and_the_prediction_goes_on(
