@@ -17,8 +17,8 @@ and how far the label-free accuracy estimate is from the truth.
   * false alarms: unshifted traffic sent in model calls of 1, 100 and 1,000 rows (a call of more
     than 64 rows has its features counted on a sample); for each call size and each of 5 seeds, 200
     readings of a full window (one after every 200 rows, or every call of 1,000), judged as the
-    control plane judges them (default ``drift:`` thresholds, ``min_rows`` on the rows actually counted): the readings
-    judged ``warn`` or ``alarm``;
+    control plane judges them (default ``drift:`` thresholds, ``min_rows`` on the rows actually
+    counted): the readings judged ``warn`` or ``alarm``;
   * the label-free estimate: on test sets of 2,000 rows, the true accuracy against the estimate
     (with the manifest's reliability mapping, and the uncalibrated mean maximum probability), under
     covariate shift (rows of the population selected by an exponential tilt on x0, moving its
