@@ -21,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from fastapi import FastAPI
 
 from orchestrator import __version__
 from serving.auth import BearerTokenMiddleware
+from serving.drift import DEFAULT_WINDOW_ROWS
 from serving.errors import add_error_handlers
 from serving.loader import Loader
 from serving.openapi import openapi_document
@@ -34,7 +36,7 @@ from serving.protocol import BodyLimitMiddleware
 from serving.reload import ModelHolder, keep_loaded
 from serving.runtime import Runtime
 from serving.settings import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY_MB, DEFAULT_RELOAD_TIMEOUT_S
-from serving.telemetry import Metrics, TelemetryMiddleware
+from serving.telemetry import DriftCollector, Metrics, TelemetryMiddleware
 from serving.v1 import add_v1_routes
 from serving.v2 import add_v2_routes
 
@@ -52,6 +54,7 @@ def create_app(
     reload_timeout_s: float = DEFAULT_RELOAD_TIMEOUT_S,
     docs: bool = False,
     api_tokens: Sequence[str] = (),
+    drift_window_rows: int = DEFAULT_WINDOW_ROWS,
 ) -> FastAPI:
     """Build the endpoint around ``loader``, which returns a verified model or raises.
 
@@ -60,9 +63,21 @@ def create_app(
     (off by default: they describe the endpoint to anyone who asks, and nothing in production needs
     them). ``api_tokens`` (current first): every route but liveness and readiness then needs one of
     them as ``Authorization: Bearer`` (:mod:`serving.auth`); empty leaves the endpoint open.
+    ``drift_window_rows`` is the drift monitor's window (:mod:`serving.drift`); 0 turns it off.
     """
     metrics = Metrics()
-    rt = Runtime(holder=ModelHolder(loader=loader, metrics=metrics), metrics=metrics)
+    rt = Runtime(
+        holder=ModelHolder(loader=loader, metrics=metrics),
+        metrics=metrics,
+        drift_window_rows=drift_window_rows,
+    )
+
+    def drift_report() -> dict[str, Any] | None:
+        model = rt.holder.current
+        monitor = rt.drift(model) if model is not None else None
+        return monitor.report() if monitor is not None else None
+
+    metrics.registry.register(DriftCollector(drift_report))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

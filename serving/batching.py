@@ -32,6 +32,9 @@ Outputs = tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]
 Check = Callable[[Predictor, np.ndarray[Any, Any], np.ndarray[Any, Any]], Exception | None]
 # Given how long each request of a model call waited for it, and the call's duration (seconds).
 Timing = Callable[[list[float], float], None]
+# Given the model, rows and their (valid) outputs: count them (the drift monitor, serving.drift).
+Observe = Callable[[Predictor, Any, np.ndarray[Any, Any], np.ndarray[Any, Any]], None]
+Pending = tuple[Predictor, Any, "asyncio.Future[Outputs]", float, bool]
 
 
 def _concat(xs: list[Any]) -> Any:
@@ -47,21 +50,28 @@ class MicroBatcher:
 
     ``check`` runs once on a whole batch's outputs; only when it objects is it run again per
     request, so that each request gets its own error (or its result) and a clean batch costs one
-    check, not one per request.
+    check, not one per request. ``observe`` counts the batch's rows once too (the drift monitor:
+    one vectorised count per model call, however many requests share it), leaving out the rows of
+    requests predicted with ``monitored`` False and rows whose outputs were refused.
     """
 
-    def __init__(self, check: Check | None = None, timing: Timing | None = None) -> None:
+    def __init__(
+        self, check: Check | None = None, timing: Timing | None = None, observe: Observe | None = None
+    ) -> None:
         self.check = check
         self.timing = timing
-        self._pending: list[tuple[Predictor, Any, asyncio.Future[Outputs], float]] = []
+        self.observe = observe
+        self._pending: list[Pending] = []
         self._scheduled = False
         self.calls = 0  # model invocations, for tests and metrics
         self.requests = 0
 
-    async def predict(self, model: Predictor, x: np.ndarray[Any, Any] | ColumnBatch) -> Outputs:
+    async def predict(
+        self, model: Predictor, x: np.ndarray[Any, Any] | ColumnBatch, *, monitored: bool = True
+    ) -> Outputs:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outputs] = loop.create_future()
-        self._pending.append((model, x, future, time.perf_counter()))
+        self._pending.append((model, x, future, time.perf_counter(), monitored))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -71,37 +81,42 @@ class MicroBatcher:
         self._scheduled = False
         pending, self._pending = self._pending, []
         # A model swap can land between two requests of one tick: batch per model object.
-        by_model: dict[int, list[tuple[Predictor, Any, asyncio.Future[Outputs], float]]] = {}
+        by_model: dict[int, list[Pending]] = {}
         for item in pending:
             by_model.setdefault(id(item[0]), []).append(item)
         for group in by_model.values():
             self._run(group)
 
-    def _run(self, group: list[tuple[Predictor, Any, asyncio.Future[Outputs], float]]) -> None:
+    def _run(self, group: list[Pending]) -> None:
         model = group[0][0]
         self.calls += 1
         self.requests += len(group)
         started = time.perf_counter()
+        batch = group[0][1] if len(group) == 1 else None
         try:
-            if len(group) == 1:
-                outputs = model.predict(group[0][1])
-            else:
-                outputs = model.predict(_concat([x for _, x, _, _ in group]))
+            if batch is None:
+                batch = _concat([item[1] for item in group])
+            outputs = model.predict(batch)
         except Exception as exc:  # delivered to every waiting request, which turns it into a response
-            for _, _, future, _ in group:
+            for _, _, future, _, _ in group:
                 if not future.done():
                     future.set_exception(exc)
             return
         if self.timing is not None:
-            self.timing([started - queued for *_, queued in group], time.perf_counter() - started)
+            self.timing([started - item[3] for item in group], time.perf_counter() - started)
         labels, probabilities = outputs
         suspect = self.check is not None and self.check(model, labels, probabilities) is not None
+        whole = self.observe is not None and not suspect and all(item[4] for item in group)
+        if whole and self.observe is not None:
+            self.observe(model, batch, labels, probabilities)
         start = 0
-        for _, x, future, _ in group:
+        for _, x, future, _, monitored in group:
             end = start + len(x)
+            mine = (labels[start:end], probabilities[start:end])
+            error = self.check(model, *mine) if suspect and self.check is not None else None
+            if not whole and monitored and error is None and self.observe is not None:
+                self.observe(model, x, *mine)
             if not future.done():  # the client may have gone away
-                mine = (labels[start:end], probabilities[start:end])
-                error = self.check(model, *mine) if suspect and self.check is not None else None
                 if error is not None:
                     future.set_exception(error)
                 else:

@@ -159,6 +159,67 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["name", "ready"],
         "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
     },
+    # GET /v1/model/drift (serving.drift): the shared contract with the control plane.
+    "ModelDrift": {
+        "type": "object",
+        "required": [
+            "model_name",
+            "model_version",
+            "window",
+            "features",
+            "prediction",
+            "confidence",
+            "estimated_accuracy",
+        ],
+        "properties": {
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "window": {
+                "type": "object",
+                "required": ["rows", "capacity_rows"],
+                "properties": {
+                    "rows": {"type": "integer"},
+                    "counted_rows": {
+                        "type": "integer",
+                        "description": "rows whose features were actually counted (large calls are "
+                        "counted on a sample); the features' PSI has the noise of this many rows",
+                    },
+                    "capacity_rows": {"type": "integer"},
+                },
+            },
+            "features": {
+                "type": "object",
+                "description": "feature name -> PSI and Jensen-Shannon distance (null while the "
+                "window is empty); empty for a model without a reference profile",
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "psi": {"type": ["number", "null"]},
+                        "js_distance": {"type": ["number", "null"]},
+                    },
+                },
+            },
+            "prediction": {
+                "type": "object",
+                "required": ["counts", "reference", "psi", "js_distance"],
+                "properties": {
+                    "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    "reference": {"type": ["object", "null"], "additionalProperties": {"type": "number"}},
+                    "psi": {"type": ["number", "null"]},
+                    "js_distance": {"type": ["number", "null"]},
+                },
+            },
+            "confidence": {
+                "type": "object",
+                "required": ["mean", "reference_mean"],
+                "properties": {
+                    "mean": {"type": ["number", "null"]},
+                    "reference_mean": {"type": ["number", "null"]},
+                },
+            },
+            "estimated_accuracy": {"type": ["number", "null"]},
+        },
+    },
     "ServerMetadata": {
         "type": "object",
         "required": ["name", "version", "extensions"],
@@ -288,6 +349,13 @@ def openapi_document(title: str, version: str, *, bearer: bool = False) -> dict[
             *_PREDICT_ERRORS,
         ),
         "/v1/model": _get("The served manifest's public part", _json(any_object, "the manifest"), 503),
+        "/v1/model/drift": _get(
+            "The drift window against the manifest's reference profile (PSI, JS distance, the "
+            "label-free accuracy estimate); 404 when drift monitoring is off",
+            _json(_ref("ModelDrift"), "the drift answer"),
+            404,
+            503,
+        ),
         "/v1/models/{name}": _get("KServe V1 model readiness", ready, 404, 503, parameters=[_NAME]),
         "/v1/models/{name}:predict": _post(
             "KServe V1 predict: the same answer as /v1/predict",

@@ -20,13 +20,15 @@ from starlette.responses import Response
 
 from serving.batching import MicroBatcher
 from serving.columns import ColumnBatch
+from serving.drift import DEFAULT_WINDOW_ROWS, DriftMonitor
 from serving.encoding import CODING_SCOPE_KEY, inflate
 from serving.inputs import InputError
 from serving.model import Predictor, invalid_rows
 from serving.reload import ModelHolder
-from serving.telemetry import Metrics
+from serving.telemetry import Metrics, get_logger
 
 __all__ = [
+    "CANARY_HEADER",
     "INLINE_BODY_BYTES",
     "INLINE_INFLATE_BYTES",
     "INLINE_ROWS",
@@ -34,9 +36,22 @@ __all__ = [
     "Runtime",
     "decode_body",
     "error_response",
+    "is_canary",
     "json_response",
     "read_body",
 ]
+
+log = get_logger("serving")
+
+# The header the control plane's health probes send with their canary rows: those synthetic rows are
+# not traffic, and are left out of the drift window. A client sending it only hides its own rows.
+CANARY_HEADER = b"x-mlorch-canary"
+
+
+def is_canary(scope: Any) -> bool:
+    """True when the request carries :data:`CANARY_HEADER` (a health probe's canary replay)."""
+    return any(name == CANARY_HEADER for name, _ in scope.get("headers", ()))
+
 
 # Requests up to this many rows go through the micro-batcher on the event loop; larger ones run in a
 # worker thread so a big batch does not stall health checks (below it the thread hop costs more than
@@ -70,10 +85,44 @@ class Runtime:
 
     holder: ModelHolder
     metrics: Metrics
+    drift_window_rows: int = DEFAULT_WINDOW_ROWS
+    """Rows in the drift monitor's sliding window (:mod:`serving.drift`); 0 turns monitoring off."""
     batcher: MicroBatcher = field(init=False)
+    _drift: DriftMonitor | None = field(init=False, default=None)
+    _drift_for: Predictor | None = field(init=False, default=None)
+    _drift_failed: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
-        self.batcher = MicroBatcher(check=_output_error, timing=self.metrics.observe_model_call)
+        self.batcher = MicroBatcher(
+            check=_output_error, timing=self.metrics.observe_model_call, observe=self.observe_drift
+        )
+
+    def drift(self, model: Predictor) -> DriftMonitor | None:
+        """The drift monitor of ``model`` (a new model starts a new window); None when monitoring is
+        off. Called on the event loop only."""
+        if self.drift_window_rows <= 0:
+            return None
+        if self._drift_for is not model:
+            self._drift = DriftMonitor(model.manifest, self.drift_window_rows)
+            self._drift_for = model
+        return self._drift
+
+    def observe_drift(self, model: Predictor, x: Any, labels: Any, probabilities: Any) -> None:
+        """Count rows and their valid outputs in ``model``'s drift window. Rows of a model no longer
+        served (a request that finished after a reload) are not counted: they would otherwise
+        replace the new model's window with one of the old model's. Never raises: a failure of the
+        monitor is counted in ``mlorch_drift_monitor_failures_total``, logged once, and never fails a
+        prediction."""
+        if model is not self.holder.current:
+            return
+        try:
+            if (monitor := self.drift(model)) is not None:
+                monitor.observe(x, labels, probabilities)
+        except Exception as exc:  # the monitor is bookkeeping: predictions go on without it
+            self.metrics.drift_failures.inc()  # every failure counted, the first one logged
+            if not self._drift_failed:
+                self._drift_failed = True
+                log.error("drift monitor failed", error=f"{type(exc).__name__}: {exc}"[:500])
 
     def model(self) -> Predictor:
         """The model being served; InputError 503 (with the holder's reason) while there is none."""
@@ -83,22 +132,26 @@ class Runtime:
         return model
 
     async def predict(
-        self, model: Predictor, x: np.ndarray[Any, Any] | ColumnBatch
+        self, model: Predictor, x: np.ndarray[Any, Any] | ColumnBatch, *, monitored: bool = True
     ) -> tuple[np.ndarray[Any, Any], ...]:
         """Labels and probabilities for ``x`` (a matrix, or a ColumnBatch for a ``columns`` model,
         whose unknown categories are counted); InputError 422 naming the rows whose outputs are not
         finite (features so large that scaling overflows, such as 1e308): never returned as a
-        prediction with null probabilities."""
+        prediction with null probabilities. ``monitored`` False leaves the rows out of the drift
+        window (the health probes' canary, :data:`CANARY_HEADER`)."""
         if isinstance(x, ColumnBatch) and (unknown := model.unknown_categories(x)):
             self.metrics.observe_unknown_categories(model.name, model.version, unknown)
         if len(x) <= INLINE_ROWS:
-            labels, probabilities = await self.batcher.predict(model, x)  # checked per batch
+            # checked, and counted for drift, per batch
+            labels, probabilities = await self.batcher.predict(model, x, monitored=monitored)
         else:
             labels, probabilities = await run_in_threadpool(
                 self._timed_predict, model, x, time.perf_counter()
             )
             if (problem := _output_error(model, labels, probabilities)) is not None:
                 raise problem
+            if monitored:
+                self.observe_drift(model, x, labels, probabilities)
         counts = np.bincount(labels, minlength=len(model.classes)).tolist()
         self.metrics.observe_predictions(model.name, model.version, model.manifest.classes, counts)
         return labels, probabilities

@@ -54,6 +54,7 @@ def run(settings: Settings) -> None:
         reload_timeout_s=settings.reload_timeout,
         docs=settings.docs,
         api_tokens=settings.api_tokens,
+        drift_window_rows=settings.drift_window_rows,
     )
     uvicorn.run(
         application,

@@ -25,6 +25,7 @@ from orchestrator.core.contract import (
     ENV_API_TOKEN_PREVIOUS,
     ENV_BODY_TIMEOUT,
     ENV_CACHE_DIR,
+    ENV_DRIFT_WINDOW_ROWS,
     ENV_HEADER_TIMEOUT,
     ENV_HOST,
     ENV_LOG_LEVEL,
@@ -72,6 +73,11 @@ DEFAULT_BODY_TIMEOUT_S = 60.0
 DEFAULT_RELOAD_TIMEOUT_S = 600.0
 # uvicorn's own log records (start-up, errors): the JSON request lines are written whatever this is.
 DEFAULT_LOG_LEVEL = "warning"
+# The drift monitor's window (serving.drift.DEFAULT_WINDOW_ROWS, not imported: settings stay light).
+DEFAULT_DRIFT_WINDOW_ROWS = 2000
+# A window beyond this many rows is a typo: the counts per sub-window are fixed-size, but a window of
+# millions of rows would react to a shift only after hours.
+MAX_DRIFT_WINDOW_ROWS = 1_000_000
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 # click's spellings of a boolean (the values `orchestrator serve`'s SERVE_DOCS always accepted).
 _TRUE = frozenset(("1", "true", "t", "yes", "y", "on"))
@@ -104,6 +110,7 @@ class Settings:
     cache_dir: Path | None = None
     log_level: str = DEFAULT_LOG_LEVEL
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
+    drift_window_rows: int = DEFAULT_DRIFT_WINDOW_ROWS
 
 
 def _integer(text: str) -> int:
@@ -211,6 +218,10 @@ _ENVIRONMENT_ONLY = (
         f"uvicorn's own log level, one of {', '.join(_LOG_LEVELS)} (default: {DEFAULT_LOG_LEVEL})",
     ),
     (
+        ENV_DRIFT_WINDOW_ROWS,
+        f"rows in the drift monitor's sliding window, 0 turns it off (default {DEFAULT_DRIFT_WINDOW_ROWS})",
+    ),
+    (
         ENV_API_TOKEN,
         "the bearer token every route but liveness and readiness requires (default: none, the "
         f"endpoint is open); during a rotation {ENV_API_TOKEN_PREVIOUS} too",
@@ -275,10 +286,29 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     cache_dir = environ.get(ENV_CACHE_DIR) or None
     return Settings(
         **values,
+        drift_window_rows=_drift_window(environ.get(ENV_DRIFT_WINDOW_ROWS) or None),
         cache_dir=None if cache_dir is None else Path(cache_dir),
         log_level=log_level,
         api_tokens=api_tokens(environ),
     )
+
+
+def _drift_window(raw: str | None) -> int:
+    """``DRIFT_WINDOW_ROWS`` as rows (default when unset); ConfigError unless 0 or a multiple of 10
+    from 10 to :data:`MAX_DRIFT_WINDOW_ROWS` (the window is ten equal sub-windows of at least one
+    row: any other number would be silently rounded down)."""
+    if raw is None:
+        return DEFAULT_DRIFT_WINDOW_ROWS
+    try:
+        rows = int(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_DRIFT_WINDOW_ROWS} {raw[:40]!r}: must be a whole number of rows") from None
+    if rows != 0 and not (10 <= rows <= MAX_DRIFT_WINDOW_ROWS and rows % 10 == 0):
+        raise ConfigError(
+            f"{ENV_DRIFT_WINDOW_ROWS} {rows}: must be 0 (off) or a multiple of 10 from 10 to "
+            f"{MAX_DRIFT_WINDOW_ROWS} rows (ten equal sub-windows)"
+        )
+    return rows
 
 
 def api_tokens(environ: Mapping[str, str]) -> tuple[str, ...]:

@@ -25,7 +25,14 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
-__all__ = ["JsonLogger", "Metrics", "TelemetryMiddleware", "configure_logging", "get_logger"]
+__all__ = [
+    "DriftCollector",
+    "JsonLogger",
+    "Metrics",
+    "TelemetryMiddleware",
+    "configure_logging",
+    "get_logger",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -102,6 +109,11 @@ class Metrics:
         )
         self.info = Gauge("model_info", "The model being served (value 1)", ["model", "version"], **ours)
         self.ready = Gauge("model_ready", "1 when a verified model is serving", **ours)
+        self.drift_failures = Counter(
+            "drift_monitor_failures_total",
+            "Model calls the drift monitor failed to count (logged once; predictions unaffected)",
+            **ours,
+        )
         self.load_failures = Counter(
             "model_load_failures_total",
             "Loads and reloads that failed, by reason: artifact (refused content), signature, "
@@ -245,3 +257,70 @@ class TelemetryMiddleware:
                 status=status,
                 latency_ms=round(elapsed * 1e3, 3),
             )
+
+
+class DriftCollector:
+    """The drift report as Prometheus gauges, read at each scrape from ``report()`` (the current
+    model's :meth:`DriftMonitor.report`, or None): ``mlorch_drift_window_rows``,
+    ``mlorch_drift_window_capacity_rows``, ``mlorch_drift_feature_psi`` and
+    ``mlorch_drift_feature_js_distance`` by feature, ``mlorch_drift_prediction_psi``,
+    ``mlorch_drift_prediction_js_distance``, ``mlorch_drift_confidence_mean`` and
+    ``mlorch_drift_estimated_accuracy``, each labelled with the model and version. Label values
+    come from the served manifest only (bounded), and a value not known yet is left out."""
+
+    def __init__(self, report: Any) -> None:
+        self._report = report
+
+    def describe(self) -> list[Any]:
+        return []  # families vary with the model; collect() is not called at registration then
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        answer = self._report()
+        if answer is None:
+            return
+        base = [answer["model_name"], answer["model_version"]]
+
+        def gauge(name: str, doc: str, value: float | None, **extra: str) -> Any:
+            family = GaugeMetricFamily(f"mlorch_drift_{name}", doc, labels=["model", "version", *extra])
+            if value is not None:
+                family.add_metric([*base, *extra.values()], value)
+            return family
+
+        yield gauge("window_rows", "Rows in the drift window", answer["window"]["rows"])
+        yield gauge(
+            "window_capacity_rows", "Rows the drift window holds at most", answer["window"]["capacity_rows"]
+        )
+        psi_family = GaugeMetricFamily(
+            "mlorch_drift_feature_psi",
+            "Population stability index of a feature, window vs reference",
+            labels=["model", "version", "feature"],
+        )
+        js_family = GaugeMetricFamily(
+            "mlorch_drift_feature_js_distance",
+            "Jensen-Shannon distance (base 2) of a feature, window vs reference",
+            labels=["model", "version", "feature"],
+        )
+        for feature, values in answer["features"].items():
+            if values["psi"] is not None:
+                psi_family.add_metric([*base, feature], values["psi"])
+            if values["js_distance"] is not None:
+                js_family.add_metric([*base, feature], values["js_distance"])
+        yield psi_family
+        yield js_family
+        prediction = answer["prediction"]
+        yield gauge(
+            "prediction_psi", "Population stability index of the predicted classes", prediction["psi"]
+        )
+        yield gauge(
+            "prediction_js_distance",
+            "Jensen-Shannon distance (base 2) of the predicted classes",
+            prediction["js_distance"],
+        )
+        yield gauge(
+            "confidence_mean", "Mean maximum class probability in the window", answer["confidence"]["mean"]
+        )
+        yield gauge(
+            "estimated_accuracy", "Label-free accuracy estimate over the window", answer["estimated_accuracy"]
+        )

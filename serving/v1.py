@@ -6,6 +6,8 @@
                                        (``predictions``) and one row of probabilities per instance
 - ``GET  /v1/model``                   the manifest's public part (version, metrics, canary), its
                                        source and when it was loaded
+- ``GET  /v1/model/drift``             the drift window against the manifest's reference profile
+                                       (:mod:`serving.drift`; 404 when monitoring is off)
 - ``POST /v1/models/{name}:predict``   KServe V1 predict: ``{"instances": [...]}`` or
                                        ``{"inputs": [...]}`` (the same rows), the same answer as
                                        ``/v1/predict`` (``predictions`` holds the labels, as KServe's
@@ -28,7 +30,15 @@ from starlette.routing import Route
 from serving.columns import decode_columns_request
 from serving.inputs import InputError, decode_predict_request, shown
 from serving.model import Predictor
-from serving.runtime import ASGIEndpoint, Runtime, decode_body, error_response, json_response, read_body
+from serving.runtime import (
+    ASGIEndpoint,
+    Runtime,
+    decode_body,
+    error_response,
+    is_canary,
+    json_response,
+    read_body,
+)
 
 __all__ = ["add_v1_routes"]
 
@@ -84,6 +94,14 @@ def add_v1_routes(app: FastAPI, rt: Runtime) -> None:
             {**model.manifest.public(), "source": model.source, "loaded_at": model.loaded_at}
         )
 
+    @app.get("/v1/model/drift")
+    async def model_drift() -> Response:
+        model = rt.model()
+        monitor = rt.drift(model)
+        if monitor is None:
+            raise InputError("drift monitoring is off (DRIFT_WINDOW_ROWS=0)", 404)
+        return json_response(monitor.report())
+
     def named_model(name: str) -> Predictor:
         model = rt.model()
         if name != model.name:
@@ -95,8 +113,8 @@ def add_v1_routes(app: FastAPI, rt: Runtime) -> None:
         model = named_model(request.path_params["name"])
         return json_response({"name": model.name, "ready": True})
 
-    async def answer(model: Predictor, x: Any) -> Response:
-        labels, probabilities = await rt.predict(model, x)
+    async def answer(model: Predictor, x: Any, scope: Any) -> Response:
+        labels, probabilities = await rt.predict(model, x, monitored=not is_canary(scope))
         return Response(
             orjson.dumps(
                 {
@@ -117,7 +135,7 @@ def add_v1_routes(app: FastAPI, rt: Runtime) -> None:
         try:
             chunks = await read_body(scope, receive)
             model = rt.model()
-            response = await answer(model, await decode_body(_decode_rows, chunks, model))
+            response = await answer(model, await decode_body(_decode_rows, chunks, model), scope)
         except InputError as exc:
             response = error_response(str(exc), exc.status)
         await response(scope, receive, send)
@@ -126,7 +144,7 @@ def add_v1_routes(app: FastAPI, rt: Runtime) -> None:
         try:
             chunks = await read_body(scope, receive)
             model = named_model(scope["path_params"]["name"])
-            response = await answer(model, await decode_body(_decode_kserve_rows, chunks, model))
+            response = await answer(model, await decode_body(_decode_kserve_rows, chunks, model), scope)
         except InputError as exc:
             response = error_response(str(exc), exc.status)
         await response(scope, receive, send)

@@ -29,7 +29,15 @@ from starlette.routing import Route
 from orchestrator import __version__
 from serving.inputs import InputError, shown
 from serving.model import Predictor
-from serving.runtime import ASGIEndpoint, Runtime, decode_body, error_response, json_response, read_body
+from serving.runtime import (
+    ASGIEndpoint,
+    Runtime,
+    decode_body,
+    error_response,
+    is_canary,
+    json_response,
+    read_body,
+)
 from serving.tensors import BINARY_HEADER, encode_bytes, encode_response
 from serving.v2_inputs import (
     INPUT_NAME,
@@ -202,7 +210,7 @@ def add_v2_routes(app: FastAPI, rt: Runtime) -> None:
                 x, request = await decode_body(_columns_decoder(header), chunks, columns)
             else:
                 x, request = await decode_body(_matrix_decoder(header), chunks, model.n_features)
-            labels, probabilities = await rt.predict(model, x)
+            labels, probabilities = await rt.predict(model, x, monitored=not is_canary(scope))
             response = infer_response(model, request.id, requested_outputs(request), labels, probabilities)
         except InputError as exc:
             response = error_response(str(exc), exc.status)

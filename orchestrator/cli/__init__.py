@@ -81,7 +81,7 @@ def register_commands(argv: Sequence[str] | None = None) -> None:
         serve.register(app)
         return
     # Imported for their side effect of adding commands to `app`, in the order `--help` lists them.
-    from orchestrator.cli import channels, control, demo, image, package, publish, rollout  # noqa: F401
+    from orchestrator.cli import channels, control, demo, drift, image, package, publish, rollout  # noqa: F401
 
     serve.register(app)
     from orchestrator.cli import train  # noqa: F401

@@ -41,6 +41,7 @@ from orchestrator.control.config_checks import (
     check_together,
     check_url,
 )
+from orchestrator.control.config_drift import DriftConfig
 from orchestrator.control.config_file import MAX_CONFIG_BYTES, MAX_CONFIG_NODES, parse_yaml, read_text
 from orchestrator.control.config_vantage import VantageConfig, resolve_vantage
 from orchestrator.core.contract import POINTER, CloudName
@@ -53,6 +54,7 @@ __all__ = [
     "MAX_URL_LENGTH",
     "CloudConfig",
     "Config",
+    "DriftConfig",
     "HealthConfig",
     "ModelConfig",
     "RoutingConfig",
@@ -362,6 +364,7 @@ class Config(_Strict):
     model: ModelConfig
     clouds: dict[CloudName, CloudConfig] = Field(min_length=1)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     # Several health jobs deciding by quorum (orchestrator.control.config_vantage); None: one job.

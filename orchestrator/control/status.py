@@ -44,6 +44,7 @@ def status_report(plane: ControlPlane) -> dict[str, Any]:
                 "last_probe": record.last_probe,
                 "p95_ms": record.p95_ms,
                 "served_version": (record.last_probe or {}).get("served_version"),
+                "drift": (record.last_probe or {}).get("drift"),
                 "weight": (desired.weights.get(name) if desired else None),
                 "cost_per_million_usd": round(plane.costs[name].total * 1e6, 4),
             }

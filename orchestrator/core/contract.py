@@ -27,6 +27,7 @@ __all__ = [
     "ENV_BODY_TIMEOUT",
     "ENV_CACHE_DIR",
     "ENV_CONFIG",
+    "ENV_DRIFT_WINDOW_ROWS",
     "ENV_ENDPOINTS",
     "ENV_HEADER_TIMEOUT",
     "ENV_HOST",
@@ -136,6 +137,8 @@ ENV_PORT: Final = "PORT"
 ENV_RELOAD_INTERVAL: Final = "MODEL_RELOAD_INTERVAL_S"
 ENV_RELOAD_TIMEOUT: Final = "MODEL_RELOAD_TIMEOUT_S"
 ENV_CACHE_DIR: Final = "MODEL_CACHE_DIR"
+# Rows in the drift monitor's sliding window (serving.drift); 0 turns drift monitoring off.
+ENV_DRIFT_WINDOW_ROWS: Final = "DRIFT_WINDOW_ROWS"
 ENV_MAX_BODY_MB: Final = "MAX_BODY_MB"
 ENV_SIGNING_PUBLIC_KEY: Final = "MODEL_SIGNING_PUBLIC_KEY"
 ENV_SERVE_DOCS: Final = "SERVE_DOCS"

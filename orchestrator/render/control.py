@@ -19,6 +19,7 @@ from orchestrator.render.output import console, err_console, error, shown
 __all__ = [
     "backend_json",
     "decision_table",
+    "drift_text",
     "health_table",
     "operator_json",
     "report_stale",
@@ -41,6 +42,39 @@ def _state(state: HealthState | str) -> str:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
+
+
+_DRIFT_STYLE = {"ok": "green", "warn": "yellow", "alarm": "red"}
+
+
+def drift_text(summary: dict[str, Any] | None) -> str:
+    """One cloud's drift (orchestrator.control.health.drift.judge) in a cell: the status, the
+    features over threshold or the cross-cloud flag, the label-free accuracy estimate."""
+    if not isinstance(summary, dict) or not isinstance(summary.get("status"), str):
+        return "-"
+    try:
+        return _drift_cell(summary)
+    except (TypeError, ValueError, AttributeError):  # a state edited by hand: shown as unknown
+        return "?"
+
+
+def _drift_cell(summary: dict[str, Any]) -> str:
+    status = summary["status"]
+    text = f"[{_DRIFT_STYLE.get(status, 'dim')}]{shown(status)}[/]"
+    crossed = summary.get("cross_cloud") or {}
+    if crossed.get("flagged"):
+        text += f" [red]predictions diverge[/] (JS {crossed.get('js_distance', 0):.2f})"
+    elif crossed.get("not_compared"):
+        text += f" (not compared: {shown(str(crossed['not_compared']))})"
+    over = summary.get("over") or {}
+    if over:
+        text += ": " + ", ".join(f"{shown(str(k))} PSI {v:.2f}" for k, v in list(over.items())[:2])
+    elif status == "unavailable":
+        text += f": {shown(str(summary.get('reason', '')))}"
+    accuracy = summary.get("estimated_accuracy")
+    if isinstance(accuracy, int | float):
+        text += f"; est. accuracy {accuracy:.2f}"
+    return text
 
 
 def decision_table(
@@ -116,7 +150,7 @@ def health_table(report: RoundReport, *, compact: bool = False) -> None:
             console.print(f"  note: {shown(note)}", soft_wrap=True)
         return
     table = Table(title=f"health (expected version {report.expected_version or 'any'})")
-    for column in ("cloud", "state", "last probe", "canary", "p95", "served version"):
+    for column in ("cloud", "state", "last probe", "canary", "p95", "served version", "drift"):
         table.add_column(column)
     for name, record in report.records.items():
         last = report.probes[name][-1] if report.probes.get(name) else None
@@ -127,6 +161,7 @@ def health_table(report: RoundReport, *, compact: bool = False) -> None:
             _ms(last.canary_ms if last else None),
             _ms(record.p95_ms),
             shown((last.served_version if last else None) or "-"),
+            drift_text(last.drift if last else None),
         )
     console.print(table)
     for flip in report.flips:
@@ -157,6 +192,7 @@ def round_json(report: RoundReport) -> dict[str, Any]:
                 "state": record.machine.state.value,
                 "reason": record.machine.last_reason,
                 "p95_ms": record.p95_ms,
+                "drift": report.probes[name][-1].drift if report.probes.get(name) else None,
                 "probes": [
                     {
                         "at": p.at,
@@ -198,7 +234,7 @@ def status_table(report: dict[str, Any]) -> None:
     """`orchestrator status` for a terminal: the clouds, the desired weights, each backend against
     them, the recent flips. Whatever the state or a backend holds is printed inert (:func:`shown`)."""
     table = Table(title="status")
-    for column in ("cloud", "state", "last probe", "p95", "version", "weight", "cost / M req"):
+    for column in ("cloud", "state", "last probe", "p95", "version", "weight", "cost / M req", "drift"):
         table.add_column(column)
     for name, cloud in report["clouds"].items():
         probe = cloud["last_probe"] or {}
@@ -211,6 +247,7 @@ def status_table(report: dict[str, Any]) -> None:
             shown(cloud["served_version"] or "-"),
             "-" if cloud["weight"] is None else str(cloud["weight"]),
             f"${cloud['cost_per_million_usd']:.4f}",
+            drift_text(probe.get("drift")),
         )
     console.print(table)
     desired = report["desired"]

@@ -46,6 +46,7 @@ from orchestrator.training.gate import (
 )
 from orchestrator.training.interpret import explain
 from orchestrator.training.models import C_GRID, MAX_ITER, ClassWeight, ModelChoice, Strategy
+from orchestrator.training.profile import reference_profile
 from orchestrator.training.staging import write_staged
 from orchestrator.training.tables import TypedColumn
 
@@ -372,6 +373,13 @@ def _manifest_fields(
         "export": exported.info,
         "canary": synthetic_canary(
             dataset.columns, dataset.y, split.train, dataset.classes, exported.model, exported.columns
+        ),
+        "reference_profile": reference_profile(
+            dataset.columns,
+            split.train,
+            exported.probabilities,
+            source="features: the training split; prediction and confidence: the test split",
+            y_true=dataset.y[split.test],
         ),
     }
 

@@ -106,6 +106,8 @@ class ProbeResult:
     not_ready: bool = False
     served_version: str | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
+    # The cloud's drift as judged this round (orchestrator.control.health.drift.judge), or None.
+    drift: dict[str, Any] | None = None
 
     @property
     def observation(self) -> Observation:
@@ -215,7 +217,13 @@ async def _probe(
         check = own_canary(model, check.latency_slo_ms, served)
     stage[0] = "/v1/predict"
     status, answer = await _request(
-        client, "POST", base_url, "/v1/predict", latency, json={"instances": check.instances}
+        client,
+        "POST",
+        base_url,
+        "/v1/predict",
+        latency,
+        json={"instances": check.instances},
+        headers={CANARY_HEADER: "1"},
     )
     if status != 200:
         detail = answer.get("error") if isinstance(answer, dict) else None
@@ -233,6 +241,9 @@ async def _probe(
     return Verdict.OK, "ok", served
 
 
+# Sent with the canary rows: the endpoint leaves them out of its drift window (synthetic rows, not
+# traffic; serving.runtime.CANARY_HEADER).
+CANARY_HEADER = "x-mlorch-canary"
 # Names of the probe's requests in ``ProbeResult.latency_ms``.
 _TIMING = {"/readyz": "readyz", "/v1/model": "model", "/v1/predict": "predict"}
 
@@ -261,7 +272,7 @@ async def read_json(
     None when it is empty or not JSON). An answer over :data:`MAX_BODY_BYTES` or with a content
     coding is refused (a failed probe naming ``path``). The caller bounds the time (the client's
     own timeouts, or an ``asyncio.timeout`` around the call)."""
-    headers = {"accept": "application/json", "accept-encoding": "identity"}
+    headers = {"accept": "application/json", "accept-encoding": "identity", **kwargs.pop("headers", {})}
     async with client.stream(method, url, headers=headers, **kwargs) as response:
         coding = response.headers.get("content-encoding", "identity").strip().lower()
         if coding not in ("", "identity"):

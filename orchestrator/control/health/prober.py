@@ -41,6 +41,7 @@ import httpx
 
 from orchestrator.control.config import Config
 from orchestrator.control.health.access import ProbeAccess
+from orchestrator.control.health.drift import DriftReading, read_drift_many, with_drift
 from orchestrator.control.health.expect import expected_model
 from orchestrator.control.health.probe import (
     MAX_BODY_BYTES,
@@ -115,6 +116,8 @@ class Prober:
         self.clock = clock
         self.note: str | None = None  # why the expectation in use is not a fresh one from the buckets
         self.expected: Expectation | None = None  # what the last probes checked against
+        # Each cloud's latest drift answer, compared across clouds (health/drift.py).
+        self.drift_readings: dict[str, DriftReading | None] = {}
         self._monotonic = monotonic
         self._transport = transport
         self.access = ProbeAccess(config)  # the public name and the token (health/access.py)
@@ -157,9 +160,19 @@ class Prober:
         endpoints = {n: self.endpoints[n] for n in names}
         client = self._http()
         self.access.refresh(client)  # the token, read (or re-read) before the round, not in it
-        return self._run(
-            probe_many(client, endpoints, expect, timeout_s=self.config.health.timeout_s, clock=self.clock)
-        )
+        timeout_s = self.config.health.timeout_s
+
+        async def both() -> tuple[dict[str, ProbeResult], dict[str, tuple[DriftReading | None, str | None]]]:
+            # The drift answers are read alongside the probes, each within the probe's deadline.
+            probes, readings = await asyncio.gather(
+                probe_many(client, endpoints, expect, timeout_s=timeout_s, clock=self.clock),
+                read_drift_many(client, endpoints, timeout_s=timeout_s),
+            )
+            return probes, readings
+
+        results, readings = self._run(both())
+        self.drift_readings.update({c: r for c, (r, _) in readings.items()})
+        return with_drift(results, readings, self.config.drift, compared=self.drift_readings)
 
     def probe_against(self, clouds: Sequence[str], expect: Expectation) -> dict[str, ProbeResult]:
         """One probe of each of ``clouds`` against ``expect`` exactly (a rollout's new version and
@@ -306,8 +319,16 @@ class Prober:
             return self._loop.run_until_complete(task)
         except BaseException:  # Ctrl-C mid-round: cancel the probes so that the loop closes clean
             task.cancel()
-            with contextlib.suppress(BaseException):
-                self._loop.run_until_complete(task)
+            # A KeyboardInterrupt raised in any task's step leaves run_until_complete early (the
+            # probes and the drift reads are several tasks): drive the loop until this one ended,
+            # so that no step of it runs later, in close().
+            for _ in range(100):
+                with contextlib.suppress(BaseException):
+                    self._loop.run_until_complete(task)
+                if task.done():
+                    break
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: asyncio would otherwise log it at exit
             raise
 
     def close(self) -> None:

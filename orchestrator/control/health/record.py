@@ -48,6 +48,8 @@ class CloudRecord:
             "served_version": result.served_version,
             "latency_ms": result.latency_ms,
         }
+        if result.drift is not None:
+            self.last_probe["drift"] = result.drift
         return flip
 
     def to_dict(self) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from orchestrator.core.artifact.profile import ReferenceProfile
 from orchestrator.core.errors import ArtifactError
 from orchestrator.core.names import NAME_PATTERN
 
@@ -49,6 +50,7 @@ __all__ = [
     "check_entry_path",
     "load_manifest",
     "parse_manifest",
+    "profile_keys",
 ]
 
 MANIFEST_NAME = "manifest.json"
@@ -259,6 +261,33 @@ def _check_instances(instances: list[Any], features: Features) -> None:
                 )
 
 
+def profile_keys(features: Features) -> list[str]:
+    """The reference profile's feature keys, in order: the feature names, else ``"0"``, ``"1"``, ..."""
+    return list(features.names) if features.names else [str(i) for i in range(features.count)]
+
+
+def _check_profile(profile: ReferenceProfile, features: Features, classes: list[str]) -> None:
+    """ValueError unless ``profile`` describes exactly these features (each of its kind) and classes."""
+    keys = profile_keys(features)
+    if set(profile.features) != set(keys):  # a JSON object: manifest.json is written with keys sorted
+        missing = sorted(set(keys) - set(profile.features))[:3]
+        extra = sorted(set(profile.features) - set(keys))[:3]
+        raise ValueError(
+            "reference_profile.features must describe exactly the features "
+            f"(missing {missing}, unknown {extra})"
+        )
+    for key, kind in zip(keys, features.kinds, strict=True):
+        if profile.features[key].kind != kind:
+            raise ValueError(
+                f"reference_profile.features[{key!r}] is {profile.features[key].kind}, not {kind}"
+            )
+    if len(profile.prediction.frequencies) != len(classes):
+        raise ValueError(
+            f"reference_profile.prediction: {len(profile.prediction.frequencies)} frequencies for "
+            f"{len(classes)} classes"
+        )
+
+
 class Manifest(BaseModel):
     """Everything needed to verify, serve and audit one model version."""
 
@@ -279,6 +308,9 @@ class Manifest(BaseModel):
     metrics: dict[str, Any]
     export: dict[str, Any] = Field(default_factory=dict)
     canary: Canary
+    # The drift monitor's reference (orchestrator.core.artifact.profile); None in artifacts made
+    # before it, which are served without a reference.
+    reference_profile: ReferenceProfile | None = None
 
     @field_validator("model_file")
     @classmethod
@@ -321,6 +353,8 @@ class Manifest(BaseModel):
             raise ValueError(
                 "canary: its labels must cover at least two classes (a constant model would pass one)"
             )
+        if self.reference_profile is not None:
+            _check_profile(self.reference_profile, self.features, self.classes)
         return self
 
     def file(self, path: str) -> FileEntry:
@@ -331,8 +365,10 @@ class Manifest(BaseModel):
         raise ArtifactError(f"manifest lists no file {path!r}", path=path)
 
     def public(self) -> dict[str, Any]:
-        """The part served on ``GET /v1/model``: all but the per-row test indices."""
-        data = self.model_dump(mode="json")
+        """The part served on ``GET /v1/model``: all but the per-row test indices and the reference
+        profile (the training data's deciles are not for anyone who asks; ``GET /v1/model/drift``
+        serves the comparison)."""
+        data = self.model_dump(mode="json", exclude={"reference_profile"})
         data["split"] = {k: v for k, v in self.split.items() if k != "test_indices"}
         return data
 
@@ -343,7 +379,11 @@ class Manifest(BaseModel):
 
     def to_json(self) -> bytes:
         """The manifest as written to ``manifest.json``: indented, keys sorted (stable bytes)."""
-        return orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+        # An artifact without a profile is written as before this field existed (no null key).
+        data = self.model_dump(
+            mode="json", exclude={"reference_profile"} if self.reference_profile is None else None
+        )
+        return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
 
 
 def parse_manifest(raw: bytes, *, source: str) -> Manifest:

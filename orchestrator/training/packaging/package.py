@@ -43,6 +43,7 @@ from orchestrator.training.export import MAX_PROBABILITY_DIFF, OnnxModel, agreem
 from orchestrator.training.gate import champion_for, check_gate_options
 from orchestrator.training.packaging import checks
 from orchestrator.training.packaging.assess import assessed
+from orchestrator.training.profile import reference_profile
 from orchestrator.training.staging import write_staged
 from orchestrator.training.tables import (
     DatasetError,
@@ -167,6 +168,13 @@ def package(opts: PackageOptions) -> PackageResult:
             packaged.classes,
             packaged.model,
             packaged.columns,
+        ),
+        "reference_profile": reference_profile(
+            packaged.typed,
+            np.arange(table.n_rows),
+            packaged.probabilities,
+            source="the reference table",
+            y_true=y_true,
         ),
     }
     fields.update(assessed(opts, packaged, y_true, champion))
