@@ -29,6 +29,7 @@ MARKED = {
     "rollout",
     "bad_rollout",
     "rolled_back",
+    "drift",
 }
 
 
@@ -167,6 +168,15 @@ def _markdown(result: Mapping[str, Any], plot: str) -> str:
     for cloud, row in traffic["per_cloud"].items():
         versions = ", ".join(f"{v[:12]}: {n}" for v, n in row["versions"].items())
         lines.append(f"| {cloud} | {row['requests']} | {row['errors']} | {row['served']} | {versions} |")
+    if drift := result.get("drift"):
+        worst = drift.get("worst") or {}
+        lines += [
+            "",
+            f"Drift: {drift['shifted']}'s inputs shifted; the drift report judged "
+            + ", ".join(f"{c} {s}" for c, s in drift["status"].items())
+            + f" (worst feature {worst.get('feature')}, PSI {float(worst.get('psi') or 0):.2f}): "
+            "[drift/drift.md](drift/drift.md).",
+        ]
     lines += ["", "## Timeline", "", "| t (s) | event |", "|---:|---|"]
     lines += [f"| {e['t']:.1f} | {e['message']} |" for e in result["events"]]
     return "\n".join(lines) + "\n"

@@ -153,6 +153,7 @@ class _Story:
         self.step("manual", self.manual_failover_and_back)
         self.step("rollout", self.roll_out_v2)
         self.step("rollback", self.roll_out_a_bad_version)
+        self.step("drift", self.shift_one_clouds_inputs)
         self.step("summary", self.summarise)
         self.result["ok"] = True
 
@@ -382,7 +383,9 @@ class _Story:
 
     def roll_out_v2(self) -> None:
         watch = self._watch()
-        with self.console.status("training version 2 with `orchestrator train` (another seed)"):
+        with self.console.status(
+            "training version 2 with `orchestrator train` (another seed), gated against v1"
+        ):
             trained = self.cli_json(
                 "train",
                 "--dataset",
@@ -393,11 +396,28 @@ class _Story:
                 str(self.clouds.root / "artifacts"),
                 "--signing-key",
                 str(self.signing_key),
+                "--against",
+                str(self.artifacts["v1"]),
             )
         version = str(trained["version"])
+        gate = trained.get("gate") or {}
         self.artifacts["v2"] = Path(trained["path"])
         self.result["versions"]["v2"] = version
         self.result["metrics"]["v2"] = _headline(trained.get("metrics", {}))
+        if gate:
+            delta = gate["delta_f1_macro"]
+            self.result["gate"] = {
+                "decision": gate["decision"],
+                "rows": gate["rows"]["n"],
+                "delta_f1_macro": delta["estimate"],
+                "mcnemar_p": gate["mcnemar"]["pvalue"],
+            }
+            self.timeline.event(
+                "gate",
+                f"gate against v1: {gate['decision']} on {gate['rows']['n']} rows neither model trained on "
+                f"(macro F1 difference {delta['estimate']:+.3f}, 95 % CI {delta['ci_low']:+.3f} to "
+                f"{delta['ci_high']:+.3f}; McNemar p = {gate['mcnemar']['pvalue']:.2g})",
+            )
         self.timeline.event("train_v2", f"trained {version}")
         self.sync("v2")
         published = time.time()
@@ -450,6 +470,41 @@ class _Story:
         # The clients see the weights again through DNS (its TTL), as before the rollout.
         self.wait_for(lambda: self.weights.get().get(first, 0) > 0, 15, f"clients routing to {first} again")
         self.pause(1.0, "serving the previous version everywhere")
+
+    def shift_one_clouds_inputs(self) -> None:
+        from orchestrator.demo.drift_episode import ROWS, SHIFTED, drift_report, send_rows, shift_right
+
+        assert self.config_path is not None
+        with self.console.status(f"{SHIFTED}'s clients send images shifted one pixel; the others as before"):
+            for cloud in CLOUDS:
+                rows = shift_right(self.rows) if cloud == SHIFTED else self.rows
+                send_rows(self.clouds.url(cloud), rows, ROWS)
+        self.timeline.event(
+            "drift", f"{SHIFTED}'s clients now send every digit one pixel to the right", label="inputs shift"
+        )
+        self.console.print(
+            f"[bold]$ orchestrator drift report --out {escape(str(self.options.report_dir))}/drift[/]"
+        )
+        code, report = drift_report(
+            self.config_path, self.options.report_dir / "drift", {"ORCHESTRATOR_USER": "demo-operator"}
+        )
+        clouds = report.get("clouds", {})
+        shifted = clouds.get(SHIFTED, {})
+        worst = shifted.get("worst") or {}
+        others = {c: clouds.get(c, {}).get("status") for c in CLOUDS if c != SHIFTED}
+        if code != 1 or shifted.get("status") not in ("warn", "alarm") or "alarm" in others.values():
+            raise DemoError(f"the drift report did not single out {SHIFTED}: exit {code}, {clouds}")
+        self.result["drift"] = {
+            "shifted": SHIFTED,
+            "status": {c: clouds.get(c, {}).get("status") for c in CLOUDS},
+            "worst": worst,
+            "report": report.get("report"),
+        }
+        self.timeline.event(
+            "drift_report",
+            f"drift report: {SHIFTED} {shifted.get('status')} (worst {worst.get('feature')}, PSI "
+            f"{float(worst.get('psi') or 0):.2f}); " + ", ".join(f"{c} {s}" for c, s in others.items()),
+        )
 
     def summarise(self) -> None:
         assert self.traffic is not None

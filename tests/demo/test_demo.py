@@ -131,6 +131,33 @@ def test_a_bad_version_was_rolled_back_on_its_own_without_weight(demo: dict[str,
     assert {"bad_rollout", "rolled_back"} <= MARKED  # lines in the plot
 
 
+def test_v2_passed_the_champion_challenger_gate_on_rows_neither_model_trained_on(
+    demo: dict[str, Any],
+) -> None:
+    gate = demo["gate"]
+    assert gate["decision"] == "accepted"
+    assert 0 < gate["rows"] < 450  # digits' test split is 450 rows; v1 trained on some of v2's
+    assert any(e["kind"] == "gate" for e in demo["events"])
+
+
+def test_the_shifted_cloud_and_its_pixels_are_named_by_the_drift_report(demo: dict[str, Any]) -> None:
+    drift = demo["drift"]
+    assert drift["shifted"] == "gcp"
+    assert drift["status"]["gcp"] in ("warn", "alarm")
+    assert drift["status"]["aws"] in ("ok", "warn")
+    assert drift["status"]["azure"] in ("ok", "warn")
+    assert drift["worst"]["feature"].startswith("pixel_")
+    assert drift["worst"]["psi"] >= 0.25
+    report = Path(drift["report"])
+    assert report.is_file()
+    assert "gcp" in report.read_text()
+    markdown = Path(demo["report"]["markdown"]).read_text()
+    assert "drift/drift.md" in markdown
+    from orchestrator.demo.report import MARKED
+
+    assert "drift" in MARKED
+
+
 def test_both_versions_were_signed_and_the_endpoints_required_it(demo: dict[str, Any]) -> None:
     work = Path(demo["report"]["markdown"]).parent.parent / "work"
     for version in demo["versions"].values():
