@@ -54,7 +54,9 @@ def collect(config: Config) -> list[CloudDrift]:
             return await read_drift_many(client, endpoints, timeout_s=config.health.timeout_s)
 
     answers = asyncio.run(read())
-    comparison = cross_cloud({c: r for c, (r, _) in answers.items()}, config.drift)
+    comparison = cross_cloud(
+        {c: r for c, (r, _) in answers.items()}, config.drift, across_versions=not _rollout_active(config)
+    )
     result = []
     for cloud, (reading, problem) in answers.items():
         summary = judge(reading, problem, config.drift)
@@ -62,6 +64,23 @@ def collect(config: Config) -> list[CloudDrift]:
             summary["cross_cloud"] = comparison[cloud]
         result.append(CloudDrift(cloud, reading, summary))
     return result
+
+
+def _rollout_active(config: Config) -> bool:
+    """Whether the state store's rollout record is active (then clouds on different versions are not
+    compared with each other: :func:`~orchestrator.control.health.drift.cross_cloud`). A store that
+    cannot be read counts as active: the comparison then flags nobody for serving a new version."""
+    from orchestrator.control.rollout.record import is_active
+    from orchestrator.control.wiring import open_store
+
+    try:
+        store = open_store(config)
+        try:
+            return is_active(store.atomically(store.rollout))
+        finally:
+            store.close()
+    except Exception:  # the report goes on without the store (its own commands report store faults)
+        return True
 
 
 def exit_code(clouds: list[CloudDrift]) -> int:

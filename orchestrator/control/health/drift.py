@@ -17,7 +17,7 @@ configuration:
 
 The feature over threshold is named (the largest PSI first). :func:`cross_cloud` compares the
 clouds' outputs with each other, which no single endpoint can see. With at least three clouds
-serving the same model version and holding ``min_rows`` rows, a cloud is flagged when its outputs
+holding ``min_rows`` rows (during a rollout: serving the same model version), a cloud is flagged when its outputs
 diverge from the consensus while
 none of its features' PSI reaches ``psi_warn`` (its inputs look like the reference):
 
@@ -27,8 +27,9 @@ none of its features' PSI reaches ``psi_warn`` (its inputs look like the referen
   more (a model that lost its signal can still spread its predictions over the classes like the
   others do).
 
-Clouds on another version are "not compared: different versions" (a rollout across clouds
-serves two versions on purpose: the new one must not be flagged, nor degraded, for being new).
+During a rollout, clouds on another version are "not compared: different versions" (a rollout
+serves two versions on purpose: the new one must not be flagged, nor degraded, for being new);
+outside one, a cloud on another version than the others is compared like any other.
 Medians, so that one odd cloud of three cannot move the consensus. Such a cloud has a model
 problem (a wrong or broken model, a bad version), not a traffic change, which would move its
 inputs too.
@@ -219,21 +220,28 @@ def _js_distance(p: list[float], q: list[float]) -> float:
     return math.sqrt(max(0.0, total / 2))
 
 
-def cross_cloud(readings: Mapping[str, DriftReading | None], cfg: Any) -> dict[str, dict[str, Any]]:
+def cross_cloud(
+    readings: Mapping[str, DriftReading | None], cfg: Any, *, across_versions: bool = True
+) -> dict[str, dict[str, Any]]:
     """Per cloud compared (see the module docstring): ``js_distance`` of its predicted-class shares
     to the consensus, ``confidence_gap`` (its mean confidence minus the median) and ``flagged``.
-    Only clouds serving the same model version are compared with each other (a rollout puts clouds
-    on different versions on purpose, and a new version may well predict differently): clouds with
-    ``min_rows`` rows are grouped by ``model_version``, and a group of at least three is compared.
-    While the clouds serve more than one version, a cloud outside such a group answers
-    ``{"flagged": False, "not_compared": "different versions", ...}``. Clouds without ``min_rows``
-    rows are left out; fewer than three clouds on one version and no other version gives an empty
-    answer (two cannot say which one differs)."""
+    Clouds with ``min_rows`` rows are compared, at least three at a time (two cannot say which one
+    differs).
+
+    ``across_versions`` (outside a rollout): every such cloud is compared with the others whatever
+    version it serves: a cloud that serves another version than the rest, or the same version with
+    other answers (a bad sync, a stale or tampered pointer, a broken image), is what no single-cloud
+    monitor sees. During a rollout (``across_versions=False``, the state store's record active),
+    clouds are on different versions on purpose and the rollout's own gates compare them: only
+    clouds on the same ``model_version`` are compared, in groups of three or more, and a cloud
+    outside such a group answers ``{"flagged": False, "not_compared": "different versions", ...}``."""
     usable = {
         c: r
         for c, r in readings.items()
         if r is not None and r.rows >= cfg.min_rows and sum(r.counts.values())
     }
+    if across_versions:
+        return _compare(usable, cfg) if len(usable) >= 3 else {}
     groups: dict[str | None, dict[str, DriftReading]] = {}
     for cloud, reading in usable.items():
         groups.setdefault(reading.version, {})[cloud] = reading
@@ -321,13 +329,15 @@ def with_drift(
     cfg: Any,
     *,
     compared: Mapping[str, DriftReading | None] | None = None,
+    across_versions: bool = True,
 ) -> dict[str, Any]:
     """The probe results with each cloud's drift summary attached (:func:`judge`, plus the
-    cross-cloud comparison over ``compared``: every cloud's latest reading, default ``readings``).
+    cross-cloud comparison over ``compared``: every cloud's latest reading, default ``readings``;
+    ``across_versions`` as :func:`cross_cloud` has it).
     With ``cfg.degrade``, an ``ok`` probe of a cloud in drift alarm or flagged by the comparison
     becomes ``degraded``, its reason naming the feature or the divergence."""
     latest = dict(compared) if compared is not None else {c: r for c, (r, _) in readings.items()}
-    comparison = cross_cloud(latest, cfg)
+    comparison = cross_cloud(latest, cfg, across_versions=across_versions)
     out = {}
     for cloud, result in results.items():
         reading, problem = readings.get(cloud, (None, "not read"))

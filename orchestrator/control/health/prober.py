@@ -172,7 +172,13 @@ class Prober:
 
         results, readings = self._run(both())
         self.drift_readings.update({c: r for c, (r, _) in readings.items()})
-        return with_drift(results, readings, self.config.drift, compared=self.drift_readings)
+        return with_drift(
+            results,
+            readings,
+            self.config.drift,
+            compared=self.drift_readings,
+            across_versions=not is_active(self._rollout),
+        )
 
     def probe_against(self, clouds: Sequence[str], expect: Expectation) -> dict[str, ProbeResult]:
         """One probe of each of ``clouds`` against ``expect`` exactly (a rollout's new version and
