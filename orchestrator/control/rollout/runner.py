@@ -219,15 +219,7 @@ class Rollout:
         stored = self.plane.store.atomically(self.plane.store.rollout)
         if stored is not None and stored.get("id") == record["id"] and stored.get("status") == "running":
             return
-        move_channel(
-            [self.targets[cloud]],
-            record["model"],
-            record["baseline"],
-            channel=record["channel"],
-            moved_by="rollback",
-            allow_back=True,
-            only_from=record["version"],
-        )
+        _move_back(self.targets[cloud], record)
 
     def _serve(self) -> None:
         cloud, version = self.cloud, self.record["version"]
@@ -339,15 +331,7 @@ class Rollout:
         for cloud in reversed(moved):
             # Only a pointer that still names this rollout's version is moved back: one naming
             # another version was moved by someone else since, and is theirs.
-            result = move_channel(
-                [self.targets[cloud]],
-                record["model"],
-                record["baseline"],
-                channel=record["channel"],
-                moved_by="rollback",
-                allow_back=True,
-                only_from=record["version"],
-            )[0]
+            result = _move_back(self.targets[cloud], record)
             if result.pointer == "left":
                 left = f"{cloud}: its pointer names {result.previous}, not {record['version']}: left alone"
                 self.on_event("error", {"error": left})
@@ -415,3 +399,18 @@ class Rollout:
                 signature_verifier(self.plane.config),
             )
         return self._expect
+
+
+def _move_back(target: Any, record: Mapping[str, Any]) -> Any:
+    """Move ``target``'s channel pointer back to the rollout's baseline, only if it still names the
+    rollout's version (one naming another version was moved by someone else since, and is theirs);
+    :func:`~orchestrator.publish.channels.move_channel`'s result for that target."""
+    return move_channel(
+        [target],
+        record["model"],
+        record["baseline"],
+        channel=record["channel"],
+        moved_by="rollback",
+        allow_back=True,
+        only_from=record["version"],
+    )[0]
