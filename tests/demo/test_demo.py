@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 STEPS = ["emulators", "train", "sync", "endpoints", "route", "traffic", "failover", "failback", "manual",
-         "rollout", "rollback", "summary"]  # fmt: skip
+         "rollout", "rollback", "drift", "summary"]  # fmt: skip
 
 
 def alive(pid: int) -> bool:

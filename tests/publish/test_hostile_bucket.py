@@ -258,6 +258,7 @@ def test_an_endpoint_survives_a_hostile_bucket_and_then_picks_up_the_next_good_v
                     "evil-i",
                     manifest=lambda m: (
                         m.update(classes=m["classes"][:2]),
+                        m.pop("reference_profile", None),  # consistent: the outputs must catch it
                         m["canary"].update(
                             labels=[m["classes"][0], m["classes"][1]] * 2 + [m["classes"][0]],
                             probabilities=[p[:2] for p in m["canary"]["probabilities"]],

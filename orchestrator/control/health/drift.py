@@ -17,9 +17,9 @@ configuration:
 
 The feature over threshold is named (the largest PSI first). :func:`cross_cloud` compares the
 clouds' outputs with each other, which no single endpoint can see. With at least three clouds
-holding ``min_rows`` rows (during a rollout: serving the same model version), a cloud is flagged when its outputs
-diverge from the consensus while
-none of its features' PSI reaches ``psi_warn`` (its inputs look like the reference):
+holding ``min_rows`` rows (during a rollout: serving the same model version), a cloud is flagged
+when its outputs diverge from the consensus while none of its features' PSI reaches ``psi_warn``
+(its inputs look like the reference):
 
 - the Jensen-Shannon distance (base 2) between its predicted-class shares and the consensus (per
   class, the median share over the clouds compared) is at least ``prediction_divergence``; or
