@@ -23,7 +23,9 @@ from orchestrator.control.routing.backends import RoutingBackend, open_backend
 from orchestrator.control.routing.pricing import CostBreakdown, Load, cost_per_request, load_prices
 from orchestrator.control.store import StateStore
 from orchestrator.control.vantage.coordinator import Coordinator
+from orchestrator.core.errors import ConfigError
 from orchestrator.core.storage import Storage, open_storage
+from orchestrator.publish.sync import Target
 
 __all__ = [
     "cost_table",
@@ -32,6 +34,7 @@ __all__ = [
     "open_plane",
     "open_prober",
     "open_store",
+    "open_targets",
     "probe_buckets",
 ]
 
@@ -39,6 +42,16 @@ __all__ = [
 def open_store(config: Config) -> StateStore:
     """The state store at ``state.path`` (a SQLite file or an object-store URI), with its settings."""
     return StateStore.open(config.state.path, settings=config.state.settings or None)
+
+
+def open_targets(config: Config) -> dict[str, Target]:
+    """Every configured cloud's bucket (cloud -> Target); ConfigError naming a cloud without one."""
+    out: dict[str, Target] = {}
+    for name, cloud in config.clouds.items():
+        if cloud.storage is None:
+            raise ConfigError(f"{config.source or 'configuration'}: clouds.{name}.storage is missing")
+        out[name] = Target(name, open_storage(cloud.storage, settings=cloud.storage_settings))
+    return out
 
 
 def open_backends(config: Config) -> list[RoutingBackend]:

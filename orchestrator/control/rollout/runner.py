@@ -74,9 +74,9 @@ class Rollout:
         self.record: dict[str, Any] = dict(record)
         self.plan = RolloutPlan.model_validate(record["plan"])
         if targets is None:
-            from orchestrator.control.rollout.start import open_targets
+            from orchestrator.control.wiring import open_targets
 
-            targets = open_targets(plane)
+            targets = open_targets(plane.config)
         self.targets = dict(targets)
         self.on_event = on_event or (lambda _what, _record: None)
         self._expect: Expectation | None = None

@@ -9,25 +9,15 @@ from orchestrator.control.rollout.plan import RolloutPlan
 from orchestrator.control.rollout.record import is_active
 from orchestrator.control.rollout.runner import Rollout
 from orchestrator.control.rollout.takeover import longest_step_s
+from orchestrator.control.wiring import open_targets
 from orchestrator.core.errors import ConfigError
-from orchestrator.core.storage import open_storage
 from orchestrator.publish.channels import current_versions, verified_everywhere
 from orchestrator.publish.sync import Target
 
 if TYPE_CHECKING:
     from orchestrator.control.plane import ControlPlane
 
-__all__ = ["open_targets", "start_rollout"]
-
-
-def open_targets(plane: ControlPlane) -> dict[str, Target]:
-    """Every configured cloud's bucket (cloud -> Target); ConfigError naming a cloud without one."""
-    out: dict[str, Target] = {}
-    for name, cloud in plane.config.clouds.items():
-        if cloud.storage is None:
-            raise ConfigError(f"{plane.config.source or 'configuration'}: clouds.{name}.storage is missing")
-        out[name] = Target(name, open_storage(cloud.storage, settings=cloud.storage_settings))
-    return out
+__all__ = ["start_rollout"]
 
 
 def start_rollout(
@@ -53,7 +43,7 @@ def start_rollout(
             f"{len(plane.config.clouds)} clouds ({plan.probe_interval_s + step:g} s): the health job "
             "would take over a command still running"
         )
-    targets = open_targets(plane)
+    targets = open_targets(plane.config)
     try:
         record = _new_record(plane, targets, version, plan, holder=holder, deep=deep, verifier=verifier)
     except BaseException:
